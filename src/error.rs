@@ -1,0 +1,265 @@
+//! The one error type of the library.
+//!
+//! Every error carries a [`ErrorKind`] (what class of failure it is: bad input data, a missing input,
+//! an output that cannot be created, an I/O failure, ...), the file it is about and, where there is
+//! one, the tensor. The safetensors crate's own error type is weakest exactly where a variant forgets
+//! which tensor or file it is about, so here the location is part of the struct, not of each variant.
+//!
+//! Rendering: `error[bad-data]: path/to/model.safetensors: tensor "x": what is wrong` followed by an
+//! optional `  hint: ...` line. Strings that come from a file are escaped with [`escape`].
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The class of an error. The CLI exits 2 for every kind; the kind is named in the message and in
+/// JSON output so scripts can tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// An input (safetensors file, index, config, mapping file) is malformed or inconsistent.
+    BadData,
+    /// The input is a different format (git-LFS pointer, pickle, GGUF, ...) that `ckpt` does not read.
+    WrongFormat,
+    /// An input is missing, unreadable, or not a regular file.
+    MissingInput,
+    /// The input is valid but asks for something `ckpt` does not support (a dtype, an activation, ...).
+    Unsupported,
+    /// The output cannot be created: it exists, aliases an input, is a symlink, or is not writable.
+    CannotCreate,
+    /// An I/O error while reading or writing (disk full, EIO, fsync failure).
+    Io,
+    /// The command line or the requested operation is inconsistent.
+    Usage,
+    /// The operation was interrupted (Ctrl-C); everything it had started was cleaned up.
+    Interrupted,
+    /// A bug in `ckpt` itself (a broken invariant).
+    Internal,
+}
+
+impl ErrorKind {
+    /// Short stable identifier used in messages and JSON (`bad-data`, `missing-input`, ...).
+    pub fn id(self) -> &'static str {
+        match self {
+            ErrorKind::BadData => "bad-data",
+            ErrorKind::WrongFormat => "wrong-format",
+            ErrorKind::MissingInput => "missing-input",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::CannotCreate => "cannot-create",
+            ErrorKind::Io => "io",
+            ErrorKind::Usage => "usage",
+            ErrorKind::Interrupted => "interrupted",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// An error with its kind, the file and tensor it concerns, a message and an optional hint.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    file: Option<PathBuf>,
+    tensor: Option<String>,
+    message: String,
+    hint: Option<String>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Error {
+    /// A new error of the given kind with a message (lower case, names in backticks).
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            file: None,
+            tensor: None,
+            message: message.into(),
+            hint: None,
+            source: None,
+        }
+    }
+
+    /// Shorthand for [`ErrorKind::BadData`].
+    pub fn bad_data(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadData, message)
+    }
+
+    /// Shorthand for [`ErrorKind::Unsupported`].
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, message)
+    }
+
+    /// Shorthand for [`ErrorKind::Usage`].
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Usage, message)
+    }
+
+    /// Shorthand for [`ErrorKind::Internal`].
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    /// An I/O error about `path`, classified by its OS error (not found -> missing input, ...).
+    pub fn io(path: impl AsRef<Path>, what: &str, err: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let kind = match err.kind() {
+            K::NotFound | K::PermissionDenied | K::IsADirectory | K::NotADirectory => {
+                ErrorKind::MissingInput
+            }
+            K::Interrupted => ErrorKind::Interrupted,
+            _ => ErrorKind::Io,
+        };
+        let message = format!("{what}: {err}");
+        Error::new(kind, message).file(path).with_source(err)
+    }
+
+    /// The same as [`Error::io`] but for an output: permission and read-only errors become
+    /// [`ErrorKind::CannotCreate`], disk-full stays [`ErrorKind::Io`].
+    pub fn io_write(path: impl AsRef<Path>, what: &str, err: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let kind = match err.kind() {
+            K::PermissionDenied | K::ReadOnlyFilesystem | K::AlreadyExists | K::NotFound => {
+                ErrorKind::CannotCreate
+            }
+            K::Interrupted => ErrorKind::Interrupted,
+            _ => ErrorKind::Io,
+        };
+        let message = format!("{what}: {err}");
+        Error::new(kind, message).file(path).with_source(err)
+    }
+
+    /// Attach the file this error is about (keeps the first one set).
+    pub fn file(mut self, path: impl AsRef<Path>) -> Self {
+        if self.file.is_none() {
+            self.file = Some(path.as_ref().to_path_buf());
+        }
+        self
+    }
+
+    /// Attach the tensor this error is about (keeps the first one set).
+    pub fn tensor(mut self, name: impl Into<String>) -> Self {
+        if self.tensor.is_none() {
+            self.tensor = Some(name.into());
+        }
+        self
+    }
+
+    /// Attach an actionable one-sentence hint.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Attach an underlying cause.
+    pub fn with_source(mut self, err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(err));
+        self
+    }
+
+    /// The class of the error.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The file the error is about, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The tensor the error is about, if any.
+    pub fn tensor_name(&self) -> Option<&str> {
+        self.tensor.as_deref()
+    }
+
+    /// The message without location or hint.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The hint, if any.
+    pub fn hint_text(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", escape(&file.display().to_string()))?;
+        }
+        if let Some(t) = &self.tensor {
+            write!(f, "tensor \"{}\": ", escape(t))?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Longest string taken from a file that messages print before truncating.
+pub const MAX_PRINTED_NAME: usize = 200;
+
+/// Escape a string that came from a file for printing on a terminal: control characters (escape
+/// sequences included) and quotes are escaped, and anything longer than [`MAX_PRINTED_NAME`]
+/// characters is cut with the original length shown.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_PRINTED_NAME + 16));
+    let mut count = 0usize;
+    for c in s.chars() {
+        if count == MAX_PRINTED_NAME {
+            out.push_str(&format!("...({} chars)", s.chars().count()));
+            return out;
+        }
+        count += 1;
+        if c.is_control() || c == '"' || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_file_and_tensor() {
+        let e = Error::bad_data("shape [3] needs 12 bytes but data_offsets span 8")
+            .file("m.safetensors")
+            .tensor("a\u{1b}[2J")
+            .hint("re-download the file");
+        let s = e.to_string();
+        assert_eq!(
+            s,
+            "m.safetensors: tensor \"a\\u{1b}[2J\": shape [3] needs 12 bytes but data_offsets span 8\n  hint: re-download the file"
+        );
+    }
+
+    #[test]
+    fn escape_truncates_long_names() {
+        let long = "x".repeat(1000);
+        let e = escape(&long);
+        assert!(e.ends_with("...(1000 chars)"));
+        assert!(e.len() < 230);
+    }
+
+    #[test]
+    fn io_errors_are_classified() {
+        let nf = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(Error::io("x", "open", nf).kind(), ErrorKind::MissingInput);
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert_eq!(Error::io_write("x", "write", full).kind(), ErrorKind::Io);
+    }
+}
