@@ -11,3 +11,8 @@
 pub mod error;
 
 pub use error::{Error, ErrorKind, Result};
+pub mod checkpoint;
+pub mod json;
+pub mod mapping;
+
+pub use checkpoint::{Checkpoint, TensorInfo};

@@ -1,0 +1,445 @@
+//! A checkpoint on disk: one `.safetensors` file, or a directory with `config.json` and one or more
+//! shards (with `model.safetensors.index.json`), or Meta's `consolidated.safetensors` + `params.json`.
+//!
+//! Opening reads headers only (`pread` of the header, then a read-only mmap that is not touched) and
+//! validates everything the safetensors crate does not: duplicate names within and across shards,
+//! index entries pointing outside the directory or at missing files, shards on disk the index does not
+//! list, and tensors the index and the shards disagree about. Tensor data is read lazily through
+//! [`Checkpoint::data`].
+
+pub mod config;
+pub mod header;
+pub mod index;
+pub mod shard;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub use config::{ConfigSource, ModelConfig, RopeScaling};
+pub use header::Dtype;
+pub use index::IndexFile;
+pub use shard::Shard;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// How the checkpoint is laid out on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// A single `.safetensors` file given directly.
+    File,
+    /// A directory with one `model.safetensors` (or one other `.safetensors` file).
+    Single,
+    /// A directory with shards listed by `model.safetensors.index.json`.
+    Sharded,
+    /// Meta / mistral-inference: `consolidated.safetensors` (+ `params.json`).
+    Meta,
+    /// A directory with several `.safetensors` files and no index.
+    Unindexed,
+}
+
+impl Layout {
+    /// Lower-case name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::File => "file",
+            Layout::Single => "single",
+            Layout::Sharded => "sharded",
+            Layout::Meta => "meta",
+            Layout::Unindexed => "unindexed",
+        }
+    }
+}
+
+/// One tensor of the checkpoint: where it lives and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// Name as stored.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Index into [`Checkpoint::shards`].
+    pub shard: usize,
+    /// Start of the data relative to the shard's data section.
+    pub begin: usize,
+    /// End of the data (exclusive).
+    pub end: usize,
+}
+
+impl TensorInfo {
+    /// Byte length of the tensor's data.
+    pub fn nbytes(&self) -> usize {
+        self.end.saturating_sub(self.begin)
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        header::checked_numel(&self.shape).unwrap_or(0)
+    }
+}
+
+/// An opened checkpoint (headers only).
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// The path the user gave.
+    pub path: PathBuf,
+    /// The directory holding the checkpoint's files (the parent for a single file).
+    pub dir: PathBuf,
+    /// The layout.
+    pub layout: Layout,
+    /// The safetensors files, in order (index order for sharded checkpoints).
+    pub shards: Vec<Shard>,
+    /// Every tensor, shard by shard in data order.
+    pub tensors: Vec<TensorInfo>,
+    /// The parsed `config.json` / `params.json`, if present.
+    pub config: Option<ModelConfig>,
+    /// The parsed index, if sharded.
+    pub index: Option<IndexFile>,
+    /// Other files of the directory (tokenizer, README, ...), relative names, sorted.
+    pub other_files: Vec<String>,
+    /// Notes that are not errors (e.g. `total_size` disagreeing with the shards).
+    pub warnings: Vec<String>,
+    by_name: HashMap<String, usize>,
+}
+
+/// File name of the Hugging Face shard index.
+pub const INDEX_NAME: &str = "model.safetensors.index.json";
+
+impl Checkpoint {
+    /// Open a checkpoint: a `.safetensors` file, a `*.index.json`, or a directory.
+    pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint> {
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "cannot open", e))?;
+        if meta.is_dir() {
+            return Self::open_dir(path);
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if name.ends_with(".index.json") {
+            let mut ck = Self::open_indexed(path, &dir, path)?;
+            ck.path = path.to_path_buf();
+            return Ok(ck);
+        }
+        let shard = Shard::open(path)?;
+        Self::assemble(
+            path,
+            &dir,
+            Layout::File,
+            vec![shard],
+            None,
+            None,
+            Vec::new(),
+        )
+    }
+
+    fn open_dir(dir: &Path) -> Result<Checkpoint> {
+        let listing = list_dir(dir)?;
+        let has = |n: &str| listing.iter().any(|f| f == n);
+        let config_path = if has("config.json") {
+            Some(dir.join("config.json"))
+        } else if has("params.json") {
+            Some(dir.join("params.json"))
+        } else {
+            None
+        };
+        let config = config_path.as_deref().map(ModelConfig::load).transpose()?;
+        if has(INDEX_NAME) {
+            let mut ck = Self::open_indexed(&dir.join(INDEX_NAME), dir, dir)?;
+            ck.config = config;
+            ck.other_files = others(&listing, &ck);
+            return Ok(ck);
+        }
+        let st: Vec<&String> = listing
+            .iter()
+            .filter(|f| f.ends_with(".safetensors"))
+            .collect();
+        let (layout, files): (Layout, Vec<String>) = if has("model.safetensors") {
+            (Layout::Single, vec!["model.safetensors".into()])
+        } else if has("consolidated.safetensors") {
+            (Layout::Meta, vec!["consolidated.safetensors".into()])
+        } else if st.len() == 1 {
+            (Layout::Single, st.iter().map(|s| s.to_string()).collect())
+        } else if st.is_empty() {
+            let hint = if listing
+                .iter()
+                .any(|f| f.ends_with(".bin") || f.ends_with(".pth") || f.ends_with(".pt"))
+            {
+                "this directory holds PyTorch pickle files; ckpt reads safetensors only and never unpickles"
+            } else if listing.iter().any(|f| f.ends_with(".gguf")) {
+                "this directory holds GGUF files; ckpt reads safetensors checkpoints"
+            } else {
+                "give a directory with model.safetensors or shards and model.safetensors.index.json"
+            };
+            return Err(Error::new(
+                ErrorKind::MissingInput,
+                "no .safetensors files in the directory",
+            )
+            .file(dir)
+            .hint(hint));
+        } else {
+            (
+                Layout::Unindexed,
+                st.iter().map(|s| s.to_string()).collect(),
+            )
+        };
+        let shards = files
+            .iter()
+            .map(|f| Shard::open(&dir.join(f)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut ck = Self::assemble(dir, dir, layout, shards, config, None, Vec::new())?;
+        ck.other_files = others(&listing, &ck);
+        Ok(ck)
+    }
+
+    fn open_indexed(index_path: &Path, dir: &Path, user_path: &Path) -> Result<Checkpoint> {
+        let index = IndexFile::load(index_path)?;
+        let mut shards = Vec::with_capacity(index.files.len());
+        let mut missing = Vec::new();
+        for f in &index.files {
+            let p = dir.join(f);
+            index::check_shard_location(dir, &p).map_err(|e| e.file(index_path))?;
+            if !p.exists() {
+                missing.push(f.clone());
+                continue;
+            }
+            shards.push(Shard::open(&p)?);
+        }
+        if !missing.is_empty() {
+            return Err(Error::new(
+                ErrorKind::MissingInput,
+                format!(
+                    "the index lists shards that do not exist: {}",
+                    missing.join(", ")
+                ),
+            )
+            .file(index_path)
+            .hint("download the missing shards"));
+        }
+        // Shards on disk that the index does not list.
+        if let Ok(listing) = list_dir(dir) {
+            let stray: Vec<&String> = listing
+                .iter()
+                .filter(|f| index::looks_like_shard(f) && !index.files.contains(f))
+                .collect();
+            if !stray.is_empty() {
+                return Err(Error::bad_data(format!(
+                    "shard files on disk that the index does not list: {}",
+                    stray
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .file(index_path)
+                .hint("remove stale shards from an earlier save, or regenerate the index"));
+            }
+        }
+        let mut warnings = Vec::new();
+        let ck_tensors: usize = shards.iter().map(|s| s.header.tensors.len()).sum();
+        // Index <-> shard agreement, both ways.
+        for (name, file) in &index.weight_map {
+            let Some(s) = shards.iter().find(|s| &s.file_name == file) else {
+                continue;
+            };
+            if !s.header.tensors.iter().any(|t| &t.name == name) {
+                let actual = shards
+                    .iter()
+                    .find(|s| s.header.tensors.iter().any(|t| &t.name == name))
+                    .map(|s| format!("; it is in `{}`", s.file_name))
+                    .unwrap_or_default();
+                return Err(Error::bad_data(format!(
+                    "the index places this tensor in `{file}`, which does not hold it{actual}"
+                ))
+                .file(index_path)
+                .tensor(name));
+            }
+        }
+        if ck_tensors != index.weight_map.len() {
+            for s in &shards {
+                for t in &s.header.tensors {
+                    if !index.weight_map.contains_key(&t.name) {
+                        return Err(Error::bad_data(format!(
+                            "the tensor is in `{}` but the index does not list it",
+                            s.file_name
+                        ))
+                        .file(index_path)
+                        .tensor(&t.name));
+                    }
+                }
+            }
+        }
+        let data_total: u64 = shards.iter().map(|s| s.header.data_len as u64).sum();
+        if let Some(ts) = index.total_size
+            && ts != data_total
+        {
+            warnings.push(format!(
+                "{}: metadata.total_size is {ts} but the shards hold {data_total} bytes of tensor data",
+                index_path.display()
+            ));
+        }
+        Self::assemble(
+            user_path,
+            dir,
+            Layout::Sharded,
+            shards,
+            None,
+            Some(index),
+            warnings,
+        )
+    }
+
+    fn assemble(
+        path: &Path,
+        dir: &Path,
+        layout: Layout,
+        shards: Vec<Shard>,
+        config: Option<ModelConfig>,
+        index: Option<IndexFile>,
+        warnings: Vec<String>,
+    ) -> Result<Checkpoint> {
+        let mut tensors = Vec::new();
+        let mut by_name: HashMap<String, usize> = HashMap::new();
+        for (si, s) in shards.iter().enumerate() {
+            for t in &s.header.tensors {
+                if let Some(&prev) = by_name.get(&t.name) {
+                    let first = tensors
+                        .get(prev)
+                        .and_then(|p: &TensorInfo| shards.get(p.shard))
+                        .map(|s| s.file_name.clone())
+                        .unwrap_or_default();
+                    return Err(Error::bad_data(format!(
+                        "the tensor is in two files: `{first}` and `{}`",
+                        s.file_name
+                    ))
+                    .file(&s.path)
+                    .tensor(&t.name));
+                }
+                by_name.insert(t.name.clone(), tensors.len());
+                tensors.push(TensorInfo {
+                    name: t.name.clone(),
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    shard: si,
+                    begin: t.begin,
+                    end: t.end,
+                });
+            }
+        }
+        Ok(Checkpoint {
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+            layout,
+            shards,
+            tensors,
+            config,
+            index,
+            other_files: Vec::new(),
+            warnings,
+            by_name,
+        })
+    }
+
+    /// Look a tensor up by its stored name.
+    pub fn get(&self, name: &str) -> Option<&TensorInfo> {
+        self.by_name.get(name).and_then(|&i| self.tensors.get(i))
+    }
+
+    /// The position of a tensor in [`Checkpoint::tensors`].
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The raw bytes of a tensor (little-endian, as stored; any alignment).
+    pub fn data(&self, t: &TensorInfo) -> Result<&[u8]> {
+        let shard = self
+            .shards
+            .get(t.shard)
+            .ok_or_else(|| Error::internal("tensor refers to a missing shard").tensor(&t.name))?;
+        shard.data(t.begin, t.end).map_err(|e| e.tensor(&t.name))
+    }
+
+    /// The shard holding a tensor.
+    pub fn shard_of(&self, t: &TensorInfo) -> Option<&Shard> {
+        self.shards.get(t.shard)
+    }
+
+    /// Total number of parameters (elements over all tensors).
+    pub fn parameter_count(&self) -> u128 {
+        self.tensors.iter().map(|t| t.numel() as u128).sum()
+    }
+
+    /// Total bytes of tensor data.
+    pub fn data_bytes(&self) -> u64 {
+        self.tensors.iter().map(|t| t.nbytes() as u64).sum()
+    }
+
+    /// Number of transformer layers, from the highest `layers.{i}` index in tensor names.
+    pub fn layer_count_from_names(&self) -> Option<usize> {
+        let mut max: Option<usize> = None;
+        for t in &self.tensors {
+            if let Some(i) = layer_index(&t.name) {
+                max = Some(max.map_or(i, |m| m.max(i)));
+            }
+        }
+        max.map(|m| m.saturating_add(1))
+    }
+}
+
+/// The layer index in a name like `model.layers.12.mlp.up_proj.weight` (also `layers.12.`, `h.12.`,
+/// `blocks.12.`).
+pub fn layer_index(name: &str) -> Option<usize> {
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.windows(2).find_map(|w| match w {
+        [a, b] if matches!(*a, "layers" | "h" | "blocks" | "layer") => b.parse().ok(),
+        _ => None,
+    })
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, "cannot list directory", e))?;
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(dir, "cannot list directory", e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Temporary files of an interrupted ckpt run are never part of a checkpoint.
+        if name.contains(".ckpt-tmp-") || name.contains(".ckpt-old-") {
+            continue;
+        }
+        out.push(name);
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn others(listing: &[String], ck: &Checkpoint) -> Vec<String> {
+    listing
+        .iter()
+        .filter(|f| {
+            f.as_str() != INDEX_NAME
+                && !ck.shards.iter().any(|s| &s.file_name == *f)
+                && f.as_str() != "config.json"
+                && f.as_str() != "params.json"
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_index_parses_common_spellings() {
+        assert_eq!(layer_index("model.layers.12.mlp.up_proj.weight"), Some(12));
+        assert_eq!(layer_index("layers.3.attention.wq.weight"), Some(3));
+        assert_eq!(layer_index("transformer.h.0.attn.c_attn.weight"), Some(0));
+        assert_eq!(layer_index("model.norm.weight"), None);
+    }
+}

@@ -1,0 +1,199 @@
+//! One safetensors file on disk: opened read-only, checked to be a regular file, its header read with
+//! `pread` into a bounded buffer and validated, then memory-mapped read-only for lazy tensor access.
+//!
+//! When the bytes are not a safetensors file at all, the error says what they are instead (git-LFS
+//! pointer, PyTorch pickle or zip, GGUF, empty file) rather than a JSON parse error.
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use super::header::{self, Header};
+use crate::error::{Error, ErrorKind, Result};
+
+/// A validated, memory-mapped safetensors file.
+#[derive(Debug)]
+pub struct Shard {
+    /// Path as the user gave it (joined to the checkpoint directory).
+    pub path: PathBuf,
+    /// The file name (one path component).
+    pub file_name: String,
+    /// File size in bytes (from `fstat`).
+    pub size: u64,
+    /// `(st_dev, st_ino)` of the file, to refuse outputs that alias an input.
+    pub dev_ino: (u64, u64),
+    /// The validated header.
+    pub header: Header,
+    map: Option<Mmap>,
+    _file: File,
+}
+
+impl Shard {
+    /// Open and validate `path`. Only the header bytes are read.
+    pub fn open(path: &Path) -> Result<Shard> {
+        // O_NONBLOCK: opening a FIFO must not block forever; fstat then rejects it.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| Error::io(path, "cannot open", e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(path, "cannot stat", e))?;
+        if !meta.is_file() {
+            return Err(Error::new(
+                ErrorKind::MissingInput,
+                format!("not a regular file ({})", file_type_name(&meta)),
+            )
+            .file(path));
+        }
+        let size = meta.len();
+        let header = read_header(&file, size).map_err(|e| {
+            let e = e.file(path);
+            diagnose(&file, size, path).unwrap_or(e)
+        })?;
+        let map = if size == 0 {
+            None
+        } else {
+            // SAFETY: the file is opened read-only and the map is never written through. A concurrent
+            // truncation by another process can still raise SIGBUS on access; this is documented in
+            // docs/RELIABILITY.md (every mmap reader shares it).
+            Some(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, "cannot mmap", e))?)
+        };
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Shard {
+            path: path.to_path_buf(),
+            file_name,
+            size,
+            dev_ino: (meta.dev(), meta.ino()),
+            header,
+            map,
+            _file: file,
+        })
+    }
+
+    /// Offset of the data section in the file.
+    pub fn data_start(&self) -> usize {
+        self.header.data_start()
+    }
+
+    /// The bytes of a tensor's data range `[begin, end)` (relative to the data section). The range was
+    /// validated against the file size when the header was parsed.
+    pub fn data(&self, begin: usize, end: usize) -> Result<&[u8]> {
+        let start = self.data_start();
+        let range = start.checked_add(begin).zip(start.checked_add(end));
+        let empty: &[u8] = &[];
+        match (range, &self.map) {
+            (Some((b, e)), _) if b == e => Ok(empty),
+            (Some((b, e)), Some(m)) => m.get(b..e).ok_or_else(|| {
+                Error::internal(format!("byte range [{b}, {e}) outside the mapped file"))
+                    .file(&self.path)
+            }),
+            _ => Err(Error::internal("byte range outside the file").file(&self.path)),
+        }
+    }
+
+    /// The whole mapped file (empty for an empty file).
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or_default()
+    }
+
+    /// The open file (for `copy_file_range` and `pread`).
+    pub fn file(&self) -> &File {
+        &self._file
+    }
+}
+
+fn read_header(file: &File, size: u64) -> Result<Header> {
+    let mut prefix = [0u8; 8];
+    let got = read_at_most(file, &mut prefix, 0)?;
+    let n = header::check_prefix(prefix.get(..got).unwrap_or_default(), size)?;
+    let mut buf = vec![0u8; n];
+    file.read_exact_at(&mut buf, 8)
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read the header: {e}")))?;
+    header::parse_header(&buf, size)
+}
+
+fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> Result<usize> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let slot = buf.get_mut(done..).unwrap_or_default();
+        match file.read_at(slot, offset.saturating_add(done as u64)) {
+            Ok(0) => break,
+            Ok(k) => done = done.saturating_add(k),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::new(ErrorKind::Io, format!("cannot read: {e}"))),
+        }
+    }
+    Ok(done)
+}
+
+/// Recognise files that are not safetensors at all. `None` when the bytes look like an (invalid)
+/// safetensors file, so the parser's own error stands.
+fn diagnose(file: &File, size: u64, path: &Path) -> Option<Error> {
+    let mut head = [0u8; 64];
+    let got = read_at_most(file, &mut head, 0).ok()?;
+    let head = head.get(..got)?;
+    let wrong = |what: &str, hint: &str| {
+        Some(
+            Error::new(ErrorKind::WrongFormat, what.to_string())
+                .file(path)
+                .hint(hint.to_string()),
+        )
+    };
+    if size == 0 {
+        return Some(
+            Error::bad_data("the file is empty (0 bytes)")
+                .file(path)
+                .hint("re-download the file"),
+        );
+    }
+    if head.starts_with(b"version https://git-lfs") {
+        return wrong(
+            "this is a git-lfs pointer, not the weights",
+            "run `git lfs pull` in the repository to fetch the real file",
+        );
+    }
+    if head.starts_with(b"GGUF") {
+        return wrong(
+            "this is a GGUF file (llama.cpp's format), not safetensors",
+            "ckpt reads safetensors checkpoints; use the original safetensors release",
+        );
+    }
+    if head.starts_with(b"PK\x03\x04") {
+        return wrong(
+            "this is a zip archive (a PyTorch `.bin`/`.pt`/`.pth` checkpoint), not safetensors; ckpt never unpickles",
+            "convert it to safetensors in an isolated environment first",
+        );
+    }
+    if let [0x80, proto, ..] = head
+        && (2..=5).contains(proto)
+    {
+        return wrong(
+            "this is a Python pickle (a PyTorch `.bin`/`.pt`/`.pth` checkpoint), not safetensors; ckpt never unpickles",
+            "convert it to safetensors in an isolated environment first",
+        );
+    }
+    None
+}
+
+fn file_type_name(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a fifo"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a file"
+    }
+}
