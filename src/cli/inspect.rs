@@ -1,0 +1,293 @@
+//! `ckpt inspect PATH`: files, tensors, dtypes, parameter count, metadata and config at a glance.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ckpt::checkpoint::{Checkpoint, ModelConfig};
+use ckpt::report::{self, esc, human_bytes, human_count, thousands};
+
+use super::{CmdResult, EXIT_OK, out, user_regex};
+
+/// Show a checkpoint's files, tensors, dtypes, parameter count and config. Reads headers only.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A `.safetensors` file, a `*.index.json`, or a checkpoint directory.
+    pub path: PathBuf,
+    /// List every tensor instead of collapsing per-layer repetition.
+    #[arg(long)]
+    pub all: bool,
+    /// Only tensors whose name matches this regex.
+    #[arg(long, value_name = "REGEX")]
+    pub grep: Option<String>,
+    /// Print JSON (every tensor with name, shape, dtype, file and byte offsets) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `inspect`.
+pub fn run(a: Args) -> CmdResult {
+    let re = a.grep.as_deref().map(user_regex).transpose()?;
+    let ck = Checkpoint::open(&a.path)?;
+    let selected: Vec<usize> = (0..ck.tensors.len())
+        .filter(|&i| re.as_ref().is_none_or(|r| r.is_match(&ck.tensors[i].name)))
+        .collect();
+    if a.json {
+        out(&serde_json::to_string_pretty(&to_json(&ck, &selected)).unwrap_or_default());
+        return Ok(EXIT_OK);
+    }
+    for line in summary(&ck) {
+        out(&line);
+    }
+    out("");
+    out(&tensor_table(&ck, &selected, a.all).to_string());
+    if selected.len() != ck.tensors.len() {
+        out(&format!(
+            "{} of {} tensors match",
+            selected.len(),
+            ck.tensors.len()
+        ));
+    }
+    for w in &ck.warnings {
+        out(&format!("warning: {}", esc(w)));
+    }
+    Ok(EXIT_OK)
+}
+
+fn summary(ck: &Checkpoint) -> Vec<String> {
+    let mut lines = Vec::new();
+    lines.push(format!(
+        "checkpoint  {}  ({}, {} file{})",
+        ck.path.display(),
+        ck.layout.name(),
+        ck.shards.len(),
+        if ck.shards.len() == 1 { "" } else { "s" }
+    ));
+    for s in &ck.shards {
+        lines.push(format!(
+            "  {:<40} {:>12}  {} tensors",
+            esc(&s.file_name),
+            human_bytes(s.size),
+            s.header.tensors.len()
+        ));
+    }
+    let params = ck.parameter_count();
+    lines.push(format!(
+        "tensors     {}    parameters {} ({})",
+        ck.tensors.len(),
+        thousands(params),
+        human_count(params)
+    ));
+    let mut by_dtype: BTreeMap<String, (u64, usize)> = BTreeMap::new();
+    for t in &ck.tensors {
+        let e = by_dtype.entry(t.dtype.to_string()).or_default();
+        e.0 += t.nbytes() as u64;
+        e.1 += 1;
+    }
+    let dt: Vec<String> = by_dtype
+        .iter()
+        .map(|(d, (b, n))| format!("{d} {} ({n} tensors)", human_bytes(*b)))
+        .collect();
+    lines.push(format!("dtypes      {}", dt.join(", ")));
+    let mut metas: Vec<String> = Vec::new();
+    for s in &ck.shards {
+        let m = match &s.header.metadata {
+            Some(m) => m
+                .iter()
+                .map(|(k, v)| format!("{}={}", esc(k), esc(v)))
+                .collect::<Vec<_>>()
+                .join(" "),
+            None => "(none)".into(),
+        };
+        if !metas.contains(&m) {
+            metas.push(m);
+        }
+    }
+    lines.push(format!("metadata    {}", metas.join(" | ")));
+    if let Some(c) = &ck.config {
+        lines.push(format!("config      {}", config_line(c)));
+    } else {
+        lines.push("config      (no config.json or params.json)".into());
+    }
+    lines
+}
+
+/// The key hyperparameters of a config on one line.
+pub fn config_line(c: &ModelConfig) -> String {
+    let mut parts = Vec::new();
+    let file = c
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Some(m) = &c.model_type {
+        parts.push(format!("model_type={}", esc(m)));
+    }
+    if !c.architectures.is_empty() {
+        parts.push(format!("architectures={}", esc(&c.architectures.join(","))));
+    }
+    let nums = [
+        ("hidden", c.hidden_size),
+        ("layers", c.num_hidden_layers),
+        ("heads", c.num_attention_heads),
+        ("kv_heads", c.num_key_value_heads),
+        ("head_dim", c.resolved_head_dim()),
+        ("intermediate", c.intermediate_size),
+        ("vocab", c.vocab_size),
+    ];
+    for (k, v) in nums {
+        if let Some(v) = v {
+            parts.push(format!("{k}={v}"));
+        }
+    }
+    if let Some(t) = c.rope_theta {
+        parts.push(format!("rope_theta={t}"));
+    }
+    if let Some(s) = &c.rope_scaling {
+        parts.push(format!("rope_scaling={}", esc(&s.rope_type)));
+    }
+    if let Some(t) = c.tie_word_embeddings {
+        parts.push(format!("tie={t}"));
+    }
+    if let Some(d) = &c.dtype {
+        parts.push(format!("dtype={}", esc(d)));
+    }
+    format!("{}  ({file})", parts.join(" "))
+}
+
+fn tensor_table(ck: &Checkpoint, selected: &[usize], all: bool) -> comfy_table::Table {
+    let multi = ck.shards.len() > 1;
+    let mut header = vec!["tensor", "shape", "dtype", "count"];
+    if multi {
+        header.push("file");
+    }
+    let mut t = report::table(&header);
+    let names: Vec<String> = selected
+        .iter()
+        .map(|&i| ck.tensors[i].name.clone())
+        .collect();
+    let keys: Vec<(Vec<usize>, String)> = selected
+        .iter()
+        .map(|&i| (ck.tensors[i].shape.clone(), ck.tensors[i].dtype.to_string()))
+        .collect();
+    if all {
+        for &i in selected {
+            let ti = &ck.tensors[i];
+            let mut row = vec![
+                esc(&ti.name),
+                report::shape(&ti.shape),
+                ti.dtype.to_string(),
+                "1".into(),
+            ];
+            if multi {
+                row.push(esc(&ck.shards[ti.shard].file_name));
+            }
+            t.add_row(row);
+        }
+        return t;
+    }
+    for row in report::collapse(&names, &keys) {
+        let mut r = vec![
+            esc(&row.name),
+            report::shape(&row.key.0),
+            row.key.1.clone(),
+            format!("{}", row.count),
+        ];
+        if multi {
+            let mut files: Vec<&str> = row
+                .members
+                .iter()
+                .map(|&m| ck.shards[ck.tensors[selected[m]].shard].file_name.as_str())
+                .collect();
+            files.dedup();
+            files.sort_unstable();
+            files.dedup();
+            r.push(if files.len() == 1 {
+                esc(files[0])
+            } else {
+                format!("{} files", files.len())
+            });
+        }
+        t.add_row(r);
+    }
+    t
+}
+
+fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
+    use serde_json::json;
+    let mut by_dtype = serde_json::Map::new();
+    for t in &ck.tensors {
+        let e = by_dtype
+            .entry(t.dtype.to_string())
+            .or_insert_with(|| json!({"bytes": 0u64, "tensors": 0u64}));
+        e["bytes"] = json!(e["bytes"].as_u64().unwrap_or(0) + t.nbytes() as u64);
+        e["tensors"] = json!(e["tensors"].as_u64().unwrap_or(0) + 1);
+    }
+    let files: Vec<_> = ck
+        .shards
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.file_name,
+                "path": s.path.display().to_string(),
+                "size": s.size,
+                "header_bytes": s.header.header_len,
+                "tensors": s.header.tensors.len(),
+                "metadata": s.header.metadata.as_ref().map(|m| m.iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect::<serde_json::Map<_, _>>()),
+            })
+        })
+        .collect();
+    let tensors: Vec<_> = selected
+        .iter()
+        .map(|&i| {
+            let t = &ck.tensors[i];
+            let s = &ck.shards[t.shard];
+            let start = s.data_start() as u64;
+            json!({
+                "name": t.name,
+                "shape": t.shape,
+                "dtype": t.dtype.to_string(),
+                "file": s.file_name,
+                "data_offsets": [t.begin, t.end],
+                "file_offsets": [start + t.begin as u64, start + t.end as u64],
+            })
+        })
+        .collect();
+    json!({
+        "path": ck.path.display().to_string(),
+        "layout": ck.layout.name(),
+        "files": files,
+        "tensor_count": ck.tensors.len(),
+        "parameters": ck.parameter_count() as u64,
+        "data_bytes": ck.data_bytes(),
+        "dtypes": by_dtype,
+        "config": ck.config.as_ref().map(config_json),
+        "tensors": tensors,
+        "warnings": ck.warnings,
+    })
+}
+
+/// The typed hyperparameters of a config as JSON (used by several commands).
+pub fn config_json(c: &ModelConfig) -> serde_json::Value {
+    serde_json::json!({
+        "file": c.path.display().to_string(),
+        "model_type": c.model_type,
+        "architectures": c.architectures,
+        "hidden_size": c.hidden_size,
+        "num_hidden_layers": c.num_hidden_layers,
+        "num_attention_heads": c.num_attention_heads,
+        "num_key_value_heads": c.num_key_value_heads,
+        "head_dim": c.resolved_head_dim(),
+        "intermediate_size": c.intermediate_size,
+        "vocab_size": c.vocab_size,
+        "rms_norm_eps": c.rms_norm_eps,
+        "rope_theta": c.rope_theta,
+        "rope_scaling": c.rope_scaling.as_ref().map(|s| serde_json::json!({
+            "rope_type": s.rope_type, "factor": s.factor,
+            "original_max_position_embeddings": s.original_max_position_embeddings,
+            "low_freq_factor": s.low_freq_factor, "high_freq_factor": s.high_freq_factor})),
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "dtype": c.dtype,
+    })
+}

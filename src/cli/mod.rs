@@ -1,0 +1,118 @@
+//! Command-line interface: one clap struct of raw flags per subcommand (doc comments are the help),
+//! resolved and validated before any work starts (ripgrep's two-stage arguments). Rendering and exit
+//! codes live here, never in the library.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use ckpt::{Error, ErrorKind};
+
+mod inspect;
+
+/// Exit code: success, equivalent, compatible.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the check ran and found something (differs, incompatible, not equivalent).
+pub const EXIT_FINDINGS: u8 = 1;
+/// Exit code: an error (bad input, usage, I/O).
+pub const EXIT_ERROR: u8 = 2;
+
+/// LLM checkpoint compatibility: inspect, detect, convert, verify, check and diff safetensors
+/// checkpoints.
+///
+/// Exit codes: 0 ok / equivalent / compatible, 1 findings (differs, incompatible, not equivalent),
+/// 2 error (bad input, usage, I/O).
+#[derive(Parser, Debug)]
+#[command(name = "ckpt", version, about, long_about = None, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show a checkpoint's files, tensors, dtypes, parameter count and config (headers only).
+    Inspect(inspect::Args),
+}
+
+/// What a command returns: an exit code, or an error to render.
+pub type CmdResult = Result<u8, Error>;
+
+/// Parse arguments, run the command, render errors, return the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let json = cli_wants_json(&cli.command);
+    let outcome = std::panic::catch_unwind(|| run(cli.command));
+    let result = match outcome {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(Error::internal(format!(
+                "ckpt crashed: {msg}; this is a bug, please report it"
+            )))
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            report_error(&e, json);
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn run(cmd: Command) -> CmdResult {
+    match cmd {
+        Command::Inspect(a) => inspect::run(a),
+    }
+}
+
+fn cli_wants_json(cmd: &Command) -> bool {
+    match cmd {
+        Command::Inspect(a) => a.json,
+    }
+}
+
+/// Print an error: `error[kind]: message` on stderr, and with `--json` also a JSON object on stdout.
+pub fn report_error(e: &Error, json: bool) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "error[{}]: {e}", e.kind().id());
+    if json {
+        let v = serde_json::json!({
+            "error": {
+                "kind": e.kind().id(),
+                "file": e.path().map(|p| p.display().to_string()),
+                "tensor": e.tensor_name(),
+                "message": e.message(),
+                "hint": e.hint_text(),
+            }
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    }
+}
+
+/// Print a line to stdout, ignoring a closed pipe (`ckpt inspect ... | head`).
+pub fn out(s: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{s}");
+}
+
+/// Parse a user-given regex with a size limit (patterns are input too).
+pub fn user_regex(pattern: &str) -> Result<regex::Regex, Error> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Usage, format!("invalid regex `{pattern}`: {e}")))
+}
