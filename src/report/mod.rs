@@ -45,7 +45,7 @@ pub fn thousands(n: u128) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -117,7 +117,9 @@ pub struct Collapsed<K> {
 /// Rows whose attributes differ between layers stay separate (each with its own layer set). Output
 /// order follows the first occurrence of each (pattern, key) in the input.
 pub fn collapse<K: Clone + Ord>(names: &[String], keys: &[K]) -> Vec<Collapsed<K>> {
-    let mut groups: BTreeMap<(String, K), (usize, Vec<usize>, Vec<usize>)> = BTreeMap::new();
+    // (pattern, key) -> (first input row, layer indices, member rows)
+    type Group = (usize, Vec<usize>, Vec<usize>);
+    let mut groups: BTreeMap<(String, K), Group> = BTreeMap::new();
     for (i, (name, key)) in names.iter().zip(keys).enumerate() {
         let (pat, layer) = layer_pattern(name);
         let pat = if layer.is_some() { pat } else { name.clone() };
