@@ -9,5 +9,6 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod kernels;
 
 pub use error::{Error, ErrorKind, Result};
