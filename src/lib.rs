@@ -11,7 +11,9 @@
 pub mod error;
 
 pub use error::{Error, ErrorKind, Result};
+pub mod check;
 pub mod checkpoint;
+pub mod diff;
 pub mod json;
 pub mod mapping;
 pub mod report;
