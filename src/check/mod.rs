@@ -136,8 +136,8 @@ pub struct Options<'p> {
     pub target: Target,
     /// Also read every float tensor and look for NaN, Inf and all-zero weights.
     pub scan_values: bool,
-    /// Called with the number of bytes just scanned during `scan_values` (from several threads).
-    pub progress: Option<&'p (dyn Fn(u64) + Sync)>,
+    /// Called with (bytes just scanned, total bytes to scan) during `scan_values`, from several threads.
+    pub progress: Option<&'p (dyn Fn(u64, u64) + Sync)>,
 }
 
 impl Default for Options<'_> {

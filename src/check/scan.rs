@@ -124,7 +124,18 @@ pub fn scan_bytes(ck: &Checkpoint) -> u64 {
 }
 
 /// Scan every float tensor for NaN, Inf and all-zero weights.
-pub fn scan(ck: &Checkpoint, progress: Option<&(dyn Fn(u64) + Sync)>) -> Result<Vec<Finding>> {
+/// `progress` gets (bytes just scanned, total bytes to scan).
+pub fn scan(
+    ck: &Checkpoint,
+    progress: Option<&(dyn Fn(u64, u64) + Sync)>,
+) -> Result<Vec<Finding>> {
+    let total = scan_bytes(ck);
+    let inner = |n: u64| {
+        if let Some(p) = progress {
+            p(n, total)
+        }
+    };
+    let progress: Option<&(dyn Fn(u64) + Sync)> = Some(&inner);
     let results: Vec<Result<(usize, Counts)>> = ck
         .tensors
         .par_iter()

@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 
 use ckpt::{Error, ErrorKind};
 
+mod check;
+mod diff;
 mod inspect;
 
 /// Exit code: success, equivalent, compatible.
@@ -34,6 +36,10 @@ struct Cli {
 enum Command {
     /// Show a checkpoint's files, tensors, dtypes, parameter count and config (headers only).
     Inspect(inspect::Args),
+    /// Check that a checkpoint will load in LLaMA-compatible tooling (CI gate; exit 1 on findings).
+    Check(check::Args),
+    /// Compare two checkpoints tensor by tensor (aligned by family) and config key by key.
+    Diff(diff::Args),
 }
 
 /// What a command returns: an exit code, or an error to render.
@@ -76,12 +82,16 @@ pub fn main() -> ExitCode {
 fn run(cmd: Command) -> CmdResult {
     match cmd {
         Command::Inspect(a) => inspect::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Diff(a) => diff::run(a),
     }
 }
 
 fn cli_wants_json(cmd: &Command) -> bool {
     match cmd {
         Command::Inspect(a) => a.json,
+        Command::Check(a) => check::wants_json(a),
+        Command::Diff(a) => a.json,
     }
 }
 

@@ -128,8 +128,8 @@ pub struct ConfigDiff {
 pub struct Options<'p> {
     /// Compare values of same-shape tensors.
     pub values: bool,
-    /// Called with the number of bytes of A just compared (from several threads).
-    pub progress: Option<&'p (dyn Fn(u64) + Sync)>,
+    /// Called with (bytes of A just compared, total bytes to compare), from several threads.
+    pub progress: Option<&'p (dyn Fn(u64, u64) + Sync)>,
 }
 
 /// The result of a diff.
@@ -221,7 +221,13 @@ pub fn diff(a: &View, b: &View, opts: &Options) -> Result<DiffReport> {
         }
     }
     if opts.values {
-        for (i, v) in values::compare_pairs(a, b, &pairs, opts.progress)? {
+        let total = values::value_bytes(a, b);
+        let inner = |n: u64| {
+            if let Some(p) = opts.progress {
+                p(n, total)
+            }
+        };
+        for (i, v) in values::compare_pairs(a, b, &pairs, Some(&inner))? {
             if let Some(r) = rows.get_mut(i) {
                 r.values = v;
             }
