@@ -117,7 +117,9 @@ fn indexed(dir: &Path, ip: &Path, listing: &[String], out: &mut Vec<Finding>) {
     for s in &shards {
         for t in &s.header.tensors {
             if let Some(prev) = holder.insert(&t.name, &s.file_name) {
-                dups.entry(&t.name).or_insert_with(|| vec![prev]).push(&s.file_name);
+                dups.entry(&t.name)
+                    .or_insert_with(|| vec![prev])
+                    .push(&s.file_name);
             }
             if !index.weight_map.contains_key(&t.name) {
                 out.push(

@@ -276,7 +276,9 @@ pub fn config_identity(ck: &Checkpoint, target: Target, out: &mut Vec<Finding>) 
             out.push(
                 Finding::error(
                     ids::HEADS,
-                    format!("`num_attention_heads` {n} is not a multiple of `num_key_value_heads` {kv}"),
+                    format!(
+                        "`num_attention_heads` {n} is not a multiple of `num_key_value_heads` {kv}"
+                    ),
                 )
                 .file(&cfile),
             );
@@ -389,7 +391,9 @@ impl LlamaDims {
 /// Tensors that loaders ignore, with the reason.
 pub fn benign_extra(name: &str) -> Option<&'static str> {
     if name.ends_with("rotary_emb.inv_freq") || name.ends_with(".inv_freq") {
-        Some("a rotary `inv_freq` buffer saved by old transformers versions; loaders recompute it and ignore this tensor")
+        Some(
+            "a rotary `inv_freq` buffer saved by old transformers versions; loaders recompute it and ignore this tensor",
+        )
     } else if name == "rope.freqs" || name.ends_with(".rope.freqs") {
         Some("Meta's precomputed rotary frequencies; loaders recompute them and ignore this tensor")
     } else {
@@ -465,12 +469,19 @@ pub fn tensor_set(ck: &Checkpoint, out: &mut Vec<Finding>) -> Result<()> {
             let f = if rows > d.vocab {
                 Finding::warning(
                     ids::VOCAB,
-                    format!("{rows} rows for `vocab_size` {}: padding rows beyond the vocabulary (harmless if the tokenizer never emits them)", d.vocab),
+                    format!(
+                        "{rows} rows for `vocab_size` {}: padding rows beyond the vocabulary (harmless if the tokenizer never emits them)",
+                        d.vocab
+                    ),
                 )
             } else {
                 Finding::error(
                     ids::VOCAB,
-                    format!("{rows} rows but `vocab_size` is {}: token ids {rows}..{} have no row", d.vocab, d.vocab - 1),
+                    format!(
+                        "{rows} rows but `vocab_size` is {}: token ids {rows}..{} have no row",
+                        d.vocab,
+                        d.vocab - 1
+                    ),
                 )
             };
             out.push(f.file(file).tensor(name));
@@ -498,10 +509,7 @@ pub fn tensor_set(ck: &Checkpoint, out: &mut Vec<Finding>) -> Result<()> {
             out.push(
                 Finding::error(
                     ids::SHAPE,
-                    format!(
-                        "shape is {:?} but the config implies {shape:?}",
-                        t.shape
-                    ),
+                    format!("shape is {:?} but the config implies {shape:?}", t.shape),
                 )
                 .file(file)
                 .tensor(name),
@@ -541,8 +549,10 @@ pub fn tensor_set(ck: &Checkpoint, out: &mut Vec<Finding>) -> Result<()> {
 }
 
 fn tied_lm_head(ck: &Checkpoint, cfile: &std::path::Path) -> Result<Finding> {
-    let (Some(head), Some(emb)) = (ck.get("lm_head.weight"), ck.get("model.embed_tokens.weight"))
-    else {
+    let (Some(head), Some(emb)) = (
+        ck.get("lm_head.weight"),
+        ck.get("model.embed_tokens.weight"),
+    ) else {
         return Ok(Finding::error(
             ids::TIED_LM_HEAD,
             "`tie_word_embeddings` is true and `lm_head.weight` is stored without embeddings to tie it to",

@@ -125,10 +125,7 @@ pub fn scan_bytes(ck: &Checkpoint) -> u64 {
 
 /// Scan every float tensor for NaN, Inf and all-zero weights.
 /// `progress` gets (bytes just scanned, total bytes to scan).
-pub fn scan(
-    ck: &Checkpoint,
-    progress: Option<&(dyn Fn(u64, u64) + Sync)>,
-) -> Result<Vec<Finding>> {
+pub fn scan(ck: &Checkpoint, progress: Option<&(dyn Fn(u64, u64) + Sync)>) -> Result<Vec<Finding>> {
     let total = scan_bytes(ck);
     let inner = |n: u64| {
         if let Some(p) = progress {
@@ -165,9 +162,12 @@ pub fn scan(
         }
         if c.inf > 0 {
             out.push(
-                Finding::error(ids::INF, format!("{} of {n} values are infinite{at}", c.inf))
-                    .file(&file)
-                    .tensor(&t.name),
+                Finding::error(
+                    ids::INF,
+                    format!("{} of {n} values are infinite{at}", c.inf),
+                )
+                .file(&file)
+                .tensor(&t.name),
             );
         }
         if c.nonzero == 0 && n > 0 && t.name.ends_with(".weight") {
@@ -219,7 +219,15 @@ mod tests {
 
     #[test]
     fn classifies_bits_like_the_float_types() {
-        let vals = [0.0f32, -0.0, 1.5, f32::NAN, f32::INFINITY, -f32::INFINITY, 1e-40];
+        let vals = [
+            0.0f32,
+            -0.0,
+            1.5,
+            f32::NAN,
+            f32::INFINITY,
+            -f32::INFINITY,
+            1e-40,
+        ];
         let f32b: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
         let bf: Vec<u8> = vals
             .iter()

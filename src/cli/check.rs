@@ -79,7 +79,9 @@ pub fn run(a: Args) -> CmdResult {
     }
     let deny = a.deny == Some(Deny::Warnings);
     match a.format {
-        Format::Json => out(&serde_json::to_string_pretty(&to_json(&report, deny)).unwrap_or_default()),
+        Format::Json => {
+            out(&serde_json::to_string_pretty(&to_json(&report, deny)).unwrap_or_default())
+        }
         Format::Github => {
             for line in github(&report) {
                 out(&line);
@@ -93,7 +95,11 @@ pub fn run(a: Args) -> CmdResult {
             out(&summary(&report, deny));
         }
     }
-    Ok(if report.ok(deny) { EXIT_OK } else { EXIT_FINDINGS })
+    Ok(if report.ok(deny) {
+        EXIT_OK
+    } else {
+        EXIT_FINDINGS
+    })
 }
 
 fn progress_bar(scan: bool) -> Option<indicatif::ProgressBar> {
@@ -114,10 +120,26 @@ struct Group<'a> {
     first: &'a Finding,
     tensor: Option<String>,
     count: usize,
+    /// The distinct files of the merged findings (a per-layer finding spans shards).
+    files: Vec<&'a Path>,
 }
 
-/// Collapse per-layer findings: same id, severity, message and file, tensors differing only in the
-/// layer index (`model.layers.{0..59}.ln1.weight`).
+impl Group<'_> {
+    /// The file, or the common directory with a count when the findings span several files.
+    fn file(&self) -> Option<String> {
+        match self.files.as_slice() {
+            [] => None,
+            [one] => Some(one.display().to_string()),
+            many => {
+                let dir = many[0].parent().unwrap_or(Path::new("."));
+                Some(format!("{} ({} files)", dir.display(), many.len()))
+            }
+        }
+    }
+}
+
+/// Collapse per-layer findings: same id, severity and message, tensors differing only in the layer
+/// index (`model.layers.{0..59}.ln1.weight`). Findings without a tensor also keep their file apart.
 fn groups(r: &Report) -> Vec<Group<'_>> {
     let names: Vec<String> = r
         .findings
@@ -132,7 +154,14 @@ fn groups(r: &Report) -> Vec<Group<'_>> {
                 f.id,
                 f.severity,
                 f.message.as_str(),
-                f.file.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                match &f.tensor {
+                    Some(_) => String::new(),
+                    None => f
+                        .file
+                        .as_deref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                },
             )
         })
         .collect();
@@ -140,10 +169,19 @@ fn groups(r: &Report) -> Vec<Group<'_>> {
         .into_iter()
         .map(|c| {
             let first = &r.findings[c.members[0]];
+            let mut files: Vec<&Path> = Vec::new();
+            for &m in &c.members {
+                if let Some(f) = r.findings[m].file.as_deref()
+                    && !files.contains(&f)
+                {
+                    files.push(f);
+                }
+            }
             Group {
                 first,
                 tensor: first.tensor.as_ref().map(|_| c.name.clone()),
                 count: c.count,
+                files,
             }
         })
         .collect()
@@ -183,8 +221,8 @@ fn text(r: &Report) -> Vec<String> {
             f.id,
             f.message
         ));
-        if let Some(file) = &f.file {
-            lines.push(format!("  --> {}", display_file(file)));
+        if let Some(file) = g.file() {
+            lines.push(format!("  --> {}", esc(&file)));
         }
     }
     lines.push(String::new());
@@ -237,7 +275,8 @@ fn github(r: &Report) -> Vec<String> {
                 Severity::Warning => "warning",
             };
             let mut props = Vec::new();
-            if let Some(file) = &f.file {
+            // An annotation points at one file: the first of a group spanning shards.
+            if let Some(file) = g.files.first() {
                 props.push(format!("file={}", gh_prop(&file.display().to_string())));
             }
             props.push(format!("title={}", gh_prop(f.id)));

@@ -154,32 +154,37 @@ fn aggregate(rows: &[&TensorRow]) -> Option<ValueDiff> {
 }
 
 fn render(rep: &DiffReport, all: bool) {
-    out(&format!("A  {}  (read as {})", esc(&rep.a_path), rep.a_family));
-    out(&format!("B  {}  (read as {})", esc(&rep.b_path), rep.b_family));
+    out(&format!(
+        "A  {}  (read as {})",
+        esc(&rep.a_path),
+        rep.a_family
+    ));
+    out(&format!(
+        "B  {}  (read as {})",
+        esc(&rep.b_path),
+        rep.b_family
+    ));
     out("");
-    let mut header = vec!["tensor", "A", "B", "shape", "dtype", "status"];
-    if rep.values {
-        header.extend(["max abs diff", "rel L2", "cosine"]);
-    }
-    let mut t = report::table(&header);
+    let mut table_rows: Vec<Vec<String>> = Vec::new();
     let groups: Vec<(String, Vec<&TensorRow>)> = if all {
-        rep.tensors.iter().map(|r| (r.name.clone(), vec![r])).collect()
+        rep.tensors
+            .iter()
+            .map(|r| (r.name.clone(), vec![r]))
+            .collect()
     } else {
         let names: Vec<String> = rep.tensors.iter().map(|r| r.name.clone()).collect();
         let keys: Vec<Key> = rep.tensors.iter().map(key).collect();
         report::collapse(&names, &keys)
             .into_iter()
-            .map(|c| {
-                (
-                    c.name,
-                    c.members.iter().map(|&i| &rep.tensors[i]).collect(),
-                )
-            })
+            .map(|c| (c.name, c.members.iter().map(|&i| &rep.tensors[i]).collect()))
             .collect()
     };
     for (name, rows) in &groups {
         let r = rows[0];
-        let layers: Vec<usize> = rows.iter().filter_map(|r| layer_pattern(&r.name).1).collect();
+        let layers: Vec<usize> = rows
+            .iter()
+            .filter_map(|r| layer_pattern(&r.name).1)
+            .collect();
         let shown = |s: &Option<Side>| -> String {
             let Some(s) = s else {
                 return "-".into();
@@ -191,7 +196,11 @@ fn render(rep: &DiffReport, all: bool) {
             } else {
                 s.name.clone()
             };
-            let label = if label == *name { "=".into() } else { esc(&label) };
+            let label = if label == *name {
+                "=".into()
+            } else {
+                esc(&label)
+            };
             if matches!(s.transform, "same" | "rename") {
                 label
             } else {
@@ -222,7 +231,23 @@ fn render(rep: &DiffReport, all: bool) {
                 None => row.extend(["-".to_string(), "-".into(), "-".into()]),
             }
         }
-        t.add_row(row);
+        table_rows.push(row);
+    }
+    // The A / B name columns only matter when some stored name differs from the canonical one.
+    let names_differ = table_rows.iter().any(|r| r[1] != "=" || r[2] != "=");
+    let mut header = vec!["tensor", "A", "B", "shape", "dtype", "status"];
+    if rep.values {
+        header.extend(["max abs diff", "rel L2", "cosine"]);
+    }
+    if !names_differ {
+        header.drain(1..3);
+        for r in &mut table_rows {
+            r.drain(1..3);
+        }
+    }
+    let mut t = report::table(&header);
+    for r in table_rows {
+        t.add_row(r);
     }
     out(&t.to_string());
     out("");
@@ -240,19 +265,18 @@ fn render(rep: &DiffReport, all: bool) {
                 esc(&r.key),
                 value(&r.a),
                 value(&r.b),
-                if r.ignored {
-                    "ignored (rewritten by the mapping or informational)".into()
-                } else {
-                    String::new()
-                },
+                r.ignored
+                    .map(|why| format!("ignored: {why}"))
+                    .unwrap_or_default(),
             ]);
         }
         out(&ct.to_string());
     }
     out(&format!(
-        "config: {} key{} differ, {} equal",
+        "config: {} key{} differ{}, {} equal",
         c.rows.len(),
         if c.rows.len() == 1 { "" } else { "s" },
+        if c.rows.len() == 1 { "s" } else { "" },
         c.equal
     ));
     out(&summary(rep));
@@ -263,7 +287,8 @@ fn value(v: &Option<serde_json::Value>) -> String {
     match v {
         None => "(absent)".into(),
         Some(v) => {
-            let s = esc(&v.to_string());
+            // JSON text: control characters are already escaped.
+            let s = v.to_string();
             if s.chars().count() > MAX {
                 format!("{}...", s.chars().take(MAX).collect::<String>())
             } else {
@@ -300,7 +325,11 @@ fn summary(rep: &DiffReport) -> String {
     };
     format!(
         "{}: {} tensors ({}){vals}",
-        if rep.identical() { "identical" } else { "differ" },
+        if rep.identical() {
+            "identical"
+        } else {
+            "differ"
+        },
         rep.tensors.len(),
         parts.join(", ")
     )
@@ -337,7 +366,7 @@ fn to_json(rep: &DiffReport) -> serde_json::Value {
         .config
         .rows
         .iter()
-        .map(|r| json!({"key": r.key, "a": r.a, "b": r.b, "ignored": r.ignored}))
+        .map(|r| json!({"key": r.key, "a": r.a, "b": r.b, "ignored": r.ignored.is_some(), "reason": r.ignored}))
         .collect();
     json!({
         "a": {"path": rep.a_path, "family": rep.a_family},

@@ -106,10 +106,11 @@ pub struct ConfigRow {
     pub a: Option<Value>,
     /// B's value.
     pub b: Option<Value>,
-    /// True when the two canonical (mapping-rewritten) configs agree on the key, or the key is
-    /// informational (`transformers_version`, `_name_or_path`): such rows do not make the
-    /// checkpoints differ.
-    pub ignored: bool,
+    /// Why this difference does not make the checkpoints differ, if it does not: the mapping
+    /// rewrites the key, the key is informational (`transformers_version`), or both sides say the
+    /// same thing in two spellings (`torch_dtype` / `dtype`, top-level `rope_theta` /
+    /// `rope_parameters`).
+    pub ignored: Option<&'static str>,
 }
 
 /// The config comparison.
@@ -161,7 +162,7 @@ impl DiffReport {
         self.tensors
             .iter()
             .all(|r| r.status.is_equal() && r.values.as_ref().is_none_or(|v| v.differing == 0))
-            && self.config.rows.iter().all(|r| r.ignored)
+            && self.config.rows.iter().all(|r| r.ignored.is_some())
             && self.config.present.0 == self.config.present.1
     }
 
@@ -244,19 +245,36 @@ pub fn diff(a: &View, b: &View, opts: &Options) -> Result<DiffReport> {
     })
 }
 
+/// Keys that are two spellings of one setting (transformers 4 / 5); a difference in them is ignored
+/// when the parsed settings agree.
+const SPELLINGS: &[&str] = &[
+    "torch_dtype",
+    "dtype",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+];
+
 /// Compare the raw configs key by key; a differing key is ignored when the views' (mapping-rewritten)
-/// configs agree on it or it is informational.
+/// configs agree on it, it is informational, or it is a spelling of a setting both sides agree on.
 pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
     let raw = |v: &View| v.ckpt.config.as_ref().map(|c| c.raw.clone());
-    let canon = |v: &View| v.config.as_ref().map(|c| c.raw.clone());
     let (ra, rb) = (raw(a), raw(b));
-    let (ca, cb) = (canon(a), canon(b));
     let mut out = ConfigDiff {
         present: (ra.is_some(), rb.is_some()),
         ..Default::default()
     };
     let (ra, rb) = (ra.unwrap_or_default(), rb.unwrap_or_default());
-    let (ca, cb) = (ca.unwrap_or_default(), cb.unwrap_or_default());
+    let (ca, cb) = (a.config.as_ref(), b.config.as_ref());
+    let same_setting = |k: &str| -> bool {
+        let (Some(x), Some(y)) = (ca, cb) else {
+            return false;
+        };
+        match k {
+            "torch_dtype" | "dtype" => x.dtype == y.dtype,
+            _ => x.rope_theta == y.rope_theta && x.rope_scaling == y.rope_scaling,
+        }
+    };
     let mut keys: Vec<&String> = ra.keys().collect();
     keys.extend(rb.keys().filter(|k| !ra.contains_key(*k)));
     for k in keys {
@@ -265,7 +283,18 @@ pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
             out.equal += 1;
             continue;
         }
-        let ignored = INFORMATIONAL_KEYS.contains(&k.as_str()) || ca.get(k) == cb.get(k);
+        let canon =
+            |c: Option<&crate::checkpoint::ModelConfig>| c.and_then(|c| c.raw.get(k)).cloned();
+        let ignored = if INFORMATIONAL_KEYS.contains(&k.as_str()) {
+            Some("informational")
+        } else if SPELLINGS.contains(&k.as_str()) && same_setting(k) {
+            Some("same setting, other spelling")
+        } else if canon(ca) == canon(cb) {
+            // Identity views show the raw config, so this only happens through a mapping.
+            Some("rewritten by the family mapping")
+        } else {
+            None
+        };
         out.rows.push(ConfigRow {
             key: k.clone(),
             a: va.cloned(),
