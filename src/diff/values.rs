@@ -150,7 +150,8 @@ pub fn compare(
     } else {
         f64::INFINITY
     };
-    let cosine = if aa == 0.0 && bb == 0.0 {
+    // Equal values have cosine exactly 1 (the formula can round to 0.9999999999999998).
+    let cosine = if differing == 0 || (aa == 0.0 && bb == 0.0) {
         1.0
     } else if aa == 0.0 || bb == 0.0 {
         0.0
