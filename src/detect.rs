@@ -49,8 +49,8 @@ impl CheckpointKind {
 /// How the config relates to a family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigAgreement {
-    /// `model_type` or `architectures` is the family's.
-    Match,
+    /// `model_type` or `architectures` is the family's (which one, e.g. `model_type=Yi`).
+    Match(String),
     /// The config names another model type.
     Mismatch(String),
     /// No config, or it names no model type.
@@ -122,7 +122,7 @@ impl FamilyScore {
             self.family, self.matched, self.total, self.required_present, self.required_expected
         );
         match &self.config {
-            ConfigAgreement::Match => s.push_str("; config agrees"),
+            ConfigAgreement::Match(m) => s.push_str(&format!("; config {}", escape(m))),
             ConfigAgreement::Mismatch(m) => s.push_str(&format!("; config says {}", escape(m))),
             ConfigAgreement::Unknown => {}
         }
@@ -236,7 +236,7 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
     }
     for s in ranked.iter_mut() {
         let cfg_term = match s.config {
-            ConfigAgreement::Match => 1.0,
+            ConfigAgreement::Match(_) => 1.0,
             ConfigAgreement::Unknown => 0.5,
             ConfigAgreement::Mismatch(_) => 0.0,
         };
@@ -287,13 +287,13 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
             config_decided = true;
             let mt = cfg.and_then(|c| c.model_type.clone());
             evidence.push(match (&b.config, mt) {
-                (ConfigAgreement::Match, Some(mt)) => format!(
+                (ConfigAgreement::Match(_), Some(mt)) => format!(
                     "names alone cannot tell {} from {}: config model_type={} decides",
                     b.family,
                     indistinct.join(", "),
                     escape(&mt)
                 ),
-                (ConfigAgreement::Match, None) => format!(
+                (ConfigAgreement::Match(_), None) => format!(
                     "names alone cannot tell {} from {}: config architectures decide",
                     b.family,
                     indistinct.join(", ")
@@ -607,12 +607,10 @@ fn score(
     let config = match cfg {
         None => ConfigAgreement::Unknown,
         Some(c) => {
-            if c.model_type
-                .as_deref()
-                .is_some_and(|m| f.claims_model_type(m))
-                || f.claims_architecture(&c.architectures)
-            {
-                ConfigAgreement::Match
+            if let Some(m) = c.model_type.as_deref().filter(|m| f.claims_model_type(m)) {
+                ConfigAgreement::Match(format!("model_type={m}"))
+            } else if f.claims_architecture(&c.architectures) {
+                ConfigAgreement::Match(format!("architectures={}", c.architectures.join(",")))
             } else if let Some(m) = &c.model_type {
                 ConfigAgreement::Mismatch(format!("model_type={m}"))
             } else if let Some(a) = c.architectures.first() {

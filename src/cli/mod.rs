@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 
 use ckpt::{Error, ErrorKind};
 
+mod detect;
+mod families;
 mod inspect;
 
 /// Exit code: success, equivalent, compatible.
@@ -34,6 +36,10 @@ struct Cli {
 enum Command {
     /// Show a checkpoint's files, tensors, dtypes, parameter count and config (headers only).
     Inspect(inspect::Args),
+    /// Detect a checkpoint's family (names, config, shapes) and say how to convert it.
+    Detect(detect::Args),
+    /// List the known family mapping files.
+    Families(families::Args),
 }
 
 /// What a command returns: an exit code, or an error to render.
@@ -76,12 +82,16 @@ pub fn main() -> ExitCode {
 fn run(cmd: Command) -> CmdResult {
     match cmd {
         Command::Inspect(a) => inspect::run(a),
+        Command::Detect(a) => detect::run(a),
+        Command::Families(a) => families::run(a),
     }
 }
 
 fn cli_wants_json(cmd: &Command) -> bool {
     match cmd {
         Command::Inspect(a) => a.json,
+        Command::Detect(a) => a.json,
+        Command::Families(a) => a.json,
     }
 }
 
