@@ -14,6 +14,7 @@ pub use error::{Error, ErrorKind, Result};
 pub mod check;
 pub mod checkpoint;
 pub mod diff;
+pub mod detect;
 pub mod json;
 pub mod mapping;
 pub mod report;

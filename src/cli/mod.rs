@@ -11,6 +11,8 @@ use ckpt::{Error, ErrorKind};
 
 mod check;
 mod diff;
+mod detect;
+mod families;
 mod inspect;
 
 /// Exit code: success, equivalent, compatible.
@@ -40,6 +42,10 @@ enum Command {
     Check(check::Args),
     /// Compare two checkpoints tensor by tensor (aligned by family) and config key by key.
     Diff(diff::Args),
+    /// Detect a checkpoint's family (names, config, shapes) and say how to convert it.
+    Detect(detect::Args),
+    /// List the known family mapping files.
+    Families(families::Args),
 }
 
 /// What a command returns: an exit code, or an error to render.
@@ -84,6 +90,8 @@ fn run(cmd: Command) -> CmdResult {
         Command::Inspect(a) => inspect::run(a),
         Command::Check(a) => check::run(a),
         Command::Diff(a) => diff::run(a),
+        Command::Detect(a) => detect::run(a),
+        Command::Families(a) => families::run(a),
     }
 }
 
@@ -92,6 +100,8 @@ fn cli_wants_json(cmd: &Command) -> bool {
         Command::Inspect(a) => a.json,
         Command::Check(a) => check::wants_json(a),
         Command::Diff(a) => a.json,
+        Command::Detect(a) => a.json,
+        Command::Families(a) => a.json,
     }
 }
 
