@@ -147,6 +147,7 @@ fn yi_fails_naming_ln1_and_config_identity() {
         "{out}"
     );
     assert!(out.contains("failed: "), "{out}");
+    assert!(out.contains("hint: this looks like a `yi` checkpoint, which converts to llama exactly: run `ckpt convert"), "{out}");
     let (code, v) = check_json(&yi, &[]);
     assert_eq!(code, 1);
     for id in [

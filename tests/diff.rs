@@ -190,35 +190,54 @@ fn yi_against_llama_named_copy() {
         copy.to_str().unwrap(),
         "--values",
     ]);
-    // Without family mappings the views are identities: ln1/ln2 do not line up with the norms.
-    assert_eq!(code, 1, "{out}");
+    // Aligned through the yi family: every tensor renamed or same, no shape change, collapsed.
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("(read as yi)") && out.contains("(read as llama)"),
+        "{out}"
+    );
+    let line = out
+        .lines()
+        .find(|l| l.contains("model.layers.{0..1}.input_layernorm.weight"))
+        .expect(&out);
+    assert!(
+        line.contains("model.layers.{0..1}.ln1.weight") && line.contains("renamed"),
+        "{line}"
+    );
+    assert!(
+        out.contains("identical: 21 tensors (17 same, 4 renamed); 0 with different values"),
+        "{out}"
+    );
+    let (code, v) = diff_json(&fixture("yi"), &copy, &["--values"]);
+    assert_eq!(code, 0);
+    for r in v["tensors"].as_array().unwrap() {
+        let s = r["status"].as_str().unwrap();
+        assert!(matches!(s, "same" | "renamed"), "{r}");
+        assert_eq!(r["a"]["shape"], r["b"]["shape"]);
+        assert_eq!(r["values"]["max_abs"].as_f64(), Some(0.0), "{r}");
+        assert_eq!(r["values"]["cosine"].as_f64(), Some(1.0), "{r}");
+    }
+    // The config keys the yi mapping rewrites differ raw but do not count.
+    let rows = v["config"]["differing"].as_array().unwrap();
+    let keys: Vec<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["architectures", "auto_map", "model_type"]);
+    assert!(rows.iter().all(|r| r["ignored"] == true), "{rows:?}");
+    // Compared as stored (identity), the norms do not line up.
+    let (code, out, _) = ckpt(&[
+        "diff",
+        fixture("yi").to_str().unwrap(),
+        copy.to_str().unwrap(),
+        "--family-a",
+        "identity",
+        "--family-b",
+        "identity",
+    ]);
+    assert_eq!(code, 1);
     assert!(
         out.lines()
             .any(|l| l.contains("model.layers.{0..1}.ln1.weight") && l.contains("only in A")),
         "{out}"
     );
-    assert!(
-        out.lines()
-            .any(|l| l.contains("model.layers.{0..1}.input_layernorm.weight")
-                && l.contains("only in B")),
-        "{out}"
-    );
-    let (_, v) = diff_json(&fixture("yi"), &copy, &["--values"]);
-    for r in v["tensors"].as_array().unwrap() {
-        let s = r["status"].as_str().unwrap();
-        assert!(matches!(s, "same" | "only in A" | "only in B"), "{r}");
-        if s == "same" {
-            assert_eq!(r["values"]["max_abs"].as_f64(), Some(0.0), "{r}");
-            assert_eq!(r["values"]["cosine"].as_f64(), Some(1.0), "{r}");
-        }
-    }
-    let keys: Vec<&str> = v["config"]["differing"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["key"].as_str().unwrap())
-        .collect();
-    assert_eq!(keys, ["architectures", "auto_map", "model_type"]);
 }
 
 #[test]
@@ -271,6 +290,7 @@ fn errors_exit_2() {
         "nope",
     ]);
     assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown family `nope`"), "{err}");
 }
 
 #[test]

@@ -161,6 +161,9 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Whether the checkpoint could be opened (when not, the findings say why).
     pub opened: bool,
+    /// When the checkpoint fails but is a known LLaMA-equivalent family: what it is and the command
+    /// that converts it ("this looks like yi: run `ckpt convert ...`").
+    pub hint: Option<String>,
 }
 
 impl Report {
@@ -216,18 +219,39 @@ pub fn run(path: &Path, opts: &Options) -> Result<Report> {
                     path: path.to_path_buf(),
                     findings,
                     opened: false,
+                    hint: None,
                 });
             }
             return Err(e);
         }
     };
     findings.extend(check_opened(&ck, opts)?);
+    let hint = if findings.iter().any(|f| f.severity == Severity::Error) {
+        convert_hint(&ck, opts.target)
+    } else {
+        None
+    };
     Ok(Report {
         target: opts.target,
         path: path.to_path_buf(),
         findings,
         opened: true,
+        hint,
     })
+}
+
+/// "this looks like yi (LLaMA-exact): run `ckpt convert ...`", when detection finds a family other
+/// than the target that converts to it exactly.
+pub fn convert_hint(ck: &Checkpoint, target: Target) -> Option<String> {
+    let reg = crate::mapping::Registry::builtin().ok()?;
+    let d = crate::detect::detect(ck, &reg);
+    let w = d.winner.as_deref().filter(|w| *w != target.name())?;
+    let cmd = d.convert_command?;
+    Some(format!(
+        "this looks like a `{}` checkpoint, which converts to {} exactly: run `{cmd}`",
+        crate::error::escape(w),
+        target.name()
+    ))
 }
 
 /// The rules that need an opened checkpoint (everything but the pre-open file checks).

@@ -86,6 +86,9 @@ pub fn run(a: Args) -> CmdResult {
             for line in github(&report) {
                 out(&line);
             }
+            if let Some(h) = &report.hint {
+                out(&format!("::notice title=ckpt convert::{}", gh_data(h)));
+            }
             out(&summary(&report, deny));
         }
         Format::Text => {
@@ -93,6 +96,9 @@ pub fn run(a: Args) -> CmdResult {
                 out(&line);
             }
             out(&summary(&report, deny));
+            if let Some(h) = &report.hint {
+                out(&format!("hint: {h}"));
+            }
         }
     }
     Ok(if report.ok(deny) {

@@ -4,11 +4,11 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use ckpt::Result;
 use ckpt::checkpoint::Checkpoint;
 use ckpt::diff::{self, DiffReport, Options, Side, Status, TensorRow, ValueDiff};
-use ckpt::mapping::View;
+use ckpt::mapping::{Registry, View};
 use ckpt::report::{self, esc, format_layers, layer_pattern};
-use ckpt::{Error, Result};
 
 use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
 
@@ -39,15 +39,16 @@ pub struct Args {
     pub family_b: Option<String>,
 }
 
-/// Open a checkpoint's view for alignment. Family mappings are not available on this branch yet,
-/// so every checkpoint is seen as it is stored (`identity`).
-fn open_view<'a>(ck: &'a Checkpoint, family: Option<&str>) -> Result<View<'a>> {
+/// Open a checkpoint's canonical view: through the named family, else the detected one. When no
+/// family is named and none is detected (GPT-2, an unknown layout), the checkpoint is compared as it
+/// is stored (`identity`); `--family-a identity` asks for that explicitly.
+fn open_view<'a>(ck: &'a Checkpoint, reg: &Registry, family: Option<&str>) -> Result<View<'a>> {
     match family {
-        None | Some("identity") => Ok(View::identity(ck)),
-        Some(f) => Err(Error::unsupported(format!(
-            "family `{}` cannot be used: family mappings are not built into this version",
-            esc(f)
-        ))),
+        Some("identity") => Ok(View::identity(ck)),
+        Some(f) => ckpt::detect::open_view(ck, reg, Some(f), &[]).map(|(v, _)| v),
+        None => Ok(ckpt::detect::open_view(ck, reg, None, &[])
+            .map(|(v, _)| v)
+            .unwrap_or_else(|_| View::identity(ck))),
     }
 }
 
@@ -55,8 +56,9 @@ fn open_view<'a>(ck: &'a Checkpoint, family: Option<&str>) -> Result<View<'a>> {
 pub fn run(a: Args) -> CmdResult {
     let cka = Checkpoint::open(&a.a)?;
     let ckb = Checkpoint::open(&a.b)?;
-    let va = open_view(&cka, a.family_a.as_deref())?;
-    let vb = open_view(&ckb, a.family_b.as_deref())?;
+    let reg = Registry::builtin()?;
+    let va = open_view(&cka, &reg, a.family_a.as_deref())?;
+    let vb = open_view(&ckb, &reg, a.family_b.as_deref())?;
     let bar = (a.values && std::io::stderr().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(0);
         if let Ok(s) = indicatif::ProgressStyle::with_template(
