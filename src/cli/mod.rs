@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 use ckpt::{Error, ErrorKind};
 
 mod check;
-mod diff;
 mod detect;
+mod diff;
 mod families;
 mod inspect;
 
