@@ -12,7 +12,10 @@ pub mod error;
 pub mod kernels;
 
 pub use error::{Error, ErrorKind, Result};
+pub mod check;
 pub mod checkpoint;
+pub mod detect;
+pub mod diff;
 pub mod json;
 pub mod mapping;
 pub mod report;

@@ -9,6 +9,10 @@ use clap::{Parser, Subcommand};
 
 use ckpt::{Error, ErrorKind};
 
+mod check;
+mod detect;
+mod diff;
+mod families;
 mod inspect;
 
 /// Exit code: success, equivalent, compatible.
@@ -34,6 +38,14 @@ struct Cli {
 enum Command {
     /// Show a checkpoint's files, tensors, dtypes, parameter count and config (headers only).
     Inspect(inspect::Args),
+    /// Check that a checkpoint will load in LLaMA-compatible tooling (CI gate; exit 1 on findings).
+    Check(check::Args),
+    /// Compare two checkpoints tensor by tensor (aligned by family) and config key by key.
+    Diff(diff::Args),
+    /// Detect a checkpoint's family (names, config, shapes) and say how to convert it.
+    Detect(detect::Args),
+    /// List the known family mapping files.
+    Families(families::Args),
 }
 
 /// What a command returns: an exit code, or an error to render.
@@ -76,12 +88,20 @@ pub fn main() -> ExitCode {
 fn run(cmd: Command) -> CmdResult {
     match cmd {
         Command::Inspect(a) => inspect::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Diff(a) => diff::run(a),
+        Command::Detect(a) => detect::run(a),
+        Command::Families(a) => families::run(a),
     }
 }
 
 fn cli_wants_json(cmd: &Command) -> bool {
     match cmd {
         Command::Inspect(a) => a.json,
+        Command::Check(a) => check::wants_json(a),
+        Command::Diff(a) => a.json,
+        Command::Detect(a) => a.json,
+        Command::Families(a) => a.json,
     }
 }
 

@@ -1,0 +1,268 @@
+//! `check`: will this checkpoint load in LLaMA-compatible tooling, as it is stored?
+//!
+//! Every rule runs and every finding is reported (a CI gate that stops at the first problem makes
+//! people re-upload once per problem). Each finding carries a stable id (documented with the reason
+//! it matters in `docs/CHECKS.md`), a severity, and the file and tensor it is about. The rules work on
+//! the names as stored, because that is what a loader sees: a Yi checkpoint *is* incompatible until
+//! it is converted, even though `ckpt` can read it through its family mapping.
+//!
+//! The order of work: [`files`] reads the index and shard headers itself before the checkpoint is
+//! opened (so a missing or stray shard becomes a finding rather than only an open error), then the
+//! opened checkpoint goes through [`rules`] (config identity, expected tensor set and shapes,
+//! embeddings, dtypes) and, when asked, [`scan`] (NaN / Inf / all-zero values over the mmap).
+
+pub mod files;
+pub mod rules;
+pub mod scan;
+
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// The checkpoint will not load, or will load and compute something else.
+    Error,
+    /// Likely harmless or cosmetic, but worth a look before upload.
+    Warning,
+}
+
+impl Severity {
+    /// `error` / `warning`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+/// One finding of one rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// Stable id, e.g. `C002-model-type` (see `docs/CHECKS.md`).
+    pub id: &'static str,
+    /// Severity.
+    pub severity: Severity,
+    /// The file it is about (as a path under the checkpoint directory), if any.
+    pub file: Option<PathBuf>,
+    /// The tensor it is about, if any.
+    pub tensor: Option<String>,
+    /// What is wrong, lower case, names in backticks. Never repeats the tensor name, so findings of
+    /// the same rule on different layers read the same and can be collapsed.
+    pub message: String,
+}
+
+impl Finding {
+    /// An error finding.
+    pub fn error(id: &'static str, message: impl Into<String>) -> Finding {
+        Finding {
+            id,
+            severity: Severity::Error,
+            file: None,
+            tensor: None,
+            message: message.into(),
+        }
+    }
+
+    /// A warning finding.
+    pub fn warning(id: &'static str, message: impl Into<String>) -> Finding {
+        Finding {
+            severity: Severity::Warning,
+            ..Finding::error(id, message)
+        }
+    }
+
+    /// Set the file.
+    pub fn file(mut self, p: impl Into<PathBuf>) -> Finding {
+        self.file = Some(p.into());
+        self
+    }
+
+    /// Set the tensor.
+    pub fn tensor(mut self, t: impl Into<String>) -> Finding {
+        self.tensor = Some(t.into());
+        self
+    }
+}
+
+/// The tooling a checkpoint is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Hugging Face `LlamaForCausalLM` naming and math.
+    Llama,
+}
+
+impl Target {
+    /// Parse a `--target` value.
+    pub fn parse(s: &str) -> Result<Target> {
+        match s {
+            "llama" => Ok(Target::Llama),
+            _ => Err(Error::usage(format!(
+                "unknown target `{}`; supported: llama",
+                crate::error::escape(s)
+            ))),
+        }
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Llama => "llama",
+        }
+    }
+
+    /// The `model_type` the target's loaders dispatch on.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Target::Llama => "llama",
+        }
+    }
+
+    /// The architecture class name.
+    pub fn architecture(self) -> &'static str {
+        match self {
+            Target::Llama => "LlamaForCausalLM",
+        }
+    }
+}
+
+/// What to check and how.
+#[derive(Clone, Copy)]
+pub struct Options<'p> {
+    /// The target tooling.
+    pub target: Target,
+    /// Also read every float tensor and look for NaN, Inf and all-zero weights.
+    pub scan_values: bool,
+    /// Called with (bytes just scanned, total bytes to scan) during `scan_values`, from several threads.
+    pub progress: Option<&'p (dyn Fn(u64, u64) + Sync)>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            target: Target::Llama,
+            scan_values: false,
+            progress: None,
+        }
+    }
+}
+
+/// The result of a check.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The target checked against.
+    pub target: Target,
+    /// The path that was checked.
+    pub path: PathBuf,
+    /// Every finding, in rule order (files, config, tensors, values).
+    pub findings: Vec<Finding>,
+    /// Whether the checkpoint could be opened (when not, the findings say why).
+    pub opened: bool,
+    /// When the checkpoint fails but is a known LLaMA-equivalent family: what it is and the command
+    /// that converts it ("this looks like yi: run `ckpt convert ...`").
+    pub hint: Option<String>,
+}
+
+impl Report {
+    /// Number of error findings.
+    pub fn errors(&self) -> usize {
+        self.count(Severity::Error)
+    }
+
+    /// Number of warning findings.
+    pub fn warnings(&self) -> usize {
+        self.count(Severity::Warning)
+    }
+
+    fn count(&self, s: Severity) -> usize {
+        self.findings.iter().filter(|f| f.severity == s).count()
+    }
+
+    /// No errors (and, with `deny_warnings`, no warnings either).
+    pub fn ok(&self, deny_warnings: bool) -> bool {
+        self.errors() == 0 && (!deny_warnings || self.warnings() == 0)
+    }
+
+    /// Whether any finding has this id.
+    pub fn has(&self, id: &str) -> bool {
+        self.findings.iter().any(|f| f.id == id)
+    }
+}
+
+/// Check the checkpoint at `path` (a directory, a `.safetensors` file or an index).
+///
+/// Returns `Err` only when the check could not run: the checkpoint cannot be opened and the
+/// pre-open file checks found nothing that explains why.
+pub fn run(path: &Path, opts: &Options) -> Result<Report> {
+    let mut findings = Vec::new();
+    files::preflight(path, &mut findings);
+    let ck = match Checkpoint::open(path) {
+        Ok(ck) => ck,
+        Err(e) => {
+            if findings.iter().any(|f| f.severity == Severity::Error) {
+                let mut f = Finding::error(
+                    files::ids::UNOPENABLE,
+                    format!("the checkpoint cannot be opened: {}", e.message()),
+                );
+                if let Some(p) = e.path() {
+                    f = f.file(p);
+                }
+                if let Some(t) = e.tensor_name() {
+                    f = f.tensor(t);
+                }
+                findings.push(f);
+                return Ok(Report {
+                    target: opts.target,
+                    path: path.to_path_buf(),
+                    findings,
+                    opened: false,
+                    hint: None,
+                });
+            }
+            return Err(e);
+        }
+    };
+    findings.extend(check_opened(&ck, opts)?);
+    let hint = if findings.iter().any(|f| f.severity == Severity::Error) {
+        convert_hint(&ck, opts.target)
+    } else {
+        None
+    };
+    Ok(Report {
+        target: opts.target,
+        path: path.to_path_buf(),
+        findings,
+        opened: true,
+        hint,
+    })
+}
+
+/// "this looks like yi (LLaMA-exact): run `ckpt convert ...`", when detection finds a family other
+/// than the target that converts to it exactly.
+pub fn convert_hint(ck: &Checkpoint, target: Target) -> Option<String> {
+    let reg = crate::mapping::Registry::builtin().ok()?;
+    let d = crate::detect::detect(ck, &reg);
+    let w = d.winner.as_deref().filter(|w| *w != target.name())?;
+    let cmd = d.convert_command?;
+    Some(format!(
+        "this looks like a `{}` checkpoint, which converts to {} exactly: run `{cmd}`",
+        crate::error::escape(w),
+        target.name()
+    ))
+}
+
+/// The rules that need an opened checkpoint (everything but the pre-open file checks).
+pub fn check_opened(ck: &Checkpoint, opts: &Options) -> Result<Vec<Finding>> {
+    let mut out = Vec::new();
+    files::check_opened(ck, &mut out);
+    rules::config_identity(ck, opts.target, &mut out);
+    rules::tensor_set(ck, &mut out)?;
+    rules::dtypes(ck, &mut out);
+    if opts.scan_values {
+        out.extend(scan::scan(ck, opts.progress)?);
+    }
+    Ok(out)
+}

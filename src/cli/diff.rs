@@ -1,0 +1,386 @@
+//! `ckpt diff A B`: two checkpoints aligned through their families, one row per canonical tensor
+//! (per-layer rows collapsed unless `--all`), a config table, optional value differences.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use ckpt::Result;
+use ckpt::checkpoint::Checkpoint;
+use ckpt::diff::{self, DiffReport, Options, Side, Status, TensorRow, ValueDiff};
+use ckpt::mapping::{Registry, View};
+use ckpt::report::{self, esc, format_layers, layer_pattern};
+
+use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
+
+/// Compare two checkpoints tensor by tensor (aligned by canonical name) and config key by key.
+///
+/// Exit 0 when identical (same canonical tensors, shapes and dtypes; with `--values` equal values;
+/// configs equal apart from keys the family mapping rewrites), 1 when they differ, 2 on error.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// First checkpoint (directory, `.safetensors` file or `*.index.json`).
+    pub a: PathBuf,
+    /// Second checkpoint.
+    pub b: PathBuf,
+    /// List every tensor instead of collapsing per-layer repetition.
+    #[arg(long)]
+    pub all: bool,
+    /// Also compare values of same-shape tensors: max abs difference, relative L2, cosine.
+    #[arg(long)]
+    pub values: bool,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Read A as this family instead of the detected one.
+    #[arg(long, value_name = "FAMILY")]
+    pub family_a: Option<String>,
+    /// Read B as this family instead of the detected one.
+    #[arg(long, value_name = "FAMILY")]
+    pub family_b: Option<String>,
+}
+
+/// Open a checkpoint's canonical view: through the named family, else the detected one. When no
+/// family is named and none is detected (GPT-2, an unknown layout), the checkpoint is compared as it
+/// is stored (`identity`); `--family-a identity` asks for that explicitly.
+fn open_view<'a>(ck: &'a Checkpoint, reg: &Registry, family: Option<&str>) -> Result<View<'a>> {
+    match family {
+        Some("identity") => Ok(View::identity(ck)),
+        Some(f) => ckpt::detect::open_view(ck, reg, Some(f), &[]).map(|(v, _)| v),
+        None => Ok(ckpt::detect::open_view(ck, reg, None, &[])
+            .map(|(v, _)| v)
+            .unwrap_or_else(|_| View::identity(ck))),
+    }
+}
+
+/// Run `diff`.
+pub fn run(a: Args) -> CmdResult {
+    let cka = Checkpoint::open(&a.a)?;
+    let ckb = Checkpoint::open(&a.b)?;
+    let reg = Registry::builtin()?;
+    let va = open_view(&cka, &reg, a.family_a.as_deref())?;
+    let vb = open_view(&ckb, &reg, a.family_b.as_deref())?;
+    let bar = (a.values && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        if let Ok(s) = indicatif::ProgressStyle::with_template(
+            "comparing values {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+        ) {
+            b.set_style(s);
+        }
+        b
+    });
+    let cb = |n: u64, total: u64| {
+        if let Some(b) = &bar {
+            if b.length() != Some(total) {
+                b.set_length(total);
+            }
+            b.inc(n);
+        }
+    };
+    let rep = diff::diff(
+        &va,
+        &vb,
+        &Options {
+            values: a.values,
+            progress: Some(&cb),
+        },
+    )?;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    if a.json {
+        out(&serde_json::to_string_pretty(&to_json(&rep)).unwrap_or_default());
+    } else {
+        render(&rep, a.all);
+    }
+    Ok(if rep.identical() {
+        EXIT_OK
+    } else {
+        EXIT_FINDINGS
+    })
+}
+
+/// `[64, 64]`, or `[64, 64] -> [32, 64]` when the sides differ.
+fn pair(a: Option<String>, b: Option<String>) -> String {
+    match (a, b) {
+        (Some(x), Some(y)) if x == y => x,
+        (Some(x), Some(y)) => format!("{x} -> {y}"),
+        (Some(x), None) => x,
+        (None, Some(y)) => y,
+        (None, None) => String::new(),
+    }
+}
+
+type Key = (
+    Status,
+    Option<String>,
+    Option<String>,
+    Option<Vec<usize>>,
+    Option<Vec<usize>>,
+    Option<String>,
+    Option<String>,
+);
+
+fn side_name(s: &Option<Side>) -> Option<String> {
+    s.as_ref().map(|s| {
+        let n = layer_pattern(&s.name).0;
+        if matches!(s.transform, "same" | "rename") {
+            n
+        } else {
+            format!("{n} [{}]", s.transform)
+        }
+    })
+}
+
+fn key(r: &TensorRow) -> Key {
+    (
+        r.status,
+        side_name(&r.a),
+        side_name(&r.b),
+        r.a.as_ref().map(|s| s.shape.clone()),
+        r.b.as_ref().map(|s| s.shape.clone()),
+        r.a.as_ref().map(|s| s.dtype.to_string()),
+        r.b.as_ref().map(|s| s.dtype.to_string()),
+    )
+}
+
+fn aggregate(rows: &[&TensorRow]) -> Option<ValueDiff> {
+    let vs: Vec<&ValueDiff> = rows.iter().filter_map(|r| r.values.as_ref()).collect();
+    let first = **vs.first()?;
+    Some(vs.iter().skip(1).fold(first, |acc, v| ValueDiff {
+        max_abs: acc.max_abs.max(v.max_abs),
+        rel_l2: acc.rel_l2.max(v.rel_l2),
+        cosine: acc.cosine.min(v.cosine),
+        differing: acc.differing + v.differing,
+        elements: acc.elements + v.elements,
+    }))
+}
+
+fn render(rep: &DiffReport, all: bool) {
+    out(&format!(
+        "A  {}  (read as {})",
+        esc(&rep.a_path),
+        rep.a_family
+    ));
+    out(&format!(
+        "B  {}  (read as {})",
+        esc(&rep.b_path),
+        rep.b_family
+    ));
+    out("");
+    let mut table_rows: Vec<Vec<String>> = Vec::new();
+    let groups: Vec<(String, Vec<&TensorRow>)> = if all {
+        rep.tensors
+            .iter()
+            .map(|r| (r.name.clone(), vec![r]))
+            .collect()
+    } else {
+        let names: Vec<String> = rep.tensors.iter().map(|r| r.name.clone()).collect();
+        let keys: Vec<Key> = rep.tensors.iter().map(key).collect();
+        report::collapse(&names, &keys)
+            .into_iter()
+            .map(|c| (c.name, c.members.iter().map(|&i| &rep.tensors[i]).collect()))
+            .collect()
+    };
+    for (name, rows) in &groups {
+        let r = rows[0];
+        let layers: Vec<usize> = rows
+            .iter()
+            .filter_map(|r| layer_pattern(&r.name).1)
+            .collect();
+        let shown = |s: &Option<Side>| -> String {
+            let Some(s) = s else {
+                return "-".into();
+            };
+            let label = if rows.len() > 1 && !layers.is_empty() {
+                layer_pattern(&s.name)
+                    .0
+                    .replacen("{i}", &format_layers(&layers), 1)
+            } else {
+                s.name.clone()
+            };
+            let label = if label == *name {
+                "=".into()
+            } else {
+                esc(&label)
+            };
+            if matches!(s.transform, "same" | "rename") {
+                label
+            } else {
+                format!("{label} [{}]", s.transform)
+            }
+        };
+        let mut row = vec![
+            esc(name),
+            shown(&r.a),
+            shown(&r.b),
+            pair(
+                r.a.as_ref().map(|s| report::shape(&s.shape)),
+                r.b.as_ref().map(|s| report::shape(&s.shape)),
+            ),
+            pair(
+                r.a.as_ref().map(|s| s.dtype.to_string()),
+                r.b.as_ref().map(|s| s.dtype.to_string()),
+            ),
+            r.status.name().to_string(),
+        ];
+        if rep.values {
+            match aggregate(rows) {
+                Some(v) => row.extend([
+                    format!("{:.3e}", v.max_abs),
+                    format!("{:.3e}", v.rel_l2),
+                    format!("{:.6}", v.cosine),
+                ]),
+                None => row.extend(["-".to_string(), "-".into(), "-".into()]),
+            }
+        }
+        table_rows.push(row);
+    }
+    // The A / B name columns only matter when some stored name differs from the canonical one.
+    let names_differ = table_rows.iter().any(|r| r[1] != "=" || r[2] != "=");
+    let mut header = vec!["tensor", "A", "B", "shape", "dtype", "status"];
+    if rep.values {
+        header.extend(["max abs diff", "rel L2", "cosine"]);
+    }
+    if !names_differ {
+        header.drain(1..3);
+        for r in &mut table_rows {
+            r.drain(1..3);
+        }
+    }
+    let mut t = report::table(&header);
+    for r in table_rows {
+        t.add_row(r);
+    }
+    out(&t.to_string());
+    out("");
+    let c = &rep.config;
+    match c.present {
+        (false, false) => out("config: neither side has a config"),
+        (true, false) => out("config: only A has a config"),
+        (false, true) => out("config: only B has a config"),
+        _ => {}
+    }
+    if !c.rows.is_empty() {
+        let mut ct = report::table(&["config key", "A", "B", "note"]);
+        for r in &c.rows {
+            ct.add_row(vec![
+                esc(&r.key),
+                value(&r.a),
+                value(&r.b),
+                r.ignored
+                    .map(|why| format!("ignored: {why}"))
+                    .unwrap_or_default(),
+            ]);
+        }
+        out(&ct.to_string());
+    }
+    out(&format!(
+        "config: {} key{} differ{}, {} equal",
+        c.rows.len(),
+        if c.rows.len() == 1 { "" } else { "s" },
+        if c.rows.len() == 1 { "s" } else { "" },
+        c.equal
+    ));
+    out(&summary(rep));
+}
+
+fn value(v: &Option<serde_json::Value>) -> String {
+    const MAX: usize = 60;
+    match v {
+        None => "(absent)".into(),
+        Some(v) => {
+            // JSON text: control characters are already escaped.
+            let s = v.to_string();
+            if s.chars().count() > MAX {
+                format!("{}...", s.chars().take(MAX).collect::<String>())
+            } else {
+                s
+            }
+        }
+    }
+}
+
+fn summary(rep: &DiffReport) -> String {
+    let statuses = [
+        Status::Same,
+        Status::Renamed,
+        Status::Reshaped,
+        Status::DtypeChanged,
+        Status::OnlyA,
+        Status::OnlyB,
+    ];
+    let parts: Vec<String> = statuses
+        .iter()
+        .map(|s| (s, rep.count(*s)))
+        .filter(|(_, n)| *n > 0)
+        .map(|(s, n)| format!("{n} {}", s.name()))
+        .collect();
+    let valdiff = rep
+        .tensors
+        .iter()
+        .filter(|r| r.values.is_some_and(|v| v.differing > 0))
+        .count();
+    let vals = if rep.values {
+        format!("; {valdiff} with different values")
+    } else {
+        String::new()
+    };
+    format!(
+        "{}: {} tensors ({}){vals}",
+        if rep.identical() {
+            "identical"
+        } else {
+            "differ"
+        },
+        rep.tensors.len(),
+        parts.join(", ")
+    )
+}
+
+fn side_json(s: &Option<Side>) -> serde_json::Value {
+    match s {
+        None => serde_json::Value::Null,
+        Some(s) => serde_json::json!({
+            "name": s.name, "shape": s.shape, "dtype": s.dtype.to_string(), "transform": s.transform,
+        }),
+    }
+}
+
+fn to_json(rep: &DiffReport) -> serde_json::Value {
+    use serde_json::json;
+    let tensors: Vec<_> = rep
+        .tensors
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "a": side_json(&r.a),
+                "b": side_json(&r.b),
+                "status": r.status.name(),
+                "values": r.values.map(|v| json!({
+                    "max_abs": v.max_abs, "rel_l2": v.rel_l2, "cosine": v.cosine,
+                    "differing": v.differing, "elements": v.elements,
+                })),
+            })
+        })
+        .collect();
+    let config: Vec<_> = rep
+        .config
+        .rows
+        .iter()
+        .map(|r| json!({"key": r.key, "a": r.a, "b": r.b, "ignored": r.ignored.is_some(), "reason": r.ignored}))
+        .collect();
+    json!({
+        "a": {"path": rep.a_path, "family": rep.a_family},
+        "b": {"path": rep.b_path, "family": rep.b_family},
+        "tensors": tensors,
+        "config": {
+            "present_a": rep.config.present.0,
+            "present_b": rep.config.present.1,
+            "differing": config,
+            "equal": rep.config.equal,
+        },
+        "values": rep.values,
+        "identical": rep.identical(),
+    })
+}

@@ -1,0 +1,306 @@
+//! `diff`: two checkpoints side by side, aligned through their families.
+//!
+//! Both sides are [`View`]s, so tensors are matched by their canonical names: a Yi checkpoint and its
+//! LLaMA-named copy line up tensor for tensor and show as `renamed`, not as 42 tensors only in A and
+//! 42 only in B. Each canonical tensor gets a status, the configs are compared key by key, and with
+//! `values` every pair of same-shape float tensors is compared element by element ([`values`]).
+//!
+//! Only data is produced here; `ckpt diff` renders it (collapsing layers with
+//! [`crate::report::collapse`]).
+
+pub mod values;
+
+use serde_json::Value;
+
+use crate::checkpoint::header::Dtype;
+use crate::error::Result;
+use crate::mapping::{View, ViewTensor};
+
+pub use values::ValueDiff;
+
+/// How a canonical tensor compares between the two sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Status {
+    /// Same stored name, shape and dtype.
+    Same,
+    /// Same canonical tensor, shape and dtype, stored under different names.
+    Renamed,
+    /// Different shapes.
+    Reshaped,
+    /// Same shape, different dtype.
+    DtypeChanged,
+    /// Only in A.
+    OnlyA,
+    /// Only in B.
+    OnlyB,
+}
+
+impl Status {
+    /// Lower-case name (`dtype changed`, `only in A`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Same => "same",
+            Status::Renamed => "renamed",
+            Status::Reshaped => "reshaped",
+            Status::DtypeChanged => "dtype changed",
+            Status::OnlyA => "only in A",
+            Status::OnlyB => "only in B",
+        }
+    }
+
+    /// Whether the tensor is the same on both sides structurally.
+    pub fn is_equal(self) -> bool {
+        matches!(self, Status::Same | Status::Renamed)
+    }
+}
+
+/// One side of a tensor row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Side {
+    /// Stored name(s) it is made from, joined with `+` when several.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Dtype.
+    pub dtype: Dtype,
+    /// The view transform (`same`, `rename`, `split`, ...).
+    pub transform: &'static str,
+}
+
+impl Side {
+    fn of(t: &ViewTensor) -> Side {
+        Side {
+            name: if t.sources.is_empty() {
+                "(zeros)".into()
+            } else {
+                t.sources.join("+")
+            },
+            shape: t.shape.clone(),
+            dtype: t.dtype,
+            transform: t.transform,
+        }
+    }
+}
+
+/// One canonical tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorRow {
+    /// The canonical name.
+    pub name: String,
+    /// A's side.
+    pub a: Option<Side>,
+    /// B's side.
+    pub b: Option<Side>,
+    /// Status.
+    pub status: Status,
+    /// Value comparison (with `values`, for tensors of the same shape and a float dtype).
+    pub values: Option<ValueDiff>,
+}
+
+/// One config key that differs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigRow {
+    /// The key.
+    pub key: String,
+    /// A's value (`None`: absent).
+    pub a: Option<Value>,
+    /// B's value.
+    pub b: Option<Value>,
+    /// Why this difference does not make the checkpoints differ, if it does not: the mapping
+    /// rewrites the key, the key is informational (`transformers_version`), or both sides say the
+    /// same thing in two spellings (`torch_dtype` / `dtype`, top-level `rope_theta` /
+    /// `rope_parameters`).
+    pub ignored: Option<&'static str>,
+}
+
+/// The config comparison.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConfigDiff {
+    /// Whether each side has a config.
+    pub present: (bool, bool),
+    /// Keys whose values differ (raw configs), in A's key order then B's.
+    pub rows: Vec<ConfigRow>,
+    /// Keys present on both sides with equal values.
+    pub equal: usize,
+}
+
+/// Options for [`diff`].
+#[derive(Clone, Copy, Default)]
+pub struct Options<'p> {
+    /// Compare values of same-shape tensors.
+    pub values: bool,
+    /// Called with (bytes of A just compared, total bytes to compare), from several threads.
+    pub progress: Option<&'p (dyn Fn(u64, u64) + Sync)>,
+}
+
+/// The result of a diff.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiffReport {
+    /// A's path.
+    pub a_path: String,
+    /// B's path.
+    pub b_path: String,
+    /// The family A was read as.
+    pub a_family: String,
+    /// The family B was read as.
+    pub b_family: String,
+    /// Per canonical tensor, A's order then B-only tensors in B's order.
+    pub tensors: Vec<TensorRow>,
+    /// Config comparison.
+    pub config: ConfigDiff,
+    /// Whether values were compared.
+    pub values: bool,
+}
+
+/// Config keys that describe the file rather than the model.
+pub const INFORMATIONAL_KEYS: &[&str] = &["transformers_version", "_name_or_path"];
+
+impl DiffReport {
+    /// Same canonical tensors, shapes, dtypes, equal values (when compared), and configs equal apart
+    /// from ignored keys.
+    pub fn identical(&self) -> bool {
+        self.tensors
+            .iter()
+            .all(|r| r.status.is_equal() && r.values.as_ref().is_none_or(|v| v.differing == 0))
+            && self.config.rows.iter().all(|r| r.ignored.is_some())
+            && self.config.present.0 == self.config.present.1
+    }
+
+    /// Number of rows with each status.
+    pub fn count(&self, s: Status) -> usize {
+        self.tensors.iter().filter(|r| r.status == s).count()
+    }
+}
+
+/// Compare two views.
+pub fn diff(a: &View, b: &View, opts: &Options) -> Result<DiffReport> {
+    let mut rows = Vec::with_capacity(a.tensors.len().max(b.tensors.len()));
+    let mut pairs: Vec<(usize, &ViewTensor, &ViewTensor)> = Vec::new();
+    for ta in &a.tensors {
+        let row = match b.get(&ta.name) {
+            Some(tb) => {
+                let (sa, sb) = (Side::of(ta), Side::of(tb));
+                let status = if sa.shape != sb.shape {
+                    Status::Reshaped
+                } else if sa.dtype != sb.dtype {
+                    Status::DtypeChanged
+                } else if sa.name != sb.name {
+                    Status::Renamed
+                } else {
+                    Status::Same
+                };
+                if opts.values && ta.shape == tb.shape {
+                    pairs.push((rows.len(), ta, tb));
+                }
+                TensorRow {
+                    name: ta.name.clone(),
+                    a: Some(sa),
+                    b: Some(sb),
+                    status,
+                    values: None,
+                }
+            }
+            None => TensorRow {
+                name: ta.name.clone(),
+                a: Some(Side::of(ta)),
+                b: None,
+                status: Status::OnlyA,
+                values: None,
+            },
+        };
+        rows.push(row);
+    }
+    for tb in &b.tensors {
+        if a.get(&tb.name).is_none() {
+            rows.push(TensorRow {
+                name: tb.name.clone(),
+                a: None,
+                b: Some(Side::of(tb)),
+                status: Status::OnlyB,
+                values: None,
+            });
+        }
+    }
+    if opts.values {
+        let total = values::value_bytes(a, b);
+        let inner = |n: u64| {
+            if let Some(p) = opts.progress {
+                p(n, total)
+            }
+        };
+        for (i, v) in values::compare_pairs(a, b, &pairs, Some(&inner))? {
+            if let Some(r) = rows.get_mut(i) {
+                r.values = v;
+            }
+        }
+    }
+    Ok(DiffReport {
+        a_path: a.ckpt.path.display().to_string(),
+        b_path: b.ckpt.path.display().to_string(),
+        a_family: a.family.clone(),
+        b_family: b.family.clone(),
+        tensors: rows,
+        config: config_diff(a, b),
+        values: opts.values,
+    })
+}
+
+/// Keys that are two spellings of one setting (transformers 4 / 5); a difference in them is ignored
+/// when the parsed settings agree.
+const SPELLINGS: &[&str] = &[
+    "torch_dtype",
+    "dtype",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+];
+
+/// Compare the raw configs key by key; a differing key is ignored when the views' (mapping-rewritten)
+/// configs agree on it, it is informational, or it is a spelling of a setting both sides agree on.
+pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
+    let raw = |v: &View| v.ckpt.config.as_ref().map(|c| c.raw.clone());
+    let (ra, rb) = (raw(a), raw(b));
+    let mut out = ConfigDiff {
+        present: (ra.is_some(), rb.is_some()),
+        ..Default::default()
+    };
+    let (ra, rb) = (ra.unwrap_or_default(), rb.unwrap_or_default());
+    let (ca, cb) = (a.config.as_ref(), b.config.as_ref());
+    let same_setting = |k: &str| -> bool {
+        let (Some(x), Some(y)) = (ca, cb) else {
+            return false;
+        };
+        match k {
+            "torch_dtype" | "dtype" => x.dtype == y.dtype,
+            _ => x.rope_theta == y.rope_theta && x.rope_scaling == y.rope_scaling,
+        }
+    };
+    let mut keys: Vec<&String> = ra.keys().collect();
+    keys.extend(rb.keys().filter(|k| !ra.contains_key(*k)));
+    for k in keys {
+        let (va, vb) = (ra.get(k), rb.get(k));
+        if va == vb {
+            out.equal += 1;
+            continue;
+        }
+        let canon =
+            |c: Option<&crate::checkpoint::ModelConfig>| c.and_then(|c| c.raw.get(k)).cloned();
+        let ignored = if INFORMATIONAL_KEYS.contains(&k.as_str()) {
+            Some("informational")
+        } else if SPELLINGS.contains(&k.as_str()) && same_setting(k) {
+            Some("same setting, other spelling")
+        } else if canon(ca) == canon(cb) {
+            // Identity views show the raw config, so this only happens through a mapping.
+            Some("rewritten by the family mapping")
+        } else {
+            None
+        };
+        out.rows.push(ConfigRow {
+            key: k.clone(),
+            a: va.cloned(),
+            b: vb.cloned(),
+            ignored,
+        });
+    }
+    out
+}

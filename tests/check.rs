@@ -1,0 +1,757 @@
+//! `ckpt check` as a user runs it: fixtures that must pass, the Yi fixture that must fail, and one
+//! hand-broken checkpoint per rule, each asserting the finding's stable id.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ckpt::Checkpoint;
+use ckpt::checkpoint::header::{Dtype, checked_nbytes, serialize_header};
+use ckpt::synth::{self, Dims, Fill, Spec};
+use serde_json::Value;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
+
+const SMALL: Dims = Dims {
+    hidden: 16,
+    layers: 2,
+    heads: 4,
+    kv_heads: 2,
+    intermediate: 24,
+    vocab: 32,
+    tied: false,
+};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(FIXTURES).join(name)
+}
+
+fn ckpt(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .args(args)
+        .output()
+        .expect("run ckpt");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// `check --format json`: (exit code, parsed report).
+fn check_json(path: &Path, extra: &[&str]) -> (i32, Value) {
+    let p = path.to_str().unwrap();
+    let mut args = vec!["check", p, "--format", "json"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = ckpt(&args);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    (code, v)
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn finding<'a>(v: &'a Value, id: &str) -> &'a Value {
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {v:#}"))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// A small LLaMA checkpoint with random values, after `edit` of its specs and config.
+fn synth_ckpt(dir: &Path, shards: usize, edit: impl FnOnce(&mut Vec<Spec>, &mut Value)) -> PathBuf {
+    let mut specs = synth::llama_tensors(&SMALL, Dtype::F32, false);
+    let mut config = SMALL.config_json("llama", "LlamaForCausalLM", "float32");
+    edit(&mut specs, &mut config);
+    let p = dir.join("ck");
+    synth::write_checkpoint(&p, Some(&config), &specs, shards, Fill::Random(7)).unwrap();
+    p
+}
+
+/// Write a safetensors file from explicit tensors and bytes.
+fn write_st(
+    path: &Path,
+    meta: Option<&[(String, String)]>,
+    tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)],
+) {
+    let mut entries = Vec::new();
+    let mut off = 0;
+    for (n, d, s, b) in tensors {
+        assert_eq!(checked_nbytes(*d, s).unwrap(), b.len());
+        entries.push((n.clone(), *d, s.clone(), off, off + b.len()));
+        off += b.len();
+    }
+    let mut bytes = serialize_header(meta, &entries).unwrap();
+    for t in tensors {
+        bytes.extend_from_slice(&t.3);
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn plain_llama_fixtures_pass() {
+    for name in [
+        "llama-mha",
+        "llama-gqa",
+        "llama-tied",
+        "llama-bias",
+        "llama-theta",
+        "llama3-scaling",
+        "llama-bf16",
+        "llama-f16",
+        "llama-sharded",
+    ] {
+        let (code, out, err) = ckpt(&["check", fixture(name).to_str().unwrap()]);
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        assert!(
+            out.contains("ok: ") && out.contains("0 errors, 0 warnings"),
+            "{name}: {out}"
+        );
+        let (code, v) = check_json(&fixture(name), &["--deny", "warnings"]);
+        assert_eq!((code, v["ok"].as_bool()), (0, Some(true)), "{v:#}");
+    }
+}
+
+#[test]
+fn yi_fails_naming_ln1_and_config_identity() {
+    let yi = fixture("yi");
+    let (code, out, _) = ckpt(&["check", yi.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("`model_type` is \"Yi\", not \"llama\""),
+        "{out}"
+    );
+    assert!(out.contains("auto_map"), "{out}");
+    assert!(
+        out.contains("error[T002-unexpected-tensor]: `model.layers.{0..1}.ln1.weight` (2 tensors)"),
+        "{out}"
+    );
+    assert!(out.contains("`model.layers.{0..1}.ln2.weight`"), "{out}");
+    assert!(
+        out.contains("error[T001-missing-tensor]: `model.layers.{0..1}.input_layernorm.weight`"),
+        "{out}"
+    );
+    assert!(out.contains("failed: "), "{out}");
+    assert!(out.contains("hint: this looks like a `yi` checkpoint, which converts to llama exactly: run `ckpt convert"), "{out}");
+    let (code, v) = check_json(&yi, &[]);
+    assert_eq!(code, 1);
+    for id in [
+        "C002-model-type",
+        "C003-architectures",
+        "C004-remote-code",
+        "T001-missing-tensor",
+        "T002-unexpected-tensor",
+    ] {
+        assert!(ids(&v).iter().any(|i| i == id), "{id} missing: {v:#}");
+    }
+    let ln1 = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["tensor"] == "model.layers.0.ln1.weight")
+        .expect("ln1 finding");
+    assert_eq!(ln1["severity"], "error");
+    assert!(ln1["file"].as_str().unwrap().ends_with("model.safetensors"));
+}
+
+#[test]
+fn json_schema_is_stable() {
+    let (_, v) = check_json(&fixture("yi"), &[]);
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["target", "path", "findings", "errors", "warnings", "ok"]
+    );
+    assert_eq!(v["target"], "llama");
+    assert_eq!(v["ok"], false);
+    let n = v["findings"].as_array().unwrap().len() as u64;
+    assert_eq!(
+        v["errors"].as_u64().unwrap() + v["warnings"].as_u64().unwrap(),
+        n
+    );
+    for f in v["findings"].as_array().unwrap() {
+        let k: Vec<&String> = f.as_object().unwrap().keys().collect();
+        assert_eq!(k, ["id", "severity", "file", "tensor", "message"]);
+    }
+}
+
+#[test]
+fn github_annotations() {
+    let (code, out, _) = ckpt(&[
+        "check",
+        fixture("yi").to_str().unwrap(),
+        "--format",
+        "github",
+    ]);
+    assert_eq!(code, 1);
+    let cfg = fixture("yi").join("config.json");
+    assert!(
+        out.lines().any(|l| l.starts_with(&format!(
+            "::error file={},title=C002-model-type::`model_type` is \"Yi\"",
+            cfg.display()
+        ))),
+        "{out}"
+    );
+    assert!(
+        out.contains(",title=T002-unexpected-tensor::`model.layers.{0..1}.ln1.weight`"),
+        "{out}"
+    );
+    assert!(out.contains("::warning file="), "{out}");
+    // Workflow-command escaping: commas and colons in the file property; strings from files are
+    // escaped, so a newline in a config value cannot start a new workflow command.
+    let dir = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(dir.path(), 1, |_, c| {
+        c["model_type"] = "a\n::error::x%".into()
+    });
+    let q = dir.path().join("a,b:c");
+    std::fs::rename(&p, &q).unwrap();
+    let (_, out, _) = ckpt(&["check", q.to_str().unwrap(), "--format", "github"]);
+    assert!(
+        out.contains("a%2Cb%3Ac/config.json,title=C002-model-type::"),
+        "{out}"
+    );
+    assert!(out.contains("\"a\\n::error::x%25\""), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("::")).count(),
+        1,
+        "{out}"
+    );
+}
+
+#[test]
+fn scan_values_finds_planted_nan_inf_and_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("gqa");
+    copy_dir(&fixture("llama-gqa"), &p);
+    let (code, v) = check_json(&p, &["--scan-values"]);
+    assert_eq!(code, 0, "{v:#}");
+    let (nan_at, inf_at, zero) = {
+        let ck = Checkpoint::open(&p).unwrap();
+        let at = |name: &str| {
+            let t = ck.get(name).unwrap();
+            (ck.shards[t.shard].data_start() + t.begin, t.nbytes())
+        };
+        (
+            at("model.layers.1.mlp.up_proj.weight"),
+            at("model.layers.0.self_attn.q_proj.weight"),
+            at("model.layers.1.self_attn.o_proj.weight"),
+        )
+    };
+    let f = p.join("model.safetensors");
+    let mut bytes = std::fs::read(&f).unwrap();
+    let put =
+        |b: &mut Vec<u8>, off: usize, v: f32| b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    put(&mut bytes, nan_at.0 + 4 * 17, f32::NAN);
+    put(&mut bytes, inf_at.0, f32::NEG_INFINITY);
+    bytes[zero.0..zero.0 + zero.1].fill(0);
+    std::fs::write(&f, bytes).unwrap();
+    // Without the scan nothing is read.
+    assert_eq!(check_json(&p, &[]).0, 0);
+    let (code, v) = check_json(&p, &["--scan-values"]);
+    assert_eq!(code, 1);
+    let nan = finding(&v, "V001-nan");
+    assert_eq!(nan["tensor"], "model.layers.1.mlp.up_proj.weight");
+    assert!(
+        nan["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 6144 values are NaN (first at element 17)"),
+        "{nan}"
+    );
+    assert_eq!(
+        finding(&v, "V002-inf")["tensor"],
+        "model.layers.0.self_attn.q_proj.weight"
+    );
+    let z = finding(&v, "V003-all-zero");
+    assert_eq!(
+        (z["tensor"].as_str(), z["severity"].as_str()),
+        (
+            Some("model.layers.1.self_attn.o_proj.weight"),
+            Some("warning")
+        )
+    );
+}
+
+#[test]
+fn scan_values_decodes_bf16_and_f16() {
+    for (fx, dtype) in [("llama-bf16", Dtype::BF16), ("llama-f16", Dtype::F16)] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        copy_dir(&fixture(fx), &p);
+        let off = {
+            let ck = Checkpoint::open(&p).unwrap();
+            let t = ck.get("model.norm.weight").unwrap();
+            ck.shards[0].data_start() + t.begin + 2 * 5
+        };
+        let f = p.join("model.safetensors");
+        let mut b = std::fs::read(&f).unwrap();
+        let nan: [u8; 2] = match dtype {
+            Dtype::BF16 => half::bf16::NAN.to_le_bytes(),
+            _ => half::f16::NAN.to_le_bytes(),
+        };
+        b[off..off + 2].copy_from_slice(&nan);
+        std::fs::write(&f, b).unwrap();
+        let (code, v) = check_json(&p, &["--scan-values"]);
+        assert_eq!(code, 1, "{fx}");
+        let f = finding(&v, "V001-nan");
+        assert_eq!(f["tensor"], "model.norm.weight");
+        assert!(
+            f["message"]
+                .as_str()
+                .unwrap()
+                .contains("(first at element 5)"),
+            "{f}"
+        );
+    }
+}
+
+/// Assert a check of `p` exits `code` and reports `id` (with severity), returning the report.
+fn expect(p: &Path, code: i32, id: &str, severity: &str) -> Value {
+    let (c, v) = check_json(p, &[]);
+    let f = finding(&v, id);
+    assert_eq!(f["severity"], severity, "{f}");
+    assert_eq!(c, code, "{v:#}");
+    v
+}
+
+#[test]
+fn config_rules() {
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |_, _| {});
+    assert_eq!(check_json(&p, &[]).0, 0);
+    std::fs::remove_file(p.join("config.json")).unwrap();
+    expect(&p, 1, "C001-config-missing", "error");
+
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |_, c| c["model_type"] = "gemma".into());
+    let v = expect(&p, 1, "C005-not-llama-math", "error");
+    assert!(
+        finding(&v, "C005-not-llama-math")["message"]
+            .as_str()
+            .unwrap()
+            .contains("(1 + weight)")
+    );
+
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |_, c| {
+        c["architectures"] = serde_json::json!(["MistralForCausalLM"])
+    });
+    expect(&p, 1, "C003-architectures", "error");
+
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |_, c| {
+        c["auto_map"] = serde_json::json!({"AutoModelForCausalLM": "modeling_x.X"})
+    });
+    expect(&p, 1, "C004-remote-code", "error");
+
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |_, c| {
+        c.as_object_mut().unwrap().remove("vocab_size");
+    });
+    let v = expect(&p, 1, "C006-config-field", "error");
+    assert!(
+        finding(&v, "C006-config-field")["message"]
+            .as_str()
+            .unwrap()
+            .contains("`vocab_size`")
+    );
+
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |_, c| c["hidden_act"] = "gelu".into());
+    expect(&p, 1, "C007-hidden-act", "error");
+
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |_, c| c["num_key_value_heads"] = 3.into());
+    expect(&p, 1, "C008-heads", "error");
+
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |_, c| c["torch_dtype"] = "bfloat16".into());
+    let v = expect(&p, 0, "C009-config-dtype", "warning");
+    assert!(
+        finding(&v, "C009-config-dtype")["message"]
+            .as_str()
+            .unwrap()
+            .contains("most parameters are F32")
+    );
+    assert_eq!(check_json(&p, &["--deny", "warnings"]).0, 1);
+}
+
+#[test]
+fn tensor_rules() {
+    // T001 missing.
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |s, _| {
+        s.retain(|t| t.0 != "model.layers.1.mlp.up_proj.weight")
+    });
+    let v = expect(&p, 1, "T001-missing-tensor", "error");
+    assert_eq!(
+        finding(&v, "T001-missing-tensor")["tensor"],
+        "model.layers.1.mlp.up_proj.weight"
+    );
+
+    // T002 unexpected (a layer beyond num_hidden_layers) and T003 benign inv_freq.
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |s, _| {
+        s.push((
+            "model.layers.2.mlp.up_proj.weight".into(),
+            Dtype::F32,
+            vec![24, 16],
+        ));
+        s.push((
+            "model.layers.0.self_attn.rotary_emb.inv_freq".into(),
+            Dtype::F32,
+            vec![2],
+        ));
+    });
+    let v = expect(&p, 1, "T002-unexpected-tensor", "error");
+    assert_eq!(
+        finding(&v, "T002-unexpected-tensor")["tensor"],
+        "model.layers.2.mlp.up_proj.weight"
+    );
+    assert!(
+        finding(&v, "T003-benign-extra")["message"]
+            .as_str()
+            .unwrap()
+            .contains("inv_freq")
+    );
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |s, _| {
+        s.push((
+            "model.layers.0.self_attn.rotary_emb.inv_freq".into(),
+            Dtype::F32,
+            vec![2],
+        ));
+    });
+    expect(&p, 0, "T003-benign-extra", "warning");
+    assert_eq!(check_json(&p, &["--deny", "warnings"]).0, 1);
+
+    // T004 shape.
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |s, _| {
+        s.iter_mut()
+            .find(|t| t.0 == "model.layers.0.mlp.down_proj.weight")
+            .unwrap()
+            .2 = vec![16, 20];
+    });
+    let v = expect(&p, 1, "T004-shape", "error");
+    assert!(
+        finding(&v, "T004-shape")["message"]
+            .as_str()
+            .unwrap()
+            .contains("shape is [16, 20] but the config implies [16, 24]")
+    );
+
+    // T005 kv heads: tensors built for 4 kv heads, config says 2.
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |s, _| {
+        *s = synth::llama_tensors(
+            &Dims {
+                kv_heads: 4,
+                ..SMALL
+            },
+            Dtype::F32,
+            false,
+        );
+    });
+    let v = expect(&p, 1, "T005-kv-heads", "error");
+    let m = finding(&v, "T005-kv-heads")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        m.contains("16 rows = 4 kv heads") && m.contains("`num_key_value_heads` is 2"),
+        "{m}"
+    );
+
+    // T006 vocab: padded rows warn, missing rows fail.
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |s, _| {
+        for t in s
+            .iter_mut()
+            .filter(|t| t.0 == "model.embed_tokens.weight" || t.0 == "lm_head.weight")
+        {
+            t.2 = vec![40, 16];
+        }
+    });
+    expect(&p, 0, "T006-vocab", "warning");
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |s, _| {
+        s.iter_mut()
+            .find(|t| t.0 == "model.embed_tokens.weight")
+            .unwrap()
+            .2 = vec![30, 16];
+    });
+    let v = expect(&p, 1, "T006-vocab", "error");
+    assert!(
+        finding(&v, "T006-vocab")["message"]
+            .as_str()
+            .unwrap()
+            .contains("30 rows but `vocab_size` is 32")
+    );
+
+    // T008 untied without lm_head.
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |s, _| s.retain(|t| t.0 != "lm_head.weight"));
+    let v = expect(&p, 1, "T008-missing-lm-head", "error");
+    assert!(!ids(&v).contains(&"T001-missing-tensor".to_string()));
+
+    // T007 tied with a different lm_head (random values differ from the embeddings).
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |_, c| c["tie_word_embeddings"] = true.into());
+    expect(&p, 1, "T007-tied-lm-head", "error");
+
+    // T009 mixed dtypes (norms in F32, the rest BF16), T010 non-float dtype.
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |s, c| {
+        c["torch_dtype"] = "bfloat16".into();
+        for t in s.iter_mut().filter(|t| !t.0.contains("norm")) {
+            t.1 = Dtype::BF16;
+        }
+    });
+    let v = expect(&p, 0, "T009-mixed-dtypes", "warning");
+    let m = finding(&v, "T009-mixed-dtypes")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        m.contains("BF16 16 tensors") && m.contains("F32 5 tensors"),
+        "{m}"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |s, _| s[0].1 = Dtype::I8);
+    expect(&p, 1, "T010-dtype", "error");
+}
+
+#[test]
+fn tied_lm_head_copy_is_a_warning() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("ck");
+    std::fs::create_dir(&p).unwrap();
+    let cfg = Dims {
+        tied: true,
+        ..SMALL
+    }
+    .config_json("llama", "LlamaForCausalLM", "float32");
+    std::fs::write(p.join("config.json"), cfg.to_string()).unwrap();
+    let specs = synth::llama_tensors(
+        &Dims {
+            tied: true,
+            ..SMALL
+        },
+        Dtype::F32,
+        false,
+    );
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = specs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (n, d, s))| {
+            let len = checked_nbytes(d, &s).unwrap() / 4;
+            let b = (0..len)
+                .flat_map(|k| ((k + i) as f32 * 0.01).to_le_bytes())
+                .collect();
+            (n, d, s, b)
+        })
+        .collect();
+    let emb = tensors[0].clone();
+    tensors.push(("lm_head.weight".into(), emb.1, emb.2, emb.3));
+    let meta = [("format".to_string(), "pt".to_string())];
+    write_st(&p.join("model.safetensors"), Some(&meta), &tensors);
+    let v = expect(&p, 0, "T007-tied-lm-head", "warning");
+    assert!(
+        finding(&v, "T007-tied-lm-head")["message"]
+            .as_str()
+            .unwrap()
+            .contains("copy of the embeddings")
+    );
+}
+
+#[test]
+fn file_rules() {
+    // F001 missing shard: the open fails too, but the finding explains it (exit 1, not 2).
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 2, |_, _| {});
+    assert_eq!(check_json(&p, &[]).0, 0);
+    std::fs::remove_file(p.join("model-00002-of-00002.safetensors")).unwrap();
+    let v = expect(&p, 1, "F001-missing-shard", "error");
+    assert!(ids(&v).contains(&"F009-unopenable".to_string()));
+
+    // F002 stray shard.
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 2, |_, _| {});
+    std::fs::copy(
+        p.join("model-00002-of-00002.safetensors"),
+        p.join("model-00003-of-00003.safetensors"),
+    )
+    .unwrap();
+    let v = expect(&p, 1, "F002-stray-shard", "error");
+    assert!(
+        finding(&v, "F002-stray-shard")["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("model-00003-of-00003.safetensors")
+    );
+
+    // F003 index places a tensor in the wrong shard; F004 a tensor the index does not list; F006.
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 2, |_, _| {});
+    let ip = p.join("model.safetensors.index.json");
+    let mut idx: Value = serde_json::from_str(&std::fs::read_to_string(&ip).unwrap()).unwrap();
+    idx["weight_map"]["model.embed_tokens.weight"] = "model-00002-of-00002.safetensors".into();
+    idx["weight_map"]
+        .as_object_mut()
+        .unwrap()
+        .remove("model.norm.weight");
+    idx["metadata"]["total_size"] = 12.into();
+    std::fs::write(&ip, idx.to_string()).unwrap();
+    let v = expect(&p, 1, "F003-index-wrong-shard", "error");
+    let f3 = finding(&v, "F003-index-wrong-shard");
+    assert_eq!(f3["tensor"], "model.embed_tokens.weight");
+    assert!(
+        f3["message"]
+            .as_str()
+            .unwrap()
+            .contains("it is in `model-00001-of-00002.safetensors`")
+    );
+    assert_eq!(
+        finding(&v, "F004-not-in-index")["tensor"],
+        "model.norm.weight"
+    );
+    assert_eq!(finding(&v, "F006-total-size")["severity"], "warning");
+
+    // F005 a tensor in two shards.
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 2, |_, _| {});
+    let s2 = p.join("model-00002-of-00002.safetensors");
+    let ck = Checkpoint::open(&p).unwrap();
+    let mut tensors = Vec::new();
+    for t in ck.tensors.iter().filter(|t| t.shard == 1) {
+        tensors.push((
+            t.name.clone(),
+            t.dtype,
+            t.shape.clone(),
+            ck.data(t).unwrap().to_vec(),
+        ));
+    }
+    let e = ck.get("model.embed_tokens.weight").unwrap();
+    tensors.push((
+        e.name.clone(),
+        e.dtype,
+        e.shape.clone(),
+        ck.data(e).unwrap().to_vec(),
+    ));
+    drop(ck);
+    let meta = [("format".to_string(), "pt".to_string())];
+    write_st(&s2, Some(&meta), &tensors);
+    let v = expect(&p, 1, "F005-duplicate-tensor", "error");
+    assert_eq!(
+        finding(&v, "F005-duplicate-tensor")["tensor"],
+        "model.embed_tokens.weight"
+    );
+
+    // F007 shard naming: "of-00003" with two shards.
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 2, |_, _| {});
+    let ip = p.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&ip)
+        .unwrap()
+        .replace("-of-00002", "-of-00003");
+    std::fs::write(&ip, text).unwrap();
+    for k in 1..=2 {
+        std::fs::rename(
+            p.join(format!("model-0000{k}-of-00002.safetensors")),
+            p.join(format!("model-0000{k}-of-00003.safetensors")),
+        )
+        .unwrap();
+    }
+    let v = expect(&p, 0, "F007-shard-naming", "warning");
+    assert!(
+        finding(&v, "F007-shard-naming")["message"]
+            .as_str()
+            .unwrap()
+            .contains("the name says 3 shards but the index lists 2")
+    );
+
+    // F008 no __metadata__.
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 1, |_, _| {});
+    let ck = Checkpoint::open(&p).unwrap();
+    let tensors: Vec<_> = ck
+        .tensors
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.dtype,
+                t.shape.clone(),
+                ck.data(t).unwrap().to_vec(),
+            )
+        })
+        .collect();
+    drop(ck);
+    write_st(&p.join("model.safetensors"), None, &tensors);
+    expect(&p, 0, "F008-metadata-format", "warning");
+
+    // F010 shards without an index.
+    let d = tempfile::tempdir().unwrap();
+    let p = synth_ckpt(d.path(), 2, |_, _| {});
+    std::fs::remove_file(p.join("model.safetensors.index.json")).unwrap();
+    expect(&p, 1, "F010-no-index", "error");
+}
+
+#[test]
+fn unopenable_without_explanation_is_exit_2() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("model.safetensors");
+    std::fs::write(
+        &p,
+        b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12\n",
+    )
+    .unwrap();
+    let (code, out, err) = ckpt(&["check", p.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("error["), "{err}");
+    let (code, out, _) = ckpt(&["check", p.to_str().unwrap(), "--target", "gpt2"]);
+    assert_eq!(code, 2, "{out}");
+}
+
+#[test]
+fn runs_on_sparse_real_shaped_layouts() {
+    let d = tempfile::tempdir().unwrap();
+    // Llama-3-8B, bf16, 4 shards: compatible.
+    let l3 = d.path().join("llama3");
+    let specs = synth::llama_tensors(&Dims::LLAMA3_8B, Dtype::BF16, false);
+    let cfg = Dims::LLAMA3_8B.config_json("llama", "LlamaForCausalLM", "bfloat16");
+    synth::write_checkpoint(&l3, Some(&cfg), &specs, 4, Fill::Sparse).unwrap();
+    let (code, v) = check_json(&l3, &[]);
+    assert_eq!(code, 0, "{v:#}");
+    // Yi-34B with Yi's names: 60 layers of ln1/ln2, collapsed in text output.
+    let yi = d.path().join("yi34b");
+    let mut specs = synth::llama_tensors(&Dims::YI_34B, Dtype::BF16, false);
+    synth::rename(&mut specs, "input_layernorm", "ln1");
+    synth::rename(&mut specs, "post_attention_layernorm", "ln2");
+    let cfg = Dims::YI_34B.config_json("Yi", "YiForCausalLM", "bfloat16");
+    synth::write_checkpoint(&yi, Some(&cfg), &specs, 7, Fill::Sparse).unwrap();
+    let (code, out, _) = ckpt(&["check", yi.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("`model.layers.{0..59}.ln1.weight` (60 tensors)"),
+        "{out}"
+    );
+    let (_, v) = check_json(&yi, &[]);
+    assert_eq!(v["errors"].as_u64(), Some(2 + 4 * 60));
+}

@@ -1,0 +1,329 @@
+//! `ckpt diff` as a user runs it: identical checkpoints, MHA vs GQA, dtype changes, a Yi fixture
+//! against a LLaMA-named copy written here, values, and sparse real-shaped layouts.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ckpt::Checkpoint;
+use ckpt::checkpoint::header::{Dtype, serialize_header};
+use ckpt::synth::{self, Dims, Fill};
+use serde_json::Value;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(FIXTURES).join(name)
+}
+
+fn ckpt(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .args(args)
+        .output()
+        .expect("run ckpt");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn diff_json(a: &Path, b: &Path, extra: &[&str]) -> (i32, Value) {
+    let mut args = vec!["diff", a.to_str().unwrap(), b.to_str().unwrap(), "--json"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = ckpt(&args);
+    let v = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    (code, v)
+}
+
+fn row<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no row {name}"))
+}
+
+/// Copy `src` (a fixture) to `dst` with tensors renamed by `rename` and the config edited by `cfg`,
+/// reading header + data with `Checkpoint` and writing with `serialize_header`.
+fn rewrite(src: &Path, dst: &Path, rename: impl Fn(&str) -> String, cfg: impl FnOnce(&mut Value)) {
+    std::fs::create_dir_all(dst).unwrap();
+    let ck = Checkpoint::open(src).unwrap();
+    let mut entries = Vec::new();
+    let mut data = Vec::new();
+    for t in &ck.tensors {
+        let b = ck.data(t).unwrap();
+        entries.push((
+            rename(&t.name),
+            t.dtype,
+            t.shape.clone(),
+            data.len(),
+            data.len() + b.len(),
+        ));
+        data.extend_from_slice(b);
+    }
+    let meta = ck.shards[0].header.metadata.clone();
+    let mut bytes = serialize_header(meta.as_deref(), &entries).unwrap();
+    bytes.extend_from_slice(&data);
+    std::fs::write(dst.join("model.safetensors"), bytes).unwrap();
+    let mut c: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg(&mut c);
+    std::fs::write(
+        dst.join("config.json"),
+        serde_json::to_string_pretty(&c).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn fixture_against_itself_is_identical() {
+    for name in ["llama-gqa", "llama-sharded", "llama-bf16", "yi"] {
+        let p = fixture(name);
+        let (code, out, err) =
+            ckpt(&["diff", p.to_str().unwrap(), p.to_str().unwrap(), "--values"]);
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        assert!(
+            out.contains("identical: 21 tensors (21 same); 0 with different values"),
+            "{out}"
+        );
+        assert!(out.contains("config: 0 keys differ"), "{out}");
+    }
+    // The same model in one file and in two shards, configs in the transformers 4 and 5 spellings.
+    let (code, v) = diff_json(&fixture("llama-gqa"), &fixture("llama-sharded"), &[]);
+    assert_eq!(code, 0, "{v:#}");
+    let reasons: Vec<&str> = v["config"]["differing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        !reasons.is_empty() && reasons.iter().all(|r| *r == "same setting, other spelling"),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn mha_vs_gqa_shows_reshaped_kv_and_config_change() {
+    let (a, b) = (fixture("llama-mha"), fixture("llama-gqa"));
+    let (code, out, _) = ckpt(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("model.layers.{0..1}.self_attn.k_proj.weight"))
+        .expect(&out);
+    assert!(
+        line.contains("[64, 64] -> [32, 64]") && line.contains("reshaped"),
+        "{line}"
+    );
+    assert!(
+        out.lines().any(
+            |l| l.contains("model.layers.{0..1}.self_attn.v_proj.weight") && l.contains("reshaped")
+        ),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("num_key_value_heads")
+                && l.contains(" 4 ")
+                && l.contains(" 2 ")),
+        "{out}"
+    );
+    assert!(out.contains("config: 1 key differs"), "{out}");
+    assert!(
+        out.contains("differ: 21 tensors (17 same, 4 reshaped)"),
+        "{out}"
+    );
+    let (code, v) = diff_json(&a, &b, &["--values"]);
+    assert_eq!(code, 1);
+    let k = row(&v, "model.layers.0.self_attn.k_proj.weight");
+    assert_eq!(k["status"], "reshaped");
+    assert_eq!(k["a"]["shape"], serde_json::json!([64, 64]));
+    assert_eq!(k["b"]["shape"], serde_json::json!([32, 64]));
+    assert!(k["values"].is_null(), "no value diff across shapes");
+    let q = row(&v, "model.layers.0.self_attn.q_proj.weight");
+    assert!(q["values"]["max_abs"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["identical"], false);
+    // --all lists layers one by one.
+    let (_, out, _) = ckpt(&["diff", a.to_str().unwrap(), b.to_str().unwrap(), "--all"]);
+    assert!(
+        out.contains("model.layers.1.self_attn.k_proj.weight") && !out.contains("{0..1}"),
+        "{out}"
+    );
+}
+
+#[test]
+fn dtype_change_with_values() {
+    let (code, v) = diff_json(&fixture("llama-gqa"), &fixture("llama-bf16"), &["--values"]);
+    assert_eq!(code, 1);
+    let r = row(&v, "model.norm.weight");
+    assert_eq!(r["status"], "dtype changed");
+    assert_eq!(
+        (r["a"]["dtype"].as_str(), r["b"]["dtype"].as_str()),
+        (Some("F32"), Some("BF16"))
+    );
+    // The fixtures hold different random weights; the values are compared anyway (same shape).
+    assert!(r["values"]["elements"].as_u64() == Some(64));
+}
+
+#[test]
+fn yi_against_llama_named_copy() {
+    let d = tempfile::tempdir().unwrap();
+    let copy = d.path().join("yi-llama");
+    rewrite(
+        &fixture("yi"),
+        &copy,
+        |n| {
+            n.replace(".ln1.", ".input_layernorm.")
+                .replace(".ln2.", ".post_attention_layernorm.")
+        },
+        |c| {
+            c["model_type"] = "llama".into();
+            c["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
+            c.as_object_mut().unwrap().remove("auto_map");
+        },
+    );
+    let (code, out, _) = ckpt(&[
+        "diff",
+        fixture("yi").to_str().unwrap(),
+        copy.to_str().unwrap(),
+        "--values",
+    ]);
+    // Aligned through the yi family: every tensor renamed or same, no shape change, collapsed.
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("(read as yi)") && out.contains("(read as llama)"),
+        "{out}"
+    );
+    let line = out
+        .lines()
+        .find(|l| l.contains("model.layers.{0..1}.input_layernorm.weight"))
+        .expect(&out);
+    assert!(
+        line.contains("model.layers.{0..1}.ln1.weight") && line.contains("renamed"),
+        "{line}"
+    );
+    assert!(
+        out.contains("identical: 21 tensors (17 same, 4 renamed); 0 with different values"),
+        "{out}"
+    );
+    let (code, v) = diff_json(&fixture("yi"), &copy, &["--values"]);
+    assert_eq!(code, 0);
+    for r in v["tensors"].as_array().unwrap() {
+        let s = r["status"].as_str().unwrap();
+        assert!(matches!(s, "same" | "renamed"), "{r}");
+        assert_eq!(r["a"]["shape"], r["b"]["shape"]);
+        assert_eq!(r["values"]["max_abs"].as_f64(), Some(0.0), "{r}");
+        assert_eq!(r["values"]["cosine"].as_f64(), Some(1.0), "{r}");
+    }
+    // The config keys the yi mapping rewrites differ raw but do not count.
+    let rows = v["config"]["differing"].as_array().unwrap();
+    let keys: Vec<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["architectures", "auto_map", "model_type"]);
+    assert!(rows.iter().all(|r| r["ignored"] == true), "{rows:?}");
+    // Compared as stored (identity), the norms do not line up.
+    let (code, out, _) = ckpt(&[
+        "diff",
+        fixture("yi").to_str().unwrap(),
+        copy.to_str().unwrap(),
+        "--family-a",
+        "identity",
+        "--family-b",
+        "identity",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        out.lines()
+            .any(|l| l.contains("model.layers.{0..1}.ln1.weight") && l.contains("only in A")),
+        "{out}"
+    );
+}
+
+#[test]
+fn value_diff_sees_one_changed_element() {
+    let d = tempfile::tempdir().unwrap();
+    let copy = d.path().join("c");
+    rewrite(&fixture("llama-gqa"), &copy, |n| n.to_string(), |_| {});
+    assert_eq!(diff_json(&fixture("llama-gqa"), &copy, &["--values"]).0, 0);
+    let off = {
+        let ck = Checkpoint::open(&copy).unwrap();
+        let t = ck.get("model.layers.1.mlp.down_proj.weight").unwrap();
+        ck.shards[0].data_start() + t.begin + 4 * 10
+    };
+    let f = copy.join("model.safetensors");
+    let mut b = std::fs::read(&f).unwrap();
+    let old = f32::from_le_bytes(b[off..off + 4].try_into().unwrap());
+    b[off..off + 4].copy_from_slice(&(old + 0.5).to_le_bytes());
+    std::fs::write(&f, b).unwrap();
+    // Structure alone is still identical; values are not.
+    assert_eq!(diff_json(&fixture("llama-gqa"), &copy, &[]).0, 0);
+    let (code, v) = diff_json(&fixture("llama-gqa"), &copy, &["--values"]);
+    assert_eq!(code, 1);
+    let r = row(&v, "model.layers.1.mlp.down_proj.weight");
+    assert_eq!(r["values"]["differing"].as_u64(), Some(1));
+    assert!(
+        (r["values"]["max_abs"].as_f64().unwrap() - 0.5).abs() < 1e-6,
+        "{r}"
+    );
+    assert!(r["values"]["cosine"].as_f64().unwrap() < 1.0);
+    assert_eq!(
+        row(&v, "model.layers.0.mlp.down_proj.weight")["values"]["differing"].as_u64(),
+        Some(0)
+    );
+}
+
+#[test]
+fn errors_exit_2() {
+    let (code, _, err) = ckpt(&[
+        "diff",
+        fixture("llama-gqa").to_str().unwrap(),
+        "/nonexistent/x",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    let p = fixture("yi");
+    let (code, _, err) = ckpt(&[
+        "diff",
+        p.to_str().unwrap(),
+        p.to_str().unwrap(),
+        "--family-a",
+        "nope",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown family `nope`"), "{err}");
+}
+
+#[test]
+fn runs_on_sparse_real_shaped_layouts() {
+    let d = tempfile::tempdir().unwrap();
+    let l3 = d.path().join("llama3");
+    let specs = synth::llama_tensors(&Dims::LLAMA3_8B, Dtype::BF16, false);
+    let cfg = Dims::LLAMA3_8B.config_json("llama", "LlamaForCausalLM", "bfloat16");
+    synth::write_checkpoint(&l3, Some(&cfg), &specs, 4, Fill::Sparse).unwrap();
+    let yi = d.path().join("yi34b");
+    let mut specs = synth::llama_tensors(&Dims::YI_34B, Dtype::BF16, false);
+    synth::rename(&mut specs, "input_layernorm", "ln1");
+    synth::rename(&mut specs, "post_attention_layernorm", "ln2");
+    let cfg = Dims::YI_34B.config_json("Yi", "YiForCausalLM", "bfloat16");
+    synth::write_checkpoint(&yi, Some(&cfg), &specs, 7, Fill::Sparse).unwrap();
+    let (code, out, _) = ckpt(&["diff", l3.to_str().unwrap(), l3.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = ckpt(&["diff", yi.to_str().unwrap(), l3.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let line = out
+        .lines()
+        .find(|l| l.contains("self_attn.q_proj.weight"))
+        .expect(&out);
+    assert!(
+        line.contains("model.layers.{0..31}.self_attn.q_proj.weight")
+            && line.contains("[7168, 7168] -> [4096, 4096]"),
+        "{line}"
+    );
+    assert!(
+        out.lines().any(
+            |l| l.contains("model.layers.{32..59}.self_attn.q_proj.weight")
+                && l.contains("only in A")
+        ),
+        "{out}"
+    );
+}
