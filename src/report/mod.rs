@@ -180,7 +180,7 @@ mod tests {
         assert_eq!(
             shown,
             [
-                ("model.layers.{0,1,3}.mlp.up_proj.weight", 3),
+                ("model.layers.{0..1,3}.mlp.up_proj.weight", 3),
                 ("model.layers.2.mlp.up_proj.weight", 1),
                 ("model.norm.weight", 1)
             ]
