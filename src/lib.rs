@@ -14,6 +14,7 @@ pub use error::{Error, ErrorKind, Result};
 pub mod checkpoint;
 pub mod json;
 pub mod mapping;
+pub mod reference;
 pub mod report;
 pub mod synth;
 

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use ckpt::{Error, ErrorKind};
 
 mod inspect;
+mod logits;
 
 /// Exit code: success, equivalent, compatible.
 pub const EXIT_OK: u8 = 0;
@@ -34,6 +35,8 @@ struct Cli {
 enum Command {
     /// Show a checkpoint's files, tensors, dtypes, parameter count and config (headers only).
     Inspect(inspect::Args),
+    /// Run the reference LLaMA forward pass on token ids; show the top next tokens or write logits.
+    Logits(logits::Args),
 }
 
 /// What a command returns: an exit code, or an error to render.
@@ -76,12 +79,14 @@ pub fn main() -> ExitCode {
 fn run(cmd: Command) -> CmdResult {
     match cmd {
         Command::Inspect(a) => inspect::run(a),
+        Command::Logits(a) => logits::run(a),
     }
 }
 
 fn cli_wants_json(cmd: &Command) -> bool {
     match cmd {
         Command::Inspect(a) => a.json,
+        Command::Logits(a) => a.json,
     }
 }
 
