@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod kernels;
 
 pub use error::{Error, ErrorKind, Result};
 pub mod checkpoint;

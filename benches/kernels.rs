@@ -1,0 +1,201 @@
+//! Kernel benchmark (`cargo bench --bench kernels`): the machine's measured f32 FMA peak, then
+//! matmul GFLOP/s for LLaMA-7B-sized projections as a fraction of that peak.
+//!
+//! Plain `main` rather than criterion: the point is one table comparing against the peak, and the
+//! whole run must stay under about two minutes.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use ckpt::kernels::{self, Isa, WDtype, Weights};
+
+/// FLOPs of one call of the peak loop body per iteration: 12 accumulators x lanes x 2.
+#[cfg(target_arch = "x86_64")]
+mod peak {
+    use std::arch::x86_64::*;
+
+    /// 12 independent 8-lane FMA chains; returns a value that depends on all of them.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn avx2(iters: u64, a: f32, b: f32) -> f32 {
+        let (va, vb) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
+        let mut acc = [_mm256_setzero_ps(); 12];
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm256_fmadd_ps(va, vb, *v);
+            }
+        }
+        let mut s = _mm256_setzero_ps();
+        for v in acc {
+            s = _mm256_add_ps(s, v);
+        }
+        let mut out = [0.0f32; 8];
+        // SAFETY: `out` holds 8 floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
+        out.iter().sum()
+    }
+
+    /// 24 independent 16-lane FMA chains.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn avx512(iters: u64, a: f32, b: f32) -> f32 {
+        let (va, vb) = (_mm512_set1_ps(a), _mm512_set1_ps(b));
+        let mut acc = [_mm512_setzero_ps(); 24];
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm512_fmadd_ps(va, vb, *v);
+            }
+        }
+        let mut s = _mm512_setzero_ps();
+        for v in acc {
+            s = _mm512_add_ps(s, v);
+        }
+        _mm512_reduce_add_ps(s)
+    }
+}
+
+/// Run the peak loop on one thread for `iters` iterations; returns FLOPs done.
+fn peak_run(isa: Isa, iters: u64) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match isa {
+            Isa::Avx512 => {
+                // SAFETY: `isa` is the active ISA, so the CPU has AVX-512F.
+                black_box(unsafe { peak::avx512(iters, black_box(1e-9), black_box(1.0)) });
+                return iters as f64 * 24.0 * 16.0 * 2.0;
+            }
+            Isa::Avx2 => {
+                // SAFETY: `isa` is the active ISA, so the CPU has AVX2 and FMA.
+                black_box(unsafe { peak::avx2(iters, black_box(1e-9), black_box(1.0)) });
+                return iters as f64 * 12.0 * 8.0 * 2.0;
+            }
+            _ => {}
+        }
+    }
+    let _ = (isa, iters);
+    0.0
+}
+
+/// Peak GFLOP/s on `threads` threads (each runs the loop; wall time of the slowest).
+fn peak_gflops(isa: Isa, threads: usize) -> f64 {
+    let iters = 200_000_000u64;
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let flops: f64 = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|_| s.spawn(move || peak_run(isa, iters)))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+        });
+        best = best.max(flops / start.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+/// A cheap deterministic pseudo-random f32 in [-1, 1).
+fn rand_f32(state: &mut u64) -> f32 {
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    ((*state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+}
+
+fn weight_bytes(dtype: WDtype, len: usize, seed: u64) -> Vec<u8> {
+    let mut st = seed;
+    let mut out = Vec::with_capacity(len * dtype.size());
+    for _ in 0..len {
+        let v = rand_f32(&mut st) * 0.05;
+        match dtype {
+            WDtype::F32 => out.extend_from_slice(&v.to_le_bytes()),
+            WDtype::Bf16 => out.extend_from_slice(&((v.to_bits() >> 16) as u16).to_le_bytes()),
+            WDtype::F16 => out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+        }
+    }
+    out
+}
+
+/// Best GFLOP/s of `matmul` after a warm-up, over at most `max_runs` runs or ~0.6 s.
+fn bench_matmul(
+    isa: Isa,
+    t: usize,
+    k: usize,
+    n: usize,
+    w: &[u8],
+    dtype: WDtype,
+    max_runs: usize,
+) -> f64 {
+    let mut st = 7u64;
+    let x: Vec<f32> = (0..t * k).map(|_| rand_f32(&mut st)).collect();
+    let mut out = vec![0.0f32; t * n];
+    let wts = Weights::new(dtype, w);
+    let run = |out: &mut [f32]| {
+        let start = Instant::now();
+        kernels::matmul(isa, &x, t, k, wts, n, out).expect("lengths are consistent");
+        black_box(&out);
+        start.elapsed()
+    };
+    run(&mut out);
+    let mut best = Duration::MAX;
+    let budget = Instant::now();
+    for _ in 0..max_runs {
+        best = best.min(run(&mut out));
+        if budget.elapsed() > Duration::from_millis(600) {
+            break;
+        }
+    }
+    2.0 * (t * n * k) as f64 / best.as_secs_f64() / 1e9
+}
+
+fn main() {
+    let isa = kernels::active_isa();
+    let threads = rayon::current_num_threads();
+    println!(
+        "active isa: {}  (available: {:?})  rayon threads: {threads}",
+        isa.name(),
+        kernels::available_isas()
+    );
+    let p1 = peak_gflops(isa, 1);
+    let pall = peak_gflops(isa, threads);
+    println!(
+        "f32 FMA peak ({}): 1 thread {p1:.1} GFLOP/s, {threads} threads {pall:.1} GFLOP/s",
+        isa.name()
+    );
+    println!();
+    println!(
+        "{:<8} {:>5} {:>5} {:>6} {:>5} {:>10} {:>8}",
+        "isa", "K", "N", "dtype", "T", "GFLOP/s", "% peak"
+    );
+    let shapes = [(4096usize, 4096usize), (4096, 11008)];
+    let dtypes = [WDtype::F32, WDtype::Bf16];
+    for &(k, n) in &shapes {
+        for &dt in &dtypes {
+            let w = weight_bytes(dt, k * n, 42);
+            for &t in &[1usize, 8, 32, 128] {
+                let g = bench_matmul(isa, t, k, n, &w, dt, 8);
+                let pct = if pall > 0.0 {
+                    100.0 * g / pall
+                } else {
+                    f64::NAN
+                };
+                println!(
+                    "{:<8} {k:>5} {n:>5} {:>6} {t:>5} {g:>10.1} {pct:>7.1}%",
+                    isa.name(),
+                    dt.name()
+                );
+            }
+            if isa != Isa::Scalar && n == 4096 {
+                let g = bench_matmul(Isa::Scalar, 32, k, n, &w, dt, 1);
+                let pct = if pall > 0.0 {
+                    100.0 * g / pall
+                } else {
+                    f64::NAN
+                };
+                println!(
+                    "{:<8} {k:>5} {n:>5} {:>6} {:>5} {g:>10.1} {pct:>7.1}%",
+                    "scalar",
+                    dt.name(),
+                    32
+                );
+            }
+        }
+    }
+}

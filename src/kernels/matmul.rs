@@ -1,0 +1,245 @@
+//! The blocked, multi-threaded matrix product `out[T,N] = x[T,K] * W[N,K]^T` for the SIMD ISAs.
+//!
+//! Both operands are row-major in `K`, so the inner kernel is a block of dot products (the
+//! "NT" layout of `torch.nn.Linear`), in the spirit of the BLIS/`matrixmultiply` register-blocked
+//! microkernels:
+//! - rayon splits the `N` weight rows into tasks of [`TASK_ROWS`]; each task owns the matching
+//!   columns of every output row (disjoint `chunks_mut`, never aliased writes);
+//! - `x` is packed once, K block by K block ([`KC`] wide, zero-padded to a whole vector), so a block
+//!   of tokens is contiguous and stays in L2;
+//! - within a task, for each K block, [`ROW_TILE`] weight rows are decoded (bf16/f16 -> f32, or
+//!   copied for f32) into a small contiguous buffer that stays in L1: every weight byte is read from
+//!   memory once for all tokens and its conversion is amortised over them;
+//! - the microkernel computes a 4 tokens x 3 rows tile with 12 vector accumulators (AVX2 has 16
+//!   registers) and reduces them four at a time at the end of the K block.
+
+use rayon::prelude::*;
+
+use super::Weights;
+use super::simd::Simd;
+
+/// K block: floats of one row kept hot per pass (x block `tokens * KC`, weight tile
+/// `ROW_TILE * KC`).
+pub(crate) const KC: usize = 256;
+/// Weight rows decoded together; 12 rows * 256 * 4 bytes = 12 KiB of L1.
+pub(crate) const ROW_TILE: usize = 12;
+/// Weight rows per rayon task (a multiple of `ROW_TILE`).
+pub(crate) const TASK_ROWS: usize = 48;
+/// Tokens per pass over a K block, so the packed x block fits in L2 even for long prompts.
+pub(crate) const TOKEN_BLOCK: usize = 128;
+/// K blocks are zero-padded to a multiple of this (the widest vector, AVX-512).
+const PAD: usize = 16;
+/// Microkernel shape: tokens x weight rows.
+const MR: usize = 4;
+const NR: usize = 3;
+
+/// One microkernel pass: a packed block of tokens against a decoded tile of weight rows.
+pub(crate) struct TileJob<'o, 's> {
+    /// Packed activations: `tcount` rows of `kcp` floats.
+    pub x: &'s [f32],
+    /// Tokens in the block.
+    pub tcount: usize,
+    /// Padded K block length, a multiple of the vector width.
+    pub kcp: usize,
+    /// Decoded weight rows: `nrows` rows of `kcp` floats.
+    pub w: &'s [f32],
+    /// Weight rows in the tile.
+    pub nrows: usize,
+    /// For each token of the block, the task's columns of its output row.
+    pub outs: &'s mut [&'o mut [f32]],
+    /// Column of the tile's first row within `outs[t]`.
+    pub col0: usize,
+}
+
+/// The per-ISA pieces of the product, implemented by each ISA token in `simd::entry_points!`.
+pub(crate) trait TileKernel: Copy + Send + Sync {
+    /// Decode `out.len()` elements of `w` starting at element `start` into `out`.
+    fn decode(self, w: Weights<'_>, start: usize, out: &mut [f32]);
+    /// `outs[t][col0 + r] += dot(x[t], w[r])` for the whole tile.
+    fn tile(self, job: &mut TileJob<'_, '_>);
+}
+
+/// `v` rounded up to a multiple of `m`.
+fn round_up(v: usize, m: usize) -> usize {
+    v.div_ceil(m) * m
+}
+
+/// The product on a SIMD ISA. Lengths were validated by `kernels::matmul`.
+pub(crate) fn matmul<K: TileKernel>(
+    kern: K,
+    x: &[f32],
+    t: usize,
+    k_dim: usize,
+    w: Weights<'_>,
+    n: usize,
+    out: &mut [f32],
+) {
+    if t == 0 || n == 0 {
+        return;
+    }
+    if k_dim == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let nkb = k_dim.div_ceil(KC);
+    let block = |kb: usize| {
+        let k0 = kb * KC;
+        let kc = KC.min(k_dim - k0);
+        (k0, kc, round_up(kc, PAD))
+    };
+    // Packed x: K block `kb` starts at `kb * KC * t` (every earlier block is a full `KC`); within
+    // it token `i` starts at `i * kcp`; padding is zero so it adds nothing to the dot products.
+    let (_, _, last_kcp) = block(nkb - 1);
+    let mut xp = vec![0.0f32; (nkb - 1) * KC * t + last_kcp * t];
+    for kb in 0..nkb {
+        let (k0, kc, kcp) = block(kb);
+        let base = kb * KC * t;
+        for (i, row) in x.chunks_exact(k_dim).enumerate() {
+            xp[base + i * kcp..base + i * kcp + kc].copy_from_slice(&row[k0..k0 + kc]);
+        }
+    }
+
+    // Task `c` owns columns `c * TASK_ROWS ..` of every output row.
+    let ntasks = n.div_ceil(TASK_ROWS);
+    let mut tasks: Vec<Vec<&mut [f32]>> = (0..ntasks).map(|_| Vec::with_capacity(t)).collect();
+    for row in out.chunks_mut(n) {
+        for (c, piece) in row.chunks_mut(TASK_ROWS).enumerate() {
+            tasks[c].push(piece);
+        }
+    }
+    let xp = &xp;
+    tasks.into_par_iter().enumerate().for_each(|(c, mut outs)| {
+        let j0 = c * TASK_ROWS;
+        let rows = outs.first().map_or(0, |o| o.len());
+        for o in outs.iter_mut() {
+            o.fill(0.0);
+        }
+        let mut wbuf = vec![0.0f32; ROW_TILE * KC];
+        for tb0 in (0..t).step_by(TOKEN_BLOCK) {
+            let tcount = TOKEN_BLOCK.min(t - tb0);
+            for kb in 0..nkb {
+                let (k0, kc, kcp) = block(kb);
+                let base = kb * KC * t;
+                let xblk = &xp[base + tb0 * kcp..base + (tb0 + tcount) * kcp];
+                for r0 in (0..rows).step_by(ROW_TILE) {
+                    let nr = ROW_TILE.min(rows - r0);
+                    for (r, dst) in wbuf.chunks_exact_mut(kcp).take(nr).enumerate() {
+                        kern.decode(w, (j0 + r0 + r) * k_dim + k0, &mut dst[..kc]);
+                        dst[kc..].fill(0.0);
+                    }
+                    kern.tile(&mut TileJob {
+                        x: xblk,
+                        tcount,
+                        kcp,
+                        w: &wbuf[..nr * kcp],
+                        nrows: nr,
+                        outs: &mut outs[tb0..tb0 + tcount],
+                        col0: r0,
+                    });
+                }
+            }
+        }
+    });
+}
+
+/// Dot products of `M` packed token rows with `N` weight rows over one K block:
+/// `result[r][t] = sum_k x[t * kcp + k] * w[r * kcp + k]` (entries `t >= M` are 0).
+///
+/// # Safety
+/// `x` is readable for `M * kcp` floats, `w` for `N * kcp`, and `kcp` is a multiple of
+/// `S::LANES`.
+#[inline(always)]
+unsafe fn micro<S: Simd, const M: usize, const N: usize>(
+    s: S,
+    x: *const f32,
+    w: *const f32,
+    kcp: usize,
+) -> [[f32; 4]; N] {
+    let mut acc = [[s.zero(); M]; N];
+    let mut k = 0;
+    while k < kcp {
+        // SAFETY: `k + LANES <= kcp` because `kcp` is a multiple of `LANES`; the caller
+        // guarantees `M` and `N` rows of `kcp` floats.
+        unsafe {
+            let mut wv = [s.zero(); N];
+            for (r, v) in wv.iter_mut().enumerate() {
+                *v = s.load(w.add(r * kcp + k));
+            }
+            for t in 0..M {
+                let xv = s.load(x.add(t * kcp + k));
+                for r in 0..N {
+                    acc[r][t] = s.fma(xv, wv[r], acc[r][t]);
+                }
+            }
+        }
+        k += S::LANES;
+    }
+    let z = s.zero();
+    let pick = |a: &[S::V; M], t: usize| if t < M { a[t] } else { z };
+    let mut res = [[0.0f32; 4]; N];
+    for r in 0..N {
+        res[r] = s.reduce4(
+            pick(&acc[r], 0),
+            pick(&acc[r], 1),
+            pick(&acc[r], 2),
+            pick(&acc[r], 3),
+        );
+    }
+    res
+}
+
+/// The body of [`TileKernel::tile`]: microkernel over every (4 tokens x 3 rows) sub-tile.
+#[inline(always)]
+pub(crate) fn tile<S: Simd>(s: S, job: &mut TileJob<'_, '_>) {
+    let TileJob {
+        x,
+        tcount,
+        kcp,
+        w,
+        nrows,
+        ref mut outs,
+        col0,
+    } = *job;
+    assert!(kcp % S::LANES == 0);
+    assert!(x.len() >= tcount * kcp && w.len() >= nrows * kcp && outs.len() >= tcount);
+    assert!(outs[..tcount].iter().all(|o| o.len() >= col0 + nrows));
+    let (px, pw) = (x.as_ptr(), w.as_ptr());
+    let mut t0 = 0;
+    while t0 < tcount {
+        let m = MR.min(tcount - t0);
+        let mut r0 = 0;
+        while r0 < nrows {
+            let nn = NR.min(nrows - r0);
+            // SAFETY: the asserts above give `tcount` token rows and `nrows` weight rows of
+            // `kcp` floats; `t0 + m <= tcount` and `r0 + nn <= nrows`.
+            let (xs, ws) = unsafe { (px.add(t0 * kcp), pw.add(r0 * kcp)) };
+            macro_rules! run {
+                ($m:literal, $n:literal) => {{
+                    // SAFETY: see above; `$m` token rows and `$n` weight rows remain.
+                    let res = unsafe { micro::<S, $m, $n>(s, xs, ws, kcp) };
+                    for (r, sums) in res.iter().enumerate() {
+                        for (t, v) in sums.iter().take($m).enumerate() {
+                            outs[t0 + t][col0 + r0 + r] += v;
+                        }
+                    }
+                }};
+            }
+            match (m, nn) {
+                (4, 3) => run!(4, 3),
+                (4, 2) => run!(4, 2),
+                (4, 1) => run!(4, 1),
+                (3, 3) => run!(3, 3),
+                (3, 2) => run!(3, 2),
+                (3, 1) => run!(3, 1),
+                (2, 3) => run!(2, 3),
+                (2, 2) => run!(2, 2),
+                (2, 1) => run!(2, 1),
+                (1, 3) => run!(1, 3),
+                (1, 2) => run!(1, 2),
+                _ => run!(1, 1),
+            }
+            r0 += nn;
+        }
+        t0 += m;
+    }
+}

@@ -1,0 +1,417 @@
+//! CPU compute kernels for the reference forward pass: run-time ISA selection and the safe public
+//! entry points (`matmul`, `rmsnorm`, `softmax_inplace`, `silu_mul`, `rope_half`, `dot`, `axpy`,
+//! `to_f32`).
+//!
+//! Layout of the module:
+//! - [`scalar`](self) (`scalar.rs`) is the specification: plain loops, sequential sums. Every SIMD
+//!   path is tested against it.
+//! - `simd.rs` is a small vector vocabulary (trait `Simd`) and the kernel bodies written once over it,
+//!   all `#[inline(always)]`.
+//! - `x86.rs` (AVX2+FMA+F16C, AVX-512F) and `neon.rs` (aarch64) implement the vocabulary and hold the
+//!   thin `#[target_feature]` wrappers, reachable only with a token that proves the CPU has the
+//!   features (the dispatch scheme of the `memchr` crate).
+//! - `matmul.rs` is the blocked, multi-threaded matrix product: each weight row is decoded once per
+//!   K block into a small buffer and reused for every token.
+//!
+//! The ISA is detected once and cached; `CKPT_ISA=scalar|avx2|avx512|neon` forces one.
+
+mod matmul;
+mod scalar;
+mod simd;
+#[cfg(test)]
+mod tests;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
+use std::fmt;
+use std::sync::OnceLock;
+
+/// An instruction-set level a kernel can run at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust, no explicit SIMD: the specification every other path is tested against.
+    Scalar,
+    /// x86-64 AVX2 together with FMA and F16C (all three are required).
+    Avx2,
+    /// x86-64 AVX-512F (plus the AVX2, FMA and F16C features every AVX-512 CPU has).
+    Avx512,
+    /// aarch64 Advanced SIMD.
+    Neon,
+}
+
+impl Isa {
+    /// Every ISA, from slowest to fastest within an architecture.
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
+
+    /// The lower-case name used by `CKPT_ISA` and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+        }
+    }
+
+    /// Parse a name as printed by [`Isa::name`] (ASCII case-insensitive, surrounding space ignored).
+    pub fn parse(s: &str) -> Option<Isa> {
+        let s = s.trim();
+        Isa::ALL
+            .into_iter()
+            .find(|isa| isa.name().eq_ignore_ascii_case(s))
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What this CPU supports, detected once.
+fn detected() -> &'static [Isa] {
+    static DETECTED: OnceLock<Vec<Isa>> = OnceLock::new();
+    DETECTED.get_or_init(|| {
+        let mut v = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if x86::Avx2::new().is_some() {
+                v.push(Isa::Avx2);
+            }
+            if x86::Avx512::new().is_some() {
+                v.push(Isa::Avx512);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if neon::Neon::new().is_some() {
+                v.push(Isa::Neon);
+            }
+        }
+        v
+    })
+}
+
+/// The ISAs this CPU supports, slowest first; [`Isa::Scalar`] is always present.
+pub fn available_isas() -> Vec<Isa> {
+    detected().to_vec()
+}
+
+/// Whether this CPU supports `isa`.
+pub fn is_available(isa: Isa) -> bool {
+    detected().contains(&isa)
+}
+
+/// The fastest ISA this CPU supports.
+pub fn best_isa() -> Isa {
+    // `detected()` always holds at least `Scalar` and is ordered slowest first.
+    detected().last().copied().unwrap_or(Isa::Scalar)
+}
+
+/// The ISA the kernels use by default, chosen once per process.
+///
+/// It is the fastest ISA this CPU supports, unless the environment variable `CKPT_ISA` names one
+/// (`scalar`, `avx2`, `avx512`, `neon`). A `CKPT_ISA` value that is unknown or names an ISA this CPU
+/// lacks is ignored here and the fastest available ISA is used; the CLI calls [`isa_from_env`]
+/// first so that such a value is refused loudly instead.
+pub fn active_isa() -> Isa {
+    static ACTIVE: OnceLock<Isa> = OnceLock::new();
+    *ACTIVE.get_or_init(|| match isa_from_env() {
+        Ok(Some(isa)) => isa,
+        _ => best_isa(),
+    })
+}
+
+/// The ISA forced by the `CKPT_ISA` environment variable: `Ok(None)` when it is unset or empty, an
+/// error message when it names an unknown ISA or one this CPU does not support.
+pub fn isa_from_env() -> Result<Option<Isa>, String> {
+    let value = std::env::var_os("CKPT_ISA");
+    match value {
+        None => Ok(None),
+        Some(v) => match v.to_str() {
+            Some(s) => isa_from_value(s),
+            None => Err("`CKPT_ISA` is not valid UTF-8".to_string()),
+        },
+    }
+}
+
+/// The parsing half of [`isa_from_env`], separate so it can be tested without touching the
+/// process environment.
+fn isa_from_value(s: &str) -> Result<Option<Isa>, String> {
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    let names = || {
+        available_isas()
+            .iter()
+            .map(|i| i.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match Isa::parse(s) {
+        None => Err(format!(
+            "unknown `CKPT_ISA` value `{}`: expected one of scalar, avx2, avx512, neon",
+            s.escape_debug()
+        )),
+        Some(isa) if !is_available(isa) => Err(format!(
+            "`CKPT_ISA={}` is not supported by this cpu (available: {})",
+            isa.name(),
+            names()
+        )),
+        Some(isa) => Ok(Some(isa)),
+    }
+}
+
+/// An ISA this CPU supports: `isa` itself, or the fastest available one when the CPU lacks it.
+fn resolve(isa: Isa) -> Isa {
+    if is_available(isa) { isa } else { best_isa() }
+}
+
+/// The element type of a weight tensor as stored in the checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WDtype {
+    /// IEEE binary32.
+    F32,
+    /// IEEE binary16.
+    F16,
+    /// bfloat16 (the top half of a binary32).
+    Bf16,
+}
+
+impl WDtype {
+    /// Size of one element in bytes.
+    pub fn size(self) -> usize {
+        match self {
+            WDtype::F32 => 4,
+            WDtype::F16 | WDtype::Bf16 => 2,
+        }
+    }
+
+    /// The safetensors name of the dtype (`F32`, `F16`, `BF16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WDtype::F32 => "F32",
+            WDtype::F16 => "F16",
+            WDtype::Bf16 => "BF16",
+        }
+    }
+}
+
+/// A weight tensor as raw little-endian bytes straight from the file (typically an mmap).
+///
+/// The bytes may start at any address (an odd offset is fine): kernels only ever use unaligned
+/// loads on them. `bytes.len()` must be the element count times [`WDtype::size`].
+#[derive(Debug, Clone, Copy)]
+pub struct Weights<'a> {
+    /// Element type of the bytes.
+    pub dtype: WDtype,
+    /// Little-endian element bytes, any alignment.
+    pub bytes: &'a [u8],
+}
+
+impl<'a> Weights<'a> {
+    /// Wrap raw bytes of the given dtype.
+    pub fn new(dtype: WDtype, bytes: &'a [u8]) -> Self {
+        Weights { dtype, bytes }
+    }
+
+    /// The number of whole elements in the bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len() / self.dtype.size()
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A length mismatch between the buffers handed to a kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelError {
+    message: String,
+}
+
+impl KernelError {
+    fn new(message: String) -> Self {
+        KernelError { message }
+    }
+
+    /// The message, naming the kernel, the argument, the expected and the actual length.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+impl From<KernelError> for crate::Error {
+    fn from(e: KernelError) -> Self {
+        crate::Error::bad_data(e.message)
+    }
+}
+
+/// `Ok` when `actual == expected`, else an error naming the kernel and the argument.
+fn check_len(kernel: &str, what: &str, expected: usize, actual: usize) -> Result<(), KernelError> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(KernelError::new(format!(
+            "kernel `{kernel}`: `{what}` has length {actual}, expected {expected}"
+        )))
+    }
+}
+
+/// `a * b`, or an error naming the kernel when it overflows.
+fn mul_len(kernel: &str, what: &str, a: usize, b: usize) -> Result<usize, KernelError> {
+    a.checked_mul(b).ok_or_else(|| {
+        KernelError::new(format!(
+            "kernel `{kernel}`: size of `{what}` overflows ({a} * {b})"
+        ))
+    })
+}
+
+/// Check that `w` holds exactly `elements` elements.
+fn check_weights(kernel: &str, w: &Weights<'_>, elements: usize) -> Result<(), KernelError> {
+    let bytes = mul_len(kernel, "weights", elements, w.dtype.size())?;
+    if w.bytes.len() == bytes {
+        Ok(())
+    } else {
+        Err(KernelError::new(format!(
+            "kernel `{kernel}`: `weights` ({}) has {} bytes, expected {bytes} ({elements} elements)",
+            w.dtype.name(),
+            w.bytes.len()
+        )))
+    }
+}
+
+/// Run `$body` with `$tok` bound to the token of a SIMD ISA, or `$scalar` for [`Isa::Scalar`].
+/// The tokens are only constructible when the CPU has the features, which is what makes the
+/// SIMD paths safe to call.
+macro_rules! dispatch {
+    ($isa:expr, $scalar:expr, |$tok:ident| $f:ident($($arg:expr),* $(,)?)) => {{
+        match resolve($isa) {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => match x86::Avx2::new() {
+                Some($tok) => x86::avx2::$f($($arg),*),
+                None => $scalar,
+            },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => match x86::Avx512::new() {
+                Some($tok) => x86::avx512::$f($($arg),*),
+                None => $scalar,
+            },
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => match neon::Neon::new() {
+                Some($tok) => neon::entry::$f($($arg),*),
+                None => $scalar,
+            },
+            _ => $scalar,
+        }
+    }};
+}
+
+/// `out[t*n + j] = sum_k x[t*k_dim + k] * W[j*k_dim + k]`: the `[t, k_dim]` activations times the
+/// transpose of the `[n, k_dim]` weight matrix as stored (a `torch.nn.Linear` without bias).
+///
+/// Uses every rayon thread for large products and reads each weight row once for all `t` tokens.
+/// Sums are accumulated in f32; the order of the sum differs between ISAs.
+pub fn matmul(
+    isa: Isa,
+    x: &[f32],
+    t: usize,
+    k_dim: usize,
+    w: Weights<'_>,
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    const K: &str = "matmul";
+    check_len(K, "x", mul_len(K, "x", t, k_dim)?, x.len())?;
+    check_weights(K, &w, mul_len(K, "weights", n, k_dim)?)?;
+    check_len(K, "out", mul_len(K, "out", t, n)?, out.len())?;
+    dispatch!(isa, scalar::matmul(x, t, k_dim, w, n, out), |s| matmul(
+        s, x, t, k_dim, w, n, out
+    ));
+    Ok(())
+}
+
+/// One row of LLaMA RMSNorm (Hugging Face `LlamaRMSNorm`): `out = x / sqrt(mean(x^2) + eps) * w`,
+/// computed in f32 with the weight converted to f32.
+pub fn rmsnorm(
+    isa: Isa,
+    x: &[f32],
+    weight: Weights<'_>,
+    eps: f32,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    check_weights("rmsnorm", &weight, x.len())?;
+    check_len("rmsnorm", "out", x.len(), out.len())?;
+    dispatch!(isa, scalar::rmsnorm(x, weight, eps, out), |s| rmsnorm(
+        s, x, weight, eps, out
+    ));
+    Ok(())
+}
+
+/// Numerically stable softmax of one row in place (the maximum is subtracted first).
+///
+/// `-inf` entries (masks) become exactly 0. A row that is entirely `-inf` becomes all zeros
+/// (nothing to attend to) rather than NaN. An empty row is left alone.
+pub fn softmax_inplace(isa: Isa, x: &mut [f32]) {
+    dispatch!(isa, scalar::softmax_inplace(x), |s| softmax_inplace(s, x))
+}
+
+/// SwiGLU gate: `gate[i] = silu(gate[i]) * up[i]` with `silu(v) = v / (1 + exp(-v))`.
+pub fn silu_mul(isa: Isa, gate: &mut [f32], up: &[f32]) -> Result<(), KernelError> {
+    check_len("silu_mul", "up", gate.len(), up.len())?;
+    dispatch!(isa, scalar::silu_mul(gate, up), |s| silu_mul(s, gate, up));
+    Ok(())
+}
+
+/// Rotary embedding of one head vector in the Hugging Face "rotate_half" layout: for
+/// `i < hd/2`, `(a, b) = (x[i], x[i + hd/2])` becomes
+/// `(a*cos[i] - b*sin[i], b*cos[i] + a*sin[i])`. `x.len()` must be even and `cos`, `sin` hold
+/// `hd/2` values.
+pub fn rope_half(isa: Isa, x: &mut [f32], cos: &[f32], sin: &[f32]) -> Result<(), KernelError> {
+    if x.len() % 2 != 0 {
+        return Err(KernelError::new(format!(
+            "kernel `rope_half`: head vector `x` has odd length {}",
+            x.len()
+        )));
+    }
+    check_len("rope_half", "cos", x.len() / 2, cos.len())?;
+    check_len("rope_half", "sin", x.len() / 2, sin.len())?;
+    dispatch!(isa, scalar::rope_half(x, cos, sin), |s| rope_half(
+        s, x, cos, sin
+    ));
+    Ok(())
+}
+
+/// `sum_i a[i] * b[i]`, accumulated in f32.
+pub fn dot(isa: Isa, a: &[f32], b: &[f32]) -> Result<f32, KernelError> {
+    check_len("dot", "b", a.len(), b.len())?;
+    Ok(dispatch!(isa, scalar::dot(a, b), |s| dot(s, a, b)))
+}
+
+/// `y += alpha * x`.
+pub fn axpy(isa: Isa, alpha: f32, x: &[f32], y: &mut [f32]) -> Result<(), KernelError> {
+    check_len("axpy", "y", x.len(), y.len())?;
+    dispatch!(isa, scalar::axpy(alpha, x, y), |s| axpy(s, alpha, x, y));
+    Ok(())
+}
+
+/// Decode weight elements to f32 (an embedding row, a bias, a norm weight). `out.len()` must be
+/// the number of elements in `w`. Uses the active ISA.
+pub fn to_f32(w: Weights<'_>, out: &mut [f32]) -> Result<(), KernelError> {
+    check_weights("to_f32", &w, out.len())?;
+    dispatch!(active_isa(), scalar::to_f32(w, out), |s| to_f32(s, w, out));
+    Ok(())
+}

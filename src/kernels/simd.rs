@@ -1,0 +1,359 @@
+//! The vector vocabulary shared by every SIMD ISA (trait [`Simd`]), the element-wise kernel bodies
+//! written once over it, and the macro that stamps out each ISA's `#[target_feature]` entry points.
+//!
+//! A value of a type implementing [`Simd`] is a token: it can only be constructed after run-time
+//! detection found the features, so the register operations are safe methods. The bodies here are
+//! `#[inline(always)]` and become real vector code only once inlined into a `#[target_feature]`
+//! wrapper (the scheme of `memchr`'s `generic` module). Tails shorter than a vector run the scalar
+//! spec's formula.
+
+use super::scalar;
+use super::{WDtype, Weights};
+
+/// One SIMD instruction set: an f32 vector type and the operations the kernels need.
+///
+/// Pointer methods are `unsafe`: the caller guarantees the pointed-to bytes are readable (or
+/// writable) for a whole vector. Loads never assume alignment.
+pub(crate) trait Simd: Copy + Send + Sync {
+    /// f32 lanes per vector.
+    const LANES: usize;
+    /// The vector type.
+    type V: Copy;
+    fn zero(self) -> Self::V;
+    fn splat(self, v: f32) -> Self::V;
+    fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    fn sub(self, a: Self::V, b: Self::V) -> Self::V;
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V;
+    fn div(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a * b + c`, fused.
+    fn fma(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// Lane-wise minimum; returns `b` where either is NaN.
+    fn min(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise maximum; returns `b` where either is NaN.
+    fn max(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Round to the nearest integer, ties to even.
+    fn round(self, a: Self::V) -> Self::V;
+    /// `2^n` for integer-valued `n` in `[-126, 127]`.
+    fn pow2i(self, n: Self::V) -> Self::V;
+    /// Lane-wise `if a < b { x } else { y }` (false for NaN).
+    fn select_lt(self, a: Self::V, b: Self::V, x: Self::V, y: Self::V) -> Self::V;
+    fn reduce_sum(self, a: Self::V) -> f32;
+    fn reduce_max(self, a: Self::V) -> f32;
+    /// `[sum(a), sum(b), sum(c), sum(d)]`, cheaper than four `reduce_sum`.
+    fn reduce4(self, a: Self::V, b: Self::V, c: Self::V, d: Self::V) -> [f32; 4];
+    /// # Safety
+    /// `p` is readable for `LANES` f32.
+    unsafe fn load(self, p: *const f32) -> Self::V;
+    /// # Safety
+    /// `p` is writable for `LANES` f32.
+    unsafe fn store(self, p: *mut f32, v: Self::V);
+    /// # Safety
+    /// `p` is readable for `4 * LANES` bytes (any alignment).
+    unsafe fn load_f32le(self, p: *const u8) -> Self::V;
+    /// # Safety
+    /// `p` is readable for `2 * LANES` bytes (any alignment).
+    unsafe fn load_bf16(self, p: *const u8) -> Self::V;
+    /// # Safety
+    /// `p` is readable for `2 * LANES` bytes (any alignment).
+    unsafe fn load_f16(self, p: *const u8) -> Self::V;
+}
+
+/// `exp(x)` to about 2 ulp: Cody-Waite reduction `x = n ln2 + r` and the Cephes `expf` polynomial.
+/// Below `-87.34` the result is 0 (so `-inf` masks give exactly 0), above `88.38` it is `+inf`.
+#[inline(always)]
+pub(crate) fn exp<S: Simd>(s: S, x: S::V) -> S::V {
+    const HI: f32 = 88.376_26;
+    const LO: f32 = -87.336_55;
+    let c = |v: f32| s.splat(v);
+    // min/max return their second operand on NaN, so a NaN input stays NaN.
+    let xc = s.max(c(LO), s.min(c(HI), x));
+    let n = s.round(s.mul(xc, c(std::f32::consts::LOG2_E)));
+    let r = s.fma(n, c(-0.693_359_4), xc);
+    let r = s.fma(n, c(2.121_944_4e-4), r);
+    let mut p = c(1.987_569_1e-4);
+    p = s.fma(p, r, c(1.398_2e-3));
+    p = s.fma(p, r, c(8.333_452e-3));
+    p = s.fma(p, r, c(4.166_579_6e-2));
+    p = s.fma(p, r, c(1.666_666_5e-1));
+    p = s.fma(p, r, c(5.000_000_1e-1));
+    let r2 = s.mul(r, r);
+    let y = s.add(s.fma(p, r2, r), c(1.0));
+    let y = s.mul(y, s.pow2i(n));
+    let y = s.select_lt(x, c(LO), s.zero(), y);
+    s.select_lt(c(HI), x, c(f32::INFINITY), y)
+}
+
+/// Decode `out.len()` elements of `w` starting at element `start`.
+#[inline(always)]
+pub(crate) fn decode<S: Simd>(s: S, w: Weights<'_>, start: usize, out: &mut [f32]) {
+    let l = S::LANES;
+    let count = out.len();
+    let size = w.dtype.size();
+    assert!((start + count) * size <= w.bytes.len());
+    let src = w.bytes[start * size..].as_ptr();
+    let dst = out.as_mut_ptr();
+    let mut i = 0;
+    macro_rules! run {
+        ($load:ident) => {
+            while i + l <= count {
+                // SAFETY: `i + l <= count` and the assert above keep the source bytes and the
+                // destination floats of this vector in bounds.
+                unsafe { s.store(dst.add(i), s.$load(src.add(i * size))) };
+                i += l;
+            }
+        };
+    }
+    match w.dtype {
+        WDtype::F32 => run!(load_f32le),
+        WDtype::Bf16 => run!(load_bf16),
+        WDtype::F16 => run!(load_f16),
+    }
+    for (j, o) in out.iter_mut().enumerate().skip(i) {
+        *o = scalar::weight_at(w, start + j);
+    }
+}
+
+/// See [`super::to_f32`].
+#[inline(always)]
+pub(crate) fn to_f32<S: Simd>(s: S, w: Weights<'_>, out: &mut [f32]) {
+    decode(s, w, 0, out)
+}
+
+/// See [`super::dot`]; four independent accumulators.
+#[inline(always)]
+pub(crate) fn dot<S: Simd>(s: S, a: &[f32], b: &[f32]) -> f32 {
+    let l = S::LANES;
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [s.zero(); 4];
+    let mut i = 0;
+    while i + 4 * l <= n {
+        for (u, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: `i + 4 * l <= n` keeps both loads inside `a` and `b`.
+            *acc = unsafe { s.fma(s.load(pa.add(i + u * l)), s.load(pb.add(i + u * l)), *acc) };
+        }
+        i += 4 * l;
+    }
+    while i + l <= n {
+        // SAFETY: `i + l <= n`.
+        acc[0] = unsafe { s.fma(s.load(pa.add(i)), s.load(pb.add(i)), acc[0]) };
+        i += l;
+    }
+    let v = s.add(s.add(acc[0], acc[1]), s.add(acc[2], acc[3]));
+    let mut sum = s.reduce_sum(v);
+    for j in i..n {
+        sum += a[j] * b[j];
+    }
+    sum
+}
+
+/// See [`super::axpy`].
+#[inline(always)]
+pub(crate) fn axpy<S: Simd>(s: S, alpha: f32, x: &[f32], y: &mut [f32]) {
+    let l = S::LANES;
+    let n = x.len().min(y.len());
+    let va = s.splat(alpha);
+    let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+    let mut i = 0;
+    while i + l <= n {
+        // SAFETY: `i + l <= n` keeps the vector inside `x` and `y`.
+        unsafe { s.store(py.add(i), s.fma(va, s.load(px.add(i)), s.load(py.add(i)))) };
+        i += l;
+    }
+    for j in i..n {
+        y[j] += alpha * x[j];
+    }
+}
+
+/// See [`super::rmsnorm`]. The weight is decoded a chunk at a time into a stack buffer.
+#[inline(always)]
+pub(crate) fn rmsnorm<S: Simd>(s: S, x: &[f32], w: Weights<'_>, eps: f32, out: &mut [f32]) {
+    const CHUNK: usize = 256;
+    let n = x.len().min(out.len());
+    if n == 0 {
+        return;
+    }
+    let ss = dot(s, x, x);
+    let inv = 1.0 / (ss / n as f32 + eps).sqrt();
+    let vinv = s.splat(inv);
+    let mut wbuf = [0.0f32; CHUNK];
+    for c0 in (0..n).step_by(CHUNK) {
+        let len = CHUNK.min(n - c0);
+        decode(s, w, c0, &mut wbuf[..len]);
+        let (xs, os) = (&x[c0..c0 + len], &mut out[c0..c0 + len]);
+        let (px, pw, po) = (xs.as_ptr(), wbuf.as_ptr(), os.as_mut_ptr());
+        let mut i = 0;
+        while i + S::LANES <= len {
+            // SAFETY: `i + LANES <= len`, the length of `xs`, `os` and the used part of `wbuf`.
+            unsafe {
+                let v = s.mul(s.mul(s.load(px.add(i)), vinv), s.load(pw.add(i)));
+                s.store(po.add(i), v);
+            }
+            i += S::LANES;
+        }
+        for j in i..len {
+            os[j] = (xs[j] * inv) * wbuf[j];
+        }
+    }
+}
+
+/// See [`super::softmax_inplace`].
+#[inline(always)]
+pub(crate) fn softmax_inplace<S: Simd>(s: S, x: &mut [f32]) {
+    let l = S::LANES;
+    let n = x.len();
+    let p = x.as_mut_ptr();
+    let mut vmax = s.splat(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i + l <= n {
+        // SAFETY: `i + l <= n`.
+        vmax = s.max(unsafe { s.load(p.add(i)) }, vmax);
+        i += l;
+    }
+    let m = x[i..].iter().copied().fold(s.reduce_max(vmax), f32::max);
+    if m == f32::NEG_INFINITY {
+        x.fill(0.0);
+        return;
+    }
+    let vm = s.splat(m);
+    let mut vsum = s.zero();
+    let mut i = 0;
+    while i + l <= n {
+        // SAFETY: `i + l <= n`.
+        unsafe {
+            let e = exp(s, s.sub(s.load(p.add(i)), vm));
+            s.store(p.add(i), e);
+            vsum = s.add(vsum, e);
+        }
+        i += l;
+    }
+    let mut sum = s.reduce_sum(vsum);
+    for v in x[i..].iter_mut() {
+        *v = (*v - m).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    let vinv = s.splat(inv);
+    let mut i = 0;
+    while i + l <= n {
+        // SAFETY: `i + l <= n`.
+        unsafe { s.store(p.add(i), s.mul(s.load(p.add(i)), vinv)) };
+        i += l;
+    }
+    for v in x[i..].iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// See [`super::silu_mul`].
+#[inline(always)]
+pub(crate) fn silu_mul<S: Simd>(s: S, gate: &mut [f32], up: &[f32]) {
+    let l = S::LANES;
+    let n = gate.len().min(up.len());
+    let (pg, pu) = (gate.as_mut_ptr(), up.as_ptr());
+    let one = s.splat(1.0);
+    let mut i = 0;
+    while i + l <= n {
+        // SAFETY: `i + l <= n` keeps the vector inside `gate` and `up`.
+        unsafe {
+            let g = s.load(pg.add(i));
+            let e = exp(s, s.sub(s.zero(), g));
+            let silu = s.div(g, s.add(one, e));
+            s.store(pg.add(i), s.mul(silu, s.load(pu.add(i))));
+        }
+        i += l;
+    }
+    for j in i..n {
+        gate[j] = scalar::silu(gate[j]) * up[j];
+    }
+}
+
+/// See [`super::rope_half`].
+#[inline(always)]
+pub(crate) fn rope_half<S: Simd>(s: S, x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let l = S::LANES;
+    let half = (x.len() / 2).min(cos.len()).min(sin.len());
+    let (lo, hi) = x.split_at_mut(x.len() / 2);
+    let (pl, ph, pc, ps) = (lo.as_mut_ptr(), hi.as_mut_ptr(), cos.as_ptr(), sin.as_ptr());
+    let mut i = 0;
+    while i + l <= half {
+        // SAFETY: `i + l <= half`, and `lo`, `hi`, `cos`, `sin` all hold at least `half` floats.
+        unsafe {
+            let (a, b) = (s.load(pl.add(i)), s.load(ph.add(i)));
+            let (c, sn) = (s.load(pc.add(i)), s.load(ps.add(i)));
+            s.store(pl.add(i), s.sub(s.mul(a, c), s.mul(b, sn)));
+            s.store(ph.add(i), s.add(s.mul(b, c), s.mul(a, sn)));
+        }
+        i += l;
+    }
+    for j in i..half {
+        let (a, b) = (lo[j], hi[j]);
+        lo[j] = a * cos[j] - b * sin[j];
+        hi[j] = b * cos[j] + a * sin[j];
+    }
+}
+
+/// Stamp out the entry points of one ISA: for each kernel body a `#[target_feature]` `unsafe fn`
+/// wrapper and a safe function that takes the ISA's token (proof that the features exist).
+macro_rules! entry_points {
+    ($tok:ty, $features:literal) => {
+        use crate::kernels::Weights;
+        use crate::kernels::{matmul as mm, simd as body};
+
+        $crate::kernels::simd::entry_points!(@one $tok, $features, to_f32, (w: Weights<'_>, out: &mut [f32]));
+        $crate::kernels::simd::entry_points!(@one $tok, $features, dot, (a: &[f32], b: &[f32]) -> f32);
+        $crate::kernels::simd::entry_points!(@one $tok, $features, axpy, (alpha: f32, x: &[f32], y: &mut [f32]));
+        $crate::kernels::simd::entry_points!(@one $tok, $features, rmsnorm,
+            (x: &[f32], w: Weights<'_>, eps: f32, out: &mut [f32]));
+        $crate::kernels::simd::entry_points!(@one $tok, $features, softmax_inplace, (x: &mut [f32]));
+        $crate::kernels::simd::entry_points!(@one $tok, $features, silu_mul, (gate: &mut [f32], up: &[f32]));
+        $crate::kernels::simd::entry_points!(@one $tok, $features, rope_half,
+            (x: &mut [f32], cos: &[f32], sin: &[f32]));
+
+        /// Blocked multi-threaded matmul on this ISA (see `matmul.rs`).
+        pub(crate) fn matmul(
+            s: $tok,
+            x: &[f32],
+            t: usize,
+            k_dim: usize,
+            w: Weights<'_>,
+            n: usize,
+            out: &mut [f32],
+        ) {
+            mm::matmul(s, x, t, k_dim, w, n, out)
+        }
+
+        impl mm::TileKernel for $tok {
+            fn decode(self, w: Weights<'_>, start: usize, out: &mut [f32]) {
+                #[target_feature(enable = $features)]
+                unsafe fn tf(s: $tok, w: Weights<'_>, start: usize, out: &mut [f32]) {
+                    body::decode(s, w, start, out)
+                }
+                // SAFETY: a token exists only when the CPU has every feature in `$features`.
+                unsafe { tf(self, w, start, out) }
+            }
+
+            fn tile(self, job: &mut mm::TileJob<'_, '_>) {
+                #[target_feature(enable = $features)]
+                unsafe fn tf(s: $tok, job: &mut mm::TileJob<'_, '_>) {
+                    mm::tile(s, job)
+                }
+                // SAFETY: a token exists only when the CPU has every feature in `$features`.
+                unsafe { tf(self, job) }
+            }
+        }
+    };
+    (@one $tok:ty, $features:literal, $name:ident, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        /// Safe entry point; the token proves the CPU has the features.
+        pub(crate) fn $name(s: $tok, $($arg: $ty),*) $(-> $ret)? {
+            #[target_feature(enable = $features)]
+            unsafe fn tf(s: $tok, $($arg: $ty),*) $(-> $ret)? {
+                body::$name(s, $($arg),*)
+            }
+            // SAFETY: a token exists only when the CPU has every feature in `$features`.
+            unsafe { tf(s, $($arg),*) }
+        }
+    };
+}
+
+pub(crate) use entry_points;

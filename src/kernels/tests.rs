@@ -1,0 +1,1 @@
+//! Tests: every SIMD path against the scalar spec.
