@@ -148,6 +148,8 @@ pub(crate) fn matmul<K: TileKernel>(
 /// # Safety
 /// `x` is readable for `M * kcp` floats, `w` for `N * kcp`, and `kcp` is a multiple of
 /// `S::LANES`.
+// Index loops keep the (row, token) accumulator grid readable; they are fully unrolled.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 unsafe fn micro<S: Simd, const M: usize, const N: usize>(
     s: S,

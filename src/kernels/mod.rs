@@ -381,7 +381,7 @@ pub fn silu_mul(isa: Isa, gate: &mut [f32], up: &[f32]) -> Result<(), KernelErro
 /// `(a*cos[i] - b*sin[i], b*cos[i] + a*sin[i])`. `x.len()` must be even and `cos`, `sin` hold
 /// `hd/2` values.
 pub fn rope_half(isa: Isa, x: &mut [f32], cos: &[f32], sin: &[f32]) -> Result<(), KernelError> {
-    if x.len() % 2 != 0 {
+    if !x.len().is_multiple_of(2) {
         return Err(KernelError::new(format!(
             "kernel `rope_half`: head vector `x` has odd length {}",
             x.len()
@@ -411,7 +411,12 @@ pub fn axpy(isa: Isa, alpha: f32, x: &[f32], y: &mut [f32]) -> Result<(), Kernel
 /// Decode weight elements to f32 (an embedding row, a bias, a norm weight). `out.len()` must be
 /// the number of elements in `w`. Uses the active ISA.
 pub fn to_f32(w: Weights<'_>, out: &mut [f32]) -> Result<(), KernelError> {
+    to_f32_with(active_isa(), w, out)
+}
+
+/// [`to_f32`] on a given ISA.
+pub fn to_f32_with(isa: Isa, w: Weights<'_>, out: &mut [f32]) -> Result<(), KernelError> {
     check_weights("to_f32", &w, out.len())?;
-    dispatch!(active_isa(), scalar::to_f32(w, out), |s| to_f32(s, w, out));
+    dispatch!(isa, scalar::to_f32(w, out), |s| to_f32(s, w, out));
     Ok(())
 }

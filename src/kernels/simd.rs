@@ -75,7 +75,7 @@ pub(crate) fn exp<S: Simd>(s: S, x: S::V) -> S::V {
     p = s.fma(p, r, c(8.333_452e-3));
     p = s.fma(p, r, c(4.166_579_6e-2));
     p = s.fma(p, r, c(1.666_666_5e-1));
-    p = s.fma(p, r, c(5.000_000_1e-1));
+    p = s.fma(p, r, c(0.5));
     let r2 = s.mul(r, r);
     let y = s.add(s.fma(p, r2, r), c(1.0));
     let y = s.mul(y, s.pow2i(n));

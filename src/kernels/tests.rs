@@ -1,1 +1,439 @@
-//! Tests: every SIMD path against the scalar spec.
+//! Every SIMD path this CPU has, held to the scalar spec: lengths 0, 1, lane-1, lane, lane+1 and
+//! odd sizes, weight bytes at odd offsets, outputs pre-filled with NaN so an unwritten element
+//! fails; the matmul shape grid and a seeded property test; `CKPT_ISA` parsing; length errors.
+
+use super::*;
+use proptest::prelude::*;
+
+/// Run `f` for every SIMD ISA this CPU has (the scalar spec is what they are compared with).
+fn for_each_available_isa(mut f: impl FnMut(Isa)) {
+    for isa in available_isas() {
+        if isa != Isa::Scalar {
+            f(isa);
+        }
+    }
+}
+
+/// f32 lanes of an ISA's vectors.
+fn lanes(isa: Isa) -> usize {
+    match isa {
+        Isa::Scalar => 1,
+        Isa::Avx2 => 8,
+        Isa::Avx512 => 16,
+        Isa::Neon => 4,
+    }
+}
+
+/// The lengths every element-wise op is tested on for `isa`.
+fn lengths(isa: Isa) -> Vec<usize> {
+    let l = lanes(isa);
+    let mut v = vec![
+        0,
+        1,
+        l - 1,
+        l,
+        l + 1,
+        2 * l + 3,
+        4 * l - 1,
+        4 * l + 5,
+        7,
+        33,
+        100,
+        257,
+    ];
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Deterministic pseudo-random numbers (64-bit LCG), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u32(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 32) as u32
+    }
+
+    /// Uniform in `[lo, hi)`.
+    fn f32(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * (self.next_u32() >> 8) as f32 / (1u32 << 24) as f32
+    }
+
+    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f32(lo, hi)).collect()
+    }
+}
+
+const DTYPES: [WDtype; 3] = [WDtype::F32, WDtype::F16, WDtype::Bf16];
+
+/// `values` encoded as `dtype`, stored after `offset` junk bytes (so the slice starting at
+/// `offset` has that misalignment).
+fn encode(dtype: WDtype, values: &[f32], offset: usize) -> Vec<u8> {
+    let mut out = vec![0xAB; offset];
+    for &v in values {
+        match dtype {
+            WDtype::F32 => out.extend_from_slice(&v.to_le_bytes()),
+            WDtype::F16 => out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+            WDtype::Bf16 => out.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+        }
+    }
+    out
+}
+
+/// `|got - want| <= tol * scale + 1e-30`, element by element, with a message naming the case.
+fn assert_close(got: &[f32], want: &[f32], tol: f32, scale: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for i in 0..got.len() {
+        let (g, w) = (got[i], want[i]);
+        if w.is_nan() {
+            assert!(g.is_nan(), "{what}[{i}]: got {g}, want NaN");
+            continue;
+        }
+        if w.is_infinite() {
+            assert_eq!(g, w, "{what}[{i}]");
+            continue;
+        }
+        let bound = tol * scale[i] + 1e-30;
+        assert!(
+            (g - w).abs() <= bound,
+            "{what}[{i}]: got {g}, want {w} (diff {}, bound {bound})",
+            (g - w).abs()
+        );
+    }
+}
+
+fn abs_scale(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| x.abs().max(f32::MIN_POSITIVE)).collect()
+}
+
+#[test]
+fn isa_names_round_trip_and_unknown_names_are_rejected() {
+    for isa in Isa::ALL {
+        assert_eq!(Isa::parse(isa.name()), Some(isa));
+        assert_eq!(Isa::parse(&isa.name().to_uppercase()), Some(isa));
+    }
+    assert_eq!(Isa::parse("sse2"), None);
+    assert_eq!(Isa::parse(""), None);
+    let err = isa_from_value("avx3").unwrap_err();
+    assert!(err.contains("unknown `CKPT_ISA` value `avx3`"), "{err}");
+    assert_eq!(isa_from_value(""), Ok(None));
+    assert_eq!(isa_from_value("scalar"), Ok(Some(Isa::Scalar)));
+    for isa in Isa::ALL {
+        let r = isa_from_value(isa.name());
+        if is_available(isa) {
+            assert_eq!(r, Ok(Some(isa)));
+        } else {
+            let err = r.unwrap_err();
+            assert!(err.contains("not supported by this cpu"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn detection_is_consistent() {
+    let avail = available_isas();
+    assert_eq!(avail.first(), Some(&Isa::Scalar));
+    assert!(avail.contains(&best_isa()));
+    assert!(avail.contains(&active_isa()));
+    // An ISA the CPU lacks runs on the best available one instead of faulting.
+    for isa in Isa::ALL {
+        assert!(is_available(resolve(isa)));
+    }
+}
+
+#[test]
+fn to_f32_matches_scalar_exactly_at_odd_offsets() {
+    let mut rng = Rng(1);
+    for_each_available_isa(|isa| {
+        for n in lengths(isa) {
+            for dtype in DTYPES {
+                for offset in [0, 1, 3] {
+                    // Raw random bits cover subnormals, infinities and NaNs of every dtype.
+                    let mut bytes = vec![0u8; offset];
+                    bytes.extend((0..n * dtype.size()).map(|_| rng.next_u32() as u8));
+                    let w = Weights::new(dtype, &bytes[offset..]);
+                    let mut want = vec![f32::NAN; n];
+                    let mut got = vec![f32::NAN; n];
+                    scalar::to_f32(w, &mut want);
+                    to_f32_with(isa, w, &mut got).unwrap();
+                    for i in 0..n {
+                        assert!(
+                            got[i].to_bits() == want[i].to_bits()
+                                || (got[i].is_nan() && want[i].is_nan()),
+                            "{isa} {dtype:?} n={n} off={offset} [{i}]: {} vs {}",
+                            got[i],
+                            want[i]
+                        );
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn dot_and_axpy_match_scalar() {
+    let mut rng = Rng(2);
+    for_each_available_isa(|isa| {
+        for n in lengths(isa) {
+            let a = rng.vec(n, -2.0, 2.0);
+            let b = rng.vec(n, -2.0, 2.0);
+            let scale: f32 = a.iter().zip(&b).map(|(x, y)| (x * y).abs()).sum();
+            let want = scalar::dot(&a, &b);
+            let got = dot(isa, &a, &b).unwrap();
+            assert_close(&[got], &[want], 1e-5, &[scale], &format!("{isa} dot n={n}"));
+
+            let alpha = rng.f32(-3.0, 3.0);
+            let y0 = rng.vec(n, -2.0, 2.0);
+            let mut want = y0.clone();
+            scalar::axpy(alpha, &a, &mut want);
+            let mut got = y0.clone();
+            axpy(isa, alpha, &a, &mut got).unwrap();
+            let scale: Vec<f32> = a
+                .iter()
+                .zip(&y0)
+                .map(|(x, y)| (alpha * x).abs() + y.abs())
+                .collect();
+            assert_close(&got, &want, 1e-6, &scale, &format!("{isa} axpy n={n}"));
+        }
+    });
+}
+
+#[test]
+fn rmsnorm_matches_scalar_for_every_dtype_and_offset() {
+    let mut rng = Rng(3);
+    for_each_available_isa(|isa| {
+        for n in lengths(isa).into_iter().chain([300, 513]) {
+            let x = rng.vec(n, -3.0, 3.0);
+            let wv = rng.vec(n, 0.5, 1.5);
+            for dtype in DTYPES {
+                for offset in [0, 1, 3] {
+                    let bytes = encode(dtype, &wv, offset);
+                    let w = Weights::new(dtype, &bytes[offset..]);
+                    let mut want = vec![f32::NAN; n];
+                    scalar::rmsnorm(&x, w, 1e-5, &mut want);
+                    let mut got = vec![f32::NAN; n];
+                    rmsnorm(isa, &x, w, 1e-5, &mut got).unwrap();
+                    let what = format!("{isa} rmsnorm {dtype:?} n={n} off={offset}");
+                    assert_close(&got, &want, 1e-5, &abs_scale(&want), &what);
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn softmax_matches_scalar_with_masks() {
+    let mut rng = Rng(4);
+    for_each_available_isa(|isa| {
+        for n in lengths(isa) {
+            for masked in [false, true] {
+                let mut x = rng.vec(n, -30.0, 30.0);
+                if masked {
+                    for (i, v) in x.iter_mut().enumerate() {
+                        if i % 3 == 1 {
+                            *v = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+                let mut want = x.clone();
+                scalar::softmax_inplace(&mut want);
+                let mut got = x.clone();
+                softmax_inplace(isa, &mut got);
+                let what = format!("{isa} softmax n={n} masked={masked}");
+                assert_close(&got, &want, 2e-6, &vec![1.0; n], &what);
+                assert_close(&got, &want, 1e-5, &abs_scale(&want), &what);
+                for (i, v) in got.iter().enumerate() {
+                    if x[i] == f32::NEG_INFINITY {
+                        assert_eq!(*v, 0.0, "{what}: masked [{i}] must be exactly 0");
+                    }
+                }
+            }
+            let mut all_masked = vec![f32::NEG_INFINITY; n];
+            softmax_inplace(isa, &mut all_masked);
+            assert!(
+                all_masked.iter().all(|v| *v == 0.0),
+                "{isa} all-masked n={n}"
+            );
+        }
+    });
+}
+
+#[test]
+fn silu_mul_matches_scalar_including_large_inputs() {
+    let mut rng = Rng(5);
+    for_each_available_isa(|isa| {
+        for n in lengths(isa) {
+            for range in [4.0f32, 120.0] {
+                let g = rng.vec(n, -range, range);
+                let up = rng.vec(n, -2.0, 2.0);
+                let mut want = g.clone();
+                scalar::silu_mul(&mut want, &up);
+                let mut got = g.clone();
+                silu_mul(isa, &mut got, &up).unwrap();
+                let what = format!("{isa} silu_mul n={n} range={range}");
+                assert_close(&got, &want, 1e-5, &abs_scale(&want), &what);
+            }
+        }
+    });
+}
+
+#[test]
+fn rope_half_matches_scalar() {
+    let mut rng = Rng(6);
+    for_each_available_isa(|isa| {
+        for half in lengths(isa) {
+            let x = rng.vec(2 * half, -2.0, 2.0);
+            let angles = rng.vec(half, -3.2, 3.2);
+            let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
+            let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+            let mut want = x.clone();
+            scalar::rope_half(&mut want, &cos, &sin);
+            let mut got = x.clone();
+            rope_half(isa, &mut got, &cos, &sin).unwrap();
+            let scale: Vec<f32> = (0..2 * half)
+                .map(|i| {
+                    let j = i % half.max(1);
+                    x[j].abs() + x[j + half].abs()
+                })
+                .collect();
+            assert_close(
+                &got,
+                &want,
+                1e-6,
+                &scale,
+                &format!("{isa} rope hd={}", 2 * half),
+            );
+        }
+    });
+}
+
+/// Compare `matmul` on `isa` with the scalar spec for one shape, dtype and weight offset.
+fn check_matmul(isa: Isa, t: usize, k: usize, n: usize, dtype: WDtype, offset: usize, seed: u64) {
+    let mut rng = Rng(seed);
+    let x = rng.vec(t * k, -1.0, 1.0);
+    let wv = rng.vec(n * k, -1.0, 1.0);
+    let bytes = encode(dtype, &wv, offset);
+    let w = Weights::new(dtype, &bytes[offset..]);
+    let mut want = vec![f32::NAN; t * n];
+    scalar::matmul(&x, t, k, w, n, &mut want);
+    let mut got = vec![f32::NAN; t * n];
+    matmul(isa, &x, t, k, w, n, &mut got).unwrap();
+    let mut wf = vec![0.0f32; n * k];
+    scalar::to_f32(w, &mut wf);
+    let scale: Vec<f32> = (0..t * n)
+        .map(|i| {
+            let (tok, j) = (i / n, i % n);
+            (0..k)
+                .map(|kk| (x[tok * k + kk] * wf[j * k + kk]).abs())
+                .sum()
+        })
+        .collect();
+    let what = format!("{isa} matmul t={t} k={k} n={n} {dtype:?} off={offset}");
+    assert_close(&got, &want, 1e-5, &scale, &what);
+}
+
+#[test]
+fn matmul_matches_scalar_on_the_shape_grid() {
+    for_each_available_isa(|isa| {
+        let mut seed = 10;
+        for t in [0, 1, 2, 3, 5, 8, 33] {
+            for n in [1, 3, 17, 64] {
+                for k in [1, 7, 8, 9, 64, 100] {
+                    for dtype in DTYPES {
+                        let offset = [1, 3][seed as usize % 2];
+                        check_matmul(isa, t, k, n, dtype, offset, seed);
+                        seed += 1;
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn matmul_matches_scalar_across_blocks() {
+    // Several K blocks (with a ragged last one), several rayon tasks, several token blocks.
+    for_each_available_isa(|isa| {
+        for (t, k, n) in [(5, 600, 101), (131, 257, 50), (2, 1030, 7)] {
+            for dtype in DTYPES {
+                check_matmul(isa, t, k, n, dtype, 1, 99);
+            }
+        }
+    });
+}
+
+#[test]
+fn scalar_matmul_is_the_naive_sum() {
+    let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // [2, 3]
+    let wv = [1.0, 0.0, -1.0, 0.5, 0.5, 0.5]; // [2, 3]
+    let bytes = encode(WDtype::F32, &wv, 0);
+    let mut out = [f32::NAN; 4];
+    matmul(
+        Isa::Scalar,
+        &x,
+        2,
+        3,
+        Weights::new(WDtype::F32, &bytes),
+        2,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(out, [-2.0, 3.0, -2.0, 7.5]);
+}
+
+#[test]
+fn length_mismatches_are_errors_naming_both_lengths() {
+    let bytes = vec![0u8; 4 * 6];
+    let w = Weights::new(WDtype::F32, &bytes);
+    for isa in available_isas() {
+        let mut out = vec![0.0; 4];
+        let e = matmul(isa, &[0.0; 5], 2, 3, w, 2, &mut out).unwrap_err();
+        assert!(e.message().contains("length 5, expected 6"), "{e}");
+        let e = matmul(isa, &[0.0; 6], 2, 3, w, 3, &mut out).unwrap_err();
+        assert!(e.message().contains("24 bytes, expected 36"), "{e}");
+        let e = matmul(isa, &[0.0; 6], 2, 3, w, 2, &mut out[..3]).unwrap_err();
+        assert!(
+            e.message().contains("`out` has length 3, expected 4"),
+            "{e}"
+        );
+        let e = matmul(isa, &[], usize::MAX, 2, w, 2, &mut out).unwrap_err();
+        assert!(e.message().contains("overflows"), "{e}");
+        assert!(dot(isa, &[1.0; 3], &[1.0; 2]).is_err());
+        assert!(axpy(isa, 1.0, &[1.0; 3], &mut [1.0; 2]).is_err());
+        assert!(silu_mul(isa, &mut [1.0; 3], &[1.0; 2]).is_err());
+        assert!(rope_half(isa, &mut [1.0; 3], &[1.0], &[1.0]).is_err());
+        assert!(rope_half(isa, &mut [1.0; 4], &[1.0], &[1.0; 2]).is_err());
+        let e = rmsnorm(isa, &[1.0; 5], w, 1e-5, &mut [0.0; 5]).unwrap_err();
+        assert!(e.message().contains("expected 20"), "{e}");
+        assert!(rmsnorm(isa, &[1.0; 6], w, 1e-5, &mut [0.0; 5]).is_err());
+        assert!(to_f32_with(isa, w, &mut [0.0; 5]).is_err());
+    }
+    let odd = Weights::new(WDtype::Bf16, &bytes[..5]);
+    assert!(to_f32(odd, &mut [0.0; 2]).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_cafe),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn matmul_matches_scalar_on_random_shapes(
+        t in 0usize..40,
+        k in 0usize..300,
+        n in 0usize..70,
+        dtype in prop::sample::select(DTYPES.to_vec()),
+        offset in 0usize..4,
+        seed in any::<u64>(),
+    ) {
+        for_each_available_isa(|isa| check_matmul(isa, t, k, n, dtype, offset, seed));
+    }
+}
