@@ -18,6 +18,7 @@ pub mod detect;
 pub mod diff;
 pub mod json;
 pub mod mapping;
+pub mod reference;
 pub mod report;
 pub mod synth;
 

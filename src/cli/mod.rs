@@ -14,6 +14,7 @@ mod detect;
 mod diff;
 mod families;
 mod inspect;
+mod logits;
 
 /// Exit code: success, equivalent, compatible.
 pub const EXIT_OK: u8 = 0;
@@ -46,6 +47,8 @@ enum Command {
     Detect(detect::Args),
     /// List the known family mapping files.
     Families(families::Args),
+    /// Run the reference LLaMA forward pass on token ids; show the top next tokens or write logits.
+    Logits(logits::Args),
 }
 
 /// What a command returns: an exit code, or an error to render.
@@ -92,6 +95,7 @@ fn run(cmd: Command) -> CmdResult {
         Command::Diff(a) => diff::run(a),
         Command::Detect(a) => detect::run(a),
         Command::Families(a) => families::run(a),
+        Command::Logits(a) => logits::run(a),
     }
 }
 
@@ -102,6 +106,7 @@ fn cli_wants_json(cmd: &Command) -> bool {
         Command::Diff(a) => a.json,
         Command::Detect(a) => a.json,
         Command::Families(a) => a.json,
+        Command::Logits(a) => a.json,
     }
 }
 

@@ -1,0 +1,232 @@
+//! `ckpt logits PATH --ids 1,15,72 [--ids ...]`: run the reference LLaMA forward pass and show the
+//! top-K next tokens of each sequence's last position, or write every logit to a safetensors file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ckpt::checkpoint::header::{Dtype, serialize_header};
+use ckpt::checkpoint::{Checkpoint, ModelConfig};
+use ckpt::kernels::{self, Isa};
+use ckpt::mapping::View;
+use ckpt::reference::{self, Logits};
+use ckpt::report::esc;
+use ckpt::{Error, Result};
+
+use super::{CmdResult, EXIT_OK, out};
+
+/// Model types whose checkpoints already use the canonical LLaMA names (until family mappings land).
+const CANONICAL_MODEL_TYPES: [&str; 2] = ["llama", "mistral"];
+
+/// Run the reference LLaMA forward pass on token ids and print the top next-token logits of each
+/// sequence's last position (or write all logits with `--out`).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A `.safetensors` file, a `*.index.json`, or a checkpoint directory (with its config).
+    pub path: PathBuf,
+    /// One sequence of comma-separated token ids; repeat for a batch (equal lengths).
+    #[arg(long, value_name = "IDS", required = true)]
+    pub ids: Vec<String>,
+    /// Write `input_ids` (I64 [batch, seq]) and `logits` (F32 [batch, seq, vocab]) to this
+    /// safetensors file instead of printing the top tokens.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// How many of the highest logits to show per sequence.
+    #[arg(long, value_name = "K", default_value_t = 5)]
+    pub top: usize,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Read the checkpoint as this family (only `llama` until family mappings are available).
+    #[arg(long, value_name = "F")]
+    pub family: Option<String>,
+    /// Read the checkpoint through this mapping file (not available yet).
+    #[arg(long, value_name = "FILE")]
+    pub mapping: Option<PathBuf>,
+}
+
+/// The validated request.
+struct Request {
+    batch: Vec<Vec<u32>>,
+    isa: Isa,
+}
+
+fn resolve(a: &Args) -> Result<Request> {
+    let batch = a
+        .ids
+        .iter()
+        .map(|s| parse_ids(s))
+        .collect::<Result<Vec<_>>>()?;
+    let isa = match kernels::isa_from_env() {
+        Ok(Some(isa)) => isa,
+        Ok(None) => kernels::active_isa(),
+        Err(m) => return Err(Error::usage(m)),
+    };
+    if let Some(m) = &a.mapping {
+        return Err(Error::unsupported(
+            "`--mapping` is not available yet: family mapping files are not implemented in this build",
+        )
+        .file(m));
+    }
+    if let Some(f) = a.family.as_deref().filter(|f| *f != "llama") {
+        return Err(Error::unsupported(format!(
+            "family `{}` is not available yet: only plain `llama` checkpoints can be run",
+            esc(f)
+        )));
+    }
+    Ok(Request { batch, isa })
+}
+
+fn parse_ids(s: &str) -> Result<Vec<u32>> {
+    let ids = s
+        .split(',')
+        .map(|t| {
+            let t = t.trim();
+            t.parse::<u32>().map_err(|_| {
+                Error::usage(format!("`--ids`: `{}` is not a token id", esc(t)))
+                    .hint("give comma-separated non-negative integers, e.g. --ids 1,15,72,203")
+            })
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    Ok(ids)
+}
+
+/// Refuse checkpoints whose names are not the canonical LLaMA ones (until mappings land).
+fn check_family(ck: &Checkpoint, family_given: bool) -> Result<()> {
+    let Some(ModelConfig {
+        model_type: Some(mt),
+        ..
+    }) = &ck.config
+    else {
+        return Ok(());
+    };
+    if family_given || CANONICAL_MODEL_TYPES.contains(&mt.as_str()) {
+        return Ok(());
+    }
+    Err(Error::unsupported(format!(
+        "`model_type` is `{}`: only checkpoints with LLaMA tensor names (`llama`, `mistral`) can be run until family mappings are available",
+        esc(mt)
+    ))
+    .file(&ck.path)
+    .hint("pass `--family llama` if the tensors already use the Hugging Face LLaMA names"))
+}
+
+/// Run `logits`.
+pub fn run(a: Args) -> CmdResult {
+    let req = resolve(&a)?;
+    let ck = Checkpoint::open(&a.path)?;
+    check_family(&ck, a.family.is_some())?;
+    let view = View::identity(&ck);
+    let logits = reference::forward(&view, &req.batch, req.isa)?;
+    if let Some(path) = &a.out {
+        write_logits(path, &req.batch, &logits)?;
+    }
+    if a.json {
+        out(&serde_json::to_string_pretty(&to_json(&a, &req, &logits)).unwrap_or_default());
+        return Ok(EXIT_OK);
+    }
+    if let Some(path) = &a.out {
+        out(&format!(
+            "wrote logits [{}, {}, {}] to {}",
+            logits.batch,
+            logits.seq,
+            logits.vocab,
+            path.display()
+        ));
+        return Ok(EXIT_OK);
+    }
+    out(&format!(
+        "checkpoint  {}  (isa {})",
+        ck.path.display(),
+        req.isa.name()
+    ));
+    for b in 0..logits.batch {
+        out("");
+        out(&format!(
+            "sequence {b}: {} tokens, top {} after the last one",
+            logits.seq, a.top
+        ));
+        let mut t = ckpt::report::table(&["rank", "token", "logit"]);
+        for (rank, (id, logit)) in logits.top_k(b, logits.seq - 1, a.top).iter().enumerate() {
+            t.add_row(vec![
+                (rank + 1).to_string(),
+                id.to_string(),
+                format!("{logit:.4}"),
+            ]);
+        }
+        out(&t.to_string());
+    }
+    Ok(EXIT_OK)
+}
+
+fn to_json(a: &Args, req: &Request, l: &Logits) -> serde_json::Value {
+    let sequences: Vec<_> = (0..l.batch)
+        .map(|b| {
+            let top: Vec<_> = l
+                .top_k(b, l.seq - 1, a.top)
+                .into_iter()
+                .map(|(id, logit)| serde_json::json!({"id": id, "logit": logit}))
+                .collect();
+            serde_json::json!({"ids": req.batch[b], "top": top})
+        })
+        .collect();
+    serde_json::json!({
+        "checkpoint": a.path.display().to_string(),
+        "isa": req.isa.name(),
+        "batch": l.batch,
+        "seq": l.seq,
+        "vocab": l.vocab,
+        "out": a.out.as_ref().map(|p| p.display().to_string()),
+        "sequences": sequences,
+    })
+}
+
+/// Write `input_ids` and `logits` as safetensors: into a temporary file in the same directory,
+/// synced, then renamed over `path`, so a failure never leaves a partial file under that name.
+fn write_logits(path: &Path, batch: &[Vec<u32>], l: &Logits) -> Result<()> {
+    let ids_bytes = l.batch * l.seq * 8;
+    let logit_bytes = l.data.len() * 4;
+    let header = serialize_header(
+        Some(&[("format".to_string(), "pt".to_string())]),
+        &[
+            (
+                "input_ids".to_string(),
+                Dtype::I64,
+                vec![l.batch, l.seq],
+                0,
+                ids_bytes,
+            ),
+            (
+                "logits".to_string(),
+                Dtype::F32,
+                vec![l.batch, l.seq, l.vocab],
+                ids_bytes,
+                ids_bytes + logit_bytes,
+            ),
+        ],
+    )?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".ckpt-logits-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io_write(dir, "cannot create a temporary file", e))?;
+    let write_err = |e| Error::io_write(path, "cannot write", e);
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file());
+        w.write_all(&header).map_err(write_err)?;
+        for id in batch.iter().flatten() {
+            w.write_all(&i64::from(*id).to_le_bytes()).map_err(write_err)?;
+        }
+        for x in &l.data {
+            w.write_all(&x.to_le_bytes()).map_err(write_err)?;
+        }
+        w.flush().map_err(write_err)?;
+    }
+    tmp.as_file().sync_all().map_err(write_err)?;
+    tmp.persist(path)
+        .map_err(|e| Error::io_write(path, "cannot rename into place", e.error))?;
+    Ok(())
+}
