@@ -21,5 +21,6 @@ pub mod mapping;
 pub mod reference;
 pub mod report;
 pub mod synth;
+pub mod verify;
 
 pub use checkpoint::{Checkpoint, TensorInfo};

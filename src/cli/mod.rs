@@ -15,6 +15,7 @@ mod diff;
 mod families;
 mod inspect;
 mod logits;
+mod verify;
 
 /// Exit code: success, equivalent, compatible.
 pub const EXIT_OK: u8 = 0;
@@ -49,6 +50,9 @@ enum Command {
     Families(families::Args),
     /// Run the reference LLaMA forward pass on token ids; show the top next tokens or write logits.
     Logits(logits::Args),
+    /// Prove two checkpoints compute the same thing: structure, bytes and logits of the reference
+    /// forward pass. Exit 0 equivalent, 1 not equivalent, 2 error.
+    Verify(verify::Args),
 }
 
 /// What a command returns: an exit code, or an error to render.
@@ -96,6 +100,7 @@ fn run(cmd: Command) -> CmdResult {
         Command::Detect(a) => detect::run(a),
         Command::Families(a) => families::run(a),
         Command::Logits(a) => logits::run(a),
+        Command::Verify(a) => verify::run(a),
     }
 }
 
@@ -107,6 +112,7 @@ fn cli_wants_json(cmd: &Command) -> bool {
         Command::Detect(a) => a.json,
         Command::Families(a) => a.json,
         Command::Logits(a) => a.json,
+        Command::Verify(a) => a.json,
     }
 }
 

@@ -57,7 +57,11 @@ pub struct Args {
 }
 
 /// Open a checkpoint through its detected (or given) family as a canonical view.
-pub fn open_canonical<'a>(ck: &'a Checkpoint, reg: &Registry, family: Option<&str>) -> Result<View<'a>, Error> {
+pub fn open_canonical<'a>(
+    ck: &'a Checkpoint,
+    reg: &Registry,
+    family: Option<&str>,
+) -> Result<View<'a>, Error> {
     let (view, _family) = ckpt::detect::open_view(ck, reg, family, &[])?;
     Ok(view)
 }
@@ -79,11 +83,15 @@ pub fn parse_ids(ids: &[String], vocab: Option<usize>) -> Result<Vec<Vec<u32>>, 
             .split(',')
             .map(|t| {
                 let t = t.trim();
-                let id: u32 = t.parse().map_err(|_| Error::usage(format!("`{t}` in --ids is not a token id")))?;
+                let id: u32 = t
+                    .parse()
+                    .map_err(|_| Error::usage(format!("`{t}` in --ids is not a token id")))?;
                 if let Some(v) = vocab
                     && id as usize >= v
                 {
-                    return Err(Error::usage(format!("token id {id} is outside the vocabulary (size {v})")));
+                    return Err(Error::usage(format!(
+                        "token id {id} is outside the vocabulary (size {v})"
+                    )));
                 }
                 Ok(id)
             })
@@ -94,7 +102,9 @@ pub fn parse_ids(ids: &[String], vocab: Option<usize>) -> Result<Vec<Vec<u32>>, 
         seqs.push(seq);
     }
     if seqs.windows(2).any(|w| w[0].len() != w[1].len()) {
-        return Err(Error::usage("all --ids sequences must have the same length"));
+        return Err(Error::usage(
+            "all --ids sequences must have the same length",
+        ));
     }
     Ok(seqs)
 }
@@ -125,7 +135,13 @@ pub fn options(a: &Args, vocab: Option<usize>) -> Result<Options, Error> {
     } else {
         parse_ids(&a.ids, vocab)?
     };
-    Ok(Options { level, atol: a.atol, rtol: a.rtol, sequences, isa: isa()? })
+    Ok(Options {
+        level,
+        atol: a.atol,
+        rtol: a.rtol,
+        sequences,
+        isa: isa()?,
+    })
 }
 
 /// Run `verify`.
@@ -135,7 +151,9 @@ pub fn run(a: Args) -> CmdResult {
     let ckb = Checkpoint::open(&a.b)?;
     let va = open_canonical(&cka, &reg, a.family_a.as_deref())?;
     let vb = open_canonical(&ckb, &reg, a.family_b.as_deref())?;
-    let vocab = va.get("model.embed_tokens.weight").and_then(|t| t.shape.first().copied());
+    let vocab = va
+        .get("model.embed_tokens.weight")
+        .and_then(|t| t.shape.first().copied());
     let opts = options(&a, vocab)?;
     let rep = verify::verify(&va, &vb, &opts)?;
     if a.json {
@@ -145,7 +163,11 @@ pub fn run(a: Args) -> CmdResult {
             out(&line);
         }
     }
-    Ok(if rep.equivalent { EXIT_OK } else { EXIT_FINDINGS })
+    Ok(if rep.equivalent {
+        EXIT_OK
+    } else {
+        EXIT_FINDINGS
+    })
 }
 
 fn pass(p: bool) -> &'static str {
@@ -155,8 +177,16 @@ fn pass(p: bool) -> &'static str {
 /// Render the report as text.
 pub fn render(rep: &Report, a: &Path, b: &Path) -> Vec<String> {
     let mut l = Vec::new();
-    l.push(format!("A  {}  (read as {})", a.display(), esc(&rep.family_a)));
-    l.push(format!("B  {}  (read as {})", b.display(), esc(&rep.family_b)));
+    l.push(format!(
+        "A  {}  (read as {})",
+        a.display(),
+        esc(&rep.family_a)
+    ));
+    l.push(format!(
+        "B  {}  (read as {})",
+        b.display(),
+        esc(&rep.family_b)
+    ));
     l.push(String::new());
     let s = &rep.structure;
     l.push(format!(
@@ -171,13 +201,29 @@ pub fn render(rep: &Report, a: &Path, b: &Path) -> Vec<String> {
     let mut rows: Vec<(String, &Pair)> = Vec::new();
     rows.extend(s.only_a.iter().map(|p| ("only in A".to_string(), p)));
     rows.extend(s.only_b.iter().map(|p| ("only in B".to_string(), p)));
-    rows.extend(s.shape_differs.iter().map(|p| ("shape differs".to_string(), p)));
-    rows.extend(s.dtype_differs.iter().map(|p| ("dtype differs".to_string(), p)));
+    rows.extend(
+        s.shape_differs
+            .iter()
+            .map(|p| ("shape differs".to_string(), p)),
+    );
+    rows.extend(
+        s.dtype_differs
+            .iter()
+            .map(|p| ("dtype differs".to_string(), p)),
+    );
     if !rows.is_empty() {
-        let mut t = report::table(&["canonical tensor", "A", "B", "A shape/dtype", "B shape/dtype", "status"]);
+        let mut t = report::table(&[
+            "canonical tensor",
+            "A",
+            "B",
+            "A shape/dtype",
+            "B shape/dtype",
+            "status",
+        ]);
         for (status, p) in rows.iter().take(40) {
             let sd = |s: &[usize], d: Option<ckpt::checkpoint::Dtype>| {
-                d.map(|d| format!("{} {d}", report::shape(s))).unwrap_or_else(|| "-".into())
+                d.map(|d| format!("{} {d}", report::shape(s)))
+                    .unwrap_or_else(|| "-".into())
             };
             t.add_row(vec![
                 esc(&p.canonical),
@@ -190,7 +236,10 @@ pub fn render(rep: &Report, a: &Path, b: &Path) -> Vec<String> {
         }
         l.push(t.to_string());
         if rows.len() > 40 {
-            l.push(format!("... and {} more (use --json for all)", rows.len() - 40));
+            l.push(format!(
+                "... and {} more (use --json for all)",
+                rows.len() - 40
+            ));
         }
     }
     for (k, x, y) in &s.config_differs {
@@ -205,7 +254,10 @@ pub fn render(rep: &Report, a: &Path, b: &Path) -> Vec<String> {
             report::human_bytes(bt.bytes)
         ));
         for (p, d) in bt.differing.iter().take(20) {
-            l.push(format!("  {} differs: max abs difference {d:.3e}", esc(&p.canonical)));
+            l.push(format!(
+                "  {} differs: max abs difference {d:.3e}",
+                esc(&p.canonical)
+            ));
         }
         if bt.differing.len() > 20 {
             l.push(format!("  ... and {} more", bt.differing.len() - 20));
@@ -230,7 +282,11 @@ pub fn render(rep: &Report, a: &Path, b: &Path) -> Vec<String> {
         }
     }
     l.push(String::new());
-    l.push(if rep.equivalent { "verdict: equivalent".into() } else { "verdict: NOT equivalent".into() });
+    l.push(if rep.equivalent {
+        "verdict: equivalent".into()
+    } else {
+        "verdict: NOT equivalent".into()
+    });
     l
 }
 
@@ -246,7 +302,13 @@ fn pair_json(p: &Pair) -> serde_json::Value {
 pub fn to_json(rep: &Report, a: &Path, b: &Path) -> serde_json::Value {
     use serde_json::json;
     let s = &rep.structure;
-    let f = |v: f64| if v.is_finite() { json!(v) } else { json!(v.to_string()) };
+    let f = |v: f64| {
+        if v.is_finite() {
+            json!(v)
+        } else {
+            json!(v.to_string())
+        }
+    };
     json!({
         "a": a.display().to_string(),
         "b": b.display().to_string(),

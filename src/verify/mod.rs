@@ -153,7 +153,9 @@ pub fn default_sequences(vocab: usize, batch: usize, seq_len: usize) -> Vec<Vec<
     let mut out = Vec::with_capacity(batch);
     for b in 0..batch.max(1) {
         let seq = if b + 1 == batch.max(1) && batch > 1 {
-            (0..seq_len).map(|i| (i as u64 % vocab.min(100)) as u32).collect()
+            (0..seq_len)
+                .map(|i| (i as u64 % vocab.min(100)) as u32)
+                .collect()
         } else {
             (0..seq_len).map(|_| (next() % vocab) as u32).collect()
         };
@@ -165,7 +167,9 @@ pub fn default_sequences(vocab: usize, batch: usize, seq_len: usize) -> Vec<Vec<
 /// Compare two canonical views.
 pub fn verify(a: &View<'_>, b: &View<'_>, opts: &Options) -> Result<Report> {
     let structure = compare_structure(a, b);
-    let bytes = (opts.level >= Level::Bytes).then(|| compare_bytes(a, b)).transpose()?;
+    let bytes = (opts.level >= Level::Bytes)
+        .then(|| compare_bytes(a, b))
+        .transpose()?;
     let logits = if opts.level >= Level::Logits {
         Some(compare_logits(a, b, opts))
     } else {
@@ -246,18 +250,66 @@ fn config_differences(a: &View<'_>, b: &View<'_>) -> Vec<(String, String, String
     };
     let fmt = |v: String| v;
     let fields: Vec<(&str, String, String)> = vec![
-        ("hidden_size", format!("{:?}", ca.hidden_size), format!("{:?}", cb.hidden_size)),
-        ("num_hidden_layers", format!("{:?}", ca.num_hidden_layers), format!("{:?}", cb.num_hidden_layers)),
-        ("num_attention_heads", format!("{:?}", ca.num_attention_heads), format!("{:?}", cb.num_attention_heads)),
-        ("num_key_value_heads", format!("{:?}", ca.resolved_kv_heads()), format!("{:?}", cb.resolved_kv_heads())),
-        ("head_dim", format!("{:?}", ca.resolved_head_dim()), format!("{:?}", cb.resolved_head_dim())),
-        ("intermediate_size", format!("{:?}", ca.intermediate_size), format!("{:?}", cb.intermediate_size)),
-        ("vocab_size", format!("{:?}", ca.vocab_size), format!("{:?}", cb.vocab_size)),
-        ("rms_norm_eps", format!("{:?}", ca.rms_norm_eps), format!("{:?}", cb.rms_norm_eps)),
-        ("rope_theta", format!("{:?}", ca.rope_theta.unwrap_or(10000.0)), format!("{:?}", cb.rope_theta.unwrap_or(10000.0))),
-        ("rope_scaling", format!("{:?}", ca.rope_scaling), format!("{:?}", cb.rope_scaling)),
-        ("tie_word_embeddings", format!("{:?}", ca.tie_word_embeddings.unwrap_or(false)), format!("{:?}", cb.tie_word_embeddings.unwrap_or(false))),
-        ("hidden_act", format!("{:?}", ca.hidden_act.as_deref().unwrap_or("silu")), format!("{:?}", cb.hidden_act.as_deref().unwrap_or("silu"))),
+        (
+            "hidden_size",
+            format!("{:?}", ca.hidden_size),
+            format!("{:?}", cb.hidden_size),
+        ),
+        (
+            "num_hidden_layers",
+            format!("{:?}", ca.num_hidden_layers),
+            format!("{:?}", cb.num_hidden_layers),
+        ),
+        (
+            "num_attention_heads",
+            format!("{:?}", ca.num_attention_heads),
+            format!("{:?}", cb.num_attention_heads),
+        ),
+        (
+            "num_key_value_heads",
+            format!("{:?}", ca.resolved_kv_heads()),
+            format!("{:?}", cb.resolved_kv_heads()),
+        ),
+        (
+            "head_dim",
+            format!("{:?}", ca.resolved_head_dim()),
+            format!("{:?}", cb.resolved_head_dim()),
+        ),
+        (
+            "intermediate_size",
+            format!("{:?}", ca.intermediate_size),
+            format!("{:?}", cb.intermediate_size),
+        ),
+        (
+            "vocab_size",
+            format!("{:?}", ca.vocab_size),
+            format!("{:?}", cb.vocab_size),
+        ),
+        (
+            "rms_norm_eps",
+            format!("{:?}", ca.rms_norm_eps),
+            format!("{:?}", cb.rms_norm_eps),
+        ),
+        (
+            "rope_theta",
+            format!("{:?}", ca.rope_theta.unwrap_or(10000.0)),
+            format!("{:?}", cb.rope_theta.unwrap_or(10000.0)),
+        ),
+        (
+            "rope_scaling",
+            format!("{:?}", ca.rope_scaling),
+            format!("{:?}", cb.rope_scaling),
+        ),
+        (
+            "tie_word_embeddings",
+            format!("{:?}", ca.tie_word_embeddings.unwrap_or(false)),
+            format!("{:?}", cb.tie_word_embeddings.unwrap_or(false)),
+        ),
+        (
+            "hidden_act",
+            format!("{:?}", ca.hidden_act.as_deref().unwrap_or("silu")),
+            format!("{:?}", cb.hidden_act.as_deref().unwrap_or("silu")),
+        ),
     ];
     fields
         .into_iter()
@@ -288,7 +340,10 @@ fn chunks<'a>(v: &View<'a>, t: &ViewTensor) -> Result<Vec<&'a [u8]>> {
 
 /// Compare two chunked byte streams of equal total length.
 fn streams_equal(a: &[&[u8]], b: &[&[u8]]) -> bool {
-    let (mut ia, mut ib) = (a.iter().flat_map(|c| c.chunks(1 << 16)), b.iter().flat_map(|c| c.chunks(1 << 16)));
+    let (mut ia, mut ib) = (
+        a.iter().flat_map(|c| c.chunks(1 << 16)),
+        b.iter().flat_map(|c| c.chunks(1 << 16)),
+    );
     let (mut ca, mut cb): (&[u8], &[u8]) = (&[], &[]);
     loop {
         if ca.is_empty() {
@@ -313,16 +368,31 @@ fn streams_equal(a: &[&[u8]], b: &[&[u8]]) -> bool {
 fn decode(dtype: Dtype, chunks: &[&[u8]]) -> Option<Vec<f32>> {
     let bytes: Vec<u8> = chunks.concat();
     Some(match dtype {
-        Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         _ => return None,
     })
 }
 
 /// The bytes level: every common tensor with equal shapes compared byte for byte.
 pub fn compare_bytes(a: &View<'_>, b: &View<'_>) -> Result<Bytes> {
-    let mut r = Bytes { pass: true, compared: 0, identical: 0, bytes: 0, differing: Vec::new() };
+    let mut r = Bytes {
+        pass: true,
+        compared: 0,
+        identical: 0,
+        bytes: 0,
+        differing: Vec::new(),
+    };
     for ta in &a.tensors {
         let Some(tb) = b.get(&ta.name) else { continue };
         if ta.shape != tb.shape {
@@ -350,14 +420,25 @@ pub fn compare_bytes(a: &View<'_>, b: &View<'_>) -> Result<Bytes> {
     Ok(r)
 }
 
-fn compare_logits(a: &View<'_>, b: &View<'_>, opts: &Options) -> std::result::Result<LogitsCmp, String> {
-    let la = reference::forward(a, &opts.sequences, opts.isa).map_err(|e| format!("forward pass on A: {e}"))?;
-    let lb = reference::forward(b, &opts.sequences, opts.isa).map_err(|e| format!("forward pass on B: {e}"))?;
+fn compare_logits(
+    a: &View<'_>,
+    b: &View<'_>,
+    opts: &Options,
+) -> std::result::Result<LogitsCmp, String> {
+    let la = reference::forward(a, &opts.sequences, opts.isa)
+        .map_err(|e| format!("forward pass on A: {e}"))?;
+    let lb = reference::forward(b, &opts.sequences, opts.isa)
+        .map_err(|e| format!("forward pass on B: {e}"))?;
     Ok(logits_metrics(&la, &lb, opts.atol, opts.rtol)?)
 }
 
 /// Compare two sets of logits.
-pub fn logits_metrics(a: &Logits, b: &Logits, atol: f64, rtol: f64) -> std::result::Result<LogitsCmp, String> {
+pub fn logits_metrics(
+    a: &Logits,
+    b: &Logits,
+    atol: f64,
+    rtol: f64,
+) -> std::result::Result<LogitsCmp, String> {
     if (a.batch, a.seq, a.vocab) != (b.batch, b.seq, b.vocab) {
         return Err(format!(
             "logits shapes differ: [{}, {}, {}] vs [{}, {}, {}]",
@@ -382,7 +463,11 @@ pub fn logits_metrics(a: &Logits, b: &Logits, atol: f64, rtol: f64) -> std::resu
             na += x * x;
             nb += y * y;
         }
-        let cos = if na == 0.0 || nb == 0.0 { f64::from(u8::from(na == nb)) } else { dot / (na.sqrt() * nb.sqrt()) };
+        let cos = if na == 0.0 || nb == 0.0 {
+            f64::from(u8::from(na == nb))
+        } else {
+            dot / (na.sqrt() * nb.sqrt())
+        };
         min_cos = min_cos.min(cos);
         let (ta, tb) = (top_k(xa, 5), top_k(xb, 5));
         top1 += usize::from(ta.first() == tb.first());
@@ -398,7 +483,11 @@ pub fn logits_metrics(a: &Logits, b: &Logits, atol: f64, rtol: f64) -> std::resu
         pass: max_abs <= tolerance,
         tolerance,
         max_abs,
-        max_rel: if scale > 0.0 { max_abs / scale } else { max_abs },
+        max_rel: if scale > 0.0 {
+            max_abs / scale
+        } else {
+            max_abs
+        },
         min_cosine: min_cos,
         top1: top1 as f64 / n,
         top5: top5 as f64 / n,
@@ -411,7 +500,11 @@ pub fn logits_metrics(a: &Logits, b: &Logits, atol: f64, rtol: f64) -> std::resu
 /// Indices of the `k` largest values, largest first (NaN sorts last).
 pub fn top_k(x: &[f32], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..x.len()).collect();
-    idx.sort_by(|&i, &j| x[j].partial_cmp(&x[i]).unwrap_or(std::cmp::Ordering::Equal).then(i.cmp(&j)));
+    idx.sort_by(|&i, &j| {
+        x[j].partial_cmp(&x[i])
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(i.cmp(&j))
+    });
     idx.truncate(k);
     idx
 }
@@ -419,8 +512,14 @@ pub fn top_k(x: &[f32], k: usize) -> Vec<usize> {
 /// KL(softmax(a) || softmax(b)) in f64.
 fn kl(a: &[f32], b: &[f32]) -> f64 {
     let lse = |x: &[f32]| {
-        let m = x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
-        m + x.iter().map(|&v| (f64::from(v) - m).exp()).sum::<f64>().ln()
+        let m = x
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+        m + x
+            .iter()
+            .map(|&v| (f64::from(v) - m).exp())
+            .sum::<f64>()
+            .ln()
     };
     let (la, lb) = (lse(a), lse(b));
     a.iter()
@@ -439,7 +538,9 @@ pub fn parse_level(s: &str) -> Result<Level> {
         "structure" => Ok(Level::Structure),
         "bytes" => Ok(Level::Bytes),
         "logits" => Ok(Level::Logits),
-        _ => Err(Error::usage(format!("unknown level `{s}` (structure, bytes, logits)"))),
+        _ => Err(Error::usage(format!(
+            "unknown level `{s}` (structure, bytes, logits)"
+        ))),
     }
 }
 
@@ -460,7 +561,12 @@ mod tests {
 
     #[test]
     fn metrics_of_identical_and_different_logits() {
-        let a = Logits { batch: 1, seq: 2, vocab: 3, data: vec![1.0, 2.0, 3.0, 0.0, -1.0, 5.0] };
+        let a = Logits {
+            batch: 1,
+            seq: 2,
+            vocab: 3,
+            data: vec![1.0, 2.0, 3.0, 0.0, -1.0, 5.0],
+        };
         let same = logits_metrics(&a, &a.clone(), 0.0, 0.0).unwrap();
         assert!(same.pass && same.max_abs == 0.0 && same.top1 == 1.0 && same.max_kl == 0.0);
         assert!((same.min_cosine - 1.0).abs() < 1e-12);
