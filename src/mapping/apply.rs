@@ -97,7 +97,11 @@ pub fn meta_row_of_hf(j: usize, hd: usize) -> usize {
 
 /// Within one head of `hd` rows, the HF (half-split) row that Meta (interleaved) row `m` comes from.
 pub fn hf_row_of_meta(m: usize, hd: usize) -> usize {
-    if m % 2 == 0 { m / 2 } else { hd / 2 + m / 2 }
+    if m.is_multiple_of(2) {
+        m / 2
+    } else {
+        hd / 2 + m / 2
+    }
 }
 
 /// How the tensors of a checkpoint match a family's rules (no config needed).
@@ -287,7 +291,7 @@ fn rotary_head_rows(
     r: &RuleEntry,
     tensor: &str,
 ) -> Result<usize> {
-    if rows % n != 0 || (rows / n) % 2 != 0 {
+    if !rows.is_multiple_of(n) || !(rows / n).is_multiple_of(2) {
         return Err(size_error(
             fam,
             r,
@@ -427,7 +431,7 @@ struct RowMap<'v> {
 impl<'v> RowMap<'v> {
     fn new(view: &View<'_>, t: &'v ViewTensor) -> Result<RowMap<'v>> {
         let rows = t.shape.first().copied().unwrap_or(1);
-        let row_len = if rows == 0 { 0 } else { t.nbytes() / rows };
+        let row_len = t.nbytes().checked_div(rows).unwrap_or(0);
         let mut starts = Vec::with_capacity(t.segments.len());
         let mut pos = 0usize;
         for s in &t.segments {
