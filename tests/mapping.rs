@@ -683,3 +683,16 @@ fn custom_mapping_file_loads_and_converts() {
         "{e}"
     );
 }
+
+#[test]
+fn inverse_refuses_to_drop_required_tensors() {
+    // A tied LLaMA has no lm_head: Meta's layout needs output.weight.
+    let reg = Registry::builtin().unwrap();
+    let ck = fixture("llama-tied");
+    let c = canon(&ck, &reg, "llama");
+    let e = to_family(&c, reg.get("llama-meta").unwrap()).unwrap_err();
+    assert_eq!(e.kind(), ckpt::ErrorKind::Unsupported);
+    assert!(e.to_string().contains("needs `output.weight`"), "{e}");
+    // Families whose lm_head is optional take it (mistral inherits llama's rules).
+    assert!(to_family(&c, reg.get("mistral").unwrap()).is_ok());
+}
