@@ -63,7 +63,10 @@ fn run(dir: &Path, batch: &[Vec<u32>], isa: Isa) -> ckpt::Result<Logits> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn isas() -> Vec<Isa> {
@@ -83,8 +86,15 @@ fn plain_llama_fixtures_match_transformers_on_every_isa() {
             let got = run(&fixture(name), &batch, isa).unwrap();
             assert_eq!(vec![got.batch, got.seq, got.vocab], shape, "{name}");
             let err = max_abs_diff(&got.data, &want);
-            println!("{name:<16} {:<7} max abs error {err:.3e} (max |logit| {scale:.2})", isa.name());
-            assert!(err <= 1e-4 * scale, "{name} on {}: max abs error {err}", isa.name());
+            println!(
+                "{name:<16} {:<7} max abs error {err:.3e} (max |logit| {scale:.2})",
+                isa.name()
+            );
+            assert!(
+                err <= 1e-4 * scale,
+                "{name} on {}: max abs error {err}",
+                isa.name()
+            );
         }
     }
 }
@@ -109,8 +119,7 @@ fn copy_with_config(name: &str, dst: &Path, edit: impl FnOnce(&mut serde_json::V
         std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
     }
     let cp = dst.join("config.json");
-    let mut cfg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&cp).unwrap()).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cp).unwrap()).unwrap();
     edit(&mut cfg);
     std::fs::write(&cp, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
 }
@@ -155,11 +164,16 @@ fn refuses_configs_it_cannot_run_exactly() {
 fn shape_mismatch_names_the_tensor_and_bad_ids_are_refused() {
     let (batch, _, _) = expected("llama-gqa");
     let dir = tempfile::tempdir().unwrap();
-    copy_with_config("llama-gqa", dir.path(), |c| c["intermediate_size"] = 128.into());
+    copy_with_config("llama-gqa", dir.path(), |c| {
+        c["intermediate_size"] = 128.into()
+    });
     let e = run(dir.path(), &batch, Isa::Scalar).unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("model.layers.0.mlp.gate_proj.weight"), "{msg}");
-    assert!(msg.contains("[96, 64]") && msg.contains("[128, 64]"), "{msg}");
+    assert!(
+        msg.contains("[96, 64]") && msg.contains("[128, 64]"),
+        "{msg}"
+    );
 
     let e = run(&fixture("llama-gqa"), &[vec![1, 256]], Isa::Scalar).unwrap_err();
     assert!(e.to_string().contains("token id 256"), "{e}");
@@ -355,5 +369,8 @@ fn cli_refuses_non_llama_families_clearly() {
     let p = fixture("yi");
     let (code, _, err) = ckpt(&["logits", p.to_str().unwrap(), "--ids", "1,2"]);
     assert_eq!(code, 2);
-    assert!(err.contains("model.layers.0.input_layernorm.weight") || err.contains("`Yi`"), "{err}");
+    assert!(
+        err.contains("model.layers.0.input_layernorm.weight") || err.contains("`Yi`"),
+        "{err}"
+    );
 }

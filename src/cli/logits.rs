@@ -218,7 +218,8 @@ fn write_logits(path: &Path, batch: &[Vec<u32>], l: &Logits) -> Result<()> {
         let mut w = std::io::BufWriter::new(tmp.as_file());
         w.write_all(&header).map_err(write_err)?;
         for id in batch.iter().flatten() {
-            w.write_all(&i64::from(*id).to_le_bytes()).map_err(write_err)?;
+            w.write_all(&i64::from(*id).to_le_bytes())
+                .map_err(write_err)?;
         }
         for x in &l.data {
             w.write_all(&x.to_le_bytes()).map_err(write_err)?;

@@ -311,11 +311,9 @@ fn resolve_scaling(c: &ModelConfig) -> Result<RopeScaling> {
         "llama3" => {
             let low = need(s.low_freq_factor, "low_freq_factor")?;
             let high = need(s.high_freq_factor, "high_freq_factor")?;
-            let old = s
-                .original_max_position_embeddings
-                .ok_or_else(|| {
-                    Error::bad_data("rope scaling `llama3` needs `original_max_position_embeddings`")
-                })?;
+            let old = s.original_max_position_embeddings.ok_or_else(|| {
+                Error::bad_data("rope scaling `llama3` needs `original_max_position_embeddings`")
+            })?;
             if high <= low || low <= 0.0 {
                 return Err(Error::bad_data(format!(
                     "rope scaling `llama3` needs 0 < `low_freq_factor` < `high_freq_factor`, found {low} and {high}"

@@ -30,15 +30,15 @@ struct Linear<'a> {
 /// One decoder layer's tensors (validated against the config, not read yet).
 #[derive(Debug)]
 struct LayerTensors<'a> {
-    input_layernorm: &'a ViewTensor,  // [hidden]
-    q_proj: Linear<'a>,               // [heads * hd, hidden]
-    k_proj: Linear<'a>,               // [kv_heads * hd, hidden]
-    v_proj: Linear<'a>,               // [kv_heads * hd, hidden]
-    o_proj: Linear<'a>,               // [hidden, heads * hd]
+    input_layernorm: &'a ViewTensor,          // [hidden]
+    q_proj: Linear<'a>,                       // [heads * hd, hidden]
+    k_proj: Linear<'a>,                       // [kv_heads * hd, hidden]
+    v_proj: Linear<'a>,                       // [kv_heads * hd, hidden]
+    o_proj: Linear<'a>,                       // [hidden, heads * hd]
     post_attention_layernorm: &'a ViewTensor, // [hidden]
-    gate_proj: Linear<'a>,            // [intermediate, hidden]
-    up_proj: Linear<'a>,              // [intermediate, hidden]
-    down_proj: Linear<'a>,            // [hidden, intermediate]
+    gate_proj: Linear<'a>,                    // [intermediate, hidden]
+    up_proj: Linear<'a>,                      // [intermediate, hidden]
+    down_proj: Linear<'a>,                    // [hidden, intermediate]
 }
 
 /// Bytes of one tensor in its stored dtype: borrowed from the mmap, or gathered by the view.
@@ -216,14 +216,16 @@ impl<'a> Model<'a> {
             linear(isa, &s.xb, t, h, &w.k_proj, kv_dim, &mut s.k)?;
             linear(isa, &s.xb, t, h, &w.v_proj, kv_dim, &mut s.v)?;
             // Rotate each query and key head by its position (HF rotate_half layout).
-            for (i, (q, k)) in s
-                .q
-                .chunks_exact_mut(q_dim)
-                .zip(s.k.chunks_exact_mut(kv_dim))
-                .enumerate()
+            for (i, (q, k)) in
+                s.q.chunks_exact_mut(q_dim)
+                    .zip(s.k.chunks_exact_mut(kv_dim))
+                    .enumerate()
             {
                 let pos = i % seq;
-                let (cos, sin) = (&cos[pos * hd / 2..][..hd / 2], &sin[pos * hd / 2..][..hd / 2]);
+                let (cos, sin) = (
+                    &cos[pos * hd / 2..][..hd / 2],
+                    &sin[pos * hd / 2..][..hd / 2],
+                );
                 for head in q.chunks_exact_mut(hd).chain(k.chunks_exact_mut(hd)) {
                     kernels::rope_half(isa, head, cos, sin)?;
                 }
@@ -393,9 +395,9 @@ fn attention(
     isa: Isa,
     c: &Config,
     seq: usize,
-    q: &[f32],   // [t, heads * hd]
-    k: &[f32],   // [t, kv_heads * hd]
-    v: &[f32],   // [t, kv_heads * hd]
+    q: &[f32],       // [t, heads * hd]
+    k: &[f32],       // [t, kv_heads * hd]
+    v: &[f32],       // [t, kv_heads * hd]
     att: &mut [f32], // [t, heads * hd]
 ) -> Result<(), KernelError> {
     let hd = c.head_dim;
