@@ -13,6 +13,7 @@ pub mod kernels;
 
 pub use error::{Error, ErrorKind, Result};
 pub mod checkpoint;
+pub mod detect;
 pub mod json;
 pub mod mapping;
 pub mod reference;

@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 
 use ckpt::{Error, ErrorKind};
 
+mod detect;
+mod families;
 mod inspect;
 mod logits;
 
@@ -35,6 +37,10 @@ struct Cli {
 enum Command {
     /// Show a checkpoint's files, tensors, dtypes, parameter count and config (headers only).
     Inspect(inspect::Args),
+    /// Detect a checkpoint's family (names, config, shapes) and say how to convert it.
+    Detect(detect::Args),
+    /// List the known family mapping files.
+    Families(families::Args),
     /// Run the reference LLaMA forward pass on token ids; show the top next tokens or write logits.
     Logits(logits::Args),
 }
@@ -79,6 +85,8 @@ pub fn main() -> ExitCode {
 fn run(cmd: Command) -> CmdResult {
     match cmd {
         Command::Inspect(a) => inspect::run(a),
+        Command::Detect(a) => detect::run(a),
+        Command::Families(a) => families::run(a),
         Command::Logits(a) => logits::run(a),
     }
 }
@@ -86,6 +94,8 @@ fn run(cmd: Command) -> CmdResult {
 fn cli_wants_json(cmd: &Command) -> bool {
     match cmd {
         Command::Inspect(a) => a.json,
+        Command::Detect(a) => a.json,
+        Command::Families(a) => a.json,
         Command::Logits(a) => a.json,
     }
 }
