@@ -161,7 +161,8 @@ fn copy_with_config(name: &str, dst: &Path, edit: impl FnOnce(&mut serde_json::V
 #[test]
 fn refuses_configs_it_cannot_run_exactly() {
     let (batch, _, _) = expected("llama-gqa");
-    let cases: [(&str, Box<dyn Fn(&mut serde_json::Value)>, &str); 3] = [
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: [(&str, Edit, &str); 3] = [
         (
             "gelu",
             Box::new(|c| c["hidden_act"] = "gelu_pytorch_tanh".into()),
