@@ -251,7 +251,7 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
             reg.get(&s.family).is_some_and(|f| f.base.is_none()),
         )
     };
-    ranked.sort_by(|a, b| order_key(b).cmp(&order_key(a)));
+    ranked.sort_by_key(|s| std::cmp::Reverse(order_key(s)));
     let best = ranked.first().filter(|s| s.fits()).cloned();
     // Families the names cannot tell from the best one.
     let indistinct: Vec<String> = match &best {
@@ -344,7 +344,11 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
         evidence.push("no family's rules match any tensor name".into());
     }
     let fam = best.as_ref().and_then(|b| reg.get(&b.family));
-    let dims = infer_dims(ck, fam, renames, cfg, layers);
+    let dims_cfg = match (fam, cfg) {
+        (Some(f), Some(c)) => crate::mapping::configmap::renamed(c, f).ok(),
+        _ => cfg.cloned(),
+    };
+    let dims = infer_dims(ck, fam, renames, dims_cfg.as_ref(), layers);
     for c in &dims.conflicts {
         evidence.push(c.clone());
     }

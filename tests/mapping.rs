@@ -683,3 +683,114 @@ fn custom_mapping_file_loads_and_converts() {
         "{e}"
     );
 }
+
+#[test]
+fn inverse_refuses_to_drop_required_tensors() {
+    // A tied LLaMA has no lm_head: Meta's layout needs output.weight.
+    let reg = Registry::builtin().unwrap();
+    let ck = fixture("llama-tied");
+    let c = canon(&ck, &reg, "llama");
+    let e = to_family(&c, reg.get("llama-meta").unwrap()).unwrap_err();
+    assert_eq!(e.kind(), ckpt::ErrorKind::Unsupported);
+    assert!(e.to_string().contains("needs `output.weight`"), "{e}");
+    // Families whose lm_head is optional take it (mistral inherits llama's rules).
+    assert!(to_family(&c, reg.get("mistral").unwrap()).is_ok());
+}
+
+#[test]
+fn meta_layouts_of_many_shapes_round_trip() {
+    use ckpt::checkpoint::header::Dtype;
+    use ckpt::mapping::apply::{hf_row_of_meta, meta_row_of_hf};
+    let reg = Registry::builtin().unwrap();
+    let meta = reg.get("llama-meta").unwrap();
+    for (heads, kv, hd, dtype) in [
+        (4usize, 4usize, 2usize, Dtype::F32),
+        (6, 2, 8, Dtype::BF16),
+        (8, 1, 6, Dtype::F16),
+        (3, 3, 10, Dtype::BF16),
+    ] {
+        // the two index maps are inverse permutations
+        for j in 0..hd {
+            assert_eq!(hf_row_of_meta(meta_row_of_hf(j, hd), hd), j);
+        }
+        let hidden = heads * hd;
+        let dir = tempfile::tempdir().unwrap();
+        let specs = vec![
+            ("tok_embeddings.weight".to_string(), dtype, vec![32, hidden]),
+            (
+                "layers.0.attention.wq.weight".into(),
+                dtype,
+                vec![heads * hd, hidden],
+            ),
+            (
+                "layers.0.attention.wk.weight".into(),
+                dtype,
+                vec![kv * hd, hidden],
+            ),
+            (
+                "layers.0.attention.wv.weight".into(),
+                dtype,
+                vec![kv * hd, hidden],
+            ),
+            (
+                "layers.0.attention.wo.weight".into(),
+                dtype,
+                vec![hidden, heads * hd],
+            ),
+            ("layers.0.attention_norm.weight".into(), dtype, vec![hidden]),
+            ("layers.0.ffn_norm.weight".into(), dtype, vec![hidden]),
+            (
+                "layers.0.feed_forward.w1.weight".into(),
+                dtype,
+                vec![24, hidden],
+            ),
+            (
+                "layers.0.feed_forward.w2.weight".into(),
+                dtype,
+                vec![hidden, 24],
+            ),
+            (
+                "layers.0.feed_forward.w3.weight".into(),
+                dtype,
+                vec![24, hidden],
+            ),
+            ("norm.weight".into(), dtype, vec![hidden]),
+            ("output.weight".into(), dtype, vec![32, hidden]),
+            ("rope.freqs".into(), Dtype::F32, vec![hd / 2]),
+        ];
+        ckpt::synth::write_file(
+            &dir.path().join("consolidated.safetensors"),
+            &specs,
+            ckpt::synth::Fill::Random(heads as u64),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("params.json"),
+            format!(r#"{{"dim": {hidden}, "n_layers": 1, "n_heads": {heads}, "n_kv_heads": {kv}, "vocab_size": -1, "norm_eps": 1e-6, "rope_theta": 500000.0}}"#),
+        )
+        .unwrap();
+        let ck = Checkpoint::open(dir.path()).unwrap();
+        let v = canonical_view(&ck, meta, &[]).unwrap();
+        assert_eq!(v.dropped.len(), 1, "rope.freqs dropped");
+        let c = v.config.as_ref().unwrap();
+        assert_eq!(
+            (c.vocab_size, c.intermediate_size, c.head_dim),
+            (Some(32), Some(24), None)
+        );
+        assert_eq!(c.resolved_head_dim(), Some(hd));
+        for (m, hf, n) in [("wq", "q_proj", heads), ("wk", "k_proj", kv)] {
+            let name = format!("layers.0.attention.{m}.weight");
+            assert_eq!(
+                canon_bytes(&v, &format!("model.layers.0.self_attn.{hf}.weight")),
+                script_meta_to_hf(&ck, &name, n),
+                "{heads}/{kv}/{hd} {m}"
+            );
+        }
+        let back = to_family(&v, meta).unwrap();
+        for t in ck.tensors.iter().filter(|t| t.name != "rope.freqs") {
+            let b = back.get(&t.name).unwrap();
+            assert_eq!(&*back.read(b).unwrap(), ck.data(t).unwrap(), "{}", t.name);
+            assert!(b.is_whole_tensor(&ck).is_some(), "{}", t.name);
+        }
+    }
+}

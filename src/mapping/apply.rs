@@ -97,7 +97,11 @@ pub fn meta_row_of_hf(j: usize, hd: usize) -> usize {
 
 /// Within one head of `hd` rows, the HF (half-split) row that Meta (interleaved) row `m` comes from.
 pub fn hf_row_of_meta(m: usize, hd: usize) -> usize {
-    if m % 2 == 0 { m / 2 } else { hd / 2 + m / 2 }
+    if m.is_multiple_of(2) {
+        m / 2
+    } else {
+        hd / 2 + m / 2
+    }
 }
 
 /// How the tensors of a checkpoint match a family's rules (no config needed).
@@ -287,7 +291,7 @@ fn rotary_head_rows(
     r: &RuleEntry,
     tensor: &str,
 ) -> Result<usize> {
-    if rows % n != 0 || (rows / n) % 2 != 0 {
+    if !rows.is_multiple_of(n) || !(rows / n).is_multiple_of(2) {
         return Err(size_error(
             fam,
             r,
@@ -427,7 +431,7 @@ struct RowMap<'v> {
 impl<'v> RowMap<'v> {
     fn new(view: &View<'_>, t: &'v ViewTensor) -> Result<RowMap<'v>> {
         let rows = t.shape.first().copied().unwrap_or(1);
-        let row_len = if rows == 0 { 0 } else { t.nbytes() / rows };
+        let row_len = t.nbytes().checked_div(rows).unwrap_or(0);
         let mut starts = Vec::with_capacity(t.segments.len());
         let mut pos = 0usize;
         for s in &t.segments {
@@ -705,6 +709,7 @@ pub fn to_family<'a>(canonical: &View<'a>, family: &Family) -> Result<View<'a>> 
             Rule::Drop { .. } => {}
         }
     }
+    check_required(&out, canonical, family)?;
     let config = canonical
         .config
         .as_ref()
@@ -728,4 +733,59 @@ pub fn to_family<'a>(canonical: &View<'a>, family: &Family) -> Result<View<'a>> 
         config,
         dropped,
     )
+}
+
+/// Every non-optional tensor of the family must be produced (for `{i}` names, in every layer): a
+/// tied LLaMA has no `lm_head.weight`, so it cannot become a Meta checkpoint, which needs `output.weight`.
+fn check_required(out: &[ViewTensor], canonical: &View<'_>, family: &Family) -> Result<()> {
+    let layers = canonical
+        .config
+        .as_ref()
+        .and_then(|c| c.num_hidden_layers)
+        .unwrap_or(0);
+    let have: HashSet<&str> = out.iter().map(|t| t.name.as_str()).collect();
+    for r in &family.rules {
+        if matches!(r.rule, Rule::Drop { .. }) {
+            continue;
+        }
+        let Some(p) = r.rule.from() else { continue };
+        if family.optional.iter().any(|o| o == p) {
+            continue;
+        }
+        let vars = p.placeholders();
+        let missing = if vars.is_empty() {
+            (!have.contains(p.text())).then(|| p.text().to_string())
+        } else if vars == ["i"] {
+            (0..layers).find_map(|i| {
+                let mut b = Bindings::new();
+                b.insert("i".into(), i.to_string());
+                let n = p.render(&b);
+                (!have.contains(n.as_str())).then_some(n)
+            })
+        } else {
+            None
+        };
+        if let Some(n) = missing {
+            let canon: Vec<String> = r
+                .rule
+                .targets()
+                .iter()
+                .map(|t| format!("`{}`", escape(t.text())))
+                .collect();
+            return Err(Error::unsupported(format!(
+                "family `{}` needs `{}` (from {}), which this checkpoint does not have{}",
+                family.name,
+                escape(&n),
+                canon.join(", "),
+                if n.contains("output") || canon.iter().any(|c| c.contains("lm_head")) {
+                    " (tied embeddings?)"
+                } else {
+                    ""
+                }
+            ))
+            .file(&canonical.ckpt.path)
+            .tensor(&n));
+        }
+    }
+    Ok(())
 }

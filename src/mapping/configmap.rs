@@ -83,6 +83,16 @@ fn reparse(
     Ok(c)
 }
 
+/// The config with only the family's key renames applied (typed fields in LLaMA's spelling), for
+/// reading hyperparameters of families that are never converted (GPT-2's `n_embd`, ...).
+pub fn renamed(cfg: &ModelConfig, family: &Family) -> Result<ModelConfig> {
+    if family.config.rename.is_empty() || cfg.source == Some(ConfigSource::ParamsJson) {
+        return Ok(cfg.clone());
+    }
+    let raw = rename_keys(cfg.raw.clone(), &family.config.rename, true);
+    reparse(raw, ConfigSource::ConfigJson, cfg)
+}
+
 /// The LLaMA `config.json` for a checkpoint of `family` whose config is `cfg`.
 pub fn to_llama(cfg: &ModelConfig, family: &Family, facts: &TensorFacts) -> Result<ModelConfig> {
     let from_params = cfg.source == Some(ConfigSource::ParamsJson)
@@ -110,7 +120,7 @@ pub fn to_llama(cfg: &ModelConfig, family: &Family, facts: &TensorFacts) -> Resu
     );
     if from_params {
         // Meta writes vocab_size -1 when the tokenizer decides: the embedding rows say.
-        let bad_vocab = !map.get("vocab_size").is_some_and(|v| v.as_u64().is_some());
+        let bad_vocab = map.get("vocab_size").is_none_or(|v| v.as_u64().is_none());
         if bad_vocab && let Some(v) = facts.vocab {
             set(&mut map, "vocab_size", Value::from(v));
         }

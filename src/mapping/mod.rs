@@ -5,7 +5,7 @@
 //! files give N x N conversions (A -> canonical -> B).
 //!
 //! - [`pattern`]: `{i}` name templates and the ad-hoc `--rename` regex rules;
-//! - [`family`]: the file format, its validation, and the [`Registry`] of families;
+//! - [`family`]: compiled rules, [`Family`] and the [`Registry`] (file parsing and validation in `loader`);
 //! - [`apply`]: [`canonical_view`] and its inverse [`to_family`] (row-gather transforms);
 //! - [`configmap`]: config.json / params.json to and from LLaMA's config;
 //! - [`view`]: the virtual checkpoint both produce.
@@ -13,6 +13,7 @@
 pub mod apply;
 pub mod configmap;
 pub mod family;
+mod loader;
 pub mod pattern;
 pub mod view;
 
