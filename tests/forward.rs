@@ -99,6 +99,40 @@ fn plain_llama_fixtures_match_transformers_on_every_isa() {
     }
 }
 
+/// Every LLaMA-exact fixture, read through its detected family's canonical view.
+#[test]
+fn every_llama_exact_family_matches_transformers_through_its_view() {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("manifest.json")).unwrap()).unwrap();
+    let reg = ckpt::mapping::Registry::builtin().unwrap();
+    let mut seen = 0;
+    for case in manifest.as_array().unwrap() {
+        if case["llama_exact"] != true {
+            continue;
+        }
+        let name = case["name"].as_str().unwrap();
+        let (batch, _, want) = expected(name);
+        let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        let ck = Checkpoint::open(fixture(name)).unwrap();
+        let (view, family) = ckpt::detect::open_view(&ck, &reg, None, &[]).unwrap();
+        for isa in isas() {
+            let got = reference::forward(&view, &batch, isa).unwrap();
+            let err = max_abs_diff(&got.data, &want);
+            println!(
+                "{name:<16} {family:<10} {:<7} max abs error {err:.3e}",
+                isa.name()
+            );
+            assert!(
+                err <= 1e-4 * scale,
+                "{name} on {}: max abs error {err}",
+                isa.name()
+            );
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 16);
+}
+
 #[test]
 fn one_sequence_alone_equals_its_row_in_a_batch() {
     let (batch, _, _) = expected("llama-gqa");
@@ -127,7 +161,8 @@ fn copy_with_config(name: &str, dst: &Path, edit: impl FnOnce(&mut serde_json::V
 #[test]
 fn refuses_configs_it_cannot_run_exactly() {
     let (batch, _, _) = expected("llama-gqa");
-    let cases: [(&str, Box<dyn Fn(&mut serde_json::Value)>, &str); 3] = [
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: [(&str, Edit, &str); 3] = [
         (
             "gelu",
             Box::new(|c| c["hidden_act"] = "gelu_pytorch_tanh".into()),
@@ -365,12 +400,78 @@ fn cli_bad_id_is_a_usage_error_naming_the_id() {
 }
 
 #[test]
-fn cli_refuses_non_llama_families_clearly() {
+fn cli_runs_other_families_through_their_mapping_and_refuses_gpt2() {
+    let (batch, _, want) = expected("yi");
+    let golden = Logits {
+        batch: 2,
+        seq: 16,
+        vocab: 256,
+        data: want,
+    };
     let p = fixture("yi");
-    let (code, _, err) = ckpt(&["logits", p.to_str().unwrap(), "--ids", "1,2"]);
+    let (code, out, err) = ckpt(&[
+        "logits",
+        p.to_str().unwrap(),
+        "--ids",
+        &ids_arg(&batch[0]),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["family"], "yi");
+    assert_eq!(
+        v["sequences"][0]["top"][0]["id"],
+        golden.top_k(0, 15, 1)[0].0
+    );
+    // naming the family explicitly gives the same answer
+    let (code, out2, err) = ckpt(&[
+        "logits",
+        p.to_str().unwrap(),
+        "--ids",
+        &ids_arg(&batch[0]),
+        "--json",
+        "--family",
+        "yi",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, out2);
+    // a user mapping file (here: Yi's under another name) is loaded and used
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/mappings/yi.toml"))
+        .unwrap()
+        .replace("name = \"yi\"", "name = \"my-yi\"");
+    let m = dir.path().join("my-yi.toml");
+    std::fs::write(&m, text).unwrap();
+    let (code, out3, err) = ckpt(&[
+        "logits",
+        p.to_str().unwrap(),
+        "--ids",
+        &ids_arg(&batch[0]),
+        "--json",
+        "--mapping",
+        m.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v3: serde_json::Value = serde_json::from_str(&out3).unwrap();
+    assert_eq!(v3["family"], "my-yi");
+    assert_eq!(v3["sequences"], v["sequences"]);
+    // a family whose names do not fit is an error naming a tensor
+    let (code, _, err) = ckpt(&[
+        "logits",
+        p.to_str().unwrap(),
+        "--ids",
+        "1,2",
+        "--family",
+        "llama",
+    ]);
     assert_eq!(code, 2);
     assert!(
-        err.contains("model.layers.0.input_layernorm.weight") || err.contains("`Yi`"),
+        err.contains("ln1") || err.contains("input_layernorm"),
         "{err}"
     );
+    // GPT-2 is not LLaMA-equivalent: refused, never run
+    let g = fixture("gpt2");
+    let (code, out, err) = ckpt(&["logits", g.to_str().unwrap(), "--ids", "1,2"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(err.contains("gpt2"), "{err}");
 }

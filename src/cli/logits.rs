@@ -4,18 +4,16 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use ckpt::checkpoint::Checkpoint;
 use ckpt::checkpoint::header::{Dtype, serialize_header};
-use ckpt::checkpoint::{Checkpoint, ModelConfig};
+use ckpt::detect::open_view;
 use ckpt::kernels::{self, Isa};
-use ckpt::mapping::View;
+use ckpt::mapping::{Registry, RenameRule};
 use ckpt::reference::{self, Logits};
 use ckpt::report::esc;
 use ckpt::{Error, Result};
 
 use super::{CmdResult, EXIT_OK, out};
-
-/// Model types whose checkpoints already use the canonical LLaMA names (until family mappings land).
-const CANONICAL_MODEL_TYPES: [&str; 2] = ["llama", "mistral"];
 
 /// Run the reference LLaMA forward pass on token ids and print the top next-token logits of each
 /// sequence's last position (or write all logits with `--out`).
@@ -36,18 +34,25 @@ pub struct Args {
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
-    /// Read the checkpoint as this family (only `llama` until family mappings are available).
+    /// Read the checkpoint as this family (default: detected; `ckpt families` lists them).
     #[arg(long, value_name = "F")]
     pub family: Option<String>,
-    /// Read the checkpoint through this mapping file (not available yet).
+    /// Load this family mapping file and read the checkpoint through it (unless `--family` names
+    /// another family).
     #[arg(long, value_name = "FILE")]
     pub mapping: Option<PathBuf>,
+    /// Rename physical tensors before matching (e.g. strip a prefix), like `ckpt detect`.
+    #[arg(long = "rename", value_name = "PATTERN=REPLACEMENT")]
+    pub renames: Vec<String>,
 }
 
 /// The validated request.
 struct Request {
     batch: Vec<Vec<u32>>,
     isa: Isa,
+    registry: Registry,
+    family: Option<String>,
+    renames: Vec<RenameRule>,
 }
 
 fn resolve(a: &Args) -> Result<Request> {
@@ -61,19 +66,24 @@ fn resolve(a: &Args) -> Result<Request> {
         Ok(None) => kernels::active_isa(),
         Err(m) => return Err(Error::usage(m)),
     };
+    let renames = a
+        .renames
+        .iter()
+        .map(|r| RenameRule::parse(r))
+        .collect::<Result<Vec<_>>>()?;
+    let mut registry = Registry::builtin()?;
+    let mut family = a.family.clone();
     if let Some(m) = &a.mapping {
-        return Err(Error::unsupported(
-            "`--mapping` is not available yet: family mapping files are not implemented in this build",
-        )
-        .file(m));
+        let loaded = registry.load_file(m)?;
+        family.get_or_insert(loaded);
     }
-    if let Some(f) = a.family.as_deref().filter(|f| *f != "llama") {
-        return Err(Error::unsupported(format!(
-            "family `{}` is not available yet: only plain `llama` checkpoints can be run",
-            esc(f)
-        )));
-    }
-    Ok(Request { batch, isa })
+    Ok(Request {
+        batch,
+        isa,
+        registry,
+        family,
+        renames,
+    })
 }
 
 fn parse_ids(s: &str) -> Result<Vec<u32>> {
@@ -90,38 +100,18 @@ fn parse_ids(s: &str) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
-/// Refuse checkpoints whose names are not the canonical LLaMA ones (until mappings land).
-fn check_family(ck: &Checkpoint, family_given: bool) -> Result<()> {
-    let Some(ModelConfig {
-        model_type: Some(mt),
-        ..
-    }) = &ck.config
-    else {
-        return Ok(());
-    };
-    if family_given || CANONICAL_MODEL_TYPES.contains(&mt.as_str()) {
-        return Ok(());
-    }
-    Err(Error::unsupported(format!(
-        "`model_type` is `{}`: only checkpoints with LLaMA tensor names (`llama`, `mistral`) can be run until family mappings are available",
-        esc(mt)
-    ))
-    .file(&ck.path)
-    .hint("pass `--family llama` if the tensors already use the Hugging Face LLaMA names"))
-}
-
 /// Run `logits`.
 pub fn run(a: Args) -> CmdResult {
     let req = resolve(&a)?;
     let ck = Checkpoint::open(&a.path)?;
-    check_family(&ck, a.family.is_some())?;
-    let view = View::identity(&ck);
+    let (view, family) = open_view(&ck, &req.registry, req.family.as_deref(), &req.renames)?;
     let logits = reference::forward(&view, &req.batch, req.isa)?;
     if let Some(path) = &a.out {
         write_logits(path, &req.batch, &logits)?;
     }
     if a.json {
-        out(&serde_json::to_string_pretty(&to_json(&a, &req, &logits)).unwrap_or_default());
+        let v = to_json(&a, &req, &family, &logits);
+        out(&serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(EXIT_OK);
     }
     if let Some(path) = &a.out {
@@ -135,8 +125,9 @@ pub fn run(a: Args) -> CmdResult {
         return Ok(EXIT_OK);
     }
     out(&format!(
-        "checkpoint  {}  (isa {})",
+        "checkpoint  {}  (family {}, isa {})",
         ck.path.display(),
+        esc(&family),
         req.isa.name()
     ));
     for b in 0..logits.batch {
@@ -158,7 +149,7 @@ pub fn run(a: Args) -> CmdResult {
     Ok(EXIT_OK)
 }
 
-fn to_json(a: &Args, req: &Request, l: &Logits) -> serde_json::Value {
+fn to_json(a: &Args, req: &Request, family: &str, l: &Logits) -> serde_json::Value {
     let sequences: Vec<_> = (0..l.batch)
         .map(|b| {
             let top: Vec<_> = l
@@ -171,6 +162,7 @@ fn to_json(a: &Args, req: &Request, l: &Logits) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "checkpoint": a.path.display().to_string(),
+        "family": family,
         "isa": req.isa.name(),
         "batch": l.batch,
         "seq": l.seq,

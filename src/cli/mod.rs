@@ -101,6 +101,9 @@ fn run(cmd: Command) -> CmdResult {
         Command::Families(a) => families::run(a),
         Command::Logits(a) => logits::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Detect(a) => detect::run(a),
+        Command::Families(a) => families::run(a),
+        Command::Logits(a) => logits::run(a),
     }
 }
 
@@ -113,6 +116,9 @@ fn cli_wants_json(cmd: &Command) -> bool {
         Command::Families(a) => a.json,
         Command::Logits(a) => a.json,
         Command::Verify(a) => a.json,
+        Command::Detect(a) => a.json,
+        Command::Families(a) => a.json,
+        Command::Logits(a) => a.json,
     }
 }
 

@@ -404,9 +404,10 @@ mod tests {
         let grown = dynamic.inv_freq(64);
         let base = 10000f32 * (2.0f32 * 64.0 / 32.0 - 1.0).powf(16.0 / 14.0);
         assert!((grown[1] - 1.0 / base.powf(2.0 / 16.0)).abs() < 1e-7);
-        // llama3: high frequencies kept, low ones divided by the factor, a blend between
+        // llama3 (wavelengths 6.3, 32.5, ... against bands 16 and 64): high frequencies kept,
+        // low ones divided by the factor, a blend between
         let l3 = parse(&format!(
-            r#"{{{BASE},"rope_theta":500000.0,"rope_scaling":{{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":32}}}}"#
+            r#"{{{BASE},"rope_theta":500000.0,"rope_scaling":{{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":64}}}}"#
         ))
         .unwrap();
         let f = l3.inv_freq(16);
@@ -415,7 +416,11 @@ mod tests {
             .collect();
         assert_eq!(f[0], raw[0]);
         assert_eq!(f[7], raw[7] / 8.0);
-        let blended = (0..8).filter(|&i| f[i] != raw[i] && f[i] != raw[i] / 8.0);
-        assert!(blended.count() >= 1);
+        // wavelength 32.5 is in the medium band: smooth = (64 / 32.5 - 1) / 3
+        let wavelen = 2.0 * std::f32::consts::PI / raw[1];
+        let smooth = (64.0 / wavelen - 1.0) / 3.0;
+        let want = (1.0 - smooth) * raw[1] / 8.0 + smooth * raw[1];
+        assert!((f[1] - want).abs() <= 1e-7 * want, "{} vs {want}", f[1]);
+        assert!(f[1] > raw[1] / 8.0 && f[1] < raw[1]);
     }
 }
