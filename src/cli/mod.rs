@@ -101,9 +101,6 @@ fn run(cmd: Command) -> CmdResult {
         Command::Families(a) => families::run(a),
         Command::Logits(a) => logits::run(a),
         Command::Verify(a) => verify::run(a),
-        Command::Detect(a) => detect::run(a),
-        Command::Families(a) => families::run(a),
-        Command::Logits(a) => logits::run(a),
     }
 }
 
@@ -116,9 +113,6 @@ fn cli_wants_json(cmd: &Command) -> bool {
         Command::Families(a) => a.json,
         Command::Logits(a) => a.json,
         Command::Verify(a) => a.json,
-        Command::Detect(a) => a.json,
-        Command::Families(a) => a.json,
-        Command::Logits(a) => a.json,
     }
 }
 
