@@ -146,56 +146,61 @@ pub(crate) fn matmul<K: TileKernel>(
     }
     let xp = &*xp;
     let size = w.dtype.size();
-    tasks.into_par_iter().enumerate().for_each(|(c, mut outs)| {
-        let j0 = c * TASK_ROWS;
-        let rows = outs.first().map_or(0, |o| o.len());
-        for o in outs.iter_mut() {
-            o.fill(0.0);
-        }
-        // The task's tiles in execution order: (first token, K block, first row).
-        let mut tiles = Vec::new();
-        for tb0 in (0..t).step_by(TOKEN_BLOCK) {
-            for kb in 0..nkb {
-                for r0 in (0..rows).step_by(ROW_TILE) {
-                    tiles.push((tb0, kb, r0));
+    // The weight buffer is made once per rayon split, not per task (a fresh 192 KiB allocation is
+    // an mmap with page faults every time).
+    let init = || vec![0.0f32; ROW_TILE * KC + ALIGN_F32];
+    tasks
+        .into_par_iter()
+        .enumerate()
+        .for_each_init(init, |wbuf_store, (c, mut outs)| {
+            let j0 = c * TASK_ROWS;
+            let rows = outs.first().map_or(0, |o| o.len());
+            for o in outs.iter_mut() {
+                o.fill(0.0);
+            }
+            // The task's tiles in execution order: (first token, K block, first row).
+            let mut tiles = Vec::new();
+            for tb0 in (0..t).step_by(TOKEN_BLOCK) {
+                for kb in 0..nkb {
+                    for r0 in (0..rows).step_by(ROW_TILE) {
+                        tiles.push((tb0, kb, r0));
+                    }
                 }
             }
-        }
-        let mut wbuf_store = vec![0.0f32; ROW_TILE * KC + ALIGN_F32];
-        let wbuf = aligned(&mut wbuf_store);
-        for (i, &(tb0, kb, r0)) in tiles.iter().enumerate() {
-            let tcount = TOKEN_BLOCK.min(t - tb0);
-            let (k0, kc, kcp) = block(kb);
-            let base = kb * KC * t;
-            let xblk = &xp[base + tb0 * kcp..base + (tb0 + tcount) * kcp];
-            let nr = ROW_TILE.min(rows - r0);
-            for (r, dst) in wbuf.chunks_exact_mut(kcp).take(nr).enumerate() {
-                kern.decode(w, (j0 + r0 + r) * k_dim + k0, &mut dst[..kc]);
-                dst[kc..].fill(0.0);
-            }
-            // While this tile computes, pull the next tile's weight bytes towards the cache.
-            let prefetch = tiles.get(i + 1).map(|&(_, nkb_, nr0)| {
-                let (nk0, nkc, _) = block(nkb_);
-                Prefetch {
-                    bytes: w.bytes,
-                    start: ((j0 + nr0) * k_dim + nk0) * size,
-                    stride: k_dim * size,
-                    row_bytes: nkc * size,
-                    rows: ROW_TILE.min(rows - nr0),
+            let wbuf = aligned(wbuf_store);
+            for (i, &(tb0, kb, r0)) in tiles.iter().enumerate() {
+                let tcount = TOKEN_BLOCK.min(t - tb0);
+                let (k0, kc, kcp) = block(kb);
+                let base = kb * KC * t;
+                let xblk = &xp[base + tb0 * kcp..base + (tb0 + tcount) * kcp];
+                let nr = ROW_TILE.min(rows - r0);
+                for (r, dst) in wbuf.chunks_exact_mut(kcp).take(nr).enumerate() {
+                    kern.decode(w, (j0 + r0 + r) * k_dim + k0, &mut dst[..kc]);
+                    dst[kc..].fill(0.0);
                 }
-            });
-            kern.tile(&mut TileJob {
-                x: xblk,
-                tcount,
-                kcp,
-                w: &wbuf[..nr * kcp],
-                nrows: nr,
-                outs: &mut outs[tb0..tb0 + tcount],
-                col0: r0,
-                prefetch,
-            });
-        }
-    });
+                // While this tile computes, pull the next tile's weight bytes towards the cache.
+                let prefetch = tiles.get(i + 1).map(|&(_, nkb_, nr0)| {
+                    let (nk0, nkc, _) = block(nkb_);
+                    Prefetch {
+                        bytes: w.bytes,
+                        start: ((j0 + nr0) * k_dim + nk0) * size,
+                        stride: k_dim * size,
+                        row_bytes: nkc * size,
+                        rows: ROW_TILE.min(rows - nr0),
+                    }
+                });
+                kern.tile(&mut TileJob {
+                    x: xblk,
+                    tcount,
+                    kcp,
+                    w: &wbuf[..nr * kcp],
+                    nrows: nr,
+                    outs: &mut outs[tb0..tb0 + tcount],
+                    col0: r0,
+                    prefetch,
+                });
+            }
+        });
 }
 
 /// Dot products of `M` packed token rows with `N` weight rows over one K block:
