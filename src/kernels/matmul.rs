@@ -287,7 +287,8 @@ pub(crate) fn tile<S: Simd>(s: S, job: &mut TileJob<'_, '_>) {
     };
     let micros = tcount.div_ceil(MR) * nrows.div_ceil(NR);
     let pf_per_micro = pf_total.div_ceil(micros.max(1));
-    let mut pf_next = 0;
+    // Prefetch cursor: (range, line within range), advanced without divisions.
+    let (mut pf_row, mut pf_col, mut pf_done) = (0usize, 0usize, 0usize);
     assert!(kcp % S::LANES == 0);
     assert!(x.len() >= tcount * kcp && w.len() >= nrows * kcp && outs.len() >= tcount);
     assert!(outs[..tcount].iter().all(|o| o.len() >= col0 + nrows));
@@ -299,16 +300,18 @@ pub(crate) fn tile<S: Simd>(s: S, job: &mut TileJob<'_, '_>) {
         while r0 < nrows {
             let nn = NR.min(nrows - r0);
             if let Some(p) = prefetch {
-                let end = pf_total.min(pf_next + pf_per_micro);
-                for line in pf_next..end {
-                    let off = p.start
-                        + (line / pf_lines_per_row) * p.stride
-                        + (line % pf_lines_per_row) * LINE;
-                    if let Some(b) = p.bytes.get(off) {
+                let end = pf_total.min(pf_done + pf_per_micro);
+                while pf_done < end {
+                    if let Some(b) = p.bytes.get(p.start + pf_row * p.stride + pf_col * LINE) {
                         s.prefetch(b);
                     }
+                    pf_col += 1;
+                    if pf_col == pf_lines_per_row {
+                        pf_col = 0;
+                        pf_row += 1;
+                    }
+                    pf_done += 1;
                 }
-                pf_next = end;
             }
             // SAFETY: the asserts above give `tcount` token rows and `nrows` weight rows of
             // `kcp` floats; `t0 + m <= tcount` and `r0 + nn <= nrows`.
