@@ -120,6 +120,10 @@ impl Simd for Neon {
         out
     }
     #[inline(always)]
+    fn prefetch(self, _p: &u8) {
+        // `core::arch::aarch64::_prefetch` is not stable; the hardware prefetcher has to do.
+    }
+    #[inline(always)]
     unsafe fn load(self, p: *const f32) -> float32x4_t {
         // SAFETY: see the impl comment; the caller guarantees 4 readable floats.
         unsafe { vld1q_f32(p) }

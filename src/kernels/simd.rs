@@ -41,6 +41,9 @@ pub(crate) trait Simd: Copy + Send + Sync {
     fn reduce_max(self, a: Self::V) -> f32;
     /// `[sum(a), sum(b), sum(c), sum(d)]`, cheaper than four `reduce_sum`.
     fn reduce4(self, a: Self::V, b: Self::V, c: Self::V, d: Self::V) -> [f32; 4];
+    /// Hint that the cache line holding `*p` will be read soon (towards L2; a no-op where the ISA
+    /// has no stable prefetch intrinsic).
+    fn prefetch(self, p: &u8);
     /// # Safety
     /// `p` is readable for `LANES` f32.
     unsafe fn load(self, p: *const f32) -> Self::V;

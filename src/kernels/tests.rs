@@ -359,7 +359,7 @@ fn matmul_matches_scalar_on_the_shape_grid() {
 fn matmul_matches_scalar_across_blocks() {
     // Several K blocks (with a ragged last one), several rayon tasks, several token blocks.
     for_each_available_isa(|isa| {
-        for (t, k, n) in [(5, 600, 101), (131, 257, 50), (2, 1030, 7)] {
+        for (t, k, n) in [(5, 600, 101), (131, 257, 50), (2, 1030, 7), (9, 2100, 97)] {
             for dtype in DTYPES {
                 check_matmul(isa, t, k, n, dtype, 1, 99);
             }

@@ -143,6 +143,11 @@ impl Simd for Avx2 {
         reduce4_256(self, a, b, c, d)
     }
     #[inline(always)]
+    fn prefetch(self, p: &u8) {
+        // SAFETY: see the impl comment; a prefetch never faults and `p` is a valid reference.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>((p as *const u8).cast()) }
+    }
+    #[inline(always)]
     unsafe fn load(self, p: *const f32) -> __m256 {
         // SAFETY: see the impl comment; the caller guarantees 8 readable floats.
         unsafe { _mm256_loadu_ps(p) }
@@ -263,6 +268,11 @@ impl Simd for Avx512 {
             _mm256_add_ps(lo, hi)
         };
         reduce4_256(Avx2(()), half(a), half(b), half(c), half(d))
+    }
+    #[inline(always)]
+    fn prefetch(self, p: &u8) {
+        // SAFETY: see the impl comment; a prefetch never faults and `p` is a valid reference.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>((p as *const u8).cast()) }
     }
     #[inline(always)]
     unsafe fn load(self, p: *const f32) -> __m512 {
