@@ -329,9 +329,9 @@ fn cross_family_conversion_through_canonical() {
             .any(|(n, _)| n == "model.layers.0.self_attn.o_proj.bias")
     );
     let lb = fixture("llama-bias");
-    let e = to_family(&canon(&lb, &reg, "llama"), reg.get("qwen2").unwrap())
-        .err()
-        .expect("non-zero o_proj bias or mlp bias must not be dropped silently");
+    let Err(e) = to_family(&canon(&lb, &reg, "llama"), reg.get("qwen2").unwrap()) else {
+        panic!("non-zero o_proj bias or mlp bias must not be dropped silently");
+    };
     assert!(
         e.to_string().contains("not all zeros") || e.to_string().contains("has no name"),
         "{e}"
