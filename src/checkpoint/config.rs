@@ -237,7 +237,13 @@ impl ModelConfig {
 /// Read a whole file of at most `limit` bytes, with errors naming it.
 pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
     use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: opening a FIFO must not block forever (RELIABILITY.md A33); fstat then rejects it.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io(path, "cannot open", e))?;
     let meta = f
         .metadata()
         .map_err(|e| Error::io(path, "cannot stat", e))?;
