@@ -214,13 +214,11 @@ pub const MAX_PRINTED_NAME: usize = 200;
 /// characters is cut with the original length shown.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len().min(MAX_PRINTED_NAME + 16));
-    let mut count = 0usize;
-    for c in s.chars() {
+    for (count, c) in s.chars().enumerate() {
         if count == MAX_PRINTED_NAME {
             out.push_str(&format!("...({} chars)", s.chars().count()));
             return out;
         }
-        count += 1;
         if c.is_control() || c == '"' || c == '\\' {
             out.extend(c.escape_default());
         } else {

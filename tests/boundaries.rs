@@ -83,7 +83,7 @@ fn oracle_valid(
         };
     }
     let nbits = n * bits(dtype);
-    if nbits % 8 != 0 || nbits / 8 > usize::MAX as u128 {
+    if !nbits.is_multiple_of(8) || nbits / 8 > usize::MAX as u128 {
         return false;
     }
     begin == 0
@@ -216,7 +216,7 @@ fn header_length_prefix_at_boundaries() {
     for &n in BOUNDARIES {
         for file_len in [0u64, 7, 8, 9, 10, 1 << 20, u64::MAX] {
             let got = check_prefix(&n.to_le_bytes(), file_len);
-            let want = n >= 2 && n <= 100_000_000 && file_len >= 8 && n <= file_len - 8;
+            let want = (2..=100_000_000).contains(&n) && file_len >= 8 && n <= file_len - 8;
             assert_eq!(got.is_ok(), want, "n={n} file_len={file_len}: {got:?}");
         }
     }
@@ -239,10 +239,9 @@ fn checked_nbytes_matches_u128_oracle() {
             for &b in BOUNDARIES {
                 let shape = [a as usize, b as usize];
                 let n = a as u128 * b as u128;
-                let nbits = n.checked_mul(dtype.bitsize() as u128).unwrap_or(u128::MAX);
-                let want =
-                    (n <= usize::MAX as u128 && nbits <= usize::MAX as u128 && nbits % 8 == 0)
-                        .then(|| (nbits / 8) as usize);
+                let nbits = n.saturating_mul(dtype.bitsize() as u128);
+                let fits = n <= usize::MAX as u128 && nbits <= usize::MAX as u128;
+                let want = (fits && nbits.is_multiple_of(8)).then_some((nbits / 8) as usize);
                 assert_eq!(
                     checked_nbytes(dtype, &shape).ok(),
                     want,

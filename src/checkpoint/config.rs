@@ -5,6 +5,12 @@
 //! hyperparameters the tool consults; a consulted key with the wrong type is an error naming the key,
 //! an unknown key is kept and ignored. RoPE settings are read from both spellings: transformers 4's
 //! top-level `rope_theta` + `rope_scaling`, and transformers 5's `rope_parameters`.
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation
+)]
 
 use std::path::{Path, PathBuf};
 
@@ -220,7 +226,9 @@ impl ModelConfig {
             return Some(h);
         }
         let (h, n) = (self.hidden_size?, self.num_attention_heads?);
-        (n != 0 && h % n == 0).then(|| h / n)
+        h.checked_rem(n)
+            .filter(|&r| r == 0)
+            .and_then(|_| h.checked_div(n))
     }
 
     /// The key/value head count: `num_key_value_heads`, else the attention head count (MHA).
@@ -370,6 +378,7 @@ fn type_error(key: &str, expected: &str, found: &Value) -> Error {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -291,7 +291,7 @@ pub fn parse_header(header: &[u8], file_len: u64) -> Result<Header> {
 
     // Tile check: sorted by (begin, end), each begins where the previous ended. Zero-size tensors may
     // share an offset.
-    tensors.sort_by(|a, b| (a.begin, a.end).cmp(&(b.begin, b.end)));
+    tensors.sort_by_key(|t| (t.begin, t.end));
     let mut cursor = 0usize;
     let mut prev: Option<&HeaderTensor> = None;
     for t in &tensors {
@@ -381,7 +381,8 @@ pub fn serialize_header(
     }
     let mut json = serde_json::to_vec(&serde_json::Value::Object(obj))
         .map_err(|e| Error::internal(format!("cannot serialise header: {e}")))?;
-    let pad = (8 - json.len() % 8) % 8;
+    // Bytes to the next multiple of 8 (2^64 is a multiple of 8, so the wrapped negation is exact).
+    let pad = json.len().wrapping_neg() % 8;
     json.resize(json.len().saturating_add(pad), b' ');
     let mut out = Vec::with_capacity(json.len().saturating_add(8));
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
