@@ -471,3 +471,21 @@ fn exhaustive_single_byte_mutations_of_one_file() {
         good.len()
     );
 }
+
+/// Found by the `config_json` fuzz target: without serde_json's `float_roundtrip` feature a config
+/// value such as `1e-45` came back as `1.0000000000000001e-45` after a rewrite.
+#[test]
+fn config_floats_survive_a_rewrite_exactly() {
+    use ckpt::checkpoint::{ConfigSource, ModelConfig};
+    use ckpt::json::{from_slice_nonfinite, to_string_pretty_nonfinite};
+    for text in [
+        r#"{"rms_norm_eps": 1e-45}"#,
+        r#"{"rms_norm_eps": 1e-06, "x": 2.2250738585072014e-308, "y": [0.1, Infinity, NaN]}"#,
+        r#"{"rope_theta": 500000.0, "z": 4.9406564584124654e-324}"#,
+    ] {
+        let c = ModelConfig::parse(text.as_bytes(), ConfigSource::ConfigJson).unwrap();
+        let v = serde_json::Value::Object(c.raw.clone());
+        let back = from_slice_nonfinite(to_string_pretty_nonfinite(&v).as_bytes()).unwrap();
+        assert_eq!(back, v, "{text}");
+    }
+}

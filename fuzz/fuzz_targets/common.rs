@@ -1,4 +1,5 @@
 // Shared by the header targets: full validation of an accepted header, independent of the parser.
+#![allow(dead_code)]
 
 use ckpt::checkpoint::header::{Header, MAX_RANK, checked_nbytes, check_prefix, parse_header};
 

@@ -368,7 +368,13 @@ impl Getter<'_> {
 fn type_error(key: &str, expected: &str, found: &Value) -> Error {
     let mut shown = found.to_string();
     if shown.len() > 60 {
-        shown.truncate(60);
+        // Cut on a character boundary: `truncate` panics inside a multi-byte character (found by
+        // the config_json fuzz target).
+        let cut = (0..=60)
+            .rev()
+            .find(|&i| shown.is_char_boundary(i))
+            .unwrap_or(0);
+        shown.truncate(cut);
         shown.push_str("...");
     }
     Error::bad_data(format!(

@@ -462,6 +462,7 @@ def config_cases():
         ("negative", cfg(vocab_size=-16), "`vocab_size` must be a non-negative integer"),
         ("tie-string", cfg(tie_word_embeddings="false"), "`tie_word_embeddings` must be true or false"),
         ("arch-string", cfg(architectures="LlamaForCausalLM"), "`architectures` must be an array of strings"),
+        ("multibyte-value", cfg(model_type=["\u00e9" * 40]), "`model_type` must be a string"),
     ]:
         rel = "bad/A45-%s" % slug
         write(rel + "/config.json", config_text(c))
