@@ -5,6 +5,12 @@
 //! huggingface/transformers#42959): they are read as sentinel strings and written back as the same
 //! tokens, so a config rewrite keeps them. And JSON objects with a repeated key (last wins in serde)
 //! are rejected where a duplicate would hide data (`weight_map`).
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation
+)]
 
 use serde_json::Value;
 
@@ -158,6 +164,7 @@ pub fn first_duplicate_key(bytes: &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

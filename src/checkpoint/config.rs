@@ -5,6 +5,12 @@
 //! hyperparameters the tool consults; a consulted key with the wrong type is an error naming the key,
 //! an unknown key is kept and ignored. RoPE settings are read from both spellings: transformers 4's
 //! top-level `rope_theta` + `rope_scaling`, and transformers 5's `rope_parameters`.
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation
+)]
 
 use std::path::{Path, PathBuf};
 
@@ -220,7 +226,9 @@ impl ModelConfig {
             return Some(h);
         }
         let (h, n) = (self.hidden_size?, self.num_attention_heads?);
-        (n != 0 && h % n == 0).then(|| h / n)
+        h.checked_rem(n)
+            .filter(|&r| r == 0)
+            .and_then(|_| h.checked_div(n))
     }
 
     /// The key/value head count: `num_key_value_heads`, else the attention head count (MHA).
@@ -237,7 +245,13 @@ impl ModelConfig {
 /// Read a whole file of at most `limit` bytes, with errors naming it.
 pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
     use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: opening a FIFO must not block forever (RELIABILITY.md A33); fstat then rejects it.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io(path, "cannot open", e))?;
     let meta = f
         .metadata()
         .map_err(|e| Error::io(path, "cannot stat", e))?;
@@ -354,7 +368,13 @@ impl Getter<'_> {
 fn type_error(key: &str, expected: &str, found: &Value) -> Error {
     let mut shown = found.to_string();
     if shown.len() > 60 {
-        shown.truncate(60);
+        // Cut on a character boundary: `truncate` panics inside a multi-byte character (found by
+        // the config_json fuzz target).
+        let cut = (0..=60)
+            .rev()
+            .find(|&i| shown.is_char_boundary(i))
+            .unwrap_or(0);
+        shown.truncate(cut);
         shown.push_str("...");
     }
     Error::bad_data(format!(
@@ -364,6 +384,7 @@ fn type_error(key: &str, expected: &str, found: &Value) -> Error {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

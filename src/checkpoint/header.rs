@@ -16,7 +16,7 @@
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, MapAccess, Visitor};
 
 use crate::error::{Error, ErrorKind, Result, escape};
 
@@ -542,7 +542,10 @@ impl<'de> de::DeserializeSeed<'de> for EntrySeed<'_> {
                             return Err(de::Error::custom(format!("field `{k}` appears twice")));
                         }
                         _ => {
-                            map.next_value::<IgnoredAny>()?;
+                            // Parsed (not skipped with `IgnoredAny`, which serde_json skips
+                            // iteratively at any depth) so the recursion limit applies as in the
+                            // reference reader: 10,000 nested `[` are rejected (A17).
+                            map.next_value::<serde_json::Value>()?;
                             if unknown.len() < 16 {
                                 unknown.push(k);
                             }

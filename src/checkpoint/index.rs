@@ -4,6 +4,12 @@
 //! blindly): each must be one plain file-name component, and a shard that is a symlink must resolve
 //! inside the checkpoint directory, or into the `blobs/` folder of a Hugging Face cache repository
 //! when the directory is one of its `snapshots/<rev>/` folders.
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation
+)]
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -59,6 +65,8 @@ impl IndexFile {
             Some(Value::Object(m)) => m,
             Some(_) => return Err(Error::bad_data("key `metadata` must be an object")),
         };
+        // The float branch casts only finite, non-negative integral values below 2^64: exact.
+        #[allow(clippy::cast_possible_truncation)]
         let total_size = match metadata.get("total_size") {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => match n.as_u64() {
@@ -171,6 +179,7 @@ pub fn looks_like_shard(name: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

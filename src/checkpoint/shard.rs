@@ -3,6 +3,12 @@
 //!
 //! When the bytes are not a safetensors file at all, the error says what they are instead (git-LFS
 //! pointer, PyTorch pickle or zip, GGUF, empty file) rather than a JSON parse error.
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation
+)]
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Fuzz smoke run for ckpt's parsers: installs cargo-fuzz if missing, builds every target on the
+# stable toolchain without a sanitizer (`-s none`: safe Rust keeps its bounds checks, and cargo-fuzz
+# builds with debug assertions and overflow checks on, which is what catches A28-style overflows),
+# replays every committed regression input, then runs each target for SECONDS (default 60).
+#
+#   scripts/fuzz.sh            # 60 s per target
+#   scripts/fuzz.sh 600        # 10 min per target
+#
+# Seeds: tests/corpus/ (bad + good files, index and config files) are copied into fuzz/corpus/<target>/
+# on every run; the working corpus itself is not committed (fuzz/.gitignore). A crash is saved by
+# libFuzzer under fuzz/artifacts/<target>/: minimise it (`cargo fuzz tmin -s none <target> FILE`)
+# and commit it to fuzz/regressions/<target>/ so every later run replays it.
+set -euo pipefail
+
+SECONDS_PER_TARGET="${1:-60}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT/fuzz"
+
+TARGETS=(
+  parse_header
+  parse_header_structured
+  index_json
+  config_json
+  # mapping_rules      # slot: mapping-file parsing (branch mapping): Ok => injective, no reserved names
+  # roundtrip_write    # slot: write-then-read round trip (branch convert): parse(write(x)) == x
+  # forward_tiny       # slot: reference forward pass on tiny arbitrary dims/weights (branch forward)
+)
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
+
+echo "building ${#TARGETS[@]} targets"
+cargo fuzz build -s none
+
+seed() {
+  local t="$1" dir="corpus/$1"
+  mkdir -p "$dir"
+  case "$t" in
+    parse_header|parse_header_structured)
+      find "$ROOT/tests/corpus/bad" "$ROOT/tests/corpus/good" -maxdepth 1 -name '*.safetensors' -type f \
+        -size -64k -exec cp {} "$dir/" \; ;;
+    index_json)
+      find "$ROOT/tests/corpus" "$ROOT/fixtures" -name '*.index.json' -type f -size -64k \
+        -exec sh -c 'cp "$1" "$2/$(echo "$1" | cksum | cut -d" " -f1).json"' _ {} "$dir" \; ;;
+    config_json)
+      find "$ROOT/tests/corpus" "$ROOT/fixtures" \( -name config.json -o -name params.json \) -type f \
+        -exec sh -c 'cp "$1" "$2/$(echo "$1" | cksum | cut -d" " -f1).json"' _ {} "$dir" \; ;;
+  esac
+}
+
+dict_for() {
+  case "$1" in parse_header) echo "-dict=dict/header.dict" ;; *) echo "" ;; esac
+}
+
+status=0
+for t in "${TARGETS[@]}"; do
+  if compgen -G "regressions/$t/*" >/dev/null; then
+    echo "== $t: replaying $(ls "regressions/$t" | wc -l) regression inputs"
+    cargo fuzz run -s none "$t" regressions/"$t"/* -- -runs=1 || status=1
+  fi
+done
+for t in "${TARGETS[@]}"; do
+  seed "$t"
+  echo "== $t: fuzzing for ${SECONDS_PER_TARGET}s"
+  log="$(mktemp)"
+  # shellcheck disable=SC2046
+  if ! cargo fuzz run -s none "$t" "corpus/$t" -- -max_total_time="$SECONDS_PER_TARGET" \
+      -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 $(dict_for "$t") 2>"$log"; then
+    status=1
+    tail -40 "$log"
+  fi
+  grep -E '^stat::number_of_executed_units|^stat::average_exec_per_sec|^stat::peak_rss_mb' "$log" | sed "s/^/  $t /" || true
+  grep -E '^#[0-9]+ *DONE' "$log" | sed "s/^/  $t /" || true
+  rm -f "$log"
+done
+exit "$status"
