@@ -16,5 +16,6 @@ pub mod json;
 pub mod mapping;
 pub mod report;
 pub mod synth;
+pub mod write;
 
 pub use checkpoint::{Checkpoint, TensorInfo};
