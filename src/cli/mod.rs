@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use ckpt::{Error, ErrorKind};
 
+mod convert;
 mod inspect;
 
 /// Exit code: success, equivalent, compatible.
@@ -34,6 +35,10 @@ struct Cli {
 enum Command {
     /// Show a checkpoint's files, tensors, dtypes, parameter count and config (headers only).
     Inspect(inspect::Args),
+    /// Convert a checkpoint to another naming family as a Hub-ready directory (crash-safe).
+    Convert(convert::Args),
+    /// Rename tensors (`--rename P=R`) into a new directory, or in place with --in-place.
+    Rename(convert::RenameArgs),
 }
 
 /// What a command returns: an exit code, or an error to render.
@@ -76,12 +81,15 @@ pub fn main() -> ExitCode {
 fn run(cmd: Command) -> CmdResult {
     match cmd {
         Command::Inspect(a) => inspect::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Rename(a) => convert::run_rename(a),
     }
 }
 
 fn cli_wants_json(cmd: &Command) -> bool {
     match cmd {
         Command::Inspect(a) => a.json,
+        Command::Convert(_) | Command::Rename(_) => false,
     }
 }
 

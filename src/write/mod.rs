@@ -321,6 +321,18 @@ pub fn config_output(view: &View) -> Option<(&'static str, String)> {
     } else {
         "config.json"
     };
+    // Unchanged config: keep the file byte for byte (Python's `1e-05` spelling, its whitespace).
+    if let Some(src) = &view.ckpt.config
+        && src.raw == cfg.raw
+        && src.source == cfg.source
+        && let Ok(bytes) = crate::checkpoint::config::read_limited(
+            &src.path,
+            crate::checkpoint::config::MAX_CONFIG_BYTES,
+        )
+        && let Ok(text) = String::from_utf8(bytes)
+    {
+        return Some((name, text));
+    }
     let mut text =
         crate::json::to_string_pretty_nonfinite(&serde_json::Value::Object(cfg.raw.clone()));
     text.push('\n');
