@@ -146,7 +146,7 @@ pub fn plan_in_place(view: &View) -> Result<InPlacePlan> {
         let old_n = shard.header.header_len;
         if trimmed_len > old_n {
             short.push(format!(
-                "`{}` needs {} header bytes, has {} ({} short)",
+                "`{}` needs {} header bytes, has {} ({} bytes short)",
                 shard.file_name,
                 trimmed_len,
                 old_n,
