@@ -9,11 +9,11 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use ckpt::Error;
 use ckpt::checkpoint::Checkpoint;
 use ckpt::mapping::view::View;
 use ckpt::report::{self, esc, human_bytes};
 use ckpt::write::{self, Phase, WriteOptions, inplace, plan};
-use ckpt::Error;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{CmdResult, EXIT_OK, out};
@@ -133,7 +133,9 @@ pub fn run(a: Args) -> CmdResult {
 /// Run `rename`.
 pub fn run_rename(a: RenameArgs) -> CmdResult {
     if a.common.rename.is_empty() {
-        return Err(Error::usage("give at least one --rename 'PATTERN=REPLACEMENT'"));
+        return Err(Error::usage(
+            "give at least one --rename 'PATTERN=REPLACEMENT'",
+        ));
     }
     convert(&a.src, a.dst.as_deref(), None, &a.common)
 }
@@ -203,7 +205,14 @@ fn build_view<'a>(
             t
         })
         .collect();
-    let v = View::new(ck, "identity", "identity", tensors, ck.config.clone(), Vec::new())?;
+    let v = View::new(
+        ck,
+        "identity",
+        "identity",
+        tensors,
+        ck.config.clone(),
+        Vec::new(),
+    )?;
     Ok((v, false))
 }
 
@@ -292,8 +301,16 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
         s.dst.display(),
         secs,
         human_bytes((s.total_bytes as f64 / secs) as u64),
-        if s.verified_bytes { ", bytes verified" } else { "" },
-        if s.replaced { ", replaced the old copy" } else { "" },
+        if s.verified_bytes {
+            ", bytes verified"
+        } else {
+            ""
+        },
+        if s.replaced {
+            ", replaced the old copy"
+        } else {
+            ""
+        },
     ));
     Ok(EXIT_OK)
 }
@@ -302,7 +319,9 @@ fn in_place(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Com
     if let Some(d) = dst {
         let same = std::fs::canonicalize(d).ok() == std::fs::canonicalize(src).ok();
         if !same {
-            return Err(Error::usage("--in-place edits SRC itself; do not give a different DST"));
+            return Err(Error::usage(
+                "--in-place edits SRC itself; do not give a different DST",
+            ));
         }
     }
     let meta = std::fs::metadata(src).map_err(|e| Error::io(src, "cannot open", e))?;
@@ -334,7 +353,11 @@ fn in_place(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Com
             if p.files.len() == 1 { "" } else { "s" },
         ));
         for h in &p.headers {
-            out(&format!("  {} ({} header bytes)", esc(&h.file), h.old.len()));
+            out(&format!(
+                "  {} ({} header bytes)",
+                esc(&h.file),
+                h.old.len()
+            ));
         }
         for f in &p.files {
             out(&format!("  {}", esc(&f.file)));
@@ -396,7 +419,11 @@ fn dry_run(view: &View, max: u64, drop_py: bool) {
                 .map(|t| t.sources.join(" + "))
                 .unwrap_or_default()
         };
-        let src = if src.is_empty() { "(zeros)".into() } else { src };
+        let src = if src.is_empty() {
+            "(zeros)".into()
+        } else {
+            src
+        };
         table.add_row(vec![
             esc(&src),
             esc(&row.name),
@@ -458,7 +485,11 @@ fn dry_run(view: &View, max: u64, drop_py: bool) {
     if !dropped.is_empty() {
         out(&format!(
             "not copied (remote code): {}",
-            dropped.iter().map(|s| esc(s)).collect::<Vec<_>>().join(", ")
+            dropped
+                .iter()
+                .map(|s| esc(s))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     out("dry run: nothing was written");

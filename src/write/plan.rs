@@ -226,7 +226,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
     };
     let v: f64 = num.parse().map_err(|_| bad())?;
     let bytes = v * mult;
-    if !bytes.is_finite() || bytes < 1.0 || bytes > 1.8e19 {
+    if !bytes.is_finite() || !(1.0..=1.8e19).contains(&bytes) {
         return Err(bad());
     }
     Ok(bytes.round() as u64)

@@ -1,9 +1,13 @@
 //! Check the staged output before it is committed (RELIABILITY.md B.1.4): re-open it with the same
 //! validator used for inputs, compare its tensor table with the plan, and (unless disabled) compare
-//! every tensor's bytes with the source view's through a streamed SHA-256 of both.
+//! every tensor's bytes with the source view's.
 //!
-//! Both sides are read with `pread` through fixed buffers rather than through the mmaps, so checking
-//! a 70 GB model does not grow the process's resident set; the two hashes run on two threads.
+//! The byte check is a direct streamed comparison, not a hash of each side: it proves exact
+//! equality, and on the machines measured SHA-256 runs at ~0.6 GB/s per core (SHA-NI included),
+//! which would make checking slower than writing, while comparing page-cached bytes runs at memory
+//! speed. [`hash_view_tensor`] and [`hash_range`] give streamed SHA-256 digests for callers that want
+//! to record them. Both sides are compared through short-lived windows of at most 16 MiB, so checking
+//! a 70 GB model does not grow the process's resident set.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -17,7 +21,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mapping::view::{Segment, View};
 
-const BUF: usize = 4 << 20;
+const BUF: usize = 16 << 20;
 
 /// Re-open the staged directory and compare it with the plan (structure) and, when `bytes` is set,
 /// with the source view (content). `dst` is the name used in errors; `progress` gets bytes checked.
@@ -84,17 +88,13 @@ pub fn check_output(
             .get(got.shard)
             .ok_or_else(|| Error::internal("bad shard index"))?;
         let off = (shard.data_start() as u64).saturating_add(got.begin as u64);
-        let (a, b) = rayon::join(
-            || hash_view_tensor(view, vt),
-            || hash_range(shard.file(), off, got.nbytes() as u64),
-        );
         let file = dst.join(&shard.file_name);
-        let a = a.map_err(|e| e.tensor(&vt.name))?;
-        let b = b.map_err(|e| Error::io(&file, "cannot read back", e).tensor(&vt.name))?;
-        if a != b {
+        let same = compare_view_tensor(view, vt, shard.file(), off)
+            .map_err(|e| e.file(&file).tensor(&vt.name))?;
+        if !same {
             return Err(Error::new(
                 ErrorKind::Io,
-                "the bytes written differ from the source (SHA-256 mismatch); nothing was committed",
+                "the bytes written differ from the source; nothing was committed",
             )
             .file(file)
             .tensor(&vt.name)
@@ -114,6 +114,91 @@ fn interrupted(dst: &Path) -> Error {
         "interrupted; the destination was not created or changed",
     )
     .file(dst)
+}
+
+/// Compare a view tensor's bytes with `out` at `off`, through short-lived read-only mappings of
+/// at most [`BUF`] bytes per side: no copy out of the page cache (on the VMs measured, `pread`'s
+/// kernel-to-user copy cost more than the write), and the resident set stays bounded because each
+/// window is unmapped before the next.
+fn compare_view_tensor(
+    view: &View,
+    vt: &crate::mapping::view::ViewTensor,
+    out: &File,
+    off: u64,
+) -> Result<bool> {
+    let mut pos = off;
+    for seg in &vt.segments {
+        let (src, mut src_off, len): (Option<&File>, u64, u64) = match seg {
+            Segment::Zeros { bytes } => (None, 0, *bytes as u64),
+            Segment::Rows { .. } => {
+                let (si, o, len) = view
+                    .segment_location(seg)
+                    .ok_or_else(|| Error::internal("segment has no location"))?;
+                let shard = view
+                    .ckpt
+                    .shards
+                    .get(si)
+                    .ok_or_else(|| Error::internal("bad shard index"))?;
+                (Some(shard.file()), o, len as u64)
+            }
+        };
+        let mut left = len;
+        while left > 0 {
+            let k = left.min(BUF as u64);
+            let theirs = Window::map(out, pos, k)
+                .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read back: {e}")))?;
+            let same = match src {
+                Some(f) => {
+                    let ours = Window::map(f, src_off, k).map_err(|e| {
+                        Error::new(ErrorKind::Io, format!("cannot read the source: {e}"))
+                    })?;
+                    ours.bytes() == theirs.bytes()
+                }
+                None => theirs.bytes().iter().all(|&b| b == 0),
+            };
+            if !same {
+                return Ok(false);
+            }
+            left -= k;
+            src_off = src_off.saturating_add(k);
+            pos = pos.saturating_add(k);
+        }
+    }
+    Ok(true)
+}
+
+/// A read-only mapping of `[off, off + len)` of a file (the offset aligned down to a page).
+struct Window {
+    map: memmap2::Mmap,
+    delta: usize,
+}
+
+impl Window {
+    fn map(file: &File, off: u64, len: u64) -> std::io::Result<Window> {
+        const PAGE: u64 = 4096;
+        let aligned = off - off % PAGE;
+        let delta = (off - aligned) as usize;
+        let total = usize::try_from(len)
+            .ok()
+            .and_then(|l| l.checked_add(delta))
+            .ok_or_else(|| std::io::Error::other("window too large"))?;
+        // SAFETY: read-only map of a file we hold open; the range was validated against the file
+        // size (input headers are checked against fstat; the output was just written and
+        // re-opened). A concurrent truncation by another process could raise SIGBUS, as for every
+        // mmap reader (RELIABILITY.md A38).
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(aligned)
+                .len(total)
+                .populate()
+                .map(file)?
+        };
+        Ok(Window { map, delta })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.map.get(self.delta..).unwrap_or_default()
+    }
 }
 
 /// SHA-256 of a view tensor's bytes, read with `pread` from the source shards.
