@@ -1,4 +1,4 @@
-//! Convert throughput against `cp -r`, and the converter's peak memory.
+//! Convert throughput (Yi -> LLaMA) against `cp -r`, and the converter's peak memory.
 //!
 //! Generates a Yi-named BF16 checkpoint of about `CKPT_BENCH_GB` GB (default 3) with random data in
 //! several shards, in a temporary directory under `target/` (same disk as the build; override with
@@ -149,13 +149,11 @@ fn run(bin: &Path, work: &Path, src: &Path) {
         let out = work.join("out");
         let mut cmd = vec![
             bin.to_str().unwrap_or_default(),
-            "rename",
+            "convert",
             src.to_str().unwrap_or_default(),
             out.to_str().unwrap_or_default(),
-            "--rename",
-            ".ln1.=.input_layernorm.",
-            "--rename",
-            ".ln2.=.post_attention_layernorm.",
+            "--to",
+            "llama",
             "--quiet",
         ];
         if let Some(e) = extra {

@@ -12,6 +12,7 @@ pub mod error;
 
 pub use error::{Error, ErrorKind, Result};
 pub mod checkpoint;
+pub mod detect;
 pub mod json;
 pub mod mapping;
 pub mod report;

@@ -11,6 +11,8 @@ use ckpt::synth::{self, Dims, Fill};
 use ckpt::write::{self, WriteOptions, inplace};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ckpt");
+const LN1: &str = r"(.*)\.ln1\.(.*)=$1.input_layernorm.$2";
+const LN2: &str = r"(.*)\.ln2\.(.*)=$1.post_attention_layernorm.$2";
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures")).join(name)
@@ -91,9 +93,9 @@ fn rename_writes_a_hub_ready_directory() {
         s(&fixture("yi")),
         s(&dst),
         "--rename",
-        ".ln1.=.input_layernorm.",
+        LN1,
         "--rename",
-        ".ln2.=.post_attention_layernorm.",
+        LN2,
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("wrote 21 tensors"), "{}", text(&o));
@@ -136,7 +138,7 @@ fn small_max_shard_size_gives_shards_and_a_complete_index() {
         s(&fixture("llama-mha")),
         s(&dst),
         "--rename",
-        "model.=model.",
+        "nothing=matches",
         "--max-shard-size",
         "100KB",
         "--quiet",
@@ -170,14 +172,7 @@ fn small_max_shard_size_gives_shards_and_a_complete_index() {
 fn dry_run_writes_nothing() {
     let t = tempfile::tempdir().unwrap();
     let dst = t.path().join("out");
-    let o = ckpt(&[
-        "rename",
-        s(&fixture("yi")),
-        s(&dst),
-        "--rename",
-        "ln1=input_layernorm",
-        "--dry-run",
-    ]);
+    let o = ckpt(&["convert", s(&fixture("yi")), s(&dst), "--dry-run"]);
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
     assert!(out.contains("model.layers.{0..1}.ln1.weight"), "{out}");
@@ -186,6 +181,11 @@ fn dry_run_writes_nothing() {
         "{out}"
     );
     assert!(out.contains("rename"), "{out}");
+    assert!(out.contains("~ model_type: \"Yi\" -> \"llama\""), "{out}");
+    assert!(
+        out.contains("not copied (remote code): modeling_yi.py"),
+        "{out}"
+    );
     assert!(out.contains("nothing was written"), "{out}");
     assert!(!dst.exists());
     assert!(std::fs::read_dir(t.path()).unwrap().next().is_none());
@@ -199,11 +199,9 @@ fn existing_destination_is_refused_without_force_and_replaced_with_it() {
     std::fs::write(dst.join("keep.txt"), b"old").unwrap();
     let args = |force: bool| {
         let mut v = vec![
-            "rename".to_string(),
+            "convert".to_string(),
             s(&fixture("yi")).to_string(),
             s(&dst).to_string(),
-            "--rename".into(),
-            "ln1=input_layernorm".into(),
         ];
         if force {
             v.push("--force".into());
@@ -309,13 +307,7 @@ fn injected_disk_full_leaves_no_destination_and_no_temporaries() {
     let t = tempfile::tempdir().unwrap();
     let dst = t.path().join("out");
     let o = Command::new(BIN)
-        .args([
-            "rename",
-            s(&fixture("yi")),
-            s(&dst),
-            "--rename",
-            "ln1=input_layernorm",
-        ])
+        .args(["convert", s(&fixture("yi")), s(&dst)])
         .env("CKPT_TEST_FAIL_AFTER_BYTES", "100000")
         .output()
         .unwrap();
@@ -343,9 +335,9 @@ fn real_disk_full_on_a_small_tmpfs() {
     std::fs::create_dir(&mnt).unwrap();
     let script = format!(
         "mount -t tmpfs -o size=1m tmpfs {m} || exit 77; \
-         {bin} rename {src} {m}/out --rename ln1=input_layernorm; rc=$?; \
+         {bin} convert {src} {m}/out; rc=$?; \
          echo \"rc=$rc\"; ls -A {m}; \
-         CKPT_TEST_SKIP_PREFLIGHT=1 {bin} rename {src} {m}/out --rename ln1=input_layernorm; rc=$?; \
+         CKPT_TEST_SKIP_PREFLIGHT=1 {bin} convert {src} {m}/out; rc=$?; \
          echo \"rc2=$rc\"; ls -A {m}; exit 0",
         m = s(&mnt),
         bin = BIN,
@@ -381,26 +373,32 @@ fn killed_runs_leave_the_destination_absent_or_complete_and_clean_removes_leftov
     let a = Checkpoint::open(&src).unwrap();
     let work = t.path().join("work");
     std::fs::create_dir(&work).unwrap();
-    for (trial, delay_ms) in [2u64, 10, 30, 60, 120, 250].into_iter().enumerate() {
+    let (mut absent, mut complete) = (0, 0);
+    // The last "delay" is no kill at all, so the comparison path always runs at least once.
+    for (trial, delay_ms) in [2u64, 10, 30, 60, 120, 250, 500, 1000, 2000, u64::MAX]
+        .into_iter()
+        .enumerate()
+    {
         let dst = work.join(format!("out{trial}"));
         let mut child = Command::new(BIN)
-            .args([
-                "rename",
-                s(&src),
-                s(&dst),
-                "--rename",
-                ".ln1.=.input_layernorm.",
-            ])
+            .args(["convert", s(&src), s(&dst), "--to", "llama"])
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
+        if delay_ms != u64::MAX {
+            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+            let _ = child.kill();
+        }
         let _ = child.wait();
-        if dst.exists() {
+        if !dst.exists() {
+            absent += 1;
+        } else {
+            complete += 1;
             let b = Checkpoint::open(&dst).expect("a destination that exists is complete");
-            same_tensors(&a, &b, &|n| n.replace(".ln1.", ".input_layernorm."));
+            same_tensors(&a, &b, &yi_to_llama);
         }
     }
+    eprintln!("killed runs: {absent} left no destination, {complete} a complete one");
+    assert!(complete >= 1);
     let o = ckpt(&["convert", "--clean", s(&work)]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(hidden(&work), Vec::<String>::new());
@@ -567,13 +565,7 @@ fn in_place_reports_missing_header_space() {
     let src = t.path().join("yi");
     copy_dir(&fixture("yi"), &src);
     let before = file_bytes(&src);
-    let o = ckpt(&[
-        "rename",
-        s(&src),
-        "--in-place",
-        "--rename",
-        ".ln1.=.input_layernorm.",
-    ]);
+    let o = ckpt(&["convert", s(&src), "--to", "llama", "--in-place"]);
     assert_eq!(o.status.code(), Some(2));
     let e = text(&o);
     assert!(e.contains("does not fit"), "{e}");
@@ -591,15 +583,7 @@ fn in_place_round_trip_yi_llama_yi() {
     let size = std::fs::metadata(src.join("model.safetensors"))
         .unwrap()
         .len();
-    let o = ckpt(&[
-        "rename",
-        s(&src),
-        "--in-place",
-        "--rename",
-        ".ln1.=.input_layernorm.",
-        "--rename",
-        ".ln2.=.post_attention_layernorm.",
-    ]);
+    let o = ckpt(&["convert", s(&src), "--to", "llama", "--in-place"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("renamed 4 tensors in place"),
@@ -620,16 +604,20 @@ fn in_place_round_trip_yi_llama_yi() {
     same_tensors(&original, &llama, &yi_to_llama);
     drop(llama);
     let o = ckpt(&[
-        "rename",
+        "convert",
         s(&src),
+        "--from",
+        "llama",
+        "--to",
+        "yi",
         "--in-place",
-        "--rename",
-        ".input_layernorm.=.ln1.",
-        "--rename",
-        ".post_attention_layernorm.=.ln2.",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let back = Checkpoint::open(&src).unwrap();
+    assert_eq!(
+        back.config.as_ref().unwrap().model_type.as_deref(),
+        Some("Yi")
+    );
     same_tensors(&original, &back, &|n| n.to_string());
     assert_eq!(hidden(&src), Vec::<String>::new(), "journal removed");
 }
@@ -705,18 +693,104 @@ fn in_place_run_recovers_a_leftover_journal_first() {
             .unwrap();
         f.write_all_at(&h.new, 8).unwrap();
     }
-    let o = ckpt(&[
-        "rename",
-        s(&src),
-        "--in-place",
-        "--rename",
-        ".ln1.=.input_layernorm.",
-    ]);
+    let o = ckpt(&["convert", s(&src), "--to", "llama", "--in-place"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("recovered"), "{}", text(&o));
     let now = Checkpoint::open(&src).unwrap();
     assert!(now.get("lm_head.weight").is_some(), "rolled back first");
-    same_tensors(&original, &now, &|n| {
-        n.replace(".ln1.", ".input_layernorm.")
-    });
+    same_tensors(&original, &now, &|n| yi_to_llama(n));
+}
+
+#[test]
+fn yi_converts_to_plain_llama_without_remote_code() {
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("llama");
+    let o = ckpt(&["convert", s(&fixture("yi")), s(&dst)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("not copied (remote code, not needed by the target): modeling_yi.py"),
+        "{}",
+        text(&o)
+    );
+    assert!(!dst.join("modeling_yi.py").exists());
+    assert!(dst.join("tokenizer_config.json").exists());
+    let b = Checkpoint::open(&dst).unwrap();
+    let cfg = b.config.as_ref().unwrap();
+    assert_eq!(cfg.model_type.as_deref(), Some("llama"));
+    assert_eq!(cfg.architectures, vec!["LlamaForCausalLM".to_string()]);
+    assert!(cfg.raw.get("auto_map").is_none());
+    let a = Checkpoint::open(fixture("yi")).unwrap();
+    same_tensors(&a, &b, &yi_to_llama);
+}
+
+/// Every LLaMA-exact fixture converts to `llama` (a plain LLaMA checkpoint: LLaMA names, config
+/// `model_type: llama`, bytes equal to the source's canonical view) and back to its family (bytes
+/// equal to the source's tensors).
+#[test]
+fn every_llama_exact_fixture_converts_to_llama_and_back() {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("manifest.json")).unwrap()).unwrap();
+    let reg = ckpt::mapping::Registry::builtin().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let mut done = 0;
+    for case in manifest.as_array().unwrap() {
+        if case["llama_exact"] != serde_json::Value::Bool(true) {
+            continue;
+        }
+        let name = case["name"].as_str().unwrap();
+        let src = Checkpoint::open(fixture(name)).unwrap();
+        let (canon, family) = ckpt::detect::open_view(&src, &reg, None, &[]).unwrap();
+        let llama = t.path().join(format!("{name}-llama"));
+        let o = ckpt(&[
+            "convert",
+            s(&fixture(name)),
+            s(&llama),
+            "--to",
+            "llama",
+            "-q",
+        ]);
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        let out = Checkpoint::open(&llama).unwrap();
+        let cfg = out
+            .config
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: no config"));
+        assert_eq!(cfg.model_type.as_deref(), Some("llama"), "{name}");
+        assert_eq!(out.tensors.len(), canon.tensors.len(), "{name}");
+        for vt in &canon.tensors {
+            let got = out
+                .get(&vt.name)
+                .unwrap_or_else(|| panic!("{name}: {}", vt.name));
+            assert_eq!(
+                out.data(got).unwrap(),
+                &*canon.read(vt).unwrap(),
+                "{name}: {}",
+                vt.name
+            );
+        }
+        let d = ckpt::detect::detect(&out, &reg);
+        assert_eq!(
+            d.winner.as_deref(),
+            Some("llama"),
+            "{name}: {:?}",
+            d.evidence
+        );
+
+        let back = t.path().join(format!("{name}-back"));
+        let o = ckpt(&[
+            "convert",
+            s(&llama),
+            s(&back),
+            "--from",
+            "llama",
+            "--to",
+            &family,
+            "-q",
+        ]);
+        assert!(o.status.success(), "{name} -> {family}: {}", text(&o));
+        let again = Checkpoint::open(&back).unwrap();
+        same_tensors(&src, &again, &|n| n.to_string());
+        done += 1;
+    }
+    assert_eq!(done, 16);
 }

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ckpt::Error;
 use ckpt::checkpoint::Checkpoint;
-use ckpt::mapping::view::View;
+use ckpt::detect::open_view;
+use ckpt::mapping::pattern::apply_renames;
+use ckpt::mapping::{RenameRule, View, to_family};
 use ckpt::report::{self, esc, human_bytes};
 use ckpt::write::{self, Phase, WriteOptions, inplace, plan};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -29,7 +31,7 @@ pub struct Args {
     pub src: Option<PathBuf>,
     /// Destination directory (must not exist unless --force).
     pub dst: Option<PathBuf>,
-    /// Target family.
+    /// Target family [default: llama].
     #[arg(long, value_name = "FAMILY")]
     pub to: Option<String>,
     /// Source family (default: detected).
@@ -62,7 +64,8 @@ pub struct RenameArgs {
 /// Flags shared by `convert` and `rename`.
 #[derive(clap::Args, Debug)]
 pub struct Common {
-    /// Rename rule `PATTERN=REPLACEMENT` applied to target names (repeatable).
+    /// Rename rule `PATTERN=REPLACEMENT` (a regex matched against the whole tensor name; `$1` refers
+    /// to groups), applied to the source names before the family mapping (repeatable).
     #[arg(long, value_name = "P=R")]
     pub rename: Vec<String>,
     /// Largest amount of tensor data per shard file (5GB, 500MB, 2GiB, 1e9).
@@ -157,63 +160,65 @@ fn recover(dir: &Path, quiet: bool) -> CmdResult {
     Ok(EXIT_OK)
 }
 
-/// Parse `P=R` rules (interim: plain substring replacement).
-fn parse_renames(rules: &[String]) -> Result<Vec<(String, String)>, Error> {
-    rules
-        .iter()
-        .map(|r| {
-            r.split_once('=')
-                .filter(|(p, _)| !p.is_empty())
-                .map(|(p, r)| (p.to_string(), r.to_string()))
-                .ok_or_else(|| {
-                    Error::usage(format!(
-                        "invalid --rename `{}`: expected PATTERN=REPLACEMENT",
-                        esc(r)
-                    ))
-                })
-        })
-        .collect()
-}
-
-/// Build the view to write: a family conversion when `family` is given, else identity + renames.
-/// Returns the view and whether remote code (`*.py`) should be dropped.
+/// Build the view to write: a family conversion when `family` is given (`--from` or detected ->
+/// canonical LLaMA -> `--to`), else the checkpoint as it is with the `--rename` rules applied.
+/// Returns the view and whether remote code (`*.py`) should be dropped (the target is plain LLaMA,
+/// which transformers runs without it).
 fn build_view<'a>(
     ck: &'a Checkpoint,
     family: Option<&FamilyArgs>,
     renames: &[String],
 ) -> Result<(View<'a>, bool), Error> {
-    let rules = parse_renames(renames)?;
-    if let Some(f) = family {
-        let _ = (&f.to, &f.from, &f.mapping);
-        return Err(Error::unsupported(
-            "family conversions (--to/--from/--mapping) need the family mappings, which this build does not include yet",
-        )
-        .hint("use `ckpt rename SRC DST --rename 'P=R'` for pure renames"));
-    }
-    let id = View::identity(ck);
-    let tensors = id
-        .tensors
+    let rules = renames
         .iter()
-        .cloned()
-        .map(|mut t| {
-            for (p, r) in &rules {
-                t.name = t.name.replace(p.as_str(), r);
-            }
-            if t.sources.first() != Some(&t.name) {
-                t.transform = "rename";
-            }
-            t
-        })
-        .collect();
-    let v = View::new(
-        ck,
-        "identity",
-        "identity",
-        tensors,
-        ck.config.clone(),
-        Vec::new(),
-    )?;
-    Ok((v, false))
+        .map(|r| RenameRule::parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(f) = family else {
+        let id = View::identity(ck);
+        let names: Vec<String> = id.tensors.iter().map(|t| t.name.clone()).collect();
+        let new = apply_renames(&names, &rules).map_err(|e| e.file(&ck.path))?;
+        let tensors = id
+            .tensors
+            .iter()
+            .cloned()
+            .zip(new)
+            .map(|(mut t, n)| {
+                if n != t.name {
+                    t.transform = "rename";
+                    t.name = n;
+                }
+                t
+            })
+            .collect();
+        let v = View::new(
+            ck,
+            "identity",
+            "identity",
+            tensors,
+            ck.config.clone(),
+            Vec::new(),
+        )?;
+        return Ok((v, false));
+    };
+    let reg = super::families::registry(&f.mapping)?;
+    let to = f.to.as_deref().unwrap_or("llama");
+    let target = reg.get(to).ok_or_else(|| {
+        Error::usage(format!("unknown target family `{}`", esc(to))).hint(format!(
+            "known families: {}",
+            reg.families()
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    let (canonical, _from) = open_view(ck, &reg, f.from.as_deref(), &rules)?;
+    let drop_py = to == "llama";
+    if to == "llama" {
+        return Ok((canonical, drop_py));
+    }
+    let v = to_family(&canonical, target)?;
+    Ok((v, drop_py))
 }
 
 fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Common) -> CmdResult {

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 use ckpt::{Error, ErrorKind};
 
 mod convert;
+mod detect;
+mod families;
 mod inspect;
 
 /// Exit code: success, equivalent, compatible.
@@ -39,6 +41,10 @@ enum Command {
     Convert(convert::Args),
     /// Rename tensors (`--rename P=R`) into a new directory, or in place with --in-place.
     Rename(convert::RenameArgs),
+    /// Detect a checkpoint's family (names, config, shapes) and say how to convert it.
+    Detect(detect::Args),
+    /// List the known family mapping files.
+    Families(families::Args),
 }
 
 /// What a command returns: an exit code, or an error to render.
@@ -83,6 +89,8 @@ fn run(cmd: Command) -> CmdResult {
         Command::Inspect(a) => inspect::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Rename(a) => convert::run_rename(a),
+        Command::Detect(a) => detect::run(a),
+        Command::Families(a) => families::run(a),
     }
 }
 
@@ -90,6 +98,8 @@ fn cli_wants_json(cmd: &Command) -> bool {
     match cmd {
         Command::Inspect(a) => a.json,
         Command::Convert(_) | Command::Rename(_) => false,
+        Command::Detect(a) => a.json,
+        Command::Families(a) => a.json,
     }
 }
 

@@ -94,7 +94,7 @@ pub fn row_bytes(t: &TensorInfo) -> Option<usize> {
         return Some(0);
     }
     let n = t.nbytes();
-    (n % rows == 0).then(|| n / rows)
+    n.is_multiple_of(rows).then(|| n / rows)
 }
 
 /// A checkpoint seen under a family's naming (usually the canonical LLaMA names).
@@ -302,11 +302,7 @@ impl<'a> View<'a> {
     /// (used to compose views: a tensor of a second view that takes rows of this one).
     pub fn resolve_rows(&self, t: &ViewTensor, start: usize, n: usize) -> Result<Vec<Segment>> {
         let rows_total = t.shape.first().copied().unwrap_or(1);
-        let row_len = if rows_total == 0 {
-            0
-        } else {
-            t.nbytes() / rows_total
-        };
+        let row_len = t.nbytes().checked_div(rows_total).unwrap_or(0);
         let end = start
             .checked_add(n)
             .filter(|&e| e <= rows_total)

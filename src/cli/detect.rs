@@ -1,0 +1,189 @@
+//! `ckpt detect PATH`: which family a checkpoint is, with the evidence, its hyperparameters, whether
+//! it is LLaMA-exact and the command that converts it. Exit 0 when a family was detected, 1 when
+//! nothing fits (or it is quantised / an adapter), 2 on error.
+
+use std::path::PathBuf;
+
+use ckpt::Checkpoint;
+use ckpt::detect::{CheckpointKind, ConfigAgreement, Detection, detect_with};
+use ckpt::mapping::RenameRule;
+use ckpt::report::esc;
+
+use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
+
+/// Detect a checkpoint's family from its tensor names, config and shapes (headers only).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A `.safetensors` file, a `*.index.json`, or a checkpoint directory.
+    pub path: PathBuf,
+    /// Also consider the family in this mapping file (repeatable).
+    #[arg(long = "mapping", value_name = "FILE")]
+    pub mappings: Vec<PathBuf>,
+    /// Rename tensors first: 'REGEX=REPLACEMENT' with $1 groups, matched against whole names
+    /// (repeatable), e.g. 'base_model\.model\.(.*)=$1'.
+    #[arg(long = "rename", value_name = "PATTERN=REPLACEMENT")]
+    pub renames: Vec<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `detect`.
+pub fn run(a: Args) -> CmdResult {
+    let renames = a
+        .renames
+        .iter()
+        .map(|r| RenameRule::parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let reg = super::families::registry(&a.mappings)?;
+    let ck = Checkpoint::open(&a.path)?;
+    let d = detect_with(&ck, &reg, &renames)?;
+    if a.json {
+        out(&serde_json::to_string_pretty(&to_json(&ck, &d)).unwrap_or_default());
+    } else {
+        for line in text(&ck, &d) {
+            out(&line);
+        }
+    }
+    Ok(if d.winner.is_some() {
+        EXIT_OK
+    } else {
+        EXIT_FINDINGS
+    })
+}
+
+fn text(ck: &Checkpoint, d: &Detection) -> Vec<String> {
+    let mut l = Vec::new();
+    l.push(format!(
+        "checkpoint  {}  ({}, {} tensors)",
+        esc(&ck.path.display().to_string()),
+        d.kind.describe(),
+        ck.tensors.len()
+    ));
+    match (&d.winner, d.exact) {
+        (Some(w), Some(true)) => l.push(format!("family      {}  (LLaMA-exact)", esc(w))),
+        (Some(w), _) => l.push(format!("family      {}  (not LLaMA-exact)", esc(w))),
+        (None, _) => l.push("family      none detected".into()),
+    }
+    for (i, e) in d.evidence.iter().enumerate() {
+        let head = if i == 0 {
+            "evidence    "
+        } else {
+            "            "
+        };
+        l.push(format!("{head}{}", esc(e)));
+    }
+    let runners: Vec<_> = d
+        .ranked
+        .iter()
+        .filter(|s| Some(&s.family) != d.winner.as_ref())
+        .take(3)
+        .collect();
+    for (i, s) in runners.iter().enumerate() {
+        let head = if i == 0 {
+            "runners-up  "
+        } else {
+            "            "
+        };
+        l.push(format!("{head}{:.2}  {}", s.score, esc(&s.summary())));
+    }
+    l.push(format!("dims        {}", dims_line(d)));
+    if let Some(c) = &d.convert_command {
+        l.push(format!("convert     {c}"));
+    } else if let Some(w) = &d.winner
+        && d.exact != Some(true)
+    {
+        l.push(format!(
+            "convert     not convertible: `{}` is not LLaMA-equivalent (see `ckpt families`)",
+            esc(w)
+        ));
+    }
+    l
+}
+
+fn dims_line(d: &Detection) -> String {
+    let x = &d.dims;
+    let mut parts = Vec::new();
+    let mut push = |k: &str, v: Option<usize>, field: &str| {
+        if let Some(v) = v {
+            let mark = if x.from_shapes.contains(&field) {
+                " (shapes)"
+            } else {
+                ""
+            };
+            parts.push(format!("{k}={v}{mark}"));
+        }
+    };
+    push("vocab", x.vocab, "vocab");
+    push("hidden", x.hidden, "hidden");
+    push("layers", x.layers, "layers");
+    push("heads", x.heads, "heads");
+    push("kv_heads", x.kv_heads, "kv_heads");
+    push("head_dim", x.head_dim, "head_dim");
+    push("intermediate", x.intermediate, "intermediate");
+    if x.kv_heads.is_none()
+        && let Some(k) = x.k_rows
+    {
+        parts.push(format!("k_rows={k} (kv heads need head_dim from a config)"));
+    }
+    if let Some(t) = x.tied {
+        parts.push(format!("tied={t}"));
+    }
+    if parts.is_empty() {
+        "(unknown)".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn to_json(ck: &Checkpoint, d: &Detection) -> serde_json::Value {
+    use serde_json::json;
+    let (kind, detail) = match &d.kind {
+        CheckpointKind::Plain => ("plain", None),
+        CheckpointKind::Quantized(m) => ("quantized", Some(m.clone())),
+        CheckpointKind::Adapter(m) => ("adapter", Some(m.clone())),
+    };
+    let ranked: Vec<_> = d
+        .ranked
+        .iter()
+        .map(|s| {
+            json!({
+                "family": s.family,
+                "score": (s.score * 1000.0).round() / 1000.0,
+                "matched": s.matched,
+                "total": s.total,
+                "required_present": s.required_present,
+                "required_expected": s.required_expected,
+                "config": match &s.config {
+                    ConfigAgreement::Match(m) => json!({"agrees": true, "value": m}),
+                    ConfigAgreement::Mismatch(m) => json!({"agrees": false, "value": m}),
+                    ConfigAgreement::Unknown => serde_json::Value::Null,
+                },
+                "shapes_ok": s.shapes_ok,
+                "shape_note": s.shape_note,
+                "unmatched": s.unmatched,
+                "missing": s.missing,
+                "llama_exact": s.exact && !s.detect_only,
+                "detect_only": s.detect_only,
+            })
+        })
+        .collect();
+    let x = &d.dims;
+    json!({
+        "path": ck.path.display().to_string(),
+        "kind": kind,
+        "kind_detail": detail,
+        "family": d.winner,
+        "llama_exact": d.exact,
+        "config_decided": d.config_decided,
+        "indistinct": d.indistinct,
+        "evidence": d.evidence,
+        "dims": {
+            "vocab": x.vocab, "hidden": x.hidden, "layers": x.layers, "heads": x.heads,
+            "kv_heads": x.kv_heads, "head_dim": x.head_dim, "intermediate": x.intermediate,
+            "k_rows": x.k_rows, "tied": x.tied, "from_shapes": x.from_shapes, "conflicts": x.conflicts,
+        },
+        "convert": d.convert_command,
+        "ranked": ranked,
+    })
+}

@@ -1,0 +1,86 @@
+//! `ckpt families`: the known family mapping files (built-in and `--mapping`), with whether each
+//! converts to LLaMA exactly and where its names come from.
+
+use std::path::PathBuf;
+
+use ckpt::mapping::Registry;
+use ckpt::report::{self, esc};
+
+use super::{CmdResult, EXIT_OK, out};
+
+/// List the known families: name, summary, LLaMA-exact or not, and sources.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Also load a family from this mapping file (repeatable).
+    #[arg(long = "mapping", value_name = "FILE")]
+    pub mappings: Vec<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Load the built-in families plus the `--mapping` files.
+pub fn registry(mappings: &[PathBuf]) -> Result<Registry, ckpt::Error> {
+    let mut reg = Registry::builtin()?;
+    for m in mappings {
+        reg.load_file(m)?;
+    }
+    Ok(reg)
+}
+
+/// Run `families`.
+pub fn run(a: Args) -> CmdResult {
+    let reg = registry(&a.mappings)?;
+    if a.json {
+        let v: Vec<serde_json::Value> = reg
+            .families()
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "name": f.name,
+                    "summary": f.summary,
+                    "llama_exact": f.exact && !f.detect_only,
+                    "detect_only": f.detect_only,
+                    "base": f.base,
+                    "note": f.note,
+                    "sources": f.sources,
+                    "file": f.file,
+                    "rules": f.rules.len(),
+                })
+            })
+            .collect();
+        out(&serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(EXIT_OK);
+    }
+    let mut t = report::table(&["family", "llama-exact", "use", "summary"]);
+    for f in reg.families() {
+        t.add_row(vec![
+            esc(&f.name),
+            if f.exact && !f.detect_only {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_string(),
+            if f.detect_only {
+                "detect only"
+            } else {
+                "convert"
+            }
+            .to_string(),
+            esc(&f.summary),
+        ]);
+    }
+    out(&t.to_string());
+    out("");
+    for f in reg.families() {
+        out(&format!("{}  ({})", esc(&f.name), esc(&f.file)));
+        if let Some(n) = &f.note {
+            out(&format!("  note: {}", esc(n)));
+        }
+        for s in &f.sources {
+            out(&format!("  source: {}", esc(s)));
+        }
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,777 @@
+//! Family detection: which family file describes a checkpoint, with the evidence in words.
+//!
+//! Every family is scored on name coverage (the share of tensors its rules match), required tensors
+//! (the share of the names it needs, per layer, that are present), config agreement (`model_type` /
+//! `architectures`) and shape consistency (the canonical view builds and agrees with the config).
+//! Names alone cannot tell LLaMA from Mistral or a renamed Yi: then the config decides and the
+//! evidence says so. Quantised (GPTQ/AWQ, FP8, bitsandbytes) and adapter (LoRA, PEFT-prefixed)
+//! checkpoints are recognised and named as such instead of being mis-detected as a family.
+
+use std::collections::BTreeSet;
+
+use crate::checkpoint::header::dtype_name;
+use crate::checkpoint::{Checkpoint, ModelConfig};
+use crate::error::{Error, Result, escape};
+use crate::mapping::apply::match_tensors;
+use crate::mapping::family::Registry;
+use crate::mapping::pattern::apply_renames;
+use crate::mapping::{Family, RenameRule, Rule, View, canonical_view};
+
+/// Minimum share of tensors a family's rules must match to be detected.
+pub const MIN_NAME_SHARE: f64 = 0.9;
+/// Minimum share of a family's required tensors that must be present to be detected.
+pub const MIN_REQUIRED_SHARE: f64 = 0.9;
+/// How many example names evidence lists.
+const EXAMPLES: usize = 4;
+
+/// What kind of checkpoint it is, before any family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointKind {
+    /// Full-precision weights of a model.
+    Plain,
+    /// Quantised weights (the method, e.g. `GPTQ`, `AWQ`, `FP8`): not convertible as plain tensors.
+    Quantized(String),
+    /// An adapter or a PEFT-wrapped save (`LoRA`, `PEFT-prefixed`).
+    Adapter(String),
+}
+
+impl CheckpointKind {
+    /// Short description for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            CheckpointKind::Plain => "plain weights".into(),
+            CheckpointKind::Quantized(m) => format!("quantised ({m})"),
+            CheckpointKind::Adapter(m) => format!("adapter ({m})"),
+        }
+    }
+}
+
+/// How the config relates to a family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigAgreement {
+    /// `model_type` or `architectures` is the family's (which one, e.g. `model_type=Yi`).
+    Match(String),
+    /// The config names another model type.
+    Mismatch(String),
+    /// No config, or it names no model type.
+    Unknown,
+}
+
+/// One family's score against the checkpoint.
+#[derive(Debug, Clone)]
+pub struct FamilyScore {
+    /// Family name.
+    pub family: String,
+    /// Overall score in [0, 1] (higher is better).
+    pub score: f64,
+    /// Tensors the family's rules match.
+    pub matched: usize,
+    /// Tensors in the checkpoint.
+    pub total: usize,
+    /// Required names present (per layer).
+    pub required_present: usize,
+    /// Required names expected for the layer count.
+    pub required_expected: usize,
+    /// Config agreement.
+    pub config: ConfigAgreement,
+    /// `Some(true)` when the canonical view builds and its shapes agree with the config,
+    /// `Some(false)` with the reason in `shape_note` otherwise, `None` when not checked.
+    pub shapes_ok: Option<bool>,
+    /// Why shapes disagree.
+    pub shape_note: Option<String>,
+    /// A few tensors no rule of the family matches.
+    pub unmatched: Vec<String>,
+    /// A few required names that are missing.
+    pub missing: Vec<String>,
+    /// LLaMA-exact.
+    pub exact: bool,
+    /// Recognised only.
+    pub detect_only: bool,
+}
+
+impl FamilyScore {
+    /// Share of tensors matched.
+    pub fn name_share(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.matched as f64 / self.total as f64
+        }
+    }
+
+    /// Share of required names present.
+    pub fn required_share(&self) -> f64 {
+        if self.required_expected == 0 {
+            1.0
+        } else {
+            self.required_present as f64 / self.required_expected as f64
+        }
+    }
+
+    /// True when the family fits well enough to be named.
+    pub fn fits(&self) -> bool {
+        self.name_share() >= MIN_NAME_SHARE
+            && self.required_share() >= MIN_REQUIRED_SHARE
+            && self.shapes_ok != Some(false)
+    }
+
+    /// The evidence in one line: `yi: 21/21 tensors match; 18/18 required present; config model_type=Yi`.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{}: {}/{} tensors match; {}/{} required present",
+            self.family, self.matched, self.total, self.required_present, self.required_expected
+        );
+        match &self.config {
+            ConfigAgreement::Match(m) => s.push_str(&format!("; config {}", escape(m))),
+            ConfigAgreement::Mismatch(m) => s.push_str(&format!("; config says {}", escape(m))),
+            ConfigAgreement::Unknown => {}
+        }
+        if let Some(n) = &self.shape_note {
+            s.push_str(&format!("; {n}"));
+        }
+        s
+    }
+}
+
+/// Hyperparameters, from the config or inferred from shapes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InferredDims {
+    /// Vocabulary size (embedding rows).
+    pub vocab: Option<usize>,
+    /// Hidden size (embedding columns).
+    pub hidden: Option<usize>,
+    /// Transformer layers.
+    pub layers: Option<usize>,
+    /// Attention heads (config only: shapes cannot tell).
+    pub heads: Option<usize>,
+    /// Key/value heads (config, or k rows / head_dim).
+    pub kv_heads: Option<usize>,
+    /// Head dimension (config only).
+    pub head_dim: Option<usize>,
+    /// FFN size (gate rows).
+    pub intermediate: Option<usize>,
+    /// Rows of the key projection (shapes).
+    pub k_rows: Option<usize>,
+    /// Tied embeddings (no lm_head).
+    pub tied: Option<bool>,
+    /// Fields read from shapes rather than the config.
+    pub from_shapes: Vec<&'static str>,
+    /// Disagreements between config and shapes.
+    pub conflicts: Vec<String>,
+}
+
+/// The result of [`detect`].
+#[derive(Debug, Clone)]
+pub struct Detection {
+    /// The detected family, when one fits.
+    pub winner: Option<String>,
+    /// Every family that matched anything, best first.
+    pub ranked: Vec<FamilyScore>,
+    /// Plain, quantised or adapter.
+    pub kind: CheckpointKind,
+    /// The evidence in words.
+    pub evidence: Vec<String>,
+    /// Hyperparameters.
+    pub dims: InferredDims,
+    /// Whether the winner is LLaMA-exact.
+    pub exact: Option<bool>,
+    /// True when names could not tell the winner from other families and the config decided (or
+    /// would have to: see `evidence`).
+    pub config_decided: bool,
+    /// The family names could not tell apart from the winner.
+    pub indistinct: Vec<String>,
+    /// The command that converts it to LLaMA, when it can be converted.
+    pub convert_command: Option<String>,
+}
+
+/// Detect the family of a checkpoint.
+pub fn detect(ck: &Checkpoint, reg: &Registry) -> Detection {
+    match detect_with(ck, reg, &[]) {
+        Ok(d) => d,
+        // Without renames nothing in detection can fail; keep the signature total anyway.
+        Err(e) => Detection {
+            winner: None,
+            ranked: Vec::new(),
+            kind: CheckpointKind::Plain,
+            evidence: vec![e.to_string()],
+            dims: InferredDims::default(),
+            exact: None,
+            config_decided: false,
+            indistinct: Vec::new(),
+            convert_command: None,
+        },
+    }
+}
+
+/// Detect with ad-hoc renames applied to the names first (`--rename`).
+pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> Result<Detection> {
+    let raw: Vec<String> = ck.tensors.iter().map(|t| t.name.clone()).collect();
+    let names = apply_renames(&raw, renames).map_err(|e| e.file(&ck.path))?;
+    let kind = classify(ck, &names);
+    let mut evidence = Vec::new();
+    // For quantised and adapter checkpoints, score the underlying model's names.
+    let scored_names: Vec<String> = match &kind {
+        CheckpointKind::Plain => names.clone(),
+        _ => underlying_names(&names),
+    };
+    let cfg = ck.config.as_ref();
+    let layers = cfg
+        .and_then(|c| c.num_hidden_layers)
+        .or_else(|| layer_count(&scored_names));
+    let mut ranked: Vec<FamilyScore> = reg
+        .families()
+        .iter()
+        .map(|f| score(f, &scored_names, cfg, layers))
+        .filter(|s| s.matched > 0)
+        .collect();
+    if kind == CheckpointKind::Plain {
+        for s in ranked.iter_mut() {
+            if !s.detect_only
+                && s.matched == s.total
+                && let Some(f) = reg.get(&s.family)
+            {
+                check_shapes(ck, f, s, renames);
+            }
+        }
+    }
+    for s in ranked.iter_mut() {
+        let cfg_term = match s.config {
+            ConfigAgreement::Match(_) => 1.0,
+            ConfigAgreement::Unknown => 0.5,
+            ConfigAgreement::Mismatch(_) => 0.0,
+        };
+        let shape_pen = if s.shapes_ok == Some(false) { 0.3 } else { 0.0 };
+        s.score = 0.5 * s.name_share() + 0.3 * s.required_share() + 0.2 * cfg_term - shape_pen;
+    }
+    let order_key = |s: &FamilyScore| {
+        (
+            (s.score * 1e6).round() as i64,
+            s.required_expected,
+            !s.detect_only,
+            reg.get(&s.family).is_some_and(|f| f.base.is_none()),
+        )
+    };
+    ranked.sort_by_key(|s| std::cmp::Reverse(order_key(s)));
+    let best = ranked.first().filter(|s| s.fits()).cloned();
+    // Families the names cannot tell from the best one.
+    let indistinct: Vec<String> = match &best {
+        Some(b) => ranked
+            .iter()
+            .skip(1)
+            .filter(|s| {
+                s.matched == b.matched
+                    && s.required_present == b.required_present
+                    && s.required_expected == b.required_expected
+            })
+            .map(|s| s.family.clone())
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut config_decided = false;
+    if let Some(b) = &best {
+        evidence.push(b.summary());
+        if let Some(f) = reg.get(&b.family) {
+            let diff = f.differing_names();
+            if !diff.is_empty() && f.name != "llama" {
+                let shown: Vec<&str> = diff.iter().take(6).map(|s| s.as_str()).collect();
+                evidence.push(format!(
+                    "differs from llama in {} name{}: {}{}",
+                    diff.len(),
+                    if diff.len() == 1 { "" } else { "s" },
+                    shown.join(", "),
+                    if diff.len() > 6 { ", ..." } else { "" }
+                ));
+            }
+        }
+        if !indistinct.is_empty() {
+            config_decided = true;
+            let mt = cfg.and_then(|c| c.model_type.clone());
+            evidence.push(match (&b.config, mt) {
+                (ConfigAgreement::Match(_), Some(mt)) => format!(
+                    "names alone cannot tell {} from {}: config model_type={} decides",
+                    b.family,
+                    indistinct.join(", "),
+                    escape(&mt)
+                ),
+                (ConfigAgreement::Match(_), None) => format!(
+                    "names alone cannot tell {} from {}: config architectures decide",
+                    b.family,
+                    indistinct.join(", ")
+                ),
+                _ => format!(
+                    "names alone cannot tell {} from {} and the config does not say: assuming {}",
+                    b.family,
+                    indistinct.join(", "),
+                    b.family
+                ),
+            });
+        }
+        if !b.unmatched.is_empty() {
+            evidence.push(format!(
+                "no rule maps {} tensor{} (e.g. {}): conversion would fail",
+                b.total - b.matched,
+                if b.total - b.matched == 1 { "" } else { "s" },
+                b.unmatched
+                    .iter()
+                    .map(|n| escape(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    } else if let Some(top) = ranked.first() {
+        evidence.push(format!("no family fits well; closest {}", top.summary()));
+        if !top.unmatched.is_empty() {
+            evidence.push(format!(
+                "unmatched names, e.g. {}",
+                top.unmatched
+                    .iter()
+                    .map(|n| escape(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !top.missing.is_empty() {
+            evidence.push(format!(
+                "missing, e.g. {}",
+                top.missing
+                    .iter()
+                    .map(|n| escape(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    } else {
+        evidence.push("no family's rules match any tensor name".into());
+    }
+    let fam = best.as_ref().and_then(|b| reg.get(&b.family));
+    let dims_cfg = match (fam, cfg) {
+        (Some(f), Some(c)) => crate::mapping::configmap::renamed(c, f).ok(),
+        _ => cfg.cloned(),
+    };
+    let dims = infer_dims(ck, fam, renames, dims_cfg.as_ref(), layers);
+    for c in &dims.conflicts {
+        evidence.push(c.clone());
+    }
+    let mut winner = best.as_ref().map(|b| b.family.clone());
+    match &kind {
+        CheckpointKind::Plain => {}
+        CheckpointKind::Quantized(m) => {
+            evidence.insert(
+                0,
+                format!(
+                    "quantised checkpoint ({m}): its weights are packed integers or scaled floats, not plain tensors; ckpt converts full-precision checkpoints only"
+                ),
+            );
+            if let Some(w) = &winner {
+                evidence.insert(1, format!("the underlying model looks like {w}"));
+            }
+            winner = None;
+        }
+        CheckpointKind::Adapter(m) => {
+            let hint = if m.starts_with("PEFT") {
+                "; strip the prefix with --rename 'base_model\\.model\\.(.*)=$1'"
+            } else {
+                "; merge it into its base model first"
+            };
+            evidence.insert(
+                0,
+                format!("adapter checkpoint ({m}), not a full model{hint}"),
+            );
+            if let Some(w) = &winner {
+                evidence.insert(1, format!("the base model looks like {w}"));
+            }
+            winner = None;
+        }
+    }
+    let exact = winner
+        .as_ref()
+        .and_then(|w| reg.get(w))
+        .map(|f| f.exact && !f.detect_only);
+    let convert_command = match (&winner, exact) {
+        (Some(_), Some(true)) => Some(format!(
+            "ckpt convert {} OUT --to llama",
+            shell_quote(&ck.path.display().to_string())
+        )),
+        _ => None,
+    };
+    Ok(Detection {
+        winner,
+        ranked,
+        kind,
+        evidence,
+        dims,
+        exact,
+        config_decided,
+        indistinct,
+        convert_command,
+    })
+}
+
+/// A view of the checkpoint under canonical names: through `family` when given, else through the
+/// detected one. Errors (usage / unsupported) when nothing fits, the checkpoint is quantised or an
+/// adapter, or the family is detect-only.
+pub fn open_view<'a>(
+    ck: &'a Checkpoint,
+    reg: &Registry,
+    family: Option<&str>,
+    renames: &[RenameRule],
+) -> Result<(View<'a>, String)> {
+    let fam = match family {
+        Some(name) => reg.get(name).ok_or_else(|| {
+            Error::usage(format!("unknown family `{}`", escape(name))).hint(format!(
+                "known families: {}",
+                reg.families()
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?,
+        None => {
+            let d = detect_with(ck, reg, renames)?;
+            if d.kind != CheckpointKind::Plain {
+                return Err(Error::unsupported(format!(
+                    "this is a {} checkpoint: {}",
+                    d.kind.describe(),
+                    d.evidence.first().cloned().unwrap_or_default()
+                ))
+                .file(&ck.path));
+            }
+            let Some(w) = d.winner else {
+                return Err(Error::usage(format!(
+                    "cannot tell which family this checkpoint is: {}",
+                    d.evidence.join("; ")
+                ))
+                .file(&ck.path)
+                .hint("name it with --family, or describe it in a mapping file and pass --mapping FILE"));
+            };
+            reg.get(&w)
+                .ok_or_else(|| Error::internal("detected family vanished"))?
+        }
+    };
+    let v = canonical_view(ck, fam, renames)?;
+    Ok((v, fam.name.clone()))
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Plain, quantised or adapter, from names, dtypes and the config.
+fn classify(ck: &Checkpoint, names: &[String]) -> CheckpointKind {
+    let has = |suffix: &str| names.iter().any(|n| n.ends_with(suffix));
+    let qmethod = ck
+        .config
+        .as_ref()
+        .and_then(|c| c.raw.get("quantization_config"))
+        .and_then(|q| q.get("quant_method"))
+        .and_then(|m| m.as_str())
+        .map(|m| m.to_ascii_uppercase());
+    if names
+        .iter()
+        .any(|n| n.contains("lora_A") || n.contains("lora_B") || n.contains("lora_embedding_"))
+        || ck.other_files.iter().any(|f| f == "adapter_config.json")
+    {
+        return CheckpointKind::Adapter("LoRA".into());
+    }
+    if has(".qweight") || has(".qzeros") {
+        let m = qmethod.unwrap_or_else(|| {
+            if has(".g_idx") {
+                "GPTQ".into()
+            } else {
+                "GPTQ or AWQ".into()
+            }
+        });
+        return CheckpointKind::Quantized(format!("{m}: qweight/qzeros/scales"));
+    }
+    if has(".weight_scale") || has(".weight_scale_inv") || has(".input_scale") {
+        return CheckpointKind::Quantized(format!(
+            "{}: weight_scale tensors",
+            qmethod.unwrap_or_else(|| "FP8".into())
+        ));
+    }
+    if has(".weight.absmax") || has(".weight.quant_map") || has(".SCB") {
+        return CheckpointKind::Quantized("bitsandbytes".into());
+    }
+    if ck
+        .tensors
+        .iter()
+        .any(|t| dtype_name(t.dtype).starts_with("F8"))
+    {
+        return CheckpointKind::Quantized(qmethod.unwrap_or_else(|| "FP8".into()));
+    }
+    if let Some(m) = qmethod {
+        return CheckpointKind::Quantized(m);
+    }
+    let prefixed = names
+        .iter()
+        .filter(|n| n.starts_with("base_model.model."))
+        .count();
+    if prefixed > 0 && prefixed * 2 >= names.len() {
+        return CheckpointKind::Adapter("PEFT-prefixed: base_model.model.".into());
+    }
+    CheckpointKind::Plain
+}
+
+/// Names with quantisation and adapter decorations removed, to guess the underlying family.
+fn underlying_names(names: &[String]) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for n in names {
+        let mut s = n.strip_prefix("base_model.model.").unwrap_or(n).to_string();
+        if s.contains("lora_") {
+            continue;
+        }
+        for aux in [
+            ".qzeros",
+            ".scales",
+            ".g_idx",
+            ".weight_scale",
+            ".weight_scale_inv",
+            ".input_scale",
+            ".SCB",
+        ] {
+            if s.ends_with(aux) {
+                s.clear();
+            }
+        }
+        if s.contains(".weight.absmax")
+            || s.contains(".weight.quant")
+            || s.contains(".weight.nested")
+        {
+            continue;
+        }
+        if let Some(b) = s.strip_suffix(".qweight") {
+            s = format!("{b}.weight");
+        }
+        if let Some(b) = s.strip_suffix(".base_layer.weight") {
+            s = format!("{b}.weight");
+        }
+        if !s.is_empty() {
+            out.insert(s);
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn layer_count(names: &[String]) -> Option<usize> {
+    names
+        .iter()
+        .filter_map(|n| crate::checkpoint::layer_index(n))
+        .max()
+        .map(|m| m + 1)
+}
+
+fn score(
+    f: &Family,
+    names: &[String],
+    cfg: Option<&ModelConfig>,
+    layers: Option<usize>,
+) -> FamilyScore {
+    let mut matched = 0;
+    let mut unmatched = Vec::new();
+    for n in names {
+        if f.covers(n) {
+            matched += 1;
+        } else if unmatched.len() < EXAMPLES {
+            unmatched.push(n.clone());
+        }
+    }
+    let (mut present, mut expected, mut missing) = (0usize, 0usize, Vec::new());
+    for p in f.required() {
+        if p.placeholders().contains(&"i") {
+            let n_layers = layers.unwrap_or(0);
+            let seen: BTreeSet<usize> = names
+                .iter()
+                .filter_map(|n| p.index_of(n, "i"))
+                .filter(|&i| i < n_layers)
+                .collect();
+            expected += n_layers;
+            present += seen.len();
+            if seen.len() < n_layers && missing.len() < EXAMPLES {
+                let first = (0..n_layers).find(|i| !seen.contains(i)).unwrap_or(0);
+                let mut b = crate::mapping::pattern::Bindings::new();
+                b.insert("i".into(), first.to_string());
+                missing.push(p.render(&b));
+            }
+        } else {
+            expected += 1;
+            if names.iter().any(|n| p.is_match(n)) {
+                present += 1;
+            } else if missing.len() < EXAMPLES {
+                missing.push(p.text().to_string());
+            }
+        }
+    }
+    let config = match cfg {
+        None => ConfigAgreement::Unknown,
+        Some(c) => {
+            if let Some(m) = c.model_type.as_deref().filter(|m| f.claims_model_type(m)) {
+                ConfigAgreement::Match(format!("model_type={m}"))
+            } else if f.claims_architecture(&c.architectures) {
+                ConfigAgreement::Match(format!("architectures={}", c.architectures.join(",")))
+            } else if let Some(m) = &c.model_type {
+                ConfigAgreement::Mismatch(format!("model_type={m}"))
+            } else if let Some(a) = c.architectures.first() {
+                ConfigAgreement::Mismatch(format!("architectures={a}"))
+            } else {
+                ConfigAgreement::Unknown
+            }
+        }
+    };
+    FamilyScore {
+        family: f.name.clone(),
+        score: 0.0,
+        matched,
+        total: names.len(),
+        required_present: present,
+        required_expected: expected,
+        config,
+        shapes_ok: None,
+        shape_note: None,
+        unmatched,
+        missing,
+        exact: f.exact,
+        detect_only: f.detect_only,
+    }
+}
+
+fn check_shapes(ck: &Checkpoint, f: &Family, s: &mut FamilyScore, renames: &[RenameRule]) {
+    let v = match canonical_view(ck, f, renames) {
+        Ok(v) => v,
+        Err(e) => {
+            // Without a config, sizes of splits and permutations are unknown: not a shape conflict.
+            if ck.config.is_none() {
+                return;
+            }
+            s.shapes_ok = Some(false);
+            s.shape_note = Some(format!("cannot be read as {}: {}", f.name, e.message()));
+            return;
+        }
+    };
+    let Some(c) = &v.config else {
+        s.shapes_ok = Some(true);
+        return;
+    };
+    let mut problems = Vec::new();
+    let mut want = |name: &str, dim: usize, expect: Option<usize>| {
+        if let (Some(t), Some(e)) = (v.get(name), expect)
+            && t.shape.get(dim) != Some(&e)
+        {
+            problems.push(format!(
+                "`{name}` has shape {:?} but the config implies {e} at dim {dim}",
+                t.shape
+            ));
+        }
+    };
+    let hd = c.resolved_head_dim();
+    want("model.embed_tokens.weight", 1, c.hidden_size);
+    want(
+        "model.layers.0.self_attn.q_proj.weight",
+        0,
+        c.num_attention_heads.zip(hd).map(|(a, b)| a * b),
+    );
+    want(
+        "model.layers.0.self_attn.k_proj.weight",
+        0,
+        c.resolved_kv_heads().zip(hd).map(|(a, b)| a * b),
+    );
+    want(
+        "model.layers.0.mlp.gate_proj.weight",
+        0,
+        c.intermediate_size,
+    );
+    if problems.is_empty() {
+        s.shapes_ok = Some(true);
+    } else {
+        s.shapes_ok = Some(false);
+        s.shape_note = Some(problems.join("; "));
+    }
+}
+
+/// Hyperparameters: config first, shapes (through the family's whole-tensor rules) for the rest, and
+/// the disagreements between the two.
+fn infer_dims(
+    ck: &Checkpoint,
+    fam: Option<&Family>,
+    renames: &[RenameRule],
+    cfg: Option<&ModelConfig>,
+    layers: Option<usize>,
+) -> InferredDims {
+    let mut d = InferredDims::default();
+    // Canonical name -> shape, for tensors a rename or permutation maps whole.
+    let mut shape_of = std::collections::HashMap::new();
+    if let Some(f) = fam
+        && let Ok(m) = match_tensors(ck, f, renames)
+    {
+        for (i, (_, r, b)) in m.entries.iter().enumerate() {
+            if let Rule::Rename { to, .. } | Rule::Permute { to, .. } = &r.rule {
+                shape_of.insert(to.render(b), ck.tensors[i].shape.clone());
+            }
+        }
+    }
+    let dim = |name: &str, k: usize| {
+        shape_of
+            .get(name)
+            .and_then(|s: &Vec<usize>| s.get(k).copied())
+    };
+    let s_vocab = dim("model.embed_tokens.weight", 0);
+    let s_hidden = dim("model.embed_tokens.weight", 1);
+    let s_inter = dim("model.layers.0.mlp.gate_proj.weight", 0);
+    let s_k = dim("model.layers.0.self_attn.k_proj.weight", 0);
+    d.k_rows = s_k;
+    if fam.is_some() && !shape_of.is_empty() {
+        d.tied = Some(!shape_of.contains_key("lm_head.weight"));
+    }
+    let c = cfg;
+    let mut pick = |field: &'static str, from_cfg: Option<usize>, from_shape: Option<usize>| {
+        if let (Some(a), Some(b)) = (from_cfg, from_shape)
+            && a != b
+        {
+            d.conflicts
+                .push(format!("config says {field}={a} but the shapes say {b}"));
+        }
+        match from_cfg {
+            Some(v) => Some(v),
+            None => {
+                if from_shape.is_some() {
+                    d.from_shapes.push(field);
+                }
+                from_shape
+            }
+        }
+    };
+    let vocab = pick("vocab", c.and_then(|c| c.vocab_size), s_vocab);
+    let hidden = pick("hidden", c.and_then(|c| c.hidden_size), s_hidden);
+    let inter = pick("intermediate", c.and_then(|c| c.intermediate_size), s_inter);
+    let names_layers = layer_count(
+        &ck.tensors
+            .iter()
+            .map(|t| t.name.clone())
+            .collect::<Vec<_>>(),
+    );
+    let layers_v = pick("layers", c.and_then(|c| c.num_hidden_layers), names_layers);
+    let heads = c.and_then(|c| c.num_attention_heads);
+    let head_dim = c.and_then(|c| c.resolved_head_dim());
+    let kv_from_shape = s_k
+        .zip(head_dim)
+        .and_then(|(k, h)| (h > 0 && k % h == 0).then(|| k / h));
+    let kv = pick(
+        "kv_heads",
+        c.and_then(|c| c.num_key_value_heads.or(c.num_attention_heads)),
+        kv_from_shape,
+    );
+    d.vocab = vocab;
+    d.hidden = hidden;
+    d.intermediate = inter;
+    d.layers = layers_v.or(layers);
+    d.heads = heads;
+    d.head_dim = head_dim;
+    d.kv_heads = kv;
+    d
+}

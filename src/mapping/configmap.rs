@@ -1,0 +1,222 @@
+//! Config mapping: a family's `config.json` (or Meta's `params.json`) rewritten as a LLaMA
+//! `config.json`, and back.
+//!
+//! Towards LLaMA: keys the family names differently are renamed in place (InternLM2 `bias` ->
+//! `attention_bias`), `model_type` / `architectures` become LLaMA's, `auto_map` and the family's
+//! remote-code keys are dropped, values the family implies are added (Baichuan's rope_theta 10000),
+//! `attention_bias` / `mlp_bias` follow the tensors, and every other key stays where it was. From
+//! `params.json` a whole `config.json` is generated, with vocab and FFN sizes read from the shapes.
+//! Away from LLaMA the inverse is applied.
+
+use serde_json::{Map, Value};
+
+use super::family::{ConfigFormat, Family};
+use crate::checkpoint::header::Dtype;
+use crate::checkpoint::{ConfigSource, ModelConfig};
+use crate::error::{Error, Result};
+
+/// Keys always removed when converting to LLaMA: they point transformers at remote code.
+pub const REMOTE_CODE_KEYS: &[&str] = &["auto_map"];
+
+/// Facts about the canonical tensors the config must agree with.
+#[derive(Debug, Clone, Default)]
+pub struct TensorFacts {
+    /// Rows of `model.embed_tokens.weight`.
+    pub vocab: Option<usize>,
+    /// Rows of `model.layers.0.mlp.gate_proj.weight`.
+    pub intermediate: Option<usize>,
+    /// Attention biases exist (q/k/v, o added when missing).
+    pub attention_bias: bool,
+    /// MLP biases exist.
+    pub mlp_bias: bool,
+    /// `lm_head.weight` exists.
+    pub lm_head: bool,
+    /// Element type of the embedding.
+    pub dtype: Option<Dtype>,
+}
+
+fn torch_dtype_name(d: Dtype) -> Option<&'static str> {
+    Some(match d {
+        Dtype::F32 => "float32",
+        Dtype::F16 => "float16",
+        Dtype::BF16 => "bfloat16",
+        _ => return None,
+    })
+}
+
+/// Set a key in place when present, else append it.
+fn set(map: &mut Map<String, Value>, key: &str, v: Value) {
+    if let Some(slot) = map.get_mut(key) {
+        *slot = v;
+    } else {
+        map.insert(key.to_string(), v);
+    }
+}
+
+/// Rename keys in place, keeping their position.
+fn rename_keys(
+    map: Map<String, Value>,
+    pairs: &[(String, String)],
+    forward: bool,
+) -> Map<String, Value> {
+    let mut out = Map::with_capacity(map.len());
+    for (k, v) in map {
+        let new = pairs
+            .iter()
+            .find(|(a, b)| if forward { a == &k } else { b == &k })
+            .map(|(a, b)| if forward { b.clone() } else { a.clone() })
+            .unwrap_or(k);
+        out.insert(new, v);
+    }
+    out
+}
+
+fn reparse(
+    map: Map<String, Value>,
+    source: ConfigSource,
+    like: &ModelConfig,
+) -> Result<ModelConfig> {
+    let bytes = serde_json::to_vec(&Value::Object(map))
+        .map_err(|e| Error::internal(format!("cannot serialise the config: {e}")))?;
+    let mut c = ModelConfig::parse(&bytes, source).map_err(|e| e.file(&like.path))?;
+    c.path = like.path.clone();
+    Ok(c)
+}
+
+/// The config with only the family's key renames applied (typed fields in LLaMA's spelling), for
+/// reading hyperparameters of families that are never converted (GPT-2's `n_embd`, ...).
+pub fn renamed(cfg: &ModelConfig, family: &Family) -> Result<ModelConfig> {
+    if family.config.rename.is_empty() || cfg.source == Some(ConfigSource::ParamsJson) {
+        return Ok(cfg.clone());
+    }
+    let raw = rename_keys(cfg.raw.clone(), &family.config.rename, true);
+    reparse(raw, ConfigSource::ConfigJson, cfg)
+}
+
+/// The LLaMA `config.json` for a checkpoint of `family` whose config is `cfg`.
+pub fn to_llama(cfg: &ModelConfig, family: &Family, facts: &TensorFacts) -> Result<ModelConfig> {
+    let from_params = cfg.source == Some(ConfigSource::ParamsJson)
+        || family.config.format == ConfigFormat::ParamsJson;
+    let mut map = Map::new();
+    if from_params {
+        map.insert(
+            "architectures".into(),
+            Value::from(vec!["LlamaForCausalLM"]),
+        );
+        map.insert("model_type".into(), Value::from("llama"));
+    }
+    let raw = rename_keys(cfg.raw.clone(), &family.config.rename, true);
+    for (k, v) in raw {
+        if family.config.drop.iter().any(|d| d == &k) || REMOTE_CODE_KEYS.contains(&k.as_str()) {
+            continue;
+        }
+        map.insert(k, v);
+    }
+    set(&mut map, "model_type", Value::from("llama"));
+    set(
+        &mut map,
+        "architectures",
+        Value::from(vec!["LlamaForCausalLM"]),
+    );
+    if from_params {
+        // Meta writes vocab_size -1 when the tokenizer decides: the embedding rows say.
+        let bad_vocab = map.get("vocab_size").is_none_or(|v| v.as_u64().is_none());
+        if bad_vocab && let Some(v) = facts.vocab {
+            set(&mut map, "vocab_size", Value::from(v));
+        }
+        if !map.contains_key("intermediate_size")
+            && let Some(v) = facts.intermediate
+        {
+            map.insert("intermediate_size".into(), Value::from(v));
+        }
+        if !map.contains_key("num_key_value_heads")
+            && let Some(h) = cfg.num_attention_heads
+        {
+            map.insert("num_key_value_heads".into(), Value::from(h));
+        }
+        if let Some(s) = &cfg.rope_scaling {
+            map.insert(
+                "rope_scaling".into(),
+                serde_json::json!({
+                    "rope_type": s.rope_type,
+                    "factor": s.factor,
+                    "low_freq_factor": s.low_freq_factor,
+                    "high_freq_factor": s.high_freq_factor,
+                    "original_max_position_embeddings": s.original_max_position_embeddings,
+                }),
+            );
+        }
+        if let Some(d) = facts.dtype.and_then(torch_dtype_name) {
+            map.insert("torch_dtype".into(), Value::from(d));
+        }
+    }
+    for (k, v) in &family.config.defaults {
+        let theta_elsewhere = k == "rope_theta"
+            && map
+                .get("rope_parameters")
+                .and_then(|p| p.get("rope_theta"))
+                .is_some();
+        if !map.contains_key(k) && !theta_elsewhere {
+            map.insert(k.clone(), v.clone());
+        }
+    }
+    if facts.attention_bias || map.contains_key("attention_bias") {
+        set(
+            &mut map,
+            "attention_bias",
+            Value::from(facts.attention_bias),
+        );
+    }
+    if facts.mlp_bias || map.contains_key("mlp_bias") {
+        set(&mut map, "mlp_bias", Value::from(facts.mlp_bias));
+    }
+    if from_params {
+        set(&mut map, "tie_word_embeddings", Value::from(!facts.lm_head));
+    }
+    reparse(map, ConfigSource::ConfigJson, cfg)
+}
+
+/// The family's config for a LLaMA `config.json` (the inverse of [`to_llama`]).
+pub fn from_llama(cfg: &ModelConfig, family: &Family) -> Result<ModelConfig> {
+    if family.config.format == ConfigFormat::ParamsJson {
+        let mut map = Map::new();
+        // In the order the LLaMA config has the keys.
+        for (k, v) in &cfg.raw {
+            if let Some((pk, _)) = family.config.rename.iter().find(|(_, h)| h == k) {
+                map.insert(pk.clone(), v.clone());
+            }
+        }
+        if let Some(s) = &cfg.rope_scaling {
+            if s.rope_type != "llama3" {
+                return Err(Error::unsupported(format!(
+                    "family `{}` (params.json) cannot express rope scaling `{}`",
+                    family.name, s.rope_type
+                ))
+                .file(&cfg.path));
+            }
+            map.insert("use_scaled_rope".into(), Value::from(true));
+            if let Some(f) = s.factor {
+                map.insert("rope_scaling_factor".into(), Value::from(f));
+            }
+        }
+        if !map.contains_key("rope_theta")
+            && let Some(t) = cfg.rope_theta
+        {
+            map.insert("rope_theta".into(), Value::from(t));
+        }
+        return reparse(map, ConfigSource::ParamsJson, cfg);
+    }
+    let mut map = rename_keys(cfg.raw.clone(), &family.config.rename, false);
+    if let Some(mt) = &family.config.model_type {
+        set(&mut map, "model_type", Value::from(mt.clone()));
+    }
+    if let Some(a) = family.config.architectures.first() {
+        set(&mut map, "architectures", Value::from(vec![a.clone()]));
+    }
+    for (k, v) in &family.config.defaults {
+        if map.get(k) == Some(v) {
+            map.shift_remove(k);
+        }
+    }
+    reparse(map, ConfigSource::ConfigJson, cfg)
+}

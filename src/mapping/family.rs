@@ -1,0 +1,456 @@
+//! Family mapping files: the compiled rules, families and the registry of known families.
+//!
+//! A family file (TOML, format in `mappings/README.md`) says how to recognise the family and how its
+//! tensor names and config keys relate to the canonical Hugging Face LLaMA ones. Files are input: an
+//! unknown key, a name two rules match, two sources mapped onto one target, placeholders that differ
+//! between the two sides of a rule, or a transform with no inverse is an error naming the file and the
+//! rule. The built-in files under `mappings/` are embedded in the binary.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::pattern::Pattern;
+use crate::error::{Error, Result, escape};
+
+/// Largest mapping file read, in bytes.
+pub const MAX_MAPPING_BYTES: u64 = 1 << 20;
+/// Most rules one family may have (after inheriting from its base).
+pub const MAX_RULES: usize = 4096;
+
+/// The built-in family files, embedded at compile time (base families before their children).
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "mappings/llama.toml",
+        include_str!("../../mappings/llama.toml"),
+    ),
+    ("mappings/yi.toml", include_str!("../../mappings/yi.toml")),
+    (
+        "mappings/llama-meta.toml",
+        include_str!("../../mappings/llama-meta.toml"),
+    ),
+    (
+        "mappings/mistral.toml",
+        include_str!("../../mappings/mistral.toml"),
+    ),
+    (
+        "mappings/qwen2.toml",
+        include_str!("../../mappings/qwen2.toml"),
+    ),
+    (
+        "mappings/phi3.toml",
+        include_str!("../../mappings/phi3.toml"),
+    ),
+    (
+        "mappings/baichuan.toml",
+        include_str!("../../mappings/baichuan.toml"),
+    ),
+    (
+        "mappings/internlm2.toml",
+        include_str!("../../mappings/internlm2.toml"),
+    ),
+    (
+        "mappings/gemma.toml",
+        include_str!("../../mappings/gemma.toml"),
+    ),
+    (
+        "mappings/mixtral.toml",
+        include_str!("../../mappings/mixtral.toml"),
+    ),
+    (
+        "mappings/gpt2.toml",
+        include_str!("../../mappings/gpt2.toml"),
+    ),
+    (
+        "mappings/gpt-neox.toml",
+        include_str!("../../mappings/gpt-neox.toml"),
+    ),
+    (
+        "mappings/falcon.toml",
+        include_str!("../../mappings/falcon.toml"),
+    ),
+];
+
+// ---------------------------------------------------------------------------------------------
+// Compiled rules.
+// ---------------------------------------------------------------------------------------------
+
+/// A size named by a config quantity (mapping files never hold numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantity {
+    /// `hidden_size`.
+    Hidden,
+    /// `num_attention_heads`.
+    Heads,
+    /// `num_key_value_heads`.
+    KvHeads,
+    /// `head_dim`.
+    HeadDim,
+    /// `num_attention_heads * head_dim` (query rows).
+    Q,
+    /// `num_key_value_heads * head_dim` (key or value rows).
+    Kv,
+    /// `intermediate_size`.
+    Intermediate,
+    /// `vocab_size`.
+    Vocab,
+}
+
+impl Quantity {
+    /// Parse the name used in mapping files.
+    pub fn parse(s: &str) -> Option<Quantity> {
+        Some(match s {
+            "hidden" => Quantity::Hidden,
+            "heads" => Quantity::Heads,
+            "kv_heads" => Quantity::KvHeads,
+            "head_dim" => Quantity::HeadDim,
+            "q" => Quantity::Q,
+            "kv" => Quantity::Kv,
+            "intermediate" => Quantity::Intermediate,
+            "vocab" => Quantity::Vocab,
+            _ => return None,
+        })
+    }
+
+    /// The name used in mapping files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Quantity::Hidden => "hidden",
+            Quantity::Heads => "heads",
+            Quantity::KvHeads => "kv_heads",
+            Quantity::HeadDim => "head_dim",
+            Quantity::Q => "q",
+            Quantity::Kv => "kv",
+            Quantity::Intermediate => "intermediate",
+            Quantity::Vocab => "vocab",
+        }
+    }
+}
+
+/// One tensor rule of a family: how names (and rows) on the family's side relate to canonical ones.
+#[derive(Debug, Clone)]
+pub enum Rule {
+    /// Same bytes under another name.
+    Rename {
+        /// Family-side name.
+        from: Pattern,
+        /// Canonical name.
+        to: Pattern,
+    },
+    /// Rotary row permutation: the family stores Q/K (and their biases) in Meta's interleaved
+    /// layout, the canonical form is HF's half-split layout.
+    Permute {
+        /// Family-side name.
+        from: Pattern,
+        /// Canonical name.
+        to: Pattern,
+        /// Head count the rows are grouped by (`heads` for Q, `kv_heads` for K).
+        heads: Quantity,
+    },
+    /// One fused family tensor is several canonical tensors' rows.
+    Split {
+        /// Family-side fused name.
+        from: Pattern,
+        /// Canonical parts, in row order.
+        into: Vec<Pattern>,
+        /// Row count of each part.
+        rows: Vec<Quantity>,
+        /// Grouped (InternLM2 `wqkv`: per KV group, its query heads, then one key and one value
+        /// head) instead of contiguous blocks.
+        grouped: bool,
+    },
+    /// A family tensor with no canonical counterpart that is deliberately not carried over.
+    Drop {
+        /// Family-side name.
+        from: Pattern,
+        /// Why, for reports.
+        reason: String,
+    },
+    /// A canonical tensor the family does not store because it is all zeros (Qwen2's `o_proj`
+    /// bias), added when `when` exists.
+    Zeros {
+        /// Canonical name of the zero tensor.
+        to: Pattern,
+        /// Its length (1-D).
+        rows: Quantity,
+        /// Canonical tensor whose presence (same placeholders) means the zero tensor is needed; its
+        /// dtype is used.
+        when: Pattern,
+    },
+}
+
+impl Rule {
+    /// The family-side name pattern, if the rule consumes a family tensor.
+    pub fn from(&self) -> Option<&Pattern> {
+        match self {
+            Rule::Rename { from, .. }
+            | Rule::Permute { from, .. }
+            | Rule::Split { from, .. }
+            | Rule::Drop { from, .. } => Some(from),
+            Rule::Zeros { .. } => None,
+        }
+    }
+
+    /// The canonical name patterns the rule produces.
+    pub fn targets(&self) -> Vec<&Pattern> {
+        match self {
+            Rule::Rename { to, .. } | Rule::Permute { to, .. } | Rule::Zeros { to, .. } => {
+                vec![to]
+            }
+            Rule::Split { into, .. } => into.iter().collect(),
+            Rule::Drop { .. } => Vec::new(),
+        }
+    }
+
+    /// Short transform name for reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rule::Rename { from, to } if from == to => "same",
+            Rule::Rename { .. } => "rename",
+            Rule::Permute { .. } => "permute",
+            Rule::Split { grouped: true, .. } => "grouped split",
+            Rule::Split { .. } => "split",
+            Rule::Drop { .. } => "drop",
+            Rule::Zeros { .. } => "zeros",
+        }
+    }
+}
+
+/// A rule and where it was written (file and table), for error messages.
+#[derive(Debug, Clone)]
+pub struct RuleEntry {
+    /// The rule.
+    pub rule: Rule,
+    /// `mappings/yi.toml [tensors] "model.layers.{i}.ln1.weight"`.
+    pub origin: String,
+}
+
+/// Which config file a family ships.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigFormat {
+    /// Hugging Face `config.json`.
+    ConfigJson,
+    /// Meta / mistral-inference `params.json`.
+    ParamsJson,
+}
+
+/// How the family's config relates to a LLaMA `config.json`.
+#[derive(Debug, Clone)]
+pub struct ConfigRules {
+    /// `model_type` the family writes (matched case-insensitively when detecting).
+    pub model_type: Option<String>,
+    /// `architectures` the family writes.
+    pub architectures: Vec<String>,
+    /// Which config file the family ships.
+    pub format: ConfigFormat,
+    /// Keys removed when converting to LLaMA (`auto_map` is always removed).
+    pub drop: Vec<String>,
+    /// Family key -> LLaMA key.
+    pub rename: Vec<(String, String)>,
+    /// LLaMA keys added (when absent) on the way to LLaMA, with the value the family implies.
+    pub defaults: Vec<(String, Value)>,
+}
+
+/// What detection looks for besides the tensor rules.
+#[derive(Debug, Clone, Default)]
+pub struct DetectRules {
+    /// Other `model_type` spellings.
+    pub model_types: Vec<String>,
+    /// Other `architectures` values.
+    pub architectures: Vec<String>,
+    /// Extra family-side names (detect-only families list their tensors here).
+    pub tensors: Vec<Pattern>,
+    /// Family-side names that must be present (in every layer for `{i}` names) besides the
+    /// non-optional rule sources.
+    pub required: Vec<Pattern>,
+}
+
+/// A family: its identity, its rules (with the base's inherited) and its config mapping.
+#[derive(Debug, Clone)]
+pub struct Family {
+    /// Short name (`yi`).
+    pub name: String,
+    /// One line about it.
+    pub summary: String,
+    /// Converts to LLaMA with no change to the numbers.
+    pub exact: bool,
+    /// Recognised only: no conversion (not LLaMA-equivalent).
+    pub detect_only: bool,
+    /// Where the names come from (model cards, upstream code, issues).
+    pub sources: Vec<String>,
+    /// Why it is not LLaMA-exact (or any other caveat).
+    pub note: Option<String>,
+    /// The family it inherits unlisted tensors from.
+    pub base: Option<String>,
+    /// Where the family was read from (`mappings/yi.toml` or a path).
+    pub file: String,
+    /// Tensor rules, own and inherited.
+    pub rules: Vec<RuleEntry>,
+    /// Family-side names that may be absent (tied `lm_head`, biases, buffers).
+    pub optional: Vec<Pattern>,
+    /// Config mapping.
+    pub config: ConfigRules,
+    /// Detection hints.
+    pub detect: DetectRules,
+}
+
+impl Family {
+    /// The rule whose family-side pattern matches `name`: `Ok(None)` when none does, an error when
+    /// two do (naming both rules).
+    pub fn rule_for(&self, name: &str) -> Result<Option<&RuleEntry>> {
+        let mut found: Option<&RuleEntry> = None;
+        for r in &self.rules {
+            if r.rule.from().is_some_and(|p| p.is_match(name)) {
+                if let Some(f) = found {
+                    return Err(Error::bad_data(format!(
+                        "matched by two rules of family `{}`: {} and {}",
+                        self.name, f.origin, r.origin
+                    ))
+                    .file(&self.file)
+                    .tensor(name));
+                }
+                found = Some(r);
+            }
+        }
+        Ok(found)
+    }
+
+    /// True when some rule or detection pattern of the family covers this family-side name.
+    pub fn covers(&self, name: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.rule.from().is_some_and(|p| p.is_match(name)))
+            || self.detect.tensors.iter().any(|p| p.is_match(name))
+    }
+
+    /// The family-side patterns that must be present: every rule source and detection tensor not
+    /// listed as optional (drops excluded), plus `[detect] required`.
+    pub fn required(&self) -> Vec<&Pattern> {
+        let mut out: Vec<&Pattern> = Vec::new();
+        let sources = self
+            .rules
+            .iter()
+            .filter(|r| !matches!(r.rule, Rule::Drop { .. }))
+            .filter_map(|r| r.rule.from())
+            .chain(self.detect.tensors.iter());
+        for p in sources {
+            if !self.optional.iter().any(|o| o == p) && !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        for p in &self.detect.required {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// The family-side name components that differ from the canonical names (`ln1`, `ln2` for Yi),
+    /// for detection evidence.
+    pub fn differing_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in &self.rules {
+            if matches!(r.rule, Rule::Drop { .. }) {
+                continue;
+            }
+            let (Some(from), targets) = (r.rule.from(), r.rule.targets()) else {
+                continue;
+            };
+            if targets.len() == 1 && targets[0] == from {
+                continue;
+            }
+            let to = targets.first().map(|t| t.text()).unwrap_or("");
+            let tset: Vec<&str> = to.split('.').collect();
+            let diff: Vec<&str> = from
+                .text()
+                .split('.')
+                .filter(|c| !tset.contains(c) && *c != "weight" && *c != "bias")
+                .collect();
+            let s = if diff.is_empty() {
+                from.text().to_string()
+            } else {
+                diff.join(".")
+            };
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// The matching `model_type` / `architectures` the family claims.
+    pub fn claims_model_type(&self, mt: &str) -> bool {
+        self.config
+            .model_type
+            .iter()
+            .chain(self.detect.model_types.iter())
+            .any(|m| m.eq_ignore_ascii_case(mt))
+    }
+
+    /// True when one of `archs` is an architecture the family claims.
+    pub fn claims_architecture(&self, archs: &[String]) -> bool {
+        archs.iter().any(|a| {
+            self.config
+                .architectures
+                .iter()
+                .chain(self.detect.architectures.iter())
+                .any(|m| m == a)
+        })
+    }
+}
+
+/// The known families: the built-in ones plus any loaded from files.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    families: Vec<Family>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn empty() -> Registry {
+        Registry::default()
+    }
+
+    /// The families embedded in the binary (`mappings/*.toml`).
+    pub fn builtin() -> Result<Registry> {
+        let mut r = Registry::empty();
+        for (file, text) in BUILTIN {
+            r.load_str(text, file)?;
+        }
+        Ok(r)
+    }
+
+    /// Add a family from a file; returns its name.
+    pub fn load_file(&mut self, path: &Path) -> Result<String> {
+        let bytes = crate::checkpoint::config::read_limited(path, MAX_MAPPING_BYTES)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::bad_data("mapping file is not UTF-8").file(path))?;
+        self.load_str(&text, &path.display().to_string())
+    }
+
+    /// Add a family from TOML text; `file` names it in errors. Returns the family's name.
+    pub fn load_str(&mut self, text: &str, file: &str) -> Result<String> {
+        let spec: super::loader::FileSpec = toml::from_str(text).map_err(|e| {
+            Error::bad_data(format!(
+                "invalid mapping file: {}",
+                escape(e.to_string().trim())
+            ))
+            .file(file)
+        })?;
+        let fam = super::loader::compile(spec, file, self).map_err(|e| e.file(file))?;
+        let name = fam.name.clone();
+        self.families.push(fam);
+        Ok(name)
+    }
+
+    /// A family by name.
+    pub fn get(&self, name: &str) -> Option<&Family> {
+        self.families.iter().find(|f| f.name == name)
+    }
+
+    /// Every family, built-in first, in load order.
+    pub fn families(&self) -> &[Family] {
+        &self.families
+    }
+}

@@ -1,0 +1,418 @@
+//! Name patterns: the `model.layers.{i}.ln1.weight` templates of mapping files, and the ad-hoc
+//! `--rename 'REGEX=REPLACEMENT'` rules of the command line.
+//!
+//! A template is literal text with `{name}` placeholders that each match a decimal index (`{i}` the
+//! layer, `{e}` an expert, ...). It compiles to an anchored regex for matching and renders back from
+//! the captured values, so the same template works in both directions of a rule. Patterns are input:
+//! every regex is built with a size limit.
+
+use std::collections::BTreeMap;
+
+use regex::{Regex, RegexBuilder};
+
+use crate::error::{Error, Result, escape};
+
+/// Largest compiled regex accepted for one pattern, in bytes (`RegexBuilder::size_limit`).
+pub const MAX_REGEX_BYTES: usize = 1 << 20;
+/// Longest pattern text accepted.
+pub const MAX_PATTERN_LEN: usize = 1000;
+
+/// Placeholder values captured from a name: placeholder -> digits as written.
+pub type Bindings = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Lit(String),
+    Var(String),
+}
+
+/// A compiled name template (`model.layers.{i}.self_attn.q_proj.weight`).
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    text: String,
+    parts: Vec<Part>,
+    re: Regex,
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Pattern {
+    /// Compile a template. Placeholders are `{name}` with a lower-case ASCII name; a placeholder may
+    /// appear once; `{` and `}` are not allowed elsewhere.
+    pub fn parse(text: &str) -> Result<Pattern> {
+        if text.is_empty() {
+            return Err(Error::bad_data("empty name pattern"));
+        }
+        if text.len() > MAX_PATTERN_LEN {
+            return Err(Error::bad_data(format!(
+                "name pattern is {} characters, over the limit of {MAX_PATTERN_LEN}",
+                text.len()
+            )));
+        }
+        let mut parts = Vec::new();
+        let mut rest = text;
+        let mut seen: Vec<String> = Vec::new();
+        while !rest.is_empty() {
+            match rest.find(['{', '}']) {
+                None => {
+                    parts.push(Part::Lit(rest.to_string()));
+                    rest = "";
+                }
+                Some(p) => {
+                    if p > 0 {
+                        parts.push(Part::Lit(rest[..p].to_string()));
+                    }
+                    let tail = &rest[p..];
+                    let close = tail.find('}').filter(|_| tail.starts_with('{'));
+                    let Some(c) = close else {
+                        return Err(Error::bad_data(format!(
+                            "unbalanced brace in name pattern `{}`",
+                            escape(text)
+                        )));
+                    };
+                    let var = &tail[1..c];
+                    if var.is_empty() || !var.chars().all(|ch| ch.is_ascii_lowercase()) {
+                        return Err(Error::bad_data(format!(
+                            "placeholder `{{{}}}` in `{}` must be a lower-case name like {{i}}",
+                            escape(var),
+                            escape(text)
+                        )));
+                    }
+                    if seen.iter().any(|s| s == var) {
+                        return Err(Error::bad_data(format!(
+                            "placeholder `{{{var}}}` appears twice in `{}`",
+                            escape(text)
+                        )));
+                    }
+                    if matches!(parts.last(), Some(Part::Var(_))) {
+                        return Err(Error::bad_data(format!(
+                            "two placeholders must be separated by text in `{}`",
+                            escape(text)
+                        )));
+                    }
+                    seen.push(var.to_string());
+                    parts.push(Part::Var(var.to_string()));
+                    rest = &tail[c + 1..];
+                }
+            }
+        }
+        let mut re = String::from("^");
+        for p in &parts {
+            match p {
+                Part::Lit(s) => re.push_str(&regex::escape(s)),
+                Part::Var(v) => re.push_str(&format!("(?P<{v}>[0-9]+)")),
+            }
+        }
+        re.push('$');
+        let re = build_regex(&re)?;
+        Ok(Pattern {
+            text: text.to_string(),
+            parts,
+            re,
+        })
+    }
+
+    /// The template as written.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The placeholder names, in order.
+    pub fn placeholders(&self) -> Vec<&str> {
+        self.parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Var(v) => Some(v.as_str()),
+                Part::Lit(_) => None,
+            })
+            .collect()
+    }
+
+    /// True when the template has no placeholders.
+    pub fn is_literal(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Lit(_)))
+    }
+
+    /// Match a whole name; the captured placeholder values on success.
+    pub fn matches(&self, name: &str) -> Option<Bindings> {
+        let caps = self.re.captures(name)?;
+        let mut b = Bindings::new();
+        for p in &self.parts {
+            if let Part::Var(v) = p {
+                b.insert(v.clone(), caps.name(v)?.as_str().to_string());
+            }
+        }
+        Some(b)
+    }
+
+    /// True when the name matches.
+    pub fn is_match(&self, name: &str) -> bool {
+        self.re.is_match(name)
+    }
+
+    /// Render with placeholder values (a missing value renders as `{name}`).
+    pub fn render(&self, b: &Bindings) -> String {
+        let mut s = String::with_capacity(self.text.len());
+        for p in &self.parts {
+            match p {
+                Part::Lit(l) => s.push_str(l),
+                Part::Var(v) => match b.get(v) {
+                    Some(x) => s.push_str(x),
+                    None => {
+                        s.push('{');
+                        s.push_str(v);
+                        s.push('}');
+                    }
+                },
+            }
+        }
+        s
+    }
+
+    /// A concrete name this template matches (every placeholder `0`), for overlap checks.
+    pub fn sample(&self) -> String {
+        let b = self
+            .placeholders()
+            .into_iter()
+            .map(|v| (v.to_string(), "0".to_string()))
+            .collect();
+        self.render(&b)
+    }
+
+    /// True when some name could match both templates (checked on each one's sample name, which is
+    /// exact for templates whose placeholders stand for whole dot-separated components).
+    pub fn overlaps(&self, other: &Pattern) -> bool {
+        self.is_match(&other.sample()) || other.is_match(&self.sample())
+    }
+
+    /// The value of placeholder `var` in `name`, as a number.
+    pub fn index_of(&self, name: &str, var: &str) -> Option<usize> {
+        self.matches(name)?.get(var)?.parse().ok()
+    }
+}
+
+/// Compile a user-supplied regex with the size limit.
+pub fn build_regex(re: &str) -> Result<Regex> {
+    RegexBuilder::new(re)
+        .size_limit(MAX_REGEX_BYTES)
+        .dfa_size_limit(MAX_REGEX_BYTES)
+        .build()
+        .map_err(|e| {
+            Error::bad_data(format!(
+                "invalid or too large pattern `{}`: {}",
+                escape(re),
+                escape(&e.to_string())
+            ))
+        })
+}
+
+/// An ad-hoc rename from the command line, `--rename 'PATTERN=REPLACEMENT'`: a regex matched against
+/// whole tensor names and a replacement with `$1` / `${name}` groups, e.g.
+/// `base_model\.model\.(.*)=$1` strips a PEFT prefix. Applied to the physical names before the family
+/// rules, with the same checks (a name matched by two rules, two names renamed onto one, a group
+/// reference the pattern does not capture).
+#[derive(Debug, Clone)]
+pub struct RenameRule {
+    /// The spec as given.
+    pub spec: String,
+    re: Regex,
+    replacement: String,
+}
+
+impl RenameRule {
+    /// Parse `PATTERN=REPLACEMENT` (split at the first `=`). The pattern is anchored at both ends.
+    pub fn parse(spec: &str) -> Result<RenameRule> {
+        let usage = |m: String| {
+            Error::usage(m)
+                .hint("write --rename 'PATTERN=REPLACEMENT', e.g. 'base_model\\.model\\.(.*)=$1'")
+        };
+        if spec.len() > MAX_PATTERN_LEN {
+            return Err(usage(format!(
+                "rename rule is {} characters, over the limit of {MAX_PATTERN_LEN}",
+                spec.len()
+            )));
+        }
+        let Some((pat, rep)) = spec.split_once('=') else {
+            return Err(usage(format!("rename rule `{}` has no `=`", escape(spec))));
+        };
+        if pat.is_empty() {
+            return Err(usage(format!(
+                "rename rule `{}` has an empty pattern",
+                escape(spec)
+            )));
+        }
+        let re = RegexBuilder::new(&format!("^(?:{pat})$"))
+            .size_limit(MAX_REGEX_BYTES)
+            .dfa_size_limit(MAX_REGEX_BYTES)
+            .build()
+            .map_err(|e| {
+                usage(format!(
+                    "rename rule `{}`: invalid or too large regex: {}",
+                    escape(spec),
+                    escape(&e.to_string())
+                ))
+            })?;
+        // Placeholders must agree between the sides: every group the replacement names exists.
+        for g in replacement_groups(rep) {
+            let ok = match g.parse::<usize>() {
+                Ok(n) => n < re.captures_len(),
+                Err(_) => re.capture_names().flatten().any(|n| n == g),
+            };
+            if !ok {
+                return Err(usage(format!(
+                    "rename rule `{}`: the replacement uses `${g}` but the pattern has no such group",
+                    escape(spec)
+                )));
+            }
+        }
+        if rep.is_empty() {
+            return Err(usage(format!(
+                "rename rule `{}` renames tensors to an empty name",
+                escape(spec)
+            )));
+        }
+        Ok(RenameRule {
+            spec: spec.to_string(),
+            re,
+            replacement: rep.to_string(),
+        })
+    }
+
+    /// The new name when this rule matches `name`.
+    pub fn apply(&self, name: &str) -> Option<String> {
+        let caps = self.re.captures(name)?;
+        let mut out = String::new();
+        caps.expand(&self.replacement, &mut out);
+        Some(out)
+    }
+}
+
+/// Group references in a regex replacement: `$1`, `${1}`, `$name`, `${name}` (`$$` is a literal).
+fn replacement_groups(rep: &str) -> Vec<String> {
+    let b = rep.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        match b.get(i + 1) {
+            Some(b'$') => i += 2,
+            Some(b'{') => {
+                let end = rep[i + 2..].find('}').map(|e| i + 2 + e);
+                match end {
+                    Some(e) => {
+                        out.push(rep[i + 2..e].to_string());
+                        i = e + 1;
+                    }
+                    None => i += 2,
+                }
+            }
+            _ => {
+                let s = i + 1;
+                let mut e = s;
+                while e < b.len() && (b[e].is_ascii_alphanumeric() || b[e] == b'_') {
+                    e += 1;
+                }
+                if e > s {
+                    out.push(rep[s..e].to_string());
+                }
+                i = e.max(i + 1);
+            }
+        }
+    }
+    out
+}
+
+/// Apply ad-hoc renames to a list of names: the new names, or an error naming the tensor and the rules
+/// when two rules match one name or two names end up the same.
+pub fn apply_renames(names: &[String], rules: &[RenameRule]) -> Result<Vec<String>> {
+    if rules.is_empty() {
+        return Ok(names.to_vec());
+    }
+    let mut out = Vec::with_capacity(names.len());
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, n) in names.iter().enumerate() {
+        let mut hit: Option<(&RenameRule, String)> = None;
+        for r in rules {
+            if let Some(new) = r.apply(n) {
+                if let Some((first, _)) = &hit {
+                    return Err(Error::usage(format!(
+                        "matched by two rename rules: `{}` and `{}`",
+                        escape(&first.spec),
+                        escape(&r.spec)
+                    ))
+                    .tensor(n));
+                }
+                hit = Some((r, new));
+            }
+        }
+        let new = hit.map(|(_, s)| s).unwrap_or_else(|| n.clone());
+        if let Some(&j) = seen.get(&new) {
+            return Err(Error::usage(format!(
+                "renamed to `{}`, the same name as `{}`: two sources onto one target",
+                escape(&new),
+                escape(&names[j])
+            ))
+            .tensor(n));
+        }
+        seen.insert(new.clone(), i);
+        out.push(new);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_matches_and_renders() {
+        let p = Pattern::parse("model.layers.{i}.ln1.weight").unwrap();
+        let b = p.matches("model.layers.12.ln1.weight").unwrap();
+        assert_eq!(b["i"], "12");
+        assert!(p.matches("model.layers.x.ln1.weight").is_none());
+        assert!(p.matches("model.layers.1.ln1.weightx").is_none());
+        let q = Pattern::parse("model.layers.{i}.input_layernorm.weight").unwrap();
+        assert_eq!(q.render(&b), "model.layers.12.input_layernorm.weight");
+        assert_eq!(p.sample(), "model.layers.0.ln1.weight");
+        assert!(Pattern::parse("a.{i}.{i}").is_err());
+        assert!(Pattern::parse("a.{I}").is_err());
+        assert!(Pattern::parse("a.{i").is_err());
+        assert!(Pattern::parse("a.{i}{e}").is_err());
+        // dots are literal
+        assert!(!Pattern::parse("a.b").unwrap().is_match("axb"));
+    }
+
+    #[test]
+    fn rename_rules() {
+        let r = RenameRule::parse(r"base_model\.model\.(.*)=$1").unwrap();
+        assert_eq!(
+            r.apply("base_model.model.model.norm.weight").as_deref(),
+            Some("model.norm.weight")
+        );
+        assert_eq!(r.apply("model.norm.weight"), None);
+        assert!(RenameRule::parse("abc").is_err());
+        assert!(RenameRule::parse("(a)=$2").is_err());
+        assert!(RenameRule::parse("(?P<x>a)=${x}b").is_ok());
+        assert!(RenameRule::parse("(?P<x>a)=${y}b").is_err());
+        assert!(RenameRule::parse("a{1000}{1000}{1000}=b").is_err());
+        let names = vec!["a.x".to_string(), "b.x".to_string()];
+        let e = apply_renames(&names, &[RenameRule::parse(r"[ab]\.x=c").unwrap()]).unwrap_err();
+        assert!(e.to_string().contains("two sources onto one target"), "{e}");
+        let e = apply_renames(
+            &names,
+            &[
+                RenameRule::parse(r"a\.(.*)=q$1").unwrap(),
+                RenameRule::parse(r"(.*)\.x=$1").unwrap(),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("matched by two rename rules"), "{e}");
+    }
+}
