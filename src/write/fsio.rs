@@ -251,6 +251,31 @@ pub fn reserve(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
+/// Ask the kernel to start writing `file`'s dirty pages back now, without waiting
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): a hint only; durability still comes from `fsync`.
+pub fn start_writeback(file: &File) {
+    start_writeback_range(file, 0, 0);
+}
+
+/// [`start_writeback`] for `len` bytes at `off` (`len` 0: to the end of the file).
+pub fn start_writeback_range(file: &File, off: u64, len: u64) {
+    let (Ok(o), Ok(l)) = (libc::off64_t::try_from(off), libc::off64_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: plain syscall on an open fd; the result is deliberately ignored (a hint).
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), o, l, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+/// Tell the kernel a file will be read sequentially (doubles its readahead window), as `cp` does.
+pub fn advise_sequential(file: &File) {
+    // SAFETY: plain syscall on an open fd; the result is deliberately ignored (a hint).
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    }
+}
+
 /// Bytes available to an unprivileged user on the filesystem holding `path` (`statvfs`).
 pub fn free_space(path: &Path) -> io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;

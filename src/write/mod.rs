@@ -36,6 +36,8 @@ pub use plan::{DEFAULT_MAX_SHARD_SIZE, Plan, parse_size};
 
 /// Deepest directory level copied or walked below a checkpoint directory.
 pub const MAX_DEPTH: usize = 16;
+/// Amount of data copied between two writeback kicks (`sync_file_range`).
+const WRITEBACK_STEP: u64 = 64 << 20;
 /// Largest extra space (beyond the output's size, up to 1% of it, plus 64 KiB for directory
 /// entries) the preflight check asks for.
 pub const SPACE_MARGIN: u64 = 1 << 20;
@@ -442,19 +444,32 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
         }
     };
     let mut ctx = CopyCtx::new(opts.cancel, Some(&progress_write));
+    for sh in &ck.shards {
+        fsio::advise_sequential(sh.file());
+    }
     let fail = |e: io::Error, file: &str, tensor: Option<&str>, ctx: &CopyCtx| {
         write_error(e, &d, file, tensor, needed.saturating_sub(ctx.done))
     };
+    // Shards are fsynced after all of them are written: writeback of one overlaps the copy of the
+    // next (started early with sync_file_range), and every fsync still precedes the commit.
+    let mut pending: Vec<(File, &str)> = Vec::with_capacity(plan.files.len());
     for f in &plan.files {
-        write_shard(view, f, &sp.join(&f.name), &mut ctx)
+        let out = write_shard(view, f, &sp.join(&f.name), &mut ctx)
             .map_err(|(e, t)| fail(e, &f.name, t.as_deref(), &ctx))?;
+        fsio::start_writeback(&out);
+        pending.push((out, &f.name));
+    }
+    for (out, name) in pending {
+        out.sync_all().map_err(|e| fail(e, name, None, &ctx))?;
     }
     if let Some(index) = &plan.index {
         write_small(&sp.join(INDEX_NAME), index.as_bytes(), &mut ctx)
+            .and_then(|f| f.sync_all())
             .map_err(|e| fail(e, INDEX_NAME, None, &ctx))?;
     }
     if let Some((name, text)) = &config {
         write_small(&sp.join(name), text.as_bytes(), &mut ctx)
+            .and_then(|f| f.sync_all())
             .map_err(|e| fail(e, name, None, &ctx))?;
     }
     for dir in &others.dirs {
@@ -463,10 +478,12 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
     }
     for c in &others.copies {
         let shown = c.rel.display().to_string();
-        copy_file(&c.src, &sp.join(&c.rel), c.size, &mut ctx).map_err(|e| match e {
-            CopyErr::Read(e) => Error::io(&c.src, "cannot read", e),
-            CopyErr::Write(e) => fail(e, &shown, None, &ctx),
-        })?;
+        copy_file(&c.src, &sp.join(&c.rel), c.size, &mut ctx)
+            .and_then(|f| f.sync_all().map_err(CopyErr::Write))
+            .map_err(|e| match e {
+                CopyErr::Read(e) => Error::io(&c.src, "cannot read", e),
+                CopyErr::Write(e) => fail(e, &shown, None, &ctx),
+            })?;
     }
     for dir in others.dirs.iter().rev() {
         fsio::sync_dir(&sp.join(dir))
@@ -629,11 +646,12 @@ fn write_shard(
     f: &plan::PlannedFile,
     path: &Path,
     ctx: &mut CopyCtx,
-) -> std::result::Result<(), (io::Error, Option<String>)> {
+) -> std::result::Result<File, (io::Error, Option<String>)> {
     let out = create_new(path).map_err(|e| (e, None))?;
     fsio::reserve(&out, f.size).map_err(|e| (e, None))?;
     ctx.write_at(&out, &f.header, 0).map_err(|e| (e, None))?;
     let data_start = f.header.len() as u64;
+    let mut kicked = 0u64;
     for t in &f.tensors {
         let tag = |e: io::Error| (e, Some(t.name.clone()));
         let vt = view
@@ -662,20 +680,25 @@ fn write_shard(
                 }
             }
         }
+        // Start writeback of what was copied so far, so the disk writes while we copy on and the
+        // final fsync has little left to do (the kernel would otherwise wait for its dirty limits).
+        if off.saturating_sub(kicked) >= WRITEBACK_STEP {
+            fsio::start_writeback_range(&out, kicked, off - kicked);
+            kicked = off;
+        }
         if off != data_start.saturating_add(t.end as u64) {
             return Err(tag(io::Error::other(
                 "the tensor's parts do not add up to its planned size",
             )));
         }
     }
-    out.sync_all().map_err(|e| (e, None))?;
-    Ok(())
+    Ok(out)
 }
 
-fn write_small(path: &Path, bytes: &[u8], ctx: &mut CopyCtx) -> io::Result<()> {
+fn write_small(path: &Path, bytes: &[u8], ctx: &mut CopyCtx) -> io::Result<File> {
     let out = create_new(path)?;
     ctx.write_at(&out, bytes, 0)?;
-    out.sync_all()
+    Ok(out)
 }
 
 enum CopyErr {
@@ -688,7 +711,7 @@ fn copy_file(
     dst: &Path,
     size: u64,
     ctx: &mut CopyCtx,
-) -> std::result::Result<(), CopyErr> {
+) -> std::result::Result<File, CopyErr> {
     let input = File::open(src).map_err(CopyErr::Read)?;
     let len = input.metadata().map_err(CopyErr::Read)?.len();
     if len != size {
@@ -704,5 +727,5 @@ fn copy_file(
             CopyErr::Write(e)
         }
     })?;
-    out.sync_all().map_err(CopyErr::Write)
+    Ok(out)
 }
