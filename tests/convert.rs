@@ -790,6 +790,16 @@ fn every_llama_exact_fixture_converts_to_llama_and_back() {
         assert!(o.status.success(), "{name} -> {family}: {}", text(&o));
         let again = Checkpoint::open(&back).unwrap();
         same_tensors(&src, &again, &|n| n.to_string());
+        if src.layout == ckpt::checkpoint::Layout::Meta {
+            // Back in Meta's own layout: consolidated.safetensors + params.json, no config.json.
+            assert!(back.join("consolidated.safetensors").exists(), "{name}");
+            assert!(back.join("params.json").exists(), "{name}");
+            assert!(!back.join("config.json").exists(), "{name}");
+            assert!(
+                !llama.join("params.json").exists(),
+                "{name}: params.json not copied"
+            );
+        }
         done += 1;
     }
     assert_eq!(done, 16);

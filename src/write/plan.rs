@@ -6,10 +6,12 @@
 //! `modeling_utils.py`, `shard_checkpoint`/`split_torch_state_dict_into_shards`): tensors are taken
 //! in order and a new shard starts when the next tensor would push the current one over the limit;
 //! a tensor larger than the limit gets a shard of its own. Names are `model-0000K-of-0000N.safetensors`,
-//! or a single `model.safetensors` when everything fits.
+//! or a single `model.safetensors` when everything fits (`consolidated.safetensors` for the Meta
+//! layout, whose config is a `params.json`).
 
 use std::collections::BTreeMap;
 
+use crate::checkpoint::config::ConfigSource;
 use crate::checkpoint::header::{Dtype, checked_nbytes, serialize_header};
 use crate::error::{Error, Result};
 use crate::mapping::view::View;
@@ -19,6 +21,8 @@ pub const DEFAULT_MAX_SHARD_SIZE: u64 = 5_000_000_000;
 
 /// File name of a checkpoint that fits in one file.
 pub const SINGLE_NAME: &str = "model.safetensors";
+/// The same for the Meta / mistral-inference layout (written with a `params.json`).
+pub const META_SINGLE_NAME: &str = "consolidated.safetensors";
 
 /// One tensor placed in an output file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +132,13 @@ pub fn plan(view: &View, max_shard_size: u64) -> Result<Plan> {
     let mut files = Vec::with_capacity(count);
     let mut weight_map = BTreeMap::new();
     for (k, group) in groups.into_iter().enumerate() {
-        let name = if count == 1 {
+        let meta_layout = view
+            .config
+            .as_ref()
+            .is_some_and(|c| c.source == Some(ConfigSource::ParamsJson));
+        let name = if count == 1 && meta_layout {
+            META_SINGLE_NAME.to_string()
+        } else if count == 1 {
             SINGLE_NAME.to_string()
         } else {
             format!(
