@@ -397,7 +397,35 @@ fn killed_runs_leave_the_destination_absent_or_complete_and_clean_removes_leftov
             same_tensors(&a, &b, &yi_to_llama);
         }
     }
-    eprintln!("killed runs: {absent} left no destination, {complete} a complete one");
+    // Replacing an existing destination (--force): it is always the old or the complete new one.
+    let (mut kept_old, mut replaced) = (0, 0);
+    for (trial, delay_ms) in [5u64, 40, 150, 400, 1000, u64::MAX].into_iter().enumerate() {
+        let dst = work.join(format!("force{trial}"));
+        std::fs::create_dir(&dst).unwrap();
+        std::fs::write(dst.join("old.txt"), b"old").unwrap();
+        let mut child = Command::new(BIN)
+            .args(["convert", s(&src), s(&dst), "--force", "-q"])
+            .spawn()
+            .unwrap();
+        if delay_ms != u64::MAX {
+            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+        if dst.join("old.txt").exists() {
+            kept_old += 1;
+            assert_eq!(std::fs::read(dst.join("old.txt")).unwrap(), b"old");
+        } else {
+            replaced += 1;
+            let b = Checkpoint::open(&dst).expect("a replaced destination is complete");
+            same_tensors(&a, &b, &yi_to_llama);
+        }
+    }
+    assert!(replaced >= 1);
+    eprintln!(
+        "killed runs: {absent} left no destination, {complete} a complete one; \
+         with --force {kept_old} kept the old one, {replaced} the complete new one"
+    );
     assert!(complete >= 1);
     let o = ckpt(&["convert", "--clean", s(&work)]);
     assert!(o.status.success(), "{}", text(&o));

@@ -512,21 +512,38 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
     // Commit (B.3.1 / B.3.2).
     let mut warnings = Vec::new();
     if d.exists {
-        let old = d
+        let mut old = d
             .parent
             .join(format!(".{}.ckpt-old-{}", d.name, fsio::random_suffix()));
-        std::fs::rename(&d.path, &old)
-            .map_err(|e| Error::io_write(&d.given, "cannot move the old destination aside", e))?;
-        if let Err(e) = fsio::rename_noreplace(&sp, &d.path) {
-            let back = std::fs::rename(&old, &d.path);
-            let mut err = Error::io_write(&d.given, "cannot move the new checkpoint into place", e);
-            if back.is_err() {
-                err = err.hint(format!(
-                    "the old destination is at `{}`; rename it back",
-                    old.display()
-                ));
+        // Preferred: swap staging and destination atomically (renameat2 RENAME_EXCHANGE), so no
+        // instant exists where the destination name is missing; the old tree then sits at the
+        // staging name and is renamed to `.ckpt-old-` before it is deleted. Fallback (no exchange
+        // support): move the old one aside, then the new one in.
+        match fsio::exchange(&sp, &d.path) {
+            Ok(()) => {
+                let _ = fsio::sync_dir(&d.parent);
+                if std::fs::rename(&sp, &old).is_err() {
+                    // Delete it under the staging name (which `--clean` also knows).
+                    old = sp.clone();
+                }
             }
-            return Err(err);
+            Err(_) => {
+                std::fs::rename(&d.path, &old).map_err(|e| {
+                    Error::io_write(&d.given, "cannot move the old destination aside", e)
+                })?;
+                if let Err(e) = fsio::rename_noreplace(&sp, &d.path) {
+                    let back = std::fs::rename(&old, &d.path);
+                    let mut err =
+                        Error::io_write(&d.given, "cannot move the new checkpoint into place", e);
+                    if back.is_err() {
+                        err = err.hint(format!(
+                            "the old destination is at `{}`; rename it back",
+                            old.display()
+                        ));
+                    }
+                    return Err(err);
+                }
+            }
         }
         let _ = staging.keep();
         fsio::sync_dir(&d.parent).map_err(|e| {
