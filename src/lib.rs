@@ -8,19 +8,19 @@
 //! and, where there is one, the tensor. See `docs/ARCHITECTURE.md` for how the modules fit together.
 #![deny(missing_docs)]
 
-pub mod error;
-pub mod kernels;
-
-pub use error::{Error, ErrorKind, Result};
 pub mod check;
 pub mod checkpoint;
 pub mod detect;
 pub mod diff;
+pub mod error;
 pub mod json;
+pub mod kernels;
 pub mod mapping;
 pub mod reference;
 pub mod report;
 pub mod synth;
 pub mod verify;
+pub mod write;
 
 pub use checkpoint::{Checkpoint, TensorInfo};
+pub use error::{Error, ErrorKind, Result};

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use ckpt::{Error, ErrorKind};
 
 mod check;
+mod convert;
 mod detect;
 mod diff;
 mod families;
@@ -44,6 +45,10 @@ enum Command {
     Check(check::Args),
     /// Compare two checkpoints tensor by tensor (aligned by family) and config key by key.
     Diff(diff::Args),
+    /// Convert a checkpoint to another naming family as a Hub-ready directory (crash-safe).
+    Convert(convert::Args),
+    /// Rename tensors (`--rename P=R`) into a new directory, or in place with --in-place.
+    Rename(convert::RenameArgs),
     /// Detect a checkpoint's family (names, config, shapes) and say how to convert it.
     Detect(detect::Args),
     /// List the known family mapping files.
@@ -97,6 +102,8 @@ fn run(cmd: Command) -> CmdResult {
         Command::Inspect(a) => inspect::run(a),
         Command::Check(a) => check::run(a),
         Command::Diff(a) => diff::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Rename(a) => convert::run_rename(a),
         Command::Detect(a) => detect::run(a),
         Command::Families(a) => families::run(a),
         Command::Logits(a) => logits::run(a),
@@ -109,6 +116,7 @@ fn cli_wants_json(cmd: &Command) -> bool {
         Command::Inspect(a) => a.json,
         Command::Check(a) => check::wants_json(a),
         Command::Diff(a) => a.json,
+        Command::Convert(_) | Command::Rename(_) => false,
         Command::Detect(a) => a.json,
         Command::Families(a) => a.json,
         Command::Logits(a) => a.json,

@@ -1,0 +1,501 @@
+//! `ckpt convert SRC DST` and `ckpt rename SRC DST --rename P=R`: write a checkpoint under another
+//! family's names (or with renamed tensors) as a Hub-ready directory, crash-safely; `--in-place` for
+//! pure renames whose headers fit; `--recover DIR` and `--clean DIR` for leftovers of killed runs.
+//!
+//! This file owns the flags, the view construction, the dry-run table, the progress bar and the
+//! summary; the protocol itself is in `ckpt::write`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ckpt::Error;
+use ckpt::checkpoint::Checkpoint;
+use ckpt::detect::open_view;
+use ckpt::mapping::pattern::apply_renames;
+use ckpt::mapping::{RenameRule, View, to_family};
+use ckpt::report::{self, esc, human_bytes};
+use ckpt::write::{self, Phase, WriteOptions, inplace, plan};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{CmdResult, EXIT_OK, out};
+
+/// Convert a checkpoint to another naming family (default: LLaMA) as a Hub-ready directory.
+///
+/// The output is built in a hidden sibling directory, fsynced, checked against the source (SHA-256
+/// of every tensor) and only then renamed to DST: an error, a full disk or Ctrl-C leaves DST as it
+/// was. The source is never modified (except with --in-place).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Source checkpoint: a directory, a `.safetensors` file or a `*.index.json`.
+    pub src: Option<PathBuf>,
+    /// Destination directory (must not exist unless --force).
+    pub dst: Option<PathBuf>,
+    /// Target family [default: llama].
+    #[arg(long, value_name = "FAMILY")]
+    pub to: Option<String>,
+    /// Source family (default: detected).
+    #[arg(long, value_name = "FAMILY")]
+    pub from: Option<String>,
+    /// Extra mapping file(s) to load (TOML), in addition to the built-in families.
+    #[arg(long, value_name = "FILE")]
+    pub mapping: Vec<PathBuf>,
+    #[command(flatten)]
+    pub common: Common,
+    /// Roll back an interrupted --in-place run in DIR (restores the old headers) and exit.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["src", "clean"])]
+    pub recover: Option<PathBuf>,
+    /// Remove leftovers of killed runs (`.*.ckpt-tmp-*`, `.*.ckpt-old-*`) in DIR and exit.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["src", "recover"])]
+    pub clean: Option<PathBuf>,
+}
+
+/// Rename tensors of a checkpoint (`P=R` rules) into a new directory, or in place.
+#[derive(clap::Args, Debug)]
+pub struct RenameArgs {
+    /// Source checkpoint: a directory, a `.safetensors` file or a `*.index.json`.
+    pub src: PathBuf,
+    /// Destination directory (omit with --in-place).
+    pub dst: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Flags shared by `convert` and `rename`.
+#[derive(clap::Args, Debug)]
+pub struct Common {
+    /// Rename rule `PATTERN=REPLACEMENT` (a regex matched against the whole tensor name; `$1` refers
+    /// to groups), applied to the source names before the family mapping (repeatable).
+    #[arg(long, value_name = "P=R")]
+    pub rename: Vec<String>,
+    /// Largest amount of tensor data per shard file (5GB, 500MB, 2GiB, 1e9).
+    #[arg(long, value_name = "SIZE", default_value = "5GB")]
+    pub max_shard_size: String,
+    /// Replace DST if it exists (the old copy is deleted only after the new one is in place).
+    #[arg(long)]
+    pub force: bool,
+    /// Print the plan (tensors, files, config changes) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// No progress bar and no summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Skip the SHA-256 comparison of every written tensor with the source.
+    #[arg(long)]
+    pub no_verify_bytes: bool,
+    /// Pure renames only: rewrite the headers of SRC in place (when they fit), under a journal.
+    #[arg(long)]
+    pub in_place: bool,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    // SAFETY: signal() is async-signal-safe; a second Ctrl-C then terminates at once.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+}
+
+fn install_signal_handlers() {
+    let h = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic and resets the disposition.
+    unsafe {
+        libc::signal(libc::SIGINT, h);
+        libc::signal(libc::SIGTERM, h);
+    }
+}
+
+/// Run `convert`.
+pub fn run(a: Args) -> CmdResult {
+    if let Some(dir) = &a.recover {
+        return recover(dir, a.common.quiet);
+    }
+    if let Some(dir) = &a.clean {
+        let removed = write::clean(dir)?;
+        if removed.is_empty() {
+            out(&format!("nothing to clean in {}", dir.display()));
+        }
+        for p in removed {
+            out(&format!("removed {}", p.display()));
+        }
+        return Ok(EXIT_OK);
+    }
+    let src = a
+        .src
+        .ok_or_else(|| Error::usage("give SRC and DST (or --recover DIR / --clean DIR)"))?;
+    let family = FamilyArgs {
+        to: a.to,
+        from: a.from,
+        mapping: a.mapping,
+    };
+    convert(&src, a.dst.as_deref(), Some(&family), &a.common)
+}
+
+/// Run `rename`.
+pub fn run_rename(a: RenameArgs) -> CmdResult {
+    if a.common.rename.is_empty() {
+        return Err(Error::usage(
+            "give at least one --rename 'PATTERN=REPLACEMENT'",
+        ));
+    }
+    convert(&a.src, a.dst.as_deref(), None, &a.common)
+}
+
+struct FamilyArgs {
+    to: Option<String>,
+    from: Option<String>,
+    mapping: Vec<PathBuf>,
+}
+
+fn recover(dir: &Path, quiet: bool) -> CmdResult {
+    let log = inplace::recover(dir)?;
+    if log.is_empty() && !quiet {
+        out(&format!("nothing to recover in {}", dir.display()));
+    }
+    for l in log {
+        out(&l);
+    }
+    Ok(EXIT_OK)
+}
+
+/// Build the view to write: a family conversion when `family` is given (`--from` or detected ->
+/// canonical LLaMA -> `--to`), else the checkpoint as it is with the `--rename` rules applied.
+/// Returns the view and whether remote code (`*.py`) should be dropped (the target is plain LLaMA,
+/// which transformers runs without it).
+fn build_view<'a>(
+    ck: &'a Checkpoint,
+    family: Option<&FamilyArgs>,
+    renames: &[String],
+) -> Result<(View<'a>, bool), Error> {
+    let rules = renames
+        .iter()
+        .map(|r| RenameRule::parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(f) = family else {
+        let id = View::identity(ck);
+        let names: Vec<String> = id.tensors.iter().map(|t| t.name.clone()).collect();
+        let new = apply_renames(&names, &rules).map_err(|e| e.file(&ck.path))?;
+        let tensors = id
+            .tensors
+            .iter()
+            .cloned()
+            .zip(new)
+            .map(|(mut t, n)| {
+                if n != t.name {
+                    t.transform = "rename";
+                    t.name = n;
+                }
+                t
+            })
+            .collect();
+        let v = View::new(
+            ck,
+            "identity",
+            "identity",
+            tensors,
+            ck.config.clone(),
+            Vec::new(),
+        )?;
+        return Ok((v, false));
+    };
+    let reg = super::families::registry(&f.mapping)?;
+    let to = f.to.as_deref().unwrap_or("llama");
+    let target = reg.get(to).ok_or_else(|| {
+        Error::usage(format!("unknown target family `{}`", esc(to))).hint(format!(
+            "known families: {}",
+            reg.families()
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    let (canonical, _from) = open_view(ck, &reg, f.from.as_deref(), &rules)?;
+    let drop_py = to == "llama";
+    if to == "llama" {
+        return Ok((canonical, drop_py));
+    }
+    let v = to_family(&canonical, target)?;
+    Ok((v, drop_py))
+}
+
+fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Common) -> CmdResult {
+    let max = plan::parse_size(&c.max_shard_size)?;
+    if c.in_place {
+        return in_place(src, dst, family, c);
+    }
+    let dst = dst.ok_or_else(|| Error::usage("give a destination directory DST"))?;
+    let ck = Checkpoint::open(src)?;
+    let (view, drop_py) = build_view(&ck, family, &c.rename)?;
+    if c.dry_run {
+        write::check_destination(&ck, dst, c.force)?;
+        dry_run(&view, max, drop_py);
+        return Ok(EXIT_OK);
+    }
+    install_signal_handlers();
+    let show = !c.quiet && std::io::stderr().is_terminal();
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    if show {
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let progress = |phase: Phase, done: u64, total: u64| {
+        let msg = match phase {
+            Phase::Write => "writing",
+            Phase::Verify => "verifying",
+        };
+        if bar.message() != msg {
+            bar.set_message(msg);
+            bar.reset();
+        }
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let opts = WriteOptions {
+        max_shard_size: max,
+        force: c.force,
+        verify_bytes: !c.no_verify_bytes,
+        drop_remote_code: drop_py,
+        cancel: Some(&INTERRUPTED),
+        progress: Some(&progress),
+    };
+    let res = write::write_view(&view, dst, &opts);
+    bar.finish_and_clear();
+    let s = res?;
+    for w in &s.warnings {
+        eprintln!("warning: {w}");
+    }
+    if c.quiet {
+        return Ok(EXIT_OK);
+    }
+    if !s.leftovers.is_empty() {
+        eprintln!(
+            "note: leftovers of earlier killed runs next to the destination: {} (`ckpt convert --clean DIR` removes them)",
+            s.leftovers.join(", ")
+        );
+    }
+    if !s.dropped_files.is_empty() {
+        out(&format!(
+            "not copied (remote code, not needed by the target): {}",
+            s.dropped_files.join(", ")
+        ));
+    }
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    out(&format!(
+        "wrote {} tensors ({}) in {} file{} to {} in {:.2} s ({}/s){}{}",
+        s.tensors,
+        human_bytes(s.data_bytes),
+        s.shard_files.len()
+            + s.copied_files.len()
+            + usize::from(s.config_file.is_some())
+            + usize::from(s.shard_files.len() > 1),
+        if s.shard_files.len() == 1 && s.copied_files.is_empty() && s.config_file.is_none() {
+            ""
+        } else {
+            "s"
+        },
+        s.dst.display(),
+        secs,
+        human_bytes((s.total_bytes as f64 / secs) as u64),
+        if s.verified_bytes {
+            ", bytes verified"
+        } else {
+            ""
+        },
+        if s.replaced {
+            ", replaced the old copy"
+        } else {
+            ""
+        },
+    ));
+    Ok(EXIT_OK)
+}
+
+fn in_place(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Common) -> CmdResult {
+    if let Some(d) = dst {
+        let same = std::fs::canonicalize(d).ok() == std::fs::canonicalize(src).ok();
+        if !same {
+            return Err(Error::usage(
+                "--in-place edits SRC itself; do not give a different DST",
+            ));
+        }
+    }
+    let meta = std::fs::metadata(src).map_err(|e| Error::io(src, "cannot open", e))?;
+    let dir = if meta.is_dir() {
+        src.to_path_buf()
+    } else {
+        match src.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    };
+    if !c.dry_run {
+        for l in inplace::recover(&dir)? {
+            eprintln!("recovered: {l}");
+        }
+    }
+    let ck = Checkpoint::open(src)?;
+    let (view, _) = build_view(&ck, family, &c.rename)?;
+    let p = inplace::plan_in_place(&view)?;
+    drop(view);
+    drop(ck);
+    if c.dry_run {
+        out(&format!(
+            "in place: {} tensors renamed; headers rewritten in {} file{} (each fits its old space); {} other file{} replaced",
+            p.renamed,
+            p.headers.len(),
+            if p.headers.len() == 1 { "" } else { "s" },
+            p.files.len(),
+            if p.files.len() == 1 { "" } else { "s" },
+        ));
+        for h in &p.headers {
+            out(&format!(
+                "  {} ({} header bytes)",
+                esc(&h.file),
+                h.old.len()
+            ));
+        }
+        for f in &p.files {
+            out(&format!("  {}", esc(&f.file)));
+        }
+        return Ok(EXIT_OK);
+    }
+    inplace::apply(&p)?;
+    if !c.quiet {
+        out(&format!(
+            "renamed {} tensors in place in {} ({} header{} rewritten, data untouched)",
+            p.renamed,
+            dir.display(),
+            p.headers.len(),
+            if p.headers.len() == 1 { "" } else { "s" }
+        ));
+    }
+    Ok(EXIT_OK)
+}
+
+fn dry_run(view: &View, max: u64, drop_py: bool) {
+    let ck = view.ckpt;
+    let Ok(p) = plan::plan(view, max) else {
+        return;
+    };
+    let names: Vec<String> = view.tensors.iter().map(|t| t.name.clone()).collect();
+    let keys: Vec<(String, &str, String, String, String)> = view
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let srcs = t
+                .sources
+                .iter()
+                .map(|s| report::layer_pattern(s).0)
+                .collect::<Vec<_>>()
+                .join(" + ");
+            (
+                srcs,
+                t.transform,
+                report::shape(&t.shape),
+                t.dtype.to_string(),
+                p.file_of(i).unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    let mut table = report::table(&["source", "target", "transform", "shape", "dtype", "file"]);
+    for row in report::collapse(&names, &keys) {
+        let first = row.members.first().copied().unwrap_or(0);
+        let src = if row.count > 1 {
+            let layers: Vec<usize> = row
+                .members
+                .iter()
+                .filter_map(|&m| names.get(m).and_then(|n| report::layer_pattern(n).1))
+                .collect();
+            row.key.0.replace("{i}", &report::format_layers(&layers))
+        } else {
+            view.tensors
+                .get(first)
+                .map(|t| t.sources.join(" + "))
+                .unwrap_or_default()
+        };
+        let src = if src.is_empty() {
+            "(zeros)".into()
+        } else {
+            src
+        };
+        table.add_row(vec![
+            esc(&src),
+            esc(&row.name),
+            row.key.1.to_string(),
+            row.key.2.clone(),
+            row.key.3.clone(),
+            esc(&row.key.4),
+        ]);
+    }
+    out(&table.to_string());
+    out(&format!(
+        "{} tensors, {} of data in {} file{}{}",
+        view.tensors.len(),
+        human_bytes(p.total_data),
+        p.files.len(),
+        if p.files.len() == 1 { "" } else { "s" },
+        if p.index.is_some() {
+            " + model.safetensors.index.json"
+        } else {
+            ""
+        }
+    ));
+    for (name, why) in &view.dropped {
+        out(&format!("dropped: {} ({})", esc(name), esc(why)));
+    }
+    if let Some((name, _)) = write::config_output(view) {
+        out(&format!("{name}:"));
+        let old = ck.config.as_ref().map(|c| &c.raw);
+        let new = view.config.as_ref().map(|c| &c.raw);
+        let empty = serde_json::Map::new();
+        let (old, new) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
+        let mut any = false;
+        for (k, v) in new {
+            match old.get(k) {
+                None => out(&format!("  + {}: {v}", esc(k))),
+                Some(o) if o != v => out(&format!("  ~ {}: {o} -> {v}", esc(k))),
+                _ => continue,
+            }
+            any = true;
+        }
+        for k in old.keys().filter(|k| !new.contains_key(*k)) {
+            out(&format!("  - {}", esc(k)));
+            any = true;
+        }
+        if !any {
+            out("  (unchanged)");
+        }
+    }
+    let (copied, dropped): (Vec<&String>, Vec<&String>) = ck
+        .other_files
+        .iter()
+        .partition(|f| !(drop_py && f.ends_with(".py")));
+    if !copied.is_empty() {
+        out(&format!(
+            "copied: {}",
+            copied.iter().map(|s| esc(s)).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if !dropped.is_empty() {
+        out(&format!(
+            "not copied (remote code): {}",
+            dropped
+                .iter()
+                .map(|s| esc(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    out("dry run: nothing was written");
+}

@@ -1,0 +1,254 @@
+//! Check the staged output before it is committed (RELIABILITY.md B.1.4): re-open it with the same
+//! validator used for inputs, compare its tensor table with the plan, and (unless disabled) compare
+//! every tensor's bytes with the source view's.
+//!
+//! The byte check is a direct streamed comparison, not a hash of each side: it proves exact
+//! equality, and on the machines measured SHA-256 runs at ~0.6 GB/s per core (SHA-NI included),
+//! which would make checking slower than writing, while comparing page-cached bytes runs at memory
+//! speed. [`hash_view_tensor`] and [`hash_range`] give streamed SHA-256 digests for callers that want
+//! to record them. Both sides are compared through short-lived windows of at most 16 MiB, so checking
+//! a 70 GB model does not grow the process's resident set.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::fsio::CopyCtx;
+use super::plan::Plan;
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, ErrorKind, Result};
+use crate::mapping::view::{Segment, View};
+
+const BUF: usize = 16 << 20;
+
+/// Re-open the staged directory and compare it with the plan (structure) and, when `bytes` is set,
+/// with the source view (content). `dst` is the name used in errors; `progress` gets bytes checked.
+pub fn check_output(
+    view: &View,
+    plan: &Plan,
+    staged: &Path,
+    dst: &Path,
+    bytes: bool,
+    ctx: &CopyCtx,
+    progress: Option<&dyn Fn(u64)>,
+) -> Result<()> {
+    let out = Checkpoint::open(staged).map_err(|e| {
+        Error::internal(format!(
+            "the written checkpoint does not re-open: {}",
+            e.message()
+        ))
+        .file(dst)
+    })?;
+    let planned = plan
+        .files
+        .iter()
+        .flat_map(|f| f.tensors.iter().map(move |t| (f.name.as_str(), t)));
+    let mut n = 0usize;
+    for (file, t) in planned {
+        n += 1;
+        let got = out.get(&t.name).ok_or_else(|| {
+            Error::internal("the tensor is missing from the written checkpoint")
+                .file(dst.join(file))
+                .tensor(&t.name)
+        })?;
+        let shard = out.shards.get(got.shard).map(|s| s.file_name.as_str());
+        if got.dtype != t.dtype || got.shape != t.shape || shard != Some(file) {
+            return Err(Error::internal(format!(
+                "written as {} {:?} in `{}`, planned {} {:?} in `{file}`",
+                got.dtype,
+                got.shape,
+                shard.unwrap_or("?"),
+                t.dtype,
+                t.shape
+            ))
+            .file(dst.join(file))
+            .tensor(&t.name));
+        }
+    }
+    if n != out.tensors.len() {
+        return Err(Error::internal(format!(
+            "the written checkpoint has {} tensors, planned {n}",
+            out.tensors.len()
+        ))
+        .file(dst));
+    }
+    if !bytes {
+        return Ok(());
+    }
+    let mut done = 0u64;
+    for vt in &view.tensors {
+        ctx.check_cancel().map_err(|_| interrupted(dst))?;
+        let got = out
+            .get(&vt.name)
+            .ok_or_else(|| Error::internal("missing after writing").tensor(&vt.name))?;
+        let shard = out
+            .shards
+            .get(got.shard)
+            .ok_or_else(|| Error::internal("bad shard index"))?;
+        let off = (shard.data_start() as u64).saturating_add(got.begin as u64);
+        let file = dst.join(&shard.file_name);
+        let same = compare_view_tensor(view, vt, shard.file(), off)
+            .map_err(|e| e.file(&file).tensor(&vt.name))?;
+        if !same {
+            return Err(Error::new(
+                ErrorKind::Io,
+                "the bytes written differ from the source; nothing was committed",
+            )
+            .file(file)
+            .tensor(&vt.name)
+            .hint("check the disk (dmesg) and run again"));
+        }
+        done = done.saturating_add(got.nbytes() as u64);
+        if let Some(p) = progress {
+            p(done);
+        }
+    }
+    Ok(())
+}
+
+fn interrupted(dst: &Path) -> Error {
+    Error::new(
+        ErrorKind::Interrupted,
+        "interrupted; the destination was not created or changed",
+    )
+    .file(dst)
+}
+
+/// Compare a view tensor's bytes with `out` at `off`, through short-lived read-only mappings of
+/// at most [`BUF`] bytes per side: no copy out of the page cache (on the VMs measured, `pread`'s
+/// kernel-to-user copy cost more than the write), and the resident set stays bounded because each
+/// window is unmapped before the next.
+fn compare_view_tensor(
+    view: &View,
+    vt: &crate::mapping::view::ViewTensor,
+    out: &File,
+    off: u64,
+) -> Result<bool> {
+    let mut pos = off;
+    for seg in &vt.segments {
+        let (src, mut src_off, len): (Option<&File>, u64, u64) = match seg {
+            Segment::Zeros { bytes } => (None, 0, *bytes as u64),
+            Segment::Rows { .. } => {
+                let (si, o, len) = view
+                    .segment_location(seg)
+                    .ok_or_else(|| Error::internal("segment has no location"))?;
+                let shard = view
+                    .ckpt
+                    .shards
+                    .get(si)
+                    .ok_or_else(|| Error::internal("bad shard index"))?;
+                (Some(shard.file()), o, len as u64)
+            }
+        };
+        let mut left = len;
+        while left > 0 {
+            let k = left.min(BUF as u64);
+            let theirs = Window::map(out, pos, k)
+                .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read back: {e}")))?;
+            let same = match src {
+                Some(f) => {
+                    let ours = Window::map(f, src_off, k).map_err(|e| {
+                        Error::new(ErrorKind::Io, format!("cannot read the source: {e}"))
+                    })?;
+                    ours.bytes() == theirs.bytes()
+                }
+                None => theirs.bytes().iter().all(|&b| b == 0),
+            };
+            if !same {
+                return Ok(false);
+            }
+            left -= k;
+            src_off = src_off.saturating_add(k);
+            pos = pos.saturating_add(k);
+        }
+    }
+    Ok(true)
+}
+
+/// A read-only mapping of `[off, off + len)` of a file (the offset aligned down to a page).
+struct Window {
+    map: memmap2::Mmap,
+    delta: usize,
+}
+
+impl Window {
+    fn map(file: &File, off: u64, len: u64) -> std::io::Result<Window> {
+        const PAGE: u64 = 4096;
+        let aligned = off - off % PAGE;
+        let delta = (off - aligned) as usize;
+        let total = usize::try_from(len)
+            .ok()
+            .and_then(|l| l.checked_add(delta))
+            .ok_or_else(|| std::io::Error::other("window too large"))?;
+        // SAFETY: read-only map of a file we hold open; the range was validated against the file
+        // size (input headers are checked against fstat; the output was just written and
+        // re-opened). A concurrent truncation by another process could raise SIGBUS, as for every
+        // mmap reader (RELIABILITY.md A38).
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(aligned)
+                .len(total)
+                .populate()
+                .map(file)?
+        };
+        Ok(Window { map, delta })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.map.get(self.delta..).unwrap_or_default()
+    }
+}
+
+/// SHA-256 of a view tensor's bytes, read with `pread` from the source shards.
+pub fn hash_view_tensor(view: &View, vt: &crate::mapping::view::ViewTensor) -> Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; BUF];
+    for seg in &vt.segments {
+        match seg {
+            Segment::Zeros { bytes } => {
+                let mut left = *bytes;
+                let zeros = vec![0u8; BUF.min(*bytes)];
+                while left > 0 {
+                    let k = left.min(zeros.len());
+                    h.update(zeros.get(..k).unwrap_or_default());
+                    left -= k;
+                }
+            }
+            Segment::Rows { .. } => {
+                let (si, off, len) = view
+                    .segment_location(seg)
+                    .ok_or_else(|| Error::internal("segment has no location"))?;
+                let shard = view
+                    .ckpt
+                    .shards
+                    .get(si)
+                    .ok_or_else(|| Error::internal("bad shard index"))?;
+                feed(&mut h, shard.file(), off, len as u64, &mut buf)
+                    .map_err(|e| Error::io(&shard.path, "cannot read", e))?;
+            }
+        }
+    }
+    Ok(h.finalize().into())
+}
+
+/// SHA-256 of `len` bytes of `file` at `off`.
+pub fn hash_range(file: &File, off: u64, len: u64) -> std::io::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; BUF];
+    feed(&mut h, file, off, len, &mut buf)?;
+    Ok(h.finalize().into())
+}
+
+fn feed(h: &mut Sha256, file: &File, off: u64, len: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    let mut done = 0u64;
+    while done < len {
+        let k = ((len - done) as usize).min(buf.len());
+        let b = buf.get_mut(..k).unwrap_or_default();
+        file.read_exact_at(b, off.saturating_add(done))?;
+        h.update(&*b);
+        done = done.saturating_add(k as u64);
+    }
+    Ok(())
+}

@@ -1,0 +1,834 @@
+//! `ckpt convert` / `ckpt rename`: output layout, crash safety and fault tests (RELIABILITY.md B, C.5).
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ckpt::checkpoint::Checkpoint;
+use ckpt::checkpoint::header::{Dtype, serialize_header};
+use ckpt::mapping::view::{Segment, View, ViewTensor};
+use ckpt::synth::{self, Dims, Fill};
+use ckpt::write::{self, WriteOptions, inplace};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ckpt");
+const LN1: &str = r"(.*)\.ln1\.(.*)=$1.input_layernorm.$2";
+const LN2: &str = r"(.*)\.ln2\.(.*)=$1.post_attention_layernorm.$2";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures")).join(name)
+}
+
+fn ckpt(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run ckpt")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+}
+
+/// Hidden entries (temporaries, journals) in a directory.
+fn hidden(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every tensor of `b` has the bytes of the tensor of `a` it was renamed from.
+fn same_tensors(a: &Checkpoint, b: &Checkpoint, rename: &dyn Fn(&str) -> String) {
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for t in &a.tensors {
+        let n = rename(&t.name);
+        let u = b.get(&n).unwrap_or_else(|| panic!("missing {n}"));
+        assert_eq!((t.dtype, &t.shape), (u.dtype, &u.shape), "{n}");
+        assert_eq!(a.data(t).unwrap(), b.data(u).unwrap(), "{n}");
+    }
+}
+
+fn yi_to_llama(n: &str) -> String {
+    n.replace(".ln1.", ".input_layernorm.")
+        .replace(".ln2.", ".post_attention_layernorm.")
+}
+
+fn file_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn rename_writes_a_hub_ready_directory() {
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("out");
+    let o = ckpt(&[
+        "rename",
+        s(&fixture("yi")),
+        s(&dst),
+        "--rename",
+        LN1,
+        "--rename",
+        LN2,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("wrote 21 tensors"), "{}", text(&o));
+    let a = Checkpoint::open(fixture("yi")).unwrap();
+    let b = Checkpoint::open(&dst).unwrap();
+    same_tensors(&a, &b, &yi_to_llama);
+    // Layer by layer, source order; metadata kept; config byte-identical; other files copied.
+    let names: Vec<String> = b.tensors.iter().map(|t| t.name.clone()).collect();
+    let want: Vec<String> = a.tensors.iter().map(|t| yi_to_llama(&t.name)).collect();
+    assert_eq!(names, want);
+    assert_eq!(
+        b.shards[0].header.metadata,
+        Some(vec![("format".into(), "pt".into())])
+    );
+    assert_eq!(b.shards[0].data_start() % 8, 0);
+    assert_eq!(
+        std::fs::read(dst.join("config.json")).unwrap(),
+        std::fs::read(fixture("yi/config.json")).unwrap()
+    );
+    for f in [
+        "generation_config.json",
+        "tokenizer_config.json",
+        "modeling_yi.py",
+    ] {
+        assert_eq!(
+            std::fs::read(dst.join(f)).unwrap(),
+            std::fs::read(fixture("yi").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert!(hidden(t.path()).is_empty());
+}
+
+#[test]
+fn small_max_shard_size_gives_shards_and_a_complete_index() {
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("sharded");
+    let o = ckpt(&[
+        "rename",
+        s(&fixture("llama-mha")),
+        s(&dst),
+        "--rename",
+        "nothing=matches",
+        "--max-shard-size",
+        "100KB",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.stdout.is_empty(), "--quiet prints nothing");
+    let b = Checkpoint::open(&dst).unwrap();
+    let a = Checkpoint::open(fixture("llama-mha")).unwrap();
+    same_tensors(&a, &b, &|n| n.to_string());
+    let n = b.shards.len();
+    assert!(n > 2, "{n} shards");
+    for (k, sh) in b.shards.iter().enumerate() {
+        assert_eq!(
+            sh.file_name,
+            format!("model-{:05}-of-{n:05}.safetensors", k + 1)
+        );
+        assert!(sh.header.data_len <= 100_000 || sh.header.tensors.len() == 1);
+    }
+    let index = b.index.as_ref().unwrap();
+    assert_eq!(index.total_size, Some(a.data_bytes()));
+    assert_eq!(index.weight_map.len(), a.tensors.len());
+    let raw = std::fs::read_to_string(dst.join("model.safetensors.index.json")).unwrap();
+    assert!(
+        raw.starts_with("{\n  \"metadata\": {\n    \"total_size\": "),
+        "{raw}"
+    );
+    assert!(raw.ends_with("}\n"));
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("out");
+    let o = ckpt(&["convert", s(&fixture("yi")), s(&dst), "--dry-run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("model.layers.{0..1}.ln1.weight"), "{out}");
+    assert!(
+        out.contains("model.layers.{0..1}.input_layernorm.weight"),
+        "{out}"
+    );
+    assert!(out.contains("rename"), "{out}");
+    assert!(out.contains("~ model_type: \"Yi\" -> \"llama\""), "{out}");
+    assert!(
+        out.contains("not copied (remote code): modeling_yi.py"),
+        "{out}"
+    );
+    assert!(out.contains("nothing was written"), "{out}");
+    assert!(!dst.exists());
+    assert!(std::fs::read_dir(t.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn existing_destination_is_refused_without_force_and_replaced_with_it() {
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("out");
+    std::fs::create_dir(&dst).unwrap();
+    std::fs::write(dst.join("keep.txt"), b"old").unwrap();
+    let args = |force: bool| {
+        let mut v = vec![
+            "convert".to_string(),
+            s(&fixture("yi")).to_string(),
+            s(&dst).to_string(),
+        ];
+        if force {
+            v.push("--force".into());
+        }
+        v
+    };
+    let o = Command::new(BIN).args(args(false)).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("error[cannot-create]"), "{}", text(&o));
+    assert!(text(&o).contains("already exists"), "{}", text(&o));
+    assert_eq!(std::fs::read(dst.join("keep.txt")).unwrap(), b"old");
+    assert_eq!(hidden(t.path()), Vec::<String>::new());
+
+    let o = Command::new(BIN).args(args(true)).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!dst.join("keep.txt").exists());
+    assert!(Checkpoint::open(&dst).is_ok());
+    assert_eq!(
+        hidden(t.path()),
+        Vec::<String>::new(),
+        "old copy removed last"
+    );
+}
+
+#[test]
+fn destination_inside_source_or_symlink_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    copy_dir(&fixture("yi"), &src);
+    let before = file_bytes(&src);
+    let o = ckpt(&["rename", s(&src), s(&src.join("sub")), "--rename", "a=b"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("inside the source"), "{}", text(&o));
+    // The source itself, with --force: would delete the source.
+    let o = ckpt(&["rename", s(&src), s(&src), "--rename", "a=b", "--force"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // A directory holding the source.
+    let o = ckpt(&["rename", s(&src), s(t.path()), "--rename", "a=b", "--force"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("contains the source"), "{}", text(&o));
+    // A symlink as the destination.
+    let target = t.path().join("elsewhere");
+    std::fs::create_dir(&target).unwrap();
+    let link = t.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let o = ckpt(&["rename", s(&src), s(&link), "--rename", "a=b", "--force"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("symlink"), "{}", text(&o));
+    assert_eq!(file_bytes(&src), before, "source untouched");
+    assert!(std::fs::read_dir(&target).unwrap().next().is_none());
+}
+
+#[test]
+fn destination_holding_a_hard_link_to_an_input_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    copy_dir(&fixture("yi"), &src);
+    let dst = t.path().join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    std::fs::hard_link(src.join("model.safetensors"), dst.join("x.safetensors")).unwrap();
+    let o = ckpt(&["rename", s(&src), s(&dst), "--rename", "a=b", "--force"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("same file as an input"), "{}", text(&o));
+    assert!(dst.join("x.safetensors").exists());
+}
+
+#[test]
+fn truncated_source_fails_before_anything_is_written() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    copy_dir(&fixture("yi"), &src);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("model.safetensors"))
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len / 2).unwrap();
+    let dst = t.path().join("out");
+    let o = ckpt(&["rename", s(&src), s(&dst), "--rename", "a=b"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("model.safetensors"), "{}", text(&o));
+    assert!(!dst.exists());
+    assert_eq!(hidden(t.path()), Vec::<String>::new());
+}
+
+fn synth_ckpt(dir: &Path, layers: usize, hidden: usize, shards: usize) {
+    let d = Dims {
+        layers,
+        hidden,
+        intermediate: hidden * 3 / 2,
+        vocab: 1000,
+        ..Dims::TINYLLAMA
+    };
+    let mut specs = synth::llama_tensors(&d, Dtype::F32, false);
+    synth::rename(&mut specs, "input_layernorm", "ln1");
+    synth::rename(&mut specs, "post_attention_layernorm", "ln2");
+    let cfg = d.config_json("Yi", "YiForCausalLM", "float32");
+    synth::write_checkpoint(dir, Some(&cfg), &specs, shards, Fill::Random(7)).unwrap();
+}
+
+#[test]
+fn injected_disk_full_leaves_no_destination_and_no_temporaries() {
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("out");
+    let o = Command::new(BIN)
+        .args(["convert", s(&fixture("yi")), s(&dst)])
+        .env("CKPT_TEST_FAIL_AFTER_BYTES", "100000")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e = text(&o);
+    assert!(e.contains("error[io]"), "{e}");
+    assert!(e.contains("no space left on device"), "{e}");
+    assert!(
+        e.contains(&format!("{}/model.safetensors", dst.display())),
+        "{e}"
+    );
+    assert!(e.contains("tensor \"model."), "names the tensor: {e}");
+    assert!(!e.contains("ckpt-tmp"), "never names the temp path: {e}");
+    assert!(!dst.exists());
+    assert_eq!(hidden(t.path()), Vec::<String>::new());
+}
+
+#[test]
+fn real_disk_full_on_a_small_tmpfs() {
+    // A 1 MiB tmpfs in a private mount namespace (needs root); skipped where unshare is refused.
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    synth_ckpt(&src, 2, 128, 1); // ~2 MB
+    let mnt = t.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=1m tmpfs {m} || exit 77; \
+         {bin} convert {src} {m}/out; rc=$?; \
+         echo \"rc=$rc\"; ls -A {m}; \
+         CKPT_TEST_SKIP_PREFLIGHT=1 {bin} convert {src} {m}/out; rc=$?; \
+         echo \"rc2=$rc\"; ls -A {m}; exit 0",
+        m = s(&mnt),
+        bin = BIN,
+        src = s(&src)
+    );
+    let o = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output();
+    let Ok(o) = o else { return };
+    if o.status.code() == Some(77) || !o.status.success() {
+        eprintln!("skipped: unshare/mount not permitted here");
+        return;
+    }
+    let out = text(&o);
+    assert!(out.contains("rc=2"), "{out}");
+    assert!(out.contains("not enough space: the output needs"), "{out}");
+    // Without the preflight the kernel's ENOSPC (at fallocate or write) is reported the same way.
+    assert!(out.contains("rc2=2"), "{out}");
+    assert!(out.contains("no space left on device (needs"), "{out}");
+    assert!(
+        out.contains(&format!("{}/out/model.safetensors", s(&mnt))),
+        "{out}"
+    );
+    assert!(!out.contains("ckpt-tmp"), "no temporaries left: {out}");
+    assert!(!out.lines().any(|l| l == "out"), "{out}");
+}
+
+#[test]
+fn killed_runs_leave_the_destination_absent_or_complete_and_clean_removes_leftovers() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    synth_ckpt(&src, 2, 1024, 3); // ~60 MB
+    let a = Checkpoint::open(&src).unwrap();
+    let work = t.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let (mut absent, mut complete) = (0, 0);
+    // The last "delay" is no kill at all, so the comparison path always runs at least once.
+    for (trial, delay_ms) in [2u64, 10, 30, 60, 120, 250, 500, 1000, 2000, u64::MAX]
+        .into_iter()
+        .enumerate()
+    {
+        let dst = work.join(format!("out{trial}"));
+        let mut child = Command::new(BIN)
+            .args(["convert", s(&src), s(&dst), "--to", "llama"])
+            .spawn()
+            .unwrap();
+        if delay_ms != u64::MAX {
+            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+        if !dst.exists() {
+            absent += 1;
+        } else {
+            complete += 1;
+            let b = Checkpoint::open(&dst).expect("a destination that exists is complete");
+            same_tensors(&a, &b, &yi_to_llama);
+        }
+    }
+    // Replacing an existing destination (--force): it is always the old or the complete new one.
+    let (mut kept_old, mut replaced) = (0, 0);
+    for (trial, delay_ms) in [5u64, 40, 150, 400, 1000, u64::MAX].into_iter().enumerate() {
+        let dst = work.join(format!("force{trial}"));
+        std::fs::create_dir(&dst).unwrap();
+        std::fs::write(dst.join("old.txt"), b"old").unwrap();
+        let mut child = Command::new(BIN)
+            .args(["convert", s(&src), s(&dst), "--force", "-q"])
+            .spawn()
+            .unwrap();
+        if delay_ms != u64::MAX {
+            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+        if dst.join("old.txt").exists() {
+            kept_old += 1;
+            assert_eq!(std::fs::read(dst.join("old.txt")).unwrap(), b"old");
+        } else {
+            replaced += 1;
+            let b = Checkpoint::open(&dst).expect("a replaced destination is complete");
+            same_tensors(&a, &b, &yi_to_llama);
+        }
+    }
+    assert!(replaced >= 1);
+    eprintln!(
+        "killed runs: {absent} left no destination, {complete} a complete one; \
+         with --force {kept_old} kept the old one, {replaced} the complete new one"
+    );
+    assert!(complete >= 1);
+    let o = ckpt(&["convert", "--clean", s(&work)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(hidden(&work), Vec::<String>::new());
+    // Source never modified.
+    let again = Checkpoint::open(&src).unwrap();
+    same_tensors(&a, &again, &|n| n.to_string());
+}
+
+#[test]
+fn sigint_stops_with_interrupted_and_removes_the_staging_directory() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    synth_ckpt(&src, 2, 1024, 3);
+    let work = t.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let dst = work.join("out");
+    let child = Command::new(BIN)
+        .args(["rename", s(&src), s(&dst), "--rename", "a=b"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the staging directory exists, then interrupt.
+    for _ in 0..2000 {
+        if !hidden(&work).is_empty() || dst.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    if o.status.success() {
+        // It finished first: then the output must be complete.
+        assert!(Checkpoint::open(&dst).is_ok());
+    } else {
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains("error[interrupted]"), "{}", text(&o));
+        assert!(!dst.exists());
+    }
+    assert_eq!(hidden(&work), Vec::<String>::new());
+}
+
+#[test]
+fn writer_streams_split_and_zero_segments() {
+    let ck = Checkpoint::open(fixture("yi")).unwrap();
+    let q = ck
+        .position("model.layers.0.self_attn.q_proj.weight")
+        .unwrap();
+    let k = ck
+        .position("model.layers.0.self_attn.k_proj.weight")
+        .unwrap();
+    let tensors = vec![
+        ViewTensor {
+            name: "renamed".into(),
+            dtype: Dtype::F32,
+            shape: vec![64, 64],
+            segments: vec![Segment::Rows {
+                tensor: q,
+                row_start: 0,
+                rows: 64,
+            }],
+            sources: vec![ck.tensors[q].name.clone()],
+            transform: "rename",
+        },
+        ViewTensor {
+            name: "half".into(),
+            dtype: Dtype::F32,
+            shape: vec![16, 64],
+            segments: vec![Segment::Rows {
+                tensor: k,
+                row_start: 16,
+                rows: 16,
+            }],
+            sources: vec![ck.tensors[k].name.clone()],
+            transform: "split",
+        },
+        ViewTensor {
+            name: "cat".into(),
+            dtype: Dtype::F32,
+            shape: vec![3, 64],
+            segments: vec![
+                Segment::Rows {
+                    tensor: k,
+                    row_start: 31,
+                    rows: 1,
+                },
+                Segment::Zeros { bytes: 256 },
+                Segment::Rows {
+                    tensor: q,
+                    row_start: 0,
+                    rows: 1,
+                },
+            ],
+            sources: vec![ck.tensors[k].name.clone(), ck.tensors[q].name.clone()],
+            transform: "concat",
+        },
+        ViewTensor {
+            name: "bias".into(),
+            dtype: Dtype::F32,
+            shape: vec![64],
+            segments: vec![Segment::Zeros { bytes: 256 }],
+            sources: vec![],
+            transform: "zeros",
+        },
+    ];
+    let view = View::new(&ck, "test", "test", tensors, ck.config.clone(), vec![]).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("out");
+    let s = write::write_view(
+        &view,
+        &dst,
+        &WriteOptions {
+            drop_remote_code: true,
+            ..WriteOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(s.dropped_files, vec!["modeling_yi.py".to_string()]);
+    assert!(!dst.join("modeling_yi.py").exists());
+    assert!(dst.join("tokenizer_config.json").exists());
+    let out = Checkpoint::open(&dst).unwrap();
+    for vt in &view.tensors {
+        assert_eq!(
+            out.data(out.get(&vt.name).unwrap()).unwrap(),
+            &*view.read(vt).unwrap()
+        );
+    }
+    let kd = ck.data(&ck.tensors[k]).unwrap();
+    assert_eq!(
+        out.data(out.get("half").unwrap()).unwrap(),
+        &kd[16 * 256..32 * 256]
+    );
+    assert!(
+        out.data(out.get("bias").unwrap())
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0)
+    );
+}
+
+/// The Yi fixture rewritten with `extra` spaces of header padding (same data).
+fn padded_yi(dir: &Path, extra: usize) {
+    copy_dir(&fixture("yi"), dir);
+    let ck = Checkpoint::open(fixture("yi")).unwrap();
+    let sh = &ck.shards[0];
+    let entries: Vec<_> = ck
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.dtype, t.shape.clone(), t.begin, t.end))
+        .collect();
+    let h = serialize_header(sh.header.metadata.as_deref(), &entries).unwrap();
+    let mut json = h[8..].to_vec();
+    json.resize(json.len() + extra, b' ');
+    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&json);
+    bytes.extend_from_slice(&sh.bytes()[sh.data_start()..]);
+    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+}
+
+#[test]
+fn in_place_reports_missing_header_space() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("yi");
+    copy_dir(&fixture("yi"), &src);
+    let before = file_bytes(&src);
+    let o = ckpt(&["convert", s(&src), "--to", "llama", "--in-place"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = text(&o);
+    assert!(e.contains("does not fit"), "{e}");
+    assert!(e.contains("bytes short"), "{e}");
+    assert!(e.contains("without --in-place"), "{e}");
+    assert_eq!(file_bytes(&src), before);
+}
+
+#[test]
+fn in_place_round_trip_yi_llama_yi() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("yi");
+    padded_yi(&src, 256);
+    let original = Checkpoint::open(&src).unwrap();
+    let size = std::fs::metadata(src.join("model.safetensors"))
+        .unwrap()
+        .len();
+    let o = ckpt(&["convert", s(&src), "--to", "llama", "--in-place"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("renamed 4 tensors in place"),
+        "{}",
+        text(&o)
+    );
+    let llama = Checkpoint::open(&src).unwrap();
+    assert_eq!(
+        std::fs::metadata(src.join("model.safetensors"))
+            .unwrap()
+            .len(),
+        size
+    );
+    assert_eq!(
+        llama.shards[0].header.header_len,
+        original.shards[0].header.header_len
+    );
+    same_tensors(&original, &llama, &yi_to_llama);
+    drop(llama);
+    let o = ckpt(&[
+        "convert",
+        s(&src),
+        "--from",
+        "llama",
+        "--to",
+        "yi",
+        "--in-place",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let back = Checkpoint::open(&src).unwrap();
+    assert_eq!(
+        back.config.as_ref().unwrap().model_type.as_deref(),
+        Some("Yi")
+    );
+    same_tensors(&original, &back, &|n| n.to_string());
+    assert_eq!(hidden(&src), Vec::<String>::new(), "journal removed");
+}
+
+#[test]
+fn interrupted_in_place_run_is_rolled_back() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("yi");
+    padded_yi(&src, 256);
+    let before = file_bytes(&src);
+    {
+        let ck = Checkpoint::open(&src).unwrap();
+        let id = View::identity(&ck);
+        let tensors = id
+            .tensors
+            .iter()
+            .cloned()
+            .map(|mut v| {
+                v.name = yi_to_llama(&v.name);
+                v
+            })
+            .collect();
+        let view = View::new(&ck, "yi", "llama", tensors, ck.config.clone(), vec![]).unwrap();
+        let plan = inplace::plan_in_place(&view).unwrap();
+        assert_eq!(plan.headers.len(), 1);
+        // Crash simulation: journal durable, half of the new header written, then "killed".
+        inplace::write_journal(&plan).unwrap();
+        let h = &plan.headers[0];
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(src.join(&h.file))
+            .unwrap();
+        f.write_all_at(&h.new[..h.new.len() / 2], 8).unwrap();
+    }
+    assert!(
+        Checkpoint::open(&src).is_err(),
+        "half-applied header is broken"
+    );
+    let o = ckpt(&["convert", "--recover", s(&src)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("restored the old header"), "{}", text(&o));
+    assert_eq!(file_bytes(&src), before);
+    // A second recover has nothing to do.
+    let o = ckpt(&["convert", "--recover", s(&src)]);
+    assert!(text(&o).contains("nothing to recover"), "{}", text(&o));
+}
+
+#[test]
+fn in_place_run_recovers_a_leftover_journal_first() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("yi");
+    padded_yi(&src, 256);
+    let original = Checkpoint::open(&src).unwrap();
+    {
+        let ck = Checkpoint::open(&src).unwrap();
+        let id = View::identity(&ck);
+        let tensors = id
+            .tensors
+            .iter()
+            .cloned()
+            .map(|mut v| {
+                v.name = v.name.replace("lm_head", "output");
+                v
+            })
+            .collect();
+        let view = View::new(&ck, "x", "x", tensors, None, vec![]).unwrap();
+        let plan = inplace::plan_in_place(&view).unwrap();
+        inplace::write_journal(&plan).unwrap();
+        let h = &plan.headers[0];
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(src.join(&h.file))
+            .unwrap();
+        f.write_all_at(&h.new, 8).unwrap();
+    }
+    let o = ckpt(&["convert", s(&src), "--to", "llama", "--in-place"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("recovered"), "{}", text(&o));
+    let now = Checkpoint::open(&src).unwrap();
+    assert!(now.get("lm_head.weight").is_some(), "rolled back first");
+    same_tensors(&original, &now, &|n| yi_to_llama(n));
+}
+
+#[test]
+fn yi_converts_to_plain_llama_without_remote_code() {
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("llama");
+    let o = ckpt(&["convert", s(&fixture("yi")), s(&dst)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("not copied (remote code, not needed by the target): modeling_yi.py"),
+        "{}",
+        text(&o)
+    );
+    assert!(!dst.join("modeling_yi.py").exists());
+    assert!(dst.join("tokenizer_config.json").exists());
+    let b = Checkpoint::open(&dst).unwrap();
+    let cfg = b.config.as_ref().unwrap();
+    assert_eq!(cfg.model_type.as_deref(), Some("llama"));
+    assert_eq!(cfg.architectures, vec!["LlamaForCausalLM".to_string()]);
+    assert!(cfg.raw.get("auto_map").is_none());
+    let a = Checkpoint::open(fixture("yi")).unwrap();
+    same_tensors(&a, &b, &yi_to_llama);
+}
+
+/// Every LLaMA-exact fixture converts to `llama` (a plain LLaMA checkpoint: LLaMA names, config
+/// `model_type: llama`, bytes equal to the source's canonical view) and back to its family (bytes
+/// equal to the source's tensors).
+#[test]
+fn every_llama_exact_fixture_converts_to_llama_and_back() {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("manifest.json")).unwrap()).unwrap();
+    let reg = ckpt::mapping::Registry::builtin().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let mut done = 0;
+    for case in manifest.as_array().unwrap() {
+        if case["llama_exact"] != serde_json::Value::Bool(true) {
+            continue;
+        }
+        let name = case["name"].as_str().unwrap();
+        let src = Checkpoint::open(fixture(name)).unwrap();
+        let (canon, family) = ckpt::detect::open_view(&src, &reg, None, &[]).unwrap();
+        let llama = t.path().join(format!("{name}-llama"));
+        let o = ckpt(&[
+            "convert",
+            s(&fixture(name)),
+            s(&llama),
+            "--to",
+            "llama",
+            "-q",
+        ]);
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        let out = Checkpoint::open(&llama).unwrap();
+        let cfg = out
+            .config
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: no config"));
+        assert_eq!(cfg.model_type.as_deref(), Some("llama"), "{name}");
+        assert_eq!(out.tensors.len(), canon.tensors.len(), "{name}");
+        for vt in &canon.tensors {
+            let got = out
+                .get(&vt.name)
+                .unwrap_or_else(|| panic!("{name}: {}", vt.name));
+            assert_eq!(
+                out.data(got).unwrap(),
+                &*canon.read(vt).unwrap(),
+                "{name}: {}",
+                vt.name
+            );
+        }
+        let d = ckpt::detect::detect(&out, &reg);
+        assert_eq!(
+            d.winner.as_deref(),
+            Some("llama"),
+            "{name}: {:?}",
+            d.evidence
+        );
+
+        let back = t.path().join(format!("{name}-back"));
+        let o = ckpt(&[
+            "convert",
+            s(&llama),
+            s(&back),
+            "--from",
+            "llama",
+            "--to",
+            &family,
+            "-q",
+        ]);
+        assert!(o.status.success(), "{name} -> {family}: {}", text(&o));
+        let again = Checkpoint::open(&back).unwrap();
+        same_tensors(&src, &again, &|n| n.to_string());
+        if src.layout == ckpt::checkpoint::Layout::Meta {
+            // Back in Meta's own layout: consolidated.safetensors + params.json, no config.json.
+            assert!(back.join("consolidated.safetensors").exists(), "{name}");
+            assert!(back.join("params.json").exists(), "{name}");
+            assert!(!back.join("config.json").exists(), "{name}");
+            assert!(
+                !llama.join("params.json").exists(),
+                "{name}: params.json not copied"
+            );
+        }
+        done += 1;
+    }
+    assert_eq!(done, 16);
+}
