@@ -373,3 +373,49 @@ fn conversions_to_llama_verify_as_equivalent() {
         );
     }
 }
+
+/// The README's main job: convert the Yi-named fixture to LLaMA with `--verify`.
+#[test]
+fn convert_with_verify_shows_the_verdict_and_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("yi-llama");
+    let (code, o, err) = ckpt(&[
+        "convert",
+        fixture("yi").to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--to",
+        "llama",
+        "--verify",
+    ]);
+    assert_eq!(code, 0, "{o}{err}");
+    assert!(o.contains("verdict: equivalent"), "{o}");
+    assert!(
+        o.contains("logits     PASS") && o.contains("max abs 0.000e0"),
+        "{o}"
+    );
+    assert!(out.join("model.safetensors").exists() && out.join("config.json").exists());
+}
+
+/// A conversion that is not equivalent (two norms swapped by rename rules) is refused by `--verify`:
+/// exit 1, the verdict printed, nothing under DST and no staging directory left.
+#[test]
+fn convert_with_verify_refuses_a_non_equivalent_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("swapped");
+    let (code, o, err) = ckpt(&[
+        "rename",
+        fixture("llama-gqa").to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--rename",
+        r"model\.layers\.0\.input_layernorm\.weight=model.layers.0.post_attention_layernorm.weight",
+        "--rename",
+        r"model\.layers\.0\.post_attention_layernorm\.weight=model.layers.0.input_layernorm.weight",
+        "--verify",
+    ]);
+    assert_eq!(code, 1, "{o}{err}");
+    assert!(o.contains("verdict: NOT equivalent"), "{o}");
+    assert!(err.contains("nothing was written"), "{err}");
+    assert!(!out.exists());
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "leftovers: {left:?}");
+}

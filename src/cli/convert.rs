@@ -18,12 +18,12 @@ use ckpt::report::{self, esc, human_bytes};
 use ckpt::write::{self, Phase, WriteOptions, inplace, plan};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{CmdResult, EXIT_OK, out};
+use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
 
 /// Convert a checkpoint to another naming family (default: LLaMA) as a Hub-ready directory.
 ///
-/// The output is built in a hidden sibling directory, fsynced, checked against the source (SHA-256
-/// of every tensor) and only then renamed to DST: an error, a full disk or Ctrl-C leaves DST as it
+/// The output is built in a hidden sibling directory, fsynced, checked against the source (every
+/// tensor's bytes re-read and compared) and only then renamed to DST: an error, a full disk or Ctrl-C leaves DST as it
 /// was. The source is never modified (except with --in-place).
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -80,9 +80,14 @@ pub struct Common {
     /// No progress bar and no summary.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Skip the SHA-256 comparison of every written tensor with the source.
+    /// Skip re-reading every written tensor and comparing its bytes with the source.
     #[arg(long)]
     pub no_verify_bytes: bool,
+    /// Before committing, run `ckpt verify` (structure, bytes and logits of the reference forward
+    /// pass) between the source and the staged output; if they are not equivalent, nothing is written
+    /// and the exit code is 1.
+    #[arg(long)]
+    pub verify: bool,
     /// Pure renames only: rewrite the headers of SRC in place (when they fit), under a journal.
     #[arg(long)]
     pub in_place: bool,
@@ -267,9 +272,70 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
         drop_remote_code: drop_py,
         cancel: Some(&INTERRUPTED),
         progress: Some(&progress),
+        before_commit: None,
+    };
+    // --verify: compare the source with the staged output before it is committed.
+    let verdict: std::cell::RefCell<Option<ckpt::verify::Report>> = std::cell::RefCell::new(None);
+    let source_canonical = if c.verify {
+        Some(canonical_for_verify(&ck, family, &c.rename)?)
+    } else {
+        None
+    };
+    let check_staged = |staged: &Path| -> ckpt::Result<()> {
+        let Some(src_view) = &source_canonical else {
+            return Ok(());
+        };
+        bar.set_message("verifying logits");
+        let out_ck = Checkpoint::open(staged)?;
+        let reg = super::families::registry(family.map(|f| f.mapping.as_slice()).unwrap_or(&[]))?;
+        let (out_view, _) = open_view(&out_ck, &reg, None, &[])?;
+        let vocab = src_view
+            .get("model.embed_tokens.weight")
+            .and_then(|t| t.shape.first().copied());
+        let opts = ckpt::verify::Options {
+            level: ckpt::verify::Level::Logits,
+            atol: 0.0,
+            rtol: 0.0,
+            sequences: ckpt::verify::default_sequences(vocab.unwrap_or(1), 3, 16),
+            isa: super::verify::isa()?,
+        };
+        let rep = ckpt::verify::verify(src_view, &out_view, &opts)?;
+        let ok = rep.equivalent;
+        *verdict.borrow_mut() = Some(rep);
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ckpt::ErrorKind::BadData,
+                "the converted checkpoint is not equivalent to the source; nothing was written",
+            ))
+        }
+    };
+    let opts = WriteOptions {
+        before_commit: c
+            .verify
+            .then_some(&check_staged as &dyn Fn(&Path) -> ckpt::Result<()>),
+        ..opts
     };
     let res = write::write_view(&view, dst, &opts);
     bar.finish_and_clear();
+    let report = verdict.borrow_mut().take();
+    if let Some(rep) = &report
+        && !c.quiet
+    {
+        for line in super::verify::render(&rep, src, dst) {
+            out(&line);
+        }
+    }
+    if let (Some(rep), Err(_)) = (&report, &res)
+        && !rep.equivalent
+    {
+        eprintln!(
+            "error: the converted checkpoint is not equivalent to the source; nothing was written to {}",
+            dst.display()
+        );
+        return Ok(EXIT_FINDINGS);
+    }
     let s = res?;
     for w in &s.warnings {
         eprintln!("warning: {w}");
@@ -498,4 +564,25 @@ fn dry_run(view: &View, max: u64, drop_py: bool) {
         ));
     }
     out("dry run: nothing was written");
+}
+
+/// The source seen as canonical LLaMA (through `--from`, `--mapping` and `--rename`), for `--verify`.
+fn canonical_for_verify<'a>(
+    ck: &'a Checkpoint,
+    family: Option<&FamilyArgs>,
+    renames: &[String],
+) -> Result<View<'a>, Error> {
+    let mappings = family.map(|f| f.mapping.as_slice()).unwrap_or(&[]);
+    let reg = super::families::registry(mappings)?;
+    match family {
+        Some(f) => {
+            let rules = renames
+                .iter()
+                .map(|r| RenameRule::parse(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(open_view(ck, &reg, f.from.as_deref(), &rules)?.0)
+        }
+        // `ckpt rename`: the source as it is, through its detected family.
+        None => Ok(open_view(ck, &reg, None, &[])?.0),
+    }
 }

@@ -58,7 +58,7 @@ pub struct WriteOptions<'a> {
     pub max_shard_size: u64,
     /// Replace an existing destination directory (swapped only at the final step).
     pub force: bool,
-    /// Compare every tensor's bytes with the source (SHA-256) before committing.
+    /// Compare every tensor's bytes with the source before committing.
     pub verify_bytes: bool,
     /// Do not copy `*.py` files (remote code of the source family).
     pub drop_remote_code: bool,
@@ -66,6 +66,10 @@ pub struct WriteOptions<'a> {
     pub cancel: Option<&'a AtomicBool>,
     /// Called with (phase, bytes done, bytes total).
     pub progress: Option<&'a dyn Fn(Phase, u64, u64)>,
+    /// Called with the staged output directory after it is written, fsynced and byte-checked, just
+    /// before the commit; an error aborts the write (the staging directory is removed and the
+    /// destination keeps what it had). `convert --verify` runs the logits comparison here.
+    pub before_commit: Option<&'a dyn Fn(&Path) -> Result<()>>,
 }
 
 impl Default for WriteOptions<'_> {
@@ -77,6 +81,7 @@ impl Default for WriteOptions<'_> {
             drop_remote_code: false,
             cancel: None,
             progress: None,
+            before_commit: None,
         }
     }
 }
@@ -508,6 +513,10 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
         Some(&progress_verify),
     )?;
     ctx.check_cancel().map_err(|_| interrupted(&d.given))?;
+    if let Some(hook) = opts.before_commit {
+        hook(&sp)?;
+        ctx.check_cancel().map_err(|_| interrupted(&d.given))?;
+    }
 
     // Commit (B.3.1 / B.3.2).
     let mut warnings = Vec::new();
