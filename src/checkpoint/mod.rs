@@ -365,6 +365,14 @@ impl Checkpoint {
         shard.data(t.begin, t.end).map_err(|e| e.tensor(&t.name))
     }
 
+    /// Drop a tensor's pages from this process's resident set once it has been read (see
+    /// [`Shard::release`]).
+    pub fn release(&self, t: &TensorInfo) {
+        if let Some(s) = self.shards.get(t.shard) {
+            s.release(t.begin, t.end);
+        }
+    }
+
     /// The shard holding a tensor.
     pub fn shard_of(&self, t: &TensorInfo) -> Option<&Shard> {
         self.shards.get(t.shard)

@@ -104,6 +104,26 @@ impl Shard {
         }
     }
 
+    /// Tell the kernel this process is done with a data range `[begin, end)` (relative to the data
+    /// section) for now: its pages leave this process's resident set (they stay in the page cache, and
+    /// a later access reads them again). Streaming passes over a model call this after each tensor or
+    /// layer, so peak RSS stays near one layer, not the model size. Advisory: errors are ignored.
+    pub fn release(&self, begin: usize, end: usize) {
+        let Some(map) = &self.map else { return };
+        const PAGE: usize = 4096;
+        let start = self.data_start().saturating_add(begin) / PAGE * PAGE;
+        let stop = self.data_start().saturating_add(end).min(map.len());
+        if stop <= start {
+            return;
+        }
+        // SAFETY: the map is a read-only shared file mapping; MADV_DONTNEED only drops this process's
+        // page-table entries, and any later access (through slices still borrowed) faults the same file
+        // bytes back in, so no visible memory changes.
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, stop - start)
+        };
+    }
+
     /// The whole mapped file (empty for an empty file).
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or_default()

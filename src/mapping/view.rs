@@ -223,6 +223,18 @@ impl<'a> View<'a> {
         Ok(Cow::Owned(out))
     }
 
+    /// Drop the pages of every physical tensor a view tensor reads from this process's resident set
+    /// (see [`crate::checkpoint::Shard::release`]); call it when done with the tensor.
+    pub fn release(&self, t: &ViewTensor) {
+        for seg in &t.segments {
+            if let Segment::Rows { tensor, .. } = seg
+                && let Some(info) = self.ckpt.tensors.get(*tensor)
+            {
+                self.ckpt.release(info);
+            }
+        }
+    }
+
     /// Stream a view tensor's bytes in order, one contiguous chunk per segment (zeros in bounded
     /// chunks), without assembling the tensor.
     pub fn for_each_chunk(

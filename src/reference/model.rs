@@ -247,6 +247,9 @@ impl<'a> Model<'a> {
             // x += hb Wdown^T (+ bdown)
             linear(isa, &s.hb, t, c.intermediate, &w.down_proj, h, &mut s.xb2)?;
             kernels::axpy(isa, 1.0, &s.xb2, &mut s.x)?;
+            // Done with this layer: its pages leave our resident set (memory stays ~one layer).
+            drop(w);
+            self.release_layer(layer);
         }
 
         // Final norm, then the output projection for every position.
@@ -264,12 +267,36 @@ impl<'a> Model<'a> {
             c.vocab,
             &mut s.logits,
         )?;
+        drop(lm_head);
+        for t in [self.embed_tokens, self.norm, self.lm_head] {
+            self.view.release(t);
+        }
         Ok(Logits {
             batch: batch.len(),
             seq,
             vocab: c.vocab,
             data: s.logits,
         })
+    }
+
+    /// Release the pages of every tensor of a layer after use.
+    fn release_layer(&self, l: &LayerTensors<'a>) {
+        let mut ts = vec![l.input_layernorm, l.post_attention_layernorm];
+        for lin in [
+            &l.q_proj,
+            &l.k_proj,
+            &l.v_proj,
+            &l.o_proj,
+            &l.gate_proj,
+            &l.up_proj,
+            &l.down_proj,
+        ] {
+            ts.push(lin.weight);
+            ts.extend(lin.bias);
+        }
+        for t in ts {
+            self.view.release(t);
+        }
     }
 
     /// Read (borrow, or gather when the view assembles it) every tensor of one layer.

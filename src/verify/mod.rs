@@ -401,8 +401,15 @@ pub fn compare_bytes(a: &View<'_>, b: &View<'_>) -> Result<Bytes> {
         r.compared += 1;
         let (ca, cb) = (chunks(a, ta)?, chunks(b, tb)?);
         r.bytes += ta.nbytes() as u64;
-        if ta.dtype == tb.dtype && streams_equal(&ca, &cb) {
+        let same = ta.dtype == tb.dtype && streams_equal(&ca, &cb);
+        // Done reading: keep the resident set at about one tensor, not two models.
+        let release = || {
+            a.release(ta);
+            b.release(tb);
+        };
+        if same {
             r.identical += 1;
+            release();
             continue;
         }
         // Only differing tensors are decoded (one at a time).
@@ -414,6 +421,7 @@ pub fn compare_bytes(a: &View<'_>, b: &View<'_>) -> Result<Bytes> {
                 .fold(0.0f64, |m, d| if d.is_nan() || d > m { d } else { m }),
             _ => f64::NAN,
         };
+        release();
         r.differing.push((pair(&ta.name, Some(ta), Some(tb)), diff));
     }
     r.pass = r.differing.is_empty();
