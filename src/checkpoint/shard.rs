@@ -111,7 +111,8 @@ impl Shard {
     pub fn release(&self, begin: usize, end: usize) {
         let Some(map) = &self.map else { return };
         const PAGE: usize = 4096;
-        let start = self.data_start().saturating_add(begin) / PAGE * PAGE;
+        let pos = self.data_start().saturating_add(begin);
+        let start = pos.saturating_sub(pos % PAGE);
         let stop = self.data_start().saturating_add(end).min(map.len());
         if stop <= start {
             return;
@@ -120,7 +121,11 @@ impl Shard {
         // page-table entries, and any later access (through slices still borrowed) faults the same file
         // bytes back in, so no visible memory changes.
         let _ = unsafe {
-            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, stop - start)
+            map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                start,
+                stop.saturating_sub(start),
+            )
         };
     }
 

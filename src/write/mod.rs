@@ -51,6 +51,9 @@ pub enum Phase {
     Verify,
 }
 
+/// A check run on the staged output directory just before the commit.
+pub type BeforeCommit = dyn Fn(&Path) -> Result<()>;
+
 /// Options of [`write_view`].
 #[derive(Clone, Copy)]
 pub struct WriteOptions<'a> {
@@ -69,7 +72,7 @@ pub struct WriteOptions<'a> {
     /// Called with the staged output directory after it is written, fsynced and byte-checked, just
     /// before the commit; an error aborts the write (the staging directory is removed and the
     /// destination keeps what it had). `convert --verify` runs the logits comparison here.
-    pub before_commit: Option<&'a dyn Fn(&Path) -> Result<()>>,
+    pub before_commit: Option<&'a BeforeCommit>,
 }
 
 impl Default for WriteOptions<'_> {
