@@ -52,7 +52,7 @@ pub enum Phase {
 }
 
 /// A check run on the staged output directory just before the commit.
-pub type BeforeCommit = dyn Fn(&Path) -> Result<()>;
+pub type BeforeCommit<'a> = dyn Fn(&Path) -> Result<()> + 'a;
 
 /// Options of [`write_view`].
 #[derive(Clone, Copy)]
@@ -72,7 +72,7 @@ pub struct WriteOptions<'a> {
     /// Called with the staged output directory after it is written, fsynced and byte-checked, just
     /// before the commit; an error aborts the write (the staging directory is removed and the
     /// destination keeps what it had). `convert --verify` runs the logits comparison here.
-    pub before_commit: Option<&'a BeforeCommit>,
+    pub before_commit: Option<&'a BeforeCommit<'a>>,
 }
 
 impl Default for WriteOptions<'_> {
