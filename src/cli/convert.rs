@@ -323,7 +323,7 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
     if let Some(rep) = &report
         && !c.quiet
     {
-        for line in super::verify::render(&rep, src, dst) {
+        for line in super::verify::render(rep, src, dst) {
             out(&line);
         }
     }
