@@ -155,7 +155,13 @@ pub fn run(a: Args) -> CmdResult {
         .get("model.embed_tokens.weight")
         .and_then(|t| t.shape.first().copied());
     let opts = options(&a, vocab)?;
-    let rep = verify::verify(&va, &vb, &opts)?;
+    let bar = progress_bar(a.json);
+    let rep = verify::verify_with_progress(&va, &vb, &opts, &|stage, done, total| {
+        bar.set_message(stage.to_string());
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
     if a.json {
         out(&serde_json::to_string_pretty(&to_json(&rep, &a.a, &a.b)).unwrap_or_default());
     } else {
@@ -168,6 +174,22 @@ pub fn run(a: Args) -> CmdResult {
     } else {
         EXIT_FINDINGS
     })
+}
+
+/// A progress bar on stderr when it is a terminal (hidden otherwise): bytes compared, then layers of
+/// each forward pass.
+pub fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg:9} [{bar:30}] {pos}/{len} eta {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }
 
 fn pass(p: bool) -> &'static str {

@@ -64,3 +64,13 @@ impl Logits {
 pub fn forward(view: &View<'_>, batch: &[Vec<u32>], isa: Isa) -> Result<Logits> {
     Model::new(view)?.forward(batch, isa)
 }
+
+/// [`forward`], calling `on_layer(done, total)` after each decoder layer.
+pub fn forward_with_progress(
+    view: &View<'_>,
+    batch: &[Vec<u32>],
+    isa: Isa,
+    on_layer: &dyn Fn(usize, usize),
+) -> Result<Logits> {
+    Model::new(view)?.forward_with_progress(batch, isa, on_layer)
+}

@@ -187,6 +187,16 @@ impl<'a> Model<'a> {
 
     /// Logits `[batch, seq, vocab]` for sequences of equal length, every position.
     pub fn forward(&self, batch: &[Vec<u32>], isa: Isa) -> Result<Logits> {
+        self.forward_with_progress(batch, isa, &|_, _| {})
+    }
+
+    /// [`Model::forward`], calling `on_layer(done, total)` after each decoder layer (for progress bars).
+    pub fn forward_with_progress(
+        &self,
+        batch: &[Vec<u32>],
+        isa: Isa,
+        on_layer: &dyn Fn(usize, usize),
+    ) -> Result<Logits> {
         let c = &self.config;
         let seq = check_batch(batch, c.vocab)?;
         c.check_seq_len(seq)?;
@@ -204,7 +214,7 @@ impl<'a> Model<'a> {
         // Rotary tables for positions 0..seq: cos, sin [seq, hd / 2].
         let (cos, sin) = c.rope_tables(seq);
 
-        for layer in &self.layers {
+        for (li, layer) in self.layers.iter().enumerate() {
             let w = self.read_layer(layer)?;
 
             // Attention block: xb = rmsnorm(x)
@@ -250,6 +260,7 @@ impl<'a> Model<'a> {
             // Done with this layer: its pages leave our resident set (memory stays ~one layer).
             drop(w);
             self.release_layer(layer);
+            on_layer(li + 1, self.layers.len());
         }
 
         // Final norm, then the output projection for every position.

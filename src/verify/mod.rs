@@ -166,12 +166,25 @@ pub fn default_sequences(vocab: usize, batch: usize, seq_len: usize) -> Vec<Vec<
 
 /// Compare two canonical views.
 pub fn verify(a: &View<'_>, b: &View<'_>, opts: &Options) -> Result<Report> {
+    verify_with_progress(a, b, opts, &|_, _, _| {})
+}
+
+/// Progress of a verify run: the stage (`bytes`, `logits A`, `logits B`), done and total units.
+pub type Progress<'a> = dyn Fn(&str, u64, u64) + 'a;
+
+/// [`verify`], reporting progress (bytes compared, layers run) to `progress`.
+pub fn verify_with_progress(
+    a: &View<'_>,
+    b: &View<'_>,
+    opts: &Options,
+    progress: &Progress<'_>,
+) -> Result<Report> {
     let structure = compare_structure(a, b);
     let bytes = (opts.level >= Level::Bytes)
-        .then(|| compare_bytes(a, b))
+        .then(|| compare_bytes_with_progress(a, b, progress))
         .transpose()?;
     let logits = if opts.level >= Level::Logits {
-        Some(compare_logits(a, b, opts))
+        Some(compare_logits(a, b, opts, progress))
     } else {
         None
     };
@@ -386,6 +399,15 @@ fn decode(dtype: Dtype, chunks: &[&[u8]]) -> Option<Vec<f32>> {
 
 /// The bytes level: every common tensor with equal shapes compared byte for byte.
 pub fn compare_bytes(a: &View<'_>, b: &View<'_>) -> Result<Bytes> {
+    compare_bytes_with_progress(a, b, &|_, _, _| {})
+}
+
+fn compare_bytes_with_progress(
+    a: &View<'_>,
+    b: &View<'_>,
+    progress: &Progress<'_>,
+) -> Result<Bytes> {
+    let total: u64 = a.tensors.iter().map(|t| t.nbytes() as u64).sum();
     let mut r = Bytes {
         pass: true,
         compared: 0,
@@ -401,6 +423,7 @@ pub fn compare_bytes(a: &View<'_>, b: &View<'_>) -> Result<Bytes> {
         r.compared += 1;
         let (ca, cb) = (chunks(a, ta)?, chunks(b, tb)?);
         r.bytes += ta.nbytes() as u64;
+        progress("bytes", r.bytes, total);
         let same = ta.dtype == tb.dtype && streams_equal(&ca, &cb);
         // Done reading: keep the resident set at about one tensor, not two models.
         let release = || {
@@ -432,11 +455,16 @@ fn compare_logits(
     a: &View<'_>,
     b: &View<'_>,
     opts: &Options,
+    progress: &Progress<'_>,
 ) -> std::result::Result<LogitsCmp, String> {
-    let la = reference::forward(a, &opts.sequences, opts.isa)
-        .map_err(|e| format!("forward pass on A: {e}"))?;
-    let lb = reference::forward(b, &opts.sequences, opts.isa)
-        .map_err(|e| format!("forward pass on B: {e}"))?;
+    let la = reference::forward_with_progress(a, &opts.sequences, opts.isa, &|d, t| {
+        progress("logits A", d as u64, t as u64)
+    })
+    .map_err(|e| format!("forward pass on A: {e}"))?;
+    let lb = reference::forward_with_progress(b, &opts.sequences, opts.isa, &|d, t| {
+        progress("logits B", d as u64, t as u64)
+    })
+    .map_err(|e| format!("forward pass on B: {e}"))?;
     logits_metrics(&la, &lb, opts.atol, opts.rtol)
 }
 
