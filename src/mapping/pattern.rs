@@ -47,6 +47,17 @@ impl Pattern {
         if text.is_empty() {
             return Err(Error::bad_data("empty name pattern"));
         }
+        if text == "__metadata__" {
+            return Err(Error::bad_data(
+                "`__metadata__` is reserved by the safetensors format and cannot name a tensor",
+            ));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(Error::bad_data(format!(
+                "name pattern `{}` contains control characters",
+                escape(text)
+            )));
+        }
         if text.len() > MAX_PATTERN_LEN {
             return Err(Error::bad_data(format!(
                 "name pattern is {} characters, over the limit of {MAX_PATTERN_LEN}",
