@@ -455,7 +455,7 @@ fn corpus_through_every_command() {
         println!("note: corpus runs of `ckpt {s}` skipped (not in this build)");
     }
     let mut times = times.into_inner().unwrap();
-    times.sort_by(|a, b| b.0.cmp(&a.0));
+    times.sort_by_key(|t| std::cmp::Reverse(t.0));
     println!("slowest steps:");
     for (d, what) in times.iter().take(10) {
         println!("  {:>8.2} s  {what}", d.as_secs_f64());
