@@ -401,8 +401,9 @@ def index_cases():
     rel = "good/A35-total-size-wrong"
     sharded(rel, wm, {S1: [e], S2: [n]}, total_size=999)
     add(rel, "A35", is_dir=True, exit=None, commands=ALL,
-        expect={"inspect": {"exit": 0, "contains": ["warning", "total_size is 999"]}},
-        note="total_size is informational: a warning, not an error")
+        expect={"inspect": {"exit": 0, "contains": ["warning", "total_size is 999"]},
+                "convert": {"exit": 0, "contains": []}},
+        note="total_size is informational: a warning, not an error; convert writes the right one")
     rel = "bad/A36-index-to-pickle"
     write(rel + "/pytorch_model-00001-of-00001.bin", b"\x80\x02}q\x00X\x01\x00\x00\x00aq\x01K\x01s.")
     write(rel + "/model.safetensors.index.json",
