@@ -383,6 +383,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reserved_and_control_names_are_refused() {
+        let e = Pattern::parse("__metadata__").unwrap_err();
+        assert!(e.message().contains("reserved"), "{e}");
+        let e = Pattern::parse("model.norm\0weight").unwrap_err();
+        assert!(e.message().contains("control characters"), "{e}");
+        assert!(e.message().contains("\\u{0}"), "{e}");
+        assert!(Pattern::parse("model.__metadata__.weight").is_ok());
+    }
+
+    #[test]
     fn template_matches_and_renders() {
         let p = Pattern::parse("model.layers.{i}.ln1.weight").unwrap();
         let b = p.matches("model.layers.12.ln1.weight").unwrap();
