@@ -388,6 +388,27 @@ impl LlamaDims {
     }
 }
 
+/// Beyond this many missing layers, [`tensor_set`] reports the layer count once instead of every
+/// missing tensor.
+const MAX_MISSING_LAYERS: usize = 1024;
+
+/// One more than the highest `model.layers.{i}.` index stored (0 when there is none).
+fn stored_layers(ck: &Checkpoint) -> usize {
+    ck.tensors
+        .iter()
+        .filter_map(|t| {
+            t.name
+                .strip_prefix("model.layers.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .map(|i| i.saturating_add(1))
+        .max()
+        .unwrap_or(0)
+}
+
 /// Tensors that loaders ignore, with the reason.
 pub fn benign_extra(name: &str) -> Option<&'static str> {
     if name.ends_with("rotary_emb.inv_freq") || name.ends_with(".inv_freq") {
@@ -407,7 +428,7 @@ pub fn tensor_set(ck: &Checkpoint, out: &mut Vec<Finding>) -> Result<()> {
         return Ok(());
     };
     let cfile = config_file(ck);
-    let d = match LlamaDims::from_config(c) {
+    let mut d = match LlamaDims::from_config(c) {
         Ok(d) => d,
         Err(missing) => {
             out.push(
@@ -433,6 +454,23 @@ pub fn tensor_set(ck: &Checkpoint, out: &mut Vec<Finding>) -> Result<()> {
             .map(|s| s.path.clone())
             .unwrap_or_else(|| ck.path.clone())
     };
+    // A config claiming far more layers than are stored (`num_hidden_layers` = 10^9) is one
+    // finding, not one per missing tensor: enumerating them would exhaust memory.
+    let stored = stored_layers(ck);
+    if d.layers > stored.saturating_add(MAX_MISSING_LAYERS) {
+        out.push(
+            Finding::error(
+                ids::MISSING_TENSOR,
+                format!(
+                    "`num_hidden_layers` is {} but the checkpoint stores {stored} layers: layers {stored}..{} are missing",
+                    d.layers,
+                    d.layers - 1
+                ),
+            )
+            .file(&cfile),
+        );
+        d.layers = stored;
+    }
     let expected = d.expected();
     let names: HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
     for (name, shape) in &expected {

@@ -47,6 +47,17 @@ impl Pattern {
         if text.is_empty() {
             return Err(Error::bad_data("empty name pattern"));
         }
+        if text == "__metadata__" {
+            return Err(Error::bad_data(
+                "`__metadata__` is reserved by the safetensors format and cannot name a tensor",
+            ));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(Error::bad_data(format!(
+                "name pattern `{}` contains control characters",
+                escape(text)
+            )));
+        }
         if text.len() > MAX_PATTERN_LEN {
             return Err(Error::bad_data(format!(
                 "name pattern is {} characters, over the limit of {MAX_PATTERN_LEN}",
@@ -370,6 +381,16 @@ pub fn apply_renames(names: &[String], rules: &[RenameRule]) -> Result<Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserved_and_control_names_are_refused() {
+        let e = Pattern::parse("__metadata__").unwrap_err();
+        assert!(e.message().contains("reserved"), "{e}");
+        let e = Pattern::parse("model.norm\0weight").unwrap_err();
+        assert!(e.message().contains("control characters"), "{e}");
+        assert!(e.message().contains("\\u{0}"), "{e}");
+        assert!(Pattern::parse("model.__metadata__.weight").is_ok());
+    }
 
     #[test]
     fn template_matches_and_renders() {

@@ -339,6 +339,12 @@ def shard_tensors():
 S1, S2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
 
 
+def check_finding(fid, *want):
+    """`ckpt check` turns index/shard problems it sees before opening into findings (exit 1) with
+    ids (docs/CHECKS.md) instead of exit 2."""
+    return {"check": {"exit": 1, "contains": ["error[%s]" % fid] + list(want)}}
+
+
 def index_cases():
     e, n = shard_tensors()
     wm = {e[0]: S1, n[0]: S2}
@@ -352,6 +358,7 @@ def index_cases():
     rel = "bad/A32-symlink-outside"
     sharded(rel, wm, {S1: [e]})
     add(rel, "A32", is_dir=True, contains=["model.safetensors.index.json", "leaves the checkpoint directory"],
+        expect=check_finding("F009-unopenable", S2, "leaves the checkpoint directory"),
         setup=[{"op": "symlink_outside", "to": S2, "from": "bad/A32-symlink-outside/" + S1}],
         note="shard 2 is a symlink to a file outside the directory (created at test time)")
     rel = "bad/A33-fifo-shard"
@@ -372,24 +379,31 @@ def index_cases():
                   "lm_head.weight": "model-00002-of-00003.safetensors"}, {})
     add(rel, "A34", is_dir=True, contains=["model.safetensors.index.json", "error[missing-input]",
                                            "model-00001-of-00003.safetensors", "model-00003-of-00003.safetensors"],
+        expect=check_finding("F001-missing-shard", "model-00001-of-00003.safetensors",
+                             "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors"),
         note="all missing shards are listed, not only the first")
     rel = "bad/A35-index-lists-absent-tensor"
     sharded(rel, {e[0]: S1, n[0]: S2, "lm_head.weight": S2}, {S1: [e], S2: [n]})
-    add(rel, "A35", is_dir=True, contains=["model.safetensors.index.json", "lm_head.weight", "does not hold it"])
+    add(rel, "A35", is_dir=True, contains=["model.safetensors.index.json", "lm_head.weight", "does not hold it"],
+        expect=check_finding("F003-index-wrong-shard", "lm_head.weight", "does not hold it"))
     rel = "bad/A35-shard-has-unlisted-tensor"
     sharded(rel, {e[0]: S1, n[0]: S2}, {S1: [e, ("lm_head.weight", F, [1], A4)], S2: [n]})
-    add(rel, "A35", is_dir=True, contains=["model.safetensors.index.json", "lm_head.weight", "does not list it"])
+    add(rel, "A35", is_dir=True, contains=["model.safetensors.index.json", "lm_head.weight", "does not list it"],
+        expect=check_finding("F004-not-in-index", "lm_head.weight", S1))
     rel = "bad/A35-tensor-in-two-shards"
     sharded(rel, {e[0]: S1, n[0]: S2}, {S1: [e, n], S2: [n]})
-    add(rel, "A35", is_dir=True, contains=["model.norm.weight", S1, S2])
+    add(rel, "A35", is_dir=True, contains=["model.norm.weight", S1, S2],
+        expect=check_finding("F005-duplicate-tensor", "model.norm.weight", S1, S2))
     rel = "bad/A35-stray-shard"
     sharded(rel, {e[0]: S1, n[0]: S1}, {S1: [e, n], S2: [("x", F, [1], A4)]})
-    add(rel, "A35", is_dir=True, contains=["model.safetensors.index.json", S2, "does not list"])
+    add(rel, "A35", is_dir=True, contains=["model.safetensors.index.json", S2, "does not list"],
+        expect=check_finding("F002-stray-shard", S2))
     rel = "good/A35-total-size-wrong"
     sharded(rel, wm, {S1: [e], S2: [n]}, total_size=999)
     add(rel, "A35", is_dir=True, exit=None, commands=ALL,
-        expect={"inspect": {"exit": 0, "contains": ["warning", "total_size is 999"]}},
-        note="total_size is informational: a warning, not an error")
+        expect={"inspect": {"exit": 0, "contains": ["warning", "total_size is 999"]},
+                "convert": {"exit": 0, "contains": []}},
+        note="total_size is informational: a warning, not an error; convert writes the right one")
     rel = "bad/A36-index-to-pickle"
     write(rel + "/pytorch_model-00001-of-00001.bin", b"\x80\x02}q\x00X\x01\x00\x00\x00aq\x01K\x01s.")
     write(rel + "/model.safetensors.index.json",
@@ -439,20 +453,29 @@ def config_cases():
         setup=[{"op": "copy", "from": "good/tiny-llama/model.safetensors", "to": "model.safetensors"}])
     # A44: inconsistent hyperparameters. Parsing succeeds (inspect shows them); the commands that use
     # them must refuse with the key named.
-    for slug, c, key in [
-        ("heads-not-dividing", cfg(hidden_size=8, num_attention_heads=3, num_key_value_heads=3), "num_attention_heads"),
-        ("kv-not-dividing", cfg(num_attention_heads=2, num_key_value_heads=3), "num_key_value_heads"),
-        ("layers-1e9", cfg(num_hidden_layers=1000000000), "num_hidden_layers"),
-        ("vocab-vs-embedding", cfg(vocab_size=32000), "vocab_size"),
-        ("eps-zero", cfg(rms_norm_eps=0.0), "rms_norm_eps"),
-        ("max-pos-2e40", cfg(max_position_embeddings=2 ** 40), "max_position_embeddings"),
+    # Values that are legal but odd (eps 0, max_position_embeddings 2^40) load in transformers and
+    # run in the reference (which allocates nothing per position): accepted, but must not crash.
+    accepted = {"check": {"exit": 0}, "logits": {"exit": 0}}
+    for slug, c, key, over in [
+        ("heads-not-dividing", cfg(hidden_size=8, num_attention_heads=3, num_key_value_heads=3), "num_attention_heads", {}),
+        # Detection ranks gemma (free head_dim) above llama when k/v shapes disagree with a llama
+        # config, so logits refuses with "family `gemma` is recognised only" (exit 2, file named).
+        ("kv-not-dividing", cfg(num_attention_heads=2, num_key_value_heads=3), "num_key_value_heads",
+         {"logits": {"exit": 2, "contains": ["{name}"]}}),
+        ("layers-1e9", cfg(num_hidden_layers=1000000000), "num_hidden_layers",
+         {"logits": {"exit": 2, "contains": ["{name}", "layers=1000000000"]}}),
+        ("vocab-vs-embedding", cfg(vocab_size=32000), "vocab_size",
+         {"logits": {"exit": 2, "contains": ["{name}", "model.embed_tokens.weight", "32000"]}}),
+        ("eps-zero", cfg(rms_norm_eps=0.0), "rms_norm_eps", accepted),
+        ("max-pos-2e40", cfg(max_position_embeddings=2 ** 40), "max_position_embeddings", accepted),
     ]:
         rel = "bad/A44-%s" % slug
         write(rel + "/config.json", config_text(c))
-        add(rel, "A44", is_dir=True, exit=None, commands=ALL, contains=[],
-            expect={"inspect": {"exit": 0},
-                    "check": {"exit": 1, "contains": [key]},
-                    "logits": {"exit": 2, "contains": [key]}},
+        expect = {"inspect": {"exit": 0},
+                  "check": {"exit": 1, "contains": [key]},
+                  "logits": {"exit": 2, "contains": [key]}}
+        expect.update(over)
+        add(rel, "A44", is_dir=True, exit=None, commands=ALL, contains=[], expect=expect,
             setup=[{"op": "copy", "from": "good/tiny-llama/model.safetensors", "to": "model.safetensors"}])
     # A45: type confusion in consulted keys: every command fails at open.
     for slug, c, key in [
@@ -479,7 +502,7 @@ def config_cases():
 def mapping_cases():
     # These need `--mapping FILE` (mapping branch). The syntax follows DESIGN.md section 3; the
     # mapping owner adjusts the files if the final syntax differs.
-    head = 'name = "evil"\nsummary = "corpus case"\nbase = "llama"\nexact = true\n\n'
+    head = 'name = "evil"\nsummary = "corpus case"\nbase = "llama"\nexact = true\nsources = ["corpus"]\n\n'
     cases = [
         ("A46-two-to-one", head + '[tensors]\n"model.layers.{i}.ln1.weight" = "model.layers.{i}.input_layernorm.weight"\n'
          '"model.layers.{i}.ln2.weight" = "model.layers.{i}.input_layernorm.weight"\n', "input_layernorm"),
