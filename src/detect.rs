@@ -233,6 +233,28 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
                 check_shapes(ck, f, s, renames);
             }
         }
+        // A shape conflict between the tensors and config.json belongs to the checkpoint, not to one
+        // family: a detect-only family that reads the same names (gemma's are llama's) shares it, or
+        // it would outrank the family the config actually names.
+        let conflict = ranked
+            .iter()
+            .find(|s| {
+                !s.detect_only
+                    && s.shapes_ok == Some(false)
+                    && s.matched == s.total
+                    && s.shape_note
+                        .as_deref()
+                        .is_some_and(|n| !n.starts_with("cannot be read"))
+            })
+            .map(|s| (s.family.clone(), s.shape_note.clone()));
+        if let Some((fam, note)) = conflict {
+            for s in ranked.iter_mut() {
+                if s.detect_only && s.shapes_ok.is_none() && s.matched == s.total {
+                    s.shapes_ok = Some(false);
+                    s.shape_note = note.as_ref().map(|n| format!("{n} (same names as {fam})"));
+                }
+            }
+        }
     }
     for s in ranked.iter_mut() {
         let cfg_term = match s.config {
