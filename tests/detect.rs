@@ -533,3 +533,44 @@ fn cli_families() {
             .all(|f| !f["sources"].as_array().unwrap().is_empty())
     );
 }
+
+/// Regression: a LLaMA checkpoint whose config disagrees with its k/v shapes was reported as `gemma`
+/// (a detect-only family with the same names escaped the shape penalty). The conflict belongs to the
+/// checkpoint: no family fits, llama is the closest, and the evidence names the tensor.
+#[test]
+fn shape_conflict_with_config_does_not_pick_a_look_alike_family() {
+    let d = Dims {
+        hidden: 64,
+        layers: 2,
+        heads: 4,
+        kv_heads: 2,
+        intermediate: 96,
+        vocab: 256,
+        tied: false,
+    };
+    let mut cfg = d.config_json("llama", "LlamaForCausalLM", "float32");
+    cfg["num_key_value_heads"] = 3.into();
+    let dir = tempfile::tempdir().unwrap();
+    write_checkpoint(
+        dir.path(),
+        Some(&cfg),
+        &llama_tensors(&d, Dtype::F32, false),
+        1,
+        Fill::Sparse,
+    )
+    .unwrap();
+    let ck = Checkpoint::open(dir.path()).unwrap();
+    let det = detect(&ck, &Registry::builtin().unwrap());
+    assert_ne!(det.winner.as_deref(), Some("gemma"));
+    assert_eq!(
+        det.ranked[0].family,
+        "llama",
+        "{:?}",
+        det.ranked.iter().map(|r| &r.family).collect::<Vec<_>>()
+    );
+    assert!(
+        det.evidence.join(" ").contains("k_proj"),
+        "{:?}",
+        det.evidence
+    );
+}
