@@ -436,10 +436,16 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
         .prefix(&format!(".{}.ckpt-tmp-", d.name))
         .tempdir_in(&d.parent)
         .map_err(|e| {
+            // tempfile appends the temporary path to its errors; the user's path is DST, so keep
+            // only the OS error.
+            let os = match e.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::from(e.kind()),
+            };
             Error::io_write(
                 &d.given,
                 "cannot create a staging directory next to the destination",
-                e,
+                os,
             )
         })?;
     let sp = staging.path().to_path_buf();

@@ -1,0 +1,173 @@
+//! Fault injection for writing (RELIABILITY.md part B, issue 8): `kill -9` at random points of a
+//! convert of a few-hundred-MB checkpoint, and a read-only destination mount. After every trial the
+//! destination is absent or complete (every tensor byte-identical to the source), never partial, and
+//! `ckpt convert --clean` leaves no temporary files.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ckpt::checkpoint::Checkpoint;
+use ckpt::checkpoint::header::Dtype;
+use ckpt::synth::{self, Dims, Fill};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ckpt");
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A Yi-named f32 checkpoint of about `mb` MB in 3 shards.
+fn yi_checkpoint(dir: &Path, mb: usize) {
+    let hidden = 512;
+    let d = Dims {
+        hidden,
+        layers: 1,
+        heads: 8,
+        kv_heads: 4,
+        intermediate: 1536,
+        vocab: 8000,
+        tied: false,
+    };
+    let per_layer = 4 * (hidden * hidden * 2 + hidden * 256 * 2 + 3 * hidden * 1536);
+    let layers = (mb * 1_000_000).saturating_sub(4 * 2 * 8000 * hidden) / per_layer;
+    let d = Dims {
+        layers: layers.max(1),
+        ..d
+    };
+    let mut specs = synth::llama_tensors(&d, Dtype::F32, false);
+    synth::rename(&mut specs, "input_layernorm", "ln1");
+    synth::rename(&mut specs, "post_attention_layernorm", "ln2");
+    let cfg = d.config_json("Yi", "YiForCausalLM", "float32");
+    synth::write_checkpoint(dir, Some(&cfg), &specs, 3, Fill::Random(11)).unwrap();
+}
+
+/// Every tensor of `dst` equals the source's under LLaMA names.
+fn assert_complete(src: &Checkpoint, dst: &Path) {
+    let out = Checkpoint::open(dst).expect("a destination that exists must open: never partial");
+    assert_eq!(out.tensors.len(), src.tensors.len());
+    for t in &src.tensors {
+        let name = t
+            .name
+            .replace(".ln1.", ".input_layernorm.")
+            .replace(".ln2.", ".post_attention_layernorm.");
+        let o = out
+            .get(&name)
+            .unwrap_or_else(|| panic!("{name} missing from a committed output"));
+        assert_eq!(src.data(t).unwrap(), out.data(o).unwrap(), "{name} differs");
+    }
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".ckpt-tmp-") || n.contains(".ckpt-old-"))
+        .collect()
+}
+
+#[test]
+fn kill_9_at_random_points_never_leaves_a_partial_destination() {
+    const TRIALS: usize = 20;
+    let t = tempfile::tempdir().unwrap();
+    let src_dir = t.path().join("src");
+    yi_checkpoint(&src_dir, 200);
+    let src = Checkpoint::open(&src_dir).unwrap();
+    let work = t.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+
+    // One uninterrupted run gives the time span to kill within.
+    let start = Instant::now();
+    let full = work.join("full");
+    let ok = Command::new(BIN)
+        .args(["convert", s(&src_dir), s(&full), "-q"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let span = start.elapsed();
+    assert_complete(&src, &full);
+    std::fs::remove_dir_all(&full).unwrap();
+
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let (mut absent, mut complete) = (0, 0);
+    for trial in 0..TRIALS {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        // Uniform over [0, 1.1 x span): a few trials finish before the kill.
+        let delay = Duration::from_micros(rng % (span.as_micros() as u64 * 11 / 10).max(1));
+        let dst = work.join(format!("out{trial}"));
+        let mut child = Command::new(BIN)
+            .args(["convert", s(&src_dir), s(&dst), "-q"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        if dst.exists() {
+            complete += 1;
+            assert_complete(&src, &dst);
+            std::fs::remove_dir_all(&dst).unwrap();
+        } else {
+            absent += 1;
+        }
+    }
+    eprintln!(
+        "kill -9 trials on a {:.0} MB checkpoint (full run {:.2} s): {absent} absent, {complete} complete, 0 partial",
+        src.data_bytes() as f64 / 1e6,
+        span.as_secs_f64()
+    );
+    assert_eq!(absent + complete, TRIALS);
+    // The next run's clean-up leaves nothing behind, and the source was never modified.
+    let o = Command::new(BIN)
+        .args(["convert", "--clean", s(&work)])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(leftovers(&work), Vec::<String>::new());
+    let again = Checkpoint::open(&src_dir).unwrap();
+    for (a, b) in src.tensors.iter().zip(&again.tensors) {
+        assert_eq!(src.data(a).unwrap(), again.data(b).unwrap());
+    }
+}
+
+#[test]
+fn read_only_destination_mount_is_a_clean_error_naming_dst() {
+    // A read-only tmpfs in a private mount namespace (root ignores chmod, so a mount is needed).
+    let t = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/yi");
+    let mnt = t.path().join("ro");
+    std::fs::create_dir(&mnt).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=4m tmpfs {m} && mount -o remount,ro {m} || exit 77; \
+         {bin} convert {src} {m}/out; echo \"rc=$?\"; ls -A {m}; exit 0",
+        m = s(&mnt),
+        bin = BIN,
+        src = s(&src)
+    );
+    let Ok(o) = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+    else {
+        eprintln!("skipped: unshare is not available");
+        return;
+    };
+    if o.status.code() == Some(77) || !o.status.success() {
+        eprintln!("skipped: unshare/mount not permitted here");
+        return;
+    }
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("rc=2"), "{out}");
+    assert!(out.contains("error[cannot-create]"), "{out}");
+    assert!(
+        out.contains(&format!("{}/out", s(&mnt))),
+        "names DST: {out}"
+    );
+    assert!(!out.contains("ckpt-tmp"), "{out}");
+    assert!(!out.lines().any(|l| l.trim() == "out"), "{out}");
+}
