@@ -5,15 +5,12 @@
 //! The byte check is a direct streamed comparison, not a hash of each side: it proves exact
 //! equality, and on the machines measured SHA-256 runs at ~0.6 GB/s per core (SHA-NI included),
 //! which would make checking slower than writing, while comparing page-cached bytes runs at memory
-//! speed. [`hash_view_tensor`] and [`hash_range`] give streamed SHA-256 digests for callers that want
-//! to record them. Both sides are compared through short-lived windows of at most 16 MiB, so checking
+//! speed. Both sides are compared through short-lived windows of at most 16 MiB, so checking
 //! a 70 GB model does not grow the process's resident set.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
 
 use super::fsio::CopyCtx;
 use super::plan::Plan;
@@ -201,54 +198,3 @@ impl Window {
     }
 }
 
-/// SHA-256 of a view tensor's bytes, read with `pread` from the source shards.
-pub fn hash_view_tensor(view: &View, vt: &crate::mapping::view::ViewTensor) -> Result<[u8; 32]> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; BUF];
-    for seg in &vt.segments {
-        match seg {
-            Segment::Zeros { bytes } => {
-                let mut left = *bytes;
-                let zeros = vec![0u8; BUF.min(*bytes)];
-                while left > 0 {
-                    let k = left.min(zeros.len());
-                    h.update(zeros.get(..k).unwrap_or_default());
-                    left -= k;
-                }
-            }
-            Segment::Rows { .. } => {
-                let (si, off, len) = view
-                    .segment_location(seg)
-                    .ok_or_else(|| Error::internal("segment has no location"))?;
-                let shard = view
-                    .ckpt
-                    .shards
-                    .get(si)
-                    .ok_or_else(|| Error::internal("bad shard index"))?;
-                feed(&mut h, shard.file(), off, len as u64, &mut buf)
-                    .map_err(|e| Error::io(&shard.path, "cannot read", e))?;
-            }
-        }
-    }
-    Ok(h.finalize().into())
-}
-
-/// SHA-256 of `len` bytes of `file` at `off`.
-pub fn hash_range(file: &File, off: u64, len: u64) -> std::io::Result<[u8; 32]> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; BUF];
-    feed(&mut h, file, off, len, &mut buf)?;
-    Ok(h.finalize().into())
-}
-
-fn feed(h: &mut Sha256, file: &File, off: u64, len: u64, buf: &mut [u8]) -> std::io::Result<()> {
-    let mut done = 0u64;
-    while done < len {
-        let k = ((len - done) as usize).min(buf.len());
-        let b = buf.get_mut(..k).unwrap_or_default();
-        file.read_exact_at(b, off.saturating_add(done))?;
-        h.update(&*b);
-        done = done.saturating_add(k as u64);
-    }
-    Ok(())
-}
