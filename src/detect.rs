@@ -439,16 +439,7 @@ pub fn open_view<'a>(
     renames: &[RenameRule],
 ) -> Result<(View<'a>, String)> {
     let fam = match family {
-        Some(name) => reg.get(name).ok_or_else(|| {
-            Error::usage(format!("unknown family `{}`", escape(name))).hint(format!(
-                "known families: {}",
-                reg.families()
-                    .iter()
-                    .map(|f| f.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?,
+        Some(name) => reg.require(name)?,
         None => {
             let d = detect_with(ck, reg, renames)?;
             if d.kind != CheckpointKind::Plain {

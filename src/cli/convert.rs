@@ -207,16 +207,7 @@ fn build_view<'a>(
     };
     let reg = super::families::registry(&f.mapping)?;
     let to = f.to.as_deref().unwrap_or("llama");
-    let target = reg.get(to).ok_or_else(|| {
-        Error::usage(format!("unknown target family `{}`", esc(to))).hint(format!(
-            "known families: {}",
-            reg.families()
-                .iter()
-                .map(|f| f.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    })?;
+    let target = reg.require(to)?;
     let (canonical, _from) = open_view(ck, &reg, f.from.as_deref(), &rules)?;
     let drop_py = to == "llama";
     if to == "llama" {

@@ -449,6 +449,20 @@ impl Registry {
         self.families.iter().find(|f| f.name == name)
     }
 
+    /// Look a family up by name; an unknown name is a usage error listing the known families.
+    pub fn require(&self, name: &str) -> Result<&Family> {
+        self.get(name).ok_or_else(|| {
+            Error::usage(format!("unknown family `{}`", escape(name))).hint(format!(
+                "known families: {}",
+                self.families
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+    }
+
     /// Every family, built-in first, in load order.
     pub fn families(&self) -> &[Family] {
         &self.families
