@@ -2,14 +2,14 @@
 //! hand-broken checkpoint per rule, each asserting the finding's stable id.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ckpt::Checkpoint;
 use ckpt::checkpoint::header::{Dtype, checked_nbytes, serialize_header};
 use ckpt::synth::{self, Dims, Fill, Spec};
 use serde_json::Value;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
+mod common;
+use common::{ckpt, fixture};
 
 const SMALL: Dims = Dims {
     hidden: 16,
@@ -20,22 +20,6 @@ const SMALL: Dims = Dims {
     vocab: 32,
     tied: false,
 };
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(FIXTURES).join(name)
-}
-
-fn ckpt(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_ckpt"))
-        .args(args)
-        .output()
-        .expect("run ckpt");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
 
 /// `check --format json`: (exit code, parsed report).
 fn check_json(path: &Path, extra: &[&str]) -> (i32, Value) {

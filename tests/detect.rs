@@ -5,6 +5,9 @@ use ckpt::Checkpoint;
 use ckpt::detect::{CheckpointKind, detect};
 use ckpt::mapping::Registry;
 
+mod common;
+use common::ckpt as ckpt_cmd;
+
 fn fixture(name: &str) -> Checkpoint {
     Checkpoint::open(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
@@ -347,18 +350,6 @@ fn open_view_detects_or_refuses() {
 // ------------------------------------------------------------------------------------------
 // CLI
 // ------------------------------------------------------------------------------------------
-
-fn ckpt_cmd(args: &[&str]) -> (i32, String, String) {
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ckpt"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
 
 const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
 

@@ -1,31 +1,15 @@
 //! `ckpt diff` as a user runs it: identical checkpoints, MHA vs GQA, dtype changes, a Yi fixture
 //! against a LLaMA-named copy written here, values, and sparse real-shaped layouts.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use ckpt::Checkpoint;
 use ckpt::checkpoint::header::{Dtype, serialize_header};
 use ckpt::synth::{self, Dims, Fill};
 use serde_json::Value;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(FIXTURES).join(name)
-}
-
-fn ckpt(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_ckpt"))
-        .args(args)
-        .output()
-        .expect("run ckpt");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+mod common;
+use common::{ckpt, fixture};
 
 fn diff_json(a: &Path, b: &Path, extra: &[&str]) -> (i32, Value) {
     let mut args = vec!["diff", a.to_str().unwrap(), b.to_str().unwrap(), "--json"];

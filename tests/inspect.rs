@@ -1,30 +1,14 @@
 //! `ckpt inspect` as a user runs it: every fixture, a sparse 7-shard 34B layout, and every way opening a
 //! checkpoint can fail (each with its exit code and a message naming the file).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use ckpt::checkpoint::Checkpoint;
 use ckpt::checkpoint::header::Dtype;
 use ckpt::synth::{self, Dims, Fill};
 
-fn ckpt(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_ckpt"))
-        .args(args)
-        .output()
-        .expect("run ckpt");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
+mod common;
+use common::{ckpt, fixture};
 
 fn fixture_names() -> Vec<String> {
     let m: serde_json::Value =

@@ -3,29 +3,13 @@
 //! figures far above the tolerance; correct conversions of every LLaMA-exact family must verify as
 //! equivalent with bit-identical logits.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use ckpt::checkpoint::Checkpoint;
 use ckpt::checkpoint::header::{Dtype, serialize_header};
 
-fn ckpt(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_ckpt"))
-        .args(args)
-        .output()
-        .expect("run ckpt");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
+mod common;
+use common::{ckpt, fixture};
 
 type Tensors = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
 
