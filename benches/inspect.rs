@@ -1,6 +1,6 @@
-//! Opening a checkpoint reads headers only: time `Checkpoint::open` and the inspect summary on sparse
-//! real-shaped layouts (a 7-shard 60-layer Yi-34B and a 4-shard Llama-3-8B, data left as holes) and
-//! show that peak memory does not grow with the model size.
+//! Opening a checkpoint reads headers only: time `Checkpoint::open`, family detection and
+//! `check` on sparse real-shaped layouts (a 7-shard 60-layer Yi-34B with Yi names and config, and a
+//! 4-shard Llama-3-8B, data left as holes) and show that peak memory does not grow with the model size.
 //!
 //! Run: `cargo bench --bench inspect`
 
@@ -26,35 +26,60 @@ fn main() {
         return; // `cargo test --benches` / `--list`: nothing to list
     }
     println!(
-        "{:<12} {:>7} {:>8} {:>14} {:>12} {:>14}",
-        "layout", "shards", "tensors", "parameters", "open (ms)", "peak RSS (MB)"
+        "{:<10} {:>6} {:>8} {:>10} {:>10} {:>12} {:>11} {:>14}",
+        "layout",
+        "shards",
+        "tensors",
+        "params",
+        "open (ms)",
+        "detect (ms)",
+        "check (ms)",
+        "peak RSS (MB)"
     );
-    for (name, dims, shards) in [
-        ("llama3-8b", Dims::LLAMA3_8B, 4),
-        ("yi-34b", Dims::YI_34B, 7),
+    let reg = ckpt::mapping::Registry::builtin().expect("families");
+    for (name, dims, shards, yi) in [
+        ("llama3-8b", Dims::LLAMA3_8B, 4, false),
+        ("yi-34b", Dims::YI_34B, 7, true),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let specs = synth::llama_tensors(&dims, Dtype::BF16, false);
-        let cfg = dims.config_json("llama", "LlamaForCausalLM", "bfloat16");
+        let mut specs = synth::llama_tensors(&dims, Dtype::BF16, false);
+        let cfg = if yi {
+            synth::rename(&mut specs, "input_layernorm", "ln1");
+            synth::rename(&mut specs, "post_attention_layernorm", "ln2");
+            dims.config_json("Yi", "YiForCausalLM", "bfloat16")
+        } else {
+            dims.config_json("llama", "LlamaForCausalLM", "bfloat16")
+        };
         synth::write_checkpoint(dir.path(), Some(&cfg), &specs, shards, Fill::Sparse)
             .expect("write");
-        let mut best = f64::MAX;
-        let mut params = 0;
-        let mut tensors = 0;
+        let mut open = f64::MAX;
         for _ in 0..20 {
             let t = Instant::now();
             let ck = Checkpoint::open(dir.path()).expect("open");
-            params = ck.parameter_count();
-            tensors = ck.tensors.len();
-            best = best.min(t.elapsed().as_secs_f64());
+            open = open.min(t.elapsed().as_secs_f64());
+            drop(ck);
+        }
+        let ck = Checkpoint::open(dir.path()).expect("open");
+        let (mut det, mut chk) = (f64::MAX, f64::MAX);
+        for _ in 0..5 {
+            let t = Instant::now();
+            let d = ckpt::detect::detect(&ck, &reg);
+            det = det.min(t.elapsed().as_secs_f64());
+            assert_eq!(d.winner.as_deref(), Some(if yi { "yi" } else { "llama" }));
+            let t = Instant::now();
+            let r = ckpt::check::run(dir.path(), &ckpt::check::Options::default()).expect("check");
+            chk = chk.min(t.elapsed().as_secs_f64());
+            assert_eq!(r.ok(false), !yi);
         }
         println!(
-            "{:<12} {:>7} {:>8} {:>14} {:>12.3} {:>14.1}",
+            "{:<10} {:>6} {:>8} {:>10} {:>10.2} {:>12.1} {:>11.1} {:>14.1}",
             name,
             shards,
-            tensors,
-            ckpt::report::human_count(params),
-            best * 1e3,
+            ck.tensors.len(),
+            ckpt::report::human_count(ck.parameter_count()),
+            open * 1e3,
+            det * 1e3,
+            chk * 1e3,
             peak_rss_kb() as f64 / 1024.0
         );
     }
