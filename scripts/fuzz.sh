@@ -22,9 +22,9 @@ TARGETS=(
   parse_header_structured
   index_json
   config_json
-  # mapping_rules      # slot: mapping-file parsing (branch mapping): Ok => injective, no reserved names
-  # roundtrip_write    # slot: write-then-read round trip (branch convert): parse(write(x)) == x
-  # forward_tiny       # slot: reference forward pass on tiny arbitrary dims/weights (branch forward)
+  mapping_rules      # mapping files + --rename rules: Ok => targets non-empty, not reserved; renames injective
+  roundtrip_write    # write-then-read round trip: open(write_view(identity(open(x)))) == x, byte for byte
+  forward_tiny       # reference forward on tiny arbitrary dims/weights: no panic; scalar == SIMD (finite)
 )
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -48,11 +48,21 @@ seed() {
     config_json)
       find "$ROOT/tests/corpus" "$ROOT/fixtures" \( -name config.json -o -name params.json \) -type f \
         -exec sh -c 'cp "$1" "$2/$(echo "$1" | cksum | cut -d" " -f1).json"' _ {} "$dir" \; ;;
+    mapping_rules)
+      # Mapping files; the rename rules go after a NUL byte (see fuzz_targets/mapping_rules.rs).
+      cp "$ROOT"/mappings/*.toml "$dir/"
+      printf 'x\0base_model\\.model\\.(.*)=$1\nmodel\\.layers\\.(\\d+)\\.(.*)=h.$1.$2\n' >"$dir/rename-seed" ;;
   esac
 }
 
 dict_for() {
-  case "$1" in parse_header) echo "-dict=dict/header.dict" ;; *) echo "" ;; esac
+  case "$1" in
+    parse_header) echo "-dict=dict/header.dict" ;;
+    # Structured targets: let inputs grow at once (more tensors, longer weight streams) instead of
+    # libFuzzer's slow length ramp, which kept them under 40 bytes in a 60 s run.
+    roundtrip_write|forward_tiny) echo "-len_control=0" ;;
+    *) echo "" ;;
+  esac
 }
 
 status=0

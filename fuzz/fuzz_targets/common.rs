@@ -1,12 +1,14 @@
 // Shared by the header targets: full validation of an accepted header, independent of the parser.
 #![allow(dead_code)]
 
-use ckpt::checkpoint::header::{Header, MAX_RANK, checked_nbytes, check_prefix, parse_header};
+use ckpt::checkpoint::header::{Header, MAX_RANK, check_prefix, checked_nbytes, parse_header};
 
 /// Parse a whole file held in memory, as `Shard::open` does after `fstat`.
 pub fn parse_bytes(bytes: &[u8]) -> ckpt::Result<Header> {
     let n = check_prefix(bytes, bytes.len() as u64)?;
-    let header = bytes.get(8..8 + n).expect("check_prefix: header inside the file");
+    let header = bytes
+        .get(8..8 + n)
+        .expect("check_prefix: header inside the file");
     parse_header(header, bytes.len() as u64)
 }
 
@@ -18,7 +20,10 @@ pub fn assert_fully_valid(h: &Header, file_len: usize) {
     for t in &h.tensors {
         assert_eq!(t.begin, cursor, "tensors do not tile the data section");
         assert!(t.end >= t.begin);
-        assert_eq!(checked_nbytes(t.dtype, &t.shape).expect("size"), t.end - t.begin);
+        assert_eq!(
+            checked_nbytes(t.dtype, &t.shape).expect("size"),
+            t.end - t.begin
+        );
         assert!(t.shape.len() <= MAX_RANK);
         assert!(!t.name.is_empty() && !t.name.chars().any(char::is_control));
         assert!(t.name != "__metadata__");

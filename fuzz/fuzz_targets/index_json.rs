@@ -14,7 +14,10 @@ fn check_name(name: &str) {
         let p = root.join(name);
         assert_eq!(p.parent(), Some(root), "{name:?} escapes the root");
         let comps: Vec<_> = Path::new(name).components().collect();
-        assert!(matches!(comps.as_slice(), [Component::Normal(_)]), "{name:?}");
+        assert!(
+            matches!(comps.as_slice(), [Component::Normal(_)]),
+            "{name:?}"
+        );
         assert!(!name.contains(['/', '\\', '\0']) && name != ".." && name != ".");
     }
 }

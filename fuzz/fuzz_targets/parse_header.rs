@@ -11,6 +11,10 @@ mod common;
 fuzz_target!(|data: &[u8]| {
     if let Ok(h) = common::parse_bytes(data) {
         common::assert_fully_valid(&h, data.len());
-        assert_eq!(common::reference_accepts(data), Some(true), "we accept, the reference does not");
+        assert_eq!(
+            common::reference_accepts(data),
+            Some(true),
+            "we accept, the reference does not"
+        );
     }
 });

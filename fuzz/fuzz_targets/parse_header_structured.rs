@@ -29,7 +29,8 @@ const BOUNDARY: &[u64] = &[
     u64::MAX,
 ];
 const DTYPES: &[&str] = &[
-    "F32", "F16", "BF16", "U8", "I64", "F64", "F4", "F6_E2M3", "BOOL", "C64", "F8_E4M3", "Q4_0", "f32",
+    "F32", "F16", "BF16", "U8", "I64", "F64", "F4", "F6_E2M3", "BOOL", "C64", "F8_E4M3", "Q4_0",
+    "f32",
 ];
 
 #[derive(Arbitrary, Debug)]
@@ -110,15 +111,26 @@ fn build(input: &Input) -> Vec<u8> {
         let dtype = DTYPES[usize::from(t.dtype) % DTYPES.len()].to_string();
         let shape: Vec<u64> = t.shape.iter().take(9).map(Num::get).collect();
         let offsets = if input.consistent {
-            let n = shape.iter().fold(1u128, |a, &d| a.saturating_mul(u128::from(d)));
+            let n = shape
+                .iter()
+                .fold(1u128, |a, &d| a.saturating_mul(u128::from(d)));
             let len = n.saturating_mul(bits(&dtype)) / 8;
             let (b, e) = (cursor, cursor.saturating_add(len));
             cursor = e;
-            vec![u64::try_from(b).unwrap_or(u64::MAX), u64::try_from(e).unwrap_or(u64::MAX)]
+            vec![
+                u64::try_from(b).unwrap_or(u64::MAX),
+                u64::try_from(e).unwrap_or(u64::MAX),
+            ]
         } else {
             vec![t.begin.get(), t.end.get()]
         };
-        entries.push(Entry { name, dtype, shape, offsets, extra: false });
+        entries.push(Entry {
+            name,
+            dtype,
+            shape,
+            offsets,
+            extra: false,
+        });
     }
     let mut nul_pad = 0usize;
     let mut data_delta: i64 = 0;
@@ -136,14 +148,22 @@ fn build(input: &Input) -> Vec<u8> {
                 };
                 entries.push(dup);
             }
-            Mutation::SwapOffsets(i) if !entries.is_empty() => entries[usize::from(i) % k].offsets.reverse(),
+            Mutation::SwapOffsets(i) if !entries.is_empty() => {
+                entries[usize::from(i) % k].offsets.reverse()
+            }
             Mutation::OffByOneEnd(i, up) if !entries.is_empty() => {
                 let o = &mut entries[usize::from(i) % k].offsets;
                 if let Some(end) = o.last_mut() {
-                    *end = if up { end.wrapping_add(1) } else { end.wrapping_sub(1) };
+                    *end = if up {
+                        end.wrapping_add(1)
+                    } else {
+                        end.wrapping_sub(1)
+                    };
                 }
             }
-            Mutation::BadDtype(i) if !entries.is_empty() => entries[usize::from(i) % k].dtype = "Q4_0".into(),
+            Mutation::BadDtype(i) if !entries.is_empty() => {
+                entries[usize::from(i) % k].dtype = "Q4_0".into()
+            }
             Mutation::NulPad(n) => nul_pad = usize::from(n % 8) + 1,
             Mutation::TrailingBytes(n) => data_delta += i64::from(n % 9) + 1,
             Mutation::MissingBytes(n) => data_delta -= i64::from(n % 9) + 1,
@@ -155,7 +175,9 @@ fn build(input: &Input) -> Vec<u8> {
                     _ => e.offsets.truncate(1),
                 }
             }
-            Mutation::ExtraField(i) if !entries.is_empty() => entries[usize::from(i) % k].extra = true,
+            Mutation::ExtraField(i) if !entries.is_empty() => {
+                entries[usize::from(i) % k].extra = true
+            }
             _ => {}
         }
     }
@@ -168,7 +190,10 @@ fn build(input: &Input) -> Vec<u8> {
             .take(4)
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
-        h.push_str(&format!("\"__metadata__\":{}", serde_json::Value::Object(m)));
+        h.push_str(&format!(
+            "\"__metadata__\":{}",
+            serde_json::Value::Object(m)
+        ));
         first = false;
     }
     for e in &entries {
@@ -177,7 +202,11 @@ fn build(input: &Input) -> Vec<u8> {
         }
         first = false;
         let name = serde_json::to_string(&e.name).unwrap_or_default();
-        let dtype = if e.dtype.is_empty() { String::new() } else { format!("\"dtype\":\"{}\",", e.dtype) };
+        let dtype = if e.dtype.is_empty() {
+            String::new()
+        } else {
+            format!("\"dtype\":\"{}\",", e.dtype)
+        };
         let shape: Vec<String> = e.shape.iter().map(u64::to_string).collect();
         let offs: Vec<String> = e.offsets.iter().map(u64::to_string).collect();
         let extra = if e.extra { ",\"evil\":\"x\"" } else { "" };
@@ -200,7 +229,10 @@ fn build(input: &Input) -> Vec<u8> {
         .filter_map(|e| e.offsets.get(1).copied())
         .max()
         .unwrap_or(0);
-    let data = i64::try_from(declared.min(4096)).unwrap_or(0).saturating_add(data_delta).max(0);
+    let data = i64::try_from(declared.min(4096))
+        .unwrap_or(0)
+        .saturating_add(data_delta)
+        .max(0);
     out.resize(out.len() + data as usize, 0x5a);
     out
 }
@@ -216,7 +248,10 @@ fuzz_target!(|input: Input| {
         }
         Err(e) if theirs == Some(true) => {
             let msg = e.to_string();
-            assert!(common::documented_deviation(&msg), "undocumented deviation: {msg}");
+            assert!(
+                common::documented_deviation(&msg),
+                "undocumented deviation: {msg}"
+            );
         }
         Err(_) => {}
     }

@@ -363,6 +363,21 @@ pub fn apply_renames(names: &[String], rules: &[RenameRule]) -> Result<Vec<Strin
                 hit = Some((r, new));
             }
         }
+        if let Some((r, new)) = &hit {
+            // A replacement can expand to an empty name (`a()=$1`), a reserved one or one with
+            // control characters; the header writer and reader would refuse those later, so say so
+            // here, naming the rule.
+            let bad = crate::checkpoint::header::validate_name(new)
+                .err()
+                .or_else(|| (new == "__metadata__").then(|| "reserved name `__metadata__`".into()));
+            if let Some(why) = bad {
+                return Err(Error::usage(format!(
+                    "rename rule `{}` gives an invalid name: {why}",
+                    escape(&r.spec)
+                ))
+                .tensor(n));
+            }
+        }
         let new = hit.map(|(_, s)| s).unwrap_or_else(|| n.clone());
         if let Some(&j) = seen.get(&new) {
             return Err(Error::usage(format!(
@@ -435,5 +450,20 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("matched by two rename rules"), "{e}");
+    }
+
+    #[test]
+    fn rename_to_invalid_name_is_refused() {
+        // Found by the `mapping_rules` fuzz target: the replacement is non-empty but expands to "".
+        let names = vec!["lm_head.weight".to_string(), "b.x".to_string()];
+        for (spec, why) in [
+            (r"lm_head\.weight()=$1", "empty tensor name"),
+            (r"lm_head\.weight=__metadata__", "reserved name"),
+            ("lm_head\\.weight=a\tb", "control characters"),
+        ] {
+            let e = apply_renames(&names, &[RenameRule::parse(spec).unwrap()]).unwrap_err();
+            assert!(e.to_string().contains(why), "{spec}: {e}");
+            assert!(e.to_string().contains("lm_head.weight"), "{spec}: {e}");
+        }
     }
 }
