@@ -11,7 +11,6 @@
 use std::fs::File;
 use std::path::Path;
 
-
 use super::fsio::CopyCtx;
 use super::plan::Plan;
 use crate::checkpoint::Checkpoint;
@@ -197,4 +196,3 @@ impl Window {
         self.map.get(self.delta..).unwrap_or_default()
     }
 }
-
