@@ -83,6 +83,10 @@ pub(crate) trait TileKernel: Copy + Send + Sync {
     fn decode(self, w: Weights<'_>, start: usize, out: &mut [f32]);
     /// `outs[t][col0 + r] += dot(x[t], w[r])` for the whole tile.
     fn tile(self, job: &mut TileJob<'_, '_>);
+    /// The GEMM tile of `gemm.rs` (many tokens).
+    fn gemm_tile(self, job: &mut super::gemm::GemmJob<'_>);
+    /// f32 lanes per vector.
+    fn lanes(self) -> usize;
 }
 
 /// Floats of slack that let [`aligned`] start a buffer on a cache line.
@@ -115,6 +119,10 @@ pub(crate) fn matmul<K: TileKernel>(
     }
     if k_dim == 0 {
         out.fill(0.0);
+        return;
+    }
+    if t >= super::gemm::GEMM_MIN_T {
+        super::gemm::matmul(kern, kern.lanes(), x, t, k_dim, w, n, out);
         return;
     }
     let nkb = k_dim.div_ceil(KC);

@@ -21,6 +21,7 @@
 //! Lengths are checked by every entry point and reported as a [`KernelError`]; the kernels never
 //! panic on a length that came from a file.
 
+mod gemm;
 mod matmul;
 mod scalar;
 mod simd;
