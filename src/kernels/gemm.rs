@@ -214,26 +214,29 @@ pub(crate) fn matmul<K: TileKernel>(
     // Packed x: K block `kb` starts at `k0 * tp`; within it the panel of token `t0` starts at
     // `t0 * kc` and holds `kc` groups of `width` tokens.
     let mut xp_store = vec![0.0f32; k_dim * tp + ALIGN_F32];
-    let xp = aligned(&mut xp_store);
-    for kb in 0..nkb {
-        let (k0, kc) = block(kb);
-        let mut t0 = 0;
-        while t0 < tp {
-            let width = if tp - t0 >= 2 * lanes {
-                2 * lanes
-            } else {
-                lanes
-            };
-            let panel = &mut xp[k0 * tp + t0 * kc..k0 * tp + (t0 + width) * kc];
-            for i in 0..width.min(t.saturating_sub(t0)) {
-                let row = &x[(t0 + i) * k_dim + k0..(t0 + i) * k_dim + k0 + kc];
-                for (k, &v) in row.iter().enumerate() {
-                    panel[k * width + i] = v;
+    let xp = &mut aligned(&mut xp_store)[..k_dim * tp];
+    // One rayon task per K block (the blocks are disjoint and contiguous).
+    xp.par_chunks_mut(KC * tp)
+        .enumerate()
+        .for_each(|(kb, xblock)| {
+            let (k0, kc) = block(kb);
+            let mut t0 = 0;
+            while t0 < tp {
+                let width = if tp - t0 >= 2 * lanes {
+                    2 * lanes
+                } else {
+                    lanes
+                };
+                let panel = &mut xblock[t0 * kc..(t0 + width) * kc];
+                for i in 0..width.min(t.saturating_sub(t0)) {
+                    let row = &x[(t0 + i) * k_dim + k0..(t0 + i) * k_dim + k0 + kc];
+                    for (dst, &v) in panel[i..].iter_mut().step_by(width).zip(row) {
+                        *dst = v;
+                    }
                 }
+                t0 += width;
             }
-            t0 += width;
-        }
-    }
+        });
 
     let ntasks = n.div_ceil(TASK_ROWS);
     let mut tasks: Vec<Vec<&mut [f32]>> = (0..ntasks).map(|_| Vec::with_capacity(t)).collect();
