@@ -1,5 +1,8 @@
 //! The blocked, multi-threaded matrix product `out[T,N] = x[T,K] * W[N,K]^T` for the SIMD ISAs.
 //!
+//! From `gemm::GEMM_MIN_T` tokens on, the product is handed to `gemm.rs` (tokens along the
+//! vector lanes, no horizontal sums); this file's dot-product kernel serves fewer tokens.
+//!
 //! Both operands are row-major in `K`, so the inner kernel is a block of dot products (the
 //! "NT" layout of `torch.nn.Linear`), register-blocked in the spirit of the BLIS and
 //! `matrixmultiply` microkernels:
