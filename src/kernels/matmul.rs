@@ -1,5 +1,8 @@
 //! The blocked, multi-threaded matrix product `out[T,N] = x[T,K] * W[N,K]^T` for the SIMD ISAs.
 //!
+//! From `gemm::GEMM_MIN_T` tokens on, the product is handed to `gemm.rs` (tokens along the
+//! vector lanes, no horizontal sums); this file's dot-product kernel serves fewer tokens.
+//!
 //! Both operands are row-major in `K`, so the inner kernel is a block of dot products (the
 //! "NT" layout of `torch.nn.Linear`), register-blocked in the spirit of the BLIS and
 //! `matrixmultiply` microkernels:
@@ -83,6 +86,10 @@ pub(crate) trait TileKernel: Copy + Send + Sync {
     fn decode(self, w: Weights<'_>, start: usize, out: &mut [f32]);
     /// `outs[t][col0 + r] += dot(x[t], w[r])` for the whole tile.
     fn tile(self, job: &mut TileJob<'_, '_>);
+    /// The GEMM tile of `gemm.rs` (many tokens).
+    fn gemm_tile(self, job: &mut super::gemm::GemmJob<'_>);
+    /// f32 lanes per vector.
+    fn lanes(self) -> usize;
 }
 
 /// Floats of slack that let [`aligned`] start a buffer on a cache line.
@@ -115,6 +122,10 @@ pub(crate) fn matmul<K: TileKernel>(
     }
     if k_dim == 0 {
         out.fill(0.0);
+        return;
+    }
+    if t >= super::gemm::GEMM_MIN_T {
+        super::gemm::matmul(kern, kern.lanes(), x, t, k_dim, w, n, out);
         return;
     }
     let nkb = k_dim.div_ceil(KC);

@@ -11,8 +11,9 @@
 //!   thin `#[target_feature]` wrappers, reachable only with a token that proves the CPU has the
 //!   features (the dispatch scheme of the `memchr` crate).
 //! - `matmul.rs` is the blocked, multi-threaded matrix product: each weight row is decoded once per
-//!   K block into an L2-sized buffer and reused for every token (about 60-80% of the FMA peak per
-//!   core for 32-128 tokens on a Zen 3 with AVX2; `cargo bench --bench kernels`).
+//!   K block into an L2-sized buffer and reused for every token; below 16 tokens a dot-product
+//!   kernel, from 16 tokens on the GEMM microkernel of `gemm.rs` (about 63-75% of the FMA peak for
+//!   32 tokens and 85-88% for 128 on a 2-core Zen 3 with AVX2; `cargo bench --bench kernels`).
 //!
 //! The ISA is detected once and cached; `CKPT_ISA=scalar|avx2|avx512|neon` forces one. Every kernel
 //! takes the ISA explicitly (so tests and benchmarks can compare them); an ISA this CPU lacks is
@@ -21,6 +22,7 @@
 //! Lengths are checked by every entry point and reported as a [`KernelError`]; the kernels never
 //! panic on a length that came from a file.
 
+mod gemm;
 mod matmul;
 mod scalar;
 mod simd;

@@ -344,6 +344,19 @@ macro_rules! entry_points {
                 // SAFETY: a token exists only when the CPU has every feature in `$features`.
                 unsafe { tf(self, job) }
             }
+
+            fn gemm_tile(self, job: &mut crate::kernels::gemm::GemmJob<'_>) {
+                #[target_feature(enable = $features)]
+                unsafe fn tf(s: $tok, job: &mut crate::kernels::gemm::GemmJob<'_>) {
+                    crate::kernels::gemm::tile(s, job)
+                }
+                // SAFETY: a token exists only when the CPU has every feature in `$features`.
+                unsafe { tf(self, job) }
+            }
+
+            fn lanes(self) -> usize {
+                <$tok as body::Simd>::LANES
+            }
         }
     };
     (@one $tok:ty, $features:literal, $name:ident, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {

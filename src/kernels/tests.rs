@@ -437,3 +437,26 @@ proptest! {
         for_each_available_isa(|isa| check_matmul(isa, t, k, n, dtype, offset, seed));
     }
 }
+
+#[test]
+fn matmul_bits_do_not_depend_on_the_thread_count() {
+    // Several rayon tasks, K blocks and token blocks, on both kernels (few and many tokens).
+    for_each_available_isa(|isa| {
+        for (t, k, n) in [(5, 600, 101), (131, 700, 150)] {
+            let mut rng = Rng(7);
+            let x = rng.vec(t * k, -1.0, 1.0);
+            let bytes = encode(WDtype::Bf16, &rng.vec(n * k, -1.0, 1.0), 1);
+            let w = Weights::new(WDtype::Bf16, &bytes[1..]);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut out = vec![f32::NAN; t * n];
+                pool.install(|| matmul(isa, &x, t, k, w, n, &mut out).unwrap());
+                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(run(1), run(3), "{isa} t={t} k={k} n={n}");
+        }
+    });
+}
