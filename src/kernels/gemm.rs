@@ -25,7 +25,7 @@
 use rayon::prelude::*;
 
 use super::Weights;
-use super::matmul::{Prefetch, TileKernel};
+use super::matmul::{Prefetch, PrefetchCursor, TileKernel};
 use super::simd::Simd;
 
 /// K block: the two-vector x panel (`2 * 8 * 256` floats = 16 KiB on AVX2) stays in L1.
@@ -132,17 +132,7 @@ pub(crate) fn tile<S: Simd>(s: S, job: &mut GemmJob<'_>) {
         prefetch,
     } = *job;
     let l = S::LANES;
-    const LINE: usize = 64;
-    let (pf_lines_per_row, pf_total) = match prefetch {
-        Some(p) => {
-            let per_row = p.row_bytes.div_ceil(LINE);
-            (per_row, per_row * p.rows)
-        }
-        None => (1, 0),
-    };
-    let micros = tcount.div_ceil(2 * l) * nrows.div_ceil(MR);
-    let pf_per_micro = pf_total.div_ceil(micros.max(1));
-    let (mut pf_row, mut pf_col, mut pf_done) = (0usize, 0usize, 0usize);
+    let mut pf = PrefetchCursor::new(prefetch, tcount.div_ceil(2 * l) * nrows.div_ceil(MR));
     assert!(tcount % l == 0 && tcount <= stride);
     assert!(x.len() >= tcount * kc);
     // The weight rows as a pointer (maybe unaligned) and a row stride in floats.
@@ -166,20 +156,7 @@ pub(crate) fn tile<S: Simd>(s: S, job: &mut GemmJob<'_>) {
         let mut r0 = 0;
         while r0 < nrows {
             let m = MR.min(nrows - r0);
-            if let Some(p) = prefetch {
-                let end = pf_total.min(pf_done + pf_per_micro);
-                while pf_done < end {
-                    if let Some(b) = p.bytes.get(p.start + pf_row * p.stride + pf_col * LINE) {
-                        s.prefetch(b);
-                    }
-                    pf_col += 1;
-                    if pf_col == pf_lines_per_row {
-                        pf_col = 0;
-                        pf_row += 1;
-                    }
-                    pf_done += 1;
-                }
-            }
+            pf.step(s);
             // SAFETY: `r0 + m <= nrows` rows of `kc` floats `wstride` apart; `acc` holds `nrows` rows of
             // `stride >= tcount` floats and `t0 + nv * l <= tcount` (all asserted above).
             let (ws, as_) = unsafe { (pw.add(r0 * wstride), pacc.add(r0 * stride + t0)) };

@@ -80,6 +80,62 @@ pub(crate) struct Prefetch<'s> {
     pub rows: usize,
 }
 
+/// Walks the cache lines of a [`Prefetch`] a few at a time: each microkernel call issues its share,
+/// so the next tile's weights arrive while this tile's FMAs run. Advanced without divisions.
+pub(crate) struct PrefetchCursor<'s> {
+    ranges: Option<Prefetch<'s>>,
+    lines_per_row: usize,
+    total: usize,
+    per_step: usize,
+    row: usize,
+    col: usize,
+    done: usize,
+}
+
+/// Bytes per cache line.
+const LINE: usize = 64;
+
+impl<'s> PrefetchCursor<'s> {
+    /// A cursor spreading the lines of `ranges` over `steps` microkernel calls.
+    #[inline(always)]
+    pub(crate) fn new(ranges: Option<Prefetch<'s>>, steps: usize) -> Self {
+        let (lines_per_row, total) = match ranges {
+            Some(p) => {
+                let per_row = p.row_bytes.div_ceil(LINE);
+                (per_row, per_row * p.rows)
+            }
+            None => (1, 0),
+        };
+        PrefetchCursor {
+            ranges,
+            lines_per_row,
+            total,
+            per_step: total.div_ceil(steps.max(1)),
+            row: 0,
+            col: 0,
+            done: 0,
+        }
+    }
+
+    /// Issue this step's share of prefetches.
+    #[inline(always)]
+    pub(crate) fn step<S: Simd>(&mut self, s: S) {
+        let Some(p) = self.ranges else { return };
+        let end = self.total.min(self.done + self.per_step);
+        while self.done < end {
+            if let Some(b) = p.bytes.get(p.start + self.row * p.stride + self.col * LINE) {
+                s.prefetch(b);
+            }
+            self.col += 1;
+            if self.col == self.lines_per_row {
+                self.col = 0;
+                self.row += 1;
+            }
+            self.done += 1;
+        }
+    }
+}
+
 /// The per-ISA pieces of the product, implemented by each ISA token in `simd::entry_points!`.
 pub(crate) trait TileKernel: Copy + Send + Sync {
     /// Decode `out.len()` elements of `w` starting at element `start` into `out`.
@@ -288,18 +344,7 @@ pub(crate) fn tile<S: Simd>(s: S, job: &mut TileJob<'_, '_>) {
         col0,
         prefetch,
     } = *job;
-    const LINE: usize = 64;
-    let (pf_lines_per_row, pf_total) = match prefetch {
-        Some(p) => {
-            let per_row = p.row_bytes.div_ceil(LINE);
-            (per_row, per_row * p.rows)
-        }
-        None => (1, 0),
-    };
-    let micros = tcount.div_ceil(MR) * nrows.div_ceil(NR);
-    let pf_per_micro = pf_total.div_ceil(micros.max(1));
-    // Prefetch cursor: (range, line within range), advanced without divisions.
-    let (mut pf_row, mut pf_col, mut pf_done) = (0usize, 0usize, 0usize);
+    let mut pf = PrefetchCursor::new(prefetch, tcount.div_ceil(MR) * nrows.div_ceil(NR));
     assert!(kcp % S::LANES == 0);
     assert!(x.len() >= tcount * kcp && w.len() >= nrows * kcp && outs.len() >= tcount);
     assert!(outs[..tcount].iter().all(|o| o.len() >= col0 + nrows));
@@ -310,20 +355,7 @@ pub(crate) fn tile<S: Simd>(s: S, job: &mut TileJob<'_, '_>) {
         let mut r0 = 0;
         while r0 < nrows {
             let nn = NR.min(nrows - r0);
-            if let Some(p) = prefetch {
-                let end = pf_total.min(pf_done + pf_per_micro);
-                while pf_done < end {
-                    if let Some(b) = p.bytes.get(p.start + pf_row * p.stride + pf_col * LINE) {
-                        s.prefetch(b);
-                    }
-                    pf_col += 1;
-                    if pf_col == pf_lines_per_row {
-                        pf_col = 0;
-                        pf_row += 1;
-                    }
-                    pf_done += 1;
-                }
-            }
+            pf.step(s);
             // SAFETY: the asserts above give `tcount` token rows and `nrows` weight rows of
             // `kcp` floats; `t0 + m <= tcount` and `r0 + nn <= nrows`.
             let (xs, ws) = unsafe { (px.add(t0 * kcp), pw.add(r0 * kcp)) };
