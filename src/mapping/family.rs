@@ -6,6 +6,13 @@
 //! between the two sides of a rule, or a transform with no inverse is an error naming the file and the
 //! rule. The built-in files under `mappings/` are embedded in the binary.
 
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation
+)]
+
 use std::path::Path;
 
 use serde_json::Value;
@@ -357,7 +364,9 @@ impl Family {
             let (Some(from), targets) = (r.rule.from(), r.rule.targets()) else {
                 continue;
             };
-            if targets.len() == 1 && targets[0] == from {
+            if let [only] = targets.as_slice()
+                && *only == from
+            {
                 continue;
             }
             let to = targets.first().map(|t| t.text()).unwrap_or("");

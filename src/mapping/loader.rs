@@ -3,6 +3,13 @@
 //! unless overridden, and every rule checked (a name two rules match, two sources onto one target,
 //! placeholders that differ between sides, transforms with no inverse), each error naming the rule.
 
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation
+)]
+
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -195,7 +202,11 @@ pub(crate) fn compile(spec: FileSpec, file: &str, reg: &Registry) -> Result<Fami
         });
     }
     for (k, s) in spec.split.iter().enumerate() {
-        let origin = format!("[[split]] #{} (from \"{}\")", k + 1, escape(&s.from));
+        let origin = format!(
+            "[[split]] #{} (from \"{}\")",
+            k.saturating_add(1),
+            escape(&s.from)
+        );
         let from = pattern(&s.from, &origin)?;
         let into = s
             .into
@@ -227,7 +238,7 @@ pub(crate) fn compile(spec: FileSpec, file: &str, reg: &Registry) -> Result<Fami
             ));
         }
         for (a, x) in into.iter().enumerate() {
-            if into[a + 1..].iter().any(|y| y == x) {
+            if into.iter().skip(a.saturating_add(1)).any(|y| y == x) {
                 return Err(err(
                     &origin,
                     format!("has no inverse: two parts go to `{}`", escape(x.text())),
@@ -264,7 +275,11 @@ pub(crate) fn compile(spec: FileSpec, file: &str, reg: &Registry) -> Result<Fami
         });
     }
     for (k, p) in spec.permute.iter().enumerate() {
-        let origin = format!("[[permute]] #{} (from \"{}\")", k + 1, escape(&p.from));
+        let origin = format!(
+            "[[permute]] #{} (from \"{}\")",
+            k.saturating_add(1),
+            escape(&p.from)
+        );
         let (from, to) = (pattern(&p.from, &origin)?, pattern(&p.to, &origin)?);
         same_placeholders(&from, &to, &origin)?;
         if p.rope != "interleaved" {
@@ -286,7 +301,11 @@ pub(crate) fn compile(spec: FileSpec, file: &str, reg: &Registry) -> Result<Fami
         });
     }
     for (k, d) in spec.drop.iter().enumerate() {
-        let origin = format!("[[drop]] #{} (\"{}\")", k + 1, escape(&d.tensor));
+        let origin = format!(
+            "[[drop]] #{} (\"{}\")",
+            k.saturating_add(1),
+            escape(&d.tensor)
+        );
         rules.push(RuleEntry {
             rule: Rule::Drop {
                 from: pattern(&d.tensor, &origin)?,
@@ -296,7 +315,11 @@ pub(crate) fn compile(spec: FileSpec, file: &str, reg: &Registry) -> Result<Fami
         });
     }
     for (k, z) in spec.zeros.iter().enumerate() {
-        let origin = format!("[[zeros]] #{} (\"{}\")", k + 1, escape(&z.tensor));
+        let origin = format!(
+            "[[zeros]] #{} (\"{}\")",
+            k.saturating_add(1),
+            escape(&z.tensor)
+        );
         let (to, when) = (pattern(&z.tensor, &origin)?, pattern(&z.when, &origin)?);
         same_placeholders(&to, &when, &origin)?;
         rules.push(RuleEntry {
@@ -382,7 +405,7 @@ pub(crate) fn compile(spec: FileSpec, file: &str, reg: &Registry) -> Result<Fami
     }
     // A name matched by two rules; two sources onto one target.
     for (a, ra) in rules.iter().enumerate() {
-        for rb in &rules[a + 1..] {
+        for rb in rules.iter().skip(a.saturating_add(1)) {
             if let (Some(x), Some(y)) = (ra.rule.from(), rb.rule.from())
                 && x.overlaps(y)
             {

@@ -6,6 +6,13 @@
 //! the captured values, so the same template works in both directions of a rule. Patterns are input:
 //! every regex is built with a size limit.
 
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation
+)]
+
 use std::collections::BTreeMap;
 
 use regex::{Regex, RegexBuilder};
@@ -107,7 +114,7 @@ impl Pattern {
                     }
                     seen.push(var.to_string());
                     parts.push(Part::Var(var.to_string()));
-                    rest = &tail[c + 1..];
+                    rest = tail.get(c.saturating_add(1)..).unwrap_or_default();
                 }
             }
         }
@@ -304,37 +311,29 @@ impl RenameRule {
 
 /// Group references in a regex replacement: `$1`, `${1}`, `$name`, `${name}` (`$$` is a literal).
 fn replacement_groups(rep: &str) -> Vec<String> {
-    let b = rep.as_bytes();
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] != b'$' {
-            i += 1;
-            continue;
-        }
-        match b.get(i + 1) {
-            Some(b'$') => i += 2,
-            Some(b'{') => {
-                let end = rep[i + 2..].find('}').map(|e| i + 2 + e);
-                match end {
-                    Some(e) => {
-                        out.push(rep[i + 2..e].to_string());
-                        i = e + 1;
-                    }
-                    None => i += 2,
+    let mut rest = rep;
+    while let Some(pos) = rest.find('$') {
+        let after = rest.get(pos.saturating_add(1)..).unwrap_or_default();
+        if let Some(r) = after.strip_prefix('$') {
+            rest = r; // `$$`: a literal dollar
+        } else if let Some(r) = after.strip_prefix('{') {
+            match r.split_once('}') {
+                Some((name, r2)) => {
+                    out.push(name.to_string());
+                    rest = r2;
                 }
+                None => rest = r,
             }
-            _ => {
-                let s = i + 1;
-                let mut e = s;
-                while e < b.len() && (b[e].is_ascii_alphanumeric() || b[e] == b'_') {
-                    e += 1;
-                }
-                if e > s {
-                    out.push(rep[s..e].to_string());
-                }
-                i = e.max(i + 1);
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            let (name, r) = after.split_at(end);
+            if !name.is_empty() {
+                out.push(name.to_string());
             }
+            rest = r;
         }
     }
     out
@@ -383,7 +382,7 @@ pub fn apply_renames(names: &[String], rules: &[RenameRule]) -> Result<Vec<Strin
             return Err(Error::usage(format!(
                 "renamed to `{}`, the same name as `{}`: two sources onto one target",
                 escape(&new),
-                escape(&names[j])
+                escape(names.get(j).map(String::as_str).unwrap_or_default())
             ))
             .tensor(n));
         }
@@ -394,8 +393,23 @@ pub fn apply_renames(names: &[String], rules: &[RenameRule]) -> Result<Vec<Strin
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replacement_group_references() {
+        assert_eq!(replacement_groups("$1.x"), ["1"]);
+        assert_eq!(replacement_groups("a${name}b$2_c"), ["name", "2_c"]);
+        assert_eq!(replacement_groups("$$1 $"), Vec::<String>::new());
+        assert_eq!(replacement_groups("${unclosed $3"), ["3"]);
+        assert_eq!(replacement_groups("é$1é${2}"), ["1", "2"]);
+        assert_eq!(replacement_groups("$-x"), Vec::<String>::new());
+    }
 
     #[test]
     fn reserved_and_control_names_are_refused() {
