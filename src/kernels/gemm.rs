@@ -241,13 +241,7 @@ pub(crate) fn matmul<K: TileKernel>(
             }
         });
 
-    let ntasks = n.div_ceil(TASK_ROWS);
-    let mut tasks: Vec<Vec<&mut [f32]>> = (0..ntasks).map(|_| Vec::with_capacity(t)).collect();
-    for row in out.chunks_mut(n) {
-        for (c, piece) in row.chunks_mut(TASK_ROWS).enumerate() {
-            tasks[c].push(piece);
-        }
-    }
+    let tasks = super::matmul::split_columns(out, t, n, TASK_ROWS);
     let xp = &*xp;
     let size = w.dtype.size();
     let direct = w.dtype == super::WDtype::F32 && cfg!(target_endian = "little");

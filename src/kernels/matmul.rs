@@ -65,6 +65,25 @@ pub(crate) struct TileJob<'o, 's> {
     pub prefetch: Option<Prefetch<'s>>,
 }
 
+/// Split `out` (`[t, n]`, row-major) among tasks: task `c` gets columns `c * width ..` of every
+/// row, so each task writes its own disjoint slices (no `&` -> `&mut` casts for parallel writes).
+pub(crate) fn split_columns(
+    out: &mut [f32],
+    t: usize,
+    n: usize,
+    width: usize,
+) -> Vec<Vec<&mut [f32]>> {
+    let mut tasks: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(width))
+        .map(|_| Vec::with_capacity(t))
+        .collect();
+    for row in out.chunks_mut(n) {
+        for (c, piece) in row.chunks_mut(width).enumerate() {
+            tasks[c].push(piece);
+        }
+    }
+    tasks
+}
+
 /// `rows` byte ranges of `row_bytes` bytes, `stride` apart, starting at `start` in `bytes`.
 #[derive(Clone, Copy)]
 pub(crate) struct Prefetch<'s> {
@@ -203,14 +222,7 @@ pub(crate) fn matmul<K: TileKernel>(
         }
     }
 
-    // Task `c` owns columns `c * TASK_ROWS ..` of every output row.
-    let ntasks = n.div_ceil(TASK_ROWS);
-    let mut tasks: Vec<Vec<&mut [f32]>> = (0..ntasks).map(|_| Vec::with_capacity(t)).collect();
-    for row in out.chunks_mut(n) {
-        for (c, piece) in row.chunks_mut(TASK_ROWS).enumerate() {
-            tasks[c].push(piece);
-        }
-    }
+    let tasks = split_columns(out, t, n, TASK_ROWS);
     let xp = &*xp;
     let size = w.dtype.size();
     // The weight buffer is made once per rayon split, not per task (a fresh 192 KiB allocation is
