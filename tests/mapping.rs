@@ -4,33 +4,16 @@
 use ckpt::Checkpoint;
 use ckpt::mapping::{Registry, RenameRule, canonical_view, to_family};
 
+mod common;
+
 fn fixture(name: &str) -> Checkpoint {
     Checkpoint::open(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
-const CASES: &[(&str, &str)] = &[
-    ("llama-mha", "llama"),
-    ("llama-gqa", "llama"),
-    ("llama-tied", "llama"),
-    ("llama-bias", "llama"),
-    ("llama-theta", "llama"),
-    ("llama3-scaling", "llama"),
-    ("llama-bf16", "llama"),
-    ("llama-f16", "llama"),
-    ("llama-sharded", "llama"),
-    ("yi", "yi"),
-    ("llama-meta", "llama-meta"),
-    ("mistral", "mistral"),
-    ("qwen2", "qwen2"),
-    ("phi3", "phi3"),
-    ("baichuan", "baichuan"),
-    ("internlm2", "internlm2"),
-];
-
 #[test]
 fn round_trip_reproduces_every_tensor() {
     let reg = Registry::builtin().unwrap();
-    for (case, fam) in CASES {
+    for (case, fam) in common::llama_exact_fixtures() {
         let ck = fixture(case);
         let f = reg.get(fam).unwrap();
         let canon = canonical_view(&ck, f, &[]).unwrap_or_else(|e| panic!("{case}: {e}"));

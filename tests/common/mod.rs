@@ -23,3 +23,32 @@ pub fn fixture(name: &str) -> PathBuf {
         .join("fixtures")
         .join(name)
 }
+
+/// Every bundled fixture with the family it is saved in; all but `gpt2` are LLaMA-exact.
+pub const FIXTURE_FAMILIES: &[(&str, &str)] = &[
+    ("llama-mha", "llama"),
+    ("llama-gqa", "llama"),
+    ("llama-tied", "llama"),
+    ("llama-bias", "llama"),
+    ("llama-theta", "llama"),
+    ("llama3-scaling", "llama"),
+    ("llama-bf16", "llama"),
+    ("llama-f16", "llama"),
+    ("llama-sharded", "llama"),
+    ("yi", "yi"),
+    ("llama-meta", "llama-meta"),
+    ("mistral", "mistral"),
+    ("qwen2", "qwen2"),
+    ("phi3", "phi3"),
+    ("baichuan", "baichuan"),
+    ("internlm2", "internlm2"),
+    ("gpt2", "gpt2"),
+];
+
+/// The LLaMA-exact fixtures with their families.
+pub fn llama_exact_fixtures() -> impl Iterator<Item = (&'static str, &'static str)> {
+    FIXTURE_FAMILIES
+        .iter()
+        .copied()
+        .filter(|(_, f)| *f != "gpt2")
+}
