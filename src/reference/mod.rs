@@ -12,9 +12,11 @@
 //! - `model.rs`: weights, activation state and the forward pass itself.
 
 pub mod config;
+pub mod math;
 mod model;
 
 pub use config::{Config, RopeScaling};
+pub use math::Math;
 pub use model::Model;
 
 use crate::error::Result;
