@@ -102,6 +102,9 @@ pub struct Math {
     pub norm: NormKind,
     /// Added to every norm weight before it multiplies (`1.0` for Gemma's `1 + w`).
     pub norm_offset: f32,
+    /// LayerNorm weights come with a `.bias` of the same shape (`torch.nn.LayerNorm` with
+    /// `bias=True`, e.g. StableLM); only meaningful with [`NormKind::LayerNorm`].
+    pub norm_bias: bool,
     /// Where the norms sit.
     pub placement: NormPlacement,
     /// Query/key norms.
@@ -131,6 +134,7 @@ impl Math {
             rotary_dim: head_dim,
             norm: NormKind::Rms,
             norm_offset: 0.0,
+            norm_bias: false,
             placement: NormPlacement::Pre,
             qk_norm: QkNorm::None,
             activation: Activation::Silu,

@@ -1,14 +1,20 @@
-//! The reference LLaMA forward pass: f32 logits for token ids, from a canonical view of a
-//! checkpoint, agreeing with Hugging Face transformers' `LlamaForCausalLM`
-//! (`src/transformers/models/llama/modeling_llama.py`, eager attention, causal mask, f32 math).
+//! The reference forward pass: f32 logits for token ids, from a canonical view of a checkpoint,
+//! agreeing with Hugging Face transformers (eager attention, causal mask, f32 math).
 //!
 //! It is the proof half of `ckpt verify`: two views of the same weights must give the same logits.
-//! It supports what real LLaMA-family configs use (GQA, explicit `head_dim`, `attention_bias`,
-//! `mlp_bias`, tied embeddings, `rope_theta`, `rope_scaling` linear / dynamic / llama3, `silu`)
-//! and refuses, with the reason, anything it cannot reproduce exactly. Weights are read from the
-//! mmap in their stored dtype (f32, f16, bf16); nothing holds an f32 copy of the model.
+//! It computes LLaMA (`LlamaForCausalLM`: GQA, explicit `head_dim`, `attention_bias`, `mlp_bias`,
+//! tied embeddings, `rope_theta`, `rope_scaling` linear / dynamic / llama3) and, given a [`Math`],
+//! the families a few switches away from it, each as its own transformers class computes it:
+//! interleaved rotary (Helium), NoPE layers (SmolLM3), partial rotary (Phi-3, StableLM), `1 + w`
+//! RMSNorm, gelu and embedding scale (Gemma), LayerNorm with bias (StableLM), post-norm and
+//! sandwich placement (OLMo2, Gemma2), q/k norms (Qwen3, OLMo2), multipliers (Granite), NormHead
+//! (Baichuan2), sliding windows (Mistral, Qwen2). Anything else is refused with the reason.
+//! Weights are read from the mmap in their stored dtype (f32, f16, bf16); nothing holds an f32
+//! copy of the model, and activation memory is checked against [`ACTIVATION_LIMIT`] before it is
+//! allocated.
 //!
 //! - `config.rs`: hyperparameters resolved from the view's config, rotary frequencies.
+//! - `math.rs`: the switches ([`Math`]) a family's computation resolves to.
 //! - `model.rs`: weights, activation state and the forward pass itself.
 
 pub mod config;
@@ -17,7 +23,7 @@ mod model;
 
 pub use config::{Config, RopeScaling};
 pub use math::Math;
-pub use model::Model;
+pub use model::{ACTIVATION_LIMIT, Model};
 
 use crate::error::Result;
 use crate::kernels::Isa;
@@ -75,4 +81,26 @@ pub fn forward_with_progress(
     on_layer: &dyn Fn(usize, usize),
 ) -> Result<Logits> {
     Model::new(view)?.forward_with_progress(batch, isa, on_layer)
+}
+
+/// Run the reference forward in a family's math (see [`Model::with_math`]) over a batch of
+/// equal-length token sequences. `view` must present the canonical names the math needs.
+pub fn forward_with_math(
+    view: &View<'_>,
+    math: Math,
+    batch: &[Vec<u32>],
+    isa: Isa,
+) -> Result<Logits> {
+    Model::with_math(view, math)?.forward(batch, isa)
+}
+
+/// [`forward_with_math`], calling `on_layer(done, total)` after each decoder layer.
+pub fn forward_with_math_progress(
+    view: &View<'_>,
+    math: Math,
+    batch: &[Vec<u32>],
+    isa: Isa,
+    on_layer: &dyn Fn(usize, usize),
+) -> Result<Logits> {
+    Model::with_math(view, math)?.forward_with_progress(batch, isa, on_layer)
 }
