@@ -106,11 +106,18 @@ fn every_llama_exact_family_matches_transformers_through_its_view() {
         serde_json::from_slice(&std::fs::read(fixture("manifest.json")).unwrap()).unwrap();
     let reg = ckpt::mapping::Registry::builtin().unwrap();
     let mut seen = 0;
+    let mut pending = Vec::new();
     for case in manifest.as_array().unwrap() {
         if case["llama_exact"] != true {
             continue;
         }
         let name = case["name"].as_str().unwrap();
+        // `helium` is LLaMA-exact through the rotary permutation its family file performs; until
+        // the registry has that family, no view presents it in LLaMA's rotary layout.
+        if name == "helium" && reg.get("helium").is_none() {
+            pending.push(name);
+            continue;
+        }
         let (batch, _, want) = expected(name);
         let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
         let ck = Checkpoint::open(fixture(name)).unwrap();
@@ -130,7 +137,7 @@ fn every_llama_exact_family_matches_transformers_through_its_view() {
         }
         seen += 1;
     }
-    assert_eq!(seen, 16);
+    assert_eq!(seen + pending.len(), 17, "{pending:?}");
 }
 
 #[test]

@@ -441,7 +441,8 @@ mod tests {
         assert_eq!(e.kind(), crate::ErrorKind::BadData);
         assert!(e.to_string().contains("overflows"), "{e}");
         let c = parse(&format!(
-            r#"{{"hidden_size":{big},"num_hidden_layers":{big},"num_attention_heads":{big},"intermediate_size":{big},"vocab_size":{big}}}"#
+            r#"{{"hidden_size":{big},"num_hidden_layers":{big},"num_attention_heads":{},"intermediate_size":{big},"vocab_size":{big}}}"#,
+            big / 2
         ))
         .unwrap();
         assert_eq!(c.parameter_count(), u64::MAX);
