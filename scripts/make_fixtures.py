@@ -5,9 +5,13 @@ Every case is a tiny checkpoint in the layout its family ships, plus
 `expected.safetensors` holding the fixed `input_ids` and the float32 logits
 Hugging Face transformers computes for them.  LLaMA-derived cases (Yi, Meta,
 Baichuan, InternLM2) are built from a LlamaForCausalLM whose logits are the
-golden ones.  The script is deterministic (fixed seeds, one CPU thread) and
-ends by re-reading every case from disk, mapping it back to HF LLaMA names and
-checking that LlamaForCausalLM reproduces the expected logits.
+golden ones.  Look-alikes (Granite, Helium, SmolLM3, Mistral with a short
+window, Qwen3, OLMo2, Gemma, StableLM) are saved by their own class with that
+class's logits, each asserted to differ from plain LLaMA on the same weights;
+Baichuan2 (remote code) gets LLaMA's logits with a normalised lm_head.  The
+script is deterministic (fixed seeds, one CPU thread) and ends by re-reading
+every case from disk, mapping it back to HF LLaMA names and checking that
+LlamaForCausalLM reproduces the expected logits (look-alikes: their own class).
 
 Usage:  python scripts/make_fixtures.py [--out fixtures]
 """
