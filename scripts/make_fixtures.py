@@ -26,6 +26,8 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
     GemmaConfig,
     GemmaForCausalLM,
     GPT2Config,
@@ -826,10 +828,40 @@ def math_cases(out):
         "StableLmForCausalLM saved by its own class: LayerNorm with weight and bias (layer_norm_eps), partial rotary (partial_rotary_factor 0.5: the first 8 of 16 dims of each head rotate, frequencies over 8 dims), gated silu MLP, GQA.")
 
 
+    # gemma2: sandwich norms, a sliding window on layer 0 only, soft-capping, attention scale ------
+    cfg = Gemma2Config(**common, head_dim=HEAD_DIM, query_pre_attn_scalar=32, sliding_window=6,
+                       attn_logit_softcapping=10.0, final_logit_softcapping=30.0)
+    assert cfg.layer_types == ["sliding_attention", "full_attention"] and cfg.tie_word_embeddings
+    m, lg, d = hf_case(out, "gemma2", Gemma2ForCausalLM, cfg, seed=28)
+    names = load_file(os.path.join(d, "model.safetensors")).keys()
+    assert "model.layers.0.pre_feedforward_layernorm.weight" in names
+    sd = sd_f(m)
+
+    def gemma2_variant(**kw):
+        v = Gemma2ForCausalLM(Gemma2Config(**{**common, "head_dim": HEAD_DIM, "query_pre_attn_scalar": 32,
+                                              "sliding_window": 6, "attn_logit_softcapping": 10.0,
+                                              "final_logit_softcapping": 30.0, **kw}))
+        v.config._attn_implementation = "eager"
+        v.load_state_dict(sd)
+        return logits_of(v)
+
+    must_differ("gemma2", "no sliding window (64 > 16 tokens)", lg, gemma2_variant(sliding_window=64))
+    must_differ("gemma2", "no attention soft-cap", lg, gemma2_variant(attn_logit_softcapping=None))
+    must_differ("gemma2", "no final soft-cap", lg, gemma2_variant(final_logit_softcapping=None))
+    must_differ("gemma2", "attention scale head_dim^-0.5", lg, gemma2_variant(query_pre_attn_scalar=HEAD_DIM))
+    sandwich_as_pre = {k.replace(".pre_feedforward_layernorm.", ".post_attention_layernorm."): v
+                       for k, v in sd.items() if ".post_attention_layernorm." not in k
+                       and ".post_feedforward_layernorm." not in k}
+    must_differ("gemma2", "same weights as plain llama (pre-norms only, w norms, silu)", lg,
+                llama_logits(sandwich_as_pre, num_key_value_heads=KV_GQA, tie_word_embeddings=True))
+    add("gemma2", "gemma2", "single", "F32", False,
+        "Gemma2ForCausalLM saved by its own class: sandwich norms (input_layernorm, post_attention_layernorm on the attention output, pre_feedforward_layernorm, post_feedforward_layernorm on the MLP output), all 1 + w, gelu tanh, embeddings times 8, attention scale query_pre_attn_scalar^-0.5 = 32^-0.5, attn_logit_softcapping 10, final_logit_softcapping 30, layer_types [sliding_attention, full_attention] with sliding_window 6 (layer 0 windowed, layer 1 full), tied, GQA.")
+
+
 MATH_CLASSES = {
     "granite": GraniteForCausalLM, "helium": HeliumForCausalLM, "smollm3": SmolLM3ForCausalLM,
     "mistral-window": MistralForCausalLM, "qwen3": Qwen3ForCausalLM, "olmo2": Olmo2ForCausalLM,
-    "gemma": GemmaForCausalLM, "stablelm": StableLmForCausalLM,
+    "gemma": GemmaForCausalLM, "stablelm": StableLmForCausalLM, "gemma2": Gemma2ForCausalLM,
 }
 
 

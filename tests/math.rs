@@ -227,6 +227,60 @@ fn gemma_offset_norms_gelu_tanh_embedding_scale() {
 }
 
 #[test]
+fn gemma2_sandwich_norms_windows_and_softcaps() {
+    let c = config("gemma2");
+    let f = |k: &str| c[k].as_f64().unwrap();
+    let window = usize_of(&c, "sliding_window");
+    let sliding_window: Vec<Option<usize>> = c["layer_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t == "sliding_attention").then_some(window))
+        .collect();
+    assert_eq!(sliding_window, [Some(6), None]);
+    let math = Math {
+        placement: NormPlacement::Sandwich,
+        norm_offset: 1.0,
+        activation: Activation::parse(c["hidden_activation"].as_str().unwrap()).unwrap(),
+        embedding_scale: (f("hidden_size")).sqrt() as f32,
+        attention_scale: f("query_pre_attn_scalar").powf(-0.5) as f32,
+        attn_logit_softcap: Some(f("attn_logit_softcapping") as f32),
+        final_logit_softcap: Some(f("final_logit_softcapping") as f32),
+        sliding_window,
+        ..llama_math("gemma2")
+    };
+    check_identity("gemma2", math.clone());
+    // each of the new switches matters on its own
+    let (batch, want) = expected("gemma2");
+    let ck = Checkpoint::open(fixture("gemma2")).unwrap();
+    let view = View::identity(&ck);
+    let variants = [
+        Math {
+            attn_logit_softcap: None,
+            ..math.clone()
+        },
+        Math {
+            final_logit_softcap: None,
+            ..math.clone()
+        },
+        Math {
+            sliding_window: vec![None; 2],
+            ..math.clone()
+        },
+        Math {
+            placement: NormPlacement::Pre,
+            ..math.clone()
+        },
+    ];
+    for (i, m) in variants.into_iter().enumerate() {
+        match reference::forward_with_math(&view, m, &batch, Isa::Scalar) {
+            Ok(got) => assert!(max_abs_diff(&got.data, &want) > 0.1, "variant {i}"),
+            Err(e) => assert!(e.tensor_name().is_some(), "variant {i}: {e}"),
+        }
+    }
+}
+
+#[test]
 fn stablelm_layernorm_with_bias_and_partial_rotary() {
     let c = config("stablelm");
     let factor = c["rope_parameters"]["partial_rotary_factor"]
@@ -394,6 +448,13 @@ fn with_math_refuses_a_math_that_does_not_fit_the_config() {
                 ..base.clone()
             },
             "not implemented",
+        ),
+        (
+            Math {
+                final_logit_softcap: Some(0.0),
+                ..base.clone()
+            },
+            "final logit soft-cap must be positive",
         ),
     ];
     for (math, want) in cases {

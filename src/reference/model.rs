@@ -383,19 +383,14 @@ impl<'a> Model<'a> {
                     }
                 }
             }
-            // att = softmax(scale * q k^T, causal [and windowed]) v, per sequence and head
+            // att = softmax(cap(scale * q k^T), causal [and windowed]) v, per sequence and head
             let window = m.sliding_window.get(li).copied().flatten();
-            attention(
-                isa,
-                c,
-                m.attention_scale,
+            let scores = Scores {
+                scale: m.attention_scale,
+                softcap: m.attn_logit_softcap,
                 window,
-                seq,
-                &s.q,
-                &s.k,
-                &s.v,
-                &mut s.att,
-            )?;
+            };
+            attention(isa, c, scores, seq, &s.q, &s.k, &s.v, &mut s.att)?;
             // out = att Wo^T (+ bo); post-norm / sandwich: norm(out)
             linear(isa, &s.att, t, q_dim, &w.o_proj, h, &mut s.xb2)?;
             if let Some(n) = &w.attn_post {
@@ -450,9 +445,14 @@ impl<'a> Model<'a> {
             }
         }
         drop(lm_head);
-        // Granite's `logits / logits_scaling`.
+        // Granite's `logits / logits_scaling`, then Gemma2's final soft-capping.
         if m.logits_divisor != 1.0 {
             s.logits.iter_mut().for_each(|l| *l /= m.logits_divisor);
+        }
+        if let Some(cap) = m.final_logit_softcap {
+            s.logits
+                .iter_mut()
+                .for_each(|l| *l = (*l / cap).tanh() * cap);
         }
         for t in [
             Some(self.embed_tokens),
@@ -618,6 +618,18 @@ fn check_math(c: &Config, m: &Math) -> Result<()> {
     }
     if m.logits_divisor == 0.0 {
         return bad("the logits divisor is 0".into());
+    }
+    for (name, cap) in [
+        ("attention soft-cap", m.attn_logit_softcap),
+        ("final logit soft-cap", m.final_logit_softcap),
+    ] {
+        if let Some(cap) = cap
+            && !(cap.is_finite() && cap > 0.0)
+        {
+            return bad(format!(
+                "the {name} must be positive and finite, found {cap}"
+            ));
+        }
     }
     if m.norm == NormKind::LayerNorm && m.qk_norm != QkNorm::None {
         return Err(Error::unsupported(
@@ -807,17 +819,27 @@ fn linear(
     Ok(())
 }
 
+/// How a layer's attention scores are formed and masked.
+#[derive(Debug, Clone, Copy)]
+struct Scores {
+    /// Multiplies `q . k`.
+    scale: f32,
+    /// `cap * tanh(s / cap)` of each scaled score (Gemma2).
+    softcap: Option<f32>,
+    /// Keys older than this many positions are masked (`None`: full causal attention).
+    window: Option<usize>,
+}
+
 /// Causal multi-head attention with grouped key/value heads over `t / seq` sequences, one output
 /// row per token in parallel: for head `h` (kv head `h / (heads / kv_heads)`),
-/// `att[h] = sum_j softmax_j(scale * q[h] . k_j) v_j` over positions `j <= i` of the same
+/// `att[h] = sum_j softmax_j(cap(scale * q[h] . k_j)) v_j` over positions `j <= i` of the same
 /// sequence, and with a sliding window `w` only `i - w < j <= i` (transformers'
 /// `sliding_window_overlay`: `kv_idx > q_idx - sliding_window`).
 #[allow(clippy::too_many_arguments)]
 fn attention(
     isa: Isa,
     c: &Config,
-    scale: f32,
-    window: Option<usize>,
+    sc: Scores,
     seq: usize,
     q: &[f32],       // [t, heads * hd]
     k: &[f32],       // [t, kv_heads * hd]
@@ -832,7 +854,7 @@ fn attention(
         |scores, (i, out)| {
             let (first, pos) = (i - i % seq, i % seq); // first token of the sequence, position
             // the first key this query sees
-            let start = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            let start = sc.window.map_or(0, |w| (pos + 1).saturating_sub(w));
             let q_row = &q[i * q_dim..][..q_dim];
             for (h, out_h) in out.chunks_exact_mut(hd).enumerate() {
                 let q_h = &q_row[h * hd..][..hd];
@@ -840,7 +862,10 @@ fn attention(
                 let scores = &mut scores[..=pos - start];
                 for (j, s) in scores.iter_mut().enumerate() {
                     let k_j = &k[(first + start + j) * kv_dim + kv_off..][..hd];
-                    *s = kernels::dot(isa, q_h, k_j)? * scale;
+                    *s = kernels::dot(isa, q_h, k_j)? * sc.scale;
+                }
+                if let Some(cap) = sc.softcap {
+                    scores.iter_mut().for_each(|s| *s = (*s / cap).tanh() * cap);
                 }
                 kernels::softmax_inplace(isa, scores);
                 out_h.fill(0.0);
