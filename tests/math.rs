@@ -93,6 +93,9 @@ fn check(name: &str, view: &View<'_>, math: Math) {
             isa.name()
         );
     }
+    // the right math uses every tensor of the view
+    let model = Model::with_math(view, math.clone()).unwrap();
+    assert_eq!(model.unused_tensors(), Vec::<&str>::new(), "{name}");
     let llama = llama_math(name);
     assert_ne!(math, llama, "{name}: the test must exercise a switch");
     match reference::forward_with_math(view, llama, &batch, Isa::Scalar) {
@@ -199,6 +202,17 @@ fn qwen3_per_head_qk_norms() {
         ..llama_math("qwen3")
     };
     check_identity("qwen3", math);
+    // LLaMA's math runs but would ignore the q/k norms: they are reported as unused
+    let ck = Checkpoint::open(fixture("qwen3")).unwrap();
+    let view = View::identity(&ck);
+    let model = Model::with_math(&view, llama_math("qwen3")).unwrap();
+    let unused = model.unused_tensors();
+    assert_eq!(unused.len(), 4, "{unused:?}");
+    assert!(
+        unused.iter().all(|n| n.ends_with("_norm.weight")),
+        "{unused:?}"
+    );
+    assert!(unused.contains(&"model.layers.1.self_attn.k_norm.weight"));
 }
 
 #[test]
@@ -342,6 +356,18 @@ fn mystery_is_llama_when_asserted() {
         let same = reference::forward(&view, &batch, isa).unwrap();
         assert_eq!(same, got, "{isa}");
     }
+    assert!(Model::new(&view).unwrap().unused_tensors().is_empty());
+    // an untied lm_head under a config that says tied is reported, not silently dropped
+    let dir = tempfile::tempdir().unwrap();
+    copy_with_config("mystery", dir.path(), |c| {
+        c["tie_word_embeddings"] = true.into()
+    });
+    let ck = Checkpoint::open(dir.path()).unwrap();
+    let view = View::identity(&ck);
+    assert_eq!(
+        Model::new(&view).unwrap().unused_tensors(),
+        ["lm_head.weight"]
+    );
 }
 
 #[test]

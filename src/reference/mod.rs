@@ -45,10 +45,18 @@ pub struct Logits {
 }
 
 impl Logits {
-    /// The logits row `[vocab]` after position `pos` of sequence `b`.
+    /// The logits row `[vocab]` after position `pos` of sequence `b` (empty when out of range).
     pub fn row(&self, b: usize, pos: usize) -> &[f32] {
-        let start = (b * self.seq + pos) * self.vocab;
-        self.data.get(start..start + self.vocab).unwrap_or(&[])
+        if pos >= self.seq {
+            return &[];
+        }
+        let start = b
+            .checked_mul(self.seq)
+            .and_then(|r| r.checked_add(pos))
+            .and_then(|r| r.checked_mul(self.vocab));
+        start
+            .and_then(|s| self.data.get(s..s.checked_add(self.vocab)?))
+            .unwrap_or(&[])
     }
 
     /// The `k` highest logits of a row as `(token id, logit)`, highest first (ties: lower id first).
@@ -104,4 +112,24 @@ pub fn forward_with_math_progress(
     on_layer: &dyn Fn(usize, usize),
 ) -> Result<Logits> {
     Model::with_math(view, math)?.forward_with_progress(batch, isa, on_layer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Logits;
+
+    #[test]
+    fn rows_out_of_range_are_empty_not_another_row() {
+        let l = Logits {
+            batch: 2,
+            seq: 2,
+            vocab: 3,
+            data: (0..12).map(|v| v as f32).collect(),
+        };
+        assert_eq!(l.row(1, 0), [6.0, 7.0, 8.0]);
+        assert!(l.row(0, 2).is_empty()); // not row (1, 0)
+        assert!(l.row(2, 0).is_empty());
+        assert!(l.row(usize::MAX, 1).is_empty());
+        assert_eq!(l.top_k(1, 1, 2), [(2, 11.0), (1, 10.0)]);
+    }
 }

@@ -260,6 +260,28 @@ impl<'a> Model<'a> {
         })
     }
 
+    /// Tensors of the view this model does not compute with, in view order: weights the math
+    /// ignores (q/k norms under a math without them, LayerNorm biases under RMSNorm, extra norms,
+    /// an untied `lm_head` when the config ties it, ...). Empty when every tensor is used; a
+    /// caller asserting a family can refuse a checkpoint whose weights would be silently ignored.
+    pub fn unused_tensors(&self) -> Vec<&'a str> {
+        let mut used: std::collections::HashSet<&str> = self
+            .layers
+            .iter()
+            .flat_map(|l| l.all())
+            .map(|t| t.name.as_str())
+            .collect();
+        used.extend([self.embed_tokens.name.as_str(), self.lm_head.name.as_str()]);
+        used.insert(self.norm.weight.name.as_str());
+        used.extend(self.norm.bias.map(|b| b.name.as_str()));
+        self.view
+            .tensors
+            .iter()
+            .map(|t| t.name.as_str())
+            .filter(|n| !used.contains(n))
+            .collect()
+    }
+
     /// Bytes of activation memory a forward over `batch` sequences of `seq` tokens allocates
     /// (state buffers, logits, rotary tables, attention scores, NormHead's row norms); `None`
     /// when the count overflows.
@@ -439,8 +461,9 @@ impl<'a> Model<'a> {
         if m.norm_head {
             let norms = row_norms(head, c.vocab, h)?;
             for row in s.logits.chunks_exact_mut(c.vocab) {
-                for (l, n) in row.iter_mut().zip(&norms) {
-                    *l /= n.max(NORM_HEAD_EPS);
+                for (l, &n) in row.iter_mut().zip(&norms) {
+                    // `clamp_min(eps)`, keeping a NaN norm NaN as torch does
+                    *l /= if n.is_nan() { n } else { n.max(NORM_HEAD_EPS) };
                 }
             }
         }
