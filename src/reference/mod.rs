@@ -16,11 +16,13 @@
 //!
 //! - `config.rs`: hyperparameters resolved from the view's config, rotary frequencies.
 //! - `math.rs`: the switches ([`Math`]) a family's computation resolves to.
+//! - `tensors.rs`: the tensors a math needs, found by canonical name and shape; math-vs-config checks.
 //! - `model.rs`: weights, activation state and the forward pass itself.
 
 pub mod config;
 pub mod math;
 mod model;
+mod tensors;
 
 pub use config::{Config, RopeScaling};
 pub use math::Math;
