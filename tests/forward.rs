@@ -482,3 +482,31 @@ fn cli_runs_other_families_through_their_mapping_and_refuses_gpt2() {
     assert_eq!(code, 2, "{out}");
     assert!(err.contains("gpt2"), "{err}");
 }
+
+/// Issue 16 item 7: 40,000 ids against a 10^6-token vocabulary need 160 GB of logits; `ckpt logits`
+/// refuses before allocating (exit 2, the limit named, a hint) instead of aborting.
+#[test]
+fn cli_refuses_activations_above_the_limit_instead_of_aborting() {
+    let dims = ckpt::synth::Dims {
+        hidden: 2,
+        layers: 1,
+        heads: 1,
+        kv_heads: 1,
+        intermediate: 2,
+        vocab: 1_000_000,
+        tied: true,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let specs = ckpt::synth::llama_tensors(&dims, Dtype::BF16, false);
+    let cfg = dims.config_json("llama", "LlamaForCausalLM", "bfloat16");
+    ckpt::synth::write_checkpoint(dir.path(), Some(&cfg), &specs, 1, ckpt::synth::Fill::Sparse)
+        .unwrap();
+    let ids = ids_arg(&vec![5u32; 40_000]);
+    let (code, out, err) = ckpt(&["logits", dir.path().to_str().unwrap(), "--ids", &ids]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("40000 tokens") && err.contains("above the limit of 16.0 GiB"),
+        "{err}"
+    );
+    assert!(err.contains("fewer or shorter sequences"), "{err}");
+}
