@@ -106,15 +106,6 @@ pub fn forward_with_progress(
     on_layer: &dyn Fn(usize, usize),
 ) -> Result<Logits> {
     let model = Model::new(view)?;
-    if let Some(m) = view_math(view)?
-        && !m.is_llama(model.config.head_dim)
-    {
-        return Err(crate::error::Error::unsupported(format!(
-            "family `{}` computes something LLaMA does not, and this build's forward pass runs LLaMA only",
-            view.family
-        ))
-        .file(&view.ckpt.path));
-    }
     model.forward_with_progress(batch, isa, on_layer)
 }
 

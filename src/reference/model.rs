@@ -142,6 +142,31 @@ impl<'a> Model<'a> {
     /// config's sliding window) and find every canonical tensor with the shape it implies (before
     /// anything is allocated or read).
     pub fn new(view: &'a View<'a>) -> Result<Model<'a>> {
+        // A family view carries the computation its family file and config say it means.
+        if let Some(math) = super::view_math(view)? {
+            let m = Model::with_math(view, math)?;
+            // Weights the family's math would leave out mean the checkpoint computes something
+            // the family does not model: never silently drop them. (A stored lm_head beside tied
+            // embeddings is what transformers ignores too; `check` reports it.)
+            let unused: Vec<&str> = m
+                .unused_tensors()
+                .into_iter()
+                .filter(|n| *n != "lm_head.weight")
+                .collect();
+            if let Some(first) = unused.first() {
+                return Err(Error::unsupported(format!(
+                    "family `{}` does not compute with {} tensor{} of this checkpoint ({}{}): it computes something the family does not model",
+                    view.family,
+                    unused.len(),
+                    if unused.len() == 1 { "" } else { "s" },
+                    unused.iter().take(3).copied().collect::<Vec<_>>().join(", "),
+                    if unused.len() > 3 { ", ..." } else { "" }
+                ))
+                .file(&view.ckpt.path)
+                .tensor(*first));
+            }
+            return Ok(m);
+        }
         let mc = config_of(view)?;
         let c = Config::from_model_config(mc).map_err(|e| e.file(&mc.path))?;
         // Find the layers first: a config claiming 2^40 layers fails at the first missing one
