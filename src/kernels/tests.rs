@@ -263,6 +263,50 @@ fn softmax_matches_scalar_with_masks() {
     });
 }
 
+/// Issue 16 item 3: a NaN score (first, middle or last lane, or the whole row) or a `+inf` one makes
+/// the whole softmax row NaN on every path, scalar and SIMD; it never becomes a masked (zero) row.
+#[test]
+fn softmax_propagates_nan_and_inf() {
+    let mut rng = Rng(40);
+    for isa in available_isas() {
+        for n in lengths(isa).into_iter().filter(|&n| n > 0) {
+            let l = lanes(isa);
+            let mut spots = vec![0, n / 2, n - 1, l.min(n - 1), (l + 1).min(n - 1)];
+            spots.dedup();
+            for &at in &spots {
+                for poison in [f32::NAN, f32::INFINITY] {
+                    for masked in [false, true] {
+                        let mut x = rng.vec(n, -30.0, 30.0);
+                        if masked {
+                            for v in x.iter_mut().step_by(2) {
+                                *v = f32::NEG_INFINITY;
+                            }
+                        }
+                        x[at] = poison;
+                        let mut want = x.clone();
+                        scalar::softmax_inplace(&mut want);
+                        let mut got = x.clone();
+                        softmax_inplace(isa, &mut got);
+                        let what = format!("{isa} n={n} {poison} at {at} masked={masked}");
+                        assert!(want.iter().all(|v| v.is_nan()), "scalar {what}: {want:?}");
+                        assert!(got.iter().all(|v| v.is_nan()), "{what}: {got:?}");
+                    }
+                }
+            }
+            let mut all_nan = vec![f32::NAN; n];
+            softmax_inplace(isa, &mut all_nan);
+            assert!(all_nan.iter().all(|v| v.is_nan()), "{isa} all-NaN n={n}");
+            let mut nan_and_masks = vec![f32::NEG_INFINITY; n];
+            nan_and_masks[n - 1] = f32::NAN;
+            softmax_inplace(isa, &mut nan_and_masks);
+            assert!(
+                nan_and_masks.iter().all(|v| v.is_nan()),
+                "{isa} NaN among masks n={n}"
+            );
+        }
+    }
+}
+
 #[test]
 fn silu_mul_matches_scalar_including_large_inputs() {
     let mut rng = Rng(5);
