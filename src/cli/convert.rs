@@ -18,7 +18,17 @@ use ckpt::report::{self, esc, human_bytes};
 use ckpt::write::{self, Phase, WriteOptions, inplace, plan};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
+use super::{CmdResult, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, out};
+
+/// What `convert --verify` can do when the logits level could not run (it has no --seq-len).
+const CONVERT_HINT: &str = "convert without --verify, then run `ckpt verify SRC DST` with \
+     `--seq-len N` (an input within the model's window) or `--skip-logits` (structure and bytes \
+     only)";
+
+/// What to do when the source cannot be read without the --rename rules.
+const CONVERT_HINT_UNREADABLE: &str = "a family must read the source as it is (`--from FAMILY`, \
+     `--mapping FILE`); or convert without --verify and check the result with `ckpt verify` \
+     or `ckpt check`";
 
 /// Convert a checkpoint to another naming family (default: LLaMA) as a Hub-ready directory.
 ///
@@ -84,8 +94,10 @@ pub struct Common {
     #[arg(long)]
     pub no_verify_bytes: bool,
     /// Before committing, run `ckpt verify` (structure, bytes and logits of the reference forward
-    /// pass) between the source and the staged output; if they are not equivalent, nothing is written
-    /// and the exit code is 1.
+    /// pass) between the source as it is on disk (its own family, without the --rename rules) and
+    /// the staged output; nothing is written unless the verdict is `equivalent`: exit 1 when it is
+    /// not equivalent, 2 when it is inconclusive (a forward pass could not run, or the source cannot
+    /// be read without the --rename rules).
     #[arg(long)]
     pub verify: bool,
     /// Pure renames only: rewrite the headers of SRC in place (when they fit), under a journal.
@@ -265,10 +277,31 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
         progress: Some(&progress),
         before_commit: None,
     };
-    // --verify: compare the source with the staged output before it is committed.
+    // --verify: compare the source as it is on disk (its own family, no --rename rules) with the
+    // staged output (its target family) before it is committed.
     let verdict: std::cell::RefCell<Option<ckpt::verify::Report>> = std::cell::RefCell::new(None);
     let source_canonical = if c.verify {
-        Some(canonical_for_verify(&ck, family, &c.rename)?)
+        match canonical_for_verify(&ck, family) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                if !c.quiet {
+                    out(&format!(
+                        "verdict: inconclusive (the source as it is on disk cannot be read by a family{}: {e})",
+                        if c.rename.is_empty() {
+                            ""
+                        } else {
+                            " without the --rename rules"
+                        }
+                    ));
+                }
+                eprintln!(
+                    "error: --verify compares the output with the source as it is on disk, and the source cannot be read; nothing was written to {}",
+                    dst.display()
+                );
+                eprintln!("  hint: {CONVERT_HINT_UNREADABLE}");
+                return Ok(EXIT_ERROR);
+            }
+        }
     } else {
         None
     };
@@ -279,7 +312,9 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
         bar.set_message("verifying logits");
         let out_ck = Checkpoint::open(staged)?;
         let reg = super::families::registry(family.map(|f| f.mapping.as_slice()).unwrap_or(&[]))?;
-        let (out_view, _) = open_view(&out_ck, &reg, None, &[])?;
+        // The output is read as the family it was written in (`ckpt rename`: as detected).
+        let target = family.map(|f| f.to.as_deref().unwrap_or("llama"));
+        let (out_view, _) = open_view(&out_ck, &reg, target, &[])?;
         let vocab = src_view
             .get("model.embed_tokens.weight")
             .and_then(|t| t.shape.first().copied());
@@ -298,7 +333,7 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
         } else {
             Err(Error::new(
                 ckpt::ErrorKind::BadData,
-                "the converted checkpoint is not equivalent to the source; nothing was written",
+                "the converted checkpoint was not proven equivalent to the source; nothing was written",
             ))
         }
     };
@@ -314,18 +349,27 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
     if let Some(rep) = &report
         && !c.quiet
     {
-        for line in super::verify::render(rep, src, dst) {
+        for line in super::verify::render(rep, src, dst, CONVERT_HINT) {
             out(&line);
         }
     }
     if let (Some(rep), Err(_)) = (&report, &res)
         && !rep.equivalent
     {
+        let what = if rep.verdict == ckpt::verify::Verdict::Inconclusive {
+            "could not be compared with the source"
+        } else {
+            "is not equivalent to the source"
+        };
         eprintln!(
-            "error: the converted checkpoint is not equivalent to the source; nothing was written to {}",
+            "error: the converted checkpoint {what}; nothing was written to {}",
             dst.display()
         );
-        return Ok(EXIT_FINDINGS);
+        return Ok(if rep.verdict == ckpt::verify::Verdict::Inconclusive {
+            EXIT_ERROR
+        } else {
+            EXIT_FINDINGS
+        });
     }
     let s = res?;
     for w in &s.warnings {
@@ -557,23 +601,16 @@ fn dry_run(view: &View, max: u64, drop_py: bool) {
     out("dry run: nothing was written");
 }
 
-/// The source seen as canonical LLaMA (through `--from`, `--mapping` and `--rename`), for `--verify`.
+/// The source as it is on disk, seen as canonical LLaMA through its own family (`--from` and
+/// `--mapping`, else the detected one), for `--verify`. The `--rename` rules are deliberately not
+/// applied: the output must be compared with what the source computes, not with the source as the
+/// rules rewrote it (a rule that swaps two norms would otherwise verify as equivalent).
 fn canonical_for_verify<'a>(
     ck: &'a Checkpoint,
     family: Option<&FamilyArgs>,
-    renames: &[String],
 ) -> Result<View<'a>, Error> {
     let mappings = family.map(|f| f.mapping.as_slice()).unwrap_or(&[]);
     let reg = super::families::registry(mappings)?;
-    match family {
-        Some(f) => {
-            let rules = renames
-                .iter()
-                .map(|r| RenameRule::parse(r))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(open_view(ck, &reg, f.from.as_deref(), &rules)?.0)
-        }
-        // `ckpt rename`: the source as it is, through its detected family.
-        None => Ok(open_view(ck, &reg, None, &[])?.0),
-    }
+    let from = family.and_then(|f| f.from.as_deref());
+    Ok(open_view(ck, &reg, from, &[])?.0)
 }

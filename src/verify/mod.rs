@@ -11,9 +11,17 @@
 //!
 //! Only one model's forward runs at a time and each streams its weights from the mmaps, so verifying
 //! needs the activations of one model, never both models in memory.
+//!
+//! The [`Verdict`] says only what the levels that ran prove: `equivalent` needs the logits level to
+//! have run and agreed (and the structure to agree); a run limited to structure or bytes names the
+//! levels it did not compare; a level that could not run (no config, an input the reference refuses)
+//! makes the verdict `inconclusive`, never "not equivalent". Non-finite logits compare by identity:
+//! the same NaN or infinity at the same position agrees, one against a finite value disagrees and is
+//! counted, and the tolerance is computed from finite values only.
 
 use crate::checkpoint::header::Dtype;
-use crate::error::{Error, Result};
+use crate::diff::values::{self, ValueDiff};
+use crate::error::{Error, ErrorKind, Result};
 use crate::kernels::Isa;
 use crate::mapping::{Segment, View, ViewTensor};
 use crate::reference::{self, Logits};
@@ -78,8 +86,11 @@ pub struct Structure {
     pub shape_differs: Vec<Pair>,
     /// Same name and shape, different dtype (noted; the bytes level fails on them).
     pub dtype_differs: Vec<Pair>,
-    /// Forward-relevant hyperparameters that differ: (key, A, B).
+    /// Forward-relevant hyperparameters that differ: (key, A, B). Compared only when both sides
+    /// have a config (see `configs`).
     pub config_differs: Vec<(String, String, String)>,
+    /// Whether A and B have a config (hyperparameters are compared only when both do).
+    pub configs: (bool, bool),
 }
 
 /// The bytes level.
@@ -93,18 +104,18 @@ pub struct Bytes {
     pub identical: usize,
     /// Bytes compared.
     pub bytes: u64,
-    /// Tensors that differ, with their max abs difference (decoded as f32; NaN for non-float dtypes).
-    pub differing: Vec<(Pair, f64)>,
+    /// Tensors whose bytes differ, with how their values differ (`None` for non-float dtypes).
+    pub differing: Vec<(Pair, Option<ValueDiff>)>,
 }
 
 /// The logits level.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogitsCmp {
-    /// Pass: `max_abs <= tolerance`.
+    /// Pass: `max_abs <= tolerance` and no non-finite value disagrees.
     pub pass: bool,
-    /// The tolerance applied (`atol + rtol * max|A|`).
+    /// The tolerance applied (`atol + rtol * max|A|` over A's finite logits; never NaN).
     pub tolerance: f64,
-    /// Largest absolute difference.
+    /// Largest absolute difference between two finite logits.
     pub max_abs: f64,
     /// `max_abs / max|A|`.
     pub max_rel: f64,
@@ -118,8 +129,74 @@ pub struct LogitsCmp {
     pub max_kl: f64,
     /// Positions compared (batch x seq).
     pub positions: usize,
-    /// Largest |logit| of A (the scale).
+    /// Largest finite |logit| of A (the scale).
     pub scale: f64,
+    /// Non-finite logits (NaN, +inf, -inf) of A.
+    pub nonfinite_a: u64,
+    /// Non-finite logits of B.
+    pub nonfinite_b: u64,
+    /// Positions where one side is non-finite and the other holds a different value (a finite one,
+    /// or another non-finite one): each is a disagreement whatever the tolerance.
+    pub nonfinite_differ: u64,
+    /// Positions whose KL divergence could not be computed (a non-finite logit in the row).
+    pub kl_skipped: usize,
+}
+
+/// Why a level could not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotRun {
+    /// The error kind that stopped it (`unsupported`, `bad-data`, ...).
+    pub kind: ErrorKind,
+    /// What stopped it (`forward pass on A: ...`).
+    pub reason: String,
+    /// The hint of the underlying error, if any.
+    pub hint: Option<String>,
+}
+
+/// What a verify run proves. Exit codes: [`Verdict::exit_code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Structure agrees and the logits were compared and agree within the tolerance.
+    Equivalent,
+    /// A level that ran found a difference that rules equivalence out: the logits differ, or the
+    /// structure differs in a run that asked for logits.
+    NotEquivalent,
+    /// Structure only was asked and it agrees.
+    SameStructure,
+    /// Structure and bytes were asked (no logits) and every tensor's bytes are identical.
+    IdenticalBytes,
+    /// Structure only, or structure and bytes, were asked and the structure differs.
+    StructureDiffers,
+    /// Structure and bytes were asked, the structure agrees and some bytes differ (which alone does
+    /// not decide equivalence: a dtype conversion differs in bytes).
+    BytesDiffer,
+    /// A level asked for could not run and no level found a difference.
+    Inconclusive,
+}
+
+impl Verdict {
+    /// The verdict word, the same in text and JSON.
+    pub fn word(self) -> &'static str {
+        match self {
+            Verdict::Equivalent => "equivalent",
+            Verdict::NotEquivalent => "NOT equivalent",
+            Verdict::SameStructure => "same structure",
+            Verdict::IdenticalBytes => "identical bytes",
+            Verdict::StructureDiffers => "structure differs",
+            Verdict::BytesDiffer => "bytes differ",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+
+    /// 0: equivalent or matching at every level asked; 1: a level ran and found a difference;
+    /// 2: inconclusive.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Equivalent | Verdict::SameStructure | Verdict::IdenticalBytes => 0,
+            Verdict::NotEquivalent | Verdict::StructureDiffers | Verdict::BytesDiffer => 1,
+            Verdict::Inconclusive => 2,
+        }
+    }
 }
 
 /// The whole verdict.
@@ -133,10 +210,77 @@ pub struct Report {
     pub structure: Structure,
     /// Bytes level, if run.
     pub bytes: Option<Bytes>,
-    /// Logits level, if run; `Err(reason)` when a forward pass could not run.
-    pub logits: Option<std::result::Result<LogitsCmp, String>>,
-    /// The verdict.
+    /// Logits level, if asked; `Err` when a forward pass could not run.
+    pub logits: Option<std::result::Result<LogitsCmp, NotRun>>,
+    /// The deepest level asked for.
+    pub level: Level,
+    /// What the levels that ran prove.
+    pub verdict: Verdict,
+    /// `verdict == Verdict::Equivalent`.
     pub equivalent: bool,
+}
+
+impl Report {
+    /// The levels that ran to completion, in order.
+    pub fn checked(&self) -> Vec<Level> {
+        let mut v = vec![Level::Structure];
+        if self.bytes.is_some() {
+            v.push(Level::Bytes);
+        }
+        if matches!(self.logits, Some(Ok(_))) {
+            v.push(Level::Logits);
+        }
+        v
+    }
+
+    /// The levels that were not compared: not asked for, or unable to run.
+    pub fn not_checked(&self) -> Vec<Level> {
+        let done = self.checked();
+        [Level::Structure, Level::Bytes, Level::Logits]
+            .into_iter()
+            .filter(|l| !done.contains(l))
+            .collect()
+    }
+
+    /// Why the logits level could not run, if it could not.
+    pub fn not_run(&self) -> Option<&NotRun> {
+        match &self.logits {
+            Some(Err(n)) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+impl Level {
+    /// `structure`, `bytes` or `logits`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Structure => "structure",
+            Level::Bytes => "bytes",
+            Level::Logits => "logits",
+        }
+    }
+}
+
+/// The verdict of a run from its levels (see [`Verdict`]).
+pub fn decide(
+    structure: &Structure,
+    bytes: Option<&Bytes>,
+    logits: Option<&std::result::Result<LogitsCmp, NotRun>>,
+) -> Verdict {
+    match logits {
+        Some(Ok(l)) if structure.pass && l.pass => Verdict::Equivalent,
+        Some(Ok(_)) => Verdict::NotEquivalent,
+        // The structure differing rules equivalence out even without logits.
+        Some(Err(_)) if !structure.pass => Verdict::NotEquivalent,
+        Some(Err(_)) => Verdict::Inconclusive,
+        None if !structure.pass => Verdict::StructureDiffers,
+        None => match bytes {
+            Some(b) if b.pass => Verdict::IdenticalBytes,
+            Some(_) => Verdict::BytesDiffer,
+            None => Verdict::SameStructure,
+        },
+    }
 }
 
 /// Deterministic default sequences: `batch - 1` pseudo-random ones across the whole vocabulary, plus one
@@ -184,27 +328,22 @@ pub fn verify_with_progress(
         .then(|| compare_bytes_with_progress(a, b, progress))
         .transpose()?;
     let logits = if opts.level >= Level::Logits {
-        Some(compare_logits(a, b, opts, progress))
+        Some(compare_logits(a, b, opts, progress)?)
     } else {
         None
     };
-    let logits_ok = match &logits {
-        None => true,
-        Some(Ok(l)) => l.pass,
-        Some(Err(_)) => false,
-    };
-    let logits_ran_ok = matches!(&logits, Some(Ok(l)) if l.pass);
-    // Differing bytes are acceptable only when the logits level ran and stayed within the tolerance the
-    // user stated (a dtype conversion, say).
-    let bytes_ok = bytes.as_ref().is_none_or(|b| b.pass || logits_ran_ok);
-    let equivalent = structure.pass && bytes_ok && logits_ok;
+    // Differing bytes are acceptable when the logits level ran and stayed within the tolerance the
+    // user stated (a dtype conversion, say): `decide` looks at the logits first.
+    let verdict = decide(&structure, bytes.as_ref(), logits.as_ref());
     Ok(Report {
         family_a: a.family.clone(),
         family_b: b.family.clone(),
         structure,
         bytes,
         logits,
-        equivalent,
+        level: opts.level,
+        verdict,
+        equivalent: verdict == Verdict::Equivalent,
     })
 }
 
@@ -230,6 +369,7 @@ pub fn compare_structure(a: &View<'_>, b: &View<'_>) -> Structure {
         shape_differs: Vec::new(),
         dtype_differs: Vec::new(),
         config_differs: Vec::new(),
+        configs: (a.config.is_some(), b.config.is_some()),
     };
     for ta in &a.tensors {
         match b.get(&ta.name) {
@@ -377,24 +517,42 @@ fn streams_equal(a: &[&[u8]], b: &[&[u8]]) -> bool {
     }
 }
 
-/// Decode a float tensor's bytes to f32 (None for non-float dtypes).
-fn decode(dtype: Dtype, chunks: &[&[u8]]) -> Option<Vec<f32>> {
-    let bytes: Vec<u8> = chunks.concat();
-    Some(match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        _ => return None,
-    })
+/// Whether two view tensors hold the same bytes: the same dtype, the same length and equal byte
+/// streams, compared zero-copy over the two views' mmap slices in 64 KiB steps. A segment that is
+/// the same region of the same file (device and inode) on both sides is equal without being read,
+/// so a checkpoint compared with itself costs nothing. Both tensors' pages are released afterwards.
+/// `verify`'s bytes level and `diff` both use this one comparison.
+pub fn tensor_bytes_equal(
+    a: &View<'_>,
+    ta: &ViewTensor,
+    b: &View<'_>,
+    tb: &ViewTensor,
+) -> Result<bool> {
+    if ta.dtype != tb.dtype || ta.nbytes() != tb.nbytes() {
+        return Ok(false);
+    }
+    let same = same_regions(a, ta, b, tb) || streams_equal(&chunks(a, ta)?, &chunks(b, tb)?);
+    // Done reading: keep the resident set at about one tensor, not two models.
+    a.release(ta);
+    b.release(tb);
+    Ok(same)
+}
+
+/// Every segment of `ta` is the same file region as the matching segment of `tb`.
+fn same_regions(a: &View<'_>, ta: &ViewTensor, b: &View<'_>, tb: &ViewTensor) -> bool {
+    let file = |v: &View<'_>, seg: &Segment| {
+        v.segment_location(seg).and_then(|(si, off, len)| {
+            v.ckpt.shards.get(si).map(|s| (s.dev_ino, off, len))
+        })
+    };
+    ta.segments.len() == tb.segments.len()
+        && ta.segments.iter().zip(&tb.segments).all(|(x, y)| match (x, y) {
+            (Segment::Zeros { bytes: p }, Segment::Zeros { bytes: q }) => p == q,
+            (Segment::Rows { .. }, Segment::Rows { .. }) => {
+                matches!((file(a, x), file(b, y)), (Some(p), Some(q)) if p == q)
+            }
+            _ => false,
+        })
 }
 
 /// The bytes level: every common tensor with equal shapes compared byte for byte.
@@ -421,54 +579,77 @@ fn compare_bytes_with_progress(
             continue;
         }
         r.compared += 1;
-        let (ca, cb) = (chunks(a, ta)?, chunks(b, tb)?);
         r.bytes += ta.nbytes() as u64;
         progress("bytes", r.bytes, total);
-        let same = ta.dtype == tb.dtype && streams_equal(&ca, &cb);
-        // Done reading: keep the resident set at about one tensor, not two models.
-        let release = || {
-            a.release(ta);
-            b.release(tb);
-        };
-        if same {
+        if tensor_bytes_equal(a, ta, b, tb)? {
             r.identical += 1;
-            release();
             continue;
         }
-        // Only differing tensors are decoded (one at a time).
-        let diff = match (decode(ta.dtype, &ca), decode(tb.dtype, &cb)) {
-            (Some(x), Some(y)) => x
-                .iter()
-                .zip(&y)
-                .map(|(p, q)| (f64::from(*p) - f64::from(*q)).abs())
-                .fold(0.0f64, |m, d| if d.is_nan() || d > m { d } else { m }),
-            _ => f64::NAN,
+        // Only differing tensors are decoded, streamed in blocks.
+        let diff = if values::is_float_pair(ta, tb) {
+            let v = values::compare(a, ta, b, tb, None)?;
+            a.release(ta);
+            b.release(tb);
+            Some(v)
+        } else {
+            None
         };
-        release();
         r.differing.push((pair(&ta.name, Some(ta), Some(tb)), diff));
     }
     r.pass = r.differing.is_empty();
     Ok(r)
 }
 
+/// The logits level: `Ok(Err(..))` when a forward pass could not run (the reference refuses the
+/// config, the input, a dtype...), `Err` only for I/O failures, interruptions and bugs.
 fn compare_logits(
     a: &View<'_>,
     b: &View<'_>,
     opts: &Options,
     progress: &Progress<'_>,
-) -> std::result::Result<LogitsCmp, String> {
+) -> Result<std::result::Result<LogitsCmp, NotRun>> {
+    let side = |which: &str, r: Result<Logits>| -> Result<std::result::Result<Logits, NotRun>> {
+        match r {
+            Ok(l) => Ok(Ok(l)),
+            Err(e) => match e.kind() {
+                ErrorKind::Io | ErrorKind::Interrupted | ErrorKind::Internal => Err(e),
+                kind => Ok(Err(NotRun {
+                    kind,
+                    reason: format!("forward pass on {which}: {e}"),
+                    hint: e.hint_text().map(str::to_string),
+                })),
+            },
+        }
+    };
     let la = reference::forward_with_progress(a, &opts.sequences, opts.isa, &|d, t| {
         progress("logits A", d as u64, t as u64)
-    })
-    .map_err(|e| format!("forward pass on A: {e}"))?;
+    });
+    let la = match side("A", la)? {
+        Ok(l) => l,
+        Err(n) => return Ok(Err(n)),
+    };
     let lb = reference::forward_with_progress(b, &opts.sequences, opts.isa, &|d, t| {
         progress("logits B", d as u64, t as u64)
-    })
-    .map_err(|e| format!("forward pass on B: {e}"))?;
-    logits_metrics(&la, &lb, opts.atol, opts.rtol)
+    });
+    let lb = match side("B", lb)? {
+        Ok(l) => l,
+        Err(n) => return Ok(Err(n)),
+    };
+    Ok(logits_metrics(&la, &lb, opts.atol, opts.rtol).map_err(|reason| NotRun {
+        kind: ErrorKind::BadData,
+        reason,
+        hint: None,
+    }))
 }
 
 /// Compare two sets of logits.
+///
+/// Finite pairs give the absolute difference; a pair with a non-finite member agrees only when both
+/// hold the same value (NaN against NaN, `+inf` against `+inf`) and is otherwise counted in
+/// `nonfinite_differ`, a disagreement whatever the tolerance. The scale (and so the tolerance) comes
+/// from A's finite logits only, so it is never NaN. Cosine, top-k and KL are computed per position;
+/// a position with a non-finite logit has no KL (`kl_skipped`), and its cosine uses the finite
+/// pairs.
 pub fn logits_metrics(
     a: &Logits,
     b: &Logits,
@@ -484,16 +665,34 @@ pub fn logits_metrics(
     let v = a.vocab.max(1);
     let positions = a.batch * a.seq;
     let (mut max_abs, mut scale, mut min_cos, mut max_kl) = (0f64, 0f64, 1f64, 0f64);
-    let (mut top1, mut top5) = (0usize, 0usize);
+    let (mut top1, mut top5, mut kl_skipped) = (0usize, 0usize, 0usize);
+    let (mut nonfinite_a, mut nonfinite_b, mut nonfinite_differ) = (0u64, 0u64, 0u64);
     for p in 0..positions {
-        let (xa, xb) = (&a.data[p * v..(p + 1) * v], &b.data[p * v..(p + 1) * v]);
+        let (Some(xa), Some(xb)) = (
+            a.data.get(p * v..(p + 1) * v),
+            b.data.get(p * v..(p + 1) * v),
+        ) else {
+            return Err(format!(
+                "the logits hold fewer values than [{}, {}, {}]",
+                a.batch, a.seq, a.vocab
+            ));
+        };
         let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+        let mut row_finite = true;
         for (&x, &y) in xa.iter().zip(xb) {
             let (x, y) = (f64::from(x), f64::from(y));
-            let d = (x - y).abs();
-            if d.is_nan() || d > max_abs {
-                max_abs = d;
+            if !(x.is_finite() && y.is_finite()) {
+                row_finite = false;
+                nonfinite_a += u64::from(!x.is_finite());
+                nonfinite_b += u64::from(!y.is_finite());
+                let same = (x.is_nan() && y.is_nan()) || x == y;
+                nonfinite_differ += u64::from(!same);
+                if x.is_finite() {
+                    scale = scale.max(x.abs());
+                }
+                continue;
             }
+            max_abs = max_abs.max((x - y).abs());
             scale = scale.max(x.abs());
             dot += x * y;
             na += x * x;
@@ -511,12 +710,16 @@ pub fn logits_metrics(
         sa.sort_unstable();
         sb.sort_unstable();
         top5 += usize::from(sa == sb);
-        max_kl = max_kl.max(kl(xa, xb));
+        if row_finite {
+            max_kl = max_kl.max(kl(xa, xb));
+        } else {
+            kl_skipped += 1;
+        }
     }
     let tolerance = atol + rtol * scale;
     let n = positions.max(1) as f64;
     Ok(LogitsCmp {
-        pass: max_abs <= tolerance,
+        pass: max_abs <= tolerance && nonfinite_differ == 0,
         tolerance,
         max_abs,
         max_rel: if scale > 0.0 {
@@ -530,22 +733,30 @@ pub fn logits_metrics(
         max_kl,
         positions,
         scale,
+        nonfinite_a,
+        nonfinite_b,
+        nonfinite_differ,
+        kl_skipped,
     })
 }
 
-/// Indices of the `k` largest values, largest first (NaN sorts last).
+/// Indices of the `k` largest values, largest first; NaN sorts last (a total order, so sorting never
+/// sees an inconsistent comparison).
 pub fn top_k(x: &[f32], k: usize) -> Vec<usize> {
+    use std::cmp::Ordering;
     let mut idx: Vec<usize> = (0..x.len()).collect();
-    idx.sort_by(|&i, &j| {
-        x[j].partial_cmp(&x[i])
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(i.cmp(&j))
-    });
+    let desc = |p: f32, q: f32| match (p.is_nan(), q.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        (false, false) => q.partial_cmp(&p).unwrap_or(Ordering::Equal),
+    };
+    idx.sort_by(|&i, &j| desc(x[i], x[j]).then(i.cmp(&j)));
     idx.truncate(k);
     idx
 }
 
-/// KL(softmax(a) || softmax(b)) in f64.
+/// KL(softmax(a) || softmax(b)) in f64 (finite rows only).
 fn kl(a: &[f32], b: &[f32]) -> f64 {
     let lse = |x: &[f32]| {
         let m = x
