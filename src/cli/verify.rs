@@ -169,8 +169,10 @@ pub fn run(a: Args) -> CmdResult {
     })?;
     bar.finish_and_clear();
     if a.json {
-        out(&serde_json::to_string_pretty(&to_json(&rep, &a.a, &a.b, VERIFY_HINT))
-            .unwrap_or_default());
+        out(
+            &serde_json::to_string_pretty(&to_json(&rep, &a.a, &a.b, VERIFY_HINT))
+                .unwrap_or_default(),
+        );
     } else {
         for line in render(&rep, &a.a, &a.b, VERIFY_HINT) {
             out(&line);
@@ -297,7 +299,11 @@ pub fn render(rep: &Report, a: &Path, b: &Path, hint: &str) -> Vec<String> {
                 report::human_bytes(bt.bytes)
             ));
             for (p, d) in bt.differing.iter().take(20) {
-                l.push(format!("  {} differs: {}", esc(&p.canonical), value_text(d)));
+                l.push(format!(
+                    "  {} differs: {}",
+                    esc(&p.canonical),
+                    value_text(d)
+                ));
             }
             if bt.differing.len() > 20 {
                 l.push(format!("  ... and {} more", bt.differing.len() - 20));
@@ -415,9 +421,9 @@ pub fn verdict_text(rep: &Report) -> String {
         Verdict::StructureDiffers | Verdict::BytesDiffer => {
             format!("{word} ({})", not_compared(&rep.not_checked()))
         }
-        Verdict::Inconclusive => format!(
-            "{word} (logits could not run; structure agrees, {bytes_note})"
-        ),
+        Verdict::Inconclusive => {
+            format!("{word} (logits could not run; structure agrees, {bytes_note})")
+        }
     }
 }
 

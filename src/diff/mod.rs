@@ -193,7 +193,12 @@ pub fn diff(a: &View, b: &View, opts: &Options) -> Result<DiffReport> {
         })
         .map(|ta| ta.nbytes() as u64)
         .sum();
-    let total = byte_total + if opts.values { values::value_bytes(a, b) } else { 0 };
+    let total = byte_total
+        + if opts.values {
+            values::value_bytes(a, b)
+        } else {
+            0
+        };
     let report = |n: u64| {
         if let Some(p) = opts.progress {
             p(n, total)

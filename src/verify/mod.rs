@@ -541,18 +541,21 @@ pub fn tensor_bytes_equal(
 /// Every segment of `ta` is the same file region as the matching segment of `tb`.
 fn same_regions(a: &View<'_>, ta: &ViewTensor, b: &View<'_>, tb: &ViewTensor) -> bool {
     let file = |v: &View<'_>, seg: &Segment| {
-        v.segment_location(seg).and_then(|(si, off, len)| {
-            v.ckpt.shards.get(si).map(|s| (s.dev_ino, off, len))
-        })
+        v.segment_location(seg)
+            .and_then(|(si, off, len)| v.ckpt.shards.get(si).map(|s| (s.dev_ino, off, len)))
     };
     ta.segments.len() == tb.segments.len()
-        && ta.segments.iter().zip(&tb.segments).all(|(x, y)| match (x, y) {
-            (Segment::Zeros { bytes: p }, Segment::Zeros { bytes: q }) => p == q,
-            (Segment::Rows { .. }, Segment::Rows { .. }) => {
-                matches!((file(a, x), file(b, y)), (Some(p), Some(q)) if p == q)
-            }
-            _ => false,
-        })
+        && ta
+            .segments
+            .iter()
+            .zip(&tb.segments)
+            .all(|(x, y)| match (x, y) {
+                (Segment::Zeros { bytes: p }, Segment::Zeros { bytes: q }) => p == q,
+                (Segment::Rows { .. }, Segment::Rows { .. }) => {
+                    matches!((file(a, x), file(b, y)), (Some(p), Some(q)) if p == q)
+                }
+                _ => false,
+            })
 }
 
 /// The bytes level: every common tensor with equal shapes compared byte for byte.
@@ -635,11 +638,13 @@ fn compare_logits(
         Ok(l) => l,
         Err(n) => return Ok(Err(n)),
     };
-    Ok(logits_metrics(&la, &lb, opts.atol, opts.rtol).map_err(|reason| NotRun {
-        kind: ErrorKind::BadData,
-        reason,
-        hint: None,
-    }))
+    Ok(
+        logits_metrics(&la, &lb, opts.atol, opts.rtol).map_err(|reason| NotRun {
+            kind: ErrorKind::BadData,
+            reason,
+            hint: None,
+        }),
+    )
 }
 
 /// Compare two sets of logits.
