@@ -884,7 +884,7 @@ fn convert_verify_of_a_source_unreadable_without_renames_is_inconclusive() {
     // Every tensor under a `base_model.model.` prefix: no family reads it as it is.
     let src = dir.path().join("prefixed");
     std::fs::create_dir_all(&src).unwrap();
-    let ck = Checkpoint::open(&fixture("llama-gqa")).unwrap();
+    let ck = Checkpoint::open(fixture("llama-gqa")).unwrap();
     let mut entries = Vec::new();
     let mut data = Vec::new();
     for t in &ck.tensors {

@@ -357,7 +357,8 @@ fn injected_nan_inf_zeros_and_unrelated_weights_are_reported_as_differing() {
     let nan = "model.layers.0.self_attn.q_proj.weight";
     let inf = "model.embed_tokens.weight";
     let zeros = "model.layers.1.mlp.up_proj.weight";
-    let cases: [(&str, &str, Box<dyn Fn(&mut [u8])>); 3] = [
+    type Edit = Box<dyn Fn(&mut [u8])>;
+    let cases: [(&str, &str, Edit); 3] = [
         (
             "nan",
             nan,

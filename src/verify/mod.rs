@@ -832,6 +832,130 @@ mod tests {
         assert!(logits_metrics(&a, &b, 1.5, 0.0).unwrap().pass);
     }
 
+    fn logits(data: Vec<f32>) -> Logits {
+        Logits {
+            batch: 1,
+            seq: 2,
+            vocab: 3,
+            data,
+        }
+    }
+
+    #[test]
+    fn non_finite_logits_compare_by_identity() {
+        let (nan, inf) = (f32::NAN, f32::INFINITY);
+        // The same non-finite values at the same positions agree; the tolerance stays a number.
+        let a = logits(vec![1.0, inf, 3.0, nan, nan, nan]);
+        let same = logits_metrics(&a, &a.clone(), 0.0, 1e-3).unwrap();
+        assert!(same.pass, "{same:?}");
+        assert_eq!((same.nonfinite_a, same.nonfinite_b), (4, 4));
+        assert_eq!(same.nonfinite_differ, 0);
+        assert_eq!(same.scale, 3.0, "the scale comes from finite values only");
+        assert!((same.tolerance - 3e-3).abs() < 1e-12 && same.max_abs == 0.0);
+        assert_eq!(same.kl_skipped, 2);
+        // NaN against a finite value, and +inf against -inf, disagree whatever the tolerance.
+        let b = logits(vec![1.0, inf, 3.0, 0.0, nan, nan]);
+        let d = logits_metrics(&a, &b, 1e9, 1e9).unwrap();
+        assert!(!d.pass && d.nonfinite_differ == 1, "{d:?}");
+        assert!(d.tolerance.is_finite() && d.max_abs == 0.0);
+        let c = logits(vec![1.0, -inf, 3.0, nan, nan, nan]);
+        let d = logits_metrics(&a, &c, 1e9, 1e9).unwrap();
+        assert!(!d.pass && d.nonfinite_differ == 1, "{d:?}");
+        // A finite side against an all-NaN one.
+        let finite = logits(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let all_nan = logits(vec![nan; 6]);
+        let d = logits_metrics(&finite, &all_nan, 0.0, 0.0).unwrap();
+        assert!(
+            !d.pass && d.nonfinite_differ == 6 && d.nonfinite_b == 6,
+            "{d:?}"
+        );
+        assert_eq!(d.tolerance, 0.0);
+    }
+
+    #[test]
+    fn top_k_orders_nan_last_without_panicking() {
+        let x = [f32::NAN, 2.0, f32::NAN, 5.0, -1.0, f32::INFINITY];
+        assert_eq!(top_k(&x, 4), vec![5, 3, 1, 4]);
+        assert_eq!(top_k(&x, 6)[4..], [0, 2]);
+    }
+
+    fn structure(pass: bool) -> Structure {
+        Structure {
+            pass,
+            common: 1,
+            only_a: Vec::new(),
+            only_b: Vec::new(),
+            shape_differs: Vec::new(),
+            dtype_differs: Vec::new(),
+            config_differs: Vec::new(),
+            configs: (true, true),
+        }
+    }
+
+    #[test]
+    fn verdicts_claim_only_what_ran() {
+        let bytes = |pass| Bytes {
+            pass,
+            compared: 1,
+            identical: usize::from(pass),
+            bytes: 4,
+            differing: Vec::new(),
+        };
+        let a = logits(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let ok = logits_metrics(&a, &a, 0.0, 0.0).unwrap();
+        let mut b = a.clone();
+        b.data[0] = 9.0;
+        let bad = logits_metrics(&a, &b, 0.0, 0.0).unwrap();
+        let not_run = NotRun {
+            kind: ErrorKind::BadData,
+            reason: "no config".into(),
+            hint: None,
+        };
+        let (t, f) = (structure(true), structure(false));
+        use Verdict::*;
+        assert_eq!(decide(&t, None, None), SameStructure);
+        assert_eq!(decide(&f, None, None), StructureDiffers);
+        assert_eq!(decide(&t, Some(&bytes(true)), None), IdenticalBytes);
+        assert_eq!(decide(&t, Some(&bytes(false)), None), BytesDiffer);
+        assert_eq!(decide(&f, Some(&bytes(true)), None), StructureDiffers);
+        let l = |r: std::result::Result<LogitsCmp, NotRun>| Some(r);
+        assert_eq!(
+            decide(&t, Some(&bytes(true)), l(Ok(ok.clone())).as_ref()),
+            Equivalent
+        );
+        assert_eq!(
+            decide(&t, Some(&bytes(false)), l(Ok(ok.clone())).as_ref()),
+            Equivalent
+        );
+        assert_eq!(
+            decide(&f, Some(&bytes(true)), l(Ok(ok)).as_ref()),
+            NotEquivalent
+        );
+        assert_eq!(
+            decide(&t, Some(&bytes(true)), l(Ok(bad)).as_ref()),
+            NotEquivalent
+        );
+        assert_eq!(
+            decide(&t, Some(&bytes(true)), l(Err(not_run.clone())).as_ref()),
+            Inconclusive
+        );
+        assert_eq!(
+            decide(&f, Some(&bytes(true)), l(Err(not_run)).as_ref()),
+            NotEquivalent
+        );
+        for (v, code) in [
+            (Equivalent, 0),
+            (SameStructure, 0),
+            (IdenticalBytes, 0),
+            (NotEquivalent, 1),
+            (StructureDiffers, 1),
+            (BytesDiffer, 1),
+            (Inconclusive, 2),
+        ] {
+            assert_eq!(v.exit_code(), code, "{v:?}");
+        }
+    }
+
     #[test]
     fn default_sequences_are_deterministic_and_in_range() {
         let s = default_sequences(256, 3, 16);
