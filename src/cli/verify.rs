@@ -182,9 +182,10 @@ pub fn run(a: Args) -> CmdResult {
 }
 
 /// What `ckpt verify` can do when the logits level could not run (flags it really has).
-pub const VERIFY_HINT: &str = "a sliding window or a position limit shorter than the input: shorten \
-     it with `--seq-len N` (or shorter `--ids`); to compare without the forward pass, \
-     `--skip-logits` or `--level bytes` (that verdict then names the levels it did not compare)";
+pub const VERIFY_HINT: &str = "if the input is longer than the model allows (a sliding window, a \
+     position limit), shorten it with `--seq-len N` (or shorter `--ids`); to compare without the \
+     forward pass, use `--skip-logits` or `--level bytes` (that verdict then names the levels it did \
+     not compare)";
 
 /// A progress bar on stderr when it is a terminal (hidden otherwise): bytes compared, then layers of
 /// each forward pass.
@@ -312,8 +313,13 @@ pub fn render(rep: &Report, a: &Path, b: &Path, hint: &str) -> Vec<String> {
     }
     match &rep.logits {
         None => l.push(format!(
-            "logits     not compared (--level {})",
-            rep.level.name()
+            "logits     not compared (--level {}{})",
+            rep.level.name(),
+            if rep.level == Level::Bytes {
+                " or --skip-logits"
+            } else {
+                ""
+            }
         )),
         Some(Err(n)) => l.push(format!("logits     COULD NOT RUN  {}", n.reason)),
         Some(Ok(g)) => {
