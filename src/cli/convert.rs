@@ -20,15 +20,21 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{CmdResult, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, out};
 
-/// What `convert --verify` can do when the logits level could not run (it has no --seq-len).
-const CONVERT_HINT: &str = "convert without --verify, then run `ckpt verify SRC DST` with \
+/// What `convert --verify` / `rename --verify` can do when the logits level could not run (they
+/// have no --seq-len).
+const CONVERT_HINT: &str = "write without --verify, then run `ckpt verify SRC DST` with \
      `--seq-len N` (an input within the model's window) or `--skip-logits` (structure and bytes \
      only)";
 
-/// What to do when the source cannot be read without the --rename rules.
-const CONVERT_HINT_UNREADABLE: &str = "a family must read the source as it is (`--from FAMILY`, \
-     `--mapping FILE`); or convert without --verify and check the result with `ckpt verify` \
-     or `ckpt check`";
+/// What `convert --verify` can do when the source cannot be read without the --rename rules.
+const CONVERT_HINT_UNREADABLE: &str = "name a family that reads the source as it is stored \
+     (`--from FAMILY`, `--mapping FILE`), or write without --verify and check the result with \
+     `ckpt verify` against a copy a family reads, or with `ckpt check`";
+
+/// The same for `rename --verify` (the source is read through its detected family).
+const RENAME_HINT_UNREADABLE: &str = "`ckpt rename --verify` reads the source through its \
+     detected family; write without --verify and check the result with `ckpt verify` against a \
+     copy a family reads, or with `ckpt check`";
 
 /// Convert a checkpoint to another naming family (default: LLaMA) as a Hub-ready directory.
 ///
@@ -298,7 +304,12 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
                     "error: --verify compares the output with the source as it is on disk, and the source cannot be read; nothing was written to {}",
                     dst.display()
                 );
-                eprintln!("  hint: {CONVERT_HINT_UNREADABLE}");
+                let hint = if family.is_some() {
+                    CONVERT_HINT_UNREADABLE
+                } else {
+                    RENAME_HINT_UNREADABLE
+                };
+                eprintln!("  hint: {hint}");
                 return Ok(EXIT_ERROR);
             }
         }
