@@ -399,8 +399,12 @@ pub fn verdict_text(rep: &Report) -> String {
     };
     match rep.verdict {
         Verdict::Equivalent => match &rep.bytes {
+            Some(b) if !b.pass && b.values_equal() => format!(
+                "{word} ({} tensors differ in bytes only, not in value: -0 and +0, NaN payloads)",
+                b.differing.len()
+            ),
             Some(b) if !b.pass => format!(
-                "{word} (logits within the stated tolerance; {} tensors' bytes differ)",
+                "{word} (logits within the stated tolerance; {} tensors' values differ)",
                 b.differing.len()
             ),
             _ => word.to_string(),
@@ -410,10 +414,26 @@ pub fn verdict_text(rep: &Report) -> String {
             if !rep.structure.pass {
                 why.push("structure differs".to_string());
             }
+            let logits_ok = matches!(&rep.logits, Some(Ok(g)) if g.pass);
             match &rep.logits {
                 Some(Ok(g)) if !g.pass => why.push("logits differ".into()),
                 Some(Err(_)) => why.push("logits could not run".into()),
                 _ => {}
+            }
+            if let Some(b) = &rep.bytes
+                && !b.values_equal()
+                && (logits_ok || rep.logits.as_ref().is_some_and(|l| l.is_err()))
+                && rep.structure.pass
+            {
+                why.push(format!(
+                    "the values of {} tensors differ at the exact default tolerance{}",
+                    b.differing.len(),
+                    if logits_ok {
+                        ", although the sampled logits agree"
+                    } else {
+                        ""
+                    }
+                ));
             }
             format!("{word} ({})", why.join("; "))
         }

@@ -262,17 +262,34 @@ impl Level {
     }
 }
 
-/// The verdict of a run from its levels (see [`Verdict`]).
+impl Bytes {
+    /// Whether every differing tensor holds numerically equal values (`-0` against `+0`, NaN
+    /// against NaN with another payload): the bytes differ, the numbers do not.
+    pub fn values_equal(&self) -> bool {
+        self.differing
+            .iter()
+            .all(|(_, v)| v.is_some_and(|v| v.differing == 0))
+    }
+}
+
+/// The verdict of a run from its levels (see [`Verdict`]). `exact` is the default tolerance
+/// (`atol = rtol = 0`): then tensors whose values differ rule equivalence out even when the logits
+/// of the sampled sequences agree (a changed embedding row of a token they do not contain would
+/// otherwise pass); with a stated tolerance, differing values are accepted when the logits stay
+/// within it (a dtype conversion).
 pub fn decide(
     structure: &Structure,
     bytes: Option<&Bytes>,
     logits: Option<&std::result::Result<LogitsCmp, NotRun>>,
+    exact: bool,
 ) -> Verdict {
+    let values_differ = exact && bytes.is_some_and(|b| !b.values_equal());
     match logits {
-        Some(Ok(l)) if structure.pass && l.pass => Verdict::Equivalent,
+        Some(Ok(l)) if structure.pass && l.pass && !values_differ => Verdict::Equivalent,
         Some(Ok(_)) => Verdict::NotEquivalent,
-        // The structure differing rules equivalence out even without logits.
-        Some(Err(_)) if !structure.pass => Verdict::NotEquivalent,
+        // A differing structure, or values at the exact tolerance, rule equivalence out even
+        // without logits.
+        Some(Err(_)) if !structure.pass || values_differ => Verdict::NotEquivalent,
         Some(Err(_)) => Verdict::Inconclusive,
         None if !structure.pass => Verdict::StructureDiffers,
         None => match bytes {
@@ -332,9 +349,10 @@ pub fn verify_with_progress(
     } else {
         None
     };
-    // Differing bytes are acceptable when the logits level ran and stayed within the tolerance the
-    // user stated (a dtype conversion, say): `decide` looks at the logits first.
-    let verdict = decide(&structure, bytes.as_ref(), logits.as_ref());
+    // Differing values are acceptable only when the logits level ran and stayed within a tolerance
+    // the user stated (a dtype conversion, say).
+    let exact = opts.atol == 0.0 && opts.rtol == 0.0;
+    let verdict = decide(&structure, bytes.as_ref(), logits.as_ref(), exact);
     Ok(Report {
         family_a: a.family.clone(),
         family_b: b.family.clone(),
@@ -894,13 +912,38 @@ mod tests {
 
     #[test]
     fn verdicts_claim_only_what_ran() {
-        let bytes = |pass| Bytes {
-            pass,
+        // `differing`: None = all bytes equal; Some(n) = one tensor whose values differ in n elements
+        // (0: the same numbers in other bytes, e.g. -0 and +0).
+        let bytes = |differing: Option<u64>| Bytes {
+            pass: differing.is_none(),
             compared: 1,
-            identical: usize::from(pass),
+            identical: usize::from(differing.is_none()),
             bytes: 4,
-            differing: Vec::new(),
+            differing: differing
+                .map(|n| {
+                    let p = Pair {
+                        canonical: "w".into(),
+                        a_name: "w".into(),
+                        b_name: "w".into(),
+                        a_shape: vec![1],
+                        b_shape: vec![1],
+                        a_dtype: Some(Dtype::F32),
+                        b_dtype: Some(Dtype::F32),
+                    };
+                    let v = ValueDiff {
+                        max_abs: n as f64,
+                        rel_l2: 0.0,
+                        cosine: 1.0,
+                        differing: n,
+                        elements: 1,
+                        nonfinite_a: 0,
+                        nonfinite_b: 0,
+                    };
+                    vec![(p, Some(v))]
+                })
+                .unwrap_or_default(),
         };
+        let (same, numerically_same, differ) = (bytes(None), bytes(Some(0)), bytes(Some(1)));
         let a = logits(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let ok = logits_metrics(&a, &a, 0.0, 0.0).unwrap();
         let mut b = a.clone();
@@ -913,36 +956,40 @@ mod tests {
         };
         let (t, f) = (structure(true), structure(false));
         use Verdict::*;
-        assert_eq!(decide(&t, None, None), SameStructure);
-        assert_eq!(decide(&f, None, None), StructureDiffers);
-        assert_eq!(decide(&t, Some(&bytes(true)), None), IdenticalBytes);
-        assert_eq!(decide(&t, Some(&bytes(false)), None), BytesDiffer);
-        assert_eq!(decide(&f, Some(&bytes(true)), None), StructureDiffers);
+        let exact = true;
+        assert_eq!(decide(&t, None, None, exact), SameStructure);
+        assert_eq!(decide(&f, None, None, exact), StructureDiffers);
+        assert_eq!(decide(&t, Some(&same), None, exact), IdenticalBytes);
+        assert_eq!(decide(&t, Some(&differ), None, exact), BytesDiffer);
+        assert_eq!(decide(&f, Some(&same), None, exact), StructureDiffers);
         let l = |r: std::result::Result<LogitsCmp, NotRun>| Some(r);
+        let ok_l = l(Ok(ok.clone()));
+        assert_eq!(decide(&t, Some(&same), ok_l.as_ref(), exact), Equivalent);
+        // Values that differ at the exact default tolerance are not equivalent even when the sampled
+        // logits agree; with a stated tolerance they are; -0 against +0 always is.
         assert_eq!(
-            decide(&t, Some(&bytes(true)), l(Ok(ok.clone())).as_ref()),
+            decide(&t, Some(&differ), ok_l.as_ref(), exact),
+            NotEquivalent
+        );
+        assert_eq!(decide(&t, Some(&differ), ok_l.as_ref(), false), Equivalent);
+        assert_eq!(
+            decide(&t, Some(&numerically_same), ok_l.as_ref(), exact),
             Equivalent
         );
+        assert_eq!(decide(&f, Some(&same), ok_l.as_ref(), exact), NotEquivalent);
+        let bad_l = l(Ok(bad));
         assert_eq!(
-            decide(&t, Some(&bytes(false)), l(Ok(ok.clone())).as_ref()),
-            Equivalent
-        );
-        assert_eq!(
-            decide(&f, Some(&bytes(true)), l(Ok(ok)).as_ref()),
+            decide(&t, Some(&same), bad_l.as_ref(), false),
             NotEquivalent
         );
+        let err = l(Err(not_run));
+        assert_eq!(decide(&t, Some(&same), err.as_ref(), exact), Inconclusive);
         assert_eq!(
-            decide(&t, Some(&bytes(true)), l(Ok(bad)).as_ref()),
+            decide(&t, Some(&differ), err.as_ref(), exact),
             NotEquivalent
         );
-        assert_eq!(
-            decide(&t, Some(&bytes(true)), l(Err(not_run.clone())).as_ref()),
-            Inconclusive
-        );
-        assert_eq!(
-            decide(&f, Some(&bytes(true)), l(Err(not_run)).as_ref()),
-            NotEquivalent
-        );
+        assert_eq!(decide(&t, Some(&differ), err.as_ref(), false), Inconclusive);
+        assert_eq!(decide(&f, Some(&same), err.as_ref(), exact), NotEquivalent);
         for (v, code) in [
             (Equivalent, 0),
             (SameStructure, 0),
