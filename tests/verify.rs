@@ -686,3 +686,36 @@ fn logits_with_non_finite_output_warn_and_exit_1() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["nonfinite"].as_u64(), Some(0));
 }
+
+/// A changed embedding row only shows in logits of inputs holding its token, so a fixed sample could
+/// miss it and call the pair equivalent. The logits level also runs the tokens whose rows differ.
+#[test]
+fn a_changed_embedding_row_outside_the_sample_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("row");
+    rewrite(
+        &fixture("llama-gqa"),
+        &x,
+        |ts| {
+            let t = tensor(ts, "model.embed_tokens.weight");
+            let row = 250 * t.2[1] * 4;
+            t.3[row..row + 4].copy_from_slice(&3.0f32.to_le_bytes());
+        },
+        |_| {},
+    );
+    for extra in [
+        &[][..],
+        &["--ids", "1,2,3"][..],
+        &["--ids", "1,2,3", "--atol", "1e-3"][..],
+    ] {
+        let (code, v, err) = verify_json(&fixture("llama-gqa"), &x, extra);
+        assert_eq!(code, 1, "{extra:?}: {v}\n{err}");
+        assert_eq!(v["verdict"], "NOT equivalent", "{extra:?}");
+        assert_eq!(v["logits"]["pass"], false, "{extra:?}: {v}");
+        assert_eq!(v["embedding_rows"]["differing"].as_u64(), Some(1), "{v}");
+        assert_eq!(v["embedding_rows"]["exercised"].as_u64(), Some(1), "{v}");
+    }
+    let (_, v, _) = verify_json(&fixture("llama-gqa"), &x, &["--ids", "1,2,3"]);
+    assert_eq!(v["embedding_rows"]["added"].as_u64(), Some(1), "{v}");
+    assert_eq!(v["logits"]["positions"].as_u64(), Some(6), "{v}");
+}

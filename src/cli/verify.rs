@@ -350,6 +350,18 @@ pub fn render(rep: &Report, a: &Path, b: &Path, hint: &str) -> Vec<String> {
             }
         }
     }
+    if let Some(e) = &rep.embedding_rows {
+        l.push(format!(
+            "  embedding rows that differ: {}; the logits level ran {} of their tokens{}",
+            e.differing,
+            e.exercised,
+            if e.added > 0 {
+                format!(" ({} of them added in extra sequences)", e.added)
+            } else {
+                String::new()
+            }
+        ));
+    }
     l.push(String::new());
     l.push(format!("verdict: {}", verdict_text(rep)));
     if let Some(n) = rep.not_run() {
@@ -404,8 +416,14 @@ pub fn verdict_text(rep: &Report) -> String {
                 b.differing.len()
             ),
             Some(b) if !b.pass => format!(
-                "{word} (logits within the stated tolerance; {} tensors' values differ)",
-                b.differing.len()
+                "{word} (logits within the stated tolerance on the sequences run; {} tensors' values differ{})",
+                b.differing.len(),
+                rep.embedding_rows
+                    .map(|e| format!(
+                        "; {} of {} differing embedding rows run",
+                        e.exercised, e.differing
+                    ))
+                    .unwrap_or_default()
             ),
             _ => word.to_string(),
         },
@@ -482,6 +500,7 @@ pub fn to_json(rep: &Report, a: &Path, b: &Path, hint: &str) -> serde_json::Valu
         "verdict_text": verdict_text(rep),
         "equivalent": rep.equivalent,
         "checked": names(rep.checked()),
+        "embedding_rows": rep.embedding_rows.map(|e| json!({"differing": e.differing, "exercised": e.exercised, "added": e.added})),
         "not_checked": names(rep.not_checked()),
         "structure": {
             "pass": s.pass, "common": s.common,

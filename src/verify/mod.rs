@@ -142,6 +142,116 @@ pub struct LogitsCmp {
     pub kl_skipped: usize,
 }
 
+/// Embedding rows that differ between A and B, and how many of their tokens the logits level ran
+/// (in extra sequences appended to the ones asked for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddingRows {
+    /// Rows whose bytes differ.
+    pub differing: usize,
+    /// Of those, rows whose token the logits level ran.
+    pub exercised: usize,
+    /// Of those, tokens added in extra sequences (at most [`EXTRA_TOKENS`]).
+    pub added: usize,
+}
+
+/// Most tokens of differing embedding rows added to the logits level's input.
+pub const EXTRA_TOKENS: usize = 64;
+
+/// Which embedding rows differ (`row_differs[id]`).
+struct RowsToRun {
+    differing: usize,
+    row_differs: Vec<bool>,
+}
+
+/// The differing rows of the embedding, when it is among the differing tensors.
+fn embedding_rows_to_run(a: &View<'_>, b: &View<'_>, bt: &Bytes) -> Result<Option<RowsToRun>> {
+    const EMBED: &str = "model.embed_tokens.weight";
+    if !bt.differing.iter().any(|(p, _)| p.canonical == EMBED) {
+        return Ok(None);
+    }
+    let (Some(ta), Some(tb)) = (a.get(EMBED), b.get(EMBED)) else {
+        return Ok(None);
+    };
+    let rows = ta.shape.first().copied().unwrap_or(0);
+    if ta.dtype != tb.dtype || ta.nbytes() != tb.nbytes() || rows == 0 {
+        // Another dtype: every row differs.
+        return Ok(Some(RowsToRun {
+            differing: rows,
+            row_differs: vec![true; rows],
+        }));
+    }
+    let row_bytes = ta.nbytes() / rows;
+    let (ca, cb) = (chunks(a, ta)?, chunks(b, tb)?);
+    let (mut ra, mut rb) = (RowReader::new(&ca), RowReader::new(&cb));
+    let mut out = RowsToRun {
+        differing: 0,
+        row_differs: Vec::with_capacity(rows),
+    };
+    for _ in 0..rows {
+        let differs = ra.next_row(row_bytes) != rb.next_row(row_bytes);
+        out.differing += usize::from(differs);
+        out.row_differs.push(differs);
+    }
+    a.release(ta);
+    b.release(tb);
+    Ok(Some(out))
+}
+
+/// Sequences of length `len` holding `ids` (the last one completed by repeating them).
+fn extra_sequences(ids: &[u32], len: usize) -> Vec<Vec<u32>> {
+    ids.chunks(len)
+        .map(|c| c.iter().copied().cycle().take(len).collect())
+        .collect()
+}
+
+/// Reads consecutive rows from a chunked byte stream, borrowing when a row lies in one chunk.
+struct RowReader<'c, 'a> {
+    chunks: &'c [&'a [u8]],
+    idx: usize,
+    off: usize,
+}
+
+impl<'c, 'a> RowReader<'c, 'a> {
+    fn new(chunks: &'c [&'a [u8]]) -> Self {
+        RowReader {
+            chunks,
+            idx: 0,
+            off: 0,
+        }
+    }
+
+    fn next_row(&mut self, n: usize) -> std::borrow::Cow<'a, [u8]> {
+        while self
+            .chunks
+            .get(self.idx)
+            .is_some_and(|c| self.off >= c.len())
+        {
+            self.idx += 1;
+            self.off = 0;
+        }
+        if let Some(c) = self.chunks.get(self.idx)
+            && let Some(row) = c.get(self.off..self.off + n)
+        {
+            self.off += n;
+            return std::borrow::Cow::Borrowed(row);
+        }
+        let mut row = Vec::with_capacity(n);
+        while row.len() < n {
+            let Some(c) = self.chunks.get(self.idx) else {
+                break;
+            };
+            let take = (n - row.len()).min(c.len() - self.off);
+            row.extend_from_slice(&c[self.off..self.off + take]);
+            self.off += take;
+            if self.off >= c.len() {
+                self.idx += 1;
+                self.off = 0;
+            }
+        }
+        std::borrow::Cow::Owned(row)
+    }
+}
+
 /// Why a level could not run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotRun {
@@ -214,6 +324,8 @@ pub struct Report {
     pub logits: Option<std::result::Result<LogitsCmp, NotRun>>,
     /// The deepest level asked for.
     pub level: Level,
+    /// When embedding rows differ: how many, and how many of those tokens the logits level ran.
+    pub embedding_rows: Option<EmbeddingRows>,
     /// What the levels that ran prove.
     pub verdict: Verdict,
     /// `verdict == Verdict::Equivalent`.
@@ -344,8 +456,44 @@ pub fn verify_with_progress(
     let bytes = (opts.level >= Level::Bytes)
         .then(|| compare_bytes_with_progress(a, b, progress))
         .transpose()?;
+    // An embedding row only matters for inputs holding its token: the logits level also runs the
+    // tokens whose rows differ (up to `EXTRA_TOKENS` of them), so a changed row cannot hide from a
+    // sample that happens not to contain it.
+    let mut embedding_rows = None;
+    let mut run_opts = std::borrow::Cow::Borrowed(opts);
+    if opts.level >= Level::Logits
+        && let Some(bt) = &bytes
+        && let Some(rows) = embedding_rows_to_run(a, b, bt)?
+    {
+        let len = opts.sequences.first().map_or(0, Vec::len);
+        let run = |seqs: &[Vec<u32>]| -> std::collections::BTreeSet<u32> {
+            seqs.iter()
+                .flatten()
+                .copied()
+                .filter(|&t| rows.row_differs.get(t as usize).copied().unwrap_or(false))
+                .collect()
+        };
+        let already = run(&opts.sequences);
+        let extra: Vec<u32> = (0..rows.row_differs.len())
+            .filter(|&r| rows.row_differs[r])
+            .filter_map(|r| u32::try_from(r).ok())
+            .filter(|t| !already.contains(t))
+            .take(EXTRA_TOKENS)
+            .collect();
+        let added = if len > 0 { extra.len() } else { 0 };
+        if added > 0 {
+            let mut o = opts.clone();
+            o.sequences.extend(extra_sequences(&extra, len));
+            run_opts = std::borrow::Cow::Owned(o);
+        }
+        embedding_rows = Some(EmbeddingRows {
+            differing: rows.differing,
+            exercised: run(&run_opts.sequences).len(),
+            added,
+        });
+    }
     let logits = if opts.level >= Level::Logits {
-        Some(compare_logits(a, b, opts, progress)?)
+        Some(compare_logits(a, b, &run_opts, progress)?)
     } else {
         None
     };
@@ -360,6 +508,7 @@ pub fn verify_with_progress(
         bytes,
         logits,
         level: opts.level,
+        embedding_rows,
         verdict,
         equivalent: verdict == Verdict::Equivalent,
     })
@@ -1001,6 +1150,23 @@ mod tests {
         ] {
             assert_eq!(v.exit_code(), code, "{v:?}");
         }
+    }
+
+    #[test]
+    fn rows_are_read_across_chunk_boundaries() {
+        let chunks: Vec<&[u8]> = vec![b"abc", b"defg", b"h", b"ijkl"];
+        let mut r = RowReader::new(&chunks);
+        let rows: Vec<Vec<u8>> = (0..4).map(|_| r.next_row(3).into_owned()).collect();
+        assert_eq!(
+            rows,
+            [
+                b"abc".to_vec(),
+                b"def".to_vec(),
+                b"ghi".to_vec(),
+                b"jkl".to_vec()
+            ]
+        );
+        assert_eq!(extra_sequences(&[7, 8, 9], 2), vec![vec![7, 8], vec![9, 9]]);
     }
 
     #[test]
