@@ -41,7 +41,8 @@ pub struct Args {
     #[arg(long)]
     pub skip_logits: bool,
     /// A token id sequence for the logits level, comma-separated (repeatable; equal lengths). Default:
-    /// deterministic pseudo-random sequences across the vocabulary plus one of low ids.
+    /// deterministic pseudo-random sequences across the vocabulary plus one of low ids. Either way,
+    /// up to 64 tokens whose embedding rows differ are run too, in extra sequences.
     #[arg(long, value_name = "IDS")]
     pub ids: Vec<String>,
     /// Length of the default sequences.

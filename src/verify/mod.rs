@@ -6,8 +6,9 @@
 //!   same forward-relevant hyperparameters (a `rope_theta` left at 10000 is a real, silent bug);
 //! - **bytes**: each tensor's bytes identical, compared zero-copy over the two views' mmap slices (a
 //!   differing tensor gets its max abs difference);
-//! - **logits**: the reference forward pass on both over the same token sequences, with max abs and
-//!   relative differences, cosine similarity, top-1/top-5 agreement and KL divergence.
+//! - **logits**: the reference forward pass on both over the same token sequences (plus the tokens
+//!   whose embedding rows differ, which a fixed sample could miss), with max abs and relative
+//!   differences, cosine similarity, top-1/top-5 agreement and KL divergence.
 //!
 //! Only one model's forward runs at a time and each streams its weights from the mmaps, so verifying
 //! needs the activations of one model, never both models in memory.
