@@ -38,8 +38,8 @@ pub(crate) trait Simd: Copy + Send + Sync {
     /// Lane-wise `if a < b { x } else { y }` (false for NaN).
     fn select_lt(self, a: Self::V, b: Self::V, x: Self::V, y: Self::V) -> Self::V;
     fn reduce_sum(self, a: Self::V) -> f32;
-    /// The largest lane; NaN lanes are skipped (a caller that must propagate NaN tracks it, as
-    /// `softmax_inplace` does).
+    /// The largest lane; NaN when a lane is NaN. (Lane-wise `max` does not propagate NaN, so a
+    /// running maximum built with it must track NaN itself, as `softmax_inplace` does.)
     fn reduce_max(self, a: Self::V) -> f32;
     /// `[sum(a), sum(b), sum(c), sum(d)]`, cheaper than four `reduce_sum`.
     fn reduce4(self, a: Self::V, b: Self::V, c: Self::V, d: Self::V) -> [f32; 4];
