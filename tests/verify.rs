@@ -719,3 +719,29 @@ fn a_changed_embedding_row_outside_the_sample_is_caught() {
     assert_eq!(v["embedding_rows"]["added"].as_u64(), Some(1), "{v}");
     assert_eq!(v["logits"]["positions"].as_u64(), Some(6), "{v}");
 }
+
+/// A side no family reads cannot be compared at all: an error (exit 2), not a verdict, and the hint
+/// names verify's own flags (`--family-b`), not another command's.
+#[test]
+fn a_side_no_family_reads_is_an_error_with_verify_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("odd");
+    rewrite(
+        &fixture("llama-gqa"),
+        &x,
+        |ts| {
+            for t in ts.iter_mut() {
+                t.0 = format!("weird.{}", t.0.replace('.', "_"));
+            }
+        },
+        |_| {},
+    );
+    let (code, out, err) = ckpt(&[
+        "verify",
+        fixture("llama-gqa").to_str().unwrap(),
+        x.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(!out.contains("verdict"), "{out}");
+    assert!(err.contains("--family-b FAMILY"), "{err}");
+}

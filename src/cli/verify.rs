@@ -156,8 +156,22 @@ pub fn run(a: Args) -> CmdResult {
     let reg = registry(&a.mapping)?;
     let cka = Checkpoint::open(&a.a)?;
     let ckb = Checkpoint::open(&a.b)?;
-    let va = open_canonical(&cka, &reg, a.family_a.as_deref())?;
-    let vb = open_canonical(&ckb, &reg, a.family_b.as_deref())?;
+    // A side no family reads has no canonical view to compare: an error (exit 2), never a verdict.
+    // Detection's hint names `--family`; verify's flags are `--family-a` / `--family-b`.
+    let side_hint = |e: Error, flag: &str| {
+        if e.kind() == ckpt::ErrorKind::Usage {
+            e.hint(format!(
+                "verify reads each side through its family: `{flag} FAMILY` names it (`ckpt families` \
+                 lists them), or describe it in a mapping file and pass `--mapping FILE`"
+            ))
+        } else {
+            e
+        }
+    };
+    let va = open_canonical(&cka, &reg, a.family_a.as_deref())
+        .map_err(|e| side_hint(e, "--family-a"))?;
+    let vb = open_canonical(&ckb, &reg, a.family_b.as_deref())
+        .map_err(|e| side_hint(e, "--family-b"))?;
     let vocab = va
         .get("model.embed_tokens.weight")
         .and_then(|t| t.shape.first().copied());
