@@ -488,7 +488,7 @@ fn a_level_that_cannot_run_is_inconclusive_not_a_difference() {
     assert_eq!(code, 2, "{out}{err}");
     assert!(
         out.contains(
-            "verdict: inconclusive (logits could not run; structure agrees, bytes identical)"
+            "verdict: inconclusive (logits could not run; structure agrees (hyperparameters not compared), bytes identical)"
         ),
         "{out}"
     );

@@ -480,9 +480,14 @@ pub fn verdict_text(rep: &Report) -> String {
         Verdict::StructureDiffers | Verdict::BytesDiffer => {
             format!("{word} ({})", not_compared(&rep.not_checked()))
         }
-        Verdict::Inconclusive => {
-            format!("{word} (logits could not run; structure agrees, {bytes_note})")
-        }
+        Verdict::Inconclusive => format!(
+            "{word} (logits could not run; structure agrees{}, {bytes_note})",
+            if rep.structure.configs == (true, true) {
+                ""
+            } else {
+                " (hyperparameters not compared)"
+            }
+        ),
     }
 }
 
