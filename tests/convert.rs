@@ -920,3 +920,20 @@ fn convert_verify_of_a_source_unreadable_without_renames_is_inconclusive() {
     let o = ckpt(&["verify", s(&fixture("llama-gqa")), s(&out)]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// `--verify` with `--in-place` used to be ignored without a word (no output to compare): refused.
+#[test]
+fn in_place_with_verify_is_refused_not_silently_unverified() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("yi");
+    copy_dir(&fixture("yi"), &src);
+    let before = file_bytes(&src);
+    let o = ckpt(&["rename", s(&src), "--in-place", "--rename", LN1, "--verify"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--in-place leaves no source"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(file_bytes(&src), before);
+}

@@ -103,7 +103,7 @@ pub struct Common {
     /// pass) between the source as it is on disk (its own family, without the --rename rules) and
     /// the staged output; nothing is written unless the verdict is `equivalent`: exit 1 when it is
     /// not equivalent, 2 when it is inconclusive (a forward pass could not run, or the source cannot
-    /// be read without the --rename rules).
+    /// be read without the --rename rules). Refused with --in-place (no separate output).
     #[arg(long)]
     pub verify: bool,
     /// Pure renames only: rewrite the headers of SRC in place (when they fit), under a journal.
@@ -433,6 +433,13 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
 }
 
 fn in_place(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Common) -> CmdResult {
+    if c.verify {
+        // There is no separate output to compare with the source: refusing beats a silent "verified".
+        return Err(Error::usage(
+            "--verify compares the source with a new output; --in-place leaves no source to compare with",
+        )
+        .hint("write to a new directory with --verify, or run `ckpt verify` against a copy made before the in-place run"));
+    }
     if let Some(d) = dst {
         let same = std::fs::canonicalize(d).ok() == std::fs::canonicalize(src).ok();
         if !same {
