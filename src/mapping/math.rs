@@ -525,7 +525,10 @@ pub const NEUTRAL_KEYS: &[&str] = &[
     "exponential_decay_length_penalty",
     "suppress_tokens",
     "begin_suppress_tokens",
-    // training only
+    // training only (losses, initialisation) and length hints that do not change a logit
+    "z_loss_weight",
+    "model_max_length",
+    "max_sequence_length",
     "initializer_range",
     "initializer_factor",
     "pretraining_tp",
