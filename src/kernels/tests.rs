@@ -347,7 +347,7 @@ fn every_kernel_propagates_nan_and_inf() {
                     let w = encode(WDtype::F32, &rng.vec(n, 0.5, 1.5), 0);
                     let w = Weights::new(WDtype::F32, &w);
                     let mut want = vec![0.0; n];
-                    scalar::rmsnorm(&x, w, 1e-6, &mut want);
+                    scalar::rmsnorm(&x, w, 1e-6, 0.0, &mut want);
                     let mut got = vec![0.0; n];
                     rmsnorm(isa, &x, w, 1e-6, &mut got).unwrap();
                     assert_same_nonfinite(&got, &want, &what("rmsnorm"));
