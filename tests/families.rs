@@ -193,6 +193,13 @@ fn sliding_window_conversion_is_lossy_and_says_so() {
     // The output is plain LLaMA with nothing unmodelled.
     let (code, out, _) = ckpt(&["check", s(&out_dir)]);
     assert_eq!(code, 0, "{out}");
+    // Not equivalent in general, although 16-token logits agree: verify says why.
+    let (code, out, _) = ckpt(&["verify", s(&fixture("mistral")), s(&out_dir)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("up to 4096 tokens") && out.contains("NOT equivalent"),
+        "{out}"
+    );
     // Qwen2's window is switched off (`use_sliding_window: false`): exact.
     let q = t.path().join("q");
     let (code, out, err) = ckpt(&["convert", s(&fixture("qwen2")), s(&q), "-q"]);

@@ -558,6 +558,20 @@ pub fn compare_structure(a: &View<'_>, b: &View<'_>) -> Structure {
         }
     }
     s.config_differs = config_differences(a, b);
+    // Each side computes in its own family's math: behaviour one side has and the other cannot
+    // express (a sliding window, NoPE layers, q/k norms) is a difference whatever the sampled
+    // logits say. Differences that arithmetic on weights reproduces (multipliers, NormHead) are
+    // judged by the logits.
+    if let (Some(Ok(ma)), Some(Ok(mb))) = (&a.math, &b.math) {
+        let bridge = crate::mapping::math::bridge(ma, mb);
+        for what in bridge.lossy.iter().chain(&bridge.impossible) {
+            s.config_differs.push((
+                "computation".into(),
+                format!("{} math", a.family),
+                format!("{} math: {what}", b.family),
+            ));
+        }
+    }
     s.pass = s.only_a.is_empty()
         && s.only_b.is_empty()
         && s.shape_differs.is_empty()
