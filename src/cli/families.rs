@@ -64,8 +64,10 @@ pub fn run(a: Args) -> CmdResult {
             .to_string(),
             if f.detect_only {
                 "detect only"
+            } else if f.exact {
+                "compute, convert"
             } else {
-                "convert"
+                "compute (converting: see note)"
             }
             .to_string(),
             esc(&f.summary),

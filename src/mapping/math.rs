@@ -596,7 +596,11 @@ pub fn unmodelled_keys(cfg: &ModelConfig, understood: &[&str]) -> Vec<Unmodelled
         .iter()
         .filter(|(k, v)| !is_neutral_key(k) && !understood.contains(&k.as_str()) && !is_off(v))
         .map(|(k, v)| {
-            let mut value = v.to_string();
+            // Compact JSON, with non-finite tokens shown as the file spelled them.
+            let mut value = crate::json::to_string_pretty_nonfinite(v)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join("");
             if value.chars().count() > 60 {
                 value = value.chars().take(57).collect::<String>() + "...";
             }
@@ -1141,12 +1145,10 @@ pub fn for_checkpoint(fam: &crate::mapping::Family, cfg: Option<&ModelConfig>) -
     let unmodelled = unmodelled_keys(cfg, &understood_keys(fam));
     let math = (|| -> Result<Math> {
         let named = crate::mapping::configmap::renamed(cfg, fam)?;
-        let need = |v: Option<usize>, key: &str| {
-            v.ok_or_else(|| Error::bad_data(format!("the config has no `{key}`")))
-        };
-        let hidden = need(named.hidden_size, "hidden_size")?;
-        let layers = need(named.num_hidden_layers, "num_hidden_layers")?;
-        let head_dim = need(named.resolved_head_dim(), "head_dim")?;
+        // The reference's own resolution names the precise problem (a missing size, heads that do
+        // not divide, an overflow) before any family switch is read.
+        let c = crate::reference::Config::resolve(&named)?;
+        let (hidden, layers, head_dim) = (c.hidden, c.layers, c.head_dim);
         resolve(
             &fam.math,
             cfg,

@@ -445,6 +445,7 @@ def config_cases():
     write("good/A43-config-infinity/config.json", text)
     add("good/A43-config-infinity", "A43", is_dir=True, exit=0, commands=["inspect", "detect", "check", "logits"],
         expect={"check": {"exit": 1, "contains": ["C011-unmodelled-key", "time_step_limit"]},
+                "detect": {"exit": 1, "contains": ["time_step_limit", "[0.0,Infinity]"]},
                 # keys LLaMA does not model: the computation is not known, so the model is not run
                 "logits": {"exit": 2, "contains": ["time_step_limit", "does not model"]}},
         contains=[],
