@@ -409,11 +409,26 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
         .as_ref()
         .and_then(|w| reg.get(w))
         .map(|f| f.exact && !f.detect_only);
+    // A LLaMA checkpoint needs no conversion. The command carries the renames and the mapping file
+    // the detection needed, so it runs as printed.
     let convert_command = match (&winner, exact) {
-        (Some(_), Some(true)) => Some(format!(
-            "ckpt convert {} OUT --to llama",
-            shell_quote(&ck.path.display().to_string())
-        )),
+        (Some(w), Some(true)) if w != "llama" => {
+            let mut cmd = format!(
+                "ckpt convert {} OUT --to llama",
+                shell_quote(&ck.path.display().to_string())
+            );
+            if let Some(f) = reg.get(w)
+                && !crate::mapping::family::BUILTIN
+                    .iter()
+                    .any(|(file, _)| *file == f.file)
+            {
+                cmd.push_str(&format!(" --mapping {}", shell_quote(&f.file)));
+            }
+            for r in renames {
+                cmd.push_str(&format!(" --rename {}", shell_quote(&r.spec)));
+            }
+            Some(cmd)
+        }
         _ => None,
     };
     Ok(Detection {
@@ -456,7 +471,7 @@ pub fn open_view<'a>(
                     d.evidence.join("; ")
                 ))
                 .file(&ck.path)
-                .hint("name it with --family, or describe it in a mapping file and pass --mapping FILE"));
+                .cause(crate::error::Cause::FamilyUndetected));
             };
             reg.get(&w)
                 .ok_or_else(|| Error::internal("detected family vanished"))?

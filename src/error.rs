@@ -55,6 +55,37 @@ impl ErrorKind {
     }
 }
 
+/// Facts about why an operation failed, for a program to turn into advice. The library states what
+/// failed and what was expected; the `ckpt` binary turns a cause into a hint that names only the
+/// flags the running command has (the library never names command-line flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Cause {
+    /// No family fits the checkpoint (detection found none).
+    FamilyUndetected,
+    /// A tensor matched no rule of the family the checkpoint was read through.
+    TensorUnmapped {
+        /// The family whose rules were tried.
+        family: String,
+    },
+    /// A family name that no loaded mapping file defines.
+    UnknownFamily {
+        /// The name asked for.
+        name: String,
+        /// The families that are loaded.
+        known: Vec<String>,
+    },
+    /// A rename rule is not `PATTERN=REPLACEMENT`, or its pattern or replacement is invalid.
+    RenameSyntax,
+    /// A rename rule matched no tensor name (patterns match whole names).
+    RenameUnmatched {
+        /// The rule as given.
+        rule: String,
+    },
+    /// A shard is a symlink that leaves the checkpoint directory (and not into a cache `blobs/`).
+    ExternalLink,
+}
+
 /// An error with its kind, the file and tensor it concerns, a message and an optional hint.
 #[derive(Debug)]
 pub struct Error {
@@ -63,6 +94,7 @@ pub struct Error {
     tensor: Option<String>,
     message: String,
     hint: Option<String>,
+    cause: Option<Cause>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -75,6 +107,7 @@ impl Error {
             tensor: None,
             message: message.into(),
             hint: None,
+            cause: None,
             source: None,
         }
     }
@@ -148,6 +181,22 @@ impl Error {
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
+    }
+
+    /// Attach the facts a program needs to advise the user (see [`Cause`]).
+    pub fn cause(mut self, cause: Cause) -> Self {
+        self.cause = Some(cause);
+        self
+    }
+
+    /// The facts attached with [`Error::cause`], if any.
+    pub fn cause_info(&self) -> Option<&Cause> {
+        self.cause.as_ref()
+    }
+
+    /// Replace the hint (the binary does this to name its own flags).
+    pub fn set_hint(&mut self, hint: Option<String>) {
+        self.hint = hint;
     }
 
     /// Attach an underlying cause.

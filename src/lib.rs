@@ -23,4 +23,4 @@ pub mod verify;
 pub mod write;
 
 pub use checkpoint::{Checkpoint, TensorInfo};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Cause, Error, ErrorKind, Result};

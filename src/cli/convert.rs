@@ -5,10 +5,11 @@
 //! This file owns the flags, the view construction, the dry-run table, the progress bar and the
 //! summary; the protocol itself is in `ckpt::write`.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::args::{MappingArgs, OpenArgs, Unit, exit_codes, progress};
+use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
 use ckpt::Error;
 use ckpt::checkpoint::Checkpoint;
 use ckpt::detect::open_view;
@@ -16,30 +17,30 @@ use ckpt::mapping::pattern::apply_renames;
 use ckpt::mapping::{RenameRule, View, to_family};
 use ckpt::report::{self, esc, human_bytes};
 use ckpt::write::{self, Phase, WriteOptions, inplace, plan};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-
-use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
 
 /// Convert a checkpoint to another naming family (default: LLaMA) as a Hub-ready directory.
 ///
 /// The output is built in a hidden sibling directory, fsynced, checked against the source (every
-/// tensor's bytes re-read and compared) and only then renamed to DST: an error, a full disk or Ctrl-C leaves DST as it
-/// was. The source is never modified (except with --in-place).
+/// tensor's bytes re-read and compared) and only then renamed to DST: an error, a full disk or
+/// Ctrl-C leaves DST as it was. The source is never modified (except with --in-place).
 #[derive(clap::Args, Debug)]
+#[command(after_help = exit_codes::CONVERT)]
 pub struct Args {
-    /// Source checkpoint: a directory, a `.safetensors` file or a `*.index.json`.
+    /// Source checkpoint: a directory, a `.safetensors` file, a `*.index.json` or a Hugging Face
+    /// cache repository.
+    #[arg(value_name = "SRC")]
     pub src: Option<PathBuf>,
     /// Destination directory (must not exist unless --force).
+    #[arg(value_name = "DST")]
     pub dst: Option<PathBuf>,
-    /// Target family [default: llama].
+    /// Target family [default: llama] (`ckpt families` lists them).
     #[arg(long, value_name = "FAMILY")]
     pub to: Option<String>,
-    /// Source family (default: detected).
-    #[arg(long, value_name = "FAMILY")]
+    /// Source family [default: detected].
+    #[arg(long, value_name = "FAMILY", alias = "family")]
     pub from: Option<String>,
-    /// Extra mapping file(s) to load (TOML), in addition to the built-in families.
-    #[arg(long, value_name = "FILE")]
-    pub mapping: Vec<PathBuf>,
+    #[command(flatten)]
+    pub mapping: MappingArgs,
     #[command(flatten)]
     pub common: Common,
     /// Roll back an interrupted --in-place run in DIR (restores the old headers) and exit.
@@ -50,13 +51,24 @@ pub struct Args {
     pub clean: Option<PathBuf>,
 }
 
-/// Rename tensors of a checkpoint (`P=R` rules) into a new directory, or in place.
+/// Rename tensors with PATTERN=REPLACEMENT rules into a new directory, or in place with
+/// --in-place. No family mapping is involved: the names are rewritten as the rules say and
+/// everything else is copied as it is.
 #[derive(clap::Args, Debug)]
+#[command(after_help = exit_codes::CONVERT)]
 pub struct RenameArgs {
-    /// Source checkpoint: a directory, a `.safetensors` file or a `*.index.json`.
+    /// Source checkpoint: a directory, a `.safetensors` file, a `*.index.json` or a Hugging Face
+    /// cache repository.
+    #[arg(value_name = "SRC")]
     pub src: PathBuf,
     /// Destination directory (omit with --in-place).
+    #[arg(value_name = "DST")]
     pub dst: Option<PathBuf>,
+    /// Rename rule: PATTERN is a regex matched against whole tensor names, REPLACEMENT may use `$1`
+    /// groups (repeatable; at least one), e.g. '(.*)\.ln1\.(.*)=$1.input_layernorm.$2'. A rule
+    /// that matches no tensor is an error (a warning with --dry-run).
+    #[arg(long = "rename", value_name = "PATTERN=REPLACEMENT", required = true)]
+    pub renames: Vec<String>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -64,10 +76,6 @@ pub struct RenameArgs {
 /// Flags shared by `convert` and `rename`.
 #[derive(clap::Args, Debug)]
 pub struct Common {
-    /// Rename rule `PATTERN=REPLACEMENT` (a regex matched against the whole tensor name; `$1` refers
-    /// to groups), applied to the source names before the family mapping (repeatable).
-    #[arg(long, value_name = "P=R")]
-    pub rename: Vec<String>,
     /// Largest amount of tensor data per shard file (5GB, 500MB, 2GiB, 1e9).
     #[arg(long, value_name = "SIZE", default_value = "5GB")]
     pub max_shard_size: String,
@@ -91,6 +99,8 @@ pub struct Common {
     /// Pure renames only: rewrite the headers of SRC in place (when they fit), under a journal.
     #[arg(long)]
     pub in_place: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -133,19 +143,25 @@ pub fn run(a: Args) -> CmdResult {
     let family = FamilyArgs {
         to: a.to,
         from: a.from,
-        mapping: a.mapping,
+        mapping: a.mapping.mappings,
     };
-    convert(&src, a.dst.as_deref(), Some(&family), &a.common)
+    convert(
+        &src,
+        a.dst.as_deref(),
+        Some(&family),
+        &a.mapping.renames,
+        &a.common,
+    )
 }
 
 /// Run `rename`.
 pub fn run_rename(a: RenameArgs) -> CmdResult {
-    if a.common.rename.is_empty() {
+    if a.renames.is_empty() {
         return Err(Error::usage(
             "give at least one --rename 'PATTERN=REPLACEMENT'",
         ));
     }
-    convert(&a.src, a.dst.as_deref(), None, &a.common)
+    convert(&a.src, a.dst.as_deref(), None, &a.renames, &a.common)
 }
 
 struct FamilyArgs {
@@ -217,33 +233,30 @@ fn build_view<'a>(
     Ok((v, drop_py))
 }
 
-fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Common) -> CmdResult {
+fn convert(
+    src: &Path,
+    dst: Option<&Path>,
+    family: Option<&FamilyArgs>,
+    renames: &[String],
+    c: &Common,
+) -> CmdResult {
     let max = plan::parse_size(&c.max_shard_size)?;
     if c.in_place {
-        return in_place(src, dst, family, c);
+        return in_place(src, dst, family, renames, c);
     }
     let dst = dst.ok_or_else(|| Error::usage("give a destination directory DST"))?;
-    let ck = Checkpoint::open(src)?;
-    let (view, drop_py) = build_view(&ck, family, &c.rename)?;
+    let ck = super::args::open(src, &c.open, c.quiet)?;
+    // The destination is judged first (its errors say more than a rule's), then the rules.
+    write::check_destination(&ck, dst, c.force)?;
+    let rules = super::args::parse_renames(renames)?;
+    super::args::require_matches(&[&ck], &rules, c.dry_run)?;
+    let (view, drop_py) = build_view(&ck, family, renames)?;
     if c.dry_run {
-        write::check_destination(&ck, dst, c.force)?;
         dry_run(&view, max, drop_py);
         return Ok(EXIT_OK);
     }
     install_signal_handlers();
-    let show = !c.quiet && std::io::stderr().is_terminal();
-    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    if show {
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg:9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-    } else {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
+    let bar = progress(c.quiet, Unit::Bytes);
     let progress = |phase: Phase, done: u64, total: u64| {
         let msg = match phase {
             Phase::Write => "writing",
@@ -268,7 +281,7 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
     // --verify: compare the source with the staged output before it is committed.
     let verdict: std::cell::RefCell<Option<ckpt::verify::Report>> = std::cell::RefCell::new(None);
     let source_canonical = if c.verify {
-        Some(canonical_for_verify(&ck, family, &c.rename)?)
+        Some(canonical_for_verify(&ck, family, renames)?)
     } else {
         None
     };
@@ -348,8 +361,8 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
     }
     let secs = s.elapsed.as_secs_f64().max(1e-9);
     out(&format!(
-        "wrote {} tensors ({}) in {} file{} to {} in {:.2} s ({}/s){}{}",
-        s.tensors,
+        "wrote {} ({}) in {} file{} to {} in {:.2} s ({}/s){}{}",
+        report::count(s.tensors, "tensor"),
         human_bytes(s.data_bytes),
         s.shard_files.len()
             + s.copied_files.len()
@@ -377,7 +390,13 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
     Ok(EXIT_OK)
 }
 
-fn in_place(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Common) -> CmdResult {
+fn in_place(
+    src: &Path,
+    dst: Option<&Path>,
+    family: Option<&FamilyArgs>,
+    renames: &[String],
+    c: &Common,
+) -> CmdResult {
     if let Some(d) = dst {
         let same = std::fs::canonicalize(d).ok() == std::fs::canonicalize(src).ok();
         if !same {
@@ -400,15 +419,17 @@ fn in_place(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Com
             eprintln!("recovered: {l}");
         }
     }
-    let ck = Checkpoint::open(src)?;
-    let (view, _) = build_view(&ck, family, &c.rename)?;
+    let ck = super::args::open(src, &c.open, c.quiet)?;
+    let rules = super::args::parse_renames(renames)?;
+    super::args::require_matches(&[&ck], &rules, c.dry_run)?;
+    let (view, _) = build_view(&ck, family, renames)?;
     let p = inplace::plan_in_place(&view)?;
     drop(view);
     drop(ck);
     if c.dry_run {
         out(&format!(
-            "in place: {} tensors renamed; headers rewritten in {} file{} (each fits its old space); {} other file{} replaced",
-            p.renamed,
+            "in place: {} renamed; headers rewritten in {} file{} (each fits its old space); {} other file{} replaced",
+            report::count(p.renamed, "tensor"),
             p.headers.len(),
             if p.headers.len() == 1 { "" } else { "s" },
             p.files.len(),
@@ -429,8 +450,8 @@ fn in_place(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Com
     inplace::apply(&p)?;
     if !c.quiet {
         out(&format!(
-            "renamed {} tensors in place in {} ({} header{} rewritten, data untouched)",
-            p.renamed,
+            "renamed {} in place in {} ({} header{} rewritten, data untouched)",
+            report::count(p.renamed, "tensor"),
             dir.display(),
             p.headers.len(),
             if p.headers.len() == 1 { "" } else { "s" }
@@ -497,8 +518,8 @@ fn dry_run(view: &View, max: u64, drop_py: bool) {
     }
     out(&table.to_string());
     out(&format!(
-        "{} tensors, {} of data in {} file{}{}",
-        view.tensors.len(),
+        "{}, {} of data in {} file{}{}",
+        report::count(view.tensors.len(), "tensor"),
         human_bytes(p.total_data),
         p.files.len(),
         if p.files.len() == 1 { "" } else { "s" },

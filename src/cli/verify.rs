@@ -4,32 +4,34 @@ use std::path::{Path, PathBuf};
 
 use ckpt::Error;
 use ckpt::checkpoint::Checkpoint;
-use ckpt::mapping::{Registry, View};
+use ckpt::mapping::{Registry, RenameRule, View};
 use ckpt::report::{self, esc};
 use ckpt::verify::{self, Level, Options, Pair, Report};
 
-use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
+use super::args::{MappingArgs, OpenArgs, Unit, exit_codes, progress};
+use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, JSON_SCHEMA_VERSION, out};
 
 /// Prove two checkpoints compute the same thing: same canonical tensors and shapes (structure), same
-/// bytes, and the same logits from the built-in reference LLaMA forward pass. Exit 0 equivalent,
-/// 1 not equivalent, 2 error.
+/// bytes, and the same logits from the built-in reference LLaMA forward pass.
 #[derive(clap::Args, Debug)]
+#[command(after_help = exit_codes::VERIFY)]
 pub struct Args {
-    /// First checkpoint (file, index or directory).
+    /// First checkpoint (file, index, directory or Hugging Face cache repository).
+    #[arg(value_name = "A")]
     pub a: PathBuf,
     /// Second checkpoint.
+    #[arg(value_name = "B")]
     pub b: PathBuf,
-    /// Read A as this family instead of the detected one.
+    /// Read A as this family instead of the detected one (`ckpt families` lists them).
     #[arg(long, value_name = "FAMILY")]
     pub family_a: Option<String>,
     /// Read B as this family instead of the detected one.
     #[arg(long, value_name = "FAMILY")]
     pub family_b: Option<String>,
-    /// Load an extra family mapping file (repeatable).
-    #[arg(long, value_name = "FILE")]
-    pub mapping: Vec<PathBuf>,
+    #[command(flatten)]
+    pub mapping: MappingArgs,
     /// Deepest level to run: structure, bytes or logits.
-    #[arg(long, default_value = "logits")]
+    #[arg(long, value_name = "LEVEL", default_value = "logits")]
     pub level: String,
     /// Stop after the bytes level (for speed on huge models).
     #[arg(long)]
@@ -39,21 +41,26 @@ pub struct Args {
     #[arg(long, value_name = "IDS")]
     pub ids: Vec<String>,
     /// Length of the default sequences.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, value_name = "N", default_value_t = 16)]
     pub seq_len: usize,
     /// Number of default sequences.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = 3)]
     pub batch: usize,
     /// Absolute logits tolerance (default 0: exact, right when the bytes are identical). A dtype
     /// conversion is equivalent only within a tolerance you state.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_name = "X", default_value_t = 0.0)]
     pub atol: f64,
     /// Tolerance relative to the largest |logit| of A.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_name = "X", default_value_t = 0.0)]
     pub rtol: f64,
-    /// Print JSON instead of tables.
+    /// Print JSON instead of tables (schema: docs/JSON.md).
     #[arg(long)]
     pub json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
 }
 
 /// Open a checkpoint through its detected (or given) family as a canonical view.
@@ -61,18 +68,9 @@ pub fn open_canonical<'a>(
     ck: &'a Checkpoint,
     reg: &Registry,
     family: Option<&str>,
-) -> Result<View<'a>, Error> {
-    let (view, _family) = ckpt::detect::open_view(ck, reg, family, &[])?;
-    Ok(view)
-}
-
-/// The family registry with the built-in families plus `--mapping` files.
-pub fn registry(mappings: &[PathBuf]) -> Result<Registry, Error> {
-    let mut reg = Registry::builtin()?;
-    for m in mappings {
-        reg.load_file(m)?;
-    }
-    Ok(reg)
+    renames: &[RenameRule],
+) -> Result<(View<'a>, String), Error> {
+    ckpt::detect::open_view(ck, reg, family, renames)
 }
 
 /// Parse `--ids 1,2,3` values into sequences of equal length, each id below `vocab`.
@@ -146,26 +144,31 @@ pub fn options(a: &Args, vocab: Option<usize>) -> Result<Options, Error> {
 
 /// Run `verify`.
 pub fn run(a: Args) -> CmdResult {
-    let reg = registry(&a.mapping)?;
-    let cka = Checkpoint::open(&a.a)?;
-    let ckb = Checkpoint::open(&a.b)?;
-    let va = open_canonical(&cka, &reg, a.family_a.as_deref())?;
-    let vb = open_canonical(&ckb, &reg, a.family_b.as_deref())?;
+    let reg = a.mapping.registry()?;
+    let rules = a.mapping.rules()?;
+    let quiet = a.quiet || a.json;
+    let cka = super::args::open(&a.a, &a.open, quiet)?;
+    let ckb = super::args::open(&a.b, &a.open, quiet)?;
+    super::args::require_matches(&[&cka, &ckb], &rules, false)?;
+    let (va, fa) = open_canonical(&cka, &reg, a.family_a.as_deref(), &rules)?;
+    let (vb, fb) = open_canonical(&ckb, &reg, a.family_b.as_deref(), &rules)?;
     let vocab = va
         .get("model.embed_tokens.weight")
         .and_then(|t| t.shape.first().copied());
     let opts = options(&a, vocab)?;
-    let bar = progress_bar(a.json);
+    let bar = progress(quiet, Unit::Steps);
     let rep = verify::verify_with_progress(&va, &vb, &opts, &|stage, done, total| {
         bar.set_message(stage.to_string());
         bar.set_length(total);
         bar.set_position(done);
     })?;
     bar.finish_and_clear();
+    let (pa, pb) = (cka.path.clone(), ckb.path.clone());
     if a.json {
-        out(&serde_json::to_string_pretty(&to_json(&rep, &a.a, &a.b)).unwrap_or_default());
+        let sides = [(pa.as_path(), fa.as_str()), (pb.as_path(), fb.as_str())];
+        out(&serde_json::to_string_pretty(&to_json(&rep, sides)).unwrap_or_default());
     } else {
-        for line in render(&rep, &a.a, &a.b) {
+        for line in render(&rep, &pa, &pb) {
             out(&line);
         }
     }
@@ -174,22 +177,6 @@ pub fn run(a: Args) -> CmdResult {
     } else {
         EXIT_FINDINGS
     })
-}
-
-/// A progress bar on stderr when it is a terminal (hidden otherwise): bytes compared, then layers of
-/// each forward pass.
-pub fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if quiet || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{msg:9} [{bar:30}] {pos}/{len} eta {eta}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
 }
 
 fn pass(p: bool) -> &'static str {
@@ -265,7 +252,14 @@ pub fn render(rep: &Report, a: &Path, b: &Path) -> Vec<String> {
         }
     }
     for (k, x, y) in &s.config_differs {
-        l.push(format!("  config {k}: A {x}, B {y}"));
+        let shown = |v: &serde_json::Value| {
+            if v.is_null() {
+                "(not set)".to_string()
+            } else {
+                esc(&v.to_string())
+            }
+        };
+        l.push(format!("  config {k}: A {}, B {}", shown(x), shown(y)));
     }
     if let Some(bt) = &rep.bytes {
         l.push(format!(
@@ -320,22 +314,16 @@ fn pair_json(p: &Pair) -> serde_json::Value {
     })
 }
 
-/// The report as JSON (stable schema, documented in the README).
-pub fn to_json(rep: &Report, a: &Path, b: &Path) -> serde_json::Value {
+/// The report as JSON (schema: docs/JSON.md); `sides` are each checkpoint's path and family.
+pub fn to_json(rep: &Report, sides: [(&Path, &str); 2]) -> serde_json::Value {
     use serde_json::json;
     let s = &rep.structure;
-    let f = |v: f64| {
-        if v.is_finite() {
-            json!(v)
-        } else {
-            json!(v.to_string())
-        }
-    };
+    let f = super::json_number;
+    let side = |(p, f): (&Path, &str)| json!({"path": p.display().to_string(), "family": f});
     json!({
-        "a": a.display().to_string(),
-        "b": b.display().to_string(),
-        "family_a": rep.family_a,
-        "family_b": rep.family_b,
+        "schema_version": JSON_SCHEMA_VERSION,
+        "a": side(sides[0]),
+        "b": side(sides[1]),
         "equivalent": rep.equivalent,
         "structure": {
             "pass": s.pass, "common": s.common,
