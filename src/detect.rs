@@ -458,9 +458,14 @@ pub fn open_view<'a>(
         None => {
             let d = detect_with(ck, reg, renames)?;
             if d.kind != CheckpointKind::Plain {
+                let kind = d.kind.describe();
+                let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
                 return Err(Error::unsupported(format!(
-                    "this is a {} checkpoint: {}",
-                    d.kind.describe(),
+                    "this is {article} {kind} checkpoint: {}",
                     d.evidence.first().cloned().unwrap_or_default()
                 ))
                 .file(&ck.path));

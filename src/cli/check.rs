@@ -356,5 +356,6 @@ fn to_json(r: &Report, deny: bool) -> serde_json::Value {
         "errors": r.errors(),
         "warnings": r.warnings(),
         "ok": r.ok(deny),
+        "hint": r.hint,
     })
 }

@@ -82,20 +82,26 @@ fn text(ck: &Checkpoint, d: &Detection) -> Vec<String> {
         } else {
             "            "
         };
-        l.push(format!("{head}{:.2}  {}", s.score, esc(&s.summary())));
+        let head = format!("{head}{:.2}  ", s.score);
+        l.extend(report::wrap(
+            &head,
+            "                  ",
+            &esc(&s.summary()),
+        ));
     }
-    l.push(format!("dims        {}", dims_line(d)));
+    l.extend(report::wrap("dims        ", "            ", &dims_line(d)));
     if let Some(c) = &d.convert_command {
-        l.push(format!("convert     {c}"));
+        l.extend(report::wrap("convert     ", "            ", c));
     } else if d.winner.as_deref() == Some("llama") {
         l.push("convert     not needed: the checkpoint is already LLaMA".into());
     } else if let Some(w) = &d.winner
         && d.exact != Some(true)
     {
-        l.push(format!(
-            "convert     not convertible: `{}` is not LLaMA-equivalent (see `ckpt families`)",
+        let why = format!(
+            "not convertible: `{}` is not LLaMA-equivalent (see `ckpt families`)",
             esc(w)
-        ));
+        );
+        l.extend(report::wrap("convert     ", "            ", &why));
     }
     l
 }

@@ -155,7 +155,9 @@ fn to_json(a: &Args, path: &str, req: &Request, family: &str, l: &Logits) -> ser
             let top: Vec<_> = l
                 .top_k(b, l.seq - 1, a.top)
                 .into_iter()
-                .map(|(id, logit)| serde_json::json!({"id": id, "logit": logit}))
+                .map(|(id, logit)| {
+                    serde_json::json!({"id": id, "logit": super::json_number(f64::from(logit))})
+                })
                 .collect();
             serde_json::json!({"ids": req.batch[b], "top": top})
         })
