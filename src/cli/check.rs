@@ -12,7 +12,9 @@ use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, JSON_SCHEMA_VERSION, out};
 
 /// Check that a checkpoint will load in LLaMA-compatible tooling (names as stored).
 ///
-/// Runs every rule and reports every finding with a stable id (see docs/CHECKS.md).
+/// Runs every rule and reports every finding with a stable id (see docs/CHECKS.md). The rules judge
+/// the names as stored; `--mapping` and `--rename` only feed the family detection behind the
+/// "converts exactly" hint.
 #[derive(clap::Args, Debug)]
 #[command(after_help = exit_codes::CHECK)]
 pub struct Args {
@@ -35,8 +37,6 @@ pub struct Args {
     /// Read every float tensor and report NaN, Inf and all-zero weights.
     #[arg(long)]
     pub scan_values: bool,
-    /// The families and renames of the detection behind the "converts exactly" hint (the rules
-    /// always judge the names as stored).
     #[command(flatten)]
     pub mapping: MappingArgs,
     /// No progress bar.

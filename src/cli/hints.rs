@@ -37,7 +37,9 @@ pub fn advise(e: &mut Error, name: &str) {
     let hint = match cause {
         Cause::FamilyUndetected => {
             if let Some(f) = family_flag {
-                ways.push(format!("name its family with {f} (`ckpt families` lists them)"));
+                ways.push(format!(
+                    "name its family with {f} (`ckpt families` lists them)"
+                ));
             }
             if has("rename") {
                 ways.push("rename its tensors with --rename 'PATTERN=REPLACEMENT'".into());
@@ -49,7 +51,9 @@ pub fn advise(e: &mut Error, name: &str) {
         }
         Cause::TensorUnmapped { family } => {
             if let Some(f) = family_flag {
-                ways.push(format!("read it as another family than `{family}` with {f}"));
+                ways.push(format!(
+                    "read it as another family than `{family}` with {f}"
+                ));
             }
             if has("rename") {
                 ways.push("strip a prefix with --rename 'PATTERN=REPLACEMENT'".into());
@@ -66,13 +70,12 @@ pub fn advise(e: &mut Error, name: &str) {
             }
             Some(h)
         }
-        Cause::RenameSyntax => Some(
-            "write --rename 'PATTERN=REPLACEMENT', e.g. 'base_model\\.model\\.(.*)=$1'".into(),
-        ),
-        Cause::RenameUnmatched { .. } => Some(
-            "`ckpt inspect PATH --all` lists the tensor names; anchor nothing, the whole name must match"
-                .into(),
-        ),
+        Cause::RenameSyntax => {
+            Some("write --rename 'PATTERN=REPLACEMENT', e.g. 'base_model\\.model\\.(.*)=$1'".into())
+        }
+        Cause::RenameUnmatched { .. } => {
+            Some("`ckpt inspect PATH --all` lists the tensor names".into())
+        }
         Cause::ExternalLink => has("allow-external-links")
             .then(|| "pass --allow-external-links to read shards linked from elsewhere".into()),
         _ => None,
