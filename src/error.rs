@@ -86,6 +86,13 @@ pub enum Cause {
     ExternalLink,
 }
 
+/// The rarely-set parts of an [`Error`].
+#[derive(Debug, Default)]
+struct Extra {
+    hint: Option<String>,
+    cause: Option<Cause>,
+}
+
 /// An error with its kind, the file and tensor it concerns, a message and an optional hint.
 #[derive(Debug)]
 pub struct Error {
@@ -93,8 +100,8 @@ pub struct Error {
     file: Option<PathBuf>,
     tensor: Option<String>,
     message: String,
-    hint: Option<String>,
-    cause: Option<Cause>,
+    // Boxed: most errors have neither, and `Result<T, Error>` stays small.
+    extra: Option<Box<Extra>>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -106,8 +113,7 @@ impl Error {
             file: None,
             tensor: None,
             message: message.into(),
-            hint: None,
-            cause: None,
+            extra: None,
             source: None,
         }
     }
@@ -179,24 +185,24 @@ impl Error {
 
     /// Attach an actionable one-sentence hint.
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        self.extra.get_or_insert_default().hint = Some(hint.into());
         self
     }
 
     /// Attach the facts a program needs to advise the user (see [`Cause`]).
     pub fn cause(mut self, cause: Cause) -> Self {
-        self.cause = Some(cause);
+        self.extra.get_or_insert_default().cause = Some(cause);
         self
     }
 
     /// The facts attached with [`Error::cause`], if any.
     pub fn cause_info(&self) -> Option<&Cause> {
-        self.cause.as_ref()
+        self.extra.as_ref().and_then(|x| x.cause.as_ref())
     }
 
     /// Replace the hint (the binary does this to name its own flags).
     pub fn set_hint(&mut self, hint: Option<String>) {
-        self.hint = hint;
+        self.extra.get_or_insert_default().hint = hint;
     }
 
     /// Attach an underlying cause.
@@ -227,7 +233,7 @@ impl Error {
 
     /// The hint, if any.
     pub fn hint_text(&self) -> Option<&str> {
-        self.hint.as_deref()
+        self.extra.as_ref().and_then(|x| x.hint.as_deref())
     }
 }
 
@@ -240,7 +246,7 @@ impl fmt::Display for Error {
             write!(f, "tensor \"{}\": ", escape(t))?;
         }
         f.write_str(&self.message)?;
-        if let Some(h) = &self.hint {
+        if let Some(h) = self.hint_text() {
             write!(f, "\n  hint: {h}")?;
         }
         Ok(())

@@ -30,6 +30,15 @@ fn ckpt_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
+/// A safetensors file with one F32 tensor `w` of 2 elements.
+fn write_one_tensor(p: &Path) {
+    let header = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0u8; 8]);
+    std::fs::write(p, bytes).unwrap();
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -367,9 +376,14 @@ fn every_commands_json_validates_against_its_documented_schema() {
         0,
     );
     for f in ["yi", "gpt2", "llama-mha", "llama-meta"] {
-        let want = if f == "gpt2" { 0 } else { 0 };
-        json_of("detect", &["detect", s(&fixture(f)), "--json"], want);
+        // gpt2 is detected too (as a detect-only family).
+        json_of("detect", &["detect", s(&fixture(f)), "--json"], 0);
     }
+    // Nothing detected: the family is null, not absent.
+    let one = t.path().join("one.safetensors");
+    write_one_tensor(&one);
+    let v = json_of("detect", &["detect", s(&one), "--json"], 1);
+    assert!(v["checkpoint"]["family"].is_null());
     json_of("families", &["families", "--json"], 0);
     json_of(
         "logits",
@@ -617,11 +631,7 @@ fn one_unit_system_and_grammar() {
     }
     // One tensor is `1 tensor`.
     let one = t.path().join("one.safetensors");
-    let header = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(header);
-    bytes.extend_from_slice(&[0u8; 8]);
-    std::fs::write(&one, bytes).unwrap();
+    write_one_tensor(&one);
     let (code, text, err) = ckpt(&["inspect", s(&one)]);
     assert_eq!(code, 0, "{err}");
     assert!(
