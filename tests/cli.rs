@@ -591,6 +591,12 @@ fn tables_and_notes_fit_the_terminal_width() {
             s(&fixture("yi")).to_string(),
             s(&fixture("llama-gqa")).to_string(),
         ],
+        vec![
+            "verify".to_string(),
+            s(&fixture("yi")).to_string(),
+            s(&fixture("llama-gqa")).to_string(),
+        ],
+        vec!["check".to_string(), s(&fixture("yi")).to_string()],
     ] {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         let (_, wide, _) = ckpt_env(&a, &[]);

@@ -143,9 +143,9 @@ fn check(a: &Args, format: Format) -> CmdResult {
         }
         Format::Text => {
             for line in text(&report) {
-                out(&line);
+                super::out_fit(&line, 2);
             }
-            out(&summary(&report, deny));
+            super::out_fit(&summary(&report, deny), 2);
             if let Some(h) = &report.hint {
                 for l in report::wrap("hint: ", "      ", h) {
                     out(&l);

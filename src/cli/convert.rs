@@ -328,7 +328,7 @@ fn convert(
         && !c.quiet
     {
         for line in super::verify::render(rep, src, dst) {
-            out(&line);
+            super::out_fit(&line, 11);
         }
     }
     if let (Some(rep), Err(_)) = (&report, &res)

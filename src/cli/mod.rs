@@ -259,6 +259,23 @@ pub fn out(s: &str) {
     let _ = writeln!(o, "{s}");
 }
 
+/// Print a report line fitted to the terminal width: a line that fits (or output that is not a
+/// terminal, or a pre-rendered table) is printed as it is; a longer one is wrapped at words with
+/// the continuation lines indented by `indent` spaces.
+pub fn out_fit(line: &str, indent: usize) {
+    let width = ckpt::report::terminal_width();
+    match width {
+        Some(w) if !line.contains('\n') && line.chars().count() > w => {
+            let lead: String = line.chars().take_while(|c| *c == ' ').collect();
+            let rest = " ".repeat(indent.max(lead.len()));
+            for l in ckpt::report::wrap_to(Some(w), &lead, &rest, &line[lead.len()..]) {
+                out(&l);
+            }
+        }
+        _ => out(line),
+    }
+}
+
 /// Parse a user-given regex with a size limit (patterns are input too).
 pub fn user_regex(pattern: &str) -> Result<regex::Regex, Error> {
     regex::RegexBuilder::new(pattern)

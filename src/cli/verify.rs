@@ -169,7 +169,7 @@ pub fn run(a: Args) -> CmdResult {
         out(&serde_json::to_string_pretty(&to_json(&rep, sides)).unwrap_or_default());
     } else {
         for line in render(&rep, &pa, &pb) {
-            out(&line);
+            super::out_fit(&line, 11);
         }
     }
     Ok(if rep.equivalent {

@@ -87,23 +87,34 @@ pub fn wrap(first: &str, rest: &str, text: &str) -> Vec<String> {
     wrap_to(terminal_width(), first, rest, text)
 }
 
-/// [`wrap`] to a given width.
+/// [`wrap`] to a given width. Spacing inside a line is kept (aligned columns stay aligned); only
+/// the whitespace where a line breaks is dropped.
 pub fn wrap_to(width: Option<usize>, first: &str, rest: &str, text: &str) -> Vec<String> {
     let Some(width) = width else {
         return vec![format!("{first}{text}")];
     };
+    // Words with the whitespace that precedes them.
+    let mut words: Vec<(String, &str)> = Vec::new();
+    let mut gap = String::new();
+    for piece in text.split(' ') {
+        if piece.is_empty() {
+            gap.push(' ');
+            continue;
+        }
+        words.push((std::mem::take(&mut gap), piece));
+        gap.push(' ');
+    }
     let mut lines = Vec::new();
     let mut line = first.to_string();
     let mut empty = true;
-    for word in text.split_whitespace() {
-        let len = line.chars().count();
-        if !empty && len + 1 + word.chars().count() > width {
+    for (mut space, word) in words {
+        if empty {
+            space.clear();
+        } else if line.chars().count() + space.len() + word.chars().count() > width {
             lines.push(std::mem::replace(&mut line, rest.to_string()));
-            empty = true;
+            space.clear();
         }
-        if !empty {
-            line.push(' ');
-        }
+        line.push_str(&space);
         line.push_str(word);
         empty = false;
     }
