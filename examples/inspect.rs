@@ -25,9 +25,12 @@ fn main() -> Result<(), ckpt::Error> {
         println!("  {} {:?} {}", t.name, t.shape, t.dtype);
     }
     if let Some(c) = &ck.config {
+        let n = |v: Option<usize>| v.map_or("(not set)".to_string(), |v| v.to_string());
         println!(
-            "config: model_type={:?} hidden_size={:?} layers={:?}",
-            c.model_type, c.hidden_size, c.num_hidden_layers
+            "config: model_type={} hidden_size={} layers={}",
+            c.model_type.as_deref().unwrap_or("(not set)"),
+            n(c.hidden_size),
+            n(c.num_hidden_layers)
         );
     }
     let registry = Registry::builtin()?;
