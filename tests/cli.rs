@@ -647,6 +647,21 @@ fn one_unit_system_and_grammar() {
 }
 
 #[test]
+fn an_adapter_is_an_adapter() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("lora.safetensors");
+    let header = br#"{"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0u8; 8]);
+    std::fs::write(&p, bytes).unwrap();
+    let (code, _, err) = ckpt(&["verify", s(&p), s(&p)]);
+    assert_eq!(code, 2);
+    assert!(err.contains("this is an adapter"), "{err}");
+    assert!(!err.contains("a adapter"), "{err}");
+}
+
+#[test]
 fn mapping_file_errors_are_multi_line_as_toml_formats_them() {
     let t = tempfile::tempdir().unwrap();
     let m = t.path().join("bad.toml");
