@@ -566,11 +566,26 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
                 None => cfg.is_none(),
             }
     });
+    // A LLaMA checkpoint needs no conversion. The command carries the renames and the mapping file
+    // the detection needed, so it runs as printed.
     let convert_command = match (&winner, exact) {
-        (Some(w), Some(true)) if w != "llama" => Some(format!(
-            "ckpt convert {} OUT --to llama",
-            shell_quote(&ck.path.display().to_string())
-        )),
+        (Some(w), Some(true)) if w != "llama" => {
+            let mut cmd = format!(
+                "ckpt convert {} OUT --to llama",
+                shell_quote(&ck.path.display().to_string())
+            );
+            if let Some(f) = reg.get(w)
+                && !crate::mapping::family::BUILTIN
+                    .iter()
+                    .any(|(file, _)| *file == f.file)
+            {
+                cmd.push_str(&format!(" --mapping {}", shell_quote(&f.file)));
+            }
+            for r in renames {
+                cmd.push_str(&format!(" --rename {}", shell_quote(&r.spec)));
+            }
+            Some(cmd)
+        }
         _ => None,
     };
     Ok(Detection {
@@ -620,9 +635,14 @@ pub fn open_view<'a>(
         None => {
             let d = detect_with(ck, reg, renames)?;
             if d.kind != CheckpointKind::Plain {
+                let kind = d.kind.describe();
+                let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
                 return Err(Error::unsupported(format!(
-                    "this is a {} checkpoint: {}",
-                    d.kind.describe(),
+                    "this is {article} {kind} checkpoint: {}",
                     d.evidence.first().cloned().unwrap_or_default()
                 ))
                 .file(&ck.path));
@@ -633,7 +653,7 @@ pub fn open_view<'a>(
                     d.evidence.join("; ")
                 ))
                 .file(&ck.path)
-                .hint("name the family explicitly, or describe it in a mapping file"));
+                .cause(crate::error::Cause::FamilyUndetected));
             };
             reg.get(&w)
                 .ok_or_else(|| Error::internal("detected family vanished"))?

@@ -55,6 +55,44 @@ impl ErrorKind {
     }
 }
 
+/// Facts about why an operation failed, for a program to turn into advice. The library states what
+/// failed and what was expected; the `ckpt` binary turns a cause into a hint that names only the
+/// flags the running command has (the library never names command-line flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Cause {
+    /// No family fits the checkpoint (detection found none).
+    FamilyUndetected,
+    /// A tensor matched no rule of the family the checkpoint was read through.
+    TensorUnmapped {
+        /// The family whose rules were tried.
+        family: String,
+    },
+    /// A family name that no loaded mapping file defines.
+    UnknownFamily {
+        /// The name asked for.
+        name: String,
+        /// The families that are loaded.
+        known: Vec<String>,
+    },
+    /// A rename rule is not `PATTERN=REPLACEMENT`, or its pattern or replacement is invalid.
+    RenameSyntax,
+    /// A rename rule matched no tensor name (patterns match whole names).
+    RenameUnmatched {
+        /// The rule as given.
+        rule: String,
+    },
+    /// A shard is a symlink that leaves the checkpoint directory (and not into a cache `blobs/`).
+    ExternalLink,
+}
+
+/// The rarely-set parts of an [`Error`].
+#[derive(Debug, Default)]
+struct Extra {
+    hint: Option<String>,
+    cause: Option<Cause>,
+}
+
 /// An error with its kind, the file and tensor it concerns, a message and an optional hint.
 #[derive(Debug)]
 pub struct Error {
@@ -62,7 +100,8 @@ pub struct Error {
     file: Option<PathBuf>,
     tensor: Option<String>,
     message: String,
-    hint: Option<String>,
+    // Boxed: most errors have neither, and `Result<T, Error>` stays small.
+    extra: Option<Box<Extra>>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -74,7 +113,7 @@ impl Error {
             file: None,
             tensor: None,
             message: message.into(),
-            hint: None,
+            extra: None,
             source: None,
         }
     }
@@ -146,8 +185,24 @@ impl Error {
 
     /// Attach an actionable one-sentence hint.
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        self.extra.get_or_insert_default().hint = Some(hint.into());
         self
+    }
+
+    /// Attach the facts a program needs to advise the user (see [`Cause`]).
+    pub fn cause(mut self, cause: Cause) -> Self {
+        self.extra.get_or_insert_default().cause = Some(cause);
+        self
+    }
+
+    /// The facts attached with [`Error::cause`], if any.
+    pub fn cause_info(&self) -> Option<&Cause> {
+        self.extra.as_ref().and_then(|x| x.cause.as_ref())
+    }
+
+    /// Replace the hint (the binary does this to name its own flags).
+    pub fn set_hint(&mut self, hint: Option<String>) {
+        self.extra.get_or_insert_default().hint = hint;
     }
 
     /// Attach an underlying cause.
@@ -178,7 +233,7 @@ impl Error {
 
     /// The hint, if any.
     pub fn hint_text(&self) -> Option<&str> {
-        self.hint.as_deref()
+        self.extra.as_ref().and_then(|x| x.hint.as_deref())
     }
 }
 
@@ -191,7 +246,7 @@ impl fmt::Display for Error {
             write!(f, "tensor \"{}\": ", escape(t))?;
         }
         f.write_str(&self.message)?;
-        if let Some(h) = &self.hint {
+        if let Some(h) = self.hint_text() {
             write!(f, "\n  hint: {h}")?;
         }
         Ok(())

@@ -159,7 +159,16 @@ fn json_schema_is_stable() {
     let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
-        ["target", "path", "findings", "errors", "warnings", "ok"]
+        [
+            "schema_version",
+            "target",
+            "path",
+            "findings",
+            "errors",
+            "warnings",
+            "ok",
+            "hint"
+        ]
     );
     assert_eq!(v["target"], "llama");
     assert_eq!(v["ok"], false);

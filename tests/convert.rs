@@ -138,7 +138,8 @@ fn small_max_shard_size_gives_shards_and_a_complete_index() {
         s(&fixture("llama-mha")),
         s(&dst),
         "--rename",
-        "nothing=matches",
+        // A rule that matches every name and keeps it (a rule matching nothing is refused).
+        "(.*)=$1",
         "--max-shard-size",
         "100KB",
         "--quiet",
@@ -444,7 +445,7 @@ fn sigint_stops_with_interrupted_and_removes_the_staging_directory() {
     std::fs::create_dir(&work).unwrap();
     let dst = work.join("out");
     let child = Command::new(BIN)
-        .args(["rename", s(&src), s(&dst), "--rename", "a=b"])
+        .args(["rename", s(&src), s(&dst), "--rename", "(.*)=$1"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

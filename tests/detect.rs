@@ -373,7 +373,7 @@ fn cli_detect_json_and_exit_codes() {
     let (code, out, _) = ckpt_cmd(&["detect", "--json", &format!("{FIX}/llama-meta")]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["family"], "llama-meta");
+    assert_eq!(v["checkpoint"]["family"], "llama-meta");
     assert_eq!(v["kind"], "plain");
     assert_eq!(v["llama_exact"], true);
     assert_eq!(v["dims"]["intermediate"], 96);
@@ -389,7 +389,7 @@ fn cli_detect_json_and_exit_codes() {
     let (code, out, _) = ckpt_cmd(&["detect", "--json", dir.path().to_str().unwrap()]);
     assert_eq!(code, 1);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(v["family"].is_null());
+    assert!(v["checkpoint"]["family"].is_null());
     // errors: exit 2 naming the file
     let (code, _, err) = ckpt_cmd(&["detect", "/nonexistent/model"]);
     assert_eq!(code, 2);
@@ -494,7 +494,7 @@ fn cli_families() {
     let (code, out, _) = ckpt_cmd(&["families", "--json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let arr = v.as_array().unwrap();
+    let arr = v["families"].as_array().unwrap();
     assert_eq!(arr.len(), ckpt::mapping::family::BUILTIN.len());
     let yi = arr.iter().find(|f| f["name"] == "yi").unwrap();
     assert_eq!(yi["llama_exact"], true);

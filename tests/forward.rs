@@ -426,7 +426,7 @@ fn cli_runs_other_families_through_their_mapping_and_refuses_gpt2() {
     ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["family"], "yi");
+    assert_eq!(v["checkpoint"]["family"], "yi");
     assert_eq!(
         v["sequences"][0]["top"][0]["id"],
         golden.top_k(0, 15, 1)[0].0
@@ -458,10 +458,12 @@ fn cli_runs_other_families_through_their_mapping_and_refuses_gpt2() {
         "--json",
         "--mapping",
         m.to_str().unwrap(),
+        "--family",
+        "my-yi",
     ]);
     assert_eq!(code, 0, "{err}");
     let v3: serde_json::Value = serde_json::from_str(&out3).unwrap();
-    assert_eq!(v3["family"], "my-yi");
+    assert_eq!(v3["checkpoint"]["family"], "my-yi");
     assert_eq!(v3["sequences"], v["sequences"]);
     // a family whose names do not fit is an error naming a tensor
     let (code, _, err) = ckpt(&[

@@ -138,6 +138,13 @@ pub struct Options<'p> {
     pub scan_values: bool,
     /// Called with (bytes just scanned, total bytes to scan) during `scan_values`, from several threads.
     pub progress: Option<&'p (dyn Fn(u64, u64) + Sync)>,
+    /// The families the conversion hint is detected among (`None`: the built-in ones).
+    pub registry: Option<&'p crate::mapping::Registry>,
+    /// Renames applied to the names before the detection behind the conversion hint (the rules
+    /// themselves always judge the names as stored).
+    pub renames: &'p [crate::mapping::RenameRule],
+    /// Accept shard symlinks that leave the checkpoint directory.
+    pub allow_external_links: bool,
 }
 
 impl Default for Options<'_> {
@@ -146,6 +153,9 @@ impl Default for Options<'_> {
             target: Target::Llama,
             scan_values: false,
             progress: None,
+            registry: None,
+            renames: &[],
+            allow_external_links: false,
         }
     }
 }
@@ -199,7 +209,11 @@ impl Report {
 pub fn run(path: &Path, opts: &Options) -> Result<Report> {
     let mut findings = Vec::new();
     files::preflight(path, &mut findings);
-    let ck = match Checkpoint::open(path) {
+    let open_opts = crate::checkpoint::OpenOptions {
+        revision: None,
+        allow_external_links: opts.allow_external_links,
+    };
+    let ck = match Checkpoint::open_with(path, &open_opts) {
         Ok(ck) => ck,
         Err(e) => {
             if findings.iter().any(|f| f.severity == Severity::Error) {
@@ -227,7 +241,10 @@ pub fn run(path: &Path, opts: &Options) -> Result<Report> {
     };
     findings.extend(check_opened(&ck, opts)?);
     let hint = if findings.iter().any(|f| f.severity == Severity::Error) {
-        convert_hint(&ck, opts.target)
+        match opts.registry {
+            Some(reg) => convert_hint_with(&ck, opts.target, reg, opts.renames),
+            None => convert_hint(&ck, opts.target),
+        }
     } else {
         None
     };
@@ -244,7 +261,17 @@ pub fn run(path: &Path, opts: &Options) -> Result<Report> {
 /// than the target that converts to it exactly.
 pub fn convert_hint(ck: &Checkpoint, target: Target) -> Option<String> {
     let reg = crate::mapping::Registry::builtin().ok()?;
-    let d = crate::detect::detect(ck, &reg);
+    convert_hint_with(ck, target, &reg, &[])
+}
+
+/// [`convert_hint`] with the families of `reg` and the names renamed by `renames` first.
+pub fn convert_hint_with(
+    ck: &Checkpoint,
+    target: Target,
+    reg: &crate::mapping::Registry,
+    renames: &[crate::mapping::RenameRule],
+) -> Option<String> {
+    let d = crate::detect::detect_with(ck, reg, renames).ok()?;
     let w = d.winner.as_deref().filter(|w| *w != target.name())?;
     let cmd = d.convert_command?;
     Some(format!(

@@ -164,7 +164,8 @@ pub fn check_shard_location(dir: &Path, shard: &Path) -> Result<()> {
             .map(|n| n.to_string_lossy())
             .unwrap_or_default(),
         target.display()
-    )))
+    ))
+    .cause(crate::error::Cause::ExternalLink))
 }
 
 /// Whether a file name looks like a shard of a sharded save (`*-00001-of-00003.safetensors`).

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod header;
 pub mod index;
+pub mod resolve;
 pub mod shard;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub use config::{ConfigSource, ModelConfig, RopeScaling};
 pub use header::Dtype;
 pub use index::IndexFile;
+pub use resolve::OpenOptions;
 pub use shard::Shard;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -100,6 +102,9 @@ pub struct Checkpoint {
     pub other_files: Vec<String>,
     /// Notes that are not errors (e.g. `total_size` disagreeing with the shards).
     pub warnings: Vec<String>,
+    /// How the given path was resolved (the snapshot of a cache repository, a config read from
+    /// beside a file); empty when it was taken as given.
+    pub notes: Vec<String>,
     by_name: HashMap<String, usize>,
 }
 
@@ -107,12 +112,41 @@ pub struct Checkpoint {
 pub const INDEX_NAME: &str = "model.safetensors.index.json";
 
 impl Checkpoint {
-    /// Open a checkpoint: a `.safetensors` file, a `*.index.json`, or a directory.
+    /// Open a checkpoint: a `.safetensors` file, a `*.index.json`, or a directory (including a
+    /// Hugging Face cache repository root), with the default [`OpenOptions`].
+    ///
+    /// ```
+    /// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/yi");
+    /// let ck = ckpt::Checkpoint::open(dir)?;
+    /// assert!(ck.get("model.layers.0.ln1.weight").is_some());
+    /// assert_eq!(ck.config.as_ref().and_then(|c| c.model_type.as_deref()), Some("Yi"));
+    /// # Ok::<(), ckpt::Error>(())
+    /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint> {
-        let path = path.as_ref();
+        Self::open_with(path, &OpenOptions::default())
+    }
+
+    /// Open a checkpoint after resolving its path ([`resolve::resolve`]): a cache repository root
+    /// becomes its snapshot, and a file inside a directory gets the directory's config; what was
+    /// done is recorded in [`Checkpoint::notes`].
+    pub fn open_with(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Checkpoint> {
+        let r = resolve::resolve(path.as_ref(), opts)?;
+        let mut ck = Self::open_path(&r.path, opts)?;
+        if ck.config.is_none()
+            && let Some(cfg) = &r.config_beside
+        {
+            ck.config = Some(ModelConfig::load(cfg)?);
+            ck.notes.extend(r.notes);
+        } else if r.config_beside.is_none() {
+            ck.notes.extend(r.notes);
+        }
+        Ok(ck)
+    }
+
+    fn open_path(path: &Path, opts: &OpenOptions) -> Result<Checkpoint> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "cannot open", e))?;
         if meta.is_dir() {
-            return Self::open_dir(path);
+            return Self::open_dir(path, opts);
         }
         let name = path
             .file_name()
@@ -123,7 +157,7 @@ impl Checkpoint {
             _ => PathBuf::from("."),
         };
         if name.ends_with(".index.json") {
-            let mut ck = Self::open_indexed(path, &dir, path)?;
+            let mut ck = Self::open_indexed(path, &dir, path, opts)?;
             ck.path = path.to_path_buf();
             return Ok(ck);
         }
@@ -139,7 +173,7 @@ impl Checkpoint {
         )
     }
 
-    fn open_dir(dir: &Path) -> Result<Checkpoint> {
+    fn open_dir(dir: &Path, opts: &OpenOptions) -> Result<Checkpoint> {
         let listing = list_dir(dir)?;
         let has = |n: &str| listing.iter().any(|f| f == n);
         let config_path = if has("config.json") {
@@ -151,7 +185,7 @@ impl Checkpoint {
         };
         let config = config_path.as_deref().map(ModelConfig::load).transpose()?;
         if has(INDEX_NAME) {
-            let mut ck = Self::open_indexed(&dir.join(INDEX_NAME), dir, dir)?;
+            let mut ck = Self::open_indexed(&dir.join(INDEX_NAME), dir, dir, opts)?;
             ck.config = config;
             ck.other_files = others(&listing, &ck);
             return Ok(ck);
@@ -191,20 +225,33 @@ impl Checkpoint {
         };
         let shards = files
             .iter()
-            .map(|f| Shard::open(&dir.join(f)))
+            .map(|f| {
+                let p = dir.join(f);
+                if !opts.allow_external_links {
+                    index::check_shard_location(dir, &p)?;
+                }
+                Shard::open(&p)
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut ck = Self::assemble(dir, dir, layout, shards, config, None, Vec::new())?;
         ck.other_files = others(&listing, &ck);
         Ok(ck)
     }
 
-    fn open_indexed(index_path: &Path, dir: &Path, user_path: &Path) -> Result<Checkpoint> {
+    fn open_indexed(
+        index_path: &Path,
+        dir: &Path,
+        user_path: &Path,
+        opts: &OpenOptions,
+    ) -> Result<Checkpoint> {
         let index = IndexFile::load(index_path)?;
         let mut shards = Vec::with_capacity(index.files.len());
         let mut missing = Vec::new();
         for f in &index.files {
             let p = dir.join(f);
-            index::check_shard_location(dir, &p).map_err(|e| e.file(index_path))?;
+            if !opts.allow_external_links {
+                index::check_shard_location(dir, &p).map_err(|e| e.file(index_path))?;
+            }
             if !p.exists() {
                 missing.push(f.clone());
                 continue;
@@ -342,6 +389,7 @@ impl Checkpoint {
             index,
             other_files: Vec::new(),
             warnings,
+            notes: Vec::new(),
             by_name,
         })
     }

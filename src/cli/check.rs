@@ -2,35 +2,48 @@
 //! findings as text (per-layer findings collapsed), JSON (every finding, stable schema) or GitHub
 //! Actions annotations, and turns them into the exit code.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use ckpt::check::{self, Finding, Options, Report, Severity, Target};
 use ckpt::report::{self, esc};
 
-use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
+use super::args::{MappingArgs, OpenArgs, Unit, exit_codes, progress};
+use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, JSON_SCHEMA_VERSION, out};
 
 /// Check that a checkpoint will load in LLaMA-compatible tooling (names as stored).
 ///
-/// Runs every rule and reports every finding with a stable id (see docs/CHECKS.md). Exit 0 when
-/// there are no errors (and no warnings with `--deny warnings`), 1 with findings, 2 when the check
-/// could not run.
+/// Runs every rule and reports every finding with a stable id (see docs/CHECKS.md). The rules judge
+/// the names as stored; `--mapping` and `--rename` only feed the family detection behind the
+/// "converts exactly" hint.
 #[derive(clap::Args, Debug)]
+#[command(after_help = exit_codes::CHECK)]
 pub struct Args {
-    /// A checkpoint directory, a `.safetensors` file, or a `*.index.json`.
+    /// A checkpoint directory, a `.safetensors` file, a `*.index.json` or a Hugging Face cache
+    /// repository.
+    #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// The tooling to check against.
     #[arg(long, default_value = "llama", value_name = "TARGET")]
     pub target: String,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    /// Output format: text, json (the same as --json) or github (workflow annotations).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Text)]
     pub format: Format,
+    /// Print JSON instead of text (schema: docs/JSON.md); the same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
     /// Also fail on warnings (`--deny warnings`).
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub deny: Option<Deny>,
     /// Read every float tensor and report NaN, Inf and all-zero weights.
     #[arg(long)]
     pub scan_values: bool,
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
 }
 
 /// Output formats.
@@ -53,32 +66,69 @@ pub enum Deny {
 
 /// Whether this invocation prints JSON (errors are then also printed as JSON).
 pub fn wants_json(a: &Args) -> bool {
-    a.format == Format::Json
+    a.json || a.format == Format::Json
 }
 
 /// Run `check`.
 pub fn run(a: Args) -> CmdResult {
-    let target = Target::parse(&a.target)?;
-    let bar = progress_bar(a.scan_values);
-    let cb = |n: u64, total: u64| {
-        if let Some(b) = &bar {
-            if b.length() != Some(total) {
-                b.set_length(total);
-            }
-            b.inc(n);
+    let format = if a.json { Format::Json } else { a.format };
+    let result = check(&a, format);
+    // In GitHub format a check that could not run is an annotation too, so the failure shows on the
+    // pull request and not only in the log.
+    if let (Err(e), Format::Github) = (&result, format) {
+        let mut props = Vec::new();
+        if let Some(p) = e.path() {
+            props.push(format!("file={}", gh_prop(&p.display().to_string())));
         }
+        props.push(format!(
+            "title={}",
+            gh_prop(&format!("ckpt error[{}]", e.kind().id()))
+        ));
+        let mut msg = e.message().to_string();
+        if let Some(t) = e.tensor_name() {
+            msg = format!("tensor `{}`: {msg}", esc(t));
+        }
+        out(&format!("::error {}::{}", props.join(","), gh_data(&msg)));
+    }
+    result
+}
+
+fn check(a: &Args, format: Format) -> CmdResult {
+    let target = Target::parse(&a.target)?;
+    let reg = a.mapping.registry()?;
+    let renames = a.mapping.rules()?;
+    let quiet = a.quiet || format != Format::Text;
+    // A cache repository root becomes its snapshot here; the library opens what it is given.
+    let resolved = ckpt::checkpoint::resolve::resolve(&a.path, &a.open.options())?;
+    if !quiet {
+        for n in &resolved.notes {
+            eprintln!("note: {n}");
+        }
+    }
+    if !renames.is_empty() {
+        let ck = super::args::open(&resolved.path, &a.open, true)?;
+        super::args::require_matches(&[&ck], &renames, false)?;
+    }
+    let bar = progress(quiet || !a.scan_values, Unit::Bytes);
+    bar.set_message("scanning values");
+    let cb = |n: u64, total: u64| {
+        if bar.length() != Some(total) {
+            bar.set_length(total);
+        }
+        bar.inc(n);
     };
     let opts = Options {
         target,
         scan_values: a.scan_values,
         progress: Some(&cb),
+        registry: Some(&reg),
+        renames: &renames,
+        allow_external_links: a.open.allow_external_links,
     };
-    let report = check::run(&a.path, &opts)?;
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
+    let report = check::run(&resolved.path, &opts)?;
+    bar.finish_and_clear();
     let deny = a.deny == Some(Deny::Warnings);
-    match a.format {
+    match format {
         Format::Json => {
             out(&serde_json::to_string_pretty(&to_json(&report, deny)).unwrap_or_default())
         }
@@ -93,11 +143,13 @@ pub fn run(a: Args) -> CmdResult {
         }
         Format::Text => {
             for line in text(&report) {
-                out(&line);
+                super::out_fit(&line, 2);
             }
-            out(&summary(&report, deny));
+            super::out_fit(&summary(&report, deny), 2);
             if let Some(h) = &report.hint {
-                out(&format!("hint: {h}"));
+                for l in report::wrap("hint: ", "      ", h) {
+                    out(&l);
+                }
             }
         }
     }
@@ -106,19 +158,6 @@ pub fn run(a: Args) -> CmdResult {
     } else {
         EXIT_FINDINGS
     })
-}
-
-fn progress_bar(scan: bool) -> Option<indicatif::ProgressBar> {
-    if !scan || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let b = indicatif::ProgressBar::new(0);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "scanning values {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
-    ) {
-        b.set_style(style);
-    }
-    Some(b)
 }
 
 /// A group of findings that differ only in the layer index of their tensor.
@@ -310,11 +349,13 @@ fn to_json(r: &Report, deny: bool) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({
+        "schema_version": JSON_SCHEMA_VERSION,
         "target": r.target.name(),
         "path": r.path.display().to_string(),
         "findings": findings,
         "errors": r.errors(),
         "warnings": r.warnings(),
         "ok": r.ok(deny),
+        "hint": r.hint,
     })
 }

@@ -5,10 +5,11 @@
 //! This file owns the flags, the view construction, the dry-run table, the progress bar and the
 //! summary; the protocol itself is in `ckpt::write`.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::args::{MappingArgs, OpenArgs, Unit, exit_codes, progress};
+use super::{CmdResult, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, out};
 use ckpt::Error;
 use ckpt::checkpoint::Checkpoint;
 use ckpt::detect::open_view;
@@ -16,9 +17,6 @@ use ckpt::mapping::pattern::apply_renames;
 use ckpt::mapping::{RenameRule, View, to_family};
 use ckpt::report::{self, esc, human_bytes};
 use ckpt::write::{self, Phase, WriteOptions, inplace, plan};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-
-use super::{CmdResult, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, out};
 
 /// What `convert --verify` / `rename --verify` can do when the logits level could not run (they
 /// have no --seq-len).
@@ -39,23 +37,26 @@ const RENAME_HINT_UNREADABLE: &str = "`ckpt rename --verify` reads the source th
 /// Convert a checkpoint to another naming family (default: LLaMA) as a Hub-ready directory.
 ///
 /// The output is built in a hidden sibling directory, fsynced, checked against the source (every
-/// tensor's bytes re-read and compared) and only then renamed to DST: an error, a full disk or Ctrl-C leaves DST as it
-/// was. The source is never modified (except with --in-place).
+/// tensor's bytes re-read and compared) and only then renamed to DST: an error, a full disk or
+/// Ctrl-C leaves DST as it was. The source is never modified (except with --in-place).
 #[derive(clap::Args, Debug)]
+#[command(after_help = exit_codes::CONVERT)]
 pub struct Args {
-    /// Source checkpoint: a directory, a `.safetensors` file or a `*.index.json`.
+    /// Source checkpoint: a directory, a `.safetensors` file, a `*.index.json` or a Hugging Face
+    /// cache repository.
+    #[arg(value_name = "SRC")]
     pub src: Option<PathBuf>,
     /// Destination directory (must not exist unless --force).
+    #[arg(value_name = "DST")]
     pub dst: Option<PathBuf>,
-    /// Target family [default: llama].
+    /// Target family [default: llama] (`ckpt families` lists them).
     #[arg(long, value_name = "FAMILY")]
     pub to: Option<String>,
-    /// Source family (default: detected).
-    #[arg(long, value_name = "FAMILY")]
+    /// Source family [default: detected].
+    #[arg(long, value_name = "FAMILY", alias = "family")]
     pub from: Option<String>,
-    /// Extra mapping file(s) to load (TOML), in addition to the built-in families.
-    #[arg(long, value_name = "FILE")]
-    pub mapping: Vec<PathBuf>,
+    #[command(flatten)]
+    pub mapping: MappingArgs,
     #[command(flatten)]
     pub common: Common,
     /// Roll back an interrupted --in-place run in DIR (restores the old headers) and exit.
@@ -66,13 +67,24 @@ pub struct Args {
     pub clean: Option<PathBuf>,
 }
 
-/// Rename tensors of a checkpoint (`P=R` rules) into a new directory, or in place.
+/// Rename tensors with PATTERN=REPLACEMENT rules into a new directory, or in place with
+/// --in-place. No family mapping is involved: the names are rewritten as the rules say and
+/// everything else is copied as it is.
 #[derive(clap::Args, Debug)]
+#[command(after_help = exit_codes::CONVERT)]
 pub struct RenameArgs {
-    /// Source checkpoint: a directory, a `.safetensors` file or a `*.index.json`.
+    /// Source checkpoint: a directory, a `.safetensors` file, a `*.index.json` or a Hugging Face
+    /// cache repository.
+    #[arg(value_name = "SRC")]
     pub src: PathBuf,
     /// Destination directory (omit with --in-place).
+    #[arg(value_name = "DST")]
     pub dst: Option<PathBuf>,
+    /// Rename rule: PATTERN is a regex matched against whole tensor names, REPLACEMENT may use `$1`
+    /// groups (repeatable; at least one), e.g. '(.*)\.ln1\.(.*)=$1.input_layernorm.$2'. A rule
+    /// that matches no tensor is an error (a warning with --dry-run).
+    #[arg(long = "rename", value_name = "PATTERN=REPLACEMENT", required = true)]
+    pub renames: Vec<String>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -80,10 +92,6 @@ pub struct RenameArgs {
 /// Flags shared by `convert` and `rename`.
 #[derive(clap::Args, Debug)]
 pub struct Common {
-    /// Rename rule `PATTERN=REPLACEMENT` (a regex matched against the whole tensor name; `$1` refers
-    /// to groups), applied to the source names before the family mapping (repeatable).
-    #[arg(long, value_name = "P=R")]
-    pub rename: Vec<String>,
     /// Largest amount of tensor data per shard file (5GB, 500MB, 2GiB, 1e9).
     #[arg(long, value_name = "SIZE", default_value = "5GB")]
     pub max_shard_size: String,
@@ -114,6 +122,8 @@ pub struct Common {
     /// flag such a conversion is refused.
     #[arg(long)]
     pub allow_lossy: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
 }
 
 /// A value conversion changes bytes by design and may untie `lm_head` (so that it can be scaled
@@ -187,20 +197,26 @@ pub fn run(a: Args) -> CmdResult {
     let family = FamilyArgs {
         to: a.to,
         from: a.from,
-        mapping: a.mapping,
+        mapping: a.mapping.mappings,
         allow_lossy: a.common.allow_lossy,
     };
-    convert(&src, a.dst.as_deref(), Some(&family), &a.common)
+    convert(
+        &src,
+        a.dst.as_deref(),
+        Some(&family),
+        &a.mapping.renames,
+        &a.common,
+    )
 }
 
 /// Run `rename`.
 pub fn run_rename(a: RenameArgs) -> CmdResult {
-    if a.common.rename.is_empty() {
+    if a.renames.is_empty() {
         return Err(Error::usage(
             "give at least one --rename 'PATTERN=REPLACEMENT'",
         ));
     }
-    convert(&a.src, a.dst.as_deref(), None, &a.common)
+    convert(&a.src, a.dst.as_deref(), None, &a.renames, &a.common)
 }
 
 struct FamilyArgs {
@@ -364,38 +380,35 @@ fn classify<'a>(
     }
 }
 
-fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Common) -> CmdResult {
+fn convert(
+    src: &Path,
+    dst: Option<&Path>,
+    family: Option<&FamilyArgs>,
+    renames: &[String],
+    c: &Common,
+) -> CmdResult {
     let max = plan::parse_size(&c.max_shard_size)?;
     if c.in_place {
-        return in_place(src, dst, family, c);
+        return in_place(src, dst, family, renames, c);
     }
     let dst = dst.ok_or_else(|| Error::usage("give a destination directory DST"))?;
-    let ck = Checkpoint::open(src)?;
-    let (view, drop_py, conv) = build_view(&ck, family, &c.rename)?;
+    let ck = super::args::open(src, &c.open, c.quiet)?;
+    // The destination is judged first (its errors say more than a rule's), then the rules.
+    write::check_destination(&ck, dst, c.force)?;
+    let rules = super::args::parse_renames(renames)?;
+    super::args::require_matches(&[&ck], &rules, c.dry_run)?;
+    let (view, drop_py, conv) = build_view(&ck, family, renames)?;
     if !c.quiet {
         for n in &conv.notes {
             out(&format!("note: {n}"));
         }
     }
     if c.dry_run {
-        write::check_destination(&ck, dst, c.force)?;
         dry_run(&view, max, drop_py);
         return Ok(EXIT_OK);
     }
     install_signal_handlers();
-    let show = !c.quiet && std::io::stderr().is_terminal();
-    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    if show {
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg:9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-    } else {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
+    let bar = progress(c.quiet, Unit::Bytes);
     let progress = |phase: Phase, done: u64, total: u64| {
         let msg = match phase {
             Phase::Write => "writing",
@@ -428,7 +441,7 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
                 if !c.quiet {
                     out(&format!(
                         "verdict: inconclusive (the source as it is on disk cannot be read by a family{}: {e})",
-                        if c.rename.is_empty() {
+                        if renames.is_empty() {
                             ""
                         } else {
                             " without the --rename rules"
@@ -513,7 +526,7 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
         && !c.quiet
     {
         for line in super::verify::render(rep, src, dst, CONVERT_HINT) {
-            out(&line);
+            super::out_fit(&line, 11);
         }
     }
     if let (Some(rep), Err(_)) = (&report, &res)
@@ -555,8 +568,8 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
     }
     let secs = s.elapsed.as_secs_f64().max(1e-9);
     out(&format!(
-        "wrote {} tensors ({}) in {} file{} to {} in {:.2} s ({}/s){}{}",
-        s.tensors,
+        "wrote {} ({}) in {} file{} to {} in {:.2} s ({}/s){}{}",
+        report::count(s.tensors, "tensor"),
         human_bytes(s.data_bytes),
         s.shard_files.len()
             + s.copied_files.len()
@@ -584,7 +597,13 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
     Ok(EXIT_OK)
 }
 
-fn in_place(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Common) -> CmdResult {
+fn in_place(
+    src: &Path,
+    dst: Option<&Path>,
+    family: Option<&FamilyArgs>,
+    renames: &[String],
+    c: &Common,
+) -> CmdResult {
     if c.verify {
         // There is no separate output to compare with the source: refusing beats a silent "verified".
         return Err(Error::usage(
@@ -614,8 +633,10 @@ fn in_place(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Com
             eprintln!("recovered: {l}");
         }
     }
-    let ck = Checkpoint::open(src)?;
-    let (view, _, conv) = build_view(&ck, family, &c.rename)?;
+    let ck = super::args::open(src, &c.open, c.quiet)?;
+    let rules = super::args::parse_renames(renames)?;
+    super::args::require_matches(&[&ck], &rules, c.dry_run)?;
+    let (view, _, conv) = build_view(&ck, family, renames)?;
     if !conv.plan.is_empty() {
         return Err(Error::usage(
             "--in-place rewrites names only; this conversion changes values (drop --in-place)",
@@ -626,8 +647,8 @@ fn in_place(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Com
     drop(ck);
     if c.dry_run {
         out(&format!(
-            "in place: {} tensors renamed; headers rewritten in {} file{} (each fits its old space); {} other file{} replaced",
-            p.renamed,
+            "in place: {} renamed; headers rewritten in {} file{} (each fits its old space); {} other file{} replaced",
+            report::count(p.renamed, "tensor"),
             p.headers.len(),
             if p.headers.len() == 1 { "" } else { "s" },
             p.files.len(),
@@ -648,8 +669,8 @@ fn in_place(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Com
     inplace::apply(&p)?;
     if !c.quiet {
         out(&format!(
-            "renamed {} tensors in place in {} ({} header{} rewritten, data untouched)",
-            p.renamed,
+            "renamed {} in place in {} ({} header{} rewritten, data untouched)",
+            report::count(p.renamed, "tensor"),
             dir.display(),
             p.headers.len(),
             if p.headers.len() == 1 { "" } else { "s" }
@@ -716,8 +737,8 @@ fn dry_run(view: &View, max: u64, drop_py: bool) {
     }
     out(&table.to_string());
     out(&format!(
-        "{} tensors, {} of data in {} file{}{}",
-        view.tensors.len(),
+        "{}, {} of data in {} file{}{}",
+        report::count(view.tensors.len(), "tensor"),
         human_bytes(p.total_data),
         p.files.len(),
         if p.files.len() == 1 { "" } else { "s" },

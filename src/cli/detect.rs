@@ -6,37 +6,34 @@ use std::path::PathBuf;
 
 use ckpt::Checkpoint;
 use ckpt::detect::{CheckpointKind, ConfigAgreement, Detection, detect_with};
-use ckpt::mapping::RenameRule;
-use ckpt::report::esc;
+use ckpt::report::{self, esc};
 
-use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
+use super::args::{MappingArgs, OpenArgs, exit_codes};
+use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, JSON_SCHEMA_VERSION, out};
 
 /// Detect a checkpoint's family from its tensor names, config and shapes (headers only).
 #[derive(clap::Args, Debug)]
+#[command(after_help = exit_codes::DETECT)]
 pub struct Args {
-    /// A `.safetensors` file, a `*.index.json`, or a checkpoint directory.
+    /// A `.safetensors` file, a `*.index.json`, a checkpoint directory or a Hugging Face cache
+    /// repository.
+    #[arg(value_name = "PATH")]
     pub path: PathBuf,
-    /// Also consider the family in this mapping file (repeatable).
-    #[arg(long = "mapping", value_name = "FILE")]
-    pub mappings: Vec<PathBuf>,
-    /// Rename tensors first: 'REGEX=REPLACEMENT' with $1 groups, matched against whole names
-    /// (repeatable), e.g. 'base_model\.model\.(.*)=$1'.
-    #[arg(long = "rename", value_name = "PATTERN=REPLACEMENT")]
-    pub renames: Vec<String>,
-    /// Print JSON instead of text.
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+    /// Print JSON instead of text (schema: docs/JSON.md).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
 }
 
 /// Run `detect`.
 pub fn run(a: Args) -> CmdResult {
-    let renames = a
-        .renames
-        .iter()
-        .map(|r| RenameRule::parse(r))
-        .collect::<Result<Vec<_>, _>>()?;
-    let reg = super::families::registry(&a.mappings)?;
-    let ck = Checkpoint::open(&a.path)?;
+    let renames = a.mapping.rules()?;
+    let reg = a.mapping.registry()?;
+    let ck = super::args::open(&a.path, &a.open, a.json)?;
+    super::args::require_matches(&[&ck], &renames, false)?;
     let d = detect_with(&ck, &reg, &renames)?;
     if a.json {
         out(&serde_json::to_string_pretty(&to_json(&ck, &d)).unwrap_or_default());
@@ -61,10 +58,10 @@ pub fn run(a: Args) -> CmdResult {
 fn text(ck: &Checkpoint, d: &Detection) -> Vec<String> {
     let mut l = Vec::new();
     l.push(format!(
-        "checkpoint  {}  ({}, {} tensors)",
+        "checkpoint  {}  ({}, {})",
         esc(&ck.path.display().to_string()),
         d.kind.describe(),
-        ck.tensors.len()
+        report::count(ck.tensors.len(), "tensor")
     ));
     let class = d.to_llama.as_ref().map(|b| b.class());
     let unknown_math = d
@@ -93,7 +90,7 @@ fn text(ck: &Checkpoint, d: &Detection) -> Vec<String> {
         } else {
             "            "
         };
-        l.push(format!("{head}{}", esc(e)));
+        l.extend(report::wrap(head, "            ", &esc(e)));
     }
     let runners: Vec<_> = d
         .ranked
@@ -107,18 +104,25 @@ fn text(ck: &Checkpoint, d: &Detection) -> Vec<String> {
         } else {
             "            "
         };
-        l.push(format!("{head}{:.2}  {}", s.score, esc(&s.summary())));
+        let head = format!("{head}{:.2}  ", s.score);
+        l.extend(report::wrap(
+            &head,
+            "                  ",
+            &esc(&s.summary()),
+        ));
     }
-    l.push(format!("dims        {}", dims_line(d)));
+    l.extend(report::wrap("dims        ", "            ", &dims_line(d)));
     if let Some(c) = &d.convert_command {
-        l.push(format!("convert     {c}"));
+        l.extend(report::wrap("convert     ", "            ", c));
+    } else if d.winner.as_deref() == Some("llama") {
+        l.push("convert     not needed: the checkpoint is already LLaMA".into());
     } else if let Some(w) = &d.winner
         && d.exact != Some(true)
         && w != "llama"
     {
         use ckpt::mapping::math::ConversionClass as C;
         let path = esc(&ck.path.display().to_string());
-        l.push(match class {
+        let line = match class {
             _ if unknown_math => format!(
                 "convert     refused until its computation is known (or asserted: --from {})",
                 esc(w)
@@ -133,7 +137,9 @@ fn text(ck: &Checkpoint, d: &Detection) -> Vec<String> {
                 "convert     not convertible to llama: `{}` computes something LLaMA cannot express (see `ckpt families`)",
                 esc(w)
             ),
-        });
+        };
+        let (head, rest) = line.split_at("convert     ".len());
+        l.extend(report::wrap(head, "            ", rest));
     }
     l
 }
@@ -207,10 +213,10 @@ fn to_json(ck: &Checkpoint, d: &Detection) -> serde_json::Value {
         .collect();
     let x = &d.dims;
     json!({
-        "path": ck.path.display().to_string(),
+        "schema_version": JSON_SCHEMA_VERSION,
+        "checkpoint": {"path": ck.path.display().to_string(), "family": d.winner},
         "kind": kind,
         "kind_detail": detail,
-        "family": d.winner,
         "llama_exact": d.exact,
         "config_decided": d.config_decided,
         "indistinct": d.indistinct,

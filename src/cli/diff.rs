@@ -1,16 +1,19 @@
 //! `ckpt diff A B`: two checkpoints aligned through their families, one row per canonical tensor
 //! (per-layer rows collapsed unless `--all`), a config table, optional value differences.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use ckpt::Result;
 use ckpt::checkpoint::Checkpoint;
 use ckpt::diff::{self, DiffReport, Options, Side, Status, TensorRow, ValueDiff};
-use ckpt::mapping::{Registry, View};
+use ckpt::mapping::pattern::apply_renames;
+use ckpt::mapping::{Registry, RenameRule, View};
 use ckpt::report::{self, esc, format_layers, layer_pattern};
 
-use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
+use super::args::{MappingArgs, OpenArgs, Unit, exit_codes, progress};
+use super::{
+    CmdResult, EXIT_FINDINGS, EXIT_OK, JSON_SCHEMA_VERSION, json_number, out, public_value,
+};
 
 /// Compare two checkpoints tensor by tensor (aligned by canonical name) and config key by key.
 ///
@@ -19,10 +22,13 @@ use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
 /// identical (same canonical tensors, shapes, dtypes and bytes; configs equal apart from keys the
 /// family mapping rewrites), 1 when they differ, 2 on error.
 #[derive(clap::Args, Debug)]
+#[command(after_help = exit_codes::DIFF)]
 pub struct Args {
-    /// First checkpoint (directory, `.safetensors` file or `*.index.json`).
+    /// First checkpoint (file, index, directory or Hugging Face cache repository).
+    #[arg(value_name = "A")]
     pub a: PathBuf,
     /// Second checkpoint.
+    #[arg(value_name = "B")]
     pub b: PathBuf,
     /// List every tensor instead of collapsing per-layer repetition.
     #[arg(long)]
@@ -31,53 +37,91 @@ pub struct Args {
     /// (over finite pairs) and the count of non-finite values on each side.
     #[arg(long)]
     pub values: bool,
-    /// Print JSON instead of tables.
+    /// Print JSON instead of tables (schema: docs/JSON.md).
     #[arg(long)]
     pub json: bool,
-    /// Read A as this family instead of the detected one.
+    /// Read A as this family instead of the detected one (`identity`: the names as stored).
     #[arg(long, value_name = "FAMILY")]
     pub family_a: Option<String>,
     /// Read B as this family instead of the detected one.
     #[arg(long, value_name = "FAMILY")]
     pub family_b: Option<String>,
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
 }
 
-/// Open a checkpoint's canonical view: through the named family, else the detected one. When no
-/// family is named and none is detected (GPT-2, an unknown layout), the checkpoint is compared as it
-/// is stored (`identity`); `--family-a identity` asks for that explicitly.
-fn open_view<'a>(ck: &'a Checkpoint, reg: &Registry, family: Option<&str>) -> Result<View<'a>> {
+/// Open a checkpoint's canonical view and the family it was read through: the named family, else
+/// the detected one. When no family is named and none is detected (GPT-2, an unknown layout), the
+/// checkpoint is compared as it is stored (`identity`, with the renames applied); `--family-a
+/// identity` asks for that explicitly.
+fn open_view<'a>(
+    ck: &'a Checkpoint,
+    reg: &Registry,
+    family: Option<&str>,
+    rules: &[RenameRule],
+) -> Result<(View<'a>, String)> {
+    let identity = || -> Result<(View<'a>, String)> {
+        if rules.is_empty() {
+            return Ok((View::identity(ck), "identity".into()));
+        }
+        let id = View::identity(ck);
+        let names: Vec<String> = id.tensors.iter().map(|t| t.name.clone()).collect();
+        let new = apply_renames(&names, rules).map_err(|e| e.file(&ck.path))?;
+        let tensors = id
+            .tensors
+            .iter()
+            .cloned()
+            .zip(new)
+            .map(|(mut t, n)| {
+                if n != t.name {
+                    t.transform = "rename";
+                    t.name = n;
+                }
+                t
+            })
+            .collect();
+        let v = View::new(
+            ck,
+            "identity",
+            "identity",
+            tensors,
+            ck.config.clone(),
+            Vec::new(),
+        )?;
+        Ok((v, "identity".into()))
+    };
     match family {
-        Some("identity") => Ok(View::identity(ck)),
-        Some(f) => ckpt::detect::open_view(ck, reg, Some(f), &[]).map(|(v, _)| v),
-        None => Ok(ckpt::detect::open_view(ck, reg, None, &[])
-            .map(|(v, _)| v)
-            .unwrap_or_else(|_| View::identity(ck))),
+        Some("identity") => identity(),
+        Some(f) => ckpt::detect::open_view(ck, reg, Some(f), rules),
+        None => match ckpt::detect::open_view(ck, reg, None, rules) {
+            Ok(v) => Ok(v),
+            Err(_) => identity(),
+        },
     }
 }
 
 /// Run `diff`.
 pub fn run(a: Args) -> CmdResult {
-    let cka = Checkpoint::open(&a.a)?;
-    let ckb = Checkpoint::open(&a.b)?;
-    let reg = Registry::builtin()?;
-    let va = open_view(&cka, &reg, a.family_a.as_deref())?;
-    let vb = open_view(&ckb, &reg, a.family_b.as_deref())?;
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = indicatif::ProgressBar::new(0);
-        if let Ok(s) = indicatif::ProgressStyle::with_template(
-            "comparing {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
-        ) {
-            b.set_style(s);
-        }
-        b
-    });
+    let quiet = a.quiet || a.json;
+    let cka = super::args::open(&a.a, &a.open, quiet)?;
+    let ckb = super::args::open(&a.b, &a.open, quiet)?;
+    let reg = a.mapping.registry()?;
+    let rules = a.mapping.rules()?;
+    super::args::require_matches(&[&cka, &ckb], &rules, false)?;
+    let (va, _) = open_view(&cka, &reg, a.family_a.as_deref(), &rules)?;
+    let (vb, _) = open_view(&ckb, &reg, a.family_b.as_deref(), &rules)?;
+    let bar = progress(quiet, Unit::Bytes);
+    bar.set_message("comparing values");
     let cb = |n: u64, total: u64| {
-        if let Some(b) = &bar {
-            if b.length() != Some(total) {
-                b.set_length(total);
-            }
-            b.inc(n);
+        if bar.length() != Some(total) {
+            bar.set_length(total);
         }
+        bar.inc(n);
     };
     let rep = diff::diff(
         &va,
@@ -87,9 +131,7 @@ pub fn run(a: Args) -> CmdResult {
             progress: Some(&cb),
         },
     )?;
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
+    bar.finish_and_clear();
     if a.json {
         out(&serde_json::to_string_pretty(&to_json(&rep)).unwrap_or_default());
     } else {
@@ -295,8 +337,17 @@ fn value(v: &Option<serde_json::Value>) -> String {
     match v {
         None => "(absent)".into(),
         Some(v) => {
-            // JSON text: control characters are already escaped.
-            let s = v.to_string();
+            // JSON text: control characters are already escaped; a non-finite number shows as the
+            // token transformers writes (`Infinity`), never as ckpt's internal marker.
+            let s = match public_value(v) {
+                serde_json::Value::String(t)
+                    if v.as_str()
+                        .is_some_and(|x| x.starts_with(ckpt::json::NONFINITE_SENTINEL)) =>
+                {
+                    t
+                }
+                other => other.to_string(),
+            };
             if s.chars().count() > MAX {
                 format!("{}...", s.chars().take(MAX).collect::<String>())
             } else {
@@ -365,7 +416,8 @@ fn to_json(rep: &DiffReport) -> serde_json::Value {
                 "b": side_json(&r.b),
                 "status": r.status.name(),
                 "values": r.values.map(|v| json!({
-                    "max_abs": v.max_abs, "rel_l2": v.rel_l2, "cosine": v.cosine,
+                    "max_abs": json_number(v.max_abs), "rel_l2": json_number(v.rel_l2),
+                    "cosine": json_number(v.cosine),
                     "differing": v.differing, "elements": v.elements,
                     "nonfinite_a": v.nonfinite_a, "nonfinite_b": v.nonfinite_b,
                 })),
@@ -376,9 +428,23 @@ fn to_json(rep: &DiffReport) -> serde_json::Value {
         .config
         .rows
         .iter()
-        .map(|r| json!({"key": r.key, "a": r.a, "b": r.b, "ignored": r.ignored.is_some(), "reason": r.ignored}))
+        .map(|r| {
+            // A key a side does not have is absent from the row; a key set to null is `null`.
+            let mut row = serde_json::Map::new();
+            row.insert("key".into(), json!(r.key));
+            if let Some(v) = &r.a {
+                row.insert("a".into(), public_value(v));
+            }
+            if let Some(v) = &r.b {
+                row.insert("b".into(), public_value(v));
+            }
+            row.insert("ignored".into(), json!(r.ignored.is_some()));
+            row.insert("reason".into(), json!(r.ignored));
+            serde_json::Value::Object(row)
+        })
         .collect();
     json!({
+        "schema_version": JSON_SCHEMA_VERSION,
         "a": {"path": rep.a_path, "family": rep.a_family},
         "b": {"path": rep.b_path, "family": rep.b_family},
         "tensors": tensors,

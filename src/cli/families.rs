@@ -6,26 +6,25 @@ use std::path::PathBuf;
 use ckpt::mapping::Registry;
 use ckpt::report::{self, esc};
 
-use super::{CmdResult, EXIT_OK, out};
+use super::args::exit_codes;
+use super::{CmdResult, EXIT_OK, JSON_SCHEMA_VERSION, out};
 
 /// List the known families: name, summary, LLaMA-exact or not, and sources.
 #[derive(clap::Args, Debug)]
+#[command(after_help = exit_codes::PLAIN)]
 pub struct Args {
-    /// Also load a family from this mapping file (repeatable).
+    /// Also load the family defined in this mapping file (TOML, see mappings/README.md;
+    /// repeatable).
     #[arg(long = "mapping", value_name = "FILE")]
     pub mappings: Vec<PathBuf>,
-    /// Print JSON instead of a table.
+    /// Print JSON instead of a table (schema: docs/JSON.md).
     #[arg(long)]
     pub json: bool,
 }
 
 /// Load the built-in families plus the `--mapping` files.
 pub fn registry(mappings: &[PathBuf]) -> Result<Registry, ckpt::Error> {
-    let mut reg = Registry::builtin()?;
-    for m in mappings {
-        reg.load_file(m)?;
-    }
-    Ok(reg)
+    super::args::registry(mappings)
 }
 
 /// Run `families`.
@@ -49,7 +48,8 @@ pub fn run(a: Args) -> CmdResult {
                 })
             })
             .collect();
-        out(&serde_json::to_string_pretty(&v).unwrap_or_default());
+        let doc = serde_json::json!({"schema_version": JSON_SCHEMA_VERSION, "families": v});
+        out(&serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(EXIT_OK);
     }
     let mut t = report::table(&["family", "llama-exact", "use", "summary"]);
@@ -78,10 +78,14 @@ pub fn run(a: Args) -> CmdResult {
     for f in reg.families() {
         out(&format!("{}  ({})", esc(&f.name), esc(&f.file)));
         if let Some(n) = &f.note {
-            out(&format!("  note: {}", esc(n)));
+            for l in report::wrap("  note: ", "        ", &esc(n)) {
+                out(&l);
+            }
         }
         for s in &f.sources {
-            out(&format!("  source: {}", esc(s)));
+            for l in report::wrap("  source: ", "          ", &esc(s)) {
+                out(&l);
+            }
         }
     }
     Ok(EXIT_OK)

@@ -6,12 +6,16 @@ use std::path::PathBuf;
 use ckpt::checkpoint::{Checkpoint, ModelConfig};
 use ckpt::report::{self, esc, human_bytes, human_count, thousands};
 
-use super::{CmdResult, EXIT_OK, out, user_regex};
+use super::args::{OpenArgs, exit_codes};
+use super::{CmdResult, EXIT_OK, JSON_SCHEMA_VERSION, out, user_regex};
 
 /// Show a checkpoint's files, tensors, dtypes, parameter count and config. Reads headers only.
 #[derive(clap::Args, Debug)]
+#[command(after_help = exit_codes::PLAIN)]
 pub struct Args {
-    /// A `.safetensors` file, a `*.index.json`, or a checkpoint directory.
+    /// A `.safetensors` file, a `*.index.json`, a checkpoint directory or a Hugging Face cache
+    /// repository.
+    #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// List every tensor instead of collapsing per-layer repetition.
     #[arg(long)]
@@ -19,15 +23,18 @@ pub struct Args {
     /// Only tensors whose name matches this regex.
     #[arg(long, value_name = "REGEX")]
     pub grep: Option<String>,
-    /// Print JSON (every tensor with name, shape, dtype, file and byte offsets) instead of tables.
+    /// Print JSON (every tensor with name, shape, dtype, file and byte offsets) instead of tables
+    /// (schema: docs/JSON.md).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
 }
 
 /// Run `inspect`.
 pub fn run(a: Args) -> CmdResult {
     let re = a.grep.as_deref().map(user_regex).transpose()?;
-    let ck = Checkpoint::open(&a.path)?;
+    let ck = super::args::open(&a.path, &a.open, a.json)?;
     let selected: Vec<usize> = (0..ck.tensors.len())
         .filter(|&i| re.as_ref().is_none_or(|r| r.is_match(&ck.tensors[i].name)))
         .collect();
@@ -64,10 +71,10 @@ fn summary(ck: &Checkpoint) -> Vec<String> {
     ));
     for s in &ck.shards {
         lines.push(format!(
-            "  {:<40} {:>12}  {} tensors",
+            "  {:<40} {:>12}  {}",
             esc(&s.file_name),
             human_bytes(s.size),
-            s.header.tensors.len()
+            report::count(s.header.tensors.len(), "tensor")
         ));
     }
     let params = ck.parameter_count();
@@ -85,7 +92,7 @@ fn summary(ck: &Checkpoint) -> Vec<String> {
     }
     let dt: Vec<String> = by_dtype
         .iter()
-        .map(|(d, (b, n))| format!("{d} {} ({n} tensors)", human_bytes(*b)))
+        .map(|(d, (b, n))| format!("{d} {} ({})", human_bytes(*b), report::count(*n, "tensor")))
         .collect();
     lines.push(format!("dtypes      {}", dt.join(", ")));
     let mut metas: Vec<String> = Vec::new();
@@ -105,6 +112,9 @@ fn summary(ck: &Checkpoint) -> Vec<String> {
     lines.push(format!("metadata    {}", metas.join(" | ")));
     if let Some(c) = &ck.config {
         lines.push(format!("config      {}", config_line(c)));
+        if ck.notes.iter().any(|n| n.contains("config")) {
+            lines.push("            (read from the directory of the given file)".into());
+        }
     } else {
         lines.push("config      (no config.json or params.json)".into());
     }
@@ -255,6 +265,7 @@ fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
         })
         .collect();
     json!({
+        "schema_version": JSON_SCHEMA_VERSION,
         "path": ck.path.display().to_string(),
         "layout": ck.layout.name(),
         "files": files,
@@ -265,6 +276,7 @@ fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
         "config": ck.config.as_ref().map(config_json),
         "tensors": tensors,
         "warnings": ck.warnings,
+        "notes": ck.notes,
     })
 }
 

@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ckpt::checkpoint::Checkpoint;
 use ckpt::checkpoint::header::{Dtype, serialize_header};
 use ckpt::detect::open_view;
 use ckpt::kernels::{self, Isa};
@@ -13,7 +12,8 @@ use ckpt::reference::{self, Logits};
 use ckpt::report::esc;
 use ckpt::{Error, Result};
 
-use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
+use super::args::{MappingArgs, OpenArgs, Unit, exit_codes, progress};
+use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, JSON_SCHEMA_VERSION, out};
 
 /// Run the reference LLaMA forward pass on token ids and print the top next-token logits of each
 /// sequence's last position (or write all logits with `--out`).
@@ -21,8 +21,11 @@ use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
 /// Exit 0; 1 when some logits are not finite (NaN or infinite: a warning says how many), 2 on
 /// error.
 #[derive(clap::Args, Debug)]
+#[command(after_help = exit_codes::PLAIN)]
 pub struct Args {
-    /// A `.safetensors` file, a `*.index.json`, or a checkpoint directory (with its config).
+    /// A `.safetensors` file, a `*.index.json`, a checkpoint directory or a Hugging Face cache
+    /// repository (with its config).
+    #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// One sequence of comma-separated token ids; repeat for a batch (equal lengths).
     #[arg(long, value_name = "IDS", required = true)]
@@ -34,19 +37,20 @@ pub struct Args {
     /// How many of the highest logits to show per sequence.
     #[arg(long, value_name = "K", default_value_t = 5)]
     pub top: usize,
-    /// Print JSON instead of tables.
+    /// Print JSON instead of tables (schema: docs/JSON.md).
     #[arg(long)]
     pub json: bool,
-    /// Read the checkpoint as this family (default: detected; `ckpt families` lists them).
-    #[arg(long, value_name = "F")]
+    /// Read the checkpoint as this family instead of the detected one (`ckpt families` lists
+    /// them).
+    #[arg(long, value_name = "FAMILY")]
     pub family: Option<String>,
-    /// Load this family mapping file and read the checkpoint through it (unless `--family` names
-    /// another family).
-    #[arg(long, value_name = "FILE")]
-    pub mapping: Option<PathBuf>,
-    /// Rename physical tensors before matching (e.g. strip a prefix), like `ckpt detect`.
-    #[arg(long = "rename", value_name = "PATTERN=REPLACEMENT")]
-    pub renames: Vec<String>,
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
 }
 
 /// The validated request.
@@ -69,23 +73,12 @@ fn resolve(a: &Args) -> Result<Request> {
         Ok(None) => kernels::active_isa(),
         Err(m) => return Err(Error::usage(m)),
     };
-    let renames = a
-        .renames
-        .iter()
-        .map(|r| RenameRule::parse(r))
-        .collect::<Result<Vec<_>>>()?;
-    let mut registry = Registry::builtin()?;
-    let mut family = a.family.clone();
-    if let Some(m) = &a.mapping {
-        let loaded = registry.load_file(m)?;
-        family.get_or_insert(loaded);
-    }
     Ok(Request {
         batch,
         isa,
-        registry,
-        family,
-        renames,
+        registry: a.mapping.registry()?,
+        family: a.family.clone(),
+        renames: a.mapping.rules()?,
     })
 }
 
@@ -106,9 +99,16 @@ fn parse_ids(s: &str) -> Result<Vec<u32>> {
 /// Run `logits`.
 pub fn run(a: Args) -> CmdResult {
     let req = resolve(&a)?;
-    let ck = Checkpoint::open(&a.path)?;
+    let ck = super::args::open(&a.path, &a.open, a.quiet)?;
+    super::args::require_matches(&[&ck], &req.renames, false)?;
     let (view, family) = open_view(&ck, &req.registry, req.family.as_deref(), &req.renames)?;
-    let logits = reference::forward(&view, &req.batch, req.isa)?;
+    let bar = progress(a.quiet, Unit::Steps);
+    bar.set_message("forward pass");
+    let logits = reference::forward_with_progress(&view, &req.batch, req.isa, &|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
     let nonfinite = logits.data.iter().filter(|x| !x.is_finite()).count();
     // The results are still shown (and written): they are what the weights compute.
     let code = if nonfinite > 0 {
@@ -126,7 +126,7 @@ pub fn run(a: Args) -> CmdResult {
         write_logits(path, &req.batch, &logits)?;
     }
     if a.json {
-        let mut v = to_json(&a, &req, &family, &logits);
+        let mut v = to_json(&a, &ck.path.display().to_string(), &req, &family, &logits);
         v["nonfinite"] = nonfinite.into();
         out(&serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(code);
@@ -166,20 +166,22 @@ pub fn run(a: Args) -> CmdResult {
     Ok(code)
 }
 
-fn to_json(a: &Args, req: &Request, family: &str, l: &Logits) -> serde_json::Value {
+fn to_json(a: &Args, path: &str, req: &Request, family: &str, l: &Logits) -> serde_json::Value {
     let sequences: Vec<_> = (0..l.batch)
         .map(|b| {
             let top: Vec<_> = l
                 .top_k(b, l.seq - 1, a.top)
                 .into_iter()
-                .map(|(id, logit)| serde_json::json!({"id": id, "logit": logit}))
+                .map(|(id, logit)| {
+                    serde_json::json!({"id": id, "logit": super::json_number(f64::from(logit))})
+                })
                 .collect();
             serde_json::json!({"ids": req.batch[b], "top": top})
         })
         .collect();
     serde_json::json!({
-        "checkpoint": a.path.display().to_string(),
-        "family": family,
+        "schema_version": JSON_SCHEMA_VERSION,
+        "checkpoint": {"path": path, "family": family},
         "isa": req.isa.name(),
         "batch": l.batch,
         "seq": l.seq,

@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 
 use ckpt::Error;
 use ckpt::checkpoint::Checkpoint;
-use ckpt::mapping::{Registry, View};
+use ckpt::mapping::{Registry, RenameRule, View};
 use ckpt::report::{self, esc};
 use ckpt::verify::{self, Level, Options, Pair, Report, Verdict};
 
-use super::{CmdResult, out};
+use super::args::{MappingArgs, OpenArgs, Unit, exit_codes, progress};
+use super::{CmdResult, JSON_SCHEMA_VERSION, out};
 
 /// Prove two checkpoints compute the same thing: same canonical tensors and shapes (structure), same
 /// bytes, and the same logits from the built-in reference forward pass, each side in its own family.
@@ -16,26 +17,27 @@ use super::{CmdResult, out};
 /// Verdicts: `equivalent` (logits compared and within the tolerance, structure agrees), `NOT
 /// equivalent`, and for runs limited by --level or --skip-logits `same structure` / `structure
 /// differs` / `identical bytes` / `bytes differ`, each naming the levels not compared;
-/// `inconclusive` when a level could not run. Exit 0 equivalent (or matching at every level
-/// asked), 1 a level found a difference, 2 inconclusive or error.
+/// `inconclusive` when a level could not run.
 #[derive(clap::Args, Debug)]
+#[command(after_help = exit_codes::VERIFY)]
 pub struct Args {
-    /// First checkpoint (file, index or directory).
+    /// First checkpoint (file, index, directory or Hugging Face cache repository).
+    #[arg(value_name = "A")]
     pub a: PathBuf,
     /// Second checkpoint.
+    #[arg(value_name = "B")]
     pub b: PathBuf,
-    /// Read A as this family instead of the detected one.
+    /// Read A as this family instead of the detected one (`ckpt families` lists them).
     #[arg(long, value_name = "FAMILY")]
     pub family_a: Option<String>,
     /// Read B as this family instead of the detected one.
     #[arg(long, value_name = "FAMILY")]
     pub family_b: Option<String>,
-    /// Load an extra family mapping file (repeatable).
-    #[arg(long, value_name = "FILE")]
-    pub mapping: Vec<PathBuf>,
+    #[command(flatten)]
+    pub mapping: MappingArgs,
     /// Deepest level to run: structure, bytes or logits. Below logits the verdict is never
     /// `equivalent`: it says which levels it compared.
-    #[arg(long, default_value = "logits")]
+    #[arg(long, value_name = "LEVEL", default_value = "logits")]
     pub level: String,
     /// Stop after the bytes level (for speed on huge models); same as --level bytes.
     #[arg(long)]
@@ -46,21 +48,26 @@ pub struct Args {
     #[arg(long, value_name = "IDS")]
     pub ids: Vec<String>,
     /// Length of the default sequences.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, value_name = "N", default_value_t = 16)]
     pub seq_len: usize,
     /// Number of default sequences.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = 3)]
     pub batch: usize,
     /// Absolute logits tolerance (default 0: exact, right when the bytes are identical). A dtype
     /// conversion is equivalent only within a tolerance you state.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_name = "X", default_value_t = 0.0)]
     pub atol: f64,
     /// Tolerance relative to the largest |logit| of A.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_name = "X", default_value_t = 0.0)]
     pub rtol: f64,
-    /// Print JSON instead of tables.
+    /// Print JSON instead of tables (schema: docs/JSON.md).
     #[arg(long)]
     pub json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
 }
 
 /// Open a checkpoint through its detected (or given) family as a canonical view.
@@ -68,18 +75,9 @@ pub fn open_canonical<'a>(
     ck: &'a Checkpoint,
     reg: &Registry,
     family: Option<&str>,
-) -> Result<View<'a>, Error> {
-    let (view, _family) = ckpt::detect::open_view(ck, reg, family, &[])?;
-    Ok(view)
-}
-
-/// The family registry with the built-in families plus `--mapping` files.
-pub fn registry(mappings: &[PathBuf]) -> Result<Registry, Error> {
-    let mut reg = Registry::builtin()?;
-    for m in mappings {
-        reg.load_file(m)?;
-    }
-    Ok(reg)
+    renames: &[RenameRule],
+) -> Result<(View<'a>, String), Error> {
+    ckpt::detect::open_view(ck, reg, family, renames)
 }
 
 /// Parse `--ids 1,2,3` values into sequences of equal length, each id below `vocab`.
@@ -153,44 +151,32 @@ pub fn options(a: &Args, vocab: Option<usize>) -> Result<Options, Error> {
 
 /// Run `verify`.
 pub fn run(a: Args) -> CmdResult {
-    let reg = registry(&a.mapping)?;
-    let cka = Checkpoint::open(&a.a)?;
-    let ckb = Checkpoint::open(&a.b)?;
-    // A side no family reads has no canonical view to compare: an error (exit 2), never a verdict.
-    // Detection's hint names `--family`; verify's flags are `--family-a` / `--family-b`.
-    let side_hint = |e: Error, flag: &str| {
-        if e.kind() == ckpt::ErrorKind::Usage {
-            e.hint(format!(
-                "verify reads each side through its family: `{flag} FAMILY` names it (`ckpt families` \
-                 lists them), or describe it in a mapping file and pass `--mapping FILE`"
-            ))
-        } else {
-            e
-        }
-    };
-    let va = open_canonical(&cka, &reg, a.family_a.as_deref())
-        .map_err(|e| side_hint(e, "--family-a"))?;
-    let vb = open_canonical(&ckb, &reg, a.family_b.as_deref())
-        .map_err(|e| side_hint(e, "--family-b"))?;
+    let reg = a.mapping.registry()?;
+    let rules = a.mapping.rules()?;
+    let quiet = a.quiet || a.json;
+    let cka = super::args::open(&a.a, &a.open, quiet)?;
+    let ckb = super::args::open(&a.b, &a.open, quiet)?;
+    super::args::require_matches(&[&cka, &ckb], &rules, false)?;
+    let (va, fa) = open_canonical(&cka, &reg, a.family_a.as_deref(), &rules)?;
+    let (vb, fb) = open_canonical(&ckb, &reg, a.family_b.as_deref(), &rules)?;
     let vocab = va
         .get("model.embed_tokens.weight")
         .and_then(|t| t.shape.first().copied());
     let opts = options(&a, vocab)?;
-    let bar = progress_bar(a.json);
+    let bar = progress(quiet, Unit::Steps);
     let rep = verify::verify_with_progress(&va, &vb, &opts, &|stage, done, total| {
         bar.set_message(stage.to_string());
         bar.set_length(total);
         bar.set_position(done);
     })?;
     bar.finish_and_clear();
+    let (pa, pb) = (cka.path.clone(), ckb.path.clone());
     if a.json {
-        out(
-            &serde_json::to_string_pretty(&to_json(&rep, &a.a, &a.b, VERIFY_HINT))
-                .unwrap_or_default(),
-        );
+        let sides = [(pa.as_path(), fa.as_str()), (pb.as_path(), fb.as_str())];
+        out(&serde_json::to_string_pretty(&to_json(&rep, sides, VERIFY_HINT)).unwrap_or_default());
     } else {
-        for line in render(&rep, &a.a, &a.b, VERIFY_HINT) {
-            out(&line);
+        for line in render(&rep, &pa, &pb, VERIFY_HINT) {
+            super::out_fit(&line, 11);
         }
     }
     Ok(rep.verdict.exit_code())
@@ -201,22 +187,6 @@ pub const VERIFY_HINT: &str = "if the input is longer than the model allows (a s
      position limit), shorten it with `--seq-len N` (or shorter `--ids`); to compare without the \
      forward pass, use `--skip-logits` or `--level bytes` (that verdict then names the levels it did \
      not compare)";
-
-/// A progress bar on stderr when it is a terminal (hidden otherwise): bytes compared, then layers of
-/// each forward pass.
-pub fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if quiet || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{msg:9} [{bar:30}] {pos}/{len} eta {eta}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
-}
 
 fn pass(p: bool) -> &'static str {
     if p { "PASS" } else { "FAIL" }
@@ -291,7 +261,14 @@ pub fn render(rep: &Report, a: &Path, b: &Path, hint: &str) -> Vec<String> {
         }
     }
     for (k, x, y) in &s.config_differs {
-        l.push(format!("  config {k}: A {x}, B {y}"));
+        let shown = |v: &serde_json::Value| {
+            if v.is_null() {
+                "(not set)".to_string()
+            } else {
+                esc(&v.to_string())
+            }
+        };
+        l.push(format!("  config {k}: A {}, B {}", shown(x), shown(y)));
     }
     if s.configs != (true, true) {
         let missing: Vec<&str> = [("A", s.configs.0), ("B", s.configs.1)]
@@ -499,23 +476,18 @@ fn pair_json(p: &Pair) -> serde_json::Value {
     })
 }
 
-/// The report as JSON (stable schema, documented in the README); `hint` as for [`render`].
-pub fn to_json(rep: &Report, a: &Path, b: &Path, hint: &str) -> serde_json::Value {
+/// The report as JSON (schema: docs/JSON.md); `sides` are each checkpoint's path and family;
+/// `hint` as for [`render`].
+pub fn to_json(rep: &Report, sides: [(&Path, &str); 2], hint: &str) -> serde_json::Value {
     use serde_json::json;
     let s = &rep.structure;
-    let f = |v: f64| {
-        if v.is_finite() {
-            json!(v)
-        } else {
-            json!(v.to_string())
-        }
-    };
+    let f = super::json_number;
+    let side = |(p, f): (&Path, &str)| json!({"path": p.display().to_string(), "family": f});
     let names = |v: Vec<Level>| v.into_iter().map(|l| l.name()).collect::<Vec<_>>();
     json!({
-        "a": a.display().to_string(),
-        "b": b.display().to_string(),
-        "family_a": rep.family_a,
-        "family_b": rep.family_b,
+        "schema_version": JSON_SCHEMA_VERSION,
+        "a": side(sides[0]),
+        "b": side(sides[1]),
         "verdict": rep.verdict.word(),
         "verdict_text": verdict_text(rep),
         "equivalent": rep.equivalent,

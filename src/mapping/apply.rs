@@ -129,7 +129,9 @@ pub fn match_tensors<'f>(
             ))
             .file(&ck.path)
             .tensor(&ck.tensors[i].name)
-            .hint("pick another family with --family, strip a prefix with --rename 'PATTERN=REPLACEMENT', or load your own mapping with --mapping FILE"));
+            .cause(crate::error::Cause::TensorUnmapped {
+                family: family.name.clone(),
+            }));
         };
         let b = r
             .rule

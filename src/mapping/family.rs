@@ -488,11 +488,16 @@ impl Registry {
     /// Add a family from TOML text; `file` names it in errors. Returns the family's name.
     pub fn load_str(&mut self, text: &str, file: &str) -> Result<String> {
         let spec: super::loader::FileSpec = toml::from_str(text).map_err(|e| {
-            Error::bad_data(format!(
-                "invalid mapping file: {}",
-                escape(e.to_string().trim())
-            ))
-            .file(file)
+            // The toml crate's message is multi-line (the line, a caret, the reason); keep its lines,
+            // escaping each.
+            let text = e
+                .to_string()
+                .trim()
+                .lines()
+                .map(escape)
+                .collect::<Vec<_>>()
+                .join("\n");
+            Error::bad_data(format!("invalid mapping file:\n{text}")).file(file)
         })?;
         let fam = super::loader::compile(spec, file, self).map_err(|e| e.file(file))?;
         let name = fam.name.clone();
@@ -508,14 +513,13 @@ impl Registry {
     /// Look a family up by name; an unknown name is a usage error listing the known families.
     pub fn require(&self, name: &str) -> Result<&Family> {
         self.get(name).ok_or_else(|| {
-            Error::usage(format!("unknown family `{}`", escape(name))).hint(format!(
-                "known families: {}",
-                self.families
-                    .iter()
-                    .map(|f| f.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
+            let known: Vec<String> = self.families.iter().map(|f| f.name.clone()).collect();
+            Error::usage(format!("unknown family `{}`", escape(name)))
+                .hint(format!("known families: {}", known.join(", ")))
+                .cause(crate::error::Cause::UnknownFamily {
+                    name: name.to_string(),
+                    known,
+                })
         })
     }
 

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use regex::{Regex, RegexBuilder};
 
-use crate::error::{Error, Result, escape};
+use crate::error::{Cause, Error, Result, escape};
 
 /// Largest compiled regex accepted for one pattern, in bytes (`RegexBuilder::size_limit`).
 pub const MAX_REGEX_BYTES: usize = 1 << 20;
@@ -246,7 +246,8 @@ impl RenameRule {
     pub fn parse(spec: &str) -> Result<RenameRule> {
         let usage = |m: String| {
             Error::usage(m)
-                .hint("write --rename 'PATTERN=REPLACEMENT', e.g. 'base_model\\.model\\.(.*)=$1'")
+                .hint("a rename rule is PATTERN=REPLACEMENT, e.g. 'base_model\\.model\\.(.*)=$1'")
+                .cause(Cause::RenameSyntax)
         };
         if spec.len() > MAX_PATTERN_LEN {
             return Err(usage(format!(
@@ -342,6 +343,40 @@ fn replacement_groups(rep: &str) -> Vec<String> {
 /// Apply ad-hoc renames to a list of names: the new names, or an error naming the tensor and the rules
 /// when two rules match one name or two names end up the same.
 pub fn apply_renames(names: &[String], rules: &[RenameRule]) -> Result<Vec<String>> {
+    apply_renames_inner(names, rules)
+}
+
+/// The rules of `rules` that match none of `names` (a rule that renames nothing is almost always a
+/// pattern written as a substring: patterns match whole names).
+pub fn unmatched_renames<'r>(names: &[String], rules: &'r [RenameRule]) -> Vec<&'r RenameRule> {
+    rules
+        .iter()
+        .filter(|r| !names.iter().any(|n| r.apply(n).is_some()))
+        .collect()
+}
+
+/// An error for the first rule of `rules` that matches none of `names`, naming the rule and saying
+/// that patterns match whole names; `Ok` when every rule matches some name.
+pub fn require_renames_match(names: &[String], rules: &[RenameRule]) -> Result<()> {
+    match unmatched_renames(names, rules).first() {
+        None => Ok(()),
+        Some(r) => Err(unmatched_error(r)),
+    }
+}
+
+/// The error (or, for a dry run, the warning text) for a rule that matches no tensor.
+pub fn unmatched_error(r: &RenameRule) -> Error {
+    Error::usage(format!(
+        "rename rule `{}` matches no tensor name; patterns match whole names (`ln1` matches only a \
+         tensor called exactly `ln1`; write `(.*)\\.ln1\\.(.*)=$1.input_layernorm.$2` to replace a part)",
+        escape(&r.spec)
+    ))
+    .cause(Cause::RenameUnmatched {
+        rule: r.spec.clone(),
+    })
+}
+
+fn apply_renames_inner(names: &[String], rules: &[RenameRule]) -> Result<Vec<String>> {
     if rules.is_empty() {
         return Ok(names.to_vec());
     }

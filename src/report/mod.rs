@@ -53,13 +53,82 @@ pub fn thousands(n: u128) -> String {
     out
 }
 
-/// A new table in the house style (no outer borders, header underlined), sized to the terminal.
+/// The width output should fit: `COLUMNS` when set to a number (as shells export it, and for
+/// tests), else the terminal's width when stdout is a terminal, else `None` (no limit: output piped
+/// to a file keeps whole lines).
+pub fn terminal_width() -> Option<usize> {
+    if let Some(w) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|&w| w >= 20)
+    {
+        return Some(w);
+    }
+    Table::new().width().map(usize::from)
+}
+
+/// A new table in the house style (no outer borders, header underlined), arranged to fit
+/// [`terminal_width`] (long cells wrap inside their column).
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(presets::NOTHING.header_separator(LineStyle::none().fill('-').junction(' ')))
-        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header.to_vec());
+    if let Some(w) = terminal_width() {
+        t.set_width(u16::try_from(w).unwrap_or(u16::MAX));
+    }
     t
+}
+
+/// Wrap `text` to [`terminal_width`] (no wrapping without one): the first line starts with
+/// `first`, the following ones with `rest` (usually spaces of the same width). Words longer than a
+/// line are kept whole.
+pub fn wrap(first: &str, rest: &str, text: &str) -> Vec<String> {
+    wrap_to(terminal_width(), first, rest, text)
+}
+
+/// [`wrap`] to a given width. Spacing inside a line is kept (aligned columns stay aligned); only
+/// the whitespace where a line breaks is dropped.
+pub fn wrap_to(width: Option<usize>, first: &str, rest: &str, text: &str) -> Vec<String> {
+    let Some(width) = width else {
+        return vec![format!("{first}{text}")];
+    };
+    // Words with the whitespace that precedes them.
+    let mut words: Vec<(String, &str)> = Vec::new();
+    let mut gap = String::new();
+    for piece in text.split(' ') {
+        if piece.is_empty() {
+            gap.push(' ');
+            continue;
+        }
+        words.push((std::mem::take(&mut gap), piece));
+        gap.push(' ');
+    }
+    let mut lines = Vec::new();
+    let mut line = first.to_string();
+    let mut empty = true;
+    for (mut space, word) in words {
+        if empty {
+            space.clear();
+        } else if line.chars().count() + space.len() + word.chars().count() > width {
+            lines.push(std::mem::replace(&mut line, rest.to_string()));
+            space.clear();
+        }
+        line.push_str(&space);
+        line.push_str(word);
+        empty = false;
+    }
+    lines.push(line);
+    lines
+}
+
+/// `1 tensor`, `2 tensors`: a count with its noun in the right number (nouns that take `s`).
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// Split a tensor name into its per-layer pattern and layer index:
@@ -194,5 +263,20 @@ mod tests {
         assert_eq!(human_bytes(999), "999 B");
         assert_eq!(human_bytes(1_500_000_000), "1.50 GB");
         assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(count(1, "tensor"), "1 tensor");
+        assert_eq!(count(0, "tensor"), "0 tensors");
+    }
+
+    #[test]
+    fn wraps_words_to_the_width() {
+        let l = wrap_to(
+            Some(20),
+            "note: ",
+            "      ",
+            "one two three four five six seven",
+        );
+        assert!(l.iter().all(|x| x.chars().count() <= 20), "{l:?}");
+        assert_eq!(l.join(" ").split_whitespace().count(), 8);
+        assert_eq!(wrap_to(None, "a ", "  ", "b c"), vec!["a b c"]);
     }
 }

@@ -20,6 +20,8 @@
 //! the same NaN or infinity at the same position agrees, one against a finite value disagrees and is
 //! counted, and the tolerance is computed from finite values only.
 
+use serde_json::Value;
+
 use crate::checkpoint::header::Dtype;
 use crate::diff::values::{self, ValueDiff};
 use crate::error::{Error, ErrorKind, Result};
@@ -87,9 +89,9 @@ pub struct Structure {
     pub shape_differs: Vec<Pair>,
     /// Same name and shape, different dtype (noted; the bytes level fails on them).
     pub dtype_differs: Vec<Pair>,
-    /// Forward-relevant hyperparameters that differ: (key, A, B). Compared only when both sides
-    /// have a config (see `configs`).
-    pub config_differs: Vec<(String, String, String)>,
+    /// Forward-relevant hyperparameters that differ: (key, A's value, B's value), values as JSON
+    /// (`null`: the config does not give it).
+    pub config_differs: Vec<(String, Value, Value)>,
     /// Whether A and B have a config (hyperparameters are compared only when both do).
     pub configs: (bool, bool),
 }
@@ -567,8 +569,8 @@ pub fn compare_structure(a: &View<'_>, b: &View<'_>) -> Structure {
         for what in bridge.lossy.iter().chain(&bridge.impossible) {
             s.config_differs.push((
                 "computation".into(),
-                format!("{} math", a.family),
-                format!("{} math: {what}", b.family),
+                format!("{} math", a.family).into(),
+                format!("{} math: {what}", b.family).into(),
             ));
         }
     }
@@ -579,77 +581,74 @@ pub fn compare_structure(a: &View<'_>, b: &View<'_>) -> Structure {
     s
 }
 
-fn config_differences(a: &View<'_>, b: &View<'_>) -> Vec<(String, String, String)> {
+fn config_differences(a: &View<'_>, b: &View<'_>) -> Vec<(String, Value, Value)> {
     let (Some(ca), Some(cb)) = (&a.config, &b.config) else {
         return Vec::new();
     };
-    let fmt = |v: String| v;
-    let fields: Vec<(&str, String, String)> = vec![
-        (
-            "hidden_size",
-            format!("{:?}", ca.hidden_size),
-            format!("{:?}", cb.hidden_size),
-        ),
+    // Values as JSON (numbers as numbers, `null` where the config does not give one), so reports
+    // never show Rust's `Debug` forms.
+    fn j<T: serde::Serialize>(v: T) -> Value {
+        serde_json::to_value(v).unwrap_or(Value::Null)
+    }
+    let rope = |c: &crate::checkpoint::ModelConfig| {
+        c.rope_scaling.as_ref().map(|s| {
+            serde_json::json!({
+                "rope_type": s.rope_type, "factor": s.factor,
+                "original_max_position_embeddings": s.original_max_position_embeddings,
+                "low_freq_factor": s.low_freq_factor, "high_freq_factor": s.high_freq_factor,
+            })
+        })
+    };
+    let fields: Vec<(&str, Value, Value)> = vec![
+        ("hidden_size", j(ca.hidden_size), j(cb.hidden_size)),
         (
             "num_hidden_layers",
-            format!("{:?}", ca.num_hidden_layers),
-            format!("{:?}", cb.num_hidden_layers),
+            j(ca.num_hidden_layers),
+            j(cb.num_hidden_layers),
         ),
         (
             "num_attention_heads",
-            format!("{:?}", ca.num_attention_heads),
-            format!("{:?}", cb.num_attention_heads),
+            j(ca.num_attention_heads),
+            j(cb.num_attention_heads),
         ),
         (
             "num_key_value_heads",
-            format!("{:?}", ca.resolved_kv_heads()),
-            format!("{:?}", cb.resolved_kv_heads()),
+            j(ca.resolved_kv_heads()),
+            j(cb.resolved_kv_heads()),
         ),
         (
             "head_dim",
-            format!("{:?}", ca.resolved_head_dim()),
-            format!("{:?}", cb.resolved_head_dim()),
+            j(ca.resolved_head_dim()),
+            j(cb.resolved_head_dim()),
         ),
         (
             "intermediate_size",
-            format!("{:?}", ca.intermediate_size),
-            format!("{:?}", cb.intermediate_size),
+            j(ca.intermediate_size),
+            j(cb.intermediate_size),
         ),
-        (
-            "vocab_size",
-            format!("{:?}", ca.vocab_size),
-            format!("{:?}", cb.vocab_size),
-        ),
-        (
-            "rms_norm_eps",
-            format!("{:?}", ca.rms_norm_eps),
-            format!("{:?}", cb.rms_norm_eps),
-        ),
+        ("vocab_size", j(ca.vocab_size), j(cb.vocab_size)),
+        ("rms_norm_eps", j(ca.rms_norm_eps), j(cb.rms_norm_eps)),
         (
             "rope_theta",
-            format!("{:?}", ca.rope_theta.unwrap_or(10000.0)),
-            format!("{:?}", cb.rope_theta.unwrap_or(10000.0)),
+            j(ca.rope_theta.unwrap_or(10000.0)),
+            j(cb.rope_theta.unwrap_or(10000.0)),
         ),
-        (
-            "rope_scaling",
-            format!("{:?}", ca.rope_scaling),
-            format!("{:?}", cb.rope_scaling),
-        ),
+        ("rope_scaling", j(rope(ca)), j(rope(cb))),
         (
             "tie_word_embeddings",
-            format!("{:?}", ca.tie_word_embeddings.unwrap_or(false)),
-            format!("{:?}", cb.tie_word_embeddings.unwrap_or(false)),
+            j(ca.tie_word_embeddings.unwrap_or(false)),
+            j(cb.tie_word_embeddings.unwrap_or(false)),
         ),
         (
             "hidden_act",
-            format!("{:?}", ca.hidden_act.as_deref().unwrap_or("silu")),
-            format!("{:?}", cb.hidden_act.as_deref().unwrap_or("silu")),
+            j(ca.hidden_act.as_deref().unwrap_or("silu")),
+            j(cb.hidden_act.as_deref().unwrap_or("silu")),
         ),
     ];
     fields
         .into_iter()
         .filter(|(_, x, y)| x != y)
-        .map(|(k, x, y)| (k.to_string(), fmt(x), fmt(y)))
+        .map(|(k, x, y)| (k.to_string(), x, y))
         .collect()
 }
 
