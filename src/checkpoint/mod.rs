@@ -8,6 +8,7 @@
 //! [`Checkpoint::data`].
 
 pub mod config;
+pub mod gguf;
 pub mod header;
 pub mod index;
 pub mod shard;
@@ -126,6 +127,9 @@ impl Checkpoint {
             let mut ck = Self::open_indexed(path, &dir, path)?;
             ck.path = path.to_path_buf();
             return Ok(ck);
+        }
+        if name.ends_with(".gguf") || gguf::sniff(path) {
+            return gguf::open_checkpoint(path);
         }
         let shard = Shard::open(path)?;
         Self::assemble(
@@ -405,7 +409,7 @@ impl Checkpoint {
 pub fn layer_index(name: &str) -> Option<usize> {
     let parts: Vec<&str> = name.split('.').collect();
     parts.windows(2).find_map(|w| match w {
-        [a, b] if matches!(*a, "layers" | "h" | "blocks" | "layer") => b.parse().ok(),
+        [a, b] if matches!(*a, "layers" | "h" | "blocks" | "layer" | "blk") => b.parse().ok(),
         _ => None,
     })
 }

@@ -89,6 +89,10 @@ pub(crate) fn exp<S: Simd>(s: S, x: S::V) -> S::V {
 /// Decode `out.len()` elements of `w` starting at element `start`.
 #[inline(always)]
 pub(crate) fn decode<S: Simd>(s: S, w: Weights<'_>, start: usize, out: &mut [f32]) {
+    if w.dtype.is_block() {
+        super::quant::decode(w.dtype, w.bytes, start, out);
+        return;
+    }
     let l = S::LANES;
     let count = out.len();
     let size = w.dtype.size();
@@ -110,6 +114,7 @@ pub(crate) fn decode<S: Simd>(s: S, w: Weights<'_>, start: usize, out: &mut [f32
         WDtype::F32 => run!(load_f32le),
         WDtype::Bf16 => run!(load_bf16),
         WDtype::F16 => run!(load_f16),
+        _ => {}
     }
     for (j, o) in out.iter_mut().enumerate().skip(i) {
         *o = scalar::weight_at(w, start + j);
