@@ -285,9 +285,48 @@ pub fn render(rep: &Report, a: &Path, b: &Path) -> Vec<String> {
             l.push(format!("  ... and {} more", bt.differing.len() - 20));
         }
     }
+    if let Some(q) = &rep.quant {
+        let mut types: Vec<String> = q.tensors.iter().map(|t| t.dtype.to_string()).collect();
+        types.sort();
+        types.dedup();
+        l.push(format!(
+            "quantized  {}  {} tensors quantized ({}): weight NMSE max {:.3e}; {} over their band",
+            pass(q.weights_pass()),
+            q.tensors.len(),
+            types.join(", "),
+            q.max_nmse(),
+            q.over
+        ));
+        for t in q.tensors.iter().filter(|t| !(t.nmse <= t.band)).take(20) {
+            l.push(format!(
+                "  {} ({}): weight NMSE {:.3e} over the band {:.1e}",
+                esc(&t.name),
+                t.dtype,
+                t.nmse,
+                t.band
+            ));
+        }
+    }
     match &rep.logits {
         None => {}
         Some(Err(reason)) => l.push(format!("logits     FAIL  could not run: {reason}")),
+        Some(Ok(g)) if rep.quant.is_some() => {
+            let q = rep.quant.as_ref().map(|q| (q.coarsest, q.logits_band));
+            let (ty, band) = q.unwrap_or((ckpt::checkpoint::Dtype::F32, 0.0));
+            l.push(format!(
+                "logits     {}  {} positions: NMSE {:.3e} (band {:.1e} for {ty}), max abs {:.3e}, max rel {:.3e}, min cosine {:.6}, top-1 {:.1}%, top-5 {:.1}%, max KL {:.3e}",
+                pass(g.pass),
+                g.positions,
+                g.nmse,
+                band,
+                g.max_abs,
+                g.max_rel,
+                g.min_cosine,
+                g.top1 * 100.0,
+                g.top5 * 100.0,
+                g.max_kl
+            ));
+        }
         Some(Ok(g)) => {
             l.push(format!(
                 "logits     {}  {} positions: max abs {:.3e} (tolerance {:.3e}), max rel {:.3e}, min cosine {:.6}, top-1 {:.1}%, top-5 {:.1}%, max KL {:.3e}",
@@ -304,7 +343,9 @@ pub fn render(rep: &Report, a: &Path, b: &Path) -> Vec<String> {
         }
     }
     l.push(String::new());
-    l.push(if rep.equivalent {
+    l.push(if rep.equivalent && rep.quant.is_some() {
+        "verdict: equivalent within the quantization bands (docs/GGUF.md)".into()
+    } else if rep.equivalent {
         "verdict: equivalent".into()
     } else {
         "verdict: NOT equivalent".into()
@@ -354,8 +395,15 @@ pub fn to_json(rep: &Report, a: &Path, b: &Path) -> serde_json::Value {
             Ok(g) => json!({
                 "pass": g.pass, "tolerance": f(g.tolerance), "max_abs": f(g.max_abs), "max_rel": f(g.max_rel),
                 "min_cosine": f(g.min_cosine), "top1": g.top1, "top5": g.top5, "max_kl": f(g.max_kl),
-                "positions": g.positions, "scale": f(g.scale),
+                "positions": g.positions, "scale": f(g.scale), "nmse": f(g.nmse),
             }),
         }),
+        "quant": rep.quant.as_ref().map(|q| json!({
+            "pass": q.weights_pass(), "coarsest": q.coarsest.to_string(), "logits_band": f(q.logits_band),
+            "over": q.over,
+            "tensors": q.tensors.iter().map(|t| json!({
+                "tensor": t.name, "dtype": t.dtype.to_string(), "nmse": f(t.nmse), "band": f(t.band),
+            })).collect::<Vec<_>>(),
+        })),
     })
 }

@@ -12,6 +12,8 @@
 //! Only one model's forward runs at a time and each streams its weights from the mmaps, so verifying
 //! needs the activations of one model, never both models in memory.
 
+pub mod quant;
+
 use crate::checkpoint::header::Dtype;
 use crate::error::{Error, Result};
 use crate::kernels::Isa;
@@ -120,6 +122,8 @@ pub struct LogitsCmp {
     pub positions: usize,
     /// Largest |logit| of A (the scale).
     pub scale: f64,
+    /// NMSE of B's logits against A's (llama.cpp's check-nmse.py definition; [`quant::nmse`]).
+    pub nmse: f64,
 }
 
 /// The whole verdict.
@@ -135,6 +139,9 @@ pub struct Report {
     pub bytes: Option<Bytes>,
     /// Logits level, if run; `Err(reason)` when a forward pass could not run.
     pub logits: Option<std::result::Result<LogitsCmp, String>>,
+    /// The quantization-aware comparison, when one side has block-quantized weights and no
+    /// tolerance was stated: per-tensor weight NMSE and the bands applied ([`quant`]).
+    pub quant: Option<quant::QuantCheck>,
     /// The verdict.
     pub equivalent: bool,
 }
@@ -183,11 +190,21 @@ pub fn verify_with_progress(
     let bytes = (opts.level >= Level::Bytes)
         .then(|| compare_bytes_with_progress(a, b, progress))
         .transpose()?;
-    let logits = if opts.level >= Level::Logits {
+    let mut logits = if opts.level >= Level::Logits {
         Some(compare_logits(a, b, opts, progress))
     } else {
         None
     };
+    // Quantized weights with no stated tolerance: judged against the type's bands instead of
+    // exactness (`quant.rs`).
+    let exact = opts.atol == 0.0 && opts.rtol == 0.0;
+    let quant = match exact && opts.level >= Level::Bytes {
+        true => quant::check(a, b)?,
+        false => None,
+    };
+    if let (Some(q), Some(Ok(l))) = (&quant, logits.as_mut()) {
+        l.pass = l.nmse <= q.logits_band;
+    }
     let logits_ok = match &logits {
         None => true,
         Some(Ok(l)) => l.pass,
@@ -196,7 +213,21 @@ pub fn verify_with_progress(
     let logits_ran_ok = matches!(&logits, Some(Ok(l)) if l.pass);
     // Differing bytes are acceptable only when the logits level ran and stayed within the tolerance the
     // user stated (a dtype conversion, say).
-    let bytes_ok = bytes.as_ref().is_none_or(|b| b.pass || logits_ran_ok);
+    let bytes_ok = match &quant {
+        // Only quantized-vs-float tensors may differ, each within its band, besides floats widened
+        // without a change of value (llama.cpp stores norms in F32 whatever the source dtype).
+        Some(q) => {
+            q.weights_pass()
+                && bytes.as_ref().is_none_or(|b| {
+                    b.differing.iter().all(|(p, d)| {
+                        *d == 0.0
+                            || p.a_dtype.is_some_and(|d| d.is_block())
+                                != p.b_dtype.is_some_and(|d| d.is_block())
+                    })
+                })
+        }
+        None => bytes.as_ref().is_none_or(|b| b.pass || logits_ran_ok),
+    };
     let equivalent = structure.pass && bytes_ok && logits_ok;
     Ok(Report {
         family_a: a.family.clone(),
@@ -204,6 +235,7 @@ pub fn verify_with_progress(
         structure,
         bytes,
         logits,
+        quant,
         equivalent,
     })
 }
@@ -393,6 +425,13 @@ fn decode(dtype: Dtype, chunks: &[&[u8]]) -> Option<Vec<f32>> {
             .chunks_exact(2)
             .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
+        d if d.is_block() => {
+            let wd = crate::kernels::WDtype::from_dtype(d)?;
+            let w = crate::kernels::Weights::new(wd, &bytes);
+            let mut out = vec![0f32; w.len()];
+            crate::kernels::to_f32(w, &mut out).ok()?;
+            out
+        }
         _ => return None,
     })
 }
@@ -530,6 +569,7 @@ pub fn logits_metrics(
         max_kl,
         positions,
         scale,
+        nmse: quant::nmse(&a.data, &b.data),
     })
 }
 
