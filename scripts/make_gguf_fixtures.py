@@ -26,6 +26,7 @@ What it writes (all small, deterministic):
 """
 
 import json
+import math
 import os
 import shutil
 import struct
@@ -239,6 +240,24 @@ def write_gguf(path, cfg, sd, types, stored=None):
     w.add_bos_token_id(cfg.get("bos_token_id") or 1)
     w.add_eos_token_id(cfg.get("eos_token_id") or 2)
     written = {}
+    rp = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    if rp.get("rope_type") == "llama3":
+        # convert_hf_to_gguf.py's LlamaModel.generate_extra_tensors: f32 frequencies, f64 math.
+        theta = rp.get("rope_theta", cfg.get("rope_theta", 10000.0))
+        freqs = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+        factor, lo, hi = rp["factor"], rp["low_freq_factor"], rp["high_freq_factor"]
+        old = rp["original_max_position_embeddings"]
+        out = []
+        for f in freqs.tolist():
+            wavelen = 2 * math.pi / f
+            if wavelen < old / hi:
+                out.append(1.0)
+            elif wavelen > old / lo:
+                out.append(factor)
+            else:
+                smooth = (old / wavelen - lo) / (hi - lo)
+                out.append(1 / ((1 - smooth) / factor + smooth))
+        w.add_tensor("rope_freqs.weight", np.array(out, dtype=np.float32))
     for name, t in sd.items():
         a = t.to(torch.float32).numpy()
         if name.endswith("q_proj.weight"):
@@ -490,6 +509,7 @@ def main():
     case("gqa-f32", gqa, f32, tol_src=1e-5)
     case("f16", os.path.join(FIX, "llama-f16"), lambda n, t: T.F16, tol_src=1e-5)
     case("bf16", os.path.join(FIX, "llama-bf16"), lambda n, t: T.BF16, tol_src=1e-5)
+    case("llama3-f32", os.path.join(FIX, "llama3-scaling"), f32, tol_src=1e-5)
     for q in (T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1):
         case(f"gqa-{q.name.lower()}", gqa, lambda n, t, q=q: q)
     k = k_source()

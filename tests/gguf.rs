@@ -57,7 +57,11 @@ fn dequantizers_match_gguf_py_bit_for_bit() {
             let mut got = vec![f32::NAN; want.len()];
             kernels::to_f32_with(isa, Weights::new(wd, bytes), &mut got).unwrap();
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(g.to_bits(), w.to_bits(), "{name} {isa} element {i}: {g} vs {w}");
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{name} {isa} element {i}: {g} vs {w}"
+                );
             }
         }
     }
@@ -90,7 +94,9 @@ fn quantized_matmul_equals_dequantized_f32() {
         kernels::to_f32(Weights::new(wd, &w), &mut wf).unwrap();
         let wf_bytes: Vec<u8> = wf.iter().flat_map(|v| v.to_le_bytes()).collect();
         for t in [1, 3, 20] {
-            let x: Vec<f32> = (0..t * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let x: Vec<f32> = (0..t * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
             let mut want = vec![0f32; t * n];
             kernels::matmul(
                 Isa::Scalar,
@@ -133,7 +139,15 @@ fn quantized_matmul_equals_dequantized_f32() {
 fn logits_match_gguf_py_dequantization_plus_transformers() {
     let reg = Registry::builtin().unwrap();
     for name in [
-        "gqa-f32", "f16", "bf16", "gqa-q8_0", "gqa-q4_0", "gqa-q4_1", "gqa-q5_0", "gqa-q5_1",
+        "gqa-f32",
+        "f16",
+        "bf16",
+        "llama3-f32",
+        "gqa-q8_0",
+        "gqa-q4_0",
+        "gqa-q4_1",
+        "gqa-q5_0",
+        "gqa-q5_1",
         "k-mix",
     ] {
         let exp = Checkpoint::open(gguf(&format!("{name}.expected.safetensors"))).unwrap();
@@ -170,7 +184,15 @@ fn logits_match_gguf_py_dequantization_plus_transformers() {
 fn inspect_and_detect_read_gguf() {
     let (code, out, err) = ckpt(&["inspect", gguf("k-mix.gguf").to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    for want in ["Q4_K", "Q5_K", "Q6_K", "Q8_0", "hidden=256", "token_embd.weight", "[256, 256]"] {
+    for want in [
+        "Q4_K",
+        "Q5_K",
+        "Q6_K",
+        "Q8_0",
+        "hidden=256",
+        "token_embd.weight",
+        "[256, 256]",
+    ] {
         assert!(out.contains(want), "inspect lacks {want}:\n{out}");
     }
     let ck = Checkpoint::open(gguf("k-mix.gguf")).unwrap();
@@ -194,7 +216,11 @@ fn verify_against_the_hf_source() {
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("21/21 tensors identical"), "{out}");
-    for (src, name) in [("llama-f16", "f16.gguf"), ("llama-bf16", "bf16.gguf")] {
+    for (src, name) in [
+        ("llama-f16", "f16.gguf"),
+        ("llama-bf16", "bf16.gguf"),
+        ("llama3-scaling", "llama3-f32.gguf"),
+    ] {
         let (code, out, err) = ckpt(&[
             "verify",
             common::fixture(src).to_str().unwrap(),
@@ -203,6 +229,54 @@ fn verify_against_the_hf_source() {
         assert_eq!(code, 0, "{name}: {out}{err}");
         assert!(out.contains("tensors identical"), "{out}");
     }
+}
+
+/// Quantized files verify within their bands; the same file with two tensors swapped (k and v of
+/// layer 0, same shape and type) does not, and the report names them.
+#[test]
+fn quantized_verify_uses_bands_and_catches_a_swap() {
+    for (src, name) in [
+        ("llama-gqa", "gqa-q8_0.gguf"),
+        ("llama-gqa", "gqa-q4_0.gguf"),
+        ("llama-gqa", "gqa-q5_1.gguf"),
+    ] {
+        let (code, out, err) = ckpt(&[
+            "verify",
+            common::fixture(src).to_str().unwrap(),
+            gguf(name).to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        assert!(out.contains("within the quantization bands"), "{out}");
+        assert!(out.contains("NMSE"), "{out}");
+    }
+    let (code, out, err) = ckpt(&[
+        "verify",
+        common::fixture("gguf/k-src").to_str().unwrap(),
+        gguf("k-mix.gguf").to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["quant"]["over"], 0);
+    assert!(j["logits"]["nmse"].as_f64().unwrap() > 0.0);
+    // Swap the names of blk.0.attn_k and blk.0.attn_v (same length, shape and type).
+    let mut bytes = std::fs::read(gguf("gqa-q8_0.gguf")).unwrap();
+    let find = |b: &[u8], pat: &[u8]| b.windows(pat.len()).position(|w| w == pat).unwrap();
+    let k = find(&bytes, b"blk.0.attn_k.weight");
+    let v = find(&bytes, b"blk.0.attn_v.weight");
+    bytes[k + 11] = b'v';
+    bytes[v + 11] = b'k';
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("swapped.gguf");
+    std::fs::write(&bad, &bytes).unwrap();
+    let (code, out, err) = ckpt(&[
+        "verify",
+        common::fixture("llama-gqa").to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("k_proj.weight (Q8_0): weight NMSE"), "{out}");
+    assert!(out.contains("NOT equivalent"), "{out}");
 }
 
 /// Back to safetensors: the f32 GGUF converts to a LLaMA directory whose tensors are the source's
@@ -224,7 +298,9 @@ fn convert_back_is_bit_exact_and_quantized_is_refused() {
     let b = Checkpoint::open(&out).unwrap();
     assert_eq!(a.tensors.len(), b.tensors.len());
     for t in &a.tensors {
-        let u = b.get(&t.name).unwrap_or_else(|| panic!("missing {}", t.name));
+        let u = b
+            .get(&t.name)
+            .unwrap_or_else(|| panic!("missing {}", t.name));
         assert_eq!((t.dtype, &t.shape), (u.dtype, &u.shape), "{}", t.name);
         assert_eq!(a.data(t).unwrap(), b.data(u).unwrap(), "{}", t.name);
     }
@@ -267,9 +343,15 @@ fn hostile_ggufs_are_refused_without_panic() {
         ] {
             let (code, out, err) = ckpt(&args);
             assert_eq!(code, 2, "{args:?}: {out}{err}");
-            assert!(!err.contains("panicked") && !err.contains("error[internal]"), "{err}");
+            assert!(
+                !err.contains("panicked") && !err.contains("error[internal]"),
+                "{err}"
+            );
             let fname = Path::new(p).file_name().unwrap().to_str().unwrap();
-            assert!(err.contains(fname), "{args:?}: error does not name the file: {err}");
+            assert!(
+                err.contains(fname),
+                "{args:?}: error does not name the file: {err}"
+            );
         }
     }
 }

@@ -23,5 +23,5 @@ fuzz_target!(|data: &[u8]| {
     for w in spans.windows(2) {
         assert!(w[0].1 <= w[1].0 || w[0].0 == w[0].1 || w[1].0 == w[1].1, "overlap");
     }
-    let _ = gguf::llama_config(&g);
+    let _ = gguf::llama_config(&g, data);
 });

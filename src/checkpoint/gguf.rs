@@ -615,11 +615,9 @@ pub fn parse(bytes: &[u8]) -> Result<GgufFile> {
                 "data offset {offset} (file offset {at}) is not a multiple of the alignment {alignment}"
             )));
         }
-        let end = begin.checked_add(nbytes).ok_or_else(|| {
-            bad(format!(
-                "data offset {offset} + {nbytes} bytes overflows"
-            ))
-        })?;
+        let end = begin
+            .checked_add(nbytes)
+            .ok_or_else(|| bad(format!("data offset {offset} + {nbytes} bytes overflows")))?;
         tensors.push(GgufTensor {
             name,
             dtype,
@@ -690,7 +688,7 @@ pub const MAX_LAYERS: u64 = 512;
 /// The Hugging Face `config.json` a `llama`-architecture GGUF implies, from its metadata and (for
 /// the vocabulary size and the FFN width when metadata lacks them) its tensor shapes. Other
 /// architectures are refused with the reason.
-pub fn llama_config(g: &GgufFile) -> Result<Map<String, Json>> {
+pub fn llama_config(g: &GgufFile, file: &[u8]) -> Result<Map<String, Json>> {
     let arch = g.architecture().ok_or_else(|| {
         Error::bad_data("metadata key \"general.architecture\" is missing or not a string")
     })?;
@@ -796,8 +794,37 @@ pub fn llama_config(g: &GgufFile) -> Result<Map<String, Json>> {
         m.insert("rms_norm_eps".into(), float_json(e));
     }
     m.insert("rope_theta".into(), float_json(theta.unwrap_or(10000.0)));
-    if let Some(scaling) = rope_scaling(g, arch)? {
-        m.insert("rope_scaling".into(), scaling);
+    let head_dim = key_len.or_else(|| hidden.checked_div(heads));
+    if let (Some(rd), Some(hd)) = (uint("rope.dimension_count")?, head_dim)
+        && rd != hd
+    {
+        return Err(Error::unsupported(format!(
+            "metadata key \"{}\": rotary dimension {rd} differs from the head size {hd} (partial rotary is not LLaMA)",
+            key("rope.dimension_count")
+        )));
+    }
+    let llama3 = match (
+        g.tensors.iter().find(|t| t.name == "rope_freqs.weight"),
+        head_dim,
+    ) {
+        (Some(t), Some(hd)) => {
+            let factors = rope_freq_factors(g, t, file)?;
+            llama3_from_factors(&factors, theta.unwrap_or(10000.0), hd)
+                .map_err(|m| Error::unsupported(m).tensor(&t.name))?
+        }
+        _ => None,
+    };
+    match (rope_scaling(g, arch)?, llama3) {
+        (Some(_), Some(_)) => {
+            return Err(Error::unsupported(
+                "both rope.scaling metadata and llama3 rope_freqs factors: the two scalings would compound",
+            )
+            .tensor("rope_freqs.weight"));
+        }
+        (Some(s), None) | (None, Some(s)) => {
+            m.insert("rope_scaling".into(), s);
+        }
+        (None, None) => {}
     }
     if let Some(v) = vocab {
         m.insert("vocab_size".into(), Json::from(v));
@@ -867,6 +894,144 @@ fn rope_scaling(g: &GgufFile, arch: &str) -> Result<Option<Json>> {
     }
 }
 
+/// The f32 values of the `rope_freqs` tensor (one factor per rotary frequency).
+fn rope_freq_factors(g: &GgufFile, t: &GgufTensor, file: &[u8]) -> Result<Vec<f32>> {
+    if t.dtype != Dtype::F32 || t.shape.len() != 1 {
+        return Err(Error::unsupported(format!(
+            "rope_freqs must be a 1-D F32 tensor, found {} {:?}",
+            t.dtype, t.shape
+        ))
+        .tensor(&t.name));
+    }
+    let range = g
+        .data_start
+        .checked_add(t.begin)
+        .zip(g.data_start.checked_add(t.end));
+    let bytes = range
+        .and_then(|(b, e)| file.get(b..e))
+        .ok_or_else(|| Error::bad_data("data range outside the file").tensor(&t.name))?;
+    Ok(bytes
+        .chunks_exact(4)
+        .filter_map(|c| c.try_into().ok().map(f32::from_le_bytes))
+        .collect())
+}
+
+/// The llama3 factors llama.cpp's converter writes for `(factor, low_freq_factor,
+/// high_freq_factor, original_max_position_embeddings)` (`LlamaModel.generate_extra_tensors`:
+/// f32 frequencies, then f64 arithmetic per frequency).
+#[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+fn llama3_factors(theta: f64, head_dim: u64, p: (f64, f64, f64, f64)) -> Vec<f64> {
+    let (factor, low, high, old) = p;
+    let dim = head_dim as f32;
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = 1.0f32 / (theta as f32).powf((2 * i) as f32 / dim);
+            let wavelen = 2.0 * std::f64::consts::PI / f64::from(freq);
+            if wavelen < old / high {
+                1.0
+            } else if wavelen > old / low {
+                factor
+            } else {
+                let smooth = (old / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect()
+}
+
+/// Llama 3 rope scaling parameters that reproduce a `rope_freqs` tensor, as a transformers
+/// `rope_scaling` object; `None` when every factor is 1. The factors fix the parameters only up to
+/// a common scale of `(low, high, original_max_position_embeddings)`, which leaves the rotary
+/// frequencies unchanged; `low_freq_factor = 1` is taken (as every published Llama 3.x has), the
+/// others solved from the interpolated frequencies, and the result accepted only when it
+/// reproduces every factor. Factors that follow no llama3 parameters are refused.
+#[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+fn llama3_from_factors(
+    f: &[f32],
+    theta: f64,
+    head_dim: u64,
+) -> std::result::Result<Option<Json>, String> {
+    if f.len() as u64 != head_dim / 2 {
+        return Err(format!(
+            "rope_freqs has {} factors, expected head_dim / 2 = {}",
+            f.len(),
+            head_dim / 2
+        ));
+    }
+    if f.iter().any(|v| !v.is_finite() || *v < 1.0) {
+        return Err("rope_freqs factors must be finite and at least 1".into());
+    }
+    let factor = f64::from(f.iter().copied().fold(1.0f32, f32::max));
+    if factor == 1.0 {
+        return Ok(None);
+    }
+    let dim = head_dim as f32;
+    let wl = |i: usize| {
+        let freq = 1.0f32 / (theta as f32).powf((2 * i) as f32 / dim);
+        2.0 * std::f64::consts::PI / f64::from(freq)
+    };
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs().max(1.0);
+    let medium: Vec<(f64, f64)> = f
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| !close(f64::from(**v), 1.0) && !close(f64::from(**v), factor))
+        .map(|(i, v)| {
+            let inv = 1.0 / f64::from(*v);
+            (wl(i), (inv - 1.0 / factor) / (1.0 - 1.0 / factor))
+        })
+        .collect();
+    let low = 1.0;
+    let (high, old) = match medium.as_slice() {
+        [(w1, s1), .., (w2, s2)] => {
+            // s = old / (high - low) / w - low / (high - low)
+            let a = (s1 - s2) / (1.0 / w1 - 1.0 / w2);
+            let b = a / w1 - s1;
+            if b <= 0.0 || !b.is_finite() {
+                return Err("rope_freqs factors do not follow llama3's interpolation".into());
+            }
+            let high = ((1.0 + 1.0 / b) * 1e4).round() / 1e4;
+            (high, (a / b).round())
+        }
+        [(w, s)] => (4.0, (w * (3.0 * s + 1.0)).round()),
+        [] => {
+            // No interpolated frequency: any `old` between the two groups' wavelengths.
+            let max_high = (0..f.len())
+                .filter(|&i| close(f64::from(f[i]), 1.0))
+                .map(wl)
+                .fold(0.0, f64::max);
+            let min_low = (0..f.len())
+                .filter(|&i| close(f64::from(f[i]), factor))
+                .map(wl)
+                .fold(f64::INFINITY, f64::min);
+            let old = min_low.ceil() - 1.0;
+            if old <= 4.0 * max_high {
+                return Err("rope_freqs factors do not follow llama3's interpolation".into());
+            }
+            (4.0, old)
+        }
+    };
+    let again = llama3_factors(theta, head_dim, (factor, low, high, old));
+    if !again
+        .iter()
+        .zip(f)
+        .all(|(x, y)| ((*x as f32) - y).abs() <= 1e-6 * y.abs())
+    {
+        return Err(format!(
+            "rope_freqs factors do not follow llama3's formula (best fit: factor {factor}, high_freq_factor {high}, original_max_position_embeddings {old})"
+        ));
+    }
+    let mut s = Map::new();
+    s.insert("rope_type".into(), Json::from("llama3"));
+    s.insert("factor".into(), float_json(factor));
+    s.insert("low_freq_factor".into(), float_json(low));
+    s.insert("high_freq_factor".into(), float_json(high));
+    s.insert(
+        "original_max_position_embeddings".into(),
+        Json::from(old as u64),
+    );
+    Ok(Some(Json::Object(s)))
+}
+
 /// `float32` / `float16` / `bfloat16` when every 2-D weight has that one float dtype.
 fn float_dtype(g: &GgufFile) -> Option<&'static str> {
     let mut found = None;
@@ -911,7 +1076,7 @@ pub(super) fn open_checkpoint(path: &std::path::Path) -> Result<super::Checkpoin
     let mut config = None;
     let shard = super::Shard::open_mapped(path, |bytes| {
         let g = parse(bytes)?;
-        let map = llama_config(&g)?;
+        let map = llama_config(&g, bytes)?;
         config = Some(map);
         let mut tensors: Vec<HeaderTensor> = g
             .tensors
@@ -1105,6 +1270,48 @@ mod tests {
             let e = parse(&bytes).unwrap_err();
             assert!(e.to_string().contains(want), "want {want}, got {e}");
         }
+    }
+
+    #[test]
+    fn llama3_parameters_are_recovered_from_rope_freqs() {
+        // Llama 3.1 8B: head_dim 128, theta 5e5, factor 8, low 1, high 4, original 8192.
+        for (theta, hd, p) in [
+            (500000.0, 128, (8.0, 1.0, 4.0, 8192.0)),
+            (500000.0, 64, (32.0, 1.0, 4.0, 8192.0)),
+            (500000.0, 16, (8.0, 1.0, 4.0, 32.0)),
+        ] {
+            let f: Vec<f32> = llama3_factors(theta, hd, p)
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let s = llama3_from_factors(&f, theta, hd).unwrap().unwrap();
+            let again: Vec<f32> = llama3_factors(
+                theta,
+                hd,
+                (
+                    s["factor"].as_f64().unwrap(),
+                    s["low_freq_factor"].as_f64().unwrap(),
+                    s["high_freq_factor"].as_f64().unwrap(),
+                    s["original_max_position_embeddings"].as_f64().unwrap(),
+                ),
+            )
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+            assert_eq!(f, again, "{s}");
+            if hd == 128 {
+                assert_eq!(s["high_freq_factor"], 4.0);
+                assert_eq!(s["original_max_position_embeddings"], 8192);
+            }
+        }
+        assert_eq!(llama3_from_factors(&[1.0; 8], 1e4, 16), Ok(None));
+        let mut bad: Vec<f32> = llama3_factors(5e5, 128, (8.0, 1.0, 4.0, 8192.0))
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        bad[40] = 2.5;
+        assert!(llama3_from_factors(&bad, 5e5, 128).is_err());
+        assert!(llama3_from_factors(&[1.0; 3], 1e4, 16).is_err());
     }
 
     #[test]

@@ -187,6 +187,57 @@ pub fn check(a: &View<'_>, b: &View<'_>) -> Result<Option<QuantCheck>> {
     }))
 }
 
+/// `ckpt diff --values` for a pair where either side is block-quantized: both tensors decoded to
+/// f32 (one tensor at a time) and compared like the float pairs of `diff::values`.
+pub fn value_diff(
+    va: &View<'_>,
+    ta: &ViewTensor,
+    vb: &View<'_>,
+    tb: &ViewTensor,
+) -> Result<crate::diff::values::ValueDiff> {
+    let (x, y) = (decode(va, ta)?, decode(vb, tb)?);
+    if x.len() != y.len() {
+        return Err(Error::internal("value diff of tensors of different sizes").tensor(&ta.name));
+    }
+    let (mut dd, mut aa, mut bb, mut ab, mut max) = (0f64, 0f64, 0f64, 0f64, 0f64);
+    let mut differing = 0u64;
+    for (&p, &q) in x.iter().zip(&y) {
+        let (p, q) = (f64::from(p), f64::from(q));
+        if p != q && !(p.is_nan() && q.is_nan()) {
+            differing += 1;
+        }
+        let d = p - q;
+        if d.abs() > max {
+            max = d.abs();
+        }
+        dd += d * d;
+        aa += p * p;
+        bb += q * q;
+        ab += p * q;
+    }
+    let rel_l2 = if aa > 0.0 {
+        dd.sqrt() / aa.sqrt()
+    } else if dd == 0.0 {
+        0.0
+    } else {
+        f64::INFINITY
+    };
+    let cosine = if differing == 0 || (aa == 0.0 && bb == 0.0) {
+        1.0
+    } else if aa == 0.0 || bb == 0.0 {
+        0.0
+    } else {
+        ab / (aa.sqrt() * bb.sqrt())
+    };
+    Ok(crate::diff::values::ValueDiff {
+        max_abs: max,
+        rel_l2,
+        cosine,
+        differing,
+        elements: x.len() as u64,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
