@@ -317,7 +317,9 @@ impl<'a> Reader<'a> {
                 what()
             )));
         }
-        let fits = (self.remaining() as u64) / (min_item.max(1) as u64);
+        let fits = (self.remaining() as u64)
+            .checked_div(min_item as u64)
+            .unwrap_or(u64::MAX);
         if n > fits {
             return Err(Error::bad_data(format!(
                 "{}: count {n} at file offset {at} cannot fit in the {} bytes that remain; the file is truncated or corrupt",
@@ -995,13 +997,17 @@ fn llama3_from_factors(
         [(w, s)] => (4.0, (w * (3.0 * s + 1.0)).round()),
         [] => {
             // No interpolated frequency: any `old` between the two groups' wavelengths.
-            let max_high = (0..f.len())
-                .filter(|&i| close(f64::from(f[i]), 1.0))
-                .map(wl)
+            let max_high = f
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| close(f64::from(**v), 1.0))
+                .map(|(i, _)| wl(i))
                 .fold(0.0, f64::max);
-            let min_low = (0..f.len())
-                .filter(|&i| close(f64::from(f[i]), factor))
-                .map(wl)
+            let min_low = f
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| close(f64::from(**v), factor))
+                .map(|(i, _)| wl(i))
                 .fold(f64::INFINITY, f64::min);
             let old = min_low.ceil() - 1.0;
             if old <= 4.0 * max_high {
@@ -1194,7 +1200,7 @@ mod tests {
             out.extend(self.n_kv.to_le_bytes());
             out.extend(&self.kv);
             out.extend(&self.ti);
-            while out.len() % 32 != 0 {
+            while !out.len().is_multiple_of(32) {
                 out.push(0);
             }
             out.extend(std::iter::repeat_n(0u8, data));

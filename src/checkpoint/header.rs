@@ -410,8 +410,9 @@ pub fn checked_nbytes(dtype: Dtype, shape: &[usize]) -> std::result::Result<usiz
                 "shape {shape:?} of {dtype}: the innermost dimension {inner} is not a multiple of the {elems}-element block"
             ));
         }
-        return (n / elems)
-            .checked_mul(bytes)
+        return n
+            .checked_div(elems)
+            .and_then(|blocks| blocks.checked_mul(bytes))
             .ok_or_else(|| format!("shape {shape:?} of {dtype} overflows the byte count"));
     }
     let bits = n

@@ -297,7 +297,7 @@ pub fn render(rep: &Report, a: &Path, b: &Path) -> Vec<String> {
             q.max_nmse(),
             q.over
         ));
-        for t in q.tensors.iter().filter(|t| !(t.nmse <= t.band)).take(20) {
+        for t in q.tensors.iter().filter(|t| t.nmse.is_nan() || t.nmse > t.band).take(20) {
             l.push(format!(
                 "  {} ({}): weight NMSE {:.3e} over the band {:.1e}",
                 esc(&t.name),
