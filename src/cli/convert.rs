@@ -27,7 +27,7 @@ use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
 /// was. The source is never modified (except with --in-place).
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Source checkpoint: a directory, a `.safetensors` file or a `*.index.json`.
+    /// Source checkpoint: a directory, a `.safetensors` file, a `*.index.json` or an F32/F16/BF16 `.gguf`.
     pub src: Option<PathBuf>,
     /// Destination directory (must not exist unless --force).
     pub dst: Option<PathBuf>,

@@ -12,10 +12,11 @@ use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
 
 /// Prove two checkpoints compute the same thing: same canonical tensors and shapes (structure), same
 /// bytes, and the same logits from the built-in reference LLaMA forward pass. Exit 0 equivalent,
-/// 1 not equivalent, 2 error.
+/// 1 not equivalent, 2 error. A GGUF with quantized weights is judged against per-type bands (weight
+/// and logits NMSE, docs/GGUF.md) unless a tolerance is stated.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// First checkpoint (file, index or directory).
+    /// First checkpoint (file, index, directory or `.gguf`).
     pub a: PathBuf,
     /// Second checkpoint.
     pub b: PathBuf,
@@ -45,7 +46,8 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     pub batch: usize,
     /// Absolute logits tolerance (default 0: exact, right when the bytes are identical). A dtype
-    /// conversion is equivalent only within a tolerance you state.
+    /// conversion is equivalent only within a tolerance you state. Stating one switches the
+    /// quantization bands of a quantized GGUF off.
     #[arg(long, default_value_t = 0.0)]
     pub atol: f64,
     /// Tolerance relative to the largest |logit| of A.
@@ -297,7 +299,12 @@ pub fn render(rep: &Report, a: &Path, b: &Path) -> Vec<String> {
             q.max_nmse(),
             q.over
         ));
-        for t in q.tensors.iter().filter(|t| t.nmse.is_nan() || t.nmse > t.band).take(20) {
+        for t in q
+            .tensors
+            .iter()
+            .filter(|t| t.nmse.is_nan() || t.nmse > t.band)
+            .take(20)
+        {
             l.push(format!(
                 "  {} ({}): weight NMSE {:.3e} over the band {:.1e}",
                 esc(&t.name),
