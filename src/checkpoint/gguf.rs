@@ -636,6 +636,13 @@ pub fn parse(bytes: &[u8]) -> Result<GgufFile> {
         .checked_next_multiple_of(alignment)
         .ok_or_else(|| Error::bad_data("padding of the data section overflows"))?;
     let file_len = bytes.len();
+    // Without tensor bytes the padding need not be there (a metadata-only file).
+    let no_data = tensors.iter().all(|t| t.end == t.begin);
+    let data_start = if no_data {
+        data_start.min(file_len)
+    } else {
+        data_start
+    };
     if data_start > file_len {
         return Err(Error::bad_data(format!(
             "the data section starts at file offset {data_start} but the file is {file_len} bytes; the file is truncated"

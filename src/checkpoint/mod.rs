@@ -128,7 +128,9 @@ impl Checkpoint {
             ck.path = path.to_path_buf();
             return Ok(ck);
         }
-        if name.ends_with(".gguf") || gguf::sniff(path) {
+        // A GGUF by name, or by its magic when the name claims no other format (a `.safetensors`
+        // holding GGUF bytes is diagnosed as the wrong format by `Shard::open`).
+        if name.ends_with(".gguf") || (!name.ends_with(".safetensors") && gguf::sniff(path)) {
             return gguf::open_checkpoint(path);
         }
         let shard = Shard::open(path)?;
@@ -177,7 +179,7 @@ impl Checkpoint {
             {
                 "this directory holds PyTorch pickle files; ckpt reads safetensors only and never unpickles"
             } else if listing.iter().any(|f| f.ends_with(".gguf")) {
-                "this directory holds GGUF files; ckpt reads safetensors checkpoints"
+                "this directory holds GGUF files: give the `.gguf` file itself"
             } else {
                 "give a directory with model.safetensors or shards and model.safetensors.index.json"
             };

@@ -236,7 +236,7 @@ fn diagnose(file: &File, size: u64, path: &Path) -> Option<Error> {
     if head.starts_with(b"GGUF") {
         return wrong(
             "this is a GGUF file (llama.cpp's format), not safetensors",
-            "ckpt reads safetensors checkpoints; use the original safetensors release",
+            "rename it to `.gguf`: ckpt reads GGUF files by that name",
         );
     }
     if head.starts_with(b"PK\x03\x04") {
