@@ -510,6 +510,7 @@ def main():
     case("f16", os.path.join(FIX, "llama-f16"), lambda n, t: T.F16, tol_src=1e-5)
     case("bf16", os.path.join(FIX, "llama-bf16"), lambda n, t: T.BF16, tol_src=1e-5)
     case("llama3-f32", os.path.join(FIX, "llama3-scaling"), f32, tol_src=1e-5)
+    case("tied-q8_0", os.path.join(FIX, "llama-tied"), lambda n, t: T.Q8_0)
     for q in (T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1):
         case(f"gqa-{q.name.lower()}", gqa, lambda n, t, q=q: q)
     k = k_source()
