@@ -143,6 +143,7 @@ fn logits_match_gguf_py_dequantization_plus_transformers() {
         "f16",
         "bf16",
         "llama3-f32",
+        "tied-q8_0",
         "gqa-q8_0",
         "gqa-q4_0",
         "gqa-q4_1",
@@ -239,6 +240,7 @@ fn quantized_verify_uses_bands_and_catches_a_swap() {
         ("llama-gqa", "gqa-q8_0.gguf"),
         ("llama-gqa", "gqa-q4_0.gguf"),
         ("llama-gqa", "gqa-q5_1.gguf"),
+        ("llama-tied", "tied-q8_0.gguf"),
     ] {
         let (code, out, err) = ckpt(&[
             "verify",
