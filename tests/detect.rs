@@ -480,6 +480,7 @@ fn cli_families() {
         "gpt2",
         "gpt-neox",
         "falcon",
+        "llama-gguf",
     ] {
         assert!(
             out.lines().any(|l| l.starts_with(&format!("{f} "))),
@@ -495,7 +496,7 @@ fn cli_families() {
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let arr = v.as_array().unwrap();
-    assert_eq!(arr.len(), 13);
+    assert_eq!(arr.len(), 14);
     let yi = arr.iter().find(|f| f["name"] == "yi").unwrap();
     assert_eq!(yi["llama_exact"], true);
     let gemma = arr.iter().find(|f| f["name"] == "gemma").unwrap();
