@@ -1327,6 +1327,51 @@ mod tests {
         assert!(llama3_from_factors(&[1.0; 3], 1e4, 16).is_err());
     }
 
+    /// Every single-byte mutation of a small valid file (four values per byte) parses or is refused,
+    /// never panics, and an accepted file keeps the invariants: tensors aligned, inside the data
+    /// section, disjoint, exactly the size their type and shape imply.
+    #[test]
+    fn single_byte_mutations_never_panic_and_accepted_files_are_valid() {
+        let mut w = W::default();
+        w.kv_str("general.architecture", "llama")
+            .kv_u32("llama.block_count", 1)
+            .kv_u32("llama.embedding_length", 32)
+            .kv_u32("llama.attention.head_count", 2)
+            .kv_u32("general.alignment", 32)
+            .tensor("token_embd.weight", &[32, 2], 8, 0)
+            .tensor("output_norm.weight", &[32], 0, 96)
+            .tensor("rope_freqs.weight", &[8], 0, 224);
+        let full = w.build(256);
+        assert!(parse(&full).is_ok());
+        let mut accepted = 0;
+        for i in 0..full.len() {
+            for v in [0u8, 0xFF, 0x80, full[i].wrapping_add(1)] {
+                let mut b = full.clone();
+                b[i] = v;
+                let Ok(g) = parse(&b) else { continue };
+                accepted += 1;
+                let _ = llama_config(&g, &b);
+                assert!(
+                    g.data_start % g.alignment == 0 || g.tensors.iter().all(|t| t.end == t.begin)
+                );
+                let mut spans: Vec<(usize, usize)> = Vec::new();
+                for t in &g.tensors {
+                    assert_eq!(t.begin % g.alignment, 0);
+                    assert_eq!(checked_nbytes(t.dtype, &t.shape), Ok(t.end - t.begin));
+                    assert!(g.data_start + t.end <= b.len());
+                    if t.end > t.begin {
+                        spans.push((t.begin, t.end));
+                    }
+                }
+                spans.sort();
+                for s in spans.windows(2) {
+                    assert!(s[0].1 <= s[1].0, "overlap at byte {i} = {v}");
+                }
+            }
+        }
+        assert!(accepted > 0);
+    }
+
     #[test]
     fn every_prefix_of_a_valid_file_is_refused_or_parsed_without_panic() {
         let mut w = W::default();
