@@ -36,7 +36,10 @@ pub const MAX_KEY_BYTES: u64 = 65_535;
 /// Longest string value, in bytes (chat templates are tens of KB).
 pub const MAX_STRING_BYTES: u64 = 16 << 20;
 /// Most elements in one metadata array (vocabularies and merges are a few hundred thousand).
-pub const MAX_ARRAY_LEN: u64 = 1 << 24;
+pub const MAX_ARRAY_LEN: u64 = 1 << 22;
+/// Most array elements in all the metadata together (bounds the memory the metadata can take,
+/// whatever the file size: a small integer is stored wider than its bytes in the file).
+pub const MAX_METADATA_ELEMENTS: u64 = 1 << 24;
 /// Deepest nesting of arrays in arrays.
 pub const MAX_ARRAY_DEPTH: usize = 3;
 /// Most dimensions of a tensor (ggml's `GGML_MAX_DIMS`).
@@ -268,6 +271,8 @@ pub fn dtype_of(id: u32) -> Option<Dtype> {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Array elements read so far (against [`MAX_METADATA_ELEMENTS`]).
+    elements: u64,
 }
 
 impl<'a> Reader<'a> {
@@ -424,6 +429,13 @@ fn read_array(r: &mut Reader<'_>, key: &str, depth: usize) -> Result<Array> {
         )));
     };
     let n = r.count(MAX_ARRAY_LEN, min, &what)?;
+    r.elements = r.elements.saturating_add(n as u64);
+    if r.elements > MAX_METADATA_ELEMENTS {
+        return Err(Error::bad_data(format!(
+            "{}: the metadata arrays hold more than {MAX_METADATA_ELEMENTS} elements in all",
+            what()
+        )));
+    }
     let next = depth.saturating_add(1);
     let mut ints = Vec::new();
     let mut floats = Vec::new();
@@ -475,7 +487,11 @@ pub fn is_gguf(bytes: &[u8]) -> bool {
 /// Parse and validate a whole GGUF file (`bytes` is the entire file, typically its mmap). Nothing is
 /// allocated for a count, string or array before it has been checked against the bytes that remain.
 pub fn parse(bytes: &[u8]) -> Result<GgufFile> {
-    let mut r = Reader { buf: bytes, pos: 0 };
+    let mut r = Reader {
+        buf: bytes,
+        pos: 0,
+        elements: 0,
+    };
     let head = || "GGUF header".to_string();
     let magic = r.take(4, &head)?;
     if magic != MAGIC {
