@@ -123,7 +123,11 @@ pub(crate) fn exp<S: Simd>(s: S, x: S::V) -> S::V {
 /// Decode `out.len()` elements of `w` starting at element `start`.
 #[inline(always)]
 pub(crate) fn decode<S: Simd>(s: S, w: Weights<'_>, start: usize, out: &mut [f32]) {
-    if w.dtype == WDtype::Q8_0 && start % 32 == 0 && out.len() % 32 == 0 && S::LANES <= 32 {
+    if w.dtype == WDtype::Q8_0
+        && start.is_multiple_of(32)
+        && out.len().is_multiple_of(32)
+        && S::LANES <= 32
+    {
         assert!((start + out.len()) / 32 * 34 <= w.bytes.len());
         decode_q8_0(s, w.bytes, start, out);
         return;
