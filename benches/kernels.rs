@@ -124,6 +124,7 @@ fn weight_bytes(dtype: WDtype, len: usize, seed: u64) -> Vec<u8> {
             WDtype::F32 => out.extend_from_slice(&v.to_le_bytes()),
             WDtype::Bf16 => out.extend_from_slice(&((v.to_bits() >> 16) as u16).to_le_bytes()),
             WDtype::F16 => out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+            other => panic!("no float encoding for block type {}", other.name()),
         }
     }
     out

@@ -25,6 +25,7 @@ TARGETS=(
   mapping_rules      # mapping files + --rename rules: Ok => targets non-empty, not reserved; renames injective
   roundtrip_write    # write-then-read round trip: open(write_view(identity(open(x)))) == x, byte for byte
   forward_tiny       # reference forward on tiny arbitrary dims/weights: no panic; scalar == SIMD (finite)
+  parse_gguf         # GGUF parser + metadata config: no panic; accepted tensors aligned, inside, disjoint
 )
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -48,6 +49,8 @@ seed() {
     config_json)
       find "$ROOT/tests/corpus" "$ROOT/fixtures" \( -name config.json -o -name params.json \) -type f \
         -exec sh -c 'cp "$1" "$2/$(echo "$1" | cksum | cut -d" " -f1).json"' _ {} "$dir" \; ;;
+    parse_gguf)
+      find "$ROOT/fixtures/gguf" -name '*.gguf' -type f -size -512k -exec cp {} "$dir/" \; ;;
     mapping_rules)
       # Mapping files; the rename rules go after a NUL byte (see fuzz_targets/mapping_rules.rs).
       cp "$ROOT"/mappings/*.toml "$dir/"

@@ -480,6 +480,7 @@ fn cli_families() {
         "gpt2",
         "gpt-neox",
         "falcon",
+        "llama-gguf",
     ] {
         assert!(
             out.lines().any(|l| l.starts_with(&format!("{f} "))),

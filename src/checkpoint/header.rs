@@ -20,7 +20,234 @@ use serde::de::{self, MapAccess, Visitor};
 
 use crate::error::{Error, ErrorKind, Result, escape};
 
-pub use safetensors::Dtype;
+/// A tensor's element type: the safetensors dtypes (same variant names and spellings as
+/// `safetensors::Dtype`, so code written against that enum keeps compiling) plus ggml's types that
+/// GGUF files use, most of them block-quantized (a block of 32 or 256 elements stored as a fixed
+/// number of bytes: scales and packed integers). Safetensors headers only ever yield the former
+/// ([`parse_dtype`]); the GGUF reader yields both ([`crate::checkpoint::gguf`]).
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dtype {
+    /// Boolean.
+    BOOL,
+    /// MXF4 (safetensors).
+    F4,
+    /// MXF6 E2M3.
+    F6_E2M3,
+    /// MXF6 E3M2.
+    F6_E3M2,
+    /// Unsigned byte.
+    U8,
+    /// Signed byte.
+    I8,
+    /// FP8 E5M2.
+    F8_E5M2,
+    /// FP8 E4M3.
+    F8_E4M3,
+    /// FP8 E8M0.
+    F8_E8M0,
+    /// FP8 E4M3 FNUZ.
+    F8_E4M3FNUZ,
+    /// FP8 E5M2 FNUZ.
+    F8_E5M2FNUZ,
+    /// Signed 16-bit integer.
+    I16,
+    /// Unsigned 16-bit integer.
+    U16,
+    /// IEEE binary16.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// Signed 32-bit integer.
+    I32,
+    /// Unsigned 32-bit integer.
+    U32,
+    /// IEEE binary32.
+    F32,
+    /// Complex with f32 parts.
+    C64,
+    /// IEEE binary64.
+    F64,
+    /// Signed 64-bit integer.
+    I64,
+    /// Unsigned 64-bit integer.
+    U64,
+    /// ggml Q4_0: 32 elements, f16 scale + 16 bytes of 4-bit values (offset 8).
+    Q4_0,
+    /// ggml Q4_1: 32 elements, f16 scale and minimum + 16 bytes of 4-bit values.
+    Q4_1,
+    /// ggml Q5_0: 32 elements, f16 scale, 32 high bits, 16 bytes of low nibbles (offset 16).
+    Q5_0,
+    /// ggml Q5_1: 32 elements, f16 scale and minimum, 32 high bits, 16 bytes of low nibbles.
+    Q5_1,
+    /// ggml Q8_0: 32 elements, f16 scale + 32 signed bytes.
+    Q8_0,
+    /// ggml Q8_1: 32 elements, f32 scale and sum + 32 signed bytes.
+    Q8_1,
+    /// ggml Q2_K: 256-element super-block.
+    Q2_K,
+    /// ggml Q3_K: 256-element super-block.
+    Q3_K,
+    /// ggml Q4_K: 256-element super-block.
+    Q4_K,
+    /// ggml Q5_K: 256-element super-block.
+    Q5_K,
+    /// ggml Q6_K: 256-element super-block.
+    Q6_K,
+    /// ggml Q8_K: 256-element super-block (an intermediate type, rare in files).
+    Q8_K,
+    /// ggml IQ2_XXS.
+    IQ2_XXS,
+    /// ggml IQ2_XS.
+    IQ2_XS,
+    /// ggml IQ3_XXS.
+    IQ3_XXS,
+    /// ggml IQ1_S.
+    IQ1_S,
+    /// ggml IQ4_NL.
+    IQ4_NL,
+    /// ggml IQ3_S.
+    IQ3_S,
+    /// ggml IQ2_S.
+    IQ2_S,
+    /// ggml IQ4_XS.
+    IQ4_XS,
+    /// ggml IQ1_M.
+    IQ1_M,
+    /// ggml TQ1_0.
+    TQ1_0,
+    /// ggml TQ2_0.
+    TQ2_0,
+    /// ggml MXFP4 (GGUF's block layout, not safetensors' `F4`).
+    MXFP4,
+}
+
+impl Dtype {
+    /// `(elements, bytes)` of one block for block-quantized types, `None` for element types.
+    pub fn block(&self) -> Option<(usize, usize)> {
+        const K: usize = 256;
+        Some(match self {
+            Dtype::Q4_0 => (32, 18),
+            Dtype::Q4_1 => (32, 20),
+            Dtype::Q5_0 => (32, 22),
+            Dtype::Q5_1 => (32, 24),
+            Dtype::Q8_0 => (32, 34),
+            Dtype::Q8_1 => (32, 40),
+            Dtype::Q2_K => (K, 84),
+            Dtype::Q3_K => (K, 110),
+            Dtype::Q4_K => (K, 144),
+            Dtype::Q5_K => (K, 176),
+            Dtype::Q6_K => (K, 210),
+            Dtype::Q8_K => (K, 292),
+            Dtype::IQ2_XXS => (K, 66),
+            Dtype::IQ2_XS => (K, 74),
+            Dtype::IQ3_XXS => (K, 98),
+            Dtype::IQ1_S => (K, 50),
+            Dtype::IQ4_NL => (32, 18),
+            Dtype::IQ3_S => (K, 110),
+            Dtype::IQ2_S => (K, 82),
+            Dtype::IQ4_XS => (K, 136),
+            Dtype::IQ1_M => (K, 56),
+            Dtype::TQ1_0 => (K, 54),
+            Dtype::TQ2_0 => (K, 66),
+            Dtype::MXFP4 => (32, 17),
+            _ => return None,
+        })
+    }
+
+    /// Whether this is a block-quantized (GGUF) type.
+    pub fn is_block(&self) -> bool {
+        self.block().is_some()
+    }
+
+    /// Size in bits of one element. For block types, the bits of a block divided by its elements,
+    /// rounded down (a block type has no whole-element size: use [`checked_nbytes`]).
+    pub fn bitsize(&self) -> usize {
+        if let Some((n, b)) = self.block() {
+            return b.saturating_mul(8).checked_div(n).unwrap_or(0);
+        }
+        match self {
+            Dtype::F4 => 4,
+            Dtype::F6_E3M2 | Dtype::F6_E2M3 => 6,
+            Dtype::BOOL | Dtype::U8 | Dtype::I8 => 8,
+            Dtype::F8_E5M2 | Dtype::F8_E4M3 | Dtype::F8_E8M0 => 8,
+            Dtype::F8_E4M3FNUZ | Dtype::F8_E5M2FNUZ => 8,
+            Dtype::I16 | Dtype::U16 | Dtype::F16 | Dtype::BF16 => 16,
+            Dtype::I32 | Dtype::U32 | Dtype::F32 => 32,
+            Dtype::C64 | Dtype::F64 | Dtype::I64 | Dtype::U64 => 64,
+            _ => 0,
+        }
+    }
+
+    /// The name as written in headers and reports (`F32`, `BF16`, `Q4_K`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Dtype::BOOL => "BOOL",
+            Dtype::F4 => "F4",
+            Dtype::F6_E2M3 => "F6_E2M3",
+            Dtype::F6_E3M2 => "F6_E3M2",
+            Dtype::U8 => "U8",
+            Dtype::I8 => "I8",
+            Dtype::F8_E5M2 => "F8_E5M2",
+            Dtype::F8_E4M3 => "F8_E4M3",
+            Dtype::F8_E8M0 => "F8_E8M0",
+            Dtype::F8_E4M3FNUZ => "F8_E4M3FNUZ",
+            Dtype::F8_E5M2FNUZ => "F8_E5M2FNUZ",
+            Dtype::I16 => "I16",
+            Dtype::U16 => "U16",
+            Dtype::F16 => "F16",
+            Dtype::BF16 => "BF16",
+            Dtype::I32 => "I32",
+            Dtype::U32 => "U32",
+            Dtype::F32 => "F32",
+            Dtype::C64 => "C64",
+            Dtype::F64 => "F64",
+            Dtype::I64 => "I64",
+            Dtype::U64 => "U64",
+            Dtype::Q4_0 => "Q4_0",
+            Dtype::Q4_1 => "Q4_1",
+            Dtype::Q5_0 => "Q5_0",
+            Dtype::Q5_1 => "Q5_1",
+            Dtype::Q8_0 => "Q8_0",
+            Dtype::Q8_1 => "Q8_1",
+            Dtype::Q2_K => "Q2_K",
+            Dtype::Q3_K => "Q3_K",
+            Dtype::Q4_K => "Q4_K",
+            Dtype::Q5_K => "Q5_K",
+            Dtype::Q6_K => "Q6_K",
+            Dtype::Q8_K => "Q8_K",
+            Dtype::IQ2_XXS => "IQ2_XXS",
+            Dtype::IQ2_XS => "IQ2_XS",
+            Dtype::IQ3_XXS => "IQ3_XXS",
+            Dtype::IQ1_S => "IQ1_S",
+            Dtype::IQ4_NL => "IQ4_NL",
+            Dtype::IQ3_S => "IQ3_S",
+            Dtype::IQ2_S => "IQ2_S",
+            Dtype::IQ4_XS => "IQ4_XS",
+            Dtype::IQ1_M => "IQ1_M",
+            Dtype::TQ1_0 => "TQ1_0",
+            Dtype::TQ2_0 => "TQ2_0",
+            Dtype::MXFP4 => "MXFP4",
+        }
+    }
+
+    /// Whether safetensors can store this dtype (every type but ggml's).
+    pub fn in_safetensors(&self) -> bool {
+        DTYPE_NAMES.contains(&self.name())
+    }
+}
+
+impl fmt::Display for Dtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl From<safetensors::Dtype> for Dtype {
+    fn from(d: safetensors::Dtype) -> Dtype {
+        parse_dtype(&d.to_string()).unwrap_or(Dtype::U8)
+    }
+}
 
 /// Largest header accepted, in bytes (the safetensors crate's own cap).
 pub const MAX_HEADER_BYTES: u64 = 100_000_000;
@@ -112,8 +339,58 @@ pub fn parse_dtype(s: &str) -> Option<Dtype> {
     if !DTYPE_NAMES.contains(&s) {
         return None;
     }
-    serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+    ALL_DTYPES.iter().copied().find(|d| d.name() == s)
 }
+
+/// Every dtype, safetensors' first.
+pub const ALL_DTYPES: &[Dtype] = &[
+    Dtype::BOOL,
+    Dtype::F4,
+    Dtype::F6_E2M3,
+    Dtype::F6_E3M2,
+    Dtype::U8,
+    Dtype::I8,
+    Dtype::F8_E5M2,
+    Dtype::F8_E4M3,
+    Dtype::F8_E8M0,
+    Dtype::F8_E4M3FNUZ,
+    Dtype::F8_E5M2FNUZ,
+    Dtype::I16,
+    Dtype::U16,
+    Dtype::F16,
+    Dtype::BF16,
+    Dtype::I32,
+    Dtype::U32,
+    Dtype::F32,
+    Dtype::C64,
+    Dtype::F64,
+    Dtype::I64,
+    Dtype::U64,
+    Dtype::Q4_0,
+    Dtype::Q4_1,
+    Dtype::Q5_0,
+    Dtype::Q5_1,
+    Dtype::Q8_0,
+    Dtype::Q8_1,
+    Dtype::Q2_K,
+    Dtype::Q3_K,
+    Dtype::Q4_K,
+    Dtype::Q5_K,
+    Dtype::Q6_K,
+    Dtype::Q8_K,
+    Dtype::IQ2_XXS,
+    Dtype::IQ2_XS,
+    Dtype::IQ3_XXS,
+    Dtype::IQ1_S,
+    Dtype::IQ4_NL,
+    Dtype::IQ3_S,
+    Dtype::IQ2_S,
+    Dtype::IQ4_XS,
+    Dtype::IQ1_M,
+    Dtype::TQ1_0,
+    Dtype::TQ2_0,
+    Dtype::MXFP4,
+];
 
 /// Number of elements of a shape, `None` on overflow.
 pub fn checked_numel(shape: &[usize]) -> Option<usize> {
@@ -125,6 +402,19 @@ pub fn checked_numel(shape: &[usize]) -> Option<usize> {
 pub fn checked_nbytes(dtype: Dtype, shape: &[usize]) -> std::result::Result<usize, String> {
     let n = checked_numel(shape)
         .ok_or_else(|| format!("shape {shape:?} overflows the element count"))?;
+    if let Some((elems, bytes)) = dtype.block() {
+        // Rows are whole blocks: the innermost dimension is a multiple of the block.
+        let inner = shape.last().copied().unwrap_or(1);
+        if !inner.is_multiple_of(elems) {
+            return Err(format!(
+                "shape {shape:?} of {dtype}: the innermost dimension {inner} is not a multiple of the {elems}-element block"
+            ));
+        }
+        return n
+            .checked_div(elems)
+            .and_then(|blocks| blocks.checked_mul(bytes))
+            .ok_or_else(|| format!("shape {shape:?} of {dtype} overflows the byte count"));
+    }
     let bits = n
         .checked_mul(dtype_bits(dtype))
         .ok_or_else(|| format!("shape {shape:?} of {dtype} overflows the byte count"))?;

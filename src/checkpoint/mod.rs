@@ -8,6 +8,7 @@
 //! [`Checkpoint::data`].
 
 pub mod config;
+pub mod gguf;
 pub mod header;
 pub mod index;
 pub mod resolve;
@@ -161,6 +162,11 @@ impl Checkpoint {
             ck.path = path.to_path_buf();
             return Ok(ck);
         }
+        // A GGUF by name, or by its magic when the name claims no other format (a `.safetensors`
+        // holding GGUF bytes is diagnosed as the wrong format by `Shard::open`).
+        if name.ends_with(".gguf") || (!name.ends_with(".safetensors") && gguf::sniff(path)) {
+            return gguf::open_checkpoint(path);
+        }
         let shard = Shard::open(path)?;
         Self::assemble(
             path,
@@ -207,7 +213,7 @@ impl Checkpoint {
             {
                 "this directory holds PyTorch pickle files; ckpt reads safetensors only and never unpickles"
             } else if listing.iter().any(|f| f.ends_with(".gguf")) {
-                "this directory holds GGUF files; ckpt reads safetensors checkpoints"
+                "this directory holds GGUF files: give the `.gguf` file itself"
             } else {
                 "give a directory with model.safetensors or shards and model.safetensors.index.json"
             };
@@ -453,7 +459,7 @@ impl Checkpoint {
 pub fn layer_index(name: &str) -> Option<usize> {
     let parts: Vec<&str> = name.split('.').collect();
     parts.windows(2).find_map(|w| match w {
-        [a, b] if matches!(*a, "layers" | "h" | "blocks" | "layer") => b.parse().ok(),
+        [a, b] if matches!(*a, "layers" | "h" | "blocks" | "layer" | "blk") => b.parse().ok(),
         _ => None,
     })
 }

@@ -140,6 +140,49 @@ impl Shard {
     }
 }
 
+impl Shard {
+    /// Open a file of another container (GGUF): checked to be a regular file, mapped read-only,
+    /// then `parse` validates the mapped bytes and describes them as a [`Header`] whose data section
+    /// starts at `header_len + 8`. Nothing is read eagerly beyond what `parse` touches.
+    pub fn open_mapped(path: &Path, parse: impl FnOnce(&[u8]) -> Result<Header>) -> Result<Shard> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| Error::io(path, "cannot open", e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(path, "cannot stat", e))?;
+        if !meta.is_file() {
+            return Err(Error::new(
+                ErrorKind::MissingInput,
+                format!("not a regular file ({})", file_type_name(&meta)),
+            )
+            .file(path));
+        }
+        let map = if meta.len() == 0 {
+            None
+        } else {
+            // SAFETY: as in `Shard::open`: read-only map, never written through.
+            Some(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, "cannot mmap", e))?)
+        };
+        let header = parse(map.as_deref().unwrap_or_default()).map_err(|e| e.file(path))?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Shard {
+            path: path.to_path_buf(),
+            file_name,
+            size: meta.len(),
+            dev_ino: (meta.dev(), meta.ino()),
+            header,
+            map,
+            _file: file,
+        })
+    }
+}
+
 fn read_header(file: &File, size: u64) -> Result<Header> {
     let mut prefix = [0u8; 8];
     let got = read_at_most(file, &mut prefix, 0)?;
@@ -193,7 +236,7 @@ fn diagnose(file: &File, size: u64, path: &Path) -> Option<Error> {
     if head.starts_with(b"GGUF") {
         return wrong(
             "this is a GGUF file (llama.cpp's format), not safetensors",
-            "ckpt reads safetensors checkpoints; use the original safetensors release",
+            "rename it to `.gguf`: ckpt reads GGUF files by that name",
         );
     }
     if head.starts_with(b"PK\x03\x04") {

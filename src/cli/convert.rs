@@ -42,8 +42,8 @@ const RENAME_HINT_UNREADABLE: &str = "`ckpt rename --verify` reads the source th
 #[derive(clap::Args, Debug)]
 #[command(after_help = exit_codes::CONVERT)]
 pub struct Args {
-    /// Source checkpoint: a directory, a `.safetensors` file, a `*.index.json` or a Hugging Face
-    /// cache repository.
+    /// Source checkpoint: a directory, a `.safetensors` file, a `*.index.json`, a Hugging Face
+    /// cache repository or an F32/F16/BF16 `.gguf`.
     #[arg(value_name = "SRC")]
     pub src: Option<PathBuf>,
     /// Destination directory (must not exist unless --force).

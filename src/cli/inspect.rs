@@ -13,8 +13,8 @@ use super::{CmdResult, EXIT_OK, JSON_SCHEMA_VERSION, out, user_regex};
 #[derive(clap::Args, Debug)]
 #[command(after_help = exit_codes::PLAIN)]
 pub struct Args {
-    /// A `.safetensors` file, a `*.index.json`, a checkpoint directory or a Hugging Face cache
-    /// repository.
+    /// A `.safetensors` file, a `*.index.json`, a checkpoint directory, a Hugging Face cache
+    /// repository, or a `.gguf` file.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// List every tensor instead of collapsing per-layer repetition.

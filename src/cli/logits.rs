@@ -24,7 +24,7 @@ use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, JSON_SCHEMA_VERSION, out};
 #[command(after_help = exit_codes::PLAIN)]
 pub struct Args {
     /// A `.safetensors` file, a `*.index.json`, a checkpoint directory or a Hugging Face cache
-    /// repository (with its config).
+    /// repository (with its config), or a `.gguf` file.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// One sequence of comma-separated token ids; repeat for a batch (equal lengths).

@@ -18,10 +18,12 @@ use super::{CmdResult, JSON_SCHEMA_VERSION, out};
 /// equivalent`, and for runs limited by --level or --skip-logits `same structure` / `structure
 /// differs` / `identical bytes` / `bytes differ`, each naming the levels not compared;
 /// `inconclusive` when a level could not run.
+/// A GGUF with quantized weights is judged against per-type bands (weight and logits NMSE,
+/// docs/GGUF.md) unless a tolerance is stated.
 #[derive(clap::Args, Debug)]
 #[command(after_help = exit_codes::VERIFY)]
 pub struct Args {
-    /// First checkpoint (file, index, directory or Hugging Face cache repository).
+    /// First checkpoint (file, index, directory, Hugging Face cache repository or `.gguf`).
     #[arg(value_name = "A")]
     pub a: PathBuf,
     /// Second checkpoint.
@@ -54,7 +56,8 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub batch: usize,
     /// Absolute logits tolerance (default 0: exact, right when the bytes are identical). A dtype
-    /// conversion is equivalent only within a tolerance you state.
+    /// conversion is equivalent only within a tolerance you state. Stating one switches the
+    /// quantization bands of a quantized GGUF off.
     #[arg(long, value_name = "X", default_value_t = 0.0)]
     pub atol: f64,
     /// Tolerance relative to the largest |logit| of A.
@@ -303,6 +306,33 @@ pub fn render(rep: &Report, a: &Path, b: &Path, hint: &str) -> Vec<String> {
             }
         }
     }
+    if let Some(q) = &rep.quant {
+        let mut types: Vec<String> = q.tensors.iter().map(|t| t.dtype.to_string()).collect();
+        types.sort();
+        types.dedup();
+        l.push(format!(
+            "quantized  {}  {} tensors quantized ({}): weight NMSE max {:.3e}; {} over their band",
+            pass(q.weights_pass()),
+            q.tensors.len(),
+            types.join(", "),
+            q.max_nmse(),
+            q.over
+        ));
+        for t in q
+            .tensors
+            .iter()
+            .filter(|t| t.nmse.is_nan() || t.nmse > t.band)
+            .take(20)
+        {
+            l.push(format!(
+                "  {} ({}): weight NMSE {:.3e} over the band {:.1e}",
+                esc(&t.name),
+                t.dtype,
+                t.nmse,
+                t.band
+            ));
+        }
+    }
     match &rep.logits {
         None => l.push(format!(
             "logits     not compared (--level {}{})",
@@ -314,6 +344,23 @@ pub fn render(rep: &Report, a: &Path, b: &Path, hint: &str) -> Vec<String> {
             }
         )),
         Some(Err(n)) => l.push(format!("logits     COULD NOT RUN  {}", n.reason)),
+        Some(Ok(g)) if rep.quant.is_some() => {
+            let q = rep.quant.as_ref().map(|q| (q.coarsest, q.logits_band));
+            let (ty, band) = q.unwrap_or((ckpt::checkpoint::Dtype::F32, 0.0));
+            l.push(format!(
+                "logits     {}  {} positions: NMSE {:.3e} (band {:.1e} for {ty}), max abs {:.3e}, max rel {:.3e}, min cosine {:.6}, top-1 {:.1}%, top-5 {:.1}%, max KL {:.3e}",
+                pass(g.pass),
+                g.positions,
+                g.nmse,
+                band,
+                g.max_abs,
+                g.max_rel,
+                g.min_cosine,
+                g.top1 * 100.0,
+                g.top5 * 100.0,
+                g.max_kl
+            ));
+        }
         Some(Ok(g)) => {
             l.push(format!(
                 "logits     {}  {} positions: max abs {:.3e} (tolerance {:.3e}), max rel {:.3e}, min cosine {:.6}, top-1 {:.1}%, top-5 {:.1}%, max KL {:.3e}",
@@ -355,7 +402,13 @@ pub fn render(rep: &Report, a: &Path, b: &Path, hint: &str) -> Vec<String> {
         ));
     }
     l.push(String::new());
-    l.push(format!("verdict: {}", verdict_text(rep)));
+    l.push(
+        if rep.verdict == ckpt::verify::Verdict::Equivalent && rep.quant.is_some() {
+            "verdict: equivalent within the quantization bands (docs/GGUF.md)".to_string()
+        } else {
+            format!("verdict: {}", verdict_text(rep))
+        },
+    );
     if let Some(n) = rep.not_run() {
         if let Some(h) = &n.hint {
             l.push(format!("hint: {h}"));
@@ -523,10 +576,17 @@ pub fn to_json(rep: &Report, sides: [(&Path, &str); 2], hint: &str) -> serde_jso
                 "ran": true,
                 "pass": g.pass, "tolerance": f(g.tolerance), "max_abs": f(g.max_abs), "max_rel": f(g.max_rel),
                 "min_cosine": f(g.min_cosine), "top1": g.top1, "top5": g.top5, "max_kl": f(g.max_kl),
-                "positions": g.positions, "scale": f(g.scale),
+                "positions": g.positions, "scale": f(g.scale), "nmse": f(g.nmse),
                 "nonfinite_a": g.nonfinite_a, "nonfinite_b": g.nonfinite_b,
                 "nonfinite_differ": g.nonfinite_differ, "kl_skipped": g.kl_skipped,
             }),
         }),
+        "quant": rep.quant.as_ref().map(|q| json!({
+            "pass": q.weights_pass(), "coarsest": q.coarsest.to_string(), "logits_band": f(q.logits_band),
+            "over": q.over,
+            "tensors": q.tensors.iter().map(|t| json!({
+                "tensor": t.name, "dtype": t.dtype.to_string(), "nmse": f(t.nmse), "band": f(t.band),
+            })).collect::<Vec<_>>(),
+        })),
     })
 }

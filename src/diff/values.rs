@@ -198,6 +198,19 @@ pub fn compare_pairs(
     pairs
         .par_iter()
         .map(|(i, ta, tb)| {
+            let decodable =
+                |d: Dtype| is_float(d) || crate::kernels::WDtype::from_dtype(d).is_some();
+            if (ta.dtype.is_block() || tb.dtype.is_block())
+                && decodable(ta.dtype)
+                && decodable(tb.dtype)
+            {
+                // GGUF block types: decoded whole, one tensor at a time.
+                let v = crate::verify::quant::value_diff(va, ta, vb, tb)?;
+                if let Some(p) = progress {
+                    p(ta.nbytes() as u64);
+                }
+                return Ok((*i, Some(v)));
+            }
             if !is_float(ta.dtype) || !is_float(tb.dtype) {
                 return Ok((*i, None));
             }

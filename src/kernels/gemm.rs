@@ -243,7 +243,7 @@ pub(crate) fn matmul<K: TileKernel>(
 
     let tasks = super::matmul::split_columns(out, t, n, TASK_ROWS);
     let xp = &*xp;
-    let size = w.dtype.size();
+    let bytes_of = |elements: usize| w.dtype.bytes_of(elements);
     let direct = w.dtype == super::WDtype::F32 && cfg!(target_endian = "little");
     let init = || {
         (
@@ -282,9 +282,9 @@ pub(crate) fn matmul<K: TileKernel>(
                     let (nk0, nkc) = block(nkb_);
                     Prefetch {
                         bytes: w.bytes,
-                        start: (j0 * k_dim + nk0) * size,
-                        stride: k_dim * size,
-                        row_bytes: nkc * size,
+                        start: bytes_of(j0 * k_dim + nk0),
+                        stride: bytes_of(k_dim),
+                        row_bytes: bytes_of(nkc),
                         rows,
                     }
                 });

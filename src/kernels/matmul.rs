@@ -224,7 +224,7 @@ pub(crate) fn matmul<K: TileKernel>(
 
     let tasks = split_columns(out, t, n, TASK_ROWS);
     let xp = &*xp;
-    let size = w.dtype.size();
+    let bytes_of = |elements: usize| w.dtype.bytes_of(elements);
     // The weight buffer is made once per rayon split, not per task (a fresh 192 KiB allocation is
     // an mmap with page faults every time).
     let init = || vec![0.0f32; ROW_TILE * KC + ALIGN_F32];
@@ -262,9 +262,9 @@ pub(crate) fn matmul<K: TileKernel>(
                     let (nk0, nkc, _) = block(nkb_);
                     Prefetch {
                         bytes: w.bytes,
-                        start: ((j0 + nr0) * k_dim + nk0) * size,
-                        stride: k_dim * size,
-                        row_bytes: nkc * size,
+                        start: bytes_of((j0 + nr0) * k_dim + nk0),
+                        stride: bytes_of(k_dim),
+                        row_bytes: bytes_of(nkc),
                         rows: ROW_TILE.min(rows - nr0),
                     }
                 });

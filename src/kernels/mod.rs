@@ -25,6 +25,7 @@
 
 mod gemm;
 mod matmul;
+mod quant;
 mod scalar;
 mod simd;
 #[cfg(test)]
@@ -179,7 +180,8 @@ fn resolve(isa: Isa) -> Isa {
     if is_available(isa) { isa } else { best_isa() }
 }
 
-/// The element type of a weight tensor as stored in the checkpoint.
+/// The element type of a weight tensor as stored in the checkpoint: floats, or ggml's block
+/// types (dequantized per tile by `quant.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WDtype {
     /// IEEE binary32.
@@ -188,23 +190,118 @@ pub enum WDtype {
     F16,
     /// bfloat16 (the top half of a binary32).
     Bf16,
+    /// ggml Q8_0 (32-element blocks of 34 bytes).
+    Q8_0,
+    /// ggml Q4_0 (32 / 18).
+    Q4_0,
+    /// ggml Q4_1 (32 / 20).
+    Q4_1,
+    /// ggml Q5_0 (32 / 22).
+    Q5_0,
+    /// ggml Q5_1 (32 / 24).
+    Q5_1,
+    /// ggml Q2_K (256 / 84).
+    Q2K,
+    /// ggml Q3_K (256 / 110).
+    Q3K,
+    /// ggml Q4_K (256 / 144).
+    Q4K,
+    /// ggml Q5_K (256 / 176).
+    Q5K,
+    /// ggml Q6_K (256 / 210).
+    Q6K,
 }
 
 impl WDtype {
-    /// Size of one element in bytes.
-    pub fn size(self) -> usize {
+    /// Every weight type.
+    pub const ALL: [WDtype; 13] = [
+        WDtype::F32,
+        WDtype::F16,
+        WDtype::Bf16,
+        WDtype::Q8_0,
+        WDtype::Q4_0,
+        WDtype::Q4_1,
+        WDtype::Q5_0,
+        WDtype::Q5_1,
+        WDtype::Q2K,
+        WDtype::Q3K,
+        WDtype::Q4K,
+        WDtype::Q5K,
+        WDtype::Q6K,
+    ];
+
+    /// `(elements, bytes)` of one block; `(1, size)` for the float types.
+    pub fn block(self) -> (usize, usize) {
         match self {
-            WDtype::F32 => 4,
-            WDtype::F16 | WDtype::Bf16 => 2,
+            WDtype::F32 => (1, 4),
+            WDtype::F16 | WDtype::Bf16 => (1, 2),
+            WDtype::Q8_0 => (32, 34),
+            WDtype::Q4_0 => (32, 18),
+            WDtype::Q4_1 => (32, 20),
+            WDtype::Q5_0 => (32, 22),
+            WDtype::Q5_1 => (32, 24),
+            WDtype::Q2K => (256, 84),
+            WDtype::Q3K => (256, 110),
+            WDtype::Q4K => (256, 144),
+            WDtype::Q5K => (256, 176),
+            WDtype::Q6K => (256, 210),
         }
     }
 
-    /// The safetensors name of the dtype (`F32`, `F16`, `BF16`).
+    /// The kernel type of a stored dtype, `None` for dtypes the kernels do not read.
+    pub fn from_dtype(d: crate::checkpoint::Dtype) -> Option<WDtype> {
+        use crate::checkpoint::Dtype as D;
+        Some(match d {
+            D::F32 => WDtype::F32,
+            D::F16 => WDtype::F16,
+            D::BF16 => WDtype::Bf16,
+            D::Q8_0 => WDtype::Q8_0,
+            D::Q4_0 => WDtype::Q4_0,
+            D::Q4_1 => WDtype::Q4_1,
+            D::Q5_0 => WDtype::Q5_0,
+            D::Q5_1 => WDtype::Q5_1,
+            D::Q2_K => WDtype::Q2K,
+            D::Q3_K => WDtype::Q3K,
+            D::Q4_K => WDtype::Q4K,
+            D::Q5_K => WDtype::Q5K,
+            D::Q6_K => WDtype::Q6K,
+            _ => return None,
+        })
+    }
+
+    /// Whether the type is a ggml block type.
+    pub fn is_block(self) -> bool {
+        self.block().0 > 1
+    }
+
+    /// Size of one element in bytes (float types; for block types, the block's bytes, see
+    /// [`WDtype::block`]).
+    pub fn size(self) -> usize {
+        self.block().1
+    }
+
+    /// Bytes of `elements` elements (rounded down to whole blocks for block types).
+    pub fn bytes_of(self, elements: usize) -> usize {
+        let (e, b) = self.block();
+        elements / e * b
+    }
+
+    /// The dtype's name (`F32`, `F16`, `BF16`, `Q8_0`, `Q4_K`, ...).
     pub fn name(self) -> &'static str {
         match self {
             WDtype::F32 => "F32",
             WDtype::F16 => "F16",
             WDtype::Bf16 => "BF16",
+            WDtype::Q8_0 => "Q8_0",
+            WDtype::Q4_0 => "Q4_0",
+            WDtype::Q4_1 => "Q4_1",
+            WDtype::Q5_0 => "Q5_0",
+            WDtype::Q5_1 => "Q5_1",
+            WDtype::Q2K => "Q2_K",
+            WDtype::Q3K => "Q3_K",
+            WDtype::Q4K => "Q4_K",
+            WDtype::Q5K => "Q5_K",
+            WDtype::Q6K => "Q6_K",
         }
     }
 }
@@ -212,7 +309,8 @@ impl WDtype {
 /// A weight tensor as raw little-endian bytes straight from the file (typically an mmap).
 ///
 /// The bytes may start at any address (an odd offset is fine): kernels only ever use unaligned
-/// loads on them. `bytes.len()` must be the element count times [`WDtype::size`].
+/// loads on them. `bytes.len()` must be the element count times [`WDtype::size`] (for block types:
+/// the number of blocks times the block's bytes, rows being whole blocks).
 #[derive(Debug, Clone, Copy)]
 pub struct Weights<'a> {
     /// Element type of the bytes.
@@ -229,7 +327,8 @@ impl<'a> Weights<'a> {
 
     /// The number of whole elements in the bytes.
     pub fn len(&self) -> usize {
-        self.bytes.len() / self.dtype.size()
+        let (e, b) = self.dtype.block();
+        self.bytes.len() / b * e
     }
 
     /// Whether there are no elements.
@@ -291,7 +390,14 @@ fn mul_len(kernel: &str, what: &str, a: usize, b: usize) -> Result<usize, Kernel
 
 /// Check that `w` holds exactly `elements` elements.
 fn check_weights(kernel: &str, w: &Weights<'_>, elements: usize) -> Result<(), KernelError> {
-    let bytes = mul_len(kernel, "weights", elements, w.dtype.size())?;
+    let (be, bb) = w.dtype.block();
+    if !elements.is_multiple_of(be) {
+        return Err(KernelError::new(format!(
+            "kernel `{kernel}`: {elements} elements of {} are not whole {be}-element blocks",
+            w.dtype.name()
+        )));
+    }
+    let bytes = mul_len(kernel, "weights", elements / be, bb)?;
     if w.bytes.len() == bytes {
         Ok(())
     } else {
@@ -346,6 +452,13 @@ pub fn matmul(
     const K: &str = "matmul";
     check_len(K, "x", mul_len(K, "x", t, k_dim)?, x.len())?;
     check_weights(K, &w, mul_len(K, "weights", n, k_dim)?)?;
+    if !k_dim.is_multiple_of(w.dtype.block().0) {
+        return Err(KernelError::new(format!(
+            "kernel `{K}`: rows of {k_dim} elements are not whole {}-element blocks of {}",
+            w.dtype.block().0,
+            w.dtype.name()
+        )));
+    }
     check_len(K, "out", mul_len(K, "out", t, n)?, out.len())?;
     dispatch!(isa, scalar::matmul(x, t, k_dim, w, n, out), |s| matmul(
         s, x, t, k_dim, w, n, out

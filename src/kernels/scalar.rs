@@ -34,11 +34,21 @@ pub(crate) fn weight_at(w: Weights<'_>, i: usize) -> f32 {
         WDtype::F32 => f32_at(w.bytes, i),
         WDtype::Bf16 => bf16_at(w.bytes, i),
         WDtype::F16 => f16_at(w.bytes, i),
+        _ => {
+            // A block type: decode the element's block (the specification, not a fast path).
+            let mut v = [0f32];
+            super::quant::decode(w.dtype, w.bytes, i, &mut v);
+            v[0]
+        }
     }
 }
 
 /// Decode every element of `w` into `out` (same length).
 pub(crate) fn to_f32(w: Weights<'_>, out: &mut [f32]) {
+    if w.dtype.is_block() {
+        super::quant::decode(w.dtype, w.bytes, 0, out);
+        return;
+    }
     for (i, o) in out.iter_mut().enumerate() {
         *o = weight_at(w, i);
     }
@@ -47,10 +57,10 @@ pub(crate) fn to_f32(w: Weights<'_>, out: &mut [f32]) {
 /// `out[t*n + j] = sum_k x[t*k_dim + k] * W[j*k_dim + k]`, summed in `k` order. Each weight row is
 /// decoded once and used for every token.
 pub(crate) fn matmul(x: &[f32], t: usize, k_dim: usize, w: Weights<'_>, n: usize, out: &mut [f32]) {
-    let size = w.dtype.size();
+    let rb = w.dtype.bytes_of(k_dim);
     let mut row = vec![0.0f32; k_dim];
     for j in 0..n {
-        let row_bytes = &w.bytes[j * k_dim * size..(j + 1) * k_dim * size];
+        let row_bytes = &w.bytes[j * rb..(j + 1) * rb];
         to_f32(Weights::new(w.dtype, row_bytes), &mut row);
         for tok in 0..t {
             out[tok * n + j] = dot(&x[tok * k_dim..(tok + 1) * k_dim], &row);

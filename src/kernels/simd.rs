@@ -61,6 +61,40 @@ pub(crate) trait Simd: Copy + Send + Sync {
     /// # Safety
     /// `p` is readable for `2 * LANES` bytes (any alignment).
     unsafe fn load_f16(self, p: *const u8) -> Self::V;
+    /// `LANES` signed bytes widened to f32 (ggml's Q8_0 values). The default goes through a stack
+    /// buffer; ISAs with a widening instruction override it.
+    ///
+    /// # Safety
+    /// `p` is readable for `LANES` bytes.
+    #[inline(always)]
+    unsafe fn load_i8(self, p: *const u8) -> Self::V {
+        let mut tmp = [0f32; 16];
+        for (i, t) in tmp.iter_mut().enumerate().take(Self::LANES) {
+            // SAFETY: the caller guarantees `LANES` readable bytes.
+            *t = f32::from(unsafe { *p.add(i) } as i8);
+        }
+        // SAFETY: `tmp` holds 16 >= LANES floats.
+        unsafe { self.load(tmp.as_ptr()) }
+    }
+}
+
+/// Q8_0 blocks on a SIMD ISA: `x = d * q`, one multiply per lane as in the scalar specification
+/// (so the values are bit-identical). `start` and `out.len()` are multiples of 32.
+#[inline(always)]
+fn decode_q8_0<S: Simd>(s: S, bytes: &[u8], start: usize, out: &mut [f32]) {
+    let l = S::LANES;
+    for (b, dst) in out.chunks_exact_mut(32).enumerate() {
+        let blk = &bytes[(start / 32 + b) * 34..(start / 32 + b + 1) * 34];
+        let d = s.splat(half::f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32());
+        let q = blk[2..34].as_ptr();
+        let o = dst.as_mut_ptr();
+        let mut j = 0;
+        while j + l <= 32 {
+            // SAFETY: `j + l <= 32`: 32 readable bytes after the scale, 32 writable floats.
+            unsafe { s.store(o.add(j), s.mul(s.load_i8(q.add(j)), d)) };
+            j += l;
+        }
+    }
 }
 
 /// `exp(x)` to about 2 ulp: Cody-Waite reduction `x = n ln2 + r` and the Cephes `expf` polynomial.
@@ -91,6 +125,19 @@ pub(crate) fn exp<S: Simd>(s: S, x: S::V) -> S::V {
 /// Decode `out.len()` elements of `w` starting at element `start`.
 #[inline(always)]
 pub(crate) fn decode<S: Simd>(s: S, w: Weights<'_>, start: usize, out: &mut [f32]) {
+    if w.dtype == WDtype::Q8_0
+        && start.is_multiple_of(32)
+        && out.len().is_multiple_of(32)
+        && S::LANES <= 32
+    {
+        assert!((start + out.len()) / 32 * 34 <= w.bytes.len());
+        decode_q8_0(s, w.bytes, start, out);
+        return;
+    }
+    if w.dtype.is_block() {
+        super::quant::decode(w.dtype, w.bytes, start, out);
+        return;
+    }
     let l = S::LANES;
     let count = out.len();
     let size = w.dtype.size();
@@ -112,6 +159,7 @@ pub(crate) fn decode<S: Simd>(s: S, w: Weights<'_>, start: usize, out: &mut [f32
         WDtype::F32 => run!(load_f32le),
         WDtype::Bf16 => run!(load_bf16),
         WDtype::F16 => run!(load_f16),
+        _ => {}
     }
     for (j, o) in out.iter_mut().enumerate().skip(i) {
         *o = scalar::weight_at(w, start + j);

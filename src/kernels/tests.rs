@@ -79,6 +79,10 @@ fn encode(dtype: WDtype, values: &[f32], offset: usize) -> Vec<u8> {
             WDtype::F32 => out.extend_from_slice(&v.to_le_bytes()),
             WDtype::F16 => out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
             WDtype::Bf16 => out.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+            other => panic!(
+                "encode: {} is a block type (tests/gguf.rs covers them)",
+                other.name()
+            ),
         }
     }
     out

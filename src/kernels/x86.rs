@@ -178,6 +178,12 @@ impl Simd for Avx2 {
         // SAFETY: see the impl comment; the caller guarantees 16 readable bytes (unaligned load).
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
     }
+    #[inline(always)]
+    unsafe fn load_i8(self, p: *const u8) -> __m256 {
+        // SAFETY: see the impl comment; the caller guarantees 8 readable bytes (an unaligned
+        // 64-bit load).
+        unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast()))) }
+    }
 }
 
 impl Simd for Avx512 {
@@ -305,6 +311,11 @@ impl Simd for Avx512 {
     unsafe fn load_f16(self, p: *const u8) -> __m512 {
         // SAFETY: see the impl comment; the caller guarantees 32 readable bytes (unaligned load).
         unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
+    }
+    #[inline(always)]
+    unsafe fn load_i8(self, p: *const u8) -> __m512 {
+        // SAFETY: see the impl comment; the caller guarantees 16 readable bytes (unaligned load).
+        unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.cast()))) }
     }
 }
 

@@ -116,6 +116,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "mappings/falcon.toml",
         include_str!("../../mappings/falcon.toml"),
     ),
+    (
+        "mappings/gguf-llama.toml",
+        include_str!("../../mappings/gguf-llama.toml"),
+    ),
 ];
 
 // ---------------------------------------------------------------------------------------------

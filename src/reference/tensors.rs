@@ -249,12 +249,9 @@ pub(super) fn find_layers<'a>(
 
 /// The kernels' element type for a stored dtype.
 pub(super) fn wdtype(d: Dtype) -> Result<WDtype> {
-    match d {
-        Dtype::F32 => Ok(WDtype::F32),
-        Dtype::F16 => Ok(WDtype::F16),
-        Dtype::BF16 => Ok(WDtype::Bf16),
-        other => Err(Error::unsupported(format!(
-            "dtype {other:?}: the reference forward pass reads F32, F16 and BF16 weights"
-        ))),
-    }
+    WDtype::from_dtype(d).ok_or_else(|| {
+        Error::unsupported(format!(
+            "dtype {d}: the reference forward pass reads F32, F16, BF16 and the GGUF types Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K"
+        ))
+    })
 }

@@ -22,6 +22,8 @@
 
 use serde_json::Value;
 
+pub mod quant;
+
 use crate::checkpoint::header::Dtype;
 use crate::diff::values::{self, ValueDiff};
 use crate::error::{Error, ErrorKind, Result};
@@ -143,6 +145,8 @@ pub struct LogitsCmp {
     pub nonfinite_differ: u64,
     /// Positions whose KL divergence could not be computed (a non-finite logit in the row).
     pub kl_skipped: usize,
+    /// NMSE of B's logits against A's (llama.cpp's check-nmse.py definition; [`quant::nmse`]).
+    pub nmse: f64,
 }
 
 /// Embedding rows that differ between A and B, and how many of their tokens the logits level ran
@@ -329,6 +333,9 @@ pub struct Report {
     pub level: Level,
     /// When embedding rows differ: how many, and how many of those tokens the logits level ran.
     pub embedding_rows: Option<EmbeddingRows>,
+    /// The quantization-aware comparison, when one side has block-quantized weights and no
+    /// tolerance was stated: per-tensor weight NMSE and the bands applied ([`quant`]).
+    pub quant: Option<quant::QuantCheck>,
     /// What the levels that ran prove.
     pub verdict: Verdict,
     /// `verdict == Verdict::Equivalent`.
@@ -495,7 +502,7 @@ pub fn verify_with_progress(
             added,
         });
     }
-    let logits = if opts.level >= Level::Logits {
+    let mut logits = if opts.level >= Level::Logits {
         Some(compare_logits(a, b, &run_opts, progress)?)
     } else {
         None
@@ -503,7 +510,33 @@ pub fn verify_with_progress(
     // Differing values are acceptable only when the logits level ran and stayed within a tolerance
     // the user stated (a dtype conversion, say).
     let exact = opts.atol == 0.0 && opts.rtol == 0.0;
-    let verdict = decide(&structure, bytes.as_ref(), logits.as_ref(), exact);
+    // Quantized weights with no stated tolerance: judged against the type's bands instead of
+    // exactness (`quant.rs`): the logits by their NMSE, each quantized tensor by its weight NMSE,
+    // and no other tensor may differ except floats widened without a change of value (llama.cpp
+    // stores norms in F32 whatever the source dtype).
+    let quant = match exact && opts.level >= Level::Bytes {
+        true => quant::check(a, b)?,
+        false => None,
+    };
+    if let (Some(q), Some(Ok(l))) = (&quant, logits.as_mut()) {
+        l.pass = l.nmse <= q.logits_band;
+    }
+    let verdict = match &quant {
+        None => decide(&structure, bytes.as_ref(), logits.as_ref(), exact),
+        Some(q) => {
+            let bytes_ok = bytes.as_ref().is_none_or(|b| {
+                b.differing.iter().all(|(p, d)| {
+                    d.as_ref().is_some_and(|v| v.max_abs == 0.0)
+                        || p.a_dtype.is_some_and(|d| d.is_block())
+                            != p.b_dtype.is_some_and(|d| d.is_block())
+                })
+            });
+            match decide(&structure, bytes.as_ref(), logits.as_ref(), false) {
+                Verdict::Equivalent if !(q.weights_pass() && bytes_ok) => Verdict::NotEquivalent,
+                v => v,
+            }
+        }
+    };
     Ok(Report {
         family_a: a.family.clone(),
         family_b: b.family.clone(),
@@ -512,6 +545,7 @@ pub fn verify_with_progress(
         logits,
         level: opts.level,
         embedding_rows,
+        quant,
         verdict,
         equivalent: verdict == Verdict::Equivalent,
     })
@@ -923,6 +957,7 @@ pub fn logits_metrics(
         nonfinite_b,
         nonfinite_differ,
         kl_skipped,
+        nmse: quant::nmse(&a.data, &b.data),
     })
 }
 

@@ -112,6 +112,15 @@ pub fn plan(view: &View, max_shard_size: u64) -> Result<Plan> {
     let mut current_bytes = 0u64;
     let mut total_data = 0u64;
     for (i, t) in view.tensors.iter().enumerate() {
+        if !t.dtype.in_safetensors() {
+            return Err(Error::unsupported(format!(
+                "{} is a GGUF block-quantized type, which safetensors cannot store; ckpt converts F32, F16 and BF16 GGUF files (dequantizing would not give back the original weights)",
+                t.dtype
+            ))
+            .tensor(&t.name)
+            .file(&view.ckpt.path)
+            .hint("convert an F32, F16 or BF16 GGUF, or use the original safetensors release"));
+        }
         let n =
             checked_nbytes(t.dtype, &t.shape).map_err(|m| Error::bad_data(m).tensor(&t.name))?;
         let n64 = n as u64;

@@ -1,0 +1,359 @@
+//! GGUF as a checkpoint format (fixtures written by `scripts/make_gguf_fixtures.py` with gguf-py):
+//! the dequantizers against gguf-py's values, quantized matmuls against their dequantized f32
+//! equivalent on every ISA, inspect and detect, the reference forward against transformers run on
+//! gguf-py's dequantization, verify and diff against the Hugging Face source, convert back
+//! bit-exact, and hostile files refused with exit 2 and no panic.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use ckpt::Checkpoint;
+use ckpt::checkpoint::header::Dtype;
+use ckpt::kernels::{self, Isa, WDtype, Weights};
+use ckpt::mapping::family::Registry;
+use common::ckpt;
+
+fn gguf(name: &str) -> PathBuf {
+    common::fixture("gguf").join(name)
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn isas() -> Vec<Isa> {
+    let mut v = kernels::available_isas();
+    if !v.contains(&Isa::Scalar) {
+        v.push(Isa::Scalar);
+    }
+    v
+}
+
+/// Each dequantizer reproduces gguf-py's values bit for bit on random blocks (every packed field
+/// random, scales finite).
+#[test]
+fn dequantizers_match_gguf_py_bit_for_bit() {
+    let ck = Checkpoint::open(gguf("dequant.safetensors")).unwrap();
+    let types = [
+        ("Q8_0", WDtype::Q8_0),
+        ("Q4_0", WDtype::Q4_0),
+        ("Q4_1", WDtype::Q4_1),
+        ("Q5_0", WDtype::Q5_0),
+        ("Q5_1", WDtype::Q5_1),
+        ("Q2_K", WDtype::Q2K),
+        ("Q3_K", WDtype::Q3K),
+        ("Q4_K", WDtype::Q4K),
+        ("Q5_K", WDtype::Q5K),
+        ("Q6_K", WDtype::Q6K),
+    ];
+    for (name, wd) in types {
+        let bytes = ck.data(ck.get(&format!("{name}.bytes")).unwrap()).unwrap();
+        let want = f32s(ck.data(ck.get(&format!("{name}.values")).unwrap()).unwrap());
+        assert_eq!(wd.name(), name);
+        for isa in isas() {
+            let mut got = vec![f32::NAN; want.len()];
+            kernels::to_f32_with(isa, Weights::new(wd, bytes), &mut got).unwrap();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{name} {isa} element {i}: {g} vs {w}"
+                );
+            }
+        }
+    }
+}
+
+/// A quantized matmul equals the f32 matmul of its dequantized weights (up to summation order), on
+/// every ISA, for the few-token path and the GEMM path, with rows spanning several K blocks.
+#[test]
+fn quantized_matmul_equals_dequantized_f32() {
+    let ck = Checkpoint::open(gguf("dequant.safetensors")).unwrap();
+    for (name, wd) in [
+        ("Q8_0", WDtype::Q8_0),
+        ("Q4_K", WDtype::Q4K),
+        ("Q6_K", WDtype::Q6K),
+        ("Q5_0", WDtype::Q5_0),
+    ] {
+        let bytes = ck.data(ck.get(&format!("{name}.bytes")).unwrap()).unwrap();
+        let total = Weights::new(wd, bytes).len();
+        // Tile the fixture's blocks into a bigger [n, k] matrix: k = 1280 crosses a 1024 K block.
+        let k = 1280;
+        let n = 7;
+        let (be, bb) = wd.block();
+        let mut w = Vec::new();
+        let blocks = total / be;
+        for i in 0..(n * k / be) {
+            let b = i % blocks;
+            w.extend_from_slice(&bytes[b * bb..(b + 1) * bb]);
+        }
+        let mut wf = vec![0f32; n * k];
+        kernels::to_f32(Weights::new(wd, &w), &mut wf).unwrap();
+        let wf_bytes: Vec<u8> = wf.iter().flat_map(|v| v.to_le_bytes()).collect();
+        for t in [1, 3, 20] {
+            let x: Vec<f32> = (0..t * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let mut want = vec![0f32; t * n];
+            kernels::matmul(
+                Isa::Scalar,
+                &x,
+                t,
+                k,
+                Weights::new(WDtype::F32, &wf_bytes),
+                n,
+                &mut want,
+            )
+            .unwrap();
+            for isa in isas() {
+                let mut got = vec![f32::NAN; t * n];
+                kernels::matmul(isa, &x, t, k, Weights::new(wd, &w), n, &mut got).unwrap();
+                for (g, e) in got.iter().zip(&want) {
+                    let tol = 1e-4 * (1.0 + e.abs()) * 50.0;
+                    assert!((g - e).abs() <= tol, "{name} {isa} t={t}: {g} vs {e}");
+                }
+            }
+        }
+        // Rows that are not whole blocks are refused, not read past.
+        let mut out = vec![0f32; 1];
+        let e = kernels::matmul(
+            Isa::Scalar,
+            &vec![0f32; be + 1],
+            1,
+            be + 1,
+            Weights::new(wd, &w[..bb]),
+            1,
+            &mut out,
+        )
+        .unwrap_err();
+        assert!(e.message().contains("block"), "{}", e.message());
+    }
+}
+
+/// Every GGUF fixture's forward pass against transformers run on gguf-py's dequantization, within
+/// 1e-4 x max |logit|, on every ISA.
+#[test]
+fn logits_match_gguf_py_dequantization_plus_transformers() {
+    let reg = Registry::builtin().unwrap();
+    for name in [
+        "gqa-f32",
+        "f16",
+        "bf16",
+        "llama3-f32",
+        "tied-q8_0",
+        "gqa-q8_0",
+        "gqa-q4_0",
+        "gqa-q4_1",
+        "gqa-q5_0",
+        "gqa-q5_1",
+        "k-mix",
+    ] {
+        let exp = Checkpoint::open(gguf(&format!("{name}.expected.safetensors"))).unwrap();
+        let ids_t = exp.get("input_ids").unwrap();
+        let seq = ids_t.shape[1];
+        let ids: Vec<u32> = exp
+            .data(ids_t)
+            .unwrap()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+            .collect();
+        let batch: Vec<Vec<u32>> = ids.chunks(seq).map(|c| c.to_vec()).collect();
+        let want = f32s(exp.data(exp.get("logits").unwrap()).unwrap());
+        let ck = Checkpoint::open(gguf(&format!("{name}.gguf"))).unwrap();
+        let (view, fam) = ckpt::detect::open_view(&ck, &reg, None, &[]).unwrap();
+        assert_eq!(fam, "llama-gguf");
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for isa in isas() {
+            let got = ckpt::reference::forward(&view, &batch, isa).unwrap();
+            let d = got
+                .data
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                d <= 1e-4 * scale,
+                "{name} {isa}: max |diff| {d:e} > 1e-4 x {scale}"
+            );
+        }
+    }
+}
+
+#[test]
+fn inspect_and_detect_read_gguf() {
+    let (code, out, err) = ckpt(&["inspect", gguf("k-mix.gguf").to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "Q4_K",
+        "Q5_K",
+        "Q6_K",
+        "Q8_0",
+        "hidden=256",
+        "token_embd.weight",
+        "[256, 256]",
+    ] {
+        assert!(out.contains(want), "inspect lacks {want}:\n{out}");
+    }
+    let ck = Checkpoint::open(gguf("k-mix.gguf")).unwrap();
+    // Row-major shapes: attn_k is [kv_heads * head_dim, hidden] = [128, 256].
+    let k = ck.get("blk.0.attn_k.weight").unwrap();
+    assert_eq!((k.shape.clone(), k.dtype), (vec![128, 256], Dtype::Q5_K));
+    let (code, out, err) = ckpt(&["detect", gguf("gqa-q8_0.gguf").to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("llama-gguf"), "{out}");
+}
+
+/// An f32 GGUF of an f32 checkpoint is the same model: identical bytes after the permutation and
+/// equal logits; quantized files are equivalent only within their band.
+#[test]
+fn verify_against_the_hf_source() {
+    let src = common::fixture("llama-gqa");
+    let (code, out, err) = ckpt(&[
+        "verify",
+        src.to_str().unwrap(),
+        gguf("gqa-f32.gguf").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("21/21 tensors identical"), "{out}");
+    for (src, name) in [
+        ("llama-f16", "f16.gguf"),
+        ("llama-bf16", "bf16.gguf"),
+        ("llama3-scaling", "llama3-f32.gguf"),
+    ] {
+        let (code, out, err) = ckpt(&[
+            "verify",
+            common::fixture(src).to_str().unwrap(),
+            gguf(name).to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        assert!(out.contains("tensors identical"), "{out}");
+    }
+}
+
+/// Quantized files verify within their bands; the same file with two tensors swapped (k and v of
+/// layer 0, same shape and type) does not, and the report names them.
+#[test]
+fn quantized_verify_uses_bands_and_catches_a_swap() {
+    for (src, name) in [
+        ("llama-gqa", "gqa-q8_0.gguf"),
+        ("llama-gqa", "gqa-q4_0.gguf"),
+        ("llama-gqa", "gqa-q5_1.gguf"),
+        ("llama-tied", "tied-q8_0.gguf"),
+    ] {
+        let (code, out, err) = ckpt(&[
+            "verify",
+            common::fixture(src).to_str().unwrap(),
+            gguf(name).to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        assert!(out.contains("within the quantization bands"), "{out}");
+        assert!(out.contains("NMSE"), "{out}");
+    }
+    let (code, out, err) = ckpt(&[
+        "verify",
+        common::fixture("gguf/k-src").to_str().unwrap(),
+        gguf("k-mix.gguf").to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["quant"]["over"], 0);
+    assert!(j["logits"]["nmse"].as_f64().unwrap() > 0.0);
+    // Swap the names of blk.0.attn_k and blk.0.attn_v (same length, shape and type).
+    let mut bytes = std::fs::read(gguf("gqa-q8_0.gguf")).unwrap();
+    let find = |b: &[u8], pat: &[u8]| b.windows(pat.len()).position(|w| w == pat).unwrap();
+    let k = find(&bytes, b"blk.0.attn_k.weight");
+    let v = find(&bytes, b"blk.0.attn_v.weight");
+    bytes[k + 11] = b'v';
+    bytes[v + 11] = b'k';
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("swapped.gguf");
+    std::fs::write(&bad, &bytes).unwrap();
+    let (code, out, err) = ckpt(&[
+        "verify",
+        common::fixture("llama-gqa").to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("k_proj.weight (Q8_0): weight NMSE"), "{out}");
+    assert!(out.contains("NOT equivalent"), "{out}");
+}
+
+/// Back to safetensors: the f32 GGUF converts to a LLaMA directory whose tensors are the source's
+/// bytes; a quantized file is refused with the reason.
+#[test]
+fn convert_back_is_bit_exact_and_quantized_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("back");
+    let (code, so, se) = ckpt(&[
+        "convert",
+        gguf("gqa-f32.gguf").to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--to",
+        "llama",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{so}{se}");
+    let a = Checkpoint::open(common::fixture("llama-gqa")).unwrap();
+    let b = Checkpoint::open(&out).unwrap();
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for t in &a.tensors {
+        let u = b
+            .get(&t.name)
+            .unwrap_or_else(|| panic!("missing {}", t.name));
+        assert_eq!((t.dtype, &t.shape), (u.dtype, &u.shape), "{}", t.name);
+        assert_eq!(a.data(t).unwrap(), b.data(u).unwrap(), "{}", t.name);
+    }
+    let cfg = b.config.as_ref().unwrap();
+    assert_eq!(cfg.num_key_value_heads, Some(2));
+    assert_eq!(cfg.rms_norm_eps, Some(1e-5));
+    assert_eq!(cfg.model_type.as_deref(), Some("llama"));
+    let out2 = tmp.path().join("q");
+    let (code, so, se) = ckpt(&[
+        "convert",
+        gguf("gqa-q8_0.gguf").to_str().unwrap(),
+        out2.to_str().unwrap(),
+        "--to",
+        "llama",
+    ]);
+    assert_eq!(code, 2, "{so}{se}");
+    assert!(se.contains("Q8_0"), "{se}");
+    assert!(!out2.exists());
+}
+
+/// Malformed GGUFs through every command that reads them: exit 2, an error naming the file, no
+/// panic.
+#[test]
+fn hostile_ggufs_are_refused_without_panic() {
+    let dir = gguf("hostile");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 25, "{} hostile files", files.len());
+    let valid = common::fixture("llama-gqa");
+    for f in &files {
+        let p = f.to_str().unwrap();
+        for args in [
+            vec!["inspect", p],
+            vec!["detect", p],
+            vec!["logits", p, "--ids", "1,2"],
+            vec!["verify", valid.to_str().unwrap(), p],
+        ] {
+            let (code, out, err) = ckpt(&args);
+            assert_eq!(code, 2, "{args:?}: {out}{err}");
+            assert!(
+                !err.contains("panicked") && !err.contains("error[internal]"),
+                "{err}"
+            );
+            let fname = Path::new(p).file_name().unwrap().to_str().unwrap();
+            assert!(
+                err.contains(fname),
+                "{args:?}: error does not name the file: {err}"
+            );
+        }
+    }
+}
