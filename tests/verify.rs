@@ -476,8 +476,11 @@ fn limited_levels_never_claim_equivalent_for_unrelated_models() {
 /// the reason and a hint naming flags verify has; `--skip-logits` then gives a true verdict.
 #[test]
 fn a_level_that_cannot_run_is_inconclusive_not_a_difference() {
-    // A single file given directly has no config.
-    let f = fixture("llama-gqa").join("model.safetensors");
+    // A lone weights file with no config beside it (a file inside a checkpoint directory would
+    // read that directory's config).
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("model.safetensors");
+    std::fs::copy(fixture("llama-gqa").join("model.safetensors"), &f).unwrap();
     let (code, out, err) = ckpt(&["verify", f.to_str().unwrap(), f.to_str().unwrap()]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(

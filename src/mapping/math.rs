@@ -1145,10 +1145,20 @@ pub fn for_checkpoint(fam: &crate::mapping::Family, cfg: Option<&ModelConfig>) -
     let unmodelled = unmodelled_keys(cfg, &understood_keys(fam));
     let math = (|| -> Result<Math> {
         let named = crate::mapping::configmap::renamed(cfg, fam)?;
-        // The reference's own resolution names the precise problem (a missing size, heads that do
-        // not divide, an overflow) before any family switch is read.
-        let c = crate::reference::Config::resolve(&named)?;
-        let (hidden, layers, head_dim) = (c.hidden, c.layers, c.head_dim);
+        // The reference's own resolution names the precise problem (heads that do not divide, an
+        // overflow) before any family switch is read; a Meta `params.json` lacks the FFN size (it
+        // comes from the shapes), which the switches do not need.
+        let (hidden, layers, head_dim) = match crate::reference::Config::resolve(&named) {
+            Ok(c) => (c.hidden, c.layers, c.head_dim),
+            Err(e) => match (
+                named.hidden_size,
+                named.num_hidden_layers,
+                named.resolved_head_dim(),
+            ) {
+                (Some(h), Some(l), Some(d)) if named.intermediate_size.is_none() => (h, l, d),
+                _ => return Err(e),
+            },
+        };
         resolve(
             &fam.math,
             cfg,
