@@ -26,6 +26,8 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 from transformers import (
+    CohereConfig,
+    CohereForCausalLM,
     Gemma2Config,
     Gemma2ForCausalLM,
     GemmaConfig,
@@ -858,10 +860,28 @@ def math_cases(out):
         "Gemma2ForCausalLM saved by its own class: sandwich norms (input_layernorm, post_attention_layernorm on the attention output, pre_feedforward_layernorm, post_feedforward_layernorm on the MLP output), all 1 + w, gelu tanh, embeddings times 8, attention scale query_pre_attn_scalar^-0.5 = 32^-0.5, attn_logit_softcapping 10, final_logit_softcapping 30, layer_types [sliding_attention, full_attention] with sliding_window 6 (layer 0 windowed, layer 1 full), tied, GQA.")
 
 
+    # cohere: parallel attention and MLP over one LayerNorm (no bias), interleaved rotary, logit_scale
+    cfg = CohereConfig(**{k: v for k, v in common.items() if k != "rms_norm_eps"}, layer_norm_eps=EPS,
+                       logit_scale=0.0625, pad_token_id=0)
+    assert cfg.tie_word_embeddings and not cfg.use_qk_norm
+    m, lg, d = hf_case(out, "cohere", CohereForCausalLM, cfg, seed=29)
+    names = load_file(os.path.join(d, "model.safetensors")).keys()
+    assert "model.layers.0.post_attention_layernorm.weight" not in names and "model.norm.bias" not in names
+    sd = sd_f(m)
+    as_seq = dict(sd)
+    for i in range(LAYERS):
+        as_seq[f"model.layers.{i}.post_attention_layernorm.weight"] = sd[f"model.layers.{i}.input_layernorm.weight"]
+    must_differ("cohere", "same weights as plain llama (sequential blocks, RMSNorm, rotate_half, no logit scale)", lg,
+                llama_logits(as_seq, num_key_value_heads=KV_GQA, tie_word_embeddings=True))
+    add("cohere", "cohere", "single", "F32", False,
+        "CohereForCausalLM saved by its own class: parallel attention and MLP over one input_layernorm (x + attn(ln(x)) + mlp(ln(x))), LayerNorm without bias (layer_norm_eps), rotary on interleaved pairs, logits times logit_scale 0.0625, tied embeddings, GQA.")
+
+
 MATH_CLASSES = {
     "granite": GraniteForCausalLM, "helium": HeliumForCausalLM, "smollm3": SmolLM3ForCausalLM,
     "mistral-window": MistralForCausalLM, "qwen3": Qwen3ForCausalLM, "olmo2": Olmo2ForCausalLM,
     "gemma": GemmaForCausalLM, "stablelm": StableLmForCausalLM, "gemma2": Gemma2ForCausalLM,
+    "cohere": CohereForCausalLM,
 }
 
 

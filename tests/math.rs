@@ -295,6 +295,50 @@ fn gemma2_sandwich_norms_windows_and_softcaps() {
 }
 
 #[test]
+fn cohere_parallel_blocks_layernorm_interleaved_logit_scale() {
+    let c = config("cohere");
+    let scale = c["logit_scale"].as_f64().unwrap();
+    let math = Math {
+        placement: NormPlacement::Parallel,
+        norm: NormKind::LayerNorm,
+        rope: RopeLayout::Interleaved,
+        logits_divisor: (1.0 / scale) as f32, // 1 / 0.0625 = 16: exact
+        ..llama_math("cohere")
+    };
+    assert_eq!(math.logits_divisor, 16.0);
+    check_identity("cohere", math.clone());
+    let (batch, want) = expected("cohere");
+    let ck = Checkpoint::open(fixture("cohere")).unwrap();
+    let view = View::identity(&ck);
+    // the parallel placement alone matters: pre-norm finds no post_attention_layernorm
+    let e = Model::with_math(
+        &view,
+        Math {
+            placement: NormPlacement::Pre,
+            ..math.clone()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.tensor_name(),
+        Some("model.layers.0.post_attention_layernorm.weight")
+    );
+    for m in [
+        Math {
+            rope: RopeLayout::Half,
+            ..math.clone()
+        },
+        Math {
+            norm: NormKind::Rms,
+            ..math.clone()
+        },
+    ] {
+        let got = reference::forward_with_math(&view, m, &batch, Isa::Scalar).unwrap();
+        assert!(max_abs_diff(&got.data, &want) > 0.1);
+    }
+}
+
+#[test]
 fn stablelm_layernorm_with_bias_and_partial_rotary() {
     let c = config("stablelm");
     let factor = c["rope_parameters"]["partial_rotary_factor"]

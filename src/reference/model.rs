@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use super::Logits;
 use super::config::Config;
-use super::math::{Activation, Math, NormKind, QkNorm, RopeLayout};
+use super::math::{Activation, Math, NormKind, NormPlacement, QkNorm, RopeLayout};
 use super::tensors::{
     LayerTensors, Linear, Norm, check_math, config_of, find_layers, find_norm, wdtype, weight,
 };
@@ -359,11 +359,17 @@ impl<'a> Model<'a> {
             let out = if w.attn_post.is_some() { &s.xb } else { &s.xb2 };
             kernels::axpy(isa, m.residual_scale, out, &mut s.x)?;
 
-            // MLP block, the same shape: input norm(x) or x
+            // MLP block, the same shape: input norm(x) or x; parallel (Cohere): the attention's
+            // input norm(x_before), still in xb, so x = x_before + attn + mlp as transformers adds
+            let parallel = m.placement == NormPlacement::Parallel;
             if let Some(n) = &w.mlp_pre {
                 self.norm_rows(isa, n, &s.x, h, &mut s.xb)?;
             }
-            let input = if w.mlp_pre.is_some() { &s.xb } else { &s.x };
+            let input = if w.mlp_pre.is_some() || parallel {
+                &s.xb
+            } else {
+                &s.x
+            };
             // hb = act(in Wgate^T) * (in Wup^T)
             linear(isa, input, t, h, &w.gate_proj, c.intermediate, &mut s.hb)?;
             linear(isa, input, t, h, &w.up_proj, c.intermediate, &mut s.hb2)?;
