@@ -877,11 +877,27 @@ def math_cases(out):
         "CohereForCausalLM saved by its own class: parallel attention and MLP over one input_layernorm (x + attn(ln(x)) + mlp(ln(x))), LayerNorm without bias (layer_norm_eps), rotary on interleaved pairs, logits times logit_scale 0.0625, tied embeddings, GQA.")
 
 
+    # phi3-partial: Phi-3's fused projections with partial_rotary_factor 0.5 -----------------------
+    pcfg = Phi3Config(**{**common, "pad_token_id": VOCAB - 1}, original_max_position_embeddings=MAXPOS,
+                      tie_word_embeddings=False, sliding_window=None,
+                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5})
+    m, lg, d = hf_case(out, "phi3-partial", Phi3ForCausalLM, pcfg, seed=30)
+    full = Phi3ForCausalLM(Phi3Config(**{**common, "pad_token_id": VOCAB - 1}, original_max_position_embeddings=MAXPOS,
+                                      tie_word_embeddings=False, sliding_window=None,
+                                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                       "partial_rotary_factor": 1.0}))
+    full.config._attn_implementation = "eager"
+    full.load_state_dict(m.state_dict())
+    must_differ("phi3-partial", "whole-head rotary (partial_rotary_factor ignored)", lg, logits_of(full))
+    add("phi3-partial", "phi3", "single", "F32", False,
+        "Phi3ForCausalLM saved by its own class with partial_rotary_factor 0.5 (rope_parameters): the first 8 of 16 dims of each head rotate, frequencies over 8 dims; fused qkv_proj and gate_up_proj as `phi3`, GQA.")
+
+
 MATH_CLASSES = {
     "granite": GraniteForCausalLM, "helium": HeliumForCausalLM, "smollm3": SmolLM3ForCausalLM,
     "mistral-window": MistralForCausalLM, "qwen3": Qwen3ForCausalLM, "olmo2": Olmo2ForCausalLM,
     "gemma": GemmaForCausalLM, "stablelm": StableLmForCausalLM, "gemma2": Gemma2ForCausalLM,
-    "cohere": CohereForCausalLM,
+    "cohere": CohereForCausalLM, "phi3-partial": Phi3ForCausalLM,
 }
 
 

@@ -386,6 +386,24 @@ fn baichuan2_norm_head_through_the_baichuan_view() {
 }
 
 #[test]
+fn phi3_partial_rotary_through_the_phi3_view() {
+    let c = config("phi3-partial");
+    let factor = c["rope_parameters"]["partial_rotary_factor"]
+        .as_f64()
+        .unwrap();
+    let ck = Checkpoint::open(fixture("phi3-partial")).unwrap();
+    let reg = ckpt::mapping::Registry::builtin().unwrap();
+    let view = ckpt::mapping::canonical_view(&ck, reg.get("phi3").unwrap(), &[]).unwrap();
+    let math = Math {
+        // transformers: int(head_dim * partial_rotary_factor)
+        rotary_dim: (16.0 * factor) as usize,
+        ..llama_math("phi3-partial")
+    };
+    assert_eq!(math.rotary_dim, 8);
+    check("phi3-partial", &view, math);
+}
+
+#[test]
 fn mystery_is_llama_when_asserted() {
     let c = config("mystery");
     assert_eq!(c["model_type"], "mystery");
