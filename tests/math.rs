@@ -401,6 +401,10 @@ fn phi3_partial_rotary_through_the_phi3_view() {
     };
     assert_eq!(math.rotary_dim, 8);
     check("phi3-partial", &view, math);
+    // LLaMA's own path refuses the partial rotary its config states
+    let (batch, _) = expected("phi3-partial");
+    let e = reference::forward(&view, &batch, Isa::Scalar).unwrap_err();
+    assert!(e.to_string().contains("`partial_rotary_factor` is 0.5"), "{e}");
 }
 
 #[test]
