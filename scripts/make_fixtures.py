@@ -893,11 +893,25 @@ def math_cases(out):
         "Phi3ForCausalLM saved by its own class with partial_rotary_factor 0.5 (rope_parameters): the first 8 of 16 dims of each head rotate, frequencies over 8 dims; fused qkv_proj and gate_up_proj as `phi3`, GQA.")
 
 
+    # qwen2-window: use_sliding_window with max_window_layers 1 (layer 0 full, layer 1 window 5) ------
+    qcfg = Qwen2Config(**common, tie_word_embeddings=True, use_sliding_window=True, sliding_window=5,
+                       max_window_layers=1, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})
+    assert qcfg.layer_types == ["full_attention", "sliding_attention"]
+    m, lg, d = hf_case(out, "qwen2-window", Qwen2ForCausalLM, qcfg, seed=31)
+    no_window = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=True, use_sliding_window=False,
+                                             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}))
+    no_window.config._attn_implementation = "eager"
+    no_window.load_state_dict(m.state_dict())
+    must_differ("qwen2-window", "full attention in every layer", lg, logits_of(no_window))
+    add("qwen2-window", "qwen2", "single", "F32", False,
+        "Qwen2ForCausalLM saved by its own class with use_sliding_window true, sliding_window 5 and max_window_layers 1: layer_types [full_attention, sliding_attention] (only layer 1 is windowed); q/k/v biases, tied, GQA, rope_theta 1e6.")
+
+
 MATH_CLASSES = {
     "granite": GraniteForCausalLM, "helium": HeliumForCausalLM, "smollm3": SmolLM3ForCausalLM,
     "mistral-window": MistralForCausalLM, "qwen3": Qwen3ForCausalLM, "olmo2": Olmo2ForCausalLM,
     "gemma": GemmaForCausalLM, "stablelm": StableLmForCausalLM, "gemma2": Gemma2ForCausalLM,
-    "cohere": CohereForCausalLM, "phi3-partial": Phi3ForCausalLM,
+    "cohere": CohereForCausalLM, "phi3-partial": Phi3ForCausalLM, "qwen2-window": Qwen2ForCausalLM,
 }
 
 

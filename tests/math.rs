@@ -404,7 +404,40 @@ fn phi3_partial_rotary_through_the_phi3_view() {
     // LLaMA's own path refuses the partial rotary its config states
     let (batch, _) = expected("phi3-partial");
     let e = reference::forward(&view, &batch, Isa::Scalar).unwrap_err();
-    assert!(e.to_string().contains("`partial_rotary_factor` is 0.5"), "{e}");
+    assert!(
+        e.to_string().contains("`partial_rotary_factor` is 0.5"),
+        "{e}"
+    );
+}
+
+#[test]
+fn qwen2_window_on_the_layers_its_layer_types_name() {
+    let c = config("qwen2-window");
+    assert_eq!(c["use_sliding_window"], true);
+    let window = usize_of(&c, "sliding_window");
+    let sliding_window: Vec<Option<usize>> = c["layer_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t == "sliding_attention").then_some(window))
+        .collect();
+    assert_eq!(sliding_window, [None, Some(5)]);
+    let ck = Checkpoint::open(fixture("qwen2-window")).unwrap();
+    let reg = ckpt::mapping::Registry::builtin().unwrap();
+    let view = ckpt::mapping::canonical_view(&ck, reg.get("qwen2").unwrap(), &[]).unwrap();
+    let math = Math {
+        sliding_window: sliding_window.clone(),
+        ..llama_math("qwen2-window")
+    };
+    check("qwen2-window", &view, math.clone());
+    // the window on the wrong layer is visible
+    let (batch, want) = expected("qwen2-window");
+    let swapped = Math {
+        sliding_window: sliding_window.into_iter().rev().collect(),
+        ..math
+    };
+    let got = reference::forward_with_math(&view, swapped, &batch, Isa::Scalar).unwrap();
+    assert!(max_abs_diff(&got.data, &want) > 0.1);
 }
 
 #[test]
