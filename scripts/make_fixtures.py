@@ -518,8 +518,8 @@ def main():
                          max_position_embeddings=MAXPOS, rms_norm_eps=EPS, sliding_window=4096,
                          bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
     hf_case(out, "mistral", MistralForCausalLM, mcfg, seed=12)
-    add("mistral", "mistral", "single", "F32", True,
-        "MistralForCausalLM saved by its own class (model_type mistral, GQA, sliding_window 4096 which is inactive at 16 tokens); transformers 5 spelling.")
+    add("mistral", "mistral", "single", "F32", False,
+        "MistralForCausalLM saved by its own class (model_type mistral, GQA, sliding_window 4096: the reference applies it (inactive at 16 tokens); converting to LLaMA drops it, a lossy conversion (exact up to 4096 tokens) that needs --allow-lossy); transformers 5 spelling.")
 
     # 13. qwen2 ----------------------------------------------------------------
     qcfg = Qwen2Config(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
@@ -575,6 +575,20 @@ def main():
         "transformers_version": "4.29.1", "use_cache": True, "vocab_size": VOCAB,
     })
     save_expected(d, lg)
+    # Real Baichuan repositories ship their modeling code; ckpt reads it as text (never runs it) to
+    # tell Baichuan-7B from Baichuan2 (NormHead) and Baichuan-13B (ALiBi), which share these names.
+    with open(os.path.join(d, "modeling_baichuan.py"), "w") as f:
+        f.write(
+            "# Stand-in for the remote code a Baichuan-7B repository ships, written for ckpt's fixtures (not\n"
+            "# Baichuan's file). ckpt reads it as text, never runs it: it is the evidence that tells Baichuan-7B\n"
+            "# (rotary position embeddings, a plain lm_head) from its look-alikes with the same tensor names.\n"
+            "class RotaryEmbedding:\n"
+            "    pass\n"
+            "\n"
+            "\n"
+            "class BaichuanForCausalLM:\n"
+            "    pass\n"
+        )
     add("baichuan", "baichuan", "single", "F32", True,
         "Baichuan-7B style: fused self_attn.W_pack = cat(q, k, v) rows (MHA), model_type baichuan with auto_map, no rope_theta key at all (default 10000 implied), torch_dtype.")
 

@@ -137,7 +137,8 @@ fn every_llama_exact_family_matches_transformers_through_its_view() {
         }
         seen += 1;
     }
-    assert_eq!(seen + pending.len(), 17, "{pending:?}");
+    assert!(pending.is_empty(), "{pending:?}");
+    assert!(seen >= 16, "only {seen} LLaMA-exact fixtures");
 }
 
 #[test]

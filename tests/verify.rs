@@ -338,14 +338,21 @@ fn conversions_to_llama_verify_as_equivalent() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        let (code, o, err) = ckpt(&[
+        let src = fixture(fam);
+        let mut args = vec![
             "convert",
-            fixture(fam).to_str().unwrap(),
+            src.to_str().unwrap(),
             out.to_str().unwrap(),
             "--to",
             "llama",
             "--quiet",
-        ]);
+        ];
+        // Mistral's 4096-token window cannot be expressed in LLaMA: lossy, exact below the window
+        // (the verify sequences are 16 tokens).
+        if fam == "mistral" {
+            args.push("--allow-lossy");
+        }
+        let (code, o, err) = ckpt(&args);
         assert_eq!(code, 0, "{fam}: convert failed: {o}{err}");
         let (code, v, err) = verify_json(&fixture(fam), &out, &[]);
         assert_eq!(code, 0, "{fam}: {v}\n{err}");

@@ -91,6 +91,21 @@ pub struct Common {
     /// Pure renames only: rewrite the headers of SRC in place (when they fit), under a journal.
     #[arg(long)]
     pub in_place: bool,
+    /// Allow a lossy conversion: one whose target cannot express part of the source's computation
+    /// (a sliding window, layers without rotary embeddings). What changes is printed; without this
+    /// flag such a conversion is refused.
+    #[arg(long)]
+    pub allow_lossy: bool,
+}
+
+/// What a family conversion is, once the two computations are compared.
+struct Conversion {
+    /// The value steps to apply to the staged output (empty for an exact conversion).
+    plan: ckpt::write::value::ValuePlan,
+    /// Sentences for the user: value steps and lossy changes.
+    notes: Vec<String>,
+    /// True when logits must be compared before the commit (a value conversion).
+    must_verify: bool,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -134,6 +149,7 @@ pub fn run(a: Args) -> CmdResult {
         to: a.to,
         from: a.from,
         mapping: a.mapping,
+        allow_lossy: a.common.allow_lossy,
     };
     convert(&src, a.dst.as_deref(), Some(&family), &a.common)
 }
@@ -152,6 +168,7 @@ struct FamilyArgs {
     to: Option<String>,
     from: Option<String>,
     mapping: Vec<PathBuf>,
+    allow_lossy: bool,
 }
 
 fn recover(dir: &Path, quiet: bool) -> CmdResult {
@@ -173,7 +190,7 @@ fn build_view<'a>(
     ck: &'a Checkpoint,
     family: Option<&FamilyArgs>,
     renames: &[String],
-) -> Result<(View<'a>, bool), Error> {
+) -> Result<(View<'a>, bool, Conversion), Error> {
     let rules = renames
         .iter()
         .map(|r| RenameRule::parse(r))
@@ -203,18 +220,109 @@ fn build_view<'a>(
             ck.config.clone(),
             Vec::new(),
         )?;
-        return Ok((v, false));
+        return Ok((
+            v,
+            false,
+            Conversion {
+                plan: Default::default(),
+                notes: Vec::new(),
+                must_verify: false,
+            },
+        ));
     };
     let reg = super::families::registry(&f.mapping)?;
     let to = f.to.as_deref().unwrap_or("llama");
     let target = reg.require(to)?;
-    let (canonical, _from) = open_view(ck, &reg, f.from.as_deref(), &rules)?;
+    let (canonical, from) = open_view(ck, &reg, f.from.as_deref(), &rules)?;
     let drop_py = to == "llama";
+    let (canonical, conv) = classify(canonical, &from, target, f.allow_lossy)?;
     if to == "llama" {
-        return Ok((canonical, drop_py));
+        return Ok((canonical, drop_py, conv));
+    }
+    if !conv.plan.is_empty() {
+        return Err(Error::unsupported(format!(
+            "converting {from} to {to} needs arithmetic on the weights; value conversions are written to llama only"
+        ))
+        .file(&ck.path));
     }
     let v = to_family(&canonical, target)?;
-    Ok((v, drop_py))
+    Ok((v, drop_py, conv))
+}
+
+/// Compare the source's computation with the target's: exact conversions pass, value conversions
+/// get their weights folded (and must be verified), lossy ones need `--allow-lossy`, impossible
+/// ones are refused with what the target cannot express.
+fn classify<'a>(
+    canonical: View<'a>,
+    from: &str,
+    target: &ckpt::mapping::Family,
+    allow_lossy: bool,
+) -> Result<(View<'a>, Conversion), Error> {
+    use ckpt::mapping::math::{ConversionClass, bridge, for_checkpoint};
+    let mut conv = Conversion {
+        plan: Default::default(),
+        notes: canonical.notes.clone(),
+        must_verify: false,
+    };
+    let path = canonical.ckpt.path.clone();
+    let src = match &canonical.math {
+        Some(Ok(m)) => m.clone(),
+        Some(Err(why)) if canonical.ckpt.config.is_none() => {
+            conv.notes.push(format!(
+                "names only: {why}; the conversion moves tensors without checking what they compute"
+            ));
+            return Ok((canonical, conv));
+        }
+        Some(Err(why)) => {
+            return Err(Error::unsupported(format!(
+                "cannot convert family `{from}`: {why}"
+            ))
+            .file(&path)
+            .hint(format!(
+                "if you know it computes exactly what `{from}` computes, say so with --from {from}"
+            )));
+        }
+        None => return Ok((canonical, conv)),
+    };
+    // The target's computation with the converted config (LLaMA keys, the target's defaults).
+    let dst = for_checkpoint(target, canonical.config.as_ref())
+        .math
+        .map_err(|why| {
+            Error::unsupported(format!("target `{}`: {why}", target.name)).file(&path)
+        })?;
+    let b = bridge(&src, &dst);
+    match b.class() {
+        ConversionClass::Exact => Ok((canonical, conv)),
+        ConversionClass::Impossible => Err(Error::unsupported(format!(
+            "`{from}` cannot be converted to `{}`: {}",
+            target.name,
+            b.impossible.join("; ")
+        ))
+        .file(&path)),
+        ConversionClass::Lossy if !allow_lossy => Err(Error::unsupported(format!(
+            "converting `{from}` to `{}` is lossy: {}",
+            target.name,
+            b.lossy.join("; ")
+        ))
+        .file(&path)
+        .hint("pass --allow-lossy to convert anyway, accepting exactly that change")),
+        class => {
+            for l in &b.lossy {
+                conv.notes.push(format!("lossy (allowed): {l}"));
+            }
+            if b.value.is_empty() {
+                return Ok((canonical, conv));
+            }
+            let (v, plan) = ckpt::write::value::fold(canonical, &src, &dst)?;
+            for s in &b.value {
+                conv.notes
+                    .push(format!("value conversion (not bit-exact): {s}"));
+            }
+            conv.plan = plan;
+            conv.must_verify = class == ConversionClass::Value;
+            Ok((v, conv))
+        }
+    }
 }
 
 fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Common) -> CmdResult {
@@ -224,7 +332,12 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
     }
     let dst = dst.ok_or_else(|| Error::usage("give a destination directory DST"))?;
     let ck = Checkpoint::open(src)?;
-    let (view, drop_py) = build_view(&ck, family, &c.rename)?;
+    let (view, drop_py, conv) = build_view(&ck, family, &c.rename)?;
+    if !c.quiet {
+        for n in &conv.notes {
+            out(&format!("note: {n}"));
+        }
+    }
     if c.dry_run {
         write::check_destination(&ck, dst, c.force)?;
         dry_run(&view, max, drop_py);
@@ -267,12 +380,28 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
     };
     // --verify: compare the source with the staged output before it is committed.
     let verdict: std::cell::RefCell<Option<ckpt::verify::Report>> = std::cell::RefCell::new(None);
-    let source_canonical = if c.verify {
+    let verify_logits = c.verify || conv.must_verify;
+    let source_canonical = if verify_logits {
         Some(canonical_for_verify(&ck, family, &c.rename)?)
     } else {
         None
     };
+    // A value conversion is exact up to arithmetic rounding: f32 weights within 1e-4 of the
+    // largest logit, 16-bit weights (rounded once more after the multiplication) within 2e-2.
+    let value_rtol = if view
+        .tensors
+        .iter()
+        .any(|t| !matches!(t.dtype, ckpt::checkpoint::Dtype::F32))
+    {
+        2e-2
+    } else {
+        1e-4
+    };
     let check_staged = |staged: &Path| -> ckpt::Result<()> {
+        if !conv.plan.is_empty() {
+            bar.set_message("computing");
+            ckpt::write::value::apply(staged, &conv.plan)?;
+        }
         let Some(src_view) = &source_canonical else {
             return Ok(());
         };
@@ -286,7 +415,7 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
         let opts = ckpt::verify::Options {
             level: ckpt::verify::Level::Logits,
             atol: 0.0,
-            rtol: 0.0,
+            rtol: if conv.must_verify { value_rtol } else { 0.0 },
             sequences: ckpt::verify::default_sequences(vocab.unwrap_or(1), 3, 16),
             isa: super::verify::isa()?,
         };
@@ -303,8 +432,7 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
         }
     };
     let opts = WriteOptions {
-        before_commit: c
-            .verify
+        before_commit: (verify_logits || !conv.plan.is_empty())
             .then_some(&check_staged as &dyn Fn(&Path) -> ckpt::Result<()>),
         ..opts
     };
@@ -401,7 +529,12 @@ fn in_place(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Com
         }
     }
     let ck = Checkpoint::open(src)?;
-    let (view, _) = build_view(&ck, family, &c.rename)?;
+    let (view, _, conv) = build_view(&ck, family, &c.rename)?;
+    if !conv.plan.is_empty() {
+        return Err(Error::usage(
+            "--in-place rewrites names only; this conversion changes values (drop --in-place)",
+        ));
+    }
     let p = inplace::plan_in_place(&view)?;
     drop(view);
     drop(ck);

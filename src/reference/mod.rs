@@ -81,7 +81,21 @@ impl Logits {
 /// or a family mapping's canonical view). Errors name the tensor whose shape or dtype does not fit
 /// the config, the token id outside the vocabulary, or the config feature that is not supported.
 pub fn forward(view: &View<'_>, batch: &[Vec<u32>], isa: Isa) -> Result<Logits> {
-    Model::new(view)?.forward(batch, isa)
+    forward_with_progress(view, batch, isa, &|_, _| {})
+}
+
+/// The computation a view's tensors mean: its family's resolved [`Math`], an error naming why it is
+/// not known, or `None` for a view no family was involved in (the caller asserts LLaMA).
+pub fn view_math(view: &View<'_>) -> Result<Option<Math>> {
+    match &view.math {
+        None => Ok(None),
+        Some(Ok(m)) => Ok(Some(m.clone())),
+        Some(Err(why)) => Err(crate::error::Error::unsupported(format!(
+            "cannot run family `{}`: {why}",
+            view.family
+        ))
+        .file(&view.ckpt.path)),
+    }
 }
 
 /// [`forward`], calling `on_layer(done, total)` after each decoder layer.
@@ -91,7 +105,17 @@ pub fn forward_with_progress(
     isa: Isa,
     on_layer: &dyn Fn(usize, usize),
 ) -> Result<Logits> {
-    Model::new(view)?.forward_with_progress(batch, isa, on_layer)
+    let model = Model::new(view)?;
+    if let Some(m) = view_math(view)?
+        && !m.is_llama(model.config.head_dim)
+    {
+        return Err(crate::error::Error::unsupported(format!(
+            "family `{}` computes something LLaMA does not, and this build's forward pass runs LLaMA only",
+            view.family
+        ))
+        .file(&view.ckpt.path));
+    }
+    model.forward_with_progress(batch, isa, on_layer)
 }
 
 /// Run the reference forward in a family's math (see [`Model::with_math`]) over a batch of
