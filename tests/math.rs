@@ -698,3 +698,69 @@ fn activations_above_the_limit_are_refused_before_allocating() {
     let want = 4 * (16 * (3 * 2 + 2 * 2 + 2 * 2 + 2 * 2 + 1_000_000) as u64);
     assert!(model.activation_bytes(1, 16).unwrap() >= want);
 }
+
+/// Every fixture through its detected family and the family's resolved math (`view.math`, as
+/// `ckpt logits` and `verify` run it): the golden logits of the fixture's own transformers class,
+/// or a refusal with a reason; never other logits.
+#[test]
+fn every_fixture_in_its_detected_familys_math_is_right_or_refused() {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("manifest.json")).unwrap()).unwrap();
+    let reg = ckpt::mapping::Registry::builtin().unwrap();
+    let (mut right, mut refused) = (Vec::new(), Vec::new());
+    for case in manifest.as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let (batch, want) = expected(name);
+        let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        let ck = Checkpoint::open(fixture(name)).unwrap();
+        let view = match ckpt::detect::open_view(&ck, &reg, None, &[]) {
+            Ok((view, _)) => view,
+            Err(e) => {
+                println!("{name:<16} refused at detection: {e}");
+                refused.push(name);
+                continue;
+            }
+        };
+        for isa in [kernels::active_isa(), Isa::Scalar] {
+            match reference::forward(&view, &batch, isa) {
+                Ok(got) => {
+                    let err = max_abs_diff(&got.data, &want);
+                    println!(
+                        "{name:<16} {:<10} {isa:<7} max abs error {err:.3e}",
+                        view.family
+                    );
+                    assert!(
+                        err <= 1e-4 * scale,
+                        "{name} through `{}` on {isa}: wrong logits (max abs error {err})",
+                        view.family
+                    );
+                    if isa == Isa::Scalar {
+                        right.push(name);
+                    }
+                }
+                Err(e) => {
+                    println!("{name:<16} refused by the forward pass: {e}");
+                    assert!(!e.to_string().is_empty());
+                    refused.push(name);
+                    break;
+                }
+            }
+        }
+    }
+    println!("right: {right:?}\nrefused: {refused:?}");
+    // the look-alikes the family files model are computed, not merely refused
+    for name in [
+        "granite",
+        "helium",
+        "smollm3",
+        "mistral-window",
+        "qwen3",
+        "olmo2",
+        "gemma",
+        "baichuan2",
+        "phi3-partial",
+        "qwen2-window",
+    ] {
+        assert!(right.contains(&name), "{name} was refused");
+    }
+}

@@ -75,11 +75,14 @@ impl Logits {
     }
 }
 
-/// Run the reference forward over a batch of equal-length token sequences.
+/// Run the reference forward over a batch of equal-length token sequences, in the math of the
+/// view's family ([`view_math`]; LLaMA's when no family was involved or the family's math is
+/// LLaMA's, see [`Model::new`]; otherwise [`Model::with_math`]).
 ///
 /// `view` must present canonical Hugging Face LLaMA names (`View::identity` of a LLaMA checkpoint,
 /// or a family mapping's canonical view). Errors name the tensor whose shape or dtype does not fit
-/// the config, the token id outside the vocabulary, or the config feature that is not supported.
+/// the config, the token id outside the vocabulary, the config feature that is not supported, or
+/// why the family's math is not known.
 pub fn forward(view: &View<'_>, batch: &[Vec<u32>], isa: Isa) -> Result<Logits> {
     forward_with_progress(view, batch, isa, &|_, _| {})
 }
@@ -105,16 +108,23 @@ pub fn forward_with_progress(
     isa: Isa,
     on_layer: &dyn Fn(usize, usize),
 ) -> Result<Logits> {
-    let model = Model::new(view)?;
-    if let Some(m) = view_math(view)?
-        && !m.is_llama(model.config.head_dim)
-    {
-        return Err(crate::error::Error::unsupported(format!(
-            "family `{}` computes something LLaMA does not, and this build's forward pass runs LLaMA only",
-            view.family
-        ))
-        .file(&view.ckpt.path));
-    }
+    // LLaMA's math (no family, or a family whose math is LLaMA's) keeps LLaMA's own refusals as
+    // a second net (another activation, partial rotary, an input longer than a config window);
+    // any other family runs in its resolved math.
+    let model = match view_math(view)? {
+        None => Model::new(view)?,
+        Some(m) => {
+            let head_dim = view
+                .config
+                .as_ref()
+                .and_then(|c| Config::resolve(c).ok())
+                .map(|c| c.head_dim);
+            match head_dim.is_some_and(|hd| m.is_llama(hd)) {
+                true => Model::new(view)?,
+                false => Model::with_math(view, m)?,
+            }
+        }
+    };
     model.forward_with_progress(batch, isa, on_layer)
 }
 
