@@ -193,6 +193,13 @@ fn sliding_window_conversion_is_lossy_and_says_so() {
     // The output is plain LLaMA with nothing unmodelled.
     let (code, out, _) = ckpt(&["check", s(&out_dir)]);
     assert_eq!(code, 0, "{out}");
+    // Not equivalent in general, although 16-token logits agree: verify says why.
+    let (code, out, _) = ckpt(&["verify", s(&fixture("mistral")), s(&out_dir)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("up to 4096 tokens") && out.contains("NOT equivalent"),
+        "{out}"
+    );
     // Qwen2's window is switched off (`use_sliding_window: false`): exact.
     let q = t.path().join("q");
     let (code, out, err) = ckpt(&["convert", s(&fixture("qwen2")), s(&q), "-q"]);
@@ -248,5 +255,155 @@ fn math_tables_are_validated() {
         let (code, _, err) = ckpt(&["families", "--mapping", s(&f)]);
         assert_eq!(code, 2, "{body}: {err}");
         assert!(err.contains(want), "{body}: {err}");
+    }
+}
+
+/// `max |a - b|` over two equal-length slices.
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// `input_ids` and `logits` of a fixture's `expected.safetensors`.
+fn golden(name: &str) -> (Vec<Vec<u32>>, Vec<f32>) {
+    use ckpt::checkpoint::{Checkpoint, Dtype};
+    let ck = Checkpoint::open(fixture(name).join("expected.safetensors")).unwrap();
+    let ids = ck.get("input_ids").unwrap();
+    assert_eq!(ids.dtype, Dtype::I64);
+    let seq = ids.shape[1];
+    let raw = ck.data(ids).unwrap();
+    let flat: Vec<u32> = raw
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+        .collect();
+    let lg = ck.get("logits").unwrap();
+    let want: Vec<f32> = ck
+        .data(lg)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (flat.chunks(seq).map(<[u32]>::to_vec).collect(), want)
+}
+
+/// Every look-alike fixture, saved by its own transformers class, read through its *detected*
+/// family (names, config and shipped code, no hand-built math): the reference reproduces the class's
+/// logits. A tool that computed LLaMA for them is off by more than 0.1 (asserted by the fixture
+/// script), so this fails for any family whose math is misread.
+#[test]
+fn every_look_alike_computes_its_own_class_logits_through_detection() {
+    let reg = ckpt::mapping::Registry::builtin().unwrap();
+    for (name, family) in [
+        ("granite", "granite"),
+        ("helium", "helium"),
+        ("smollm3", "smollm3"),
+        ("mistral-window", "mistral"),
+        ("qwen3", "qwen3"),
+        ("olmo2", "olmo2"),
+        ("gemma", "gemma"),
+        ("gemma2", "gemma2"),
+        ("baichuan2", "baichuan2"),
+        ("stablelm", "stablelm"),
+    ] {
+        let ck = ckpt::checkpoint::Checkpoint::open(fixture(name)).unwrap();
+        let (view, got_family) =
+            ckpt::detect::open_view(&ck, &reg, None, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(got_family, family, "{name}");
+        let (batch, want) = golden(name);
+        let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        for isa in [ckpt::kernels::Isa::Scalar, ckpt::kernels::best_isa()] {
+            let got = ckpt::reference::forward(&view, &batch, isa)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let err = max_abs(&got.data, &want);
+            assert!(
+                err <= 1e-4 * scale,
+                "{name} on {isa:?}: max abs error {err}"
+            );
+        }
+    }
+}
+
+/// `ckpt logits` on the unknown-model-type fixture refuses; asserted as llama it gives LLaMA's
+/// logits (what the fixture's golden values are).
+#[test]
+fn mystery_fixture_is_refused_then_computed_on_the_users_word() {
+    let (code, _, err) = ckpt(&["logits", s(&fixture("mystery")), "--ids", "1,2"]);
+    assert_eq!(code, 2, "{err}");
+    let reg = ckpt::mapping::Registry::builtin().unwrap();
+    let ck = ckpt::checkpoint::Checkpoint::open(fixture("mystery")).unwrap();
+    assert!(ckpt::detect::open_view(&ck, &reg, None, &[]).is_err());
+    let (view, _) = ckpt::detect::open_view(&ck, &reg, Some("llama"), &[]).unwrap();
+    let (batch, want) = golden("mystery");
+    let got = ckpt::reference::forward(&view, &batch, ckpt::kernels::best_isa()).unwrap();
+    let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+    assert!(max_abs(&got.data, &want) <= 1e-4 * scale);
+}
+
+/// Each look-alike converted to LLaMA: exact ones bit-identical, value ones verified under the
+/// stated tolerance, lossy and impossible ones refused with nothing written.
+#[test]
+fn look_alike_conversions_are_classified() {
+    let t = tempfile::tempdir().unwrap();
+    // helium: a rotary permutation, exact and verified bit-identical.
+    let out = t.path().join("helium");
+    let (code, o, err) = ckpt(&["convert", s(&fixture("helium")), s(&out), "--verify"]);
+    assert_eq!(code, 0, "{o}{err}");
+    assert!(o.contains("max abs 0.000e0"), "{o}");
+    // granite and baichuan2: value conversions, verified on logits even without --verify, and
+    // the output is plain LLaMA that `check` accepts.
+    for (name, step) in [("granite", "multiplied by"), ("baichuan2", "normalised")] {
+        let out = t.path().join(name);
+        let (code, o, err) = ckpt(&["convert", s(&fixture(name)), s(&out)]);
+        assert_eq!(code, 0, "{name}: {o}{err}");
+        assert!(
+            o.contains("value conversion (not bit-exact)") && o.contains(step),
+            "{name}: {o}"
+        );
+        assert!(o.contains("verdict: equivalent"), "{name}: {o}");
+        let (code, o, _) = ckpt(&["check", s(&out)]);
+        assert!(!o.contains("C011"), "{name}: {code} {o}");
+        // The converted LLaMA reproduces the source class's golden logits.
+        let reg = ckpt::mapping::Registry::builtin().unwrap();
+        let ck = ckpt::checkpoint::Checkpoint::open(&out).unwrap();
+        let (view, fam) = ckpt::detect::open_view(&ck, &reg, None, &[]).unwrap();
+        assert_eq!(fam, "llama");
+        let (batch, want) = golden(name);
+        let got = ckpt::reference::forward(&view, &batch, ckpt::kernels::best_isa()).unwrap();
+        let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        let err = max_abs(&got.data, &want);
+        assert!(err <= 1e-3 * scale, "{name}: converted LLaMA off by {err}");
+    }
+    // Lossy: refused without the flag.
+    for name in ["smollm3", "mistral-window"] {
+        let out = t.path().join(name);
+        let (code, _, err) = ckpt(&["convert", s(&fixture(name)), s(&out)]);
+        assert_eq!(code, 2, "{name}: {err}");
+        assert!(
+            err.contains("lossy") && err.contains("--allow-lossy"),
+            "{name}: {err}"
+        );
+        assert!(!out.exists());
+    }
+    // Lossy and verified: the window changes outputs at 16 tokens, so nothing is written.
+    let out = t.path().join("mw");
+    let (code, o, err) = ckpt(&[
+        "convert",
+        s(&fixture("mistral-window")),
+        s(&out),
+        "--allow-lossy",
+        "--verify",
+    ]);
+    assert_eq!(code, 1, "{o}{err}");
+    assert!(!out.exists());
+    // Impossible: refused even with --allow-lossy.
+    for name in ["qwen3", "olmo2", "gemma", "gemma2", "stablelm"] {
+        let out = t.path().join(name);
+        let (code, _, err) = ckpt(&["convert", s(&fixture(name)), s(&out), "--allow-lossy"]);
+        assert_eq!(code, 2, "{name}: {err}");
+        assert!(err.contains("cannot be converted"), "{name}: {err}");
+        assert!(!out.exists());
     }
 }

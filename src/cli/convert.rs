@@ -18,7 +18,23 @@ use ckpt::report::{self, esc, human_bytes};
 use ckpt::write::{self, Phase, WriteOptions, inplace, plan};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
+use super::{CmdResult, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, out};
+
+/// What `convert --verify` / `rename --verify` can do when the logits level could not run (they
+/// have no --seq-len).
+const CONVERT_HINT: &str = "write without --verify, then run `ckpt verify SRC DST` with \
+     `--seq-len N` (an input within the model's window) or `--skip-logits` (structure and bytes \
+     only)";
+
+/// What `convert --verify` can do when the source cannot be read without the --rename rules.
+const CONVERT_HINT_UNREADABLE: &str = "name a family that reads the source as it is stored \
+     (`--from FAMILY`, `--mapping FILE`), or write without --verify and check the result with \
+     `ckpt verify` against a copy a family reads, or with `ckpt check`";
+
+/// The same for `rename --verify` (the source is read through its detected family).
+const RENAME_HINT_UNREADABLE: &str = "`ckpt rename --verify` reads the source through its \
+     detected family; write without --verify and check the result with `ckpt verify` against a \
+     copy a family reads, or with `ckpt check`";
 
 /// Convert a checkpoint to another naming family (default: LLaMA) as a Hub-ready directory.
 ///
@@ -84,8 +100,10 @@ pub struct Common {
     #[arg(long)]
     pub no_verify_bytes: bool,
     /// Before committing, run `ckpt verify` (structure, bytes and logits of the reference forward
-    /// pass) between the source and the staged output; if they are not equivalent, nothing is written
-    /// and the exit code is 1.
+    /// pass) between the source as it is on disk (its own family, without the --rename rules) and
+    /// the staged output; nothing is written unless the verdict is `equivalent`: exit 1 when it is
+    /// not equivalent, 2 when it is inconclusive (a forward pass could not run, or the source cannot
+    /// be read without the --rename rules). Refused with --in-place (no separate output).
     #[arg(long)]
     pub verify: bool,
     /// Pure renames only: rewrite the headers of SRC in place (when they fit), under a journal.
@@ -96,6 +114,27 @@ pub struct Common {
     /// flag such a conversion is refused.
     #[arg(long)]
     pub allow_lossy: bool,
+}
+
+/// A value conversion changes bytes by design and may untie `lm_head` (so that it can be scaled
+/// apart from the embeddings): judge it by its logits. The structure may differ only by that
+/// untied `lm_head` and the `tie_word_embeddings` that says so; anything else still fails.
+fn accept_value_structure(rep: &mut ckpt::verify::Report) {
+    let st = &rep.structure;
+    let untie_only = st.only_a.is_empty()
+        && st.shape_differs.is_empty()
+        && st.dtype_differs.is_empty()
+        && st.only_b.iter().all(|p| p.canonical == "lm_head.weight")
+        && st
+            .config_differs
+            .iter()
+            .all(|(k, _, _)| k == "tie_word_embeddings");
+    let logits_ok = matches!(&rep.logits, Some(Ok(l)) if l.pass);
+    if untie_only && logits_ok {
+        rep.structure.pass = true;
+        rep.verdict = ckpt::verify::Verdict::Equivalent;
+        rep.equivalent = true;
+    }
 }
 
 /// What a family conversion is, once the two computations are compared.
@@ -378,11 +417,37 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
         progress: Some(&progress),
         before_commit: None,
     };
-    // --verify: compare the source with the staged output before it is committed.
+    // --verify: compare the source as it is on disk (its own family, no --rename rules) with the
+    // staged output (its target family) before it is committed.
     let verdict: std::cell::RefCell<Option<ckpt::verify::Report>> = std::cell::RefCell::new(None);
     let verify_logits = c.verify || conv.must_verify;
     let source_canonical = if verify_logits {
-        Some(canonical_for_verify(&ck, family, &c.rename)?)
+        match canonical_for_verify(&ck, family) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                if !c.quiet {
+                    out(&format!(
+                        "verdict: inconclusive (the source as it is on disk cannot be read by a family{}: {e})",
+                        if c.rename.is_empty() {
+                            ""
+                        } else {
+                            " without the --rename rules"
+                        }
+                    ));
+                }
+                eprintln!(
+                    "error: --verify compares the output with the source as it is on disk, and the source cannot be read; nothing was written to {}",
+                    dst.display()
+                );
+                let hint = if family.is_some() {
+                    CONVERT_HINT_UNREADABLE
+                } else {
+                    RENAME_HINT_UNREADABLE
+                };
+                eprintln!("  hint: {hint}");
+                return Ok(EXIT_ERROR);
+            }
+        }
     } else {
         None
     };
@@ -408,7 +473,9 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
         bar.set_message("verifying logits");
         let out_ck = Checkpoint::open(staged)?;
         let reg = super::families::registry(family.map(|f| f.mapping.as_slice()).unwrap_or(&[]))?;
-        let (out_view, _) = open_view(&out_ck, &reg, None, &[])?;
+        // The output is read as the family it was written in (`ckpt rename`: as detected).
+        let target = family.map(|f| f.to.as_deref().unwrap_or("llama"));
+        let (out_view, _) = open_view(&out_ck, &reg, target, &[])?;
         let vocab = src_view
             .get("model.embed_tokens.weight")
             .and_then(|t| t.shape.first().copied());
@@ -419,7 +486,10 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
             sequences: ckpt::verify::default_sequences(vocab.unwrap_or(1), 3, 16),
             isa: super::verify::isa()?,
         };
-        let rep = ckpt::verify::verify(src_view, &out_view, &opts)?;
+        let mut rep = ckpt::verify::verify(src_view, &out_view, &opts)?;
+        if conv.must_verify {
+            accept_value_structure(&mut rep);
+        }
         let ok = rep.equivalent;
         *verdict.borrow_mut() = Some(rep);
         if ok {
@@ -427,7 +497,7 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
         } else {
             Err(Error::new(
                 ckpt::ErrorKind::BadData,
-                "the converted checkpoint is not equivalent to the source; nothing was written",
+                "the converted checkpoint was not proven equivalent to the source; nothing was written",
             ))
         }
     };
@@ -442,18 +512,27 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
     if let Some(rep) = &report
         && !c.quiet
     {
-        for line in super::verify::render(rep, src, dst) {
+        for line in super::verify::render(rep, src, dst, CONVERT_HINT) {
             out(&line);
         }
     }
     if let (Some(rep), Err(_)) = (&report, &res)
         && !rep.equivalent
     {
+        let what = if rep.verdict == ckpt::verify::Verdict::Inconclusive {
+            "could not be compared with the source"
+        } else {
+            "is not equivalent to the source"
+        };
         eprintln!(
-            "error: the converted checkpoint is not equivalent to the source; nothing was written to {}",
+            "error: the converted checkpoint {what}; nothing was written to {}",
             dst.display()
         );
-        return Ok(EXIT_FINDINGS);
+        return Ok(if rep.verdict == ckpt::verify::Verdict::Inconclusive {
+            EXIT_ERROR
+        } else {
+            EXIT_FINDINGS
+        });
     }
     let s = res?;
     for w in &s.warnings {
@@ -506,6 +585,13 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
 }
 
 fn in_place(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Common) -> CmdResult {
+    if c.verify {
+        // There is no separate output to compare with the source: refusing beats a silent "verified".
+        return Err(Error::usage(
+            "--verify compares the source with a new output; --in-place leaves no source to compare with",
+        )
+        .hint("write to a new directory with --verify, or run `ckpt verify` against a copy made before the in-place run"));
+    }
     if let Some(d) = dst {
         let same = std::fs::canonicalize(d).ok() == std::fs::canonicalize(src).ok();
         if !same {
@@ -690,23 +776,16 @@ fn dry_run(view: &View, max: u64, drop_py: bool) {
     out("dry run: nothing was written");
 }
 
-/// The source seen as canonical LLaMA (through `--from`, `--mapping` and `--rename`), for `--verify`.
+/// The source as it is on disk, seen as canonical LLaMA through its own family (`--from` and
+/// `--mapping`, else the detected one), for `--verify`. The `--rename` rules are deliberately not
+/// applied: the output must be compared with what the source computes, not with the source as the
+/// rules rewrote it (a rule that swaps two norms would otherwise verify as equivalent).
 fn canonical_for_verify<'a>(
     ck: &'a Checkpoint,
     family: Option<&FamilyArgs>,
-    renames: &[String],
 ) -> Result<View<'a>, Error> {
     let mappings = family.map(|f| f.mapping.as_slice()).unwrap_or(&[]);
     let reg = super::families::registry(mappings)?;
-    match family {
-        Some(f) => {
-            let rules = renames
-                .iter()
-                .map(|r| RenameRule::parse(r))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(open_view(ck, &reg, f.from.as_deref(), &rules)?.0)
-        }
-        // `ckpt rename`: the source as it is, through its detected family.
-        None => Ok(open_view(ck, &reg, None, &[])?.0),
-    }
+    let from = family.and_then(|f| f.from.as_deref());
+    Ok(open_view(ck, &reg, from, &[])?.0)
 }

@@ -408,7 +408,9 @@ pub fn layernorm(
 /// Numerically stable softmax of one row in place (the maximum is subtracted first).
 ///
 /// `-inf` entries (masks) become exactly 0. A row that is entirely `-inf` becomes all zeros
-/// (nothing to attend to) rather than NaN. An empty row is left alone.
+/// (nothing to attend to) rather than NaN. A NaN anywhere in the row, or a `+inf` (`inf - inf`),
+/// makes the whole row NaN, as `torch.softmax` does: a poisoned score is never read as a mask.
+/// An empty row is left alone.
 pub fn softmax_inplace(isa: Isa, x: &mut [f32]) {
     dispatch!(isa, scalar::softmax_inplace(x), |s| softmax_inplace(s, x))
 }

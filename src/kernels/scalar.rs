@@ -100,14 +100,30 @@ pub(crate) fn layernorm(
     }
 }
 
-/// The maximum of `x` (`-inf` for an empty slice). NaN entries are skipped.
-pub(crate) fn max(x: &[f32]) -> f32 {
-    x.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+/// `max(a, b)`, NaN when either is NaN (`f32::max` returns the other operand, which would turn
+/// an all-NaN attention row into a fully masked one).
+#[inline]
+pub(crate) fn max_nan(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else {
+        a.max(b)
+    }
 }
 
-/// Stable softmax in place; an all `-inf` row becomes zeros.
+/// The maximum of `x` (`-inf` for an empty slice); NaN when any entry is NaN.
+pub(crate) fn max(x: &[f32]) -> f32 {
+    x.iter().copied().fold(f32::NEG_INFINITY, max_nan)
+}
+
+/// Stable softmax in place. NaN anywhere in the row makes the whole row NaN, and so does `+inf`
+/// (`inf - inf`), as in `torch.softmax`; an all `-inf` row (fully masked) becomes zeros.
 pub(crate) fn softmax_inplace(x: &mut [f32]) {
     let m = max(x);
+    if m.is_nan() {
+        x.fill(f32::NAN);
+        return;
+    }
     if m == f32::NEG_INFINITY {
         x.fill(0.0);
         return;

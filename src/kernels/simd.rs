@@ -38,6 +38,8 @@ pub(crate) trait Simd: Copy + Send + Sync {
     /// Lane-wise `if a < b { x } else { y }` (false for NaN).
     fn select_lt(self, a: Self::V, b: Self::V, x: Self::V, y: Self::V) -> Self::V;
     fn reduce_sum(self, a: Self::V) -> f32;
+    /// The largest lane; NaN when a lane is NaN. (Lane-wise `max` does not propagate NaN, so a
+    /// running maximum built with it must track NaN itself, as `softmax_inplace` does.)
     fn reduce_max(self, a: Self::V) -> f32;
     /// `[sum(a), sum(b), sum(c), sum(d)]`, cheaper than four `reduce_sum`.
     fn reduce4(self, a: Self::V, b: Self::V, c: Self::V, d: Self::V) -> [f32; 4];
@@ -216,13 +218,30 @@ pub(crate) fn softmax_inplace<S: Simd>(s: S, x: &mut [f32]) {
     let n = x.len();
     let p = x.as_mut_ptr();
     let mut vmax = s.splat(f32::NEG_INFINITY);
+    // The vector max skips NaN lanes, so count the lanes that are not `< +inf` (NaN or `+inf`):
+    // when there are any, the scalar NaN-propagating max decides (rare; `-inf` masks stay fast).
+    let (inf, one, zero) = (s.splat(f32::INFINITY), s.splat(1.0), s.zero());
+    let mut vodd = s.zero();
     let mut i = 0;
     while i + l <= n {
         // SAFETY: `i + l <= n`.
-        vmax = s.max(unsafe { s.load(p.add(i)) }, vmax);
+        let v = unsafe { s.load(p.add(i)) };
+        vmax = s.max(v, vmax);
+        vodd = s.add(vodd, s.select_lt(v, inf, zero, one));
         i += l;
     }
-    let m = x[i..].iter().copied().fold(s.reduce_max(vmax), f32::max);
+    let m = if s.reduce_sum(vodd) != 0.0 {
+        scalar::max(x)
+    } else {
+        x[i..]
+            .iter()
+            .copied()
+            .fold(s.reduce_max(vmax), scalar::max_nan)
+    };
+    if m.is_nan() {
+        x.fill(f32::NAN);
+        return;
+    }
     if m == f32::NEG_INFINITY {
         x.fill(0.0);
         return;

@@ -270,6 +270,148 @@ fn softmax_matches_scalar_with_masks() {
     });
 }
 
+/// Issue 16 item 3: a NaN score (first, middle or last lane, or the whole row) or a `+inf` one makes
+/// the whole softmax row NaN on every path, scalar and SIMD; it never becomes a masked (zero) row.
+#[test]
+fn softmax_propagates_nan_and_inf() {
+    let mut rng = Rng(40);
+    for isa in available_isas() {
+        for n in lengths(isa).into_iter().filter(|&n| n > 0) {
+            let l = lanes(isa);
+            let mut spots = vec![0, n / 2, n - 1, l.min(n - 1), (l + 1).min(n - 1)];
+            spots.dedup();
+            for &at in &spots {
+                for poison in [f32::NAN, f32::INFINITY] {
+                    for masked in [false, true] {
+                        let mut x = rng.vec(n, -30.0, 30.0);
+                        if masked {
+                            for v in x.iter_mut().step_by(2) {
+                                *v = f32::NEG_INFINITY;
+                            }
+                        }
+                        x[at] = poison;
+                        let mut want = x.clone();
+                        scalar::softmax_inplace(&mut want);
+                        let mut got = x.clone();
+                        softmax_inplace(isa, &mut got);
+                        let what = format!("{isa} n={n} {poison} at {at} masked={masked}");
+                        assert!(want.iter().all(|v| v.is_nan()), "scalar {what}: {want:?}");
+                        assert!(got.iter().all(|v| v.is_nan()), "{what}: {got:?}");
+                    }
+                }
+            }
+            let mut all_nan = vec![f32::NAN; n];
+            softmax_inplace(isa, &mut all_nan);
+            assert!(all_nan.iter().all(|v| v.is_nan()), "{isa} all-NaN n={n}");
+            let mut nan_and_masks = vec![f32::NEG_INFINITY; n];
+            nan_and_masks[n - 1] = f32::NAN;
+            softmax_inplace(isa, &mut nan_and_masks);
+            assert!(
+                nan_and_masks.iter().all(|v| v.is_nan()),
+                "{isa} NaN among masks n={n}"
+            );
+        }
+    }
+}
+
+/// `got` has the non-finite values `want` has, at the same places (NaN where NaN, the same infinity
+/// where infinite), and at least one.
+fn assert_same_nonfinite(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    assert!(
+        want.iter().any(|v| !v.is_finite()),
+        "{what}: the poison vanished in the scalar spec: {want:?}"
+    );
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let same = (g.is_nan() && w.is_nan())
+            || (w.is_infinite() && g == w)
+            || (g.is_finite() && w.is_finite());
+        assert!(same, "{what}[{i}]: got {g}, want {w}");
+    }
+}
+
+/// Issue 16 item 3: NaN and infinities propagate through every kernel, scalar spec and SIMD alike,
+/// from the first, a middle or the last lane: no op turns a poisoned input into a finite output
+/// where the spec does not.
+#[test]
+fn every_kernel_propagates_nan_and_inf() {
+    let mut rng = Rng(41);
+    for isa in available_isas() {
+        for n in lengths(isa).into_iter().filter(|&n| n > 1) {
+            for at in [0, n / 2, n - 1] {
+                for poison in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let what = |op: &str| format!("{isa} {op} n={n} {poison} at {at}");
+                    let mut x = rng.vec(n, -2.0, 2.0);
+                    x[at] = poison;
+                    // rmsnorm
+                    let w = encode(WDtype::F32, &rng.vec(n, 0.5, 1.5), 0);
+                    let w = Weights::new(WDtype::F32, &w);
+                    let mut want = vec![0.0; n];
+                    scalar::rmsnorm(&x, w, 1e-6, 0.0, &mut want);
+                    let mut got = vec![0.0; n];
+                    rmsnorm(isa, &x, w, 1e-6, &mut got).unwrap();
+                    assert_same_nonfinite(&got, &want, &what("rmsnorm"));
+                    // silu_mul
+                    let up = rng.vec(n, 0.5, 2.0);
+                    let mut want = x.clone();
+                    scalar::silu_mul(&mut want, &up);
+                    let mut got = x.clone();
+                    silu_mul(isa, &mut got, &up).unwrap();
+                    assert_same_nonfinite(&got, &want, &what("silu_mul"));
+                    // axpy and dot
+                    let mut want = rng.vec(n, -1.0, 1.0);
+                    let mut got = want.clone();
+                    scalar::axpy(0.5, &x, &mut want);
+                    axpy(isa, 0.5, &x, &mut got).unwrap();
+                    assert_same_nonfinite(&got, &want, &what("axpy"));
+                    let y = rng.vec(n, 0.5, 1.0);
+                    let (d, dw) = (dot(isa, &x, &y).unwrap(), scalar::dot(&x, &y));
+                    assert_same_nonfinite(&[d], &[dw], &what("dot"));
+                    // rope_half (even length)
+                    let h = n / 2;
+                    let mut want = x[..2 * h].to_vec();
+                    if at < 2 * h {
+                        let cos = rng.vec(h, 0.1, 1.0);
+                        let sin = rng.vec(h, 0.1, 1.0);
+                        let mut got = want.clone();
+                        scalar::rope_half(&mut want, &cos, &sin);
+                        rope_half(isa, &mut got, &cos, &sin).unwrap();
+                        assert_same_nonfinite(&got, &want, &what("rope_half"));
+                    }
+                }
+            }
+        }
+        // matmul: a poisoned activation poisons its token's row, a poisoned weight its column, on
+        // the small-T path and the GEMM path (16+ tokens).
+        let (k, n) = (37, 11);
+        for t in [1, 3, 17, 33] {
+            for dtype in DTYPES {
+                for poison in [f32::NAN, f32::INFINITY] {
+                    let what = format!("{isa} matmul t={t} {dtype:?} {poison}");
+                    let mut x = rng.vec(t * k, -1.0, 1.0);
+                    x[(t - 1) * k + k / 2] = poison;
+                    let mut wv = rng.vec(n * k, 0.1, 1.0);
+                    wv[3 * k + k - 1] = f32::NAN;
+                    let wb = encode(dtype, &wv, 0);
+                    let w = Weights::new(dtype, &wb);
+                    let mut want = vec![0.0; t * n];
+                    scalar::matmul(&x, t, k, w, n, &mut want);
+                    let mut got = vec![0.0; t * n];
+                    matmul(isa, &x, t, k, w, n, &mut got).unwrap();
+                    assert_same_nonfinite(&got, &want, &what);
+                    for tok in 0..t {
+                        assert!(got[tok * n + 3].is_nan(), "{what}: column 3, token {tok}");
+                    }
+                    assert!(
+                        got[(t - 1) * n..].iter().all(|v| !v.is_finite()),
+                        "{what}: last token's row"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn silu_mul_matches_scalar_including_large_inputs() {
     let mut rng = Rng(5);

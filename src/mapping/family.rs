@@ -73,6 +73,14 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../mappings/gemma2.toml"),
     ),
     (
+        "mappings/gemma3.toml",
+        include_str!("../../mappings/gemma3.toml"),
+    ),
+    (
+        "mappings/stablelm.toml",
+        include_str!("../../mappings/stablelm.toml"),
+    ),
+    (
         "mappings/granite.toml",
         include_str!("../../mappings/granite.toml"),
     ),

@@ -34,6 +34,9 @@ pub enum Scalar {
         key: String,
         /// Value when the key is absent or null.
         default: Option<f64>,
+        /// The value used is `value ^ power` (Gemma 2's attention scale is
+        /// `query_pre_attn_scalar ^ -0.5`); 1 when absent.
+        power: Option<f64>,
     },
 }
 
@@ -89,6 +92,12 @@ pub struct MathSpec {
     pub norm: Option<NormKind>,
     /// Norm weight offset.
     pub norm_offset: Option<f64>,
+    /// LayerNorm weights come with biases.
+    pub norm_bias: Option<bool>,
+    /// Attention-score soft-cap (Gemma 2 `attn_logit_softcapping`).
+    pub attn_softcap: Option<Scalar>,
+    /// Final-logit soft-cap (Gemma 2 `final_logit_softcapping`).
+    pub final_softcap: Option<Scalar>,
     /// Norm placement.
     pub placement: Option<NormPlacement>,
     /// Query/key norms.
@@ -128,6 +137,12 @@ pub(crate) struct MathFile {
     norm: Option<String>,
     #[serde(default)]
     norm_offset: Option<f64>,
+    #[serde(default)]
+    norm_bias: Option<bool>,
+    #[serde(default)]
+    attn_softcap: Option<ScalarFile>,
+    #[serde(default)]
+    final_softcap: Option<ScalarFile>,
     #[serde(default)]
     placement: Option<String>,
     #[serde(default)]
@@ -169,6 +184,8 @@ enum ScalarFile {
         key: String,
         #[serde(default)]
         default: Option<f64>,
+        #[serde(default)]
+        power: Option<f64>,
     },
 }
 
@@ -209,7 +226,15 @@ fn scalar(field: &str, s: ScalarFile) -> Result<Scalar> {
                 ),
             ));
         }
-        ScalarFile::Key { key, default } => Scalar::Key { key, default },
+        ScalarFile::Key {
+            key,
+            default,
+            power,
+        } => Scalar::Key {
+            key,
+            default,
+            power,
+        },
     })
 }
 
@@ -314,6 +339,15 @@ impl MathFile {
                 .transpose()?,
             norm,
             norm_offset: self.norm_offset,
+            norm_bias: self.norm_bias,
+            attn_softcap: self
+                .attn_softcap
+                .map(|s| scalar("attn_softcap", s))
+                .transpose()?,
+            final_softcap: self
+                .final_softcap
+                .map(|s| scalar("final_softcap", s))
+                .transpose()?,
             placement,
             qk_norm,
             activation,
@@ -358,6 +392,9 @@ impl MathSpec {
             partial_rotary,
             norm,
             norm_offset,
+            norm_bias,
+            attn_softcap,
+            final_softcap,
             placement,
             qk_norm,
             activation,
@@ -384,6 +421,8 @@ impl MathSpec {
         }
         for s in [
             &self.partial_rotary,
+            &self.attn_softcap,
+            &self.final_softcap,
             &self.embedding_scale,
             &self.residual_scale,
             &self.attention_scale,
@@ -486,7 +525,10 @@ pub const NEUTRAL_KEYS: &[&str] = &[
     "exponential_decay_length_penalty",
     "suppress_tokens",
     "begin_suppress_tokens",
-    // training only
+    // training only (losses, initialisation) and length hints that do not change a logit
+    "z_loss_weight",
+    "model_max_length",
+    "max_sequence_length",
     "initializer_range",
     "initializer_factor",
     "pretraining_tp",
@@ -599,7 +641,15 @@ fn number(cfg: &ModelConfig, s: &Scalar, hidden: usize, fallback: f64) -> Result
         Scalar::Literal(x) => Ok(*x),
         #[allow(clippy::cast_precision_loss)]
         Scalar::SqrtHidden => Ok((hidden as f64).sqrt()),
-        Scalar::Key { key, default } => Ok(key_number(cfg, key)?.or(*default).unwrap_or(fallback)),
+        Scalar::Key {
+            key,
+            default,
+            power,
+        } => match (key_number(cfg, key)?, power) {
+            (Some(v), Some(p)) => Ok(v.powf(*p)),
+            (Some(v), None) => Ok(v),
+            (None, _) => Ok(default.unwrap_or(fallback)),
+        },
     }
 }
 
@@ -720,9 +770,30 @@ pub fn resolve(spec: &MathSpec, cfg: &ModelConfig, d: Dims) -> Result<Math> {
             m.norm_offset = o as f32;
         }
     }
+    if let Some(b) = spec.norm_bias {
+        m.norm_bias = b;
+    }
     if let Some(p) = spec.placement {
         m.placement = p;
     }
+    #[allow(clippy::cast_possible_truncation)]
+    let cap = |s: &Option<Scalar>| -> Result<Option<f32>> {
+        match s {
+            None => Ok(None),
+            Some(Scalar::Key { key, .. }) if key_number(cfg, key)?.is_none() => Ok(None),
+            Some(s) => {
+                let v = number(cfg, s, d.hidden, 0.0)?;
+                if v <= 0.0 {
+                    return Err(Error::bad_data(format!(
+                        "a soft-cap must be positive, found {v}"
+                    )));
+                }
+                Ok(Some(v as f32))
+            }
+        }
+    };
+    m.attn_logit_softcap = cap(&spec.attn_softcap)?;
+    m.final_logit_softcap = cap(&spec.final_softcap)?;
     if let Some(q) = spec.qk_norm {
         m.qk_norm = q;
     }
@@ -927,6 +998,16 @@ pub fn bridge(from: &Math, to: &Math) -> Bridge {
             "norms multiply by ({} + w) in the source and ({} + w) in the target",
             from.norm_offset, to.norm_offset
         ));
+    }
+    if from.norm_bias != to.norm_bias {
+        b.impossible
+            .push("norms carry biases in one and not the other".into());
+    }
+    if from.attn_logit_softcap != to.attn_logit_softcap
+        || from.final_logit_softcap != to.final_logit_softcap
+    {
+        b.impossible
+            .push("attention scores or logits are soft-capped (cap * tanh(x / cap))".into());
     }
     if from.qk_norm != to.qk_norm {
         b.impossible

@@ -76,8 +76,7 @@ impl Logits {
 }
 
 /// Run the reference forward over a batch of equal-length token sequences, in the math of the
-/// view's family ([`view_math`]; LLaMA's when no family was involved or the family's math is
-/// LLaMA's, see [`Model::new`]; otherwise [`Model::with_math`]).
+/// view's family ([`view_math`], see [`Model::new`]; LLaMA's when no family was involved).
 ///
 /// `view` must present canonical Hugging Face LLaMA names (`View::identity` of a LLaMA checkpoint,
 /// or a family mapping's canonical view). Errors name the tensor whose shape or dtype does not fit
@@ -108,23 +107,7 @@ pub fn forward_with_progress(
     isa: Isa,
     on_layer: &dyn Fn(usize, usize),
 ) -> Result<Logits> {
-    // LLaMA's math (no family, or a family whose math is LLaMA's) keeps LLaMA's own refusals as
-    // a second net (another activation, partial rotary, an input longer than a config window);
-    // any other family runs in its resolved math.
-    let model = match view_math(view)? {
-        None => Model::new(view)?,
-        Some(m) => {
-            let head_dim = view
-                .config
-                .as_ref()
-                .and_then(|c| Config::resolve(c).ok())
-                .map(|c| c.head_dim);
-            match head_dim.is_some_and(|hd| m.is_llama(hd)) {
-                true => Model::new(view)?,
-                false => Model::with_math(view, m)?,
-            }
-        }
-    };
+    let model = Model::new(view)?;
     model.forward_with_progress(batch, isa, on_layer)
 }
 

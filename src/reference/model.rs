@@ -137,11 +137,39 @@ pub struct Model<'a> {
 }
 
 impl<'a> Model<'a> {
-    /// LLaMA's math ([`Math::llama`]): resolve the view's config (refusing what LLaMA's math
-    /// cannot run: another activation, partial rotary, and at run time an input longer than the
-    /// config's sliding window) and find every canonical tensor with the shape it implies (before
-    /// anything is allocated or read).
+    /// The model a view means. A family view runs in its family's resolved math
+    /// ([`super::view_math`], through [`Model::with_math`]) and is refused when that math would
+    /// leave any of its tensors unused (a stored `lm_head` beside tied embeddings aside). A view
+    /// no family was involved in runs LLaMA's math ([`Math::llama`]): its config is resolved
+    /// refusing what LLaMA's math cannot run (another activation, partial rotary, and at run time
+    /// an input longer than the config's sliding window). Every canonical tensor is found with
+    /// the shape it implies before anything is allocated or read.
     pub fn new(view: &'a View<'a>) -> Result<Model<'a>> {
+        // A family view carries the computation its family file and config say it means.
+        if let Some(math) = super::view_math(view)? {
+            let m = Model::with_math(view, math)?;
+            // Weights the family's math would leave out mean the checkpoint computes something
+            // the family does not model: never silently drop them. (A stored lm_head beside tied
+            // embeddings is what transformers ignores too; `check` reports it.)
+            let unused: Vec<&str> = m
+                .unused_tensors()
+                .into_iter()
+                .filter(|n| *n != "lm_head.weight")
+                .collect();
+            if let Some(first) = unused.first() {
+                return Err(Error::unsupported(format!(
+                    "family `{}` does not compute with {} tensor{} of this checkpoint ({}{}): it computes something the family does not model",
+                    view.family,
+                    unused.len(),
+                    if unused.len() == 1 { "" } else { "s" },
+                    unused.iter().take(3).copied().collect::<Vec<_>>().join(", "),
+                    if unused.len() > 3 { ", ..." } else { "" }
+                ))
+                .file(&view.ckpt.path)
+                .tensor(*first));
+            }
+            return Ok(m);
+        }
         let mc = config_of(view)?;
         let c = Config::from_model_config(mc).map_err(|e| e.file(&mc.path))?;
         // Find the layers first: a config claiming 2^40 layers fails at the first missing one
