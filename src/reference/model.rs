@@ -145,6 +145,10 @@ impl<'a> Model<'a> {
     /// an input longer than the config's sliding window). Every canonical tensor is found with
     /// the shape it implies before anything is allocated or read.
     pub fn new(view: &'a View<'a>) -> Result<Model<'a>> {
+        // Sizes first: a config that describes no model (heads not dividing the width, sizes that
+        // overflow, ...) is named as such before anything is said about its math.
+        let mc = config_of(view)?;
+        Config::resolve(mc).map_err(|e| e.file(&mc.path))?;
         // A family view carries the computation its family file and config say it means.
         if let Some(math) = super::view_math(view)? {
             let m = Model::with_math(view, math)?;
@@ -170,7 +174,6 @@ impl<'a> Model<'a> {
             }
             return Ok(m);
         }
-        let mc = config_of(view)?;
         let c = Config::from_model_config(mc).map_err(|e| e.file(&mc.path))?;
         // Find the layers first: a config claiming 2^40 layers fails at the first missing one
         // instead of allocating a per-layer math table.
