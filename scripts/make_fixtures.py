@@ -26,6 +26,8 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 from transformers import (
+    CohereConfig,
+    CohereForCausalLM,
     Gemma2Config,
     Gemma2ForCausalLM,
     GemmaConfig,
@@ -872,10 +874,58 @@ def math_cases(out):
         "Gemma2ForCausalLM saved by its own class: sandwich norms (input_layernorm, post_attention_layernorm on the attention output, pre_feedforward_layernorm, post_feedforward_layernorm on the MLP output), all 1 + w, gelu tanh, embeddings times 8, attention scale query_pre_attn_scalar^-0.5 = 32^-0.5, attn_logit_softcapping 10, final_logit_softcapping 30, layer_types [sliding_attention, full_attention] with sliding_window 6 (layer 0 windowed, layer 1 full), tied, GQA.")
 
 
+    # cohere: parallel attention and MLP over one LayerNorm (no bias), interleaved rotary, logit_scale
+    cfg = CohereConfig(**{k: v for k, v in common.items() if k != "rms_norm_eps"}, layer_norm_eps=EPS,
+                       logit_scale=0.0625, pad_token_id=0)
+    assert cfg.tie_word_embeddings and not cfg.use_qk_norm
+    m, lg, d = hf_case(out, "cohere", CohereForCausalLM, cfg, seed=29)
+    names = load_file(os.path.join(d, "model.safetensors")).keys()
+    assert "model.layers.0.post_attention_layernorm.weight" not in names and "model.norm.bias" not in names
+    sd = sd_f(m)
+    as_seq = dict(sd)
+    for i in range(LAYERS):
+        as_seq[f"model.layers.{i}.post_attention_layernorm.weight"] = sd[f"model.layers.{i}.input_layernorm.weight"]
+    must_differ("cohere", "same weights as plain llama (sequential blocks, RMSNorm, rotate_half, no logit scale)", lg,
+                llama_logits(as_seq, num_key_value_heads=KV_GQA, tie_word_embeddings=True))
+    add("cohere", "cohere", "single", "F32", False,
+        "CohereForCausalLM saved by its own class: parallel attention and MLP over one input_layernorm (x + attn(ln(x)) + mlp(ln(x))), LayerNorm without bias (layer_norm_eps), rotary on interleaved pairs, logits times logit_scale 0.0625, tied embeddings, GQA.")
+
+
+    # phi3-partial: Phi-3's fused projections with partial_rotary_factor 0.5 -----------------------
+    pcfg = Phi3Config(**{**common, "pad_token_id": VOCAB - 1}, original_max_position_embeddings=MAXPOS,
+                      tie_word_embeddings=False, sliding_window=None,
+                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5})
+    m, lg, d = hf_case(out, "phi3-partial", Phi3ForCausalLM, pcfg, seed=30)
+    full = Phi3ForCausalLM(Phi3Config(**{**common, "pad_token_id": VOCAB - 1}, original_max_position_embeddings=MAXPOS,
+                                      tie_word_embeddings=False, sliding_window=None,
+                                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                       "partial_rotary_factor": 1.0}))
+    full.config._attn_implementation = "eager"
+    full.load_state_dict(m.state_dict())
+    must_differ("phi3-partial", "whole-head rotary (partial_rotary_factor ignored)", lg, logits_of(full))
+    add("phi3-partial", "phi3", "single", "F32", False,
+        "Phi3ForCausalLM saved by its own class with partial_rotary_factor 0.5 (rope_parameters): the first 8 of 16 dims of each head rotate, frequencies over 8 dims; fused qkv_proj and gate_up_proj as `phi3`, GQA.")
+
+
+    # qwen2-window: use_sliding_window with max_window_layers 1 (layer 0 full, layer 1 window 5) ------
+    qcfg = Qwen2Config(**common, tie_word_embeddings=True, use_sliding_window=True, sliding_window=5,
+                       max_window_layers=1, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})
+    assert qcfg.layer_types == ["full_attention", "sliding_attention"]
+    m, lg, d = hf_case(out, "qwen2-window", Qwen2ForCausalLM, qcfg, seed=31)
+    no_window = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=True, use_sliding_window=False,
+                                             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}))
+    no_window.config._attn_implementation = "eager"
+    no_window.load_state_dict(m.state_dict())
+    must_differ("qwen2-window", "full attention in every layer", lg, logits_of(no_window))
+    add("qwen2-window", "qwen2", "single", "F32", False,
+        "Qwen2ForCausalLM saved by its own class with use_sliding_window true, sliding_window 5 and max_window_layers 1: layer_types [full_attention, sliding_attention] (only layer 1 is windowed); q/k/v biases, tied, GQA, rope_theta 1e6.")
+
+
 MATH_CLASSES = {
     "granite": GraniteForCausalLM, "helium": HeliumForCausalLM, "smollm3": SmolLM3ForCausalLM,
     "mistral-window": MistralForCausalLM, "qwen3": Qwen3ForCausalLM, "olmo2": Olmo2ForCausalLM,
     "gemma": GemmaForCausalLM, "stablelm": StableLmForCausalLM, "gemma2": Gemma2ForCausalLM,
+    "cohere": CohereForCausalLM, "phi3-partial": Phi3ForCausalLM, "qwen2-window": Qwen2ForCausalLM,
 }
 
 

@@ -407,3 +407,22 @@ fn look_alike_conversions_are_classified() {
         assert!(!out.exists());
     }
 }
+
+/// Cohere (parallel blocks, LayerNorm, interleaved rotary, logit_scale) through its family file
+/// matches CohereForCausalLM, and is never converted to LLaMA.
+#[test]
+fn cohere_is_computed_by_its_family_and_not_converted() {
+    let reg = ckpt::mapping::Registry::builtin().unwrap();
+    let ck = ckpt::checkpoint::Checkpoint::open(fixture("cohere")).unwrap();
+    let (view, fam) = ckpt::detect::open_view(&ck, &reg, None, &[]).unwrap();
+    assert_eq!(fam, "cohere");
+    let (batch, want) = golden("cohere");
+    let got = ckpt::reference::forward(&view, &batch, ckpt::kernels::best_isa()).unwrap();
+    let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+    assert!(max_abs(&got.data, &want) <= 1e-4 * scale);
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("o");
+    let (code, _, err) = ckpt(&["convert", s(&fixture("cohere")), s(&out), "--allow-lossy"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(!out.exists());
+}

@@ -295,6 +295,50 @@ fn gemma2_sandwich_norms_windows_and_softcaps() {
 }
 
 #[test]
+fn cohere_parallel_blocks_layernorm_interleaved_logit_scale() {
+    let c = config("cohere");
+    let scale = c["logit_scale"].as_f64().unwrap();
+    let math = Math {
+        placement: NormPlacement::Parallel,
+        norm: NormKind::LayerNorm,
+        rope: RopeLayout::Interleaved,
+        logits_divisor: (1.0 / scale) as f32, // 1 / 0.0625 = 16: exact
+        ..llama_math("cohere")
+    };
+    assert_eq!(math.logits_divisor, 16.0);
+    check_identity("cohere", math.clone());
+    let (batch, want) = expected("cohere");
+    let ck = Checkpoint::open(fixture("cohere")).unwrap();
+    let view = View::identity(&ck);
+    // the parallel placement alone matters: pre-norm finds no post_attention_layernorm
+    let e = Model::with_math(
+        &view,
+        Math {
+            placement: NormPlacement::Pre,
+            ..math.clone()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.tensor_name(),
+        Some("model.layers.0.post_attention_layernorm.weight")
+    );
+    for m in [
+        Math {
+            rope: RopeLayout::Half,
+            ..math.clone()
+        },
+        Math {
+            norm: NormKind::Rms,
+            ..math.clone()
+        },
+    ] {
+        let got = reference::forward_with_math(&view, m, &batch, Isa::Scalar).unwrap();
+        assert!(max_abs_diff(&got.data, &want) > 0.1);
+    }
+}
+
+#[test]
 fn stablelm_layernorm_with_bias_and_partial_rotary() {
     let c = config("stablelm");
     let factor = c["rope_parameters"]["partial_rotary_factor"]
@@ -339,6 +383,61 @@ fn baichuan2_norm_head_through_the_baichuan_view() {
         ..llama_math("baichuan2")
     };
     check("baichuan2", &view, math);
+}
+
+#[test]
+fn phi3_partial_rotary_through_the_phi3_view() {
+    let c = config("phi3-partial");
+    let factor = c["rope_parameters"]["partial_rotary_factor"]
+        .as_f64()
+        .unwrap();
+    let ck = Checkpoint::open(fixture("phi3-partial")).unwrap();
+    let reg = ckpt::mapping::Registry::builtin().unwrap();
+    let view = ckpt::mapping::canonical_view(&ck, reg.get("phi3").unwrap(), &[]).unwrap();
+    let math = Math {
+        // transformers: int(head_dim * partial_rotary_factor)
+        rotary_dim: (16.0 * factor) as usize,
+        ..llama_math("phi3-partial")
+    };
+    assert_eq!(math.rotary_dim, 8);
+    check("phi3-partial", &view, math);
+    // LLaMA's own path refuses the partial rotary its config states
+    let (batch, _) = expected("phi3-partial");
+    let e = reference::forward(&view, &batch, Isa::Scalar).unwrap_err();
+    assert!(
+        e.to_string().contains("`partial_rotary_factor` is 0.5"),
+        "{e}"
+    );
+}
+
+#[test]
+fn qwen2_window_on_the_layers_its_layer_types_name() {
+    let c = config("qwen2-window");
+    assert_eq!(c["use_sliding_window"], true);
+    let window = usize_of(&c, "sliding_window");
+    let sliding_window: Vec<Option<usize>> = c["layer_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t == "sliding_attention").then_some(window))
+        .collect();
+    assert_eq!(sliding_window, [None, Some(5)]);
+    let ck = Checkpoint::open(fixture("qwen2-window")).unwrap();
+    let reg = ckpt::mapping::Registry::builtin().unwrap();
+    let view = ckpt::mapping::canonical_view(&ck, reg.get("qwen2").unwrap(), &[]).unwrap();
+    let math = Math {
+        sliding_window: sliding_window.clone(),
+        ..llama_math("qwen2-window")
+    };
+    check("qwen2-window", &view, math.clone());
+    // the window on the wrong layer is visible
+    let (batch, want) = expected("qwen2-window");
+    let swapped = Math {
+        sliding_window: sliding_window.into_iter().rev().collect(),
+        ..math
+    };
+    let got = reference::forward_with_math(&view, swapped, &batch, Isa::Scalar).unwrap();
+    assert!(max_abs_diff(&got.data, &want) > 0.1);
 }
 
 #[test]
@@ -598,4 +697,72 @@ fn activations_above_the_limit_are_refused_before_allocating() {
     model.check_input_size(1, 16).unwrap();
     let want = 4 * (16 * (3 * 2 + 2 * 2 + 2 * 2 + 2 * 2 + 1_000_000) as u64);
     assert!(model.activation_bytes(1, 16).unwrap() >= want);
+}
+
+/// Every fixture through its detected family and the family's resolved math (`view.math`, as
+/// `ckpt logits` and `verify` run it): the golden logits of the fixture's own transformers class,
+/// or a refusal with a reason; never other logits.
+#[test]
+fn every_fixture_in_its_detected_familys_math_is_right_or_refused() {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("manifest.json")).unwrap()).unwrap();
+    let reg = ckpt::mapping::Registry::builtin().unwrap();
+    let (mut right, mut refused) = (Vec::new(), Vec::new());
+    for case in manifest.as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let (batch, want) = expected(name);
+        let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        let ck = Checkpoint::open(fixture(name)).unwrap();
+        let view = match ckpt::detect::open_view(&ck, &reg, None, &[]) {
+            Ok((view, _)) => view,
+            Err(e) => {
+                println!("{name:<16} refused at detection: {e}");
+                refused.push(name);
+                continue;
+            }
+        };
+        for isa in [kernels::active_isa(), Isa::Scalar] {
+            match reference::forward(&view, &batch, isa) {
+                Ok(got) => {
+                    let err = max_abs_diff(&got.data, &want);
+                    println!(
+                        "{name:<16} {:<10} {isa:<7} max abs error {err:.3e}",
+                        view.family
+                    );
+                    assert!(
+                        err <= 1e-4 * scale,
+                        "{name} through `{}` on {isa}: wrong logits (max abs error {err})",
+                        view.family
+                    );
+                    if isa == Isa::Scalar {
+                        right.push(name);
+                    }
+                }
+                Err(e) => {
+                    println!("{name:<16} refused by the forward pass: {e}");
+                    assert!(!e.to_string().is_empty());
+                    refused.push(name);
+                    break;
+                }
+            }
+        }
+    }
+    println!("right: {right:?}\nrefused: {refused:?}");
+    // the look-alikes the family files model are computed, not merely refused
+    for name in [
+        "granite",
+        "helium",
+        "smollm3",
+        "mistral-window",
+        "qwen3",
+        "olmo2",
+        "gemma",
+        "baichuan2",
+        "phi3-partial",
+        "qwen2-window",
+        "stablelm",
+        "gemma2",
+    ] {
+        assert!(right.contains(&name), "{name} was refused");
+    }
 }

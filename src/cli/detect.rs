@@ -79,7 +79,15 @@ fn text(ck: &Checkpoint, d: &Detection) -> Vec<String> {
             "family      {}  (not LLaMA-exact{})",
             esc(w),
             class
-                .map(|c| format!(": a {} conversion", c.word()))
+                .map(|c| {
+                    let w = c.word();
+                    let a = if w.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                        "an"
+                    } else {
+                        "a"
+                    };
+                    format!(": {a} {w} conversion")
+                })
                 .unwrap_or_default()
         )),
         (None, _) => l.push("family      none detected".into()),

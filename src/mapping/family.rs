@@ -81,6 +81,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../mappings/stablelm.toml"),
     ),
     (
+        "mappings/cohere.toml",
+        include_str!("../../mappings/cohere.toml"),
+    ),
+    (
         "mappings/granite.toml",
         include_str!("../../mappings/granite.toml"),
     ),

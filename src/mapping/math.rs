@@ -287,6 +287,7 @@ impl MathFile {
                         ("pre", NormPlacement::Pre),
                         ("post", NormPlacement::Post),
                         ("sandwich", NormPlacement::Sandwich),
+                        ("parallel", NormPlacement::Parallel),
                     ],
                 )
             })

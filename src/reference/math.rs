@@ -11,7 +11,8 @@
 //! - partial rotary: `partial_rotary_factor` rotates the first `rotary_dim` dims of each head;
 //! - norm offset: `modeling_gemma.py` `GemmaRMSNorm` multiplies by `1 + weight`;
 //! - placement: pre-norm (LLaMA), post-norm on the block outputs (`modeling_olmo2.py`), sandwich
-//!   (pre and post, `modeling_gemma2.py`);
+//!   (pre and post, `modeling_gemma2.py`), parallel attention and MLP over one norm
+//!   (`modeling_cohere.py`);
 //! - q/k norms: per head over `head_dim` (`modeling_qwen3.py`), or over the whole projection
 //!   (`modeling_olmo2.py`), applied before the rotary embedding;
 //! - multipliers: `modeling_granite.py` (`embedding_multiplier`, `residual_multiplier`,
@@ -51,6 +52,9 @@ pub enum NormPlacement {
     /// Gemma2/3: `x += norm2(attn(norm1(x))); x += norm4(mlp(norm3(x)))` with `input_layernorm`,
     /// `post_attention_layernorm`, `pre_feedforward_layernorm`, `post_feedforward_layernorm`.
     Sandwich,
+    /// Cohere (parallel residual): `x = x + attn(norm1(x)) + mlp(norm1(x))` with
+    /// `input_layernorm` only.
+    Parallel,
 }
 
 /// Normalisation of queries and keys before the rotary embedding.

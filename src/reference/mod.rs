@@ -5,11 +5,11 @@
 //! It computes LLaMA (`LlamaForCausalLM`: GQA, explicit `head_dim`, `attention_bias`, `mlp_bias`,
 //! tied embeddings, `rope_theta`, `rope_scaling` linear / dynamic / llama3) and, given a [`Math`],
 //! the families a few switches away from it, each as its own transformers class computes it:
-//! interleaved rotary (Helium), NoPE layers (SmolLM3), partial rotary (Phi-3, StableLM), `1 + w`
-//! RMSNorm, gelu and embedding scale (Gemma), LayerNorm with bias (StableLM), post-norm and
-//! sandwich placement (OLMo2, Gemma2), q/k norms (Qwen3, OLMo2), multipliers (Granite), NormHead
-//! (Baichuan2), sliding windows (Mistral, Qwen2, Gemma2), soft-capping (Gemma2). Anything else is
-//! refused with the reason.
+//! interleaved rotary (Helium, Cohere), NoPE layers (SmolLM3), partial rotary (Phi-3, StableLM),
+//! `1 + w` RMSNorm, gelu and embedding scale (Gemma), LayerNorm with or without bias (StableLM,
+//! Cohere), post-norm, sandwich and parallel placement (OLMo2, Gemma2, Cohere), q/k norms (Qwen3,
+//! OLMo2), multipliers (Granite), NormHead (Baichuan2), sliding windows (Mistral, Qwen2, Gemma2),
+//! soft-capping (Gemma2). Anything else is refused with the reason.
 //! Weights are read from the mmap in their stored dtype (f32, f16, bf16); nothing holds an f32
 //! copy of the model, and activation memory is checked against [`ACTIVATION_LIMIT`] before it is
 //! allocated.
@@ -75,11 +75,13 @@ impl Logits {
     }
 }
 
-/// Run the reference forward over a batch of equal-length token sequences.
+/// Run the reference forward over a batch of equal-length token sequences, in the math of the
+/// view's family ([`view_math`], see [`Model::new`]; LLaMA's when no family was involved).
 ///
 /// `view` must present canonical Hugging Face LLaMA names (`View::identity` of a LLaMA checkpoint,
 /// or a family mapping's canonical view). Errors name the tensor whose shape or dtype does not fit
-/// the config, the token id outside the vocabulary, or the config feature that is not supported.
+/// the config, the token id outside the vocabulary, the config feature that is not supported, or
+/// why the family's math is not known.
 pub fn forward(view: &View<'_>, batch: &[Vec<u32>], isa: Isa) -> Result<Logits> {
     forward_with_progress(view, batch, isa, &|_, _| {})
 }

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use super::Logits;
 use super::config::Config;
-use super::math::{Activation, Math, NormKind, QkNorm, RopeLayout};
+use super::math::{Activation, Math, NormKind, NormPlacement, QkNorm, RopeLayout};
 use super::tensors::{
     LayerTensors, Linear, Norm, check_math, config_of, find_layers, find_norm, wdtype, weight,
 };
@@ -137,11 +137,18 @@ pub struct Model<'a> {
 }
 
 impl<'a> Model<'a> {
-    /// LLaMA's math ([`Math::llama`]): resolve the view's config (refusing what LLaMA's math
-    /// cannot run: another activation, partial rotary, and at run time an input longer than the
-    /// config's sliding window) and find every canonical tensor with the shape it implies (before
-    /// anything is allocated or read).
+    /// The model a view means. A family view runs in its family's resolved math
+    /// ([`super::view_math`], through [`Model::with_math`]) and is refused when that math would
+    /// leave any of its tensors unused (a stored `lm_head` beside tied embeddings aside). A view
+    /// no family was involved in runs LLaMA's math ([`Math::llama`]): its config is resolved
+    /// refusing what LLaMA's math cannot run (another activation, partial rotary, and at run time
+    /// an input longer than the config's sliding window). Every canonical tensor is found with
+    /// the shape it implies before anything is allocated or read.
     pub fn new(view: &'a View<'a>) -> Result<Model<'a>> {
+        // Sizes first: a config that describes no model (heads not dividing the width, sizes that
+        // overflow, ...) is named as such before anything is said about its math.
+        let mc = config_of(view)?;
+        Config::resolve(mc).map_err(|e| e.file(&mc.path))?;
         // A family view carries the computation its family file and config say it means.
         if let Some(math) = super::view_math(view)? {
             let m = Model::with_math(view, math)?;
@@ -167,7 +174,6 @@ impl<'a> Model<'a> {
             }
             return Ok(m);
         }
-        let mc = config_of(view)?;
         let c = Config::from_model_config(mc).map_err(|e| e.file(&mc.path))?;
         // Find the layers first: a config claiming 2^40 layers fails at the first missing one
         // instead of allocating a per-layer math table.
@@ -384,11 +390,17 @@ impl<'a> Model<'a> {
             let out = if w.attn_post.is_some() { &s.xb } else { &s.xb2 };
             kernels::axpy(isa, m.residual_scale, out, &mut s.x)?;
 
-            // MLP block, the same shape: input norm(x) or x
+            // MLP block, the same shape: input norm(x) or x; parallel (Cohere): the attention's
+            // input norm(x_before), still in xb, so x = x_before + attn + mlp as transformers adds
+            let parallel = m.placement == NormPlacement::Parallel;
             if let Some(n) = &w.mlp_pre {
                 self.norm_rows(isa, n, &s.x, h, &mut s.xb)?;
             }
-            let input = if w.mlp_pre.is_some() { &s.xb } else { &s.x };
+            let input = if w.mlp_pre.is_some() || parallel {
+                &s.xb
+            } else {
+                &s.x
+            };
             // hb = act(in Wgate^T) * (in Wup^T)
             linear(isa, input, t, h, &w.gate_proj, c.intermediate, &mut s.hb)?;
             linear(isa, input, t, h, &w.up_proj, c.intermediate, &mut s.hb2)?;

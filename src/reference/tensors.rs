@@ -28,7 +28,8 @@ pub(super) struct Norm<'a> {
 /// norms exist depends on the placement: Pre has `attn_pre` (`input_layernorm`) and `mlp_pre`
 /// (`post_attention_layernorm`); Post has `attn_post` (`post_attention_layernorm`) and
 /// `mlp_post` (`post_feedforward_layernorm`); Sandwich has all four (`input_layernorm`,
-/// `post_attention_layernorm`, `pre_feedforward_layernorm`, `post_feedforward_layernorm`).
+/// `post_attention_layernorm`, `pre_feedforward_layernorm`, `post_feedforward_layernorm`);
+/// Parallel has `attn_pre` (`input_layernorm`) only, whose output both blocks read.
 #[derive(Debug)]
 pub(super) struct LayerTensors<'a> {
     pub(super) attn_pre: Option<Norm<'a>>,     // [hidden]
@@ -216,6 +217,7 @@ pub(super) fn find_layers<'a>(
                 None,
                 norm("post_feedforward_layernorm")?,
             ),
+            NormPlacement::Parallel => (norm("input_layernorm")?, None, None, None),
             NormPlacement::Sandwich => (
                 norm("input_layernorm")?,
                 norm("post_attention_layernorm")?,
