@@ -103,6 +103,45 @@ pub struct Checkpoint {
     by_name: HashMap<String, usize>,
 }
 
+/// Suffix of the rollback journal of an `--in-place` run (`.<dir>.ckpt-hdr-journal`).
+pub const JOURNAL_SUFFIX: &str = ".ckpt-hdr-journal";
+
+/// The pending `--in-place` journals in `dir` (`.*.ckpt-hdr-journal`), sorted.
+pub fn pending_journals(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let b = n.as_bytes();
+            b.starts_with(b".") && b.ends_with(JOURNAL_SUFFIX.as_bytes())
+        })
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The error every reading command gives for a directory with a pending journal: its files may be
+/// half-renamed, so they are not read.
+pub fn pending_journal_error(dir: &Path, journal: &Path) -> Error {
+    Error::new(
+        ErrorKind::BadData,
+        format!(
+            "an interrupted `--in-place` run left the journal `{}`: the files may be half-renamed, so they are not read",
+            crate::error::escape_path(journal.file_name().map(Path::new).unwrap_or(journal))
+        ),
+    )
+    .file(dir)
+    .hint(format!(
+        "run `ckpt convert --recover {}` to roll the run back (a journal ckpt did not write is refused and reported)",
+        crate::error::escape_path(dir)
+    ))
+}
+
 /// File name of the Hugging Face shard index.
 pub const INDEX_NAME: &str = "model.safetensors.index.json";
 
@@ -111,6 +150,17 @@ impl Checkpoint {
     pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint> {
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "cannot open", e))?;
+        let holder = if meta.is_dir() {
+            path.to_path_buf()
+        } else {
+            match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            }
+        };
+        if let Some(j) = pending_journals(&holder).first() {
+            return Err(pending_journal_error(&holder, j));
+        }
         if meta.is_dir() {
             return Self::open_dir(path);
         }

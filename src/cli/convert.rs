@@ -395,11 +395,7 @@ fn in_place(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Com
             _ => PathBuf::from("."),
         }
     };
-    if !c.dry_run {
-        for l in inplace::recover(&dir)? {
-            eprintln!("recovered: {l}");
-        }
-    }
+    // Never recovers implicitly: a pending journal makes the open fail with the `--recover` hint.
     let ck = Checkpoint::open(src)?;
     let (view, _) = build_view(&ck, family, &c.rename)?;
     let p = inplace::plan_in_place(&view)?;

@@ -14,6 +14,7 @@
 //! conversion is only renames and the new headers fit.
 
 pub mod fsio;
+pub mod guard;
 pub mod inplace;
 pub mod plan;
 pub mod verify;
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::config::ConfigSource;
 use crate::checkpoint::{Checkpoint, INDEX_NAME};
-use crate::error::{Error, ErrorKind, Result, escape};
+use crate::error::{Error, ErrorKind, Result, escape_path};
 use crate::mapping::view::{Segment, View};
 use crate::report::human_bytes;
 
@@ -131,103 +132,48 @@ pub struct Destination {
     pub given: PathBuf,
     /// Canonical parent directory.
     pub parent: PathBuf,
-    /// Final component.
-    pub name: String,
+    /// Final component, exactly as given (any bytes).
+    pub name: std::ffi::OsString,
     /// `parent/name`.
     pub path: PathBuf,
     /// Whether something exists there now.
     pub exists: bool,
 }
 
-/// Check that `dst` can receive the output of a conversion of `ck` (RELIABILITY.md A39, A40, B.3):
-/// not a symlink, not equal to / inside the source, not containing the source when it would be
-/// replaced, holding no input shard, and not existing unless `force`.
+/// Check that `dst` can receive the output of a conversion of `ck` (RELIABILITY.md A39, A40, B.3)
+/// through the output-path guard ([`guard::check_output`]): not a symlink, not equal to / inside
+/// the source, not containing the source when it would be replaced, holding no input shard, not
+/// existing unless `force`, and with `force` only a directory that is a checkpoint
+/// ([`guard::replaceable_dir`]).
 pub fn check_destination(ck: &Checkpoint, dst: &Path, force: bool) -> Result<Destination> {
-    let cannot = |msg: String| Error::new(ErrorKind::CannotCreate, msg).file(dst);
-    let name = dst
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .filter(|n| n != "." && n != "..")
-        .ok_or_else(|| cannot("the destination must end in a directory name".into()))?;
-    let parent_given = match dst.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let parent = std::fs::canonicalize(&parent_given).map_err(|e| {
-        Error::io_write(
-            &parent_given,
-            "the destination's parent directory is not usable",
-            e,
-        )
-        .file(dst)
-    })?;
-    if !parent.is_dir() {
-        return Err(cannot(format!(
-            "`{}` is not a directory",
-            parent_given.display()
-        )));
-    }
-    let path = parent.join(&name);
-    let meta = std::fs::symlink_metadata(&path).ok();
-    if let Some(m) = &meta {
-        if m.file_type().is_symlink() {
-            let target = std::fs::read_link(&path)
-                .map(|t| t.display().to_string())
-                .unwrap_or_default();
-            return Err(cannot(format!(
-                "the destination is a symlink (to `{}`); refusing to write through it",
-                escape(&target)
-            ))
-            .hint("remove the link or choose another destination"));
+    let inputs = guard::Inputs::of(ck);
+    let out = guard::check_output(dst, guard::OutputKind::Dir, &inputs, force)?;
+    let path = out.path;
+    if out.exists {
+        if let Some(hit) = find_alias(&path, &inputs.ids, 0) {
+            return Err(Error::new(
+                ErrorKind::CannotCreate,
+                format!(
+                    "`{}` in the destination is the same file as an input; replacing the destination would delete it",
+                    escape_path(&hit)
+                ),
+            )
+            .file(dst));
         }
-        if !force {
-            return Err(cannot("the destination already exists".into())
-                .hint("pass --force to replace it (the old copy is removed only after the new one is complete)"));
-        }
-        if !m.is_dir() {
-            return Err(cannot(
-                "the destination exists and is not a directory; refusing to replace it".into(),
-            ));
-        }
-    }
-    // Every place input data lives: the source directory and each shard's real location.
-    let mut roots = vec![std::fs::canonicalize(&ck.dir).unwrap_or_else(|_| ck.dir.clone())];
-    for s in &ck.shards {
-        if let Ok(real) = std::fs::canonicalize(&s.path)
-            && let Some(p) = real.parent()
-        {
-            roots.push(p.to_path_buf());
-        }
-    }
-    for root in &roots {
-        if path == *root || path.starts_with(root) {
-            return Err(cannot(format!(
-                "the destination is inside the source directory `{}`",
-                root.display()
-            ))
-            .hint("write the converted checkpoint next to the source, not into it"));
-        }
-        if meta.is_some() && root.starts_with(&path) {
-            return Err(cannot(format!(
-                "the destination contains the source `{}`; replacing it would delete the source",
-                root.display()
-            )));
-        }
-    }
-    if meta.is_some() {
-        let inputs: Vec<(u64, u64)> = ck.shards.iter().map(|s| s.dev_ino).collect();
-        if let Some(hit) = find_alias(&path, &inputs, 0) {
-            return Err(cannot(format!(
-                "`{}` in the destination is the same file as an input shard; replacing the destination would delete it",
-                hit.display()
-            )));
+        if let Err(why) = guard::replaceable_dir(&path) {
+            return Err(Error::new(
+                ErrorKind::CannotCreate,
+                format!("--force replaces only a checkpoint directory, and this one is not: {why}"),
+            )
+            .file(dst)
+            .hint("choose another destination, or empty the directory first"));
         }
     }
     Ok(Destination {
         given: dst.to_path_buf(),
-        parent,
-        name,
-        exists: meta.is_some(),
+        parent: out.parent,
+        name: out.name,
+        exists: out.exists,
         path,
     })
 }
@@ -433,7 +379,7 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
 
     // Staging directory (B.3.1), removed on drop unless committed.
     let staging = tempfile::Builder::new()
-        .prefix(&format!(".{}.ckpt-tmp-", d.name))
+        .prefix(&hidden_name(&d.name, ".ckpt-tmp-"))
         .tempdir_in(&d.parent)
         .map_err(|e| {
             // tempfile appends the temporary path to its errors; the user's path is DST, so keep
@@ -530,9 +476,10 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
     // Commit (B.3.1 / B.3.2).
     let mut warnings = Vec::new();
     if d.exists {
-        let mut old = d
-            .parent
-            .join(format!(".{}.ckpt-old-{}", d.name, fsio::random_suffix()));
+        let mut old = d.parent.join(hidden_name(
+            &d.name,
+            &format!(".ckpt-old-{}", fsio::random_suffix()),
+        ));
         // Preferred: swap staging and destination atomically (renameat2 RENAME_EXCHANGE), so no
         // instant exists where the destination name is missing; the old tree then sits at the
         // staging name and is renamed to `.ckpt-old-` before it is deleted. Fallback (no exchange
@@ -621,6 +568,14 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
         warnings,
         elapsed: start.elapsed(),
     })
+}
+
+/// `.<name><suffix>`, keeping `name`'s bytes exactly.
+fn hidden_name(name: &std::ffi::OsStr, suffix: &str) -> std::ffi::OsString {
+    let mut n = std::ffi::OsString::from(".");
+    n.push(name);
+    n.push(suffix);
+    n
 }
 
 fn interrupted(dst: &Path) -> Error {
