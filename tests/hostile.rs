@@ -1,0 +1,509 @@
+//! Issue 16, one regression test per class: outputs that alias inputs or special files, planted
+//! journals, links and loops among auxiliary files, `--force` on user data, quadratic blow-ups,
+//! in-place concurrency, non-UTF-8 names, config rewrite exactness and the "low" list. Every test
+//! asserts the exit code, the message, and that the inputs and unrelated files are byte-identical
+//! afterwards (docs/RELIABILITY.md, "Issue 16 classes").
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ckpt::checkpoint::Checkpoint;
+use ckpt::mapping::view::View;
+use ckpt::write::inplace;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ckpt");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures")).join(name)
+}
+
+fn run(args: &[&OsStr]) -> Output {
+    Command::new(BIN).args(args).output().expect("run ckpt")
+}
+
+/// Run with string-ish arguments.
+macro_rules! ckpt {
+    ($($a:expr),* $(,)?) => { run(&[$(AsRef::<OsStr>::as_ref(&$a)),*]) };
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// Every entry under `dir` (recursively, links not followed): relative path -> kind and bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (String, Vec<u8>)> {
+    let mut m = BTreeMap::new();
+    fn walk(root: &Path, d: &Path, m: &mut BTreeMap<PathBuf, (String, Vec<u8>)>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            let ft = std::fs::symlink_metadata(&p).unwrap().file_type();
+            if ft.is_symlink() {
+                let t = std::fs::read_link(&p).unwrap();
+                m.insert(rel, ("link".into(), t.as_os_str().as_bytes().to_vec()));
+            } else if ft.is_dir() {
+                m.insert(rel, ("dir".into(), Vec::new()));
+                walk(root, &p, m);
+            } else if ft.is_file() {
+                m.insert(rel, ("file".into(), std::fs::read(&p).unwrap()));
+            } else {
+                m.insert(rel, ("special".into(), Vec::new()));
+            }
+        }
+    }
+    walk(dir, dir, &mut m);
+    m
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+}
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+}
+
+/// A temp dir with a copy of the llama-mha fixture at `ck` and an unrelated file `notes.txt`.
+struct Scene {
+    t: tempfile::TempDir,
+    ck: PathBuf,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let t = tempfile::tempdir().unwrap();
+        let ck = t.path().join("ck");
+        copy_dir(&fixture("llama-mha"), &ck);
+        std::fs::write(t.path().join("notes.txt"), b"unrelated user data\n").unwrap();
+        Scene { t, ck }
+    }
+    fn root(&self) -> &Path {
+        self.t.path()
+    }
+    fn snap(&self) -> BTreeMap<PathBuf, (String, Vec<u8>)> {
+        snapshot(self.t.path())
+    }
+}
+
+// ---- 1. one output-path guard -----------------------------------------------------------------
+
+#[test]
+fn logits_out_never_replaces_an_input_or_a_special_file() {
+    let sc = Scene::new();
+    let ck = &sc.ck;
+    let fifo = sc.root().join("fifo");
+    mkfifo(&fifo);
+    std::fs::create_dir(sc.root().join("adir")).unwrap();
+    std::fs::create_dir(sc.root().join("other")).unwrap();
+    std::fs::hard_link(ck.join("config.json"), sc.root().join("hardlink.json")).unwrap();
+    std::os::unix::fs::symlink(ck.join("model.safetensors"), sc.root().join("link")).unwrap();
+    let before = sc.snap();
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (ck.join("model.safetensors"), "input"),
+        (ck.join("config.json"), "input"),
+        // Through `..` and through a hard link: same inode.
+        (sc.root().join("other/../ck/model.safetensors"), "input"),
+        (sc.root().join("hardlink.json"), "input of this command"),
+        (sc.root().join("link"), "symlink"),
+        (PathBuf::from("/dev/null"), "character device"),
+        (fifo.clone(), "FIFO"),
+        (sc.root().join("adir"), "a directory"),
+        (sc.root().join("notes.txt"), "already exists"),
+        (ck.join("new.safetensors"), "inside the input checkpoint"),
+        (sc.root().join("missing/x.safetensors"), "does not exist"),
+    ];
+    for (out, want) in &cases {
+        let o = ckpt!("logits", ck, "--ids", "1,2", "--out", out);
+        assert_eq!(code(&o), 2, "{}: {}", out.display(), text(&o));
+        let t = text(&o);
+        assert!(t.contains("error[cannot-create]"), "{}: {t}", out.display());
+        assert!(t.contains(want), "{}: want {want:?}: {t}", out.display());
+        assert!(!t.contains("ckpt-logits"), "no temp name: {t}");
+        assert_eq!(sc.snap(), before, "{}", out.display());
+    }
+    assert!(
+        std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    // --force replaces a regular non-input file, and only that.
+    let o = ckpt!(
+        "logits",
+        ck,
+        "--ids",
+        "1,2",
+        "--out",
+        sc.root().join("notes.txt"),
+        "--force"
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let after = sc.snap();
+    assert_ne!(
+        after[Path::new("notes.txt")],
+        before[Path::new("notes.txt")]
+    );
+    for (k, v) in &before {
+        if k != Path::new("notes.txt") {
+            assert_eq!(&after[k], v, "{}", k.display());
+        }
+    }
+    let o = ckpt!(
+        "logits",
+        ck,
+        "--ids",
+        "1,2",
+        "--out",
+        ck.join("model.safetensors"),
+        "--force"
+    );
+    assert_eq!(code(&o), 2, "{}", text(&o));
+}
+
+#[test]
+fn convert_destination_goes_through_the_same_guard() {
+    let sc = Scene::new();
+    let fifo = sc.root().join("fifo");
+    mkfifo(&fifo);
+    let before = sc.snap();
+    for (dst, want) in [
+        (PathBuf::from("/dev/null"), "character device"),
+        (fifo.clone(), "FIFO"),
+        (sc.root().join("notes.txt"), "not a directory"),
+        (sc.ck.join("sub"), "inside the source"),
+        (sc.root().join("no/such/dir"), "does not exist"),
+    ] {
+        for force in [false, true] {
+            let mut args: Vec<&OsStr> = vec![
+                "convert".as_ref(),
+                sc.ck.as_os_str(),
+                dst.as_os_str(),
+                "-q".as_ref(),
+            ];
+            if force {
+                args.push("--force".as_ref());
+            }
+            let o = run(&args);
+            assert_eq!(code(&o), 2, "{}: {}", dst.display(), text(&o));
+            assert!(text(&o).contains(want), "{}: {}", dst.display(), text(&o));
+            assert!(!text(&o).contains("ckpt-tmp"), "{}", text(&o));
+            assert_eq!(sc.snap(), before);
+        }
+    }
+}
+
+// ---- 4. --force replaces only a checkpoint directory ------------------------------------------
+
+#[test]
+fn force_replaces_only_a_checkpoint_directory() {
+    let sc = Scene::new();
+    let docs = sc.root().join("docs");
+    std::fs::create_dir(&docs).unwrap();
+    std::fs::write(docs.join("thesis.txt"), b"years of work").unwrap();
+    std::fs::create_dir(docs.join("photos")).unwrap();
+    let before = sc.snap();
+    let o = ckpt!("convert", &sc.ck, &docs, "--force", "-q");
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(
+        text(&o).contains("--force replaces only a checkpoint directory"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("thesis.txt") || text(&o).contains("photos"));
+    assert_eq!(sc.snap(), before);
+    // A ckpt output is replaced.
+    let out = sc.root().join("out");
+    assert_eq!(code(&ckpt!("convert", &sc.ck, &out, "-q")), 0);
+    let o = ckpt!("convert", &sc.ck, &out, "--force", "-q");
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    // An empty directory is replaced too.
+    let empty = sc.root().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert_eq!(code(&ckpt!("convert", &sc.ck, &empty, "--force", "-q")), 0);
+    assert!(empty.join("model.safetensors").exists());
+}
+
+// ---- 2. journal trust -------------------------------------------------------------------------
+
+/// A real journal written by ckpt's own code for `dir` (renaming lm_head), without applying it.
+fn real_journal(dir: &Path) -> PathBuf {
+    let ck = Checkpoint::open(dir).unwrap();
+    let id = View::identity(&ck);
+    let tensors = id
+        .tensors
+        .iter()
+        .cloned()
+        .map(|mut v| {
+            v.name = v.name.replace("lm_head", "output");
+            v
+        })
+        .collect();
+    let mut cfg = ck.config.clone();
+    if let Some(c) = cfg.as_mut() {
+        c.raw.insert("planted".into(), serde_json::json!(1));
+    }
+    let view = View::new(&ck, "x", "x", tensors, cfg, vec![]).unwrap();
+    let plan = inplace::plan_in_place(&view).unwrap();
+    inplace::write_journal(&plan).unwrap().path
+}
+
+/// A padded copy of llama-mha whose header has room for renames.
+fn padded(dir: &Path) {
+    copy_dir(&fixture("llama-mha"), dir);
+    let ck = Checkpoint::open(dir).unwrap();
+    let sh = &ck.shards[0];
+    let entries: Vec<_> = ck
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.dtype, t.shape.clone(), t.begin, t.end))
+        .collect();
+    let h = ckpt::checkpoint::header::serialize_header(sh.header.metadata.as_deref(), &entries)
+        .unwrap();
+    let mut json = h[8..].to_vec();
+    json.resize(json.len() + 256, b' ');
+    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&json);
+    bytes.extend_from_slice(&sh.bytes()[sh.data_start()..]);
+    drop(ck);
+    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+}
+
+/// Build a journal by hand (what an attacker ships): valid magic, description and checksum.
+fn forged_journal(desc: serde_json::Value, blobs: &[&[u8]]) -> Vec<u8> {
+    use sha2::Digest;
+    let d = serde_json::to_vec(&desc).unwrap();
+    let mut out = b"CKPTJNL2".to_vec();
+    out.extend_from_slice(&(d.len() as u64).to_le_bytes());
+    out.extend_from_slice(&d);
+    for b in blobs {
+        out.extend_from_slice(b);
+    }
+    let sum = sha2::Sha256::digest(&out);
+    out.extend_from_slice(&sum);
+    out
+}
+
+#[test]
+fn a_planted_journal_is_refused_never_applied() {
+    let t = tempfile::tempdir().unwrap();
+    // A journal ckpt really wrote for another copy of the same checkpoint, shipped inside this one.
+    let a = t.path().join("a");
+    let b = t.path().join("b");
+    padded(&a);
+    padded(&b);
+    let j = real_journal(&a);
+    // The attacker also changes the "old" bytes the journal would restore; the checksum is
+    // simply recomputed (the file is parsed and re-signed).
+    let jb = std::fs::read(&j).unwrap();
+    std::fs::write(b.join(j.file_name().unwrap()), &jb).unwrap();
+    let before = snapshot(t.path());
+    let o = ckpt!("convert", "--recover", &b);
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(
+        text(&o).contains("does not belong to this checkpoint"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        snapshot(t.path()),
+        before,
+        "nothing applied, nothing removed"
+    );
+    // An --in-place run on it never recovers implicitly.
+    let o = ckpt!(
+        "rename",
+        &b,
+        "--rename",
+        "lm_head\\.weight=output.weight",
+        "--in-place"
+    );
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(text(&o).contains("--recover"), "{}", text(&o));
+    assert_eq!(snapshot(t.path()), before);
+
+    // Hand-forged journals: deleting model.safetensors, overwriting another file, a path outside.
+    let c = t.path().join("c");
+    padded(&c);
+    let m = std::fs::metadata(c.join("model.safetensors")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let dm = std::fs::metadata(&c).unwrap();
+    let id = |m: &std::fs::Metadata| {
+        serde_json::json!({"dev": m.dev(), "ino": m.ino(), "size": m.len(),
+            "mtime": [m.mtime(), m.mtime_nsec()]})
+    };
+    let jpath = c.join(".c.ckpt-hdr-journal");
+    let forged = [
+        // A file entry naming the weights, "created by the run": recovery would delete them.
+        forged_journal(
+            serde_json::json!({"version": 2, "run": "0123456789ab", "dir": [dm.dev(), dm.ino()],
+                "stamp": [0, 0], "entries": [{"kind": "file", "file": "model.safetensors",
+                "old": null, "new": id(&m), "old_len": 0, "new_len": 1}]}),
+            &[b"x"],
+        ),
+        // A header entry for a file outside the directory.
+        forged_journal(
+            serde_json::json!({"version": 2, "run": "0123456789ab", "dir": [dm.dev(), dm.ino()],
+                "stamp": [0, 0], "entries": [{"kind": "header", "file": "../notes.safetensors",
+                "id": id(&m), "len": 1}]}),
+            &[b"x", b"y"],
+        ),
+        // config.json "restored" to attacker bytes, bound to identities the attacker guessed.
+        forged_journal(
+            serde_json::json!({"version": 2, "run": "0123456789ab", "dir": [dm.dev(), dm.ino()],
+                "stamp": [0, 0], "entries": [{"kind": "file", "file": "config.json",
+                "old": id(&m), "new": {"dev": 1, "ino": 2, "size": 3, "mtime": [0, 0]},
+                "old_len": m.len(), "new_len": 3}]}),
+            &[&vec![b'A'; m.len() as usize], b"abc"],
+        ),
+        // The v1 format of earlier releases.
+        {
+            let mut v = b"CKPTJNL1".to_vec();
+            v.extend_from_slice(&[0u8; 40]);
+            v
+        },
+    ];
+    for (i, f) in forged.iter().enumerate() {
+        std::fs::write(&jpath, f).unwrap();
+        let before = snapshot(t.path());
+        let o = ckpt!("convert", "--recover", &c);
+        assert_eq!(code(&o), 2, "forged {i}: {}", text(&o));
+        assert!(text(&o).contains("not applied"), "forged {i}: {}", text(&o));
+        assert_eq!(snapshot(t.path()), before, "forged {i}");
+    }
+}
+
+#[test]
+fn journal_parser_refuses_malformed_input_without_panicking() {
+    let ok = forged_journal(
+        serde_json::json!({"version": 2, "run": "0123456789ab", "dir": [1, 2],
+            "stamp": [0, 0], "entries": []}),
+        &[],
+    );
+    assert!(inplace::parse_journal(&ok).is_ok());
+    for n in 0..ok.len() {
+        assert!(inplace::parse_journal(&ok[..n]).is_err());
+    }
+    let bad_run = forged_journal(
+        serde_json::json!({"version": 2, "run": "../x", "dir": [1, 2], "stamp": [0, 0],
+            "entries": []}),
+        &[],
+    );
+    assert!(inplace::parse_journal(&bad_run).is_err());
+    let extra = forged_journal(
+        serde_json::json!({"version": 2, "run": "0123456789ab", "dir": [1, 2],
+            "stamp": [0, 0], "entries": [], "exec": "rm -rf"}),
+        &[],
+    );
+    assert!(inplace::parse_journal(&extra).is_err());
+}
+
+// ---- 6. in-place concurrency ------------------------------------------------------------------
+
+#[test]
+fn a_locked_directory_is_not_edited_in_place() {
+    use std::os::unix::io::AsRawFd;
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("ck");
+    padded(&d);
+    let before = snapshot(t.path());
+    let holder = std::fs::File::open(&d).unwrap();
+    assert_eq!(
+        unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    let o = ckpt!(
+        "rename",
+        &d,
+        "--rename",
+        "lm_head\\.weight=output.weight",
+        "--in-place"
+    );
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(text(&o).contains("locked"), "{}", text(&o));
+    let o = ckpt!("convert", "--recover", &d);
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert_eq!(snapshot(t.path()), before);
+    drop(holder);
+    let o = ckpt!(
+        "rename",
+        &d,
+        "--rename",
+        "lm_head\\.weight=output.weight",
+        "--in-place"
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o));
+}
+
+#[test]
+fn every_reader_refuses_a_checkpoint_with_a_pending_journal() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("ck");
+    padded(&d);
+    real_journal(&d);
+    let before = snapshot(t.path());
+    let out = t.path().join("out");
+    let runs: Vec<Vec<&OsStr>> = vec![
+        vec!["inspect".as_ref(), d.as_os_str()],
+        vec![
+            "inspect".as_ref(),
+            d.join("model.safetensors").as_os_str().to_owned().leak(),
+        ],
+        vec!["detect".as_ref(), d.as_os_str()],
+        vec!["check".as_ref(), d.as_os_str()],
+        vec![
+            "logits".as_ref(),
+            d.as_os_str(),
+            "--ids".as_ref(),
+            "1".as_ref(),
+        ],
+        vec![
+            "diff".as_ref(),
+            d.as_os_str(),
+            fixture("llama-mha").into_os_string().leak(),
+        ],
+        vec![
+            "verify".as_ref(),
+            fixture("llama-mha").into_os_string().leak(),
+            d.as_os_str(),
+        ],
+        vec!["convert".as_ref(), d.as_os_str(), out.as_os_str()],
+    ];
+    for args in runs {
+        let o = run(&args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("convert --recover"),
+            "{args:?}: {}",
+            text(&o)
+        );
+        assert_eq!(snapshot(t.path()), before, "{args:?}");
+    }
+    // --recover rolls the (real) journal back and the checkpoint reads again.
+    let o = ckpt!("convert", "--recover", &d);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&ckpt!("inspect", &d)), 0);
+    assert!(
+        snapshot(&d)
+            .keys()
+            .all(|k| !k.as_os_str().as_bytes().starts_with(b".")),
+        "no temporaries left in the source directory"
+    );
+}
