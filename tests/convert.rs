@@ -197,6 +197,9 @@ fn existing_destination_is_refused_without_force_and_replaced_with_it() {
     let dst = t.path().join("out");
     std::fs::create_dir(&dst).unwrap();
     std::fs::write(dst.join("keep.txt"), b"old").unwrap();
+    // An earlier output (--force replaces only a checkpoint directory).
+    std::fs::write(dst.join("model.safetensors"), b"old").unwrap();
+    std::fs::write(dst.join("config.json"), b"{}").unwrap();
     let args = |force: bool| {
         let mut v = vec![
             "convert".to_string(),
@@ -403,6 +406,8 @@ fn killed_runs_leave_the_destination_absent_or_complete_and_clean_removes_leftov
         let dst = work.join(format!("force{trial}"));
         std::fs::create_dir(&dst).unwrap();
         std::fs::write(dst.join("old.txt"), b"old").unwrap();
+        std::fs::write(dst.join("model.safetensors"), b"old").unwrap();
+        std::fs::write(dst.join("config.json"), b"{}").unwrap();
         let mut child = Command::new(BIN)
             .args(["convert", s(&src), s(&dst), "--force", "-q"])
             .spawn()

@@ -507,3 +507,96 @@ fn every_reader_refuses_a_checkpoint_with_a_pending_journal() {
         "no temporaries left in the source directory"
     );
 }
+
+// ---- 3. auxiliary files: links, loops, special files, budgets, listed ------------------------
+
+#[test]
+fn auxiliary_links_never_leave_the_source_and_skips_are_listed() {
+    let sc = Scene::new();
+    let ck = &sc.ck;
+    let secret = sc.root().join("secret.txt");
+    std::fs::write(&secret, b"private key").unwrap();
+    std::fs::write(ck.join("tokenizer.json"), b"{}").unwrap();
+    std::os::unix::fs::symlink(".", ck.join("loop")).unwrap();
+    std::os::unix::fs::symlink("..", ck.join("up")).unwrap();
+    std::os::unix::fs::symlink(&secret, ck.join("notes.txt")).unwrap();
+    std::os::unix::fs::symlink("tokenizer.json", ck.join("tok-link.json")).unwrap();
+    std::os::unix::fs::symlink("nowhere", ck.join("dangling")).unwrap();
+    mkfifo(&ck.join("pipe"));
+    // A user file whose name looks like a ckpt temporary, and a tree deeper than the budget.
+    std::fs::write(ck.join("my.ckpt-tmp-notes"), b"mine").unwrap();
+    let mut deep = ck.join("d");
+    for i in 0..12 {
+        deep = deep.join(format!("l{i}"));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("deep.txt"), b"deep").unwrap();
+    let before = sc.snap();
+    let out = sc.root().join("out");
+    let o = ckpt!("convert", ck, &out, "-q");
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let t = text(&o);
+    for (name, why) in [
+        ("loop", "a link to a directory"),
+        ("up", "leaves the source directory"),
+        ("notes.txt", "leaves the source directory"),
+        ("dangling", "dangling"),
+        ("pipe", "a FIFO"),
+        ("my.ckpt-tmp-notes", "temporary of a ckpt run"),
+        ("d/l0/l1/l2/l3/l4/l5/l6/l7", "deeper than 8 levels"),
+    ] {
+        assert!(
+            t.lines().any(|l| l.contains(name) && l.contains(why)),
+            "{name}: {why}: {t}"
+        );
+    }
+    assert_eq!(
+        sc.snap()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("out"))
+            .collect::<BTreeMap<_, _>>(),
+        before
+    );
+    assert!(!out.join("notes.txt").exists() && !out.join("loop").exists());
+    assert_eq!(std::fs::read(out.join("tok-link.json")).unwrap(), b"{}");
+    let copied = snapshot(&out);
+    assert!(
+        copied
+            .values()
+            .all(|(kind, b)| kind != "link" && b != b"private key")
+    );
+    assert!(copied.len() < 40, "no nested copies: {}", copied.len());
+}
+
+// ---- 8. non-UTF-8 file names ------------------------------------------------------------------
+
+#[test]
+fn non_utf8_names_stay_exact_end_to_end() {
+    let sc = Scene::new();
+    let ck = &sc.ck;
+    let tok = ck.join(OsStr::from_bytes(b"tok\xff.json"));
+    std::fs::write(&tok, b"{\"t\": 1}").unwrap();
+    let dst = sc.root().join(OsStr::from_bytes(b"out\xff"));
+    let o = ckpt!("convert", ck, &dst, "-q");
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(dst.is_dir(), "written exactly at out\\xff");
+    assert!(!sc.root().join("out\u{fffd}").exists());
+    assert_eq!(
+        std::fs::read(dst.join(OsStr::from_bytes(b"tok\xff.json"))).unwrap(),
+        b"{\"t\": 1}"
+    );
+    // A shard with a non-UTF-8 name is readable, and displayed escaped.
+    let single = sc.root().join("single");
+    std::fs::create_dir(&single).unwrap();
+    std::fs::copy(
+        fixture("llama-mha").join("model.safetensors"),
+        single.join(OsStr::from_bytes(b"model\xff.safetensors")),
+    )
+    .unwrap();
+    let o = ckpt!("inspect", &single);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    // An error about such a path shows the byte, not U+FFFD.
+    let o = ckpt!("convert", ck, &dst, "-q");
+    assert_eq!(code(&o), 2);
+    assert!(text(&o).contains("out\\xff"), "{}", text(&o));
+}

@@ -331,6 +331,16 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
     for w in &s.warnings {
         eprintln!("warning: {w}");
     }
+    // Never dropped without a word, even with --quiet.
+    if !s.skipped_files.is_empty() {
+        let names: Vec<&str> = s.skipped_files.iter().map(String::as_str).collect();
+        eprintln!(
+            "warning: {} source entr{} not copied: {}",
+            names.len(),
+            if names.len() == 1 { "y" } else { "ies" },
+            ckpt::checkpoint::capped_list_raw(&names, ckpt::checkpoint::MAX_LISTED)
+        );
+    }
     if c.quiet {
         return Ok(EXIT_OK);
     }
@@ -360,7 +370,7 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
         } else {
             "s"
         },
-        s.dst.display(),
+        ckpt::error::escape_path(&s.dst),
         secs,
         human_bytes((s.total_bytes as f64 / secs) as u64),
         if s.verified_bytes {

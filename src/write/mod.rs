@@ -195,12 +195,22 @@ fn find_alias(dir: &Path, inputs: &[(u64, u64)], depth: usize) -> Option<PathBuf
     None
 }
 
-/// A file of the source directory to copy into the output.
+/// Deepest level of auxiliary directories copied from a source directory.
+pub const MAX_AUX_DEPTH: usize = 8;
+/// Most bytes of auxiliary files copied (tokenizers, READMEs, ...); files beyond are skipped.
+pub const MAX_AUX_BYTES: u64 = 16 << 30;
+/// Most auxiliary files and directories copied; entries beyond are skipped.
+pub const MAX_AUX_ENTRIES: usize = 10_000;
+
+/// A file of the source directory to copy into the output: where it is read from (a regular file
+/// inside the source directory, reached through at most a link that stays inside it) and the
+/// identity it had when selected, re-checked when it is opened.
 #[derive(Debug, Clone)]
 struct Copy {
     rel: PathBuf,
     src: PathBuf,
     size: u64,
+    dev_ino: (u64, u64),
 }
 
 struct OtherFiles {
@@ -210,63 +220,160 @@ struct OtherFiles {
     skipped: Vec<String>,
 }
 
-fn other_files(ck: &Checkpoint, drop_py: bool, config_name: Option<&str>) -> Result<OtherFiles> {
+/// Select the auxiliary files to copy: every entry of the source directory that is not a shard,
+/// the index or a config file, walked without following links that leave the directory or point
+/// at directories, with a depth, entry and byte budget; what is not copied is listed with why.
+fn other_files(
+    ck: &Checkpoint,
+    drop_py: bool,
+    config_name: Option<&str>,
+    cancel: Option<&AtomicBool>,
+) -> Result<OtherFiles> {
     let mut o = OtherFiles {
         copies: Vec::new(),
         dirs: Vec::new(),
         dropped: Vec::new(),
         skipped: Vec::new(),
     };
-    for name in &ck.other_files {
-        collect(ck, Path::new(name), drop_py, config_name, &mut o, 0)?;
+    // Only a checkpoint given as a directory brings its other files along.
+    if !ck.path.is_dir() {
+        return Ok(o);
     }
+    let root = std::fs::canonicalize(&ck.dir).map_err(|e| Error::io(&ck.dir, "cannot open", e))?;
+    let mut walk = AuxWalk {
+        root,
+        visited: Vec::new(),
+        bytes: 0,
+        entries: 0,
+        cancel,
+    };
+    let excluded = |name: &std::ffi::OsStr| {
+        name == INDEX_NAME
+            || name == "config.json"
+            || name == "params.json"
+            || Some(name) == config_name.map(std::ffi::OsStr::new)
+            || ck.shards.iter().any(|s| {
+                s.path.file_name() == Some(name) && s.path.parent().is_some_and(|p| p == ck.dir)
+            })
+    };
+    walk.dir(&ck.dir, Path::new(""), 0, &excluded, drop_py, &mut o)?;
     Ok(o)
 }
 
-fn collect(
-    ck: &Checkpoint,
-    rel: &Path,
-    drop_py: bool,
-    config_name: Option<&str>,
-    o: &mut OtherFiles,
-    depth: usize,
-) -> Result<()> {
-    let src = ck.dir.join(rel);
-    let shown = rel.display().to_string();
-    if depth > MAX_DEPTH {
-        o.skipped.push(shown);
-        return Ok(());
-    }
-    if Some(shown.as_str()) == config_name || shown == INDEX_NAME {
-        return Ok(());
-    }
-    let m = std::fs::metadata(&src).map_err(|e| Error::io(&src, "cannot read", e))?;
-    if m.is_dir() {
-        o.dirs.push(rel.to_path_buf());
-        let rd = std::fs::read_dir(&src).map_err(|e| Error::io(&src, "cannot list", e))?;
-        let mut names: Vec<String> = rd
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.contains(".ckpt-tmp-") && !n.contains(".ckpt-old-"))
-            .collect();
+struct AuxWalk<'a> {
+    root: PathBuf,
+    visited: Vec<(u64, u64)>,
+    bytes: u64,
+    entries: usize,
+    cancel: Option<&'a AtomicBool>,
+}
+
+impl AuxWalk<'_> {
+    fn dir(
+        &mut self,
+        dir: &Path,
+        rel: &Path,
+        depth: usize,
+        excluded: &dyn Fn(&std::ffi::OsStr) -> bool,
+        drop_py: bool,
+        o: &mut OtherFiles,
+    ) -> Result<()> {
+        let dm = std::fs::symlink_metadata(dir).map_err(|e| Error::io(dir, "cannot read", e))?;
+        if self.visited.contains(&(dm.dev(), dm.ino())) {
+            o.skipped
+                .push(format!("{} (a directory loop)", escape_path(rel)));
+            return Ok(());
+        }
+        self.visited.push((dm.dev(), dm.ino()));
+        let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, "cannot list", e))?;
+        let mut names: Vec<std::ffi::OsString> = rd.flatten().map(|e| e.file_name()).collect();
         names.sort();
-        for n in names {
-            collect(ck, &rel.join(n), drop_py, None, o, depth + 1)?;
+        for name in names {
+            if self
+                .cancel
+                .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                return Err(Error::new(
+                    ErrorKind::Interrupted,
+                    "interrupted; nothing was written",
+                ));
+            }
+            if depth == 0 && excluded(&name) {
+                continue;
+            }
+            let r = rel.join(&name);
+            let shown = escape_path(&r);
+            let skip = |o: &mut OtherFiles, why: &str| o.skipped.push(format!("{shown} ({why})"));
+            if crate::checkpoint::is_ckpt_temporary(&name)
+                || name
+                    .as_encoded_bytes()
+                    .ends_with(crate::checkpoint::JOURNAL_SUFFIX.as_bytes())
+            {
+                skip(o, "a temporary of a ckpt run");
+                continue;
+            }
+            let p = dir.join(&name);
+            let Ok(lm) = std::fs::symlink_metadata(&p) else {
+                skip(o, "vanished while listing");
+                continue;
+            };
+            if self.entries >= MAX_AUX_ENTRIES {
+                skip(o, "over the budget of 10,000 auxiliary entries");
+                continue;
+            }
+            // Resolve a link: it must stay inside the source directory and name a regular file.
+            let (src, m) = if lm.file_type().is_symlink() {
+                let Ok(target) = std::fs::canonicalize(&p) else {
+                    skip(o, "a dangling or looping link");
+                    continue;
+                };
+                if !target.starts_with(&self.root) {
+                    skip(o, "a link that leaves the source directory");
+                    continue;
+                }
+                let Ok(tm) = std::fs::metadata(&target) else {
+                    skip(o, "a dangling link");
+                    continue;
+                };
+                if tm.is_dir() {
+                    skip(o, "a link to a directory");
+                    continue;
+                }
+                (target, tm)
+            } else {
+                (p.clone(), lm)
+            };
+            if m.is_dir() {
+                if depth + 1 > MAX_AUX_DEPTH {
+                    skip(o, "deeper than 8 levels");
+                    continue;
+                }
+                self.entries += 1;
+                o.dirs.push(r.clone());
+                self.dir(&src, &r, depth + 1, excluded, drop_py, o)?;
+            } else if m.is_file() {
+                if drop_py && name.as_encoded_bytes().ends_with(b".py") {
+                    o.dropped.push(shown);
+                    continue;
+                }
+                if self.bytes.saturating_add(m.len()) > MAX_AUX_BYTES {
+                    skip(o, "over the 16 GiB budget for auxiliary files");
+                    continue;
+                }
+                self.bytes = self.bytes.saturating_add(m.len());
+                self.entries += 1;
+                o.copies.push(Copy {
+                    rel: r,
+                    src,
+                    size: m.len(),
+                    dev_ino: (m.dev(), m.ino()),
+                });
+            } else {
+                skip(o, guard::type_name(&m));
+            }
         }
-    } else if m.is_file() {
-        if drop_py && shown.ends_with(".py") {
-            o.dropped.push(shown);
-        } else {
-            o.copies.push(Copy {
-                rel: rel.to_path_buf(),
-                src,
-                size: m.len(),
-            });
-        }
-    } else {
-        o.skipped.push(shown);
+        Ok(())
     }
-    Ok(())
 }
 
 /// The config file to write for a view and its text: `params.json` when the view's config is the
@@ -343,7 +450,13 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
     let d = check_destination(ck, dst, opts.force)?;
     let plan = plan::plan(view, opts.max_shard_size)?;
     let config = config_output(view);
-    let others = other_files(ck, opts.drop_remote_code, config.as_ref().map(|c| c.0))?;
+    let others = other_files(
+        ck,
+        opts.drop_remote_code,
+        config.as_ref().map(|c| c.0),
+        opts.cancel,
+    )
+    .map_err(|e| e.file(&ck.dir))?;
     // Space preflight (B.2 step 2).
     let copies: u64 = others.copies.iter().map(|c| c.size).sum();
     let needed = plan
@@ -438,7 +551,7 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
     }
     for c in &others.copies {
         let shown = c.rel.display().to_string();
-        copy_file(&c.src, &sp.join(&c.rel), c.size, &mut ctx)
+        copy_file(c, &sp.join(&c.rel), &mut ctx)
             .and_then(|f| f.sync_all().map_err(CopyErr::Write))
             .map_err(|e| match e {
                 CopyErr::Read(e) => Error::io(&c.src, "cannot read", e),
@@ -554,11 +667,7 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
         total_bytes: ctx.done,
         shard_files: plan.files.iter().map(|f| f.name.clone()).collect(),
         config_file: config.map(|c| c.0.to_string()),
-        copied_files: others
-            .copies
-            .iter()
-            .map(|c| c.rel.display().to_string())
-            .collect(),
+        copied_files: others.copies.iter().map(|c| escape_path(&c.rel)).collect(),
         dropped_files: others.dropped,
         skipped_files: others.skipped,
         replaced: d.exists,
@@ -696,21 +805,24 @@ enum CopyErr {
     Write(io::Error),
 }
 
-fn copy_file(
-    src: &Path,
-    dst: &Path,
-    size: u64,
-    ctx: &mut CopyCtx,
-) -> std::result::Result<File, CopyErr> {
-    let input = File::open(src).map_err(CopyErr::Read)?;
-    let len = input.metadata().map_err(CopyErr::Read)?.len();
-    if len != size {
+/// Copy one selected auxiliary file: opened without following a link (`O_NOFOLLOW`; a validated
+/// link was resolved when it was selected) and without blocking, re-checked to be the same regular
+/// file of the same size it was when selected, then streamed through the writer's context (which
+/// checks the cancel flag between chunks). Every auxiliary copy goes through here.
+fn copy_file(c: &Copy, dst: &Path, ctx: &mut CopyCtx) -> std::result::Result<File, CopyErr> {
+    let input = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&c.src)
+        .map_err(CopyErr::Read)?;
+    let m = input.metadata().map_err(CopyErr::Read)?;
+    if !m.is_file() || (m.dev(), m.ino()) != c.dev_ino || m.len() != c.size {
         return Err(CopyErr::Read(io::Error::other(
-            "the file changed size while converting",
+            "the file changed while converting",
         )));
     }
     let out = create_new(dst).map_err(CopyErr::Write)?;
-    ctx.copy(&input, 0, len, &out, 0).map_err(|e| {
+    ctx.copy(&input, 0, c.size, &out, 0).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             CopyErr::Read(e)
         } else {
