@@ -600,3 +600,132 @@ fn non_utf8_names_stay_exact_end_to_end() {
     assert_eq!(code(&o), 2);
     assert!(text(&o).contains("out\\xff"), "{}", text(&o));
 }
+
+// ---- 5. complexity: every open/check/load near-linear ------------------------------------------
+// The inputs are big enough that a quadratic loop takes minutes (10^10 steps); no wall clock is
+// asserted.
+
+/// A safetensors file of `names` F32 scalars (shape [1]).
+fn many_tensors(path: &Path, names: &[String]) {
+    let mut h = String::from("{");
+    for (i, n) in names.iter().enumerate() {
+        if i > 0 {
+            h.push(',');
+        }
+        h.push_str(&format!(
+            "\"{n}\":{{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[{},{}]}}",
+            4 * i,
+            4 * i + 4
+        ));
+    }
+    h.push('}');
+    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(h.as_bytes());
+    bytes.resize(bytes.len() + 4 * names.len(), 0);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn an_index_of_100k_tensors_in_one_shard_opens_and_checks_in_linear_time() {
+    let t = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..100_000).map(|i| format!("t{i}")).collect();
+    let shard = "model-00001-of-00001.safetensors";
+    many_tensors(&t.path().join(shard), &names);
+    let wm: serde_json::Map<String, serde_json::Value> =
+        names.iter().map(|n| (n.clone(), shard.into())).collect();
+    std::fs::write(
+        t.path().join("model.safetensors.index.json"),
+        serde_json::to_vec(&serde_json::json!({"weight_map": wm})).unwrap(),
+    )
+    .unwrap();
+    let ck = Checkpoint::open(t.path()).unwrap();
+    assert_eq!(ck.tensors.len(), 100_000);
+    drop(ck);
+    let r = ckpt::check::run(t.path(), &ckpt::check::Options::default()).unwrap();
+    assert!(
+        !r.findings.is_empty(),
+        "not a LLaMA checkpoint: findings expected"
+    );
+}
+
+#[test]
+fn an_index_of_200k_missing_shards_is_one_short_error() {
+    let t = tempfile::tempdir().unwrap();
+    let wm: serde_json::Map<String, serde_json::Value> = (0..200_000)
+        .map(|i| (format!("t{i}"), format!("s{i}.safetensors").into()))
+        .collect();
+    std::fs::write(
+        t.path().join("model.safetensors.index.json"),
+        serde_json::to_vec(&serde_json::json!({"weight_map": wm})).unwrap(),
+    )
+    .unwrap();
+    let before = snapshot(t.path());
+    let o = ckpt!("inspect", t.path());
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    let e = text(&o);
+    assert!(e.contains("lists 200000 shards that do not exist"), "{e}");
+    assert!(e.contains("... and 199980 more"), "{e}");
+    assert!(e.len() < 2_000, "capped: {} bytes", e.len());
+    assert_eq!(snapshot(t.path()), before);
+}
+
+#[test]
+fn a_4000_rule_mapping_file_loads_in_linear_time() {
+    let t = tempfile::tempdir().unwrap();
+    let mut toml = String::from(
+        "name = \"big\"\nsummary = \"x\"\nexact = true\nsources = [\"x\"]\n\n[tensors]\n",
+    );
+    for i in 0..4000 {
+        toml.push_str(&format!(
+            "\"m.layers.{{i}}.p{i}.weight\" = \"model.layers.{{i}}.q{i}.weight\"\n"
+        ));
+    }
+    let ok = t.path().join("big.toml");
+    std::fs::write(&ok, &toml).unwrap();
+    let mut reg = ckpt::mapping::Registry::builtin().unwrap();
+    assert_eq!(reg.load_file(&ok).unwrap(), "big");
+    // One clash among the 4,000 is still found, naming both rules.
+    toml.push_str("\"m.layers.{i}.p7.weight_x\" = \"model.layers.{i}.q7.weight\"\n");
+    let bad = t.path().join("bad.toml");
+    std::fs::write(&bad, toml.replace("name = \"big\"", "name = \"bad\"")).unwrap();
+    let e = ckpt::mapping::Registry::builtin()
+        .unwrap()
+        .load_file(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("two sources onto one target"), "{e}");
+    assert!(e.contains("p7.weight"), "{e}");
+}
+
+#[test]
+fn verify_structure_of_18k_tensors_is_linear() {
+    let t = tempfile::tempdir().unwrap();
+    let mut names = vec![
+        "model.embed_tokens.weight".to_string(),
+        "model.norm.weight".to_string(),
+        "lm_head.weight".to_string(),
+    ];
+    for i in 0..2000 {
+        for p in [
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+            "input_layernorm",
+            "post_attention_layernorm",
+        ] {
+            names.push(format!("model.layers.{i}.{p}.weight"));
+        }
+    }
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    many_tensors(&a.join("model.safetensors"), &names);
+    many_tensors(&b.join("model.safetensors"), &names[..names.len() - 1]);
+    let o = ckpt!("verify", &a, &b, "--level", "structure");
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(text(&o).contains("1 only in A"), "{}", text(&o));
+}
