@@ -729,3 +729,317 @@ fn verify_structure_of_18k_tensors_is_linear() {
     assert_eq!(code(&o), 1, "{}", text(&o));
     assert!(text(&o).contains("1 only in A"), "{}", text(&o));
 }
+
+// ---- 7. check: vocab_size 0 ----------------------------------------------------------------------
+
+fn with_config(sc: &Scene, edit: impl Fn(&mut serde_json::Map<String, serde_json::Value>)) {
+    let p = sc.ck.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    edit(v.as_object_mut().unwrap());
+    std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn check_reports_vocab_size_zero() {
+    let sc = Scene::new();
+    with_config(&sc, |c| {
+        c.insert("vocab_size".into(), 0.into());
+    });
+    let before = sc.snap();
+    let o = ckpt!("check", &sc.ck);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(
+        text(&o).contains("T006-vocab") && text(&o).contains("`vocab_size` is 0"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(sc.snap(), before);
+}
+
+// ---- 9. config rewrite exactness --------------------------------------------------------------
+
+#[test]
+fn a_config_rename_onto_an_existing_key_is_refused_and_sentinels_round_trip() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("internlm2");
+    copy_dir(&fixture("internlm2"), &src);
+    let p = src.join("config.json");
+    let text0 = String::from_utf8(std::fs::read(&p).unwrap()).unwrap();
+    // `bias` is renamed to `attention_bias`, which the config already has with another value.
+    std::fs::write(&p, text0.replacen("{", "{\n  \"attention_bias\": true,", 1)).unwrap();
+    let before = snapshot(t.path());
+    let o = ckpt!("convert", &src, t.path().join("out"), "-q");
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(
+        text(&o).contains("`bias` both become `attention_bias`")
+            || text(&o).contains("`attention_bias` and `bias` both become"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(snapshot(t.path()), before);
+
+    // A string equal to the internal non-finite sentinel stays that string; a real Infinity stays
+    // a token; a string containing a quote and the sentinel is untouched.
+    std::fs::write(
+        &p,
+        text0.replacen(
+            "{",
+            "{\n  \"note\": \"__ckpt_nonfinite__:Infinity\",\n  \"limit\": Infinity,\n  \"q\": \"x\\\"__ckpt_nonfinite__:NaN\",",
+            1,
+        ),
+    )
+    .unwrap();
+    let out = t.path().join("out2");
+    let o = ckpt!("convert", &src, &out, "-q");
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let written = std::fs::read_to_string(out.join("config.json")).unwrap();
+    assert!(
+        written.contains("\"note\": \"__ckpt_nonfinite__:Infinity\""),
+        "{written}"
+    );
+    assert!(written.contains("\"limit\": Infinity"), "{written}");
+    assert!(
+        written.contains(r#""q": "x\"__ckpt_nonfinite__:NaN""#),
+        "{written}"
+    );
+}
+
+// ---- 10. the "low" list -----------------------------------------------------------------------
+
+#[test]
+fn special_shards_and_bad_indexes_get_clear_messages() {
+    let t = tempfile::tempdir().unwrap();
+    // A socket as a shard.
+    let d = t.path().join("sock");
+    std::fs::create_dir(&d).unwrap();
+    let _l = std::os::unix::net::UnixListener::bind(d.join("model.safetensors")).unwrap();
+    let o = ckpt!("inspect", &d);
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(
+        text(&o).contains("not a regular file (a socket)"),
+        "{}",
+        text(&o)
+    );
+    // An index naming itself, or config.json, as a shard.
+    for (shard, want) in [
+        ("model.safetensors.index.json", "names itself as a shard"),
+        ("config.json", "names `config.json` as a shard"),
+    ] {
+        let d = t.path().join(shard);
+        copy_dir(&fixture("llama-mha"), &d);
+        std::fs::write(
+            d.join("model.safetensors.index.json"),
+            format!(r#"{{"weight_map": {{"lm_head.weight": "{shard}"}}}}"#),
+        )
+        .unwrap();
+        let before = snapshot(t.path());
+        let o = ckpt!("inspect", &d);
+        assert_eq!(code(&o), 2, "{}", text(&o));
+        assert!(text(&o).contains(want), "{}", text(&o));
+        assert!(text(&o).contains("lm_head.weight"), "{}", text(&o));
+        assert!(!text(&o).contains("header length"), "{}", text(&o));
+        assert_eq!(snapshot(t.path()), before);
+    }
+    // A BOM in the index.
+    let d = t.path().join("bom");
+    copy_dir(&fixture("llama-sharded"), &d);
+    let ip = d.join("model.safetensors.index.json");
+    let mut b = b"\xEF\xBB\xBF".to_vec();
+    b.extend(std::fs::read(&ip).unwrap());
+    std::fs::write(&ip, b).unwrap();
+    let o = ckpt!("inspect", &d);
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(text(&o).contains("byte-order mark"), "{}", text(&o));
+}
+
+#[test]
+fn format_characters_in_names_are_escaped_everywhere() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("ck");
+    std::fs::create_dir(&d).unwrap();
+    let names: Vec<String> = [
+        "evil\u{202e}gnp.exe",
+        "iso\u{2066}late",
+        "zero\u{200b}width",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    many_tensors(&d.join("model.safetensors"), &names);
+    for args in [vec!["inspect", "--all"], vec!["detect"]] {
+        let mut a: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        a.push(d.as_os_str());
+        let o = run(&a);
+        let t = text(&o);
+        for c in ['\u{202e}', '\u{2066}', '\u{200b}'] {
+            assert!(!t.contains(c), "{args:?} printed {c:?} raw: {t}");
+        }
+    }
+    let o = ckpt!("inspect", "--all", &d);
+    assert!(text(&o).contains("evil\\u{202e}gnp.exe"), "{}", text(&o));
+}
+
+#[test]
+fn sub_byte_dtypes_are_named_not_taken_for_another_family() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = Checkpoint::open(fixture("llama-mha")).unwrap();
+    for (dt, bits) in [("F4", 4usize), ("F6_E2M3", 6)] {
+        let d = t.path().join(dt);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::copy(
+            fixture("llama-mha").join("config.json"),
+            d.join("config.json"),
+        )
+        .unwrap();
+        let mut h = serde_json::Map::new();
+        let mut off = 0usize;
+        for ti in &ck.tensors {
+            let nb = ti.numel() * bits / 8;
+            h.insert(
+                ti.name.clone(),
+                serde_json::json!({"dtype": dt, "shape": ti.shape, "data_offsets": [off, off + nb]}),
+            );
+            off += nb;
+        }
+        let j = serde_json::to_vec(&h).unwrap();
+        let mut bytes = (j.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(j);
+        bytes.resize(bytes.len() + off, 0);
+        std::fs::write(d.join("model.safetensors"), bytes).unwrap();
+        let o = ckpt!("detect", &d);
+        assert!(text(&o).contains("family      llama"), "{dt}: {}", text(&o));
+        for cmd in ["logits", "verify"] {
+            let o = if cmd == "logits" {
+                ckpt!("logits", &d, "--ids", "1")
+            } else {
+                ckpt!("verify", &d, &d)
+            };
+            assert_eq!(code(&o), 2, "{dt} {cmd}: {}", text(&o));
+            assert!(
+                text(&o).contains(&format!(
+                    "dtype {dt} ({bits} bits per element) is not supported"
+                )),
+                "{dt} {cmd}: {}",
+                text(&o)
+            );
+        }
+    }
+}
+
+#[test]
+fn logits_warns_beyond_max_positions_and_names_the_config_on_refusal() {
+    let sc = Scene::new();
+    with_config(&sc, |c| {
+        c.insert("max_position_embeddings".into(), 4.into());
+    });
+    let o = ckpt!("logits", &sc.ck, "--ids", "1,2,3,4,5,6");
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(
+        text(&o).contains("6 token ids but the model has `max_position_embeddings` 4"),
+        "{}",
+        text(&o)
+    );
+    let t = tempfile::tempdir().unwrap();
+    let m = t.path().join("mistral");
+    copy_dir(&fixture("mistral"), &m);
+    let p = m.join("config.json");
+    let c = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(
+        &p,
+        c.replace("\"sliding_window\": 4096", "\"sliding_window\": 2"),
+    )
+    .unwrap();
+    let o = ckpt!("logits", &m, "--ids", "1,2,3,4");
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("{}: ", p.display())) && text(&o).contains("sliding_window"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Run ckpt with resource limits set in the child (soft and hard).
+fn run_limited(args: &[&OsStr], resource: libc::__rlimit_resource_t, limit: u64) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(BIN);
+    c.args(args);
+    unsafe {
+        c.pre_exec(move || {
+            let r = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            libc::setrlimit(resource, &r);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn running_out_of_descriptors_or_file_size_leaves_nothing_behind() {
+    let sc = Scene::new();
+    let sharded = sc.root().join("sharded");
+    copy_dir(&fixture("llama-sharded"), &sharded);
+    std::fs::write(sharded.join("a.txt"), b"a").unwrap();
+    std::fs::write(sharded.join("b.txt"), b"b").unwrap();
+    let before = sc.snap();
+    let mut failed = 0;
+    for limit in 6..40u64 {
+        let out = sc.root().join(format!("out{limit}"));
+        let o = run_limited(
+            &[
+                "convert".as_ref(),
+                sharded.as_os_str(),
+                out.as_os_str(),
+                "-q".as_ref(),
+                "--max-shard-size".as_ref(),
+                "20KB".as_ref(),
+            ],
+            libc::RLIMIT_NOFILE,
+            limit,
+        );
+        let t = text(&o);
+        assert!(
+            !t.contains("panicked") && !t.contains("internal"),
+            "{limit}: {t}"
+        );
+        if code(&o) != 0 {
+            failed += 1;
+            assert_eq!(code(&o), 2, "{limit}: {t}");
+            assert!(!out.exists(), "{limit}");
+        }
+        let now = sc.snap();
+        assert!(
+            now.keys()
+                .all(|k| !k.as_os_str().as_bytes().starts_with(b".out")),
+            "{limit}: staging left: {t}"
+        );
+        for (k, v) in &before {
+            assert_eq!(now.get(k), Some(v), "{limit}: {}", k.display());
+        }
+    }
+    assert!(failed > 0, "some limits must fail");
+    // EFBIG: named as such, not as "no space".
+    let out = sc.root().join("big");
+    let o = run_limited(
+        &[
+            "convert".as_ref(),
+            sc.ck.as_os_str(),
+            out.as_os_str(),
+            "-q".as_ref(),
+        ],
+        libc::RLIMIT_FSIZE,
+        4096,
+    );
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(text(&o).contains("EFBIG"), "{}", text(&o));
+    assert!(!text(&o).contains("no space"), "{}", text(&o));
+    assert!(!out.exists());
+    assert!(
+        sc.snap()
+            .keys()
+            .all(|k| !k.as_os_str().as_bytes().starts_with(b".big"))
+    );
+}

@@ -116,7 +116,21 @@ pub fn run(a: Args) -> CmdResult {
         .map(|p| guard::check_output(p, OutputKind::File, &guard::Inputs::of(&ck), a.force))
         .transpose()?;
     let (view, family) = open_view(&ck, &req.registry, req.family.as_deref(), &req.renames)?;
-    let logits = reference::forward(&view, &req.batch, req.isa)?;
+    let seq = req.batch.iter().map(Vec::len).max().unwrap_or(0);
+    if let Some(max) = view.config.as_ref().and_then(|c| c.max_position_embeddings)
+        && seq > max
+    {
+        eprintln!(
+            "warning: {seq} token ids but the model has `max_position_embeddings` {max}: positions beyond it were never trained (and cost time quadratic in the length)"
+        );
+    }
+    // A refusal from the config (e.g. a sliding window shorter than the input) names the config.
+    let config_file = view.config.as_ref().map(|c| c.path.clone());
+    let logits =
+        reference::forward(&view, &req.batch, req.isa).map_err(|e| match &config_file {
+            Some(p) if e.path().is_none() => e.file(p),
+            _ => e,
+        })?;
     if let Some(d) = &dest {
         write_logits(d, &req.batch, &logits)?;
     }

@@ -97,9 +97,9 @@ fn reparse(
     source: ConfigSource,
     like: &ModelConfig,
 ) -> Result<ModelConfig> {
-    let bytes = serde_json::to_vec(&Value::Object(map))
-        .map_err(|e| Error::internal(format!("cannot serialise the config: {e}")))?;
-    let mut c = ModelConfig::parse(&bytes, source).map_err(|e| e.file(&like.path))?;
+    // Through the same writer and reader as the file itself, so sentinels round-trip exactly.
+    let text = crate::json::to_string_pretty_nonfinite(&Value::Object(map));
+    let mut c = ModelConfig::parse(text.as_bytes(), source).map_err(|e| e.file(&like.path))?;
     c.path = like.path.clone();
     Ok(c)
 }

@@ -445,6 +445,38 @@ pub fn clean(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Write `view` as a checkpoint directory at `dst`. See the module documentation for the protocol.
 pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteSummary> {
+    let mut staged: Option<PathBuf> = None;
+    let r = write_view_staged(view, dst, opts, &mut staged);
+    // The staging directory is removed when the attempt fails (its guard drops). If that removal
+    // failed too (e.g. EMFILE: the failure was running out of descriptors), try again now that the
+    // attempt's own files are closed, and name the directory if it still cannot go.
+    if let (Err(e), Some(sp)) = (&r, &staged)
+        && std::fs::symlink_metadata(sp).is_ok()
+        && e.kind() != ErrorKind::CannotCreate
+        && std::fs::remove_dir_all(sp).is_err()
+        && std::fs::symlink_metadata(sp).is_ok()
+    {
+        let parent = sp.parent().unwrap_or(Path::new("."));
+        return Err(r.err().map_or_else(
+            || Error::internal("lost error"),
+            |e| {
+                e.hint(format!(
+                    "the staging directory `{}` could not be removed; `ckpt convert --clean {}` removes it",
+                    escape_path(sp),
+                    escape_path(parent)
+                ))
+            },
+        ));
+    }
+    r
+}
+
+fn write_view_staged(
+    view: &View,
+    dst: &Path,
+    opts: &WriteOptions,
+    staged: &mut Option<PathBuf>,
+) -> Result<WriteSummary> {
     let start = Instant::now();
     let ck = view.ckpt;
     let d = check_destination(ck, dst, opts.force)?;
@@ -508,6 +540,7 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
             )
         })?;
     let sp = staging.path().to_path_buf();
+    *staged = Some(sp.clone());
     let _ = std::fs::set_permissions(&sp, std::fs::Permissions::from_mode(0o755));
 
     let total_write = needed;
@@ -708,7 +741,25 @@ fn write_error(
     if e.kind() == io::ErrorKind::Interrupted {
         return interrupted(&d.given);
     }
-    let mut err = if fsio::is_no_space(&e) {
+    let mut err = if e.raw_os_error() == Some(libc::EFBIG) {
+        Error::new(
+            ErrorKind::Io,
+            "file too large for the destination filesystem or the process's file size limit (EFBIG); nothing was written",
+        )
+        .file(&shown)
+        .hint("write to a filesystem that supports large files, or lower --max-shard-size")
+        .with_source(e)
+    } else if e.raw_os_error() == Some(libc::EDQUOT) {
+        Error::new(
+            ErrorKind::Io,
+            format!(
+                "disk quota exceeded (needs {} more); nothing was written",
+                human_bytes(remaining)
+            ),
+        )
+        .file(&shown)
+        .with_source(e)
+    } else if fsio::is_no_space(&e) {
         let free = fsio::free_space(&d.parent).unwrap_or(0);
         Error::new(
             ErrorKind::Io,
