@@ -413,6 +413,27 @@ fn journal_parser_refuses_malformed_input_without_panicking() {
         &[],
     );
     assert!(inplace::parse_journal(&extra).is_err());
+    // The fuzz target's seed: parses, names only allowed files, re-serialises exactly; every
+    // single-byte corruption of the description (re-framed with a valid checksum) never panics.
+    let desc = br#"{"version":2,"run":"0123456789ab","dir":[1,2],"stamp":[0,0],"entries":[{"kind":"header","file":"model.safetensors","id":{"dev":1,"ino":2,"size":3,"mtime":[0,0]},"len":2},{"kind":"file","file":"config.json","old":null,"new":{"dev":1,"ino":3,"size":2,"mtime":[0,0]},"old_len":0,"new_len":2}]}"#;
+    let j = inplace::parse_journal(&inplace::frame_journal(desc, b"abcd{}")).unwrap();
+    assert_eq!(j.entries.len(), 2);
+    assert_eq!(inplace::parse_journal(&j.to_bytes()).unwrap(), j);
+    for i in 0..desc.len() {
+        for b in [b'"', b'.', b'/', b'9', b'x'] {
+            let mut d = desc.to_vec();
+            d[i] = b;
+            if let Ok(j) = inplace::parse_journal(&inplace::frame_journal(&d, b"abcd{}")) {
+                for (e, _, _) in &j.entries {
+                    let f = match e {
+                        inplace::JournalEntry::Header { file, .. }
+                        | inplace::JournalEntry::File { file, .. } => file,
+                    };
+                    assert!(!f.contains('/') && !f.starts_with('.'), "{f}");
+                }
+            }
+        }
+    }
 }
 
 // ---- 6. in-place concurrency ------------------------------------------------------------------

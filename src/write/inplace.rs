@@ -443,6 +443,41 @@ pub fn parse_journal(bytes: &[u8]) -> std::result::Result<Journal, String> {
     })
 }
 
+impl Journal {
+    /// Serialise the journal as [`write_journal`] does (magic, description, blobs, SHA-256):
+    /// `parse_journal(j.to_bytes()) == j` for every parsed journal.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let desc = JournalDesc {
+            version: 2,
+            run: self.run.clone(),
+            dir: self.dir,
+            stamp: self.stamp,
+            entries: self.entries.iter().map(|(e, _, _)| e.clone()).collect(),
+        };
+        let mut blobs: Vec<&[u8]> = Vec::new();
+        for (_, old, new) in &self.entries {
+            if let Some(o) = old {
+                blobs.push(o);
+            }
+            blobs.push(new);
+        }
+        journal_bytes(&desc, &blobs)
+    }
+}
+
+/// Frame a journal description (JSON) and blobs with the magic, the length and the checksum, as
+/// the writer does; for tests and the fuzz target, which must reach past the checksum.
+pub fn frame_journal(desc_json: &[u8], blobs: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(desc_json.len() as u64).to_le_bytes());
+    out.extend_from_slice(desc_json);
+    out.extend_from_slice(blobs);
+    let sum = Sha256::digest(&out);
+    out.extend_from_slice(&sum);
+    out
+}
+
 fn journal_bytes(desc: &JournalDesc, blobs: &[&[u8]]) -> Vec<u8> {
     let d = serde_json::to_vec(desc).unwrap_or_default();
     let mut out = Vec::new();
