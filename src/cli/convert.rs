@@ -42,7 +42,8 @@ pub struct Args {
     pub mapping: Vec<PathBuf>,
     #[command(flatten)]
     pub common: Common,
-    /// Roll back an interrupted --in-place run in DIR (restores the old headers) and exit.
+    /// Roll back an interrupted --in-place run in DIR (restores the old headers) and exit. Only a
+    /// journal ckpt wrote for these very files is applied; any other is reported and left alone.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["src", "clean"])]
     pub recover: Option<PathBuf>,
     /// Remove leftovers of killed runs (`.*.ckpt-tmp-*`, `.*.ckpt-old-*`) in DIR and exit.
@@ -71,7 +72,8 @@ pub struct Common {
     /// Largest amount of tensor data per shard file (5GB, 500MB, 2GiB, 1e9).
     #[arg(long, value_name = "SIZE", default_value = "5GB")]
     pub max_shard_size: String,
-    /// Replace DST if it exists (the old copy is deleted only after the new one is in place).
+    /// Replace DST if it exists and is a checkpoint directory (safetensors with a config or index)
+    /// or empty; the old copy is deleted only after the new one is in place.
     #[arg(long)]
     pub force: bool,
     /// Print the plan (tensors, files, config changes) and write nothing.
@@ -88,7 +90,8 @@ pub struct Common {
     /// and the exit code is 1.
     #[arg(long)]
     pub verify: bool,
-    /// Pure renames only: rewrite the headers of SRC in place (when they fit), under a journal.
+    /// Pure renames only: rewrite the headers of SRC in place (when they fit), under a journal, with
+    /// the directory locked. A pending journal from an interrupted run is refused (see --recover).
     #[arg(long)]
     pub in_place: bool,
 }
