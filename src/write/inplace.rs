@@ -135,6 +135,13 @@ pub fn plan_in_place(view: &View) -> Result<InPlacePlan> {
         }
         renamed += n_changed;
         check_file(&shard.path)?;
+        if shard.path.file_name().and_then(|n| n.to_str()) != Some(shard.file_name.as_str()) {
+            return Err(Error::unsupported(
+                "--in-place needs shard file names that are valid UTF-8 (the journal records them as text)",
+            )
+            .file(&shard.path)
+            .hint("run without --in-place to write a converted copy"));
+        }
         let entries: Vec<(String, Dtype, Vec<usize>, usize, usize)> = idx
             .iter()
             .filter_map(|&i| {
