@@ -380,6 +380,32 @@ fn a_planted_journal_is_refused_never_applied() {
             v
         },
     ];
+    // A huge (sparse) planted journal is refused from its description, without reading 3 GiB.
+    {
+        let mut big = forged_journal(
+            serde_json::json!({"version": 2, "run": "0123456789ab", "dir": [1, 2],
+                "stamp": [0, 0], "entries": []}),
+            &[],
+        );
+        big.truncate(big.len() - 32);
+        std::fs::write(&jpath, &big).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&jpath)
+            .unwrap()
+            .set_len(3 << 30)
+            .unwrap();
+        let before = std::fs::read(c.join("model.safetensors")).unwrap();
+        let o = ckpt!("convert", "--recover", &c);
+        assert_eq!(code(&o), 2, "{}", text(&o));
+        assert!(
+            text(&o).contains("written for another directory"),
+            "{}",
+            text(&o)
+        );
+        assert_eq!(std::fs::read(c.join("model.safetensors")).unwrap(), before);
+        std::fs::remove_file(&jpath).unwrap();
+    }
     for (i, f) in forged.iter().enumerate() {
         std::fs::write(&jpath, f).unwrap();
         let before = snapshot(t.path());

@@ -807,7 +807,7 @@ pub fn recover(dir: &Path) -> Result<Vec<String>> {
     Ok(log)
 }
 
-fn read_journal(j: &Path) -> Result<Vec<u8>> {
+fn read_journal(j: &Path, dir_id: &std::fs::Metadata) -> Result<Vec<u8>> {
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -823,15 +823,46 @@ fn read_journal(j: &Path) -> Result<Vec<u8>> {
         .file(j)
         .hint("ckpt did not write this; inspect it and delete it by hand"));
     }
+    // Before reading the blobs (up to the size of every header), check that the description is
+    // bound to this directory: a planted journal costs at most its description's bounded read.
+    let refuse = |why: &str| {
+        Error::bad_data(format!(
+            "the journal does not belong to this checkpoint ({why}); it was not applied and nothing was changed"
+        ))
+        .file(j)
+        .hint("ckpt did not write this journal for these files; inspect the checkpoint and delete the journal by hand")
+    };
+    let mut head = [0u8; 16];
+    if m.len() >= 16
+        && f.read_exact_at(&mut head, 0).is_ok()
+        && head.starts_with(MAGIC)
+        && let Ok(dlen) = <[u8; 8]>::try_from(&head[8..16]).map(u64::from_le_bytes)
+    {
+        if dlen > MAX_DESCRIPTION_BYTES || dlen.saturating_add(16) > m.len() {
+            return Err(refuse("its description length is impossible"));
+        }
+        let mut desc = vec![0u8; usize::try_from(dlen).unwrap_or(0)];
+        f.read_exact_at(&mut desc, 16)
+            .map_err(|e| Error::io(j, "cannot read the journal", e))?;
+        if let Ok(d) = serde_json::from_slice::<JournalDesc>(&desc)
+            && (d.dir.0, d.dir.1) != (dir_id.dev(), dir_id.ino())
+        {
+            return Err(refuse("it was written for another directory"));
+        }
+    }
     let mut bytes = vec![0u8; usize::try_from(m.len()).unwrap_or(0)];
     f.read_exact_at(&mut bytes, 0)
         .map_err(|e| Error::io(j, "cannot read the journal", e))?;
     Ok(bytes)
 }
 
+/// Largest journal description read before the directory binding is checked.
+const MAX_DESCRIPTION_BYTES: u64 = 64 << 20;
+
 fn recover_journal(dir: &Path, j: &Path) -> Result<Vec<String>> {
     let mut log = Vec::new();
-    let bytes = read_journal(j)?;
+    let dm = std::fs::metadata(dir).map_err(|e| Error::io(dir, "cannot stat", e))?;
+    let bytes = read_journal(j, &dm)?;
     let refuse = |why: String| {
         Error::bad_data(format!(
             "the journal does not belong to this checkpoint ({why}); it was not applied and nothing was changed"
@@ -853,7 +884,6 @@ fn recover_journal(dir: &Path, j: &Path) -> Result<Vec<String>> {
         }
         Err(why) => return Err(refuse(why)),
     };
-    let dm = std::fs::metadata(dir).map_err(|e| Error::io(dir, "cannot stat", e))?;
     if (dm.dev(), dm.ino()) != journal.dir {
         return Err(refuse("it was written for another directory".into()));
     }
