@@ -26,6 +26,7 @@ TARGETS=(
   roundtrip_write    # write-then-read round trip: open(write_view(identity(open(x)))) == x, byte for byte
   forward_tiny       # reference forward on tiny arbitrary dims/weights: no panic; scalar == SIMD (finite)
   parse_gguf         # GGUF parser + metadata config: no panic; accepted tensors aligned, inside, disjoint
+  journal            # --in-place rollback journal (plantable): only shard/config/index names, exact re-serialisation
 )
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -55,6 +56,9 @@ seed() {
       # Mapping files; the rename rules go after a NUL byte (see fuzz_targets/mapping_rules.rs).
       cp "$ROOT"/mappings/*.toml "$dir/"
       printf 'x\0base_model\\.model\\.(.*)=$1\nmodel\\.layers\\.(\\d+)\\.(.*)=h.$1.$2\n' >"$dir/rename-seed" ;;
+    journal)
+      # Mode byte 1: a description framed with a valid checksum; blobs after the NUL.
+      printf '\001{"version":2,"run":"0123456789ab","dir":[1,2],"stamp":[0,0],"entries":[{"kind":"header","file":"model.safetensors","id":{"dev":1,"ino":2,"size":3,"mtime":[0,0]},"len":2},{"kind":"file","file":"config.json","old":null,"new":{"dev":1,"ino":3,"size":2,"mtime":[0,0]},"old_len":0,"new_len":2}]}\000abcd{}' >"$dir/seed-v2" ;;
   esac
 }
 

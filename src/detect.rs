@@ -659,6 +659,20 @@ pub fn open_view<'a>(
                 .ok_or_else(|| Error::internal("detected family vanished"))?
         }
     };
+    if let Some(t) = sub_byte_tensor(ck) {
+        let file = ck
+            .shard_of(t)
+            .map(|sh| sh.path.clone())
+            .unwrap_or_else(|| ck.path.clone());
+        return Err(Error::unsupported(format!(
+            "dtype {} ({} bits per element) is not supported: ckpt reads and converts dtypes of whole bytes (detected family `{}`)",
+            t.dtype,
+            crate::checkpoint::header::dtype_bits(t.dtype),
+            fam.name
+        ))
+        .file(file)
+        .tensor(&t.name));
+    }
     let mut v = canonical_view(ck, fam, renames)?;
     attach_math(&mut v, fam, asserted);
     Ok((v, fam.name.clone()))
@@ -930,9 +944,19 @@ pub fn remote_code_text(ck: &Checkpoint) -> Option<String> {
     any.then_some(text)
 }
 
+/// The first tensor stored in a sub-byte dtype (F4, F6_*): such a checkpoint cannot be sliced into
+/// rows, which says nothing about its family.
+pub fn sub_byte_tensor(ck: &Checkpoint) -> Option<&crate::checkpoint::TensorInfo> {
+    ck.tensors
+        .iter()
+        .find(|t| crate::checkpoint::header::dtype_bits(t.dtype) < 8)
+}
+
 fn check_shapes(ck: &Checkpoint, f: &Family, s: &mut FamilyScore, renames: &[RenameRule]) {
     let v = match canonical_view(ck, f, renames) {
         Ok(v) => v,
+        // A sub-byte dtype is not a shape conflict: it is reported by name where it matters.
+        Err(_) if sub_byte_tensor(ck).is_some() => return,
         Err(e) => {
             // Without a config, sizes of splits and permutations are unknown: not a shape conflict.
             if ck.config.is_none() {

@@ -240,7 +240,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(file) = &self.file {
-            write!(f, "{}: ", escape(&file.display().to_string()))?;
+            write!(f, "{}: ", escape_path(file))?;
         }
         if let Some(t) = &self.tensor {
             write!(f, "tensor \"{}\": ", escape(t))?;
@@ -274,10 +274,51 @@ pub fn escape(s: &str) -> String {
             out.push_str(&format!("...({} chars)", s.chars().count()));
             return out;
         }
-        if c.is_control() || c == '"' || c == '\\' {
+        if c.is_control() || c == '"' || c == '\\' || is_invisible_format(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
+        }
+    }
+    out
+}
+
+/// Characters that change how a terminal lays text out without being control characters: bidi
+/// embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069, the marks U+200E/U+200F,
+/// U+061C), zero-width characters (U+200B–U+200D, U+2060, U+FEFF) and line/paragraph separators.
+/// [`escape`] escapes them like control characters, so a name cannot hide or reorder text.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}'
+        | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
+/// Escape a path for printing: like [`escape`], and bytes that are not UTF-8 are shown as `\xNN`
+/// (never replaced by U+FFFD, which would name another path).
+pub fn escape_path(p: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = p.as_os_str().as_bytes();
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return escape(s);
+    }
+    let mut out = String::new();
+    let mut count = 0usize;
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if count == MAX_PRINTED_NAME {
+                out.push_str("...");
+                return out;
+            }
+            count += 1;
+            if c.is_control() || c == '"' || c == '\\' || is_invisible_format(c) {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            count += 1;
+            out.push_str(&format!("\\x{b:02x}"));
         }
     }
     out
@@ -298,6 +339,19 @@ mod tests {
             s,
             "m.safetensors: tensor \"a\\u{1b}[2J\": shape [3] needs 12 bytes but data_offsets span 8\n  hint: re-download the file"
         );
+    }
+
+    #[test]
+    fn escape_shows_format_characters_and_raw_bytes() {
+        assert_eq!(
+            escape("a\u{202e}b\u{2066}c\u{200b}"),
+            "a\\u{202e}b\\u{2066}c\\u{200b}"
+        );
+        use std::os::unix::ffi::OsStrExt;
+        let p = Path::new(std::ffi::OsStr::from_bytes(b"dir/out\xff"));
+        assert_eq!(escape_path(p), "dir/out\\xff");
+        let e = Error::bad_data("x").file(p).to_string();
+        assert!(e.starts_with("dir/out\\xff: "), "{e}");
     }
 
     #[test]

@@ -17,14 +17,24 @@ use serde_json::Value;
 /// Prefix of the sentinel string a non-finite number token is read as.
 pub const NONFINITE_SENTINEL: &str = "__ckpt_nonfinite__:";
 
+/// Prefix a string that came from the file gets in memory when it starts with
+/// [`NONFINITE_SENTINEL`] itself, so it can never be mistaken for a non-finite token; removed again
+/// on output. Every value round-trips exactly.
+pub const SENTINEL_ESCAPE: &str = "__ckpt_nonfinite__:str:";
+
 /// Parse JSON that may contain the bare tokens `Infinity`, `-Infinity` and `NaN` outside strings.
-/// They become the strings `"__ckpt_nonfinite__:Infinity"` etc.; [`to_string_pretty_nonfinite`]
-/// turns them back.
+/// They become the strings `"__ckpt_nonfinite__:Infinity"` etc.; a string of the file that starts
+/// with `__ckpt_nonfinite__:` is kept distinct (prefixed with [`SENTINEL_ESCAPE`]).
+/// [`to_string_pretty_nonfinite`] turns both back exactly.
 pub fn from_slice_nonfinite(bytes: &[u8]) -> Result<Value, serde_json::Error> {
-    match serde_json::from_slice(bytes) {
-        Ok(v) => Ok(v),
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) if !has_sentinel_string(&v) => Ok(v),
+        Ok(_) => match rewrite_tokens(bytes) {
+            Some(fixed) => serde_json::from_slice(&fixed),
+            None => serde_json::from_slice(bytes),
+        },
         Err(first) => {
-            let Some(fixed) = replace_nonfinite_tokens(bytes) else {
+            let Some(fixed) = rewrite_tokens(bytes) else {
                 return Err(first);
             };
             serde_json::from_slice(&fixed)
@@ -32,44 +42,115 @@ pub fn from_slice_nonfinite(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     }
 }
 
-/// Serialise a value as pretty JSON (2-space indent, as transformers writes), restoring non-finite
-/// tokens read by [`from_slice_nonfinite`].
+fn has_sentinel_string(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.starts_with(NONFINITE_SENTINEL),
+        Value::Array(a) => a.iter().any(has_sentinel_string),
+        Value::Object(o) => o
+            .iter()
+            .any(|(k, v)| k.starts_with(NONFINITE_SENTINEL) || has_sentinel_string(v)),
+        _ => false,
+    }
+}
+
+/// Serialise a value as pretty JSON (2-space indent, as transformers writes), writing the
+/// non-finite sentinels read by [`from_slice_nonfinite`] back as bare tokens and removing the
+/// escape of strings that started with the sentinel. A tree walk, not a text substitution, so a
+/// string that merely contains a sentinel is never touched.
 pub fn to_string_pretty_nonfinite(v: &Value) -> String {
-    let s = serde_json::to_string_pretty(v).unwrap_or_default();
-    if !s.contains(NONFINITE_SENTINEL) {
-        return s;
-    }
-    let mut out = s;
-    for tok in ["-Infinity", "Infinity", "NaN"] {
-        out = out.replace(&format!("\"{NONFINITE_SENTINEL}{tok}\""), tok);
-    }
+    let mut out = String::new();
+    write_pretty(v, 0, &mut out);
     out
 }
 
-/// Rewrite bare non-finite tokens outside strings to sentinel strings. `None` when there are none.
-fn replace_nonfinite_tokens(bytes: &[u8]) -> Option<Vec<u8>> {
+fn json_string(s: &str) -> String {
+    let s = s.strip_prefix(SENTINEL_ESCAPE).unwrap_or(s);
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+fn write_pretty(v: &Value, indent: usize, out: &mut String) {
+    let pad = |n: usize, out: &mut String| {
+        for _ in 0..n {
+            out.push_str("  ");
+        }
+    };
+    match v {
+        Value::String(s) => {
+            let tok = s
+                .strip_prefix(NONFINITE_SENTINEL)
+                .filter(|t| matches!(*t, "Infinity" | "-Infinity" | "NaN"));
+            match tok {
+                Some(t) => out.push_str(t),
+                None => out.push_str(&json_string(s)),
+            }
+        }
+        Value::Array(a) if a.is_empty() => out.push_str("[]"),
+        Value::Array(a) => {
+            out.push_str("[\n");
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(",\n");
+                }
+                pad(indent.saturating_add(1), out);
+                write_pretty(x, indent.saturating_add(1), out);
+            }
+            out.push('\n');
+            pad(indent, out);
+            out.push(']');
+        }
+        Value::Object(o) if o.is_empty() => out.push_str("{}"),
+        Value::Object(o) => {
+            out.push_str("{\n");
+            for (i, (k, x)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(",\n");
+                }
+                pad(indent.saturating_add(1), out);
+                out.push_str(&json_string(k));
+                out.push_str(": ");
+                write_pretty(x, indent.saturating_add(1), out);
+            }
+            out.push('\n');
+            pad(indent, out);
+            out.push('}');
+        }
+        other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
+    }
+}
+
+/// Rewrite bare non-finite tokens outside strings to sentinel strings, and strings that start with
+/// the sentinel to their escaped form. `None` when there is nothing to rewrite.
+fn rewrite_tokens(bytes: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(bytes.len().saturating_add(64));
-    let mut in_str = false;
-    let mut escaped = false;
     let mut changed = false;
     let mut i = 0usize;
     while let Some(&b) = bytes.get(i) {
-        if in_str {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_str = false;
-            }
-            i = i.saturating_add(1);
-            continue;
-        }
         if b == b'"' {
-            in_str = true;
-            out.push(b);
-            i = i.saturating_add(1);
+            // The whole string literal, up to its closing quote.
+            let mut j = i.saturating_add(1);
+            let mut escaped = false;
+            while let Some(&c) = bytes.get(j) {
+                if escaped {
+                    escaped = false;
+                } else if c == b'\\' {
+                    escaped = true;
+                } else if c == b'"' {
+                    break;
+                }
+                j = j.saturating_add(1);
+            }
+            let end = j.saturating_add(1).min(bytes.len());
+            let lit = bytes.get(i..end).unwrap_or_default();
+            match serde_json::from_slice::<String>(lit) {
+                Ok(s) if s.starts_with(NONFINITE_SENTINEL) => {
+                    let esc =
+                        serde_json::to_string(&format!("{SENTINEL_ESCAPE}{s}")).unwrap_or_default();
+                    out.extend_from_slice(esc.as_bytes());
+                    changed = true;
+                }
+                _ => out.extend_from_slice(lit),
+            }
+            i = end;
             continue;
         }
         let rest = bytes.get(i..).unwrap_or_default();
@@ -178,6 +259,32 @@ mod tests {
         let s = to_string_pretty_nonfinite(&v);
         assert!(s.contains("-Infinity") && s.contains("NaN") && s.contains("\"NaN Infinity\""));
         assert!(!s.contains(NONFINITE_SENTINEL));
+    }
+
+    #[test]
+    fn strings_equal_to_the_sentinel_round_trip_as_strings() {
+        let src = br#"{"a": "__ckpt_nonfinite__:Infinity", "b": Infinity, "__ckpt_nonfinite__:NaN": "x\"__ckpt_nonfinite__:NaN", "c": "\u005f_ckpt_nonfinite__:str:y", "d": [], "e": {}}"#;
+        let v = from_slice_nonfinite(src).unwrap();
+        let text = to_string_pretty_nonfinite(&v);
+        let orig: Vec<&str> = vec![
+            r#""a": "__ckpt_nonfinite__:Infinity""#,
+            r#""b": Infinity"#,
+            r#""__ckpt_nonfinite__:NaN": "x\"__ckpt_nonfinite__:NaN""#,
+            r#""c": "__ckpt_nonfinite__:str:y""#,
+            r#""d": []"#,
+            r#""e": {}"#,
+        ];
+        for o in orig {
+            assert!(text.contains(o), "{o} not in {text}");
+        }
+        assert_eq!(from_slice_nonfinite(text.as_bytes()).unwrap(), v);
+        // Plain JSON is written exactly as serde_json's pretty printer does.
+        let plain: Value =
+            serde_json::from_str(r#"{"a":[1,2.5,{"b":null}],"c":"d","e":[],"f":{}}"#).unwrap();
+        assert_eq!(
+            to_string_pretty_nonfinite(&plain),
+            serde_json::to_string_pretty(&plain).unwrap()
+        );
     }
 
     #[test]

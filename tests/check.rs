@@ -471,7 +471,7 @@ fn tensor_rules() {
         "{m}"
     );
 
-    // T006 vocab: padded rows warn, missing rows fail.
+    // T006 vocab: more rows than `vocab_size` (transformers: size mismatch) and missing rows fail.
     let d = tempfile::tempdir().unwrap();
     let p = synth_ckpt(d.path(), 1, |s, _| {
         for t in s
@@ -481,7 +481,7 @@ fn tensor_rules() {
             t.2 = vec![40, 16];
         }
     });
-    expect(&p, 0, "T006-vocab", "warning");
+    expect(&p, 1, "T006-vocab", "error");
     let d = tempfile::tempdir().unwrap();
     let p = synth_ckpt(d.path(), 1, |s, _| {
         s.iter_mut()

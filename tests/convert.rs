@@ -198,6 +198,9 @@ fn existing_destination_is_refused_without_force_and_replaced_with_it() {
     let dst = t.path().join("out");
     std::fs::create_dir(&dst).unwrap();
     std::fs::write(dst.join("keep.txt"), b"old").unwrap();
+    // An earlier output (--force replaces only a checkpoint directory).
+    std::fs::write(dst.join("model.safetensors"), b"old").unwrap();
+    std::fs::write(dst.join("config.json"), b"{}").unwrap();
     let args = |force: bool| {
         let mut v = vec![
             "convert".to_string(),
@@ -404,6 +407,8 @@ fn killed_runs_leave_the_destination_absent_or_complete_and_clean_removes_leftov
         let dst = work.join(format!("force{trial}"));
         std::fs::create_dir(&dst).unwrap();
         std::fs::write(dst.join("old.txt"), b"old").unwrap();
+        std::fs::write(dst.join("model.safetensors"), b"old").unwrap();
+        std::fs::write(dst.join("config.json"), b"{}").unwrap();
         let mut child = Command::new(BIN)
             .args(["convert", s(&src), s(&dst), "--force", "-q"])
             .spawn()
@@ -695,7 +700,7 @@ fn interrupted_in_place_run_is_rolled_back() {
 }
 
 #[test]
-fn in_place_run_recovers_a_leftover_journal_first() {
+fn in_place_run_refuses_a_leftover_journal_and_never_recovers_implicitly() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("yi");
     padded_yi(&src, 256);
@@ -722,9 +727,25 @@ fn in_place_run_recovers_a_leftover_journal_first() {
             .unwrap();
         f.write_all_at(&h.new, 8).unwrap();
     }
+    let before = file_bytes(&src);
+    let o = ckpt(&["convert", s(&src), "--to", "llama", "--in-place"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("convert --recover"), "{}", text(&o));
+    assert_eq!(
+        file_bytes(&src),
+        before,
+        "nothing changed, nothing recovered"
+    );
+    // Every reading command refuses the half-renamed checkpoint the same way.
+    for cmd in ["inspect", "detect", "check"] {
+        let o = ckpt(&[cmd, s(&src)]);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", text(&o));
+        assert!(text(&o).contains("--recover"), "{cmd}: {}", text(&o));
+    }
+    let o = ckpt(&["convert", "--recover", s(&src)]);
+    assert!(o.status.success(), "{}", text(&o));
     let o = ckpt(&["convert", s(&src), "--to", "llama", "--in-place"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("recovered"), "{}", text(&o));
     let now = Checkpoint::open(&src).unwrap();
     assert!(now.get("lm_head.weight").is_some(), "rolled back first");
     same_tensors(&original, &now, &|n| yi_to_llama(n));

@@ -79,13 +79,19 @@ fn indexed(dir: &Path, ip: &Path, listing: &[String], out: &mut Vec<Finding>) {
     let Ok(index) = IndexFile::load(ip) else {
         return;
     };
+    // Hash lookups only: linear in tensors and shards (docs/RELIABILITY.md, complexity bounds).
+    let mut per_file: HashMap<&str, usize> = HashMap::new();
+    for v in index.weight_map.values() {
+        *per_file.entry(v.as_str()).or_insert(0) += 1;
+    }
+    let listed: std::collections::HashSet<&str> = index.files.iter().map(String::as_str).collect();
     let mut shards: Vec<Shard> = Vec::new();
     let mut missing = 0usize;
     for f in &index.files {
         let p = dir.join(f);
         if !p.exists() {
             missing += 1;
-            let n = index.weight_map.values().filter(|v| *v == f).count();
+            let n = per_file.get(f.as_str()).copied().unwrap_or(0);
             out.push(
                 Finding::error(
                     ids::MISSING_SHARD,
@@ -100,7 +106,7 @@ fn indexed(dir: &Path, ip: &Path, listing: &[String], out: &mut Vec<Finding>) {
         }
     }
     for f in listing {
-        if looks_like_shard(f) && !index.files.contains(f) {
+        if looks_like_shard(f) && !listed.contains(f.as_str()) {
             out.push(
                 Finding::error(
                     ids::STRAY_SHARD,
@@ -113,9 +119,11 @@ fn indexed(dir: &Path, ip: &Path, listing: &[String], out: &mut Vec<Finding>) {
     naming(dir, &index.files, out);
     // Tensors as the shard headers hold them.
     let mut holder: HashMap<&str, &str> = HashMap::new();
+    let mut held: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
     let mut dups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for s in &shards {
         for t in &s.header.tensors {
+            held.insert((&t.name, &s.file_name));
             if let Some(prev) = holder.insert(&t.name, &s.file_name) {
                 dups.entry(&t.name)
                     .or_insert_with(|| vec![prev])
@@ -144,11 +152,13 @@ fn indexed(dir: &Path, ip: &Path, listing: &[String], out: &mut Vec<Finding>) {
             .tensor(name),
         );
     }
+    let opened_files: std::collections::HashSet<&str> =
+        shards.iter().map(|s| s.file_name.as_str()).collect();
     for (name, file) in &index.weight_map {
-        let Some(s) = shards.iter().find(|s| &s.file_name == file) else {
+        if !opened_files.contains(file.as_str()) {
             continue; // missing shard: reported above
-        };
-        if !s.header.tensors.iter().any(|t| &t.name == name) {
+        }
+        if !held.contains(&(name.as_str(), file.as_str())) {
             let actual = holder
                 .get(name.as_str())
                 .map(|f| format!("; it is in `{}`", escape(f)))
@@ -188,7 +198,7 @@ fn naming(dir: &Path, files: &[String], out: &mut Vec<Finding>) {
     if files.len() < 2 {
         return;
     }
-    let mut ks = Vec::new();
+    let mut ks = std::collections::HashSet::new();
     for f in files {
         let Some((k, n)) = shard_numbers(f) else {
             out.push(
@@ -200,6 +210,7 @@ fn naming(dir: &Path, files: &[String], out: &mut Vec<Finding>) {
             );
             continue;
         };
+        let dup = !ks.insert(k);
         let msg = if n != files.len() {
             Some(format!(
                 "the name says {n} shards but the index lists {}",
@@ -207,12 +218,11 @@ fn naming(dir: &Path, files: &[String], out: &mut Vec<Finding>) {
             ))
         } else if k == 0 || k > n {
             Some(format!("shard number {k} is outside 1..={n}"))
-        } else if ks.contains(&k) {
+        } else if dup {
             Some(format!("shard number {k} appears twice"))
         } else {
             None
         };
-        ks.push(k);
         if let Some(m) = msg {
             out.push(Finding::warning(ids::SHARD_NAMING, m).file(dir.join(f)));
         }

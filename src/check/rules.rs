@@ -537,11 +537,20 @@ pub fn tensor_set(ck: &Checkpoint, out: &mut Vec<Finding>) -> Result<()> {
         let is_kv = name.contains(".self_attn.k_proj.") || name.contains(".self_attn.v_proj.");
         if is_vocab && t.shape.len() == 2 && t.shape[1] == shape[1] {
             let rows = t.shape[0];
-            let f = if rows > d.vocab {
-                Finding::warning(
+            // transformers builds the table with `vocab_size` rows and refuses a checkpoint whose
+            // rows differ ("size mismatch", checked with transformers 5.23), padding or not.
+            let f = if d.vocab == 0 {
+                Finding::error(
                     ids::VOCAB,
                     format!(
-                        "{rows} rows for `vocab_size` {}: padding rows beyond the vocabulary (harmless if the tokenizer never emits them)",
+                        "{rows} rows but `vocab_size` is 0: transformers builds an empty table and refuses the checkpoint (size mismatch)"
+                    ),
+                )
+            } else if rows > d.vocab {
+                Finding::error(
+                    ids::VOCAB,
+                    format!(
+                        "{rows} rows for `vocab_size` {}: transformers refuses the checkpoint (size mismatch); set `vocab_size` to {rows} (padding rows belong in it)",
                         d.vocab
                     ),
                 )

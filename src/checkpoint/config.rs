@@ -245,19 +245,8 @@ impl ModelConfig {
 /// Read a whole file of at most `limit` bytes, with errors naming it.
 pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
     // O_NONBLOCK: opening a FIFO must not block forever (RELIABILITY.md A33); fstat then rejects it.
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| Error::io(path, "cannot open", e))?;
-    let meta = f
-        .metadata()
-        .map_err(|e| Error::io(path, "cannot stat", e))?;
-    if !meta.is_file() {
-        return Err(Error::new(crate::ErrorKind::MissingInput, "not a regular file").file(path));
-    }
+    let (f, meta) = super::shard::open_regular(path)?;
     if meta.len() > limit {
         return Err(Error::bad_data(format!(
             "file is {} bytes, over the limit of {limit}",

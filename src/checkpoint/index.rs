@@ -49,6 +49,12 @@ impl IndexFile {
 
     /// Parse index bytes.
     pub fn parse(bytes: &[u8]) -> Result<IndexFile> {
+        if bytes.starts_with(b"\xEF\xBB\xBF") {
+            return Err(Error::bad_data(
+                "the index starts with a UTF-8 byte-order mark (BOM), which JSON does not allow",
+            )
+            .hint("save the file as UTF-8 without BOM"));
+        }
         let v: Value = serde_json::from_slice(bytes)
             .map_err(|e| Error::bad_data(format!("not valid JSON: {e}")))?;
         if let Some(k) = crate::json::first_duplicate_key(bytes) {
@@ -90,13 +96,14 @@ impl IndexFile {
         };
         let mut weight_map = BTreeMap::new();
         let mut files: Vec<String> = Vec::new();
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         for (name, file) in wm {
             super::header::validate_name(&name).map_err(Error::bad_data)?;
             let Value::String(file) = file else {
                 return Err(Error::bad_data("`weight_map` values must be file names").tensor(name));
             };
             validate_shard_name(&file).map_err(|m| Error::bad_data(m).tensor(&name))?;
-            if !files.contains(&file) {
+            if seen.insert(file.clone()) {
                 files.push(file.clone());
             }
             weight_map.insert(name, file);

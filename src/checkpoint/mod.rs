@@ -15,6 +15,8 @@ pub mod resolve;
 pub mod shard;
 
 use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 pub use config::{ConfigSource, ModelConfig, RopeScaling};
@@ -109,6 +111,76 @@ pub struct Checkpoint {
     by_name: HashMap<String, usize>,
 }
 
+/// Suffix of the rollback journal of an `--in-place` run (`.<dir>.ckpt-hdr-journal`).
+pub const JOURNAL_SUFFIX: &str = ".ckpt-hdr-journal";
+
+/// The pending `--in-place` journals in `dir` (`.*.ckpt-hdr-journal`), sorted.
+pub fn pending_journals(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let b = n.as_bytes();
+            b.starts_with(b".") && b.ends_with(JOURNAL_SUFFIX.as_bytes())
+        })
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The error every reading command gives for a directory with a pending journal: its files may be
+/// half-renamed, so they are not read.
+pub fn pending_journal_error(dir: &Path, journal: &Path) -> Error {
+    Error::new(
+        ErrorKind::BadData,
+        format!(
+            "an interrupted `--in-place` run left the journal `{}`: the files may be half-renamed, so they are not read",
+            crate::error::escape_path(journal.file_name().map(Path::new).unwrap_or(journal))
+        ),
+    )
+    .file(dir)
+    .hint(format!(
+        "run `ckpt convert --recover {}` to roll the run back (a journal ckpt did not write is refused and reported)",
+        crate::error::escape_path(dir)
+    ))
+}
+
+/// Most names an error message lists before saying how many more there are.
+pub const MAX_LISTED: usize = 20;
+
+/// `a, b, c` for at most `max` names (escaped), then `... and N more`.
+pub fn capped_list(names: &[&str], max: usize) -> String {
+    let shown: Vec<String> = names
+        .iter()
+        .map(|n| crate::error::escape(n))
+        .take(max)
+        .collect();
+    let mut s = shown.join(", ");
+    if names.len() > max {
+        s.push_str(&format!(", ... and {} more", names.len() - max));
+    }
+    s
+}
+
+/// [`capped_list`] for names that are already escaped.
+pub fn capped_list_raw(names: &[&str], max: usize) -> String {
+    let mut s = names
+        .iter()
+        .take(max)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > max {
+        s.push_str(&format!(", ... and {} more", names.len() - max));
+    }
+    s
+}
+
 /// File name of the Hugging Face shard index.
 pub const INDEX_NAME: &str = "model.safetensors.index.json";
 
@@ -146,6 +218,17 @@ impl Checkpoint {
 
     fn open_path(path: &Path, opts: &OpenOptions) -> Result<Checkpoint> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "cannot open", e))?;
+        let holder = if meta.is_dir() {
+            path.to_path_buf()
+        } else {
+            match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            }
+        };
+        if let Some(j) = pending_journals(&holder).first() {
+            return Err(pending_journal_error(&holder, j));
+        }
         if meta.is_dir() {
             return Self::open_dir(path, opts);
         }
@@ -196,23 +279,25 @@ impl Checkpoint {
             ck.other_files = others(&listing, &ck);
             return Ok(ck);
         }
-        let st: Vec<&String> = listing
+        let st: Vec<&OsString> = listing
             .iter()
-            .filter(|f| f.ends_with(".safetensors"))
+            .filter(|f| f.as_bytes().ends_with(b".safetensors"))
             .collect();
-        let (layout, files): (Layout, Vec<String>) = if has("model.safetensors") {
+        let ends = |suffix: &str| {
+            listing
+                .iter()
+                .any(|f| f.as_bytes().ends_with(suffix.as_bytes()))
+        };
+        let (layout, files): (Layout, Vec<OsString>) = if has("model.safetensors") {
             (Layout::Single, vec!["model.safetensors".into()])
         } else if has("consolidated.safetensors") {
             (Layout::Meta, vec!["consolidated.safetensors".into()])
         } else if st.len() == 1 {
-            (Layout::Single, st.iter().map(|s| s.to_string()).collect())
+            (Layout::Single, st.iter().map(|s| (*s).clone()).collect())
         } else if st.is_empty() {
-            let hint = if listing
-                .iter()
-                .any(|f| f.ends_with(".bin") || f.ends_with(".pth") || f.ends_with(".pt"))
-            {
+            let hint = if ends(".bin") || ends(".pth") || ends(".pt") {
                 "this directory holds PyTorch pickle files; ckpt reads safetensors only and never unpickles"
-            } else if listing.iter().any(|f| f.ends_with(".gguf")) {
+            } else if ends(".gguf") {
                 "this directory holds GGUF files: give the `.gguf` file itself"
             } else {
                 "give a directory with model.safetensors or shards and model.safetensors.index.json"
@@ -224,10 +309,7 @@ impl Checkpoint {
             .file(dir)
             .hint(hint));
         } else {
-            (
-                Layout::Unindexed,
-                st.iter().map(|s| s.to_string()).collect(),
-            )
+            (Layout::Unindexed, st.iter().map(|s| (*s).clone()).collect())
         };
         let shards = files
             .iter()
@@ -251,6 +333,30 @@ impl Checkpoint {
         opts: &OpenOptions,
     ) -> Result<Checkpoint> {
         let index = IndexFile::load(index_path)?;
+        let index_name = index_path.file_name().unwrap_or_default();
+        // Every check below is a hash lookup: linear in tensors and shards (docs/RELIABILITY.md,
+        // "Complexity bounds").
+        for f in &index.files {
+            let own = std::ffi::OsStr::new(f) == index_name || f == INDEX_NAME;
+            if own || f == "config.json" || f == "params.json" {
+                let tensor = index
+                    .weight_map
+                    .iter()
+                    .find(|(_, v)| *v == f)
+                    .map(|(k, _)| k.clone())
+                    .unwrap_or_default();
+                return Err(Error::bad_data(format!(
+                    "the index names {} as a shard; shards are .safetensors files",
+                    if own {
+                        "itself".to_string()
+                    } else {
+                        format!("`{f}`")
+                    }
+                ))
+                .file(index_path)
+                .tensor(tensor));
+            }
+        }
         let mut shards = Vec::with_capacity(index.files.len());
         let mut missing = Vec::new();
         for f in &index.files {
@@ -258,18 +364,22 @@ impl Checkpoint {
             if !opts.allow_external_links {
                 index::check_shard_location(dir, &p).map_err(|e| e.file(index_path))?;
             }
-            if !p.exists() {
-                missing.push(f.clone());
+            if std::fs::symlink_metadata(&p).is_err() || !p.exists() {
+                missing.push(f.as_str());
                 continue;
             }
-            shards.push(Shard::open(&p)?);
+            if missing.is_empty() {
+                shards.push(Shard::open(&p)?);
+            }
         }
         if !missing.is_empty() {
             return Err(Error::new(
                 ErrorKind::MissingInput,
                 format!(
-                    "the index lists shards that do not exist: {}",
-                    missing.join(", ")
+                    "the index lists {} shard{} that do not exist: {}",
+                    missing.len(),
+                    if missing.len() == 1 { "" } else { "s" },
+                    capped_list(&missing, MAX_LISTED)
                 ),
             )
             .file(index_path)
@@ -277,34 +387,46 @@ impl Checkpoint {
         }
         // Shards on disk that the index does not list.
         if let Ok(listing) = list_dir(dir) {
-            let stray: Vec<&String> = listing
+            let listed: std::collections::HashSet<&str> =
+                index.files.iter().map(String::as_str).collect();
+            let stray: Vec<String> = listing
                 .iter()
-                .filter(|f| index::looks_like_shard(f) && !index.files.contains(f))
+                .map(|f| f.to_string_lossy().into_owned())
+                .filter(|f| index::looks_like_shard(f) && !listed.contains(f.as_str()))
                 .collect();
             if !stray.is_empty() {
+                let names: Vec<&str> = stray.iter().map(String::as_str).collect();
                 return Err(Error::bad_data(format!(
                     "shard files on disk that the index does not list: {}",
-                    stray
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    capped_list(&names, MAX_LISTED)
                 ))
                 .file(index_path)
                 .hint("remove stale shards from an earlier save, or regenerate the index"));
             }
         }
         let mut warnings = Vec::new();
-        let ck_tensors: usize = shards.iter().map(|s| s.header.tensors.len()).sum();
         // Index <-> shard agreement, both ways.
+        let shard_of_file: HashMap<&str, usize> = shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.file_name.as_str(), i))
+            .collect();
+        let mut shard_of_tensor: HashMap<&str, usize> = HashMap::new();
+        let mut held: std::collections::HashSet<(&str, usize)> = std::collections::HashSet::new();
+        for (i, s) in shards.iter().enumerate() {
+            for t in &s.header.tensors {
+                shard_of_tensor.entry(t.name.as_str()).or_insert(i);
+                held.insert((t.name.as_str(), i));
+            }
+        }
         for (name, file) in &index.weight_map {
-            let Some(s) = shards.iter().find(|s| &s.file_name == file) else {
+            let Some(&si) = shard_of_file.get(file.as_str()) else {
                 continue;
             };
-            if !s.header.tensors.iter().any(|t| &t.name == name) {
-                let actual = shards
-                    .iter()
-                    .find(|s| s.header.tensors.iter().any(|t| &t.name == name))
+            if !held.contains(&(name.as_str(), si)) {
+                let actual = shard_of_tensor
+                    .get(name.as_str())
+                    .and_then(|&i| shards.get(i))
                     .map(|s| format!("; it is in `{}`", s.file_name))
                     .unwrap_or_default();
                 return Err(Error::bad_data(format!(
@@ -314,17 +436,15 @@ impl Checkpoint {
                 .tensor(name));
             }
         }
-        if ck_tensors != index.weight_map.len() {
-            for s in &shards {
-                for t in &s.header.tensors {
-                    if !index.weight_map.contains_key(&t.name) {
-                        return Err(Error::bad_data(format!(
-                            "the tensor is in `{}` but the index does not list it",
-                            s.file_name
-                        ))
-                        .file(index_path)
-                        .tensor(&t.name));
-                    }
+        for s in &shards {
+            for t in &s.header.tensors {
+                if !index.weight_map.contains_key(&t.name) {
+                    return Err(Error::bad_data(format!(
+                        "the tensor is in `{}` but the index does not list it",
+                        s.file_name
+                    ))
+                    .file(index_path)
+                    .tensor(&t.name));
                 }
             }
         }
@@ -464,14 +584,16 @@ pub fn layer_index(name: &str) -> Option<usize> {
     })
 }
 
-fn list_dir(dir: &Path) -> Result<Vec<String>> {
+/// The entries of a directory, names exactly as stored (any bytes), sorted, without the
+/// temporaries of ckpt runs.
+fn list_dir(dir: &Path) -> Result<Vec<OsString>> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, "cannot list directory", e))?;
     let mut out = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| Error::io(dir, "cannot list directory", e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        // Temporary files of an interrupted ckpt run are never part of a checkpoint.
-        if name.contains(".ckpt-tmp-") || name.contains(".ckpt-old-") {
+        let name = entry.file_name();
+        // Temporaries of an interrupted ckpt run are never part of a checkpoint.
+        if is_ckpt_temporary(&name) {
             continue;
         }
         out.push(name);
@@ -480,16 +602,26 @@ fn list_dir(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn others(listing: &[String], ck: &Checkpoint) -> Vec<String> {
+/// Whether a directory entry is a temporary of a ckpt run (`*.ckpt-tmp-*`, `*.ckpt-old-*`).
+pub fn is_ckpt_temporary(name: &std::ffi::OsStr) -> bool {
+    let b = name.as_bytes();
+    let has = |pat: &[u8]| b.windows(pat.len()).any(|w| w == pat);
+    has(b".ckpt-tmp-") || has(b".ckpt-old-")
+}
+
+fn others(listing: &[OsString], ck: &Checkpoint) -> Vec<String> {
     listing
         .iter()
         .filter(|f| {
-            f.as_str() != INDEX_NAME
-                && !ck.shards.iter().any(|s| &s.file_name == *f)
-                && f.as_str() != "config.json"
-                && f.as_str() != "params.json"
+            f.as_os_str() != INDEX_NAME
+                && !ck
+                    .shards
+                    .iter()
+                    .any(|s| s.path.file_name() == Some(f.as_os_str()))
+                && f.as_os_str() != "config.json"
+                && f.as_os_str() != "params.json"
         })
-        .cloned()
+        .map(|f| f.to_string_lossy().into_owned())
         .collect()
 }
 

@@ -40,21 +40,7 @@ impl Shard {
     /// Open and validate `path`. Only the header bytes are read.
     pub fn open(path: &Path) -> Result<Shard> {
         // O_NONBLOCK: opening a FIFO must not block forever; fstat then rejects it.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| Error::io(path, "cannot open", e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io(path, "cannot stat", e))?;
-        if !meta.is_file() {
-            return Err(Error::new(
-                ErrorKind::MissingInput,
-                format!("not a regular file ({})", file_type_name(&meta)),
-            )
-            .file(path));
-        }
+        let (file, meta) = open_regular(path)?;
         let size = meta.len();
         let header = read_header(&file, size).map_err(|e| {
             let e = e.file(path);
@@ -138,6 +124,39 @@ impl Shard {
     pub fn file(&self) -> &File {
         &self._file
     }
+}
+
+/// Open an input read-only without blocking (`O_NONBLOCK`: a FIFO must not hang the open) and
+/// check it is a regular file. A FIFO, socket, device or directory is refused with its type named
+/// (a socket otherwise fails the open with a confusing "No such device or address").
+pub fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata)> {
+    let not_regular = |meta: &std::fs::Metadata| {
+        Error::new(
+            ErrorKind::MissingInput,
+            format!("not a regular file ({})", file_type_name(meta)),
+        )
+        .file(path)
+    };
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            return Err(match std::fs::metadata(path) {
+                Ok(m) if !m.is_file() => not_regular(&m),
+                _ => Error::io(path, "cannot open", e),
+            });
+        }
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(path, "cannot stat", e))?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    Ok((file, meta))
 }
 
 impl Shard {

@@ -59,7 +59,8 @@ pub struct Args {
     pub mapping: MappingArgs,
     #[command(flatten)]
     pub common: Common,
-    /// Roll back an interrupted --in-place run in DIR (restores the old headers) and exit.
+    /// Roll back an interrupted --in-place run in DIR (restores the old headers) and exit. Only a
+    /// journal ckpt wrote for these very files is applied; any other is reported and left alone.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["src", "clean"])]
     pub recover: Option<PathBuf>,
     /// Remove leftovers of killed runs (`.*.ckpt-tmp-*`, `.*.ckpt-old-*`) in DIR and exit.
@@ -95,7 +96,8 @@ pub struct Common {
     /// Largest amount of tensor data per shard file (5GB, 500MB, 2GiB, 1e9).
     #[arg(long, value_name = "SIZE", default_value = "5GB")]
     pub max_shard_size: String,
-    /// Replace DST if it exists (the old copy is deleted only after the new one is in place).
+    /// Replace DST if it exists and is a checkpoint directory (safetensors with a config or index)
+    /// or empty; the old copy is deleted only after the new one is in place.
     #[arg(long)]
     pub force: bool,
     /// Print the plan (tensors, files, config changes) and write nothing.
@@ -114,7 +116,8 @@ pub struct Common {
     /// be read without the --rename rules). Refused with --in-place (no separate output).
     #[arg(long)]
     pub verify: bool,
-    /// Pure renames only: rewrite the headers of SRC in place (when they fit), under a journal.
+    /// Pure renames only: rewrite the headers of SRC in place (when they fit), under a journal, with
+    /// the directory locked. A pending journal from an interrupted run is refused (see --recover).
     #[arg(long)]
     pub in_place: bool,
     /// Allow a lossy conversion: one whose target cannot express part of the source's computation
@@ -551,6 +554,16 @@ fn convert(
     for w in &s.warnings {
         eprintln!("warning: {w}");
     }
+    // Never dropped without a word, even with --quiet.
+    if !s.skipped_files.is_empty() {
+        let names: Vec<&str> = s.skipped_files.iter().map(String::as_str).collect();
+        eprintln!(
+            "warning: {} source entr{} not copied: {}",
+            names.len(),
+            if names.len() == 1 { "y" } else { "ies" },
+            ckpt::checkpoint::capped_list_raw(&names, ckpt::checkpoint::MAX_LISTED)
+        );
+    }
     if c.quiet {
         return Ok(EXIT_OK);
     }
@@ -580,7 +593,7 @@ fn convert(
         } else {
             "s"
         },
-        s.dst.display(),
+        ckpt::error::escape_path(&s.dst),
         secs,
         human_bytes((s.total_bytes as f64 / secs) as u64),
         if s.verified_bytes {
@@ -628,11 +641,7 @@ fn in_place(
             _ => PathBuf::from("."),
         }
     };
-    if !c.dry_run {
-        for l in inplace::recover(&dir)? {
-            eprintln!("recovered: {l}");
-        }
-    }
+    // Never recovers implicitly: a pending journal makes the open fail with the `--recover` hint.
     let ck = super::args::open(src, &c.open, c.quiet)?;
     let rules = super::args::parse_renames(renames)?;
     super::args::require_matches(&[&ck], &rules, c.dry_run)?;

@@ -2,7 +2,7 @@
 //! top-K next tokens of each sequence's last position, or write every logit to a safetensors file.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ckpt::checkpoint::header::{Dtype, serialize_header};
 use ckpt::detect::open_view;
@@ -10,6 +10,7 @@ use ckpt::kernels::{self, Isa};
 use ckpt::mapping::{Registry, RenameRule};
 use ckpt::reference::{self, Logits};
 use ckpt::report::esc;
+use ckpt::write::guard::{self, OutputKind};
 use ckpt::{Error, Result};
 
 use super::args::{MappingArgs, OpenArgs, Unit, exit_codes, progress};
@@ -34,6 +35,9 @@ pub struct Args {
     /// safetensors file instead of printing the top tokens.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Replace the `--out` file if it exists (only a regular file that is not an input).
+    #[arg(long)]
+    pub force: bool,
     /// How many of the highest logits to show per sequence.
     #[arg(long, value_name = "K", default_value_t = 5)]
     pub top: usize,
@@ -101,12 +105,33 @@ pub fn run(a: Args) -> CmdResult {
     let req = resolve(&a)?;
     let ck = super::args::open(&a.path, &a.open, a.quiet)?;
     super::args::require_matches(&[&ck], &req.renames, false)?;
+    // The output-path guard runs before any work: never an input, a special file or an existing
+    // file without --force.
+    let dest = a
+        .out
+        .as_deref()
+        .map(|p| guard::check_output(p, OutputKind::File, &guard::Inputs::of(&ck), a.force))
+        .transpose()?;
     let (view, family) = open_view(&ck, &req.registry, req.family.as_deref(), &req.renames)?;
+    let seq = req.batch.iter().map(Vec::len).max().unwrap_or(0);
+    if let Some(max) = view.config.as_ref().and_then(|c| c.max_position_embeddings)
+        && seq > max
+    {
+        eprintln!(
+            "warning: {seq} token ids but the model has `max_position_embeddings` {max}: positions beyond it were never trained (and cost time quadratic in the length)"
+        );
+    }
+    // A refusal from the config (e.g. a sliding window shorter than the input) names the config.
+    let config_file = view.config.as_ref().map(|c| c.path.clone());
     let bar = progress(a.quiet, Unit::Steps);
     bar.set_message("forward pass");
     let logits = reference::forward_with_progress(&view, &req.batch, req.isa, &|done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
+    })
+    .map_err(|e| match &config_file {
+        Some(p) if e.path().is_none() => e.file(p),
+        _ => e,
     })?;
     bar.finish_and_clear();
     let nonfinite = logits.data.iter().filter(|x| !x.is_finite()).count();
@@ -122,8 +147,8 @@ pub fn run(a: Args) -> CmdResult {
     } else {
         EXIT_OK
     };
-    if let Some(path) = &a.out {
-        write_logits(path, &req.batch, &logits)?;
+    if let Some(d) = &dest {
+        write_logits(d, &req.batch, &logits)?;
     }
     if a.json {
         let mut v = to_json(&a, &ck.path.display().to_string(), &req, &family, &logits);
@@ -137,7 +162,7 @@ pub fn run(a: Args) -> CmdResult {
             logits.batch,
             logits.seq,
             logits.vocab,
-            path.display()
+            ckpt::error::escape_path(path)
         ));
         return Ok(code);
     }
@@ -193,7 +218,8 @@ fn to_json(a: &Args, path: &str, req: &Request, family: &str, l: &Logits) -> ser
 
 /// Write `input_ids` and `logits` as safetensors: into a temporary file in the same directory,
 /// synced, then renamed over `path`, so a failure never leaves a partial file under that name.
-fn write_logits(path: &Path, batch: &[Vec<u32>], l: &Logits) -> Result<()> {
+fn write_logits(d: &guard::Output, batch: &[Vec<u32>], l: &Logits) -> Result<()> {
+    let path = d.given.as_path();
     let ids_bytes = l.batch * l.seq * 8;
     let logit_bytes = l.data.len() * 4;
     let header = serialize_header(
@@ -215,15 +241,19 @@ fn write_logits(path: &Path, batch: &[Vec<u32>], l: &Logits) -> Result<()> {
             ),
         ],
     )?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = d.parent.as_path();
     let tmp = tempfile::Builder::new()
         .prefix(".ckpt-logits-")
         .suffix(".tmp")
         .tempfile_in(dir)
-        .map_err(|e| Error::io_write(dir, "cannot create a temporary file", e))?;
+        .map_err(|e| {
+            // tempfile appends the temporary name to its errors; show only the OS error.
+            let os = e.raw_os_error().map_or_else(
+                || std::io::Error::from(e.kind()),
+                std::io::Error::from_raw_os_error,
+            );
+            Error::io_write(path, "cannot create a temporary file next to it", os)
+        })?;
     let write_err = |e| Error::io_write(path, "cannot write", e);
     {
         let mut w = std::io::BufWriter::new(tmp.as_file());
@@ -238,7 +268,27 @@ fn write_logits(path: &Path, batch: &[Vec<u32>], l: &Logits) -> Result<()> {
         w.flush().map_err(write_err)?;
     }
     tmp.as_file().sync_all().map_err(write_err)?;
-    tmp.persist(path)
-        .map_err(|e| Error::io_write(path, "cannot rename into place", e.error))?;
+    // Re-check just before the rename: only a regular file may be replaced, and only with --force
+    // (then it was checked to be no input); otherwise the rename refuses to replace anything.
+    let now = std::fs::symlink_metadata(&d.path).ok();
+    if let Some(m) = &now
+        && (!d.exists || !m.file_type().is_file())
+    {
+        return Err(Error::new(
+            ckpt::ErrorKind::CannotCreate,
+            format!(
+                "the destination appeared while writing ({}); nothing was changed",
+                guard::type_name(m)
+            ),
+        )
+        .file(path));
+    }
+    let res = if now.is_some() {
+        tmp.persist(&d.path).map(|_| ())
+    } else {
+        tmp.persist_noclobber(&d.path).map(|_| ())
+    };
+    res.map_err(|e| Error::io_write(path, "cannot rename into place", e.error))?;
+    let _ = ckpt::write::fsio::sync_dir(&d.parent);
     Ok(())
 }

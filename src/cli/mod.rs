@@ -110,6 +110,7 @@ pub type CmdResult = Result<u8, Error>;
 
 /// Parse arguments, run the command, render errors, return the exit code.
 pub fn main() -> ExitCode {
+    ckpt::write::fsio::raise_fd_limit();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -53,22 +53,43 @@ fn set(map: &mut Map<String, Value>, key: &str, v: Value) {
     }
 }
 
-/// Rename keys in place, keeping their position.
+/// Rename keys in place, keeping their position. A key renamed onto a key the config already has
+/// (or two keys landing on one name) is an error unless both values are equal: one value would
+/// otherwise be dropped without a word.
 fn rename_keys(
     map: Map<String, Value>,
     pairs: &[(String, String)],
     forward: bool,
-) -> Map<String, Value> {
+    cfg: &ModelConfig,
+) -> Result<Map<String, Value>> {
     let mut out = Map::with_capacity(map.len());
+    let mut origin: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     for (k, v) in map {
         let new = pairs
             .iter()
             .find(|(a, b)| if forward { a == &k } else { b == &k })
             .map(|(a, b)| if forward { b.clone() } else { a.clone() })
-            .unwrap_or(k);
+            .unwrap_or_else(|| k.clone());
+        if let Some(prev) = out.get(&new) {
+            if *prev != v {
+                let first = origin.get(&new).cloned().unwrap_or_else(|| new.clone());
+                return Err(Error::bad_data(format!(
+                    "config keys `{}` and `{}` both become `{}` with different values ({} and {}); refusing to drop one",
+                    crate::error::escape(&first),
+                    crate::error::escape(&k),
+                    crate::error::escape(&new),
+                    crate::error::escape(&prev.to_string()),
+                    crate::error::escape(&v.to_string()),
+                ))
+                .file(&cfg.path)
+                .hint("remove one of the two keys from the config"));
+            }
+            continue;
+        }
+        origin.insert(new.clone(), k);
         out.insert(new, v);
     }
-    out
+    Ok(out)
 }
 
 fn reparse(
@@ -76,9 +97,9 @@ fn reparse(
     source: ConfigSource,
     like: &ModelConfig,
 ) -> Result<ModelConfig> {
-    let bytes = serde_json::to_vec(&Value::Object(map))
-        .map_err(|e| Error::internal(format!("cannot serialise the config: {e}")))?;
-    let mut c = ModelConfig::parse(&bytes, source).map_err(|e| e.file(&like.path))?;
+    // Through the same writer and reader as the file itself, so sentinels round-trip exactly.
+    let text = crate::json::to_string_pretty_nonfinite(&Value::Object(map));
+    let mut c = ModelConfig::parse(text.as_bytes(), source).map_err(|e| e.file(&like.path))?;
     c.path = like.path.clone();
     Ok(c)
 }
@@ -89,7 +110,7 @@ pub fn renamed(cfg: &ModelConfig, family: &Family) -> Result<ModelConfig> {
     if family.config.rename.is_empty() || cfg.source == Some(ConfigSource::ParamsJson) {
         return Ok(cfg.clone());
     }
-    let raw = rename_keys(cfg.raw.clone(), &family.config.rename, true);
+    let raw = rename_keys(cfg.raw.clone(), &family.config.rename, true, cfg)?;
     reparse(raw, ConfigSource::ConfigJson, cfg)
 }
 
@@ -105,7 +126,7 @@ pub fn to_llama(cfg: &ModelConfig, family: &Family, facts: &TensorFacts) -> Resu
         );
         map.insert("model_type".into(), Value::from("llama"));
     }
-    let raw = rename_keys(cfg.raw.clone(), &family.config.rename, true);
+    let raw = rename_keys(cfg.raw.clone(), &family.config.rename, true, cfg)?;
     for (k, v) in raw {
         if family.config.drop.iter().any(|d| d == &k) || REMOTE_CODE_KEYS.contains(&k.as_str()) {
             continue;
@@ -206,7 +227,7 @@ pub fn from_llama(cfg: &ModelConfig, family: &Family) -> Result<ModelConfig> {
         }
         return reparse(map, ConfigSource::ParamsJson, cfg);
     }
-    let mut map = rename_keys(cfg.raw.clone(), &family.config.rename, false);
+    let mut map = rename_keys(cfg.raw.clone(), &family.config.rename, false, cfg)?;
     if let Some(mt) = &family.config.model_type {
         set(&mut map, "model_type", Value::from(mt.clone()));
     }

@@ -134,6 +134,11 @@ impl Pattern {
         })
     }
 
+    /// The anchored regex the template compiles to.
+    pub(crate) fn regex_str(&self) -> &str {
+        self.re.as_str()
+    }
+
     /// The template as written.
     pub fn text(&self) -> &str {
         &self.text

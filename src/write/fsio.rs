@@ -366,10 +366,21 @@ pub fn random_suffix() -> String {
     format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
 }
 
-/// True for an error that means "no space" (ENOSPC, EDQUOT, EFBIG).
+/// True for an error that means "no space" (ENOSPC). A quota (EDQUOT) and a file too large
+/// (EFBIG) are reported by their own names.
 pub fn is_no_space(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG)
-    )
+    matches!(e.raw_os_error(), Some(libc::ENOSPC))
+}
+
+/// Raise the soft limit on open files to the hard limit (a sharded checkpoint keeps one descriptor
+/// per shard open while writing). Best effort: errors are ignored.
+pub fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit write/read the struct we own.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
 }

@@ -14,6 +14,7 @@
 //! conversion is only renames and the new headers fit.
 
 pub mod fsio;
+pub mod guard;
 pub mod inplace;
 pub mod plan;
 pub mod value;
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::config::ConfigSource;
 use crate::checkpoint::{Checkpoint, INDEX_NAME};
-use crate::error::{Error, ErrorKind, Result, escape};
+use crate::error::{Error, ErrorKind, Result, escape_path};
 use crate::mapping::view::{Segment, View};
 use crate::report::human_bytes;
 
@@ -132,103 +133,48 @@ pub struct Destination {
     pub given: PathBuf,
     /// Canonical parent directory.
     pub parent: PathBuf,
-    /// Final component.
-    pub name: String,
+    /// Final component, exactly as given (any bytes).
+    pub name: std::ffi::OsString,
     /// `parent/name`.
     pub path: PathBuf,
     /// Whether something exists there now.
     pub exists: bool,
 }
 
-/// Check that `dst` can receive the output of a conversion of `ck` (RELIABILITY.md A39, A40, B.3):
-/// not a symlink, not equal to / inside the source, not containing the source when it would be
-/// replaced, holding no input shard, and not existing unless `force`.
+/// Check that `dst` can receive the output of a conversion of `ck` (RELIABILITY.md A39, A40, B.3)
+/// through the output-path guard ([`guard::check_output`]): not a symlink, not equal to / inside
+/// the source, not containing the source when it would be replaced, holding no input shard, not
+/// existing unless `force`, and with `force` only a directory that is a checkpoint
+/// ([`guard::replaceable_dir`]).
 pub fn check_destination(ck: &Checkpoint, dst: &Path, force: bool) -> Result<Destination> {
-    let cannot = |msg: String| Error::new(ErrorKind::CannotCreate, msg).file(dst);
-    let name = dst
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .filter(|n| n != "." && n != "..")
-        .ok_or_else(|| cannot("the destination must end in a directory name".into()))?;
-    let parent_given = match dst.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let parent = std::fs::canonicalize(&parent_given).map_err(|e| {
-        Error::io_write(
-            &parent_given,
-            "the destination's parent directory is not usable",
-            e,
-        )
-        .file(dst)
-    })?;
-    if !parent.is_dir() {
-        return Err(cannot(format!(
-            "`{}` is not a directory",
-            parent_given.display()
-        )));
-    }
-    let path = parent.join(&name);
-    let meta = std::fs::symlink_metadata(&path).ok();
-    if let Some(m) = &meta {
-        if m.file_type().is_symlink() {
-            let target = std::fs::read_link(&path)
-                .map(|t| t.display().to_string())
-                .unwrap_or_default();
-            return Err(cannot(format!(
-                "the destination is a symlink (to `{}`); refusing to write through it",
-                escape(&target)
-            ))
-            .hint("remove the link or choose another destination"));
+    let inputs = guard::Inputs::of(ck);
+    let out = guard::check_output(dst, guard::OutputKind::Dir, &inputs, force)?;
+    let path = out.path;
+    if out.exists {
+        if let Some(hit) = find_alias(&path, &inputs.ids, 0) {
+            return Err(Error::new(
+                ErrorKind::CannotCreate,
+                format!(
+                    "`{}` in the destination is the same file as an input; replacing the destination would delete it",
+                    escape_path(&hit)
+                ),
+            )
+            .file(dst));
         }
-        if !force {
-            return Err(cannot("the destination already exists".into())
-                .hint("pass --force to replace it (the old copy is removed only after the new one is complete)"));
-        }
-        if !m.is_dir() {
-            return Err(cannot(
-                "the destination exists and is not a directory; refusing to replace it".into(),
-            ));
-        }
-    }
-    // Every place input data lives: the source directory and each shard's real location.
-    let mut roots = vec![std::fs::canonicalize(&ck.dir).unwrap_or_else(|_| ck.dir.clone())];
-    for s in &ck.shards {
-        if let Ok(real) = std::fs::canonicalize(&s.path)
-            && let Some(p) = real.parent()
-        {
-            roots.push(p.to_path_buf());
-        }
-    }
-    for root in &roots {
-        if path == *root || path.starts_with(root) {
-            return Err(cannot(format!(
-                "the destination is inside the source directory `{}`",
-                root.display()
-            ))
-            .hint("write the converted checkpoint next to the source, not into it"));
-        }
-        if meta.is_some() && root.starts_with(&path) {
-            return Err(cannot(format!(
-                "the destination contains the source `{}`; replacing it would delete the source",
-                root.display()
-            )));
-        }
-    }
-    if meta.is_some() {
-        let inputs: Vec<(u64, u64)> = ck.shards.iter().map(|s| s.dev_ino).collect();
-        if let Some(hit) = find_alias(&path, &inputs, 0) {
-            return Err(cannot(format!(
-                "`{}` in the destination is the same file as an input shard; replacing the destination would delete it",
-                hit.display()
-            )));
+        if let Err(why) = guard::replaceable_dir(&path) {
+            return Err(Error::new(
+                ErrorKind::CannotCreate,
+                format!("--force replaces only a checkpoint directory, and this one is not: {why}"),
+            )
+            .file(dst)
+            .hint("choose another destination, or empty the directory first"));
         }
     }
     Ok(Destination {
         given: dst.to_path_buf(),
-        parent,
-        name,
-        exists: meta.is_some(),
+        parent: out.parent,
+        name: out.name,
+        exists: out.exists,
         path,
     })
 }
@@ -250,12 +196,22 @@ fn find_alias(dir: &Path, inputs: &[(u64, u64)], depth: usize) -> Option<PathBuf
     None
 }
 
-/// A file of the source directory to copy into the output.
+/// Deepest level of auxiliary directories copied from a source directory.
+pub const MAX_AUX_DEPTH: usize = 8;
+/// Most bytes of auxiliary files copied (tokenizers, READMEs, ...); files beyond are skipped.
+pub const MAX_AUX_BYTES: u64 = 16 << 30;
+/// Most auxiliary files and directories copied; entries beyond are skipped.
+pub const MAX_AUX_ENTRIES: usize = 10_000;
+
+/// A file of the source directory to copy into the output: where it is read from (a regular file
+/// inside the source directory, reached through at most a link that stays inside it) and the
+/// identity it had when selected, re-checked when it is opened.
 #[derive(Debug, Clone)]
 struct Copy {
     rel: PathBuf,
     src: PathBuf,
     size: u64,
+    dev_ino: (u64, u64),
 }
 
 struct OtherFiles {
@@ -265,63 +221,160 @@ struct OtherFiles {
     skipped: Vec<String>,
 }
 
-fn other_files(ck: &Checkpoint, drop_py: bool, config_name: Option<&str>) -> Result<OtherFiles> {
+/// Select the auxiliary files to copy: every entry of the source directory that is not a shard,
+/// the index or a config file, walked without following links that leave the directory or point
+/// at directories, with a depth, entry and byte budget; what is not copied is listed with why.
+fn other_files(
+    ck: &Checkpoint,
+    drop_py: bool,
+    config_name: Option<&str>,
+    cancel: Option<&AtomicBool>,
+) -> Result<OtherFiles> {
     let mut o = OtherFiles {
         copies: Vec::new(),
         dirs: Vec::new(),
         dropped: Vec::new(),
         skipped: Vec::new(),
     };
-    for name in &ck.other_files {
-        collect(ck, Path::new(name), drop_py, config_name, &mut o, 0)?;
+    // Only a checkpoint given as a directory brings its other files along.
+    if !ck.path.is_dir() {
+        return Ok(o);
     }
+    let root = std::fs::canonicalize(&ck.dir).map_err(|e| Error::io(&ck.dir, "cannot open", e))?;
+    let mut walk = AuxWalk {
+        root,
+        visited: Vec::new(),
+        bytes: 0,
+        entries: 0,
+        cancel,
+    };
+    let excluded = |name: &std::ffi::OsStr| {
+        name == INDEX_NAME
+            || name == "config.json"
+            || name == "params.json"
+            || Some(name) == config_name.map(std::ffi::OsStr::new)
+            || ck.shards.iter().any(|s| {
+                s.path.file_name() == Some(name) && s.path.parent().is_some_and(|p| p == ck.dir)
+            })
+    };
+    walk.dir(&ck.dir, Path::new(""), 0, &excluded, drop_py, &mut o)?;
     Ok(o)
 }
 
-fn collect(
-    ck: &Checkpoint,
-    rel: &Path,
-    drop_py: bool,
-    config_name: Option<&str>,
-    o: &mut OtherFiles,
-    depth: usize,
-) -> Result<()> {
-    let src = ck.dir.join(rel);
-    let shown = rel.display().to_string();
-    if depth > MAX_DEPTH {
-        o.skipped.push(shown);
-        return Ok(());
-    }
-    if Some(shown.as_str()) == config_name || shown == INDEX_NAME {
-        return Ok(());
-    }
-    let m = std::fs::metadata(&src).map_err(|e| Error::io(&src, "cannot read", e))?;
-    if m.is_dir() {
-        o.dirs.push(rel.to_path_buf());
-        let rd = std::fs::read_dir(&src).map_err(|e| Error::io(&src, "cannot list", e))?;
-        let mut names: Vec<String> = rd
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.contains(".ckpt-tmp-") && !n.contains(".ckpt-old-"))
-            .collect();
+struct AuxWalk<'a> {
+    root: PathBuf,
+    visited: Vec<(u64, u64)>,
+    bytes: u64,
+    entries: usize,
+    cancel: Option<&'a AtomicBool>,
+}
+
+impl AuxWalk<'_> {
+    fn dir(
+        &mut self,
+        dir: &Path,
+        rel: &Path,
+        depth: usize,
+        excluded: &dyn Fn(&std::ffi::OsStr) -> bool,
+        drop_py: bool,
+        o: &mut OtherFiles,
+    ) -> Result<()> {
+        let dm = std::fs::symlink_metadata(dir).map_err(|e| Error::io(dir, "cannot read", e))?;
+        if self.visited.contains(&(dm.dev(), dm.ino())) {
+            o.skipped
+                .push(format!("{} (a directory loop)", escape_path(rel)));
+            return Ok(());
+        }
+        self.visited.push((dm.dev(), dm.ino()));
+        let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, "cannot list", e))?;
+        let mut names: Vec<std::ffi::OsString> = rd.flatten().map(|e| e.file_name()).collect();
         names.sort();
-        for n in names {
-            collect(ck, &rel.join(n), drop_py, None, o, depth + 1)?;
+        for name in names {
+            if self
+                .cancel
+                .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                return Err(Error::new(
+                    ErrorKind::Interrupted,
+                    "interrupted; nothing was written",
+                ));
+            }
+            if depth == 0 && excluded(&name) {
+                continue;
+            }
+            let r = rel.join(&name);
+            let shown = escape_path(&r);
+            let skip = |o: &mut OtherFiles, why: &str| o.skipped.push(format!("{shown} ({why})"));
+            if crate::checkpoint::is_ckpt_temporary(&name)
+                || name
+                    .as_encoded_bytes()
+                    .ends_with(crate::checkpoint::JOURNAL_SUFFIX.as_bytes())
+            {
+                skip(o, "a temporary of a ckpt run");
+                continue;
+            }
+            let p = dir.join(&name);
+            let Ok(lm) = std::fs::symlink_metadata(&p) else {
+                skip(o, "vanished while listing");
+                continue;
+            };
+            if self.entries >= MAX_AUX_ENTRIES {
+                skip(o, "over the budget of 10,000 auxiliary entries");
+                continue;
+            }
+            // Resolve a link: it must stay inside the source directory and name a regular file.
+            let (src, m) = if lm.file_type().is_symlink() {
+                let Ok(target) = std::fs::canonicalize(&p) else {
+                    skip(o, "a dangling or looping link");
+                    continue;
+                };
+                if !target.starts_with(&self.root) {
+                    skip(o, "a link that leaves the source directory");
+                    continue;
+                }
+                let Ok(tm) = std::fs::metadata(&target) else {
+                    skip(o, "a dangling link");
+                    continue;
+                };
+                if tm.is_dir() {
+                    skip(o, "a link to a directory");
+                    continue;
+                }
+                (target, tm)
+            } else {
+                (p.clone(), lm)
+            };
+            if m.is_dir() {
+                if depth + 1 > MAX_AUX_DEPTH {
+                    skip(o, "deeper than 8 levels");
+                    continue;
+                }
+                self.entries += 1;
+                o.dirs.push(r.clone());
+                self.dir(&src, &r, depth + 1, excluded, drop_py, o)?;
+            } else if m.is_file() {
+                if drop_py && name.as_encoded_bytes().ends_with(b".py") {
+                    o.dropped.push(shown);
+                    continue;
+                }
+                if self.bytes.saturating_add(m.len()) > MAX_AUX_BYTES {
+                    skip(o, "over the 16 GiB budget for auxiliary files");
+                    continue;
+                }
+                self.bytes = self.bytes.saturating_add(m.len());
+                self.entries += 1;
+                o.copies.push(Copy {
+                    rel: r,
+                    src,
+                    size: m.len(),
+                    dev_ino: (m.dev(), m.ino()),
+                });
+            } else {
+                skip(o, guard::type_name(&m));
+            }
         }
-    } else if m.is_file() {
-        if drop_py && shown.ends_with(".py") {
-            o.dropped.push(shown);
-        } else {
-            o.copies.push(Copy {
-                rel: rel.to_path_buf(),
-                src,
-                size: m.len(),
-            });
-        }
-    } else {
-        o.skipped.push(shown);
+        Ok(())
     }
-    Ok(())
 }
 
 /// The config file to write for a view and its text: `params.json` when the view's config is the
@@ -393,12 +446,50 @@ pub fn clean(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Write `view` as a checkpoint directory at `dst`. See the module documentation for the protocol.
 pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteSummary> {
+    let mut staged: Option<PathBuf> = None;
+    let r = write_view_staged(view, dst, opts, &mut staged);
+    // The staging directory is removed when the attempt fails (its guard drops). If that removal
+    // failed too (e.g. EMFILE: the failure was running out of descriptors), try again now that the
+    // attempt's own files are closed, and name the directory if it still cannot go.
+    if let (Err(e), Some(sp)) = (&r, &staged)
+        && std::fs::symlink_metadata(sp).is_ok()
+        && e.kind() != ErrorKind::CannotCreate
+        && std::fs::remove_dir_all(sp).is_err()
+        && std::fs::symlink_metadata(sp).is_ok()
+    {
+        let parent = sp.parent().unwrap_or(Path::new("."));
+        return Err(r.err().map_or_else(
+            || Error::internal("lost error"),
+            |e| {
+                e.hint(format!(
+                    "the staging directory `{}` could not be removed; `ckpt convert --clean {}` removes it",
+                    escape_path(sp),
+                    escape_path(parent)
+                ))
+            },
+        ));
+    }
+    r
+}
+
+fn write_view_staged(
+    view: &View,
+    dst: &Path,
+    opts: &WriteOptions,
+    staged: &mut Option<PathBuf>,
+) -> Result<WriteSummary> {
     let start = Instant::now();
     let ck = view.ckpt;
     let d = check_destination(ck, dst, opts.force)?;
     let plan = plan::plan(view, opts.max_shard_size)?;
     let config = config_output(view);
-    let others = other_files(ck, opts.drop_remote_code, config.as_ref().map(|c| c.0))?;
+    let others = other_files(
+        ck,
+        opts.drop_remote_code,
+        config.as_ref().map(|c| c.0),
+        opts.cancel,
+    )
+    .map_err(|e| e.file(&ck.dir))?;
     // Space preflight (B.2 step 2).
     let copies: u64 = others.copies.iter().map(|c| c.size).sum();
     let needed = plan
@@ -434,7 +525,7 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
 
     // Staging directory (B.3.1), removed on drop unless committed.
     let staging = tempfile::Builder::new()
-        .prefix(&format!(".{}.ckpt-tmp-", d.name))
+        .prefix(&hidden_name(&d.name, ".ckpt-tmp-"))
         .tempdir_in(&d.parent)
         .map_err(|e| {
             // tempfile appends the temporary path to its errors; the user's path is DST, so keep
@@ -450,6 +541,7 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
             )
         })?;
     let sp = staging.path().to_path_buf();
+    *staged = Some(sp.clone());
     let _ = std::fs::set_permissions(&sp, std::fs::Permissions::from_mode(0o755));
 
     let total_write = needed;
@@ -493,7 +585,7 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
     }
     for c in &others.copies {
         let shown = c.rel.display().to_string();
-        copy_file(&c.src, &sp.join(&c.rel), c.size, &mut ctx)
+        copy_file(c, &sp.join(&c.rel), &mut ctx)
             .and_then(|f| f.sync_all().map_err(CopyErr::Write))
             .map_err(|e| match e {
                 CopyErr::Read(e) => Error::io(&c.src, "cannot read", e),
@@ -531,9 +623,10 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
     // Commit (B.3.1 / B.3.2).
     let mut warnings = Vec::new();
     if d.exists {
-        let mut old = d
-            .parent
-            .join(format!(".{}.ckpt-old-{}", d.name, fsio::random_suffix()));
+        let mut old = d.parent.join(hidden_name(
+            &d.name,
+            &format!(".ckpt-old-{}", fsio::random_suffix()),
+        ));
         // Preferred: swap staging and destination atomically (renameat2 RENAME_EXCHANGE), so no
         // instant exists where the destination name is missing; the old tree then sits at the
         // staging name and is renamed to `.ckpt-old-` before it is deleted. Fallback (no exchange
@@ -608,11 +701,7 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
         total_bytes: ctx.done,
         shard_files: plan.files.iter().map(|f| f.name.clone()).collect(),
         config_file: config.map(|c| c.0.to_string()),
-        copied_files: others
-            .copies
-            .iter()
-            .map(|c| c.rel.display().to_string())
-            .collect(),
+        copied_files: others.copies.iter().map(|c| escape_path(&c.rel)).collect(),
         dropped_files: others.dropped,
         skipped_files: others.skipped,
         replaced: d.exists,
@@ -622,6 +711,14 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
         warnings,
         elapsed: start.elapsed(),
     })
+}
+
+/// `.<name><suffix>`, keeping `name`'s bytes exactly.
+fn hidden_name(name: &std::ffi::OsStr, suffix: &str) -> std::ffi::OsString {
+    let mut n = std::ffi::OsString::from(".");
+    n.push(name);
+    n.push(suffix);
+    n
 }
 
 fn interrupted(dst: &Path) -> Error {
@@ -645,7 +742,25 @@ fn write_error(
     if e.kind() == io::ErrorKind::Interrupted {
         return interrupted(&d.given);
     }
-    let mut err = if fsio::is_no_space(&e) {
+    let mut err = if e.raw_os_error() == Some(libc::EFBIG) {
+        Error::new(
+            ErrorKind::Io,
+            "file too large for the destination filesystem or the process's file size limit (EFBIG); nothing was written",
+        )
+        .file(&shown)
+        .hint("write to a filesystem that supports large files, or lower --max-shard-size")
+        .with_source(e)
+    } else if e.raw_os_error() == Some(libc::EDQUOT) {
+        Error::new(
+            ErrorKind::Io,
+            format!(
+                "disk quota exceeded (needs {} more); nothing was written",
+                human_bytes(remaining)
+            ),
+        )
+        .file(&shown)
+        .with_source(e)
+    } else if fsio::is_no_space(&e) {
         let free = fsio::free_space(&d.parent).unwrap_or(0);
         Error::new(
             ErrorKind::Io,
@@ -742,21 +857,24 @@ enum CopyErr {
     Write(io::Error),
 }
 
-fn copy_file(
-    src: &Path,
-    dst: &Path,
-    size: u64,
-    ctx: &mut CopyCtx,
-) -> std::result::Result<File, CopyErr> {
-    let input = File::open(src).map_err(CopyErr::Read)?;
-    let len = input.metadata().map_err(CopyErr::Read)?.len();
-    if len != size {
+/// Copy one selected auxiliary file: opened without following a link (`O_NOFOLLOW`; a validated
+/// link was resolved when it was selected) and without blocking, re-checked to be the same regular
+/// file of the same size it was when selected, then streamed through the writer's context (which
+/// checks the cancel flag between chunks). Every auxiliary copy goes through here.
+fn copy_file(c: &Copy, dst: &Path, ctx: &mut CopyCtx) -> std::result::Result<File, CopyErr> {
+    let input = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&c.src)
+        .map_err(CopyErr::Read)?;
+    let m = input.metadata().map_err(CopyErr::Read)?;
+    if !m.is_file() || (m.dev(), m.ino()) != c.dev_ino || m.len() != c.size {
         return Err(CopyErr::Read(io::Error::other(
-            "the file changed size while converting",
+            "the file changed while converting",
         )));
     }
     let out = create_new(dst).map_err(CopyErr::Write)?;
-    ctx.copy(&input, 0, len, &out, 0).map_err(|e| {
+    ctx.copy(&input, 0, c.size, &out, 0).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             CopyErr::Read(e)
         } else {
