@@ -1,5 +1,8 @@
 //! A checkpoint on disk: one `.safetensors` file, or a directory with `config.json` and one or more
-//! shards (with `model.safetensors.index.json`), or Meta's `consolidated.safetensors` + `params.json`.
+//! shards (with `model.safetensors.index.json`), or Meta's `consolidated.safetensors` + `params.json`;
+//! and the same layouts in PyTorch's `torch.save` container (`pytorch_model.bin`,
+//! `pytorch_model-0000K-of-0000N.bin` + `pytorch_model.bin.index.json`, a `.pth`/`.pt` file, Meta's
+//! `consolidated.NN.pth` tensor-parallel ranks, merged into one checkpoint by [`meta`]).
 //!
 //! Opening reads headers only (`pread` of the header, then a read-only mmap that is not touched) and
 //! validates everything the safetensors crate does not: duplicate names within and across shards,
@@ -8,19 +11,25 @@
 //! [`Checkpoint::data`].
 
 pub mod config;
+pub mod extent;
 pub mod header;
 pub mod index;
+pub mod meta;
+pub mod pickle;
 pub mod shard;
+pub mod torch;
+pub mod zip;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use config::{ConfigSource, ModelConfig, RopeScaling};
+pub use extent::{Part, Placement};
 pub use header::Dtype;
 pub use index::IndexFile;
-pub use shard::Shard;
+pub use shard::{Container, Shard};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, escape};
 
 /// How the checkpoint is laid out on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,12 +74,24 @@ pub struct TensorInfo {
     pub begin: usize,
     /// End of the data (exclusive).
     pub end: usize,
+    /// How the bytes are laid out: contiguous `[begin, end)` for every safetensors tensor; strided
+    /// or concatenated from ranks for some torch tensors (then `shard`/`begin` locate the first byte
+    /// and readers go through [`Checkpoint::for_each_run`]).
+    pub placement: Placement,
 }
 
 impl TensorInfo {
     /// Byte length of the tensor's data.
     pub fn nbytes(&self) -> usize {
-        self.end.saturating_sub(self.begin)
+        match self.placement {
+            Placement::Contiguous => self.end.saturating_sub(self.begin),
+            _ => header::checked_nbytes(self.dtype, &self.shape).unwrap_or(0),
+        }
+    }
+
+    /// True when the tensor is one contiguous byte range of one file.
+    pub fn is_contiguous(&self) -> bool {
+        self.placement == Placement::Contiguous
     }
 
     /// Number of elements.
@@ -100,19 +121,39 @@ pub struct Checkpoint {
     pub other_files: Vec<String>,
     /// Notes that are not errors (e.g. `total_size` disagreeing with the shards).
     pub warnings: Vec<String>,
+    /// How Meta tensor-parallel ranks were merged, when the checkpoint is several
+    /// `consolidated.NN.pth` ranks.
+    pub merge: Option<meta::MergeInfo>,
     by_name: HashMap<String, usize>,
 }
 
 /// File name of the Hugging Face shard index.
 pub const INDEX_NAME: &str = "model.safetensors.index.json";
+/// File name of the Hugging Face shard index for PyTorch `.bin` shards.
+pub const TORCH_INDEX_NAME: &str = "pytorch_model.bin.index.json";
+
+/// Options of [`Checkpoint::open_with`].
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// For torch archives holding several dicts of tensors (`{"model": ..., "ema": ...}`): the key
+    /// of the one to read (nested keys joined with `/`).
+    pub state_dict_key: Option<String>,
+}
 
 impl Checkpoint {
-    /// Open a checkpoint: a `.safetensors` file, a `*.index.json`, or a directory.
+    /// Open a checkpoint: a `.safetensors` file, a torch archive (`.bin`, `.pth`, `.pt`), a
+    /// `*.index.json`, or a directory.
     pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint> {
+        Self::open_with(path, &OpenOptions::default())
+    }
+
+    /// [`Checkpoint::open`] with options.
+    pub fn open_with(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Checkpoint> {
         let path = path.as_ref();
+        let key = opts.state_dict_key.as_deref();
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "cannot open", e))?;
         if meta.is_dir() {
-            return Self::open_dir(path);
+            return Self::open_dir(path, key);
         }
         let name = path
             .file_name()
@@ -123,11 +164,11 @@ impl Checkpoint {
             _ => PathBuf::from("."),
         };
         if name.ends_with(".index.json") {
-            let mut ck = Self::open_indexed(path, &dir, path)?;
+            let mut ck = Self::open_indexed(path, &dir, path, key)?;
             ck.path = path.to_path_buf();
             return Ok(ck);
         }
-        let shard = Shard::open(path)?;
+        let shard = Shard::open_with(path, key)?;
         Self::assemble(
             path,
             &dir,
@@ -139,9 +180,37 @@ impl Checkpoint {
         )
     }
 
-    fn open_dir(dir: &Path) -> Result<Checkpoint> {
+    fn open_dir(dir: &Path, key: Option<&str>) -> Result<Checkpoint> {
         let listing = list_dir(dir)?;
         let has = |n: &str| listing.iter().any(|f| f == n);
+        let torch_files = meta::torch_weight_files(&listing);
+        let st_files: Vec<&String> = listing
+            .iter()
+            .filter(|f| {
+                // The names a safetensors checkpoint is opened by; a stray `.safetensors` file
+                // beside PyTorch weights (an adapter, test data) does not make them ambiguous.
+                matches!(
+                    f.as_str(),
+                    INDEX_NAME | "model.safetensors" | "consolidated.safetensors"
+                ) || index::looks_like_shard(f)
+                    || (torch_files.is_empty() && f.ends_with(".safetensors"))
+            })
+            .collect();
+        if !torch_files.is_empty() && !st_files.is_empty() {
+            return Err(Error::new(
+                ErrorKind::WrongFormat,
+                format!(
+                    "the directory holds weights in two formats: safetensors ({}) and PyTorch pickle archives ({}); which one is the checkpoint is ambiguous",
+                    st_files.iter().take(3).map(|s| format!("`{}`", escape(s))).collect::<Vec<_>>().join(", "),
+                    torch_files.iter().take(3).map(|s| format!("`{}`", escape(s))).collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .file(dir)
+            .hint("give the file or index you mean (e.g. DIR/model.safetensors or DIR/pytorch_model.bin), or move the other format away"));
+        }
+        if !torch_files.is_empty() {
+            return Self::open_torch_dir(dir, &listing, key);
+        }
         let config_path = if has("config.json") {
             Some(dir.join("config.json"))
         } else if has("params.json") {
@@ -151,7 +220,7 @@ impl Checkpoint {
         };
         let config = config_path.as_deref().map(ModelConfig::load).transpose()?;
         if has(INDEX_NAME) {
-            let mut ck = Self::open_indexed(&dir.join(INDEX_NAME), dir, dir)?;
+            let mut ck = Self::open_indexed(&dir.join(INDEX_NAME), dir, dir, key)?;
             ck.config = config;
             ck.other_files = others(&listing, &ck);
             return Ok(ck);
@@ -171,7 +240,7 @@ impl Checkpoint {
                 .iter()
                 .any(|f| f.ends_with(".bin") || f.ends_with(".pth") || f.ends_with(".pt"))
             {
-                "this directory holds PyTorch pickle files; ckpt reads safetensors only and never unpickles"
+                "ckpt reads PyTorch weights named pytorch_model.bin, pytorch_model-0000K-of-0000N.bin with pytorch_model.bin.index.json, consolidated.NN.pth, or a single .pth/.pt file; give another file directly"
             } else if listing.iter().any(|f| f.ends_with(".gguf")) {
                 "this directory holds GGUF files; ckpt reads safetensors checkpoints"
             } else {
@@ -198,8 +267,16 @@ impl Checkpoint {
         Ok(ck)
     }
 
-    fn open_indexed(index_path: &Path, dir: &Path, user_path: &Path) -> Result<Checkpoint> {
+    fn open_indexed(
+        index_path: &Path,
+        dir: &Path,
+        user_path: &Path,
+        key: Option<&str>,
+    ) -> Result<Checkpoint> {
         let index = IndexFile::load(index_path)?;
+        let torch_index = index_path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".bin.index.json"));
         let mut shards = Vec::with_capacity(index.files.len());
         let mut missing = Vec::new();
         for f in &index.files {
@@ -209,7 +286,7 @@ impl Checkpoint {
                 missing.push(f.clone());
                 continue;
             }
-            shards.push(Shard::open(&p)?);
+            shards.push(Shard::open_with(&p, key)?);
         }
         if !missing.is_empty() {
             return Err(Error::new(
@@ -226,7 +303,14 @@ impl Checkpoint {
         if let Ok(listing) = list_dir(dir) {
             let stray: Vec<&String> = listing
                 .iter()
-                .filter(|f| index::looks_like_shard(f) && !index.files.contains(f))
+                .filter(|f| {
+                    let like = if torch_index {
+                        meta::looks_like_torch_shard(f)
+                    } else {
+                        index::looks_like_shard(f)
+                    };
+                    like && !index.files.contains(f)
+                })
                 .collect();
             if !stray.is_empty() {
                 return Err(Error::bad_data(format!(
@@ -307,6 +391,15 @@ impl Checkpoint {
         let mut tensors = Vec::new();
         let mut by_name: HashMap<String, usize> = HashMap::new();
         for (si, s) in shards.iter().enumerate() {
+            let strides: HashMap<&str, &Vec<usize>> = s
+                .torch()
+                .map(|a| {
+                    a.tensors
+                        .iter()
+                        .filter_map(|t| t.strides.as_ref().map(|st| (t.name.as_str(), st)))
+                        .collect()
+                })
+                .unwrap_or_default();
             for t in &s.header.tensors {
                 if let Some(&prev) = by_name.get(&t.name) {
                     let first = tensors
@@ -329,6 +422,12 @@ impl Checkpoint {
                     shard: si,
                     begin: t.begin,
                     end: t.end,
+                    placement: match strides.get(t.name.as_str()) {
+                        Some(st) => Placement::Strided {
+                            strides: st.to_vec(),
+                        },
+                        None => Placement::Contiguous,
+                    },
                 });
             }
         }
@@ -342,6 +441,7 @@ impl Checkpoint {
             index,
             other_files: Vec::new(),
             warnings,
+            merge: None,
             by_name,
         })
     }
@@ -356,8 +456,16 @@ impl Checkpoint {
         self.by_name.get(name).copied()
     }
 
-    /// The raw bytes of a tensor (little-endian, as stored; any alignment).
+    /// The raw bytes of a contiguous tensor (little-endian, as stored; any alignment), borrowed from
+    /// the mmap. A tensor that is not one byte range (a strided torch view, merged Meta ranks) is an
+    /// error here: read it with [`Checkpoint::read`].
     pub fn data(&self, t: &TensorInfo) -> Result<&[u8]> {
+        if !t.is_contiguous() {
+            return Err(Error::internal(
+                "the tensor is not one contiguous byte range; read it with Checkpoint::read",
+            )
+            .tensor(&t.name));
+        }
         let shard = self
             .shards
             .get(t.shard)
@@ -365,12 +473,36 @@ impl Checkpoint {
         shard.data(t.begin, t.end).map_err(|e| e.tensor(&t.name))
     }
 
+    /// The bytes of any tensor in row-major order: borrowed when contiguous, gathered otherwise.
+    pub fn read(&self, t: &TensorInfo) -> Result<std::borrow::Cow<'_, [u8]>> {
+        self.read_rows(t, 0, t.shape.first().copied().unwrap_or(1))
+    }
+
     /// Drop a tensor's pages from this process's resident set once it has been read (see
     /// [`Shard::release`]).
     pub fn release(&self, t: &TensorInfo) {
-        if let Some(s) = self.shards.get(t.shard) {
-            s.release(t.begin, t.end);
+        match &t.placement {
+            Placement::Concat { parts, .. } => {
+                for p in parts {
+                    if let Some(s) = self.shards.get(p.shard) {
+                        s.release(p.begin, p.end);
+                    }
+                }
+            }
+            _ => {
+                if let Some(s) = self.shards.get(t.shard) {
+                    s.release(t.begin, t.end);
+                }
+            }
         }
+    }
+
+    /// The container of the checkpoint's weight files (`safetensors` or `torch`).
+    pub fn container(&self) -> &'static str {
+        self.shards
+            .first()
+            .map(|s| s.container.name())
+            .unwrap_or("safetensors")
     }
 
     /// The shard holding a tensor.
@@ -431,6 +563,7 @@ fn others(listing: &[String], ck: &Checkpoint) -> Vec<String> {
         .iter()
         .filter(|f| {
             f.as_str() != INDEX_NAME
+                && f.as_str() != TORCH_INDEX_NAME
                 && !ck.shards.iter().any(|s| &s.file_name == *f)
                 && f.as_str() != "config.json"
                 && f.as_str() != "params.json"

@@ -332,7 +332,7 @@ fn config_differences(a: &View<'_>, b: &View<'_>) -> Vec<(String, String, String
 }
 
 /// The chunks of a view tensor as borrowed slices (zeros as a static buffer), without copying.
-fn chunks<'a>(v: &View<'a>, t: &ViewTensor) -> Result<Vec<&'a [u8]>> {
+fn chunks<'a>(v: &View<'a>, t: &ViewTensor) -> Result<Vec<std::borrow::Cow<'a, [u8]>>> {
     static ZEROS: [u8; 1 << 16] = [0u8; 1 << 16];
     let mut out = Vec::with_capacity(t.segments.len());
     for seg in &t.segments {
@@ -342,7 +342,7 @@ fn chunks<'a>(v: &View<'a>, t: &ViewTensor) -> Result<Vec<&'a [u8]>> {
                 let mut left = *bytes;
                 while left > 0 {
                     let n = left.min(ZEROS.len());
-                    out.push(&ZEROS[..n]);
+                    out.push(std::borrow::Cow::Borrowed(&ZEROS[..n]));
                     left -= n;
                 }
             }
@@ -421,7 +421,9 @@ fn compare_bytes_with_progress(
             continue;
         }
         r.compared += 1;
-        let (ca, cb) = (chunks(a, ta)?, chunks(b, tb)?);
+        let (oa, ob) = (chunks(a, ta)?, chunks(b, tb)?);
+        let ca: Vec<&[u8]> = oa.iter().map(|c| &**c).collect();
+        let cb: Vec<&[u8]> = ob.iter().map(|c| &**c).collect();
         r.bytes += ta.nbytes() as u64;
         progress("bytes", r.bytes, total);
         let same = ta.dtype == tb.dtype && streams_equal(&ca, &cb);
