@@ -138,6 +138,8 @@ pub struct Options<'p> {
     pub scan_values: bool,
     /// Called with (bytes just scanned, total bytes to scan) during `scan_values`, from several threads.
     pub progress: Option<&'p (dyn Fn(u64, u64) + Sync)>,
+    /// Which state dict of a PyTorch file to read when it holds several (`--state-dict-key`).
+    pub state_dict_key: Option<&'p str>,
 }
 
 impl Default for Options<'_> {
@@ -146,6 +148,7 @@ impl Default for Options<'_> {
             target: Target::Llama,
             scan_values: false,
             progress: None,
+            state_dict_key: None,
         }
     }
 }
@@ -199,7 +202,10 @@ impl Report {
 pub fn run(path: &Path, opts: &Options) -> Result<Report> {
     let mut findings = Vec::new();
     files::preflight(path, &mut findings);
-    let ck = match Checkpoint::open(path) {
+    let open = crate::checkpoint::OpenOptions {
+        state_dict_key: opts.state_dict_key.map(str::to_string),
+    };
+    let ck = match Checkpoint::open_with(path, &open) {
         Ok(ck) => ck,
         Err(e) => {
             if findings.iter().any(|f| f.severity == Severity::Error) {

@@ -376,13 +376,21 @@ fn merge_ranks(dir: &Path, shards: Vec<Shard>, config: Option<ModelConfig>) -> R
         dir: dir.to_path_buf(),
         layout: Layout::Meta,
         shards,
-        by_name: tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect(),
+        by_name: tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect(),
         tensors,
         config,
         index: None,
         other_files: Vec::new(),
         warnings: Vec::new(),
-        merge: Some(MergeInfo { ranks, embedding_split, replicated }),
+        merge: Some(MergeInfo {
+            ranks,
+            embedding_split,
+            replicated,
+        }),
     })
 }
 

@@ -209,6 +209,17 @@ struct Machine<'a> {
     storages: HashMap<String, usize>,
 }
 
+/// The Python 3 module a protocol-2 pickle's Python 2 module name stands for (CPython's
+/// `_compat_pickle`), so a refusal names what the file would really call.
+fn py3_alias(module: &str) -> Option<&'static str> {
+    Some(match module {
+        "__builtin__" => "builtins",
+        "posix" | "nt" => "os",
+        "commands" => "subprocess",
+        _ => return None,
+    })
+}
+
 fn op_name(op: u8) -> String {
     match op {
         b'i' => "INST".into(),
@@ -373,9 +384,12 @@ impl<'a> Machine<'a> {
         match allowed_global(module, name) {
             Some(g) => Ok(Value::Global(g)),
             None => Err(Error::bad_data(format!(
-                "refused global `{}.{}` at pickle offset {at}: a checkpoint may only name tensor-rebuilding functions, torch storage types and collections.OrderedDict (ckpt never imports or runs code from a file)",
+                "refused global `{}.{}`{} at pickle offset {at}: a checkpoint may only name tensor-rebuilding functions, torch storage types and collections.OrderedDict (ckpt never imports or runs code from a file)",
                 escape(module),
-                escape(name)
+                escape(name),
+                py3_alias(module)
+                    .map(|m| format!(" (Python 3: `{m}.{}`)", escape(name)))
+                    .unwrap_or_default()
             ))
             .hint("this file tries to run code when loaded with torch.load; do not load it with pickle")),
         }

@@ -68,10 +68,12 @@ pub fn run(a: Args) -> CmdResult {
             b.inc(n);
         }
     };
+    let key = super::open_options().state_dict_key;
     let opts = Options {
         target,
         scan_values: a.scan_values,
         progress: Some(&cb),
+        state_dict_key: key.as_deref(),
     };
     let report = check::run(&a.path, &opts)?;
     if let Some(b) = &bar {

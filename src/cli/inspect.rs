@@ -27,7 +27,7 @@ pub struct Args {
 /// Run `inspect`.
 pub fn run(a: Args) -> CmdResult {
     let re = a.grep.as_deref().map(user_regex).transpose()?;
-    let ck = Checkpoint::open(&a.path)?;
+    let ck = super::open_checkpoint(&a.path.as_ref())?;
     let selected: Vec<usize> = (0..ck.tensors.len())
         .filter(|&i| re.as_ref().is_none_or(|r| r.is_match(&ck.tensors[i].name)))
         .collect();
@@ -56,12 +56,47 @@ pub fn run(a: Args) -> CmdResult {
 fn summary(ck: &Checkpoint) -> Vec<String> {
     let mut lines = Vec::new();
     lines.push(format!(
-        "checkpoint  {}  ({}, {} file{})",
+        "checkpoint  {}  ({}, {} file{}, {})",
         ck.path.display(),
         ck.layout.name(),
         ck.shards.len(),
-        if ck.shards.len() == 1 { "" } else { "s" }
+        if ck.shards.len() == 1 { "" } else { "s" },
+        ck.container()
     ));
+    if let Some(m) = &ck.merge {
+        let emb = match m.embedding_split {
+            Some("columns") => "; tok_embeddings split by columns (LLaMA 1/2 layout)",
+            Some(_) => "; tok_embeddings split by rows (LLaMA 3 layout)",
+            None => "",
+        };
+        lines.push(format!(
+            "ranks       {} tensor-parallel ranks merged{emb}; {} replicated tensors checked equal",
+            m.ranks, m.replicated
+        ));
+    }
+    for s in &ck.shards {
+        if let Some(a) = s.torch() {
+            let key = a
+                .key
+                .as_deref()
+                .map(|k| format!(", state dict under `{}`", esc(k)));
+            let strided = a.tensors.iter().filter(|t| t.strides.is_some()).count();
+            lines.push(format!(
+                "torch       {}: archive `{}`, format version {}, {} storages for {} tensors{}{}",
+                esc(&s.file_name),
+                esc(&a.root),
+                a.version.as_deref().map(esc).unwrap_or_else(|| "?".into()),
+                a.storages,
+                a.tensors.len(),
+                if strided > 0 {
+                    format!(", {strided} non-contiguous")
+                } else {
+                    String::new()
+                },
+                key.unwrap_or_default()
+            ));
+        }
+    }
     for s in &ck.shards {
         lines.push(format!(
             "  {:<40} {:>12}  {} tensors",
@@ -230,6 +265,7 @@ fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
                 "name": s.file_name,
                 "path": s.path.display().to_string(),
                 "size": s.size,
+                "container": s.container.name(),
                 "header_bytes": s.header.header_len,
                 "tensors": s.header.tensors.len(),
                 "metadata": s.header.metadata.as_ref().map(|m| m.iter()
@@ -244,19 +280,28 @@ fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
             let t = &ck.tensors[i];
             let s = &ck.shards[t.shard];
             let start = s.data_start() as u64;
+            // Offsets describe one byte range; a strided or rank-merged tensor has none.
+            let contiguous = t.is_contiguous();
             json!({
                 "name": t.name,
                 "shape": t.shape,
                 "dtype": t.dtype.to_string(),
                 "file": s.file_name,
-                "data_offsets": [t.begin, t.end],
-                "file_offsets": [start + t.begin as u64, start + t.end as u64],
+                "data_offsets": contiguous.then(|| json!([t.begin, t.end])),
+                "file_offsets": contiguous.then(|| json!([start + t.begin as u64, start + t.end as u64])),
+                "placement": placement_json(t),
             })
         })
         .collect();
     json!({
         "path": ck.path.display().to_string(),
         "layout": ck.layout.name(),
+        "container": ck.container(),
+        "ranks": ck.merge.as_ref().map(|m| json!({
+            "count": m.ranks,
+            "embedding_split": m.embedding_split,
+            "replicated_checked": m.replicated,
+        })),
         "files": files,
         "tensor_count": ck.tensors.len(),
         "parameters": ck.parameter_count() as u64,
@@ -266,6 +311,21 @@ fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
         "tensors": tensors,
         "warnings": ck.warnings,
     })
+}
+
+/// How a tensor's bytes are laid out, for `--json`: `contiguous`, `strided` (with strides) or
+/// `concat` (axis and the rank files).
+fn placement_json(t: &ckpt::TensorInfo) -> serde_json::Value {
+    use ckpt::checkpoint::Placement;
+    use serde_json::json;
+    match &t.placement {
+        Placement::Contiguous => json!("contiguous"),
+        Placement::Strided { strides } => json!({"strided": strides}),
+        Placement::Concat { axis, parts } => json!({
+            "concat_axis": axis,
+            "parts": parts.len(),
+        }),
+    }
 }
 
 /// The typed hyperparameters of a config as JSON (used by several commands).

@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ckpt::checkpoint::Checkpoint;
 use ckpt::checkpoint::header::{Dtype, serialize_header};
 use ckpt::detect::open_view;
 use ckpt::kernels::{self, Isa};
@@ -103,7 +102,7 @@ fn parse_ids(s: &str) -> Result<Vec<u32>> {
 /// Run `logits`.
 pub fn run(a: Args) -> CmdResult {
     let req = resolve(&a)?;
-    let ck = Checkpoint::open(&a.path)?;
+    let ck = super::open_checkpoint(&a.path.as_ref())?;
     let (view, family) = open_view(&ck, &req.registry, req.family.as_deref(), &req.renames)?;
     let logits = reference::forward(&view, &req.batch, req.isa)?;
     if let Some(path) = &a.out {

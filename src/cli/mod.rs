@@ -35,6 +35,24 @@ pub const EXIT_ERROR: u8 = 2;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// For a PyTorch file holding several dicts of tensors (`{"model": ..., "ema": ...}`): the key of
+    /// the one to read (nested keys joined with `/`). Not needed when only one dict holds tensors.
+    #[arg(long, global = true, value_name = "KEY")]
+    state_dict_key: Option<String>,
+}
+
+/// Options for opening every checkpoint of this run (set once from the global flags).
+static OPEN_OPTIONS: std::sync::OnceLock<ckpt::checkpoint::OpenOptions> =
+    std::sync::OnceLock::new();
+
+/// The open options of this run (the global `--state-dict-key`).
+pub fn open_options() -> ckpt::checkpoint::OpenOptions {
+    OPEN_OPTIONS.get().cloned().unwrap_or_default()
+}
+
+/// Open a checkpoint with this run's open options.
+pub fn open_checkpoint(path: &std::path::Path) -> Result<ckpt::Checkpoint, Error> {
+    ckpt::Checkpoint::open_with(path, &open_options())
 }
 
 #[derive(Subcommand, Debug)]
@@ -73,6 +91,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let _ = OPEN_OPTIONS.set(ckpt::checkpoint::OpenOptions {
+        state_dict_key: cli.state_dict_key.clone(),
+    });
     let json = cli_wants_json(&cli.command);
     let outcome = std::panic::catch_unwind(|| run(cli.command));
     let result = match outcome {
