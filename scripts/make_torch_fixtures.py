@@ -42,6 +42,7 @@ torch.set_num_threads(1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "fixtures")
 CORPUS = os.path.join(ROOT, "tests", "corpus", "torch")
+GOOD = os.path.join(ROOT, "tests", "corpus", "torch-good")
 MARKER = "ckpt-pwned-marker"
 
 
@@ -313,11 +314,25 @@ def hostile():
     print(f"  hostile: {len(os.listdir(CORPUS))} files in {os.path.relpath(CORPUS, ROOT)}")
 
 
+def good():
+    """Small valid archives for the unit-level tests: two dicts of tensors (ambiguous without a key),
+    a transposed 3x4 matrix, and an int64 tensor with a storage offset."""
+    fresh(GOOD)
+    a = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    torch.save({"model": {"w": a}, "ema": {"w": a * 2}, "epoch": 1}, os.path.join(GOOD, "two-dicts.pth"))
+    base = torch.arange(20, dtype=torch.int64)
+    torch.save({"t": a.t(), "slice": base[5:11].view(2, 3), "b": torch.ones(3, dtype=torch.bfloat16)},
+               os.path.join(GOOD, "views.pth"))
+    back = torch.load(os.path.join(GOOD, "views.pth"), weights_only=True)
+    assert not back["t"].is_contiguous() and back["slice"].storage_offset() == 5
+
+
 def main():
     print("torch fixtures (torch %s)" % torch.__version__)
     hf_cases()
     meta_cases()
     hostile()
+    good()
 
 
 if __name__ == "__main__":
