@@ -25,6 +25,7 @@ TARGETS=(
   mapping_rules      # mapping files + --rename rules: Ok => targets non-empty, not reserved; renames injective
   roundtrip_write    # write-then-read round trip: open(write_view(identity(open(x)))) == x, byte for byte
   forward_tiny       # reference forward on tiny arbitrary dims/weights: no panic; scalar == SIMD (finite)
+  torch_pickle       # restricted pickle interpreter / torch.save archive reader: no panic, bounded, ranges in file
 )
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -48,6 +49,14 @@ seed() {
     config_json)
       find "$ROOT/tests/corpus" "$ROOT/fixtures" \( -name config.json -o -name params.json \) -type f \
         -exec sh -c 'cp "$1" "$2/$(echo "$1" | cksum | cut -d" " -f1).json"' _ {} "$dir" \; ;;
+    torch_pickle)
+      # Whole archives (first byte odd) and their data.pkl streams (first byte even).
+      for f in "$ROOT"/tests/corpus/torch/*.pth "$ROOT"/tests/corpus/torch/*.bin "$ROOT"/tests/corpus/torch-good/*.pth; do
+        [ -f "$f" ] || continue
+        [ "$(stat -c %s "$f")" -lt 65000 ] || continue
+        { printf '\x01'; cat "$f"; } >"$dir/zip-$(basename "$f")"
+        unzip -p "$f" '*/data.pkl' 2>/dev/null | { printf '\x00'; cat; } >"$dir/pkl-$(basename "$f")" || true
+      done ;;
     mapping_rules)
       # Mapping files; the rename rules go after a NUL byte (see fuzz_targets/mapping_rules.rs).
       cp "$ROOT"/mappings/*.toml "$dir/"
