@@ -414,6 +414,105 @@ mod tests {
         out
     }
 
+    /// The same archive written the way miniz does in ZIP64 mode: saturated sizes and offsets in
+    /// the central records with a ZIP64 extra field, and a ZIP64 end record + locator.
+    fn build64(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut central = Vec::new();
+        for (name, data) in files {
+            let off = out.len() as u64;
+            out.extend_from_slice(&SIG_LOCAL.to_le_bytes());
+            out.extend_from_slice(&[45, 0, 0, 0, 0, 0]);
+            out.extend_from_slice(&[0; 8]);
+            out.extend_from_slice(&u32::MAX.to_le_bytes());
+            out.extend_from_slice(&u32::MAX.to_le_bytes());
+            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            out.extend_from_slice(&20u16.to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&1u16.to_le_bytes());
+            out.extend_from_slice(&16u16.to_le_bytes());
+            out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+            out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+            out.extend_from_slice(data);
+            let mut extra = Vec::new();
+            extra.extend_from_slice(&1u16.to_le_bytes());
+            extra.extend_from_slice(&24u16.to_le_bytes());
+            extra.extend_from_slice(&(data.len() as u64).to_le_bytes());
+            extra.extend_from_slice(&(data.len() as u64).to_le_bytes());
+            extra.extend_from_slice(&off.to_le_bytes());
+            central.extend_from_slice(&SIG_CENTRAL.to_le_bytes());
+            central.extend_from_slice(&[45, 0, 45, 0, 0, 0, 0, 0]);
+            central.extend_from_slice(&[0; 8]);
+            central.extend_from_slice(&u32::MAX.to_le_bytes());
+            central.extend_from_slice(&u32::MAX.to_le_bytes());
+            central.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            central.extend_from_slice(&(extra.len() as u16).to_le_bytes());
+            central.extend_from_slice(&[0; 8]);
+            central.extend_from_slice(&[0; 2]);
+            central.extend_from_slice(&u32::MAX.to_le_bytes());
+            central.extend_from_slice(name.as_bytes());
+            central.extend_from_slice(&extra);
+        }
+        let cd_off = out.len() as u64;
+        out.extend_from_slice(&central);
+        let rec = out.len() as u64;
+        out.extend_from_slice(&SIG_EOCD64.to_le_bytes());
+        out.extend_from_slice(&44u64.to_le_bytes());
+        out.extend_from_slice(&[45, 0, 45, 0]);
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&(files.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(files.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(central.len() as u64).to_le_bytes());
+        out.extend_from_slice(&cd_off.to_le_bytes());
+        out.extend_from_slice(&SIG_LOCATOR64.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&rec.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&SIG_EOCD.to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&u16::MAX.to_le_bytes());
+        out.extend_from_slice(&u16::MAX.to_le_bytes());
+        out.extend_from_slice(&u32::MAX.to_le_bytes());
+        out.extend_from_slice(&u32::MAX.to_le_bytes());
+        out.extend_from_slice(&[0; 2]);
+        out
+    }
+
+    #[test]
+    fn reads_zip64_records_and_refuses_their_oddities() {
+        let z = build64(&[("a/data.pkl", b"xyz"), ("a/data/0", &[1, 2, 3, 4])]);
+        let e = entries(&z).unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(&z[e[0].data_start..e[0].data_end()], b"xyz");
+        assert_eq!(&z[e[1].data_start..e[1].data_end()], &[1, 2, 3, 4]);
+        // Multi-disk ZIP64.
+        let mut bad = z.clone();
+        let n = bad.len();
+        bad[n - 22 - 4..n - 22].copy_from_slice(&2u32.to_le_bytes());
+        assert!(
+            entries(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("multi-disk")
+        );
+        // A locator pointing elsewhere.
+        let mut bad = z.clone();
+        bad[n - 22 - 12..n - 22 - 4].copy_from_slice(&3u64.to_le_bytes());
+        assert!(entries(&bad).unwrap_err().to_string().contains("ZIP64"));
+        // Every truncation and single-byte corruption of the tail is an error or a valid read, never
+        // a panic.
+        for cut in 0..z.len() {
+            let _ = entries(&z[..cut]);
+        }
+        for i in 0..z.len() {
+            let mut c = z.clone();
+            c[i] ^= 0xff;
+            if let Ok(es) = entries(&c) {
+                assert!(es.iter().all(|e| e.data_end() <= c.len()));
+            }
+        }
+    }
+
     #[test]
     fn reads_stored_entries() {
         let z = build(&[("a/data.pkl", b"xyz"), ("a/data/0", &[1, 2, 3, 4])], 0);
