@@ -17,7 +17,7 @@ use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
 /// could not run.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A checkpoint directory, a `.safetensors` file, or a `*.index.json`.
+    /// A checkpoint directory, a `.safetensors` or PyTorch `.bin`/`.pth`/`.pt` file, or a `*.index.json`.
     pub path: PathBuf,
     /// The tooling to check against.
     #[arg(long, default_value = "llama", value_name = "TARGET")]

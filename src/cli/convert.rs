@@ -27,7 +27,7 @@ use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
 /// was. The source is never modified (except with --in-place).
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Source checkpoint: a directory, a `.safetensors` file or a `*.index.json`.
+    /// Source checkpoint: a directory, a `.safetensors` or PyTorch `.bin`/`.pth`/`.pt` file, or a `*.index.json`.
     pub src: Option<PathBuf>,
     /// Destination directory (must not exist unless --force).
     pub dst: Option<PathBuf>,
@@ -53,7 +53,7 @@ pub struct Args {
 /// Rename tensors of a checkpoint (`P=R` rules) into a new directory, or in place.
 #[derive(clap::Args, Debug)]
 pub struct RenameArgs {
-    /// Source checkpoint: a directory, a `.safetensors` file or a `*.index.json`.
+    /// Source checkpoint: a directory, a `.safetensors` or PyTorch `.bin`/`.pth`/`.pt` file, or a `*.index.json`.
     pub src: PathBuf,
     /// Destination directory (omit with --in-place).
     pub dst: Option<PathBuf>,

@@ -14,7 +14,7 @@ use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
 /// Detect a checkpoint's family from its tensor names, config and shapes (headers only).
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A `.safetensors` file, a `*.index.json`, or a checkpoint directory.
+    /// A `.safetensors` or PyTorch `.bin`/`.pth`/`.pt` file, a `*.index.json`, or a checkpoint directory.
     pub path: PathBuf,
     /// Also consider the family in this mapping file (repeatable).
     #[arg(long = "mapping", value_name = "FILE")]

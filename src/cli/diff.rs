@@ -18,7 +18,7 @@ use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
 /// configs equal apart from keys the family mapping rewrites), 1 when they differ, 2 on error.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// First checkpoint (directory, `.safetensors` file or `*.index.json`).
+    /// First checkpoint (directory, `.safetensors` or PyTorch `.bin`/`.pth`/`.pt` file, or `*.index.json`).
     pub a: PathBuf,
     /// Second checkpoint.
     pub b: PathBuf,

@@ -11,7 +11,7 @@ use super::{CmdResult, EXIT_OK, out, user_regex};
 /// Show a checkpoint's files, tensors, dtypes, parameter count and config. Reads headers only.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A `.safetensors` file, a `*.index.json`, or a checkpoint directory.
+    /// A `.safetensors` or PyTorch `.bin`/`.pth`/`.pt` file, a `*.index.json`, or a checkpoint directory.
     pub path: PathBuf,
     /// List every tensor instead of collapsing per-layer repetition.
     #[arg(long)]

@@ -18,7 +18,7 @@ use super::{CmdResult, EXIT_OK, out};
 /// sequence's last position (or write all logits with `--out`).
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A `.safetensors` file, a `*.index.json`, or a checkpoint directory (with its config).
+    /// A `.safetensors` or PyTorch `.bin`/`.pth`/`.pt` file, a `*.index.json`, or a checkpoint directory (with its config).
     pub path: PathBuf,
     /// One sequence of comma-separated token ids; repeat for a batch (equal lengths).
     #[arg(long, value_name = "IDS", required = true)]

@@ -26,7 +26,7 @@ pub const EXIT_FINDINGS: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
 
 /// LLM checkpoint compatibility: inspect, detect, convert, verify, check and diff safetensors
-/// checkpoints.
+/// checkpoints and PyTorch `torch.save` archives (read without unpickling).
 ///
 /// Exit codes: 0 ok / equivalent / compatible, 1 findings (differs, incompatible, not equivalent),
 /// 2 error (bad input, usage, I/O).
