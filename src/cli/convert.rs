@@ -223,7 +223,7 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
         return in_place(src, dst, family, c);
     }
     let dst = dst.ok_or_else(|| Error::usage("give a destination directory DST"))?;
-    let ck = super::open_checkpoint(src.as_ref())?;
+    let ck = super::open_checkpoint(src)?;
     let (view, drop_py) = build_view(&ck, family, &c.rename)?;
     if c.dry_run {
         write::check_destination(&ck, dst, c.force)?;
@@ -400,7 +400,7 @@ fn in_place(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Com
             eprintln!("recovered: {l}");
         }
     }
-    let ck = super::open_checkpoint(src.as_ref())?;
+    let ck = super::open_checkpoint(src)?;
     let (view, _) = build_view(&ck, family, &c.rename)?;
     let p = inplace::plan_in_place(&view)?;
     drop(view);

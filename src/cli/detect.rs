@@ -36,7 +36,7 @@ pub fn run(a: Args) -> CmdResult {
         .map(|r| RenameRule::parse(r))
         .collect::<Result<Vec<_>, _>>()?;
     let reg = super::families::registry(&a.mappings)?;
-    let ck = super::open_checkpoint(&a.path.as_ref())?;
+    let ck = super::open_checkpoint(&a.path)?;
     let d = detect_with(&ck, &reg, &renames)?;
     if a.json {
         out(&serde_json::to_string_pretty(&to_json(&ck, &d)).unwrap_or_default());

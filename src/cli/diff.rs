@@ -54,8 +54,8 @@ fn open_view<'a>(ck: &'a Checkpoint, reg: &Registry, family: Option<&str>) -> Re
 
 /// Run `diff`.
 pub fn run(a: Args) -> CmdResult {
-    let cka = super::open_checkpoint(&a.a.as_ref())?;
-    let ckb = super::open_checkpoint(&a.b.as_ref())?;
+    let cka = super::open_checkpoint(&a.a)?;
+    let ckb = super::open_checkpoint(&a.b)?;
     let reg = Registry::builtin()?;
     let va = open_view(&cka, &reg, a.family_a.as_deref())?;
     let vb = open_view(&ckb, &reg, a.family_b.as_deref())?;

@@ -27,7 +27,7 @@ pub struct Args {
 /// Run `inspect`.
 pub fn run(a: Args) -> CmdResult {
     let re = a.grep.as_deref().map(user_regex).transpose()?;
-    let ck = super::open_checkpoint(&a.path.as_ref())?;
+    let ck = super::open_checkpoint(&a.path)?;
     let selected: Vec<usize> = (0..ck.tensors.len())
         .filter(|&i| re.as_ref().is_none_or(|r| r.is_match(&ck.tensors[i].name)))
         .collect();

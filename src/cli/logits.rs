@@ -102,7 +102,7 @@ fn parse_ids(s: &str) -> Result<Vec<u32>> {
 /// Run `logits`.
 pub fn run(a: Args) -> CmdResult {
     let req = resolve(&a)?;
-    let ck = super::open_checkpoint(&a.path.as_ref())?;
+    let ck = super::open_checkpoint(&a.path)?;
     let (view, family) = open_view(&ck, &req.registry, req.family.as_deref(), &req.renames)?;
     let logits = reference::forward(&view, &req.batch, req.isa)?;
     if let Some(path) = &a.out {

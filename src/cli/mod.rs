@@ -51,7 +51,7 @@ pub fn open_options() -> ckpt::checkpoint::OpenOptions {
 }
 
 /// Open a checkpoint with this run's open options.
-pub fn open_checkpoint(path: &std::path::Path) -> Result<ckpt::Checkpoint, Error> {
+pub fn open_checkpoint(path: impl AsRef<std::path::Path>) -> Result<ckpt::Checkpoint, Error> {
     ckpt::Checkpoint::open_with(path, &open_options())
 }
 

@@ -147,8 +147,8 @@ pub fn options(a: &Args, vocab: Option<usize>) -> Result<Options, Error> {
 /// Run `verify`.
 pub fn run(a: Args) -> CmdResult {
     let reg = registry(&a.mapping)?;
-    let cka = super::open_checkpoint(&a.a.as_ref())?;
-    let ckb = super::open_checkpoint(&a.b.as_ref())?;
+    let cka = super::open_checkpoint(&a.a)?;
+    let ckb = super::open_checkpoint(&a.b)?;
     let va = open_canonical(&cka, &reg, a.family_a.as_deref())?;
     let vb = open_canonical(&ckb, &reg, a.family_b.as_deref())?;
     let vocab = va
