@@ -243,6 +243,9 @@ impl Checkpoint {
                 None => Ok(Cow::Borrowed(&[])),
             };
         }
+        // The gathered copy is what the caller reads now: the mapped source pages can leave the
+        // resident set (they stay in the page cache).
+        self.release(t);
         Ok(Cow::Owned(out))
     }
 

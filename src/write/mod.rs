@@ -711,6 +711,17 @@ fn write_shard(
                     let mut small: Vec<u8> = Vec::new();
                     let mut small_at = off;
                     let mut io_err: Option<io::Error> = None;
+                    // Source byte ranges read through the mmaps since the last flush, per shard:
+                    // released at each flush so the resident set stays at about one buffer.
+                    let mut touched: Vec<(usize, usize, usize)> = Vec::new();
+                    let release = |touched: &mut Vec<(usize, usize, usize)>| {
+                        for (si, lo, hi) in touched.drain(..) {
+                            if let Some(sh) = view.ckpt.shards.get(si) {
+                                let ds = sh.data_start();
+                                sh.release(lo.saturating_sub(ds), hi.saturating_sub(ds));
+                            }
+                        }
+                    };
                     let res = view.segment_runs(seg, &mut |si, src_off, len| {
                         let shard = view
                             .ckpt
@@ -744,8 +755,18 @@ fn write_shard(
                                 crate::error::Error::internal("run outside the mapped file")
                             })?;
                         small.extend_from_slice(bytes);
+                        let lo = src_off as usize;
+                        let hi = lo.saturating_add(len);
+                        match touched.iter_mut().find(|(s, _, _)| *s == si) {
+                            Some((_, a, b)) => {
+                                *a = (*a).min(lo);
+                                *b = (*b).max(hi);
+                            }
+                            None => touched.push((si, lo, hi)),
+                        }
                         off = off.saturating_add(len as u64);
                         if small.len() >= SMALL_BUF {
+                            release(&mut touched);
                             ctx.write_at(&out, &small, small_at).map_err(|e| {
                                 let m = step(io::Error::new(e.kind(), e.to_string()));
                                 io_err = Some(e);
@@ -760,6 +781,7 @@ fn write_shard(
                         return Err(tag(e));
                     }
                     res.map_err(|e| tag(io::Error::other(e.to_string())))?;
+                    release(&mut touched);
                     if !small.is_empty() {
                         ctx.write_at(&out, &small, small_at).map_err(tag)?;
                     }
@@ -772,6 +794,9 @@ fn write_shard(
             fsio::start_writeback_range(&out, kicked, off - kicked);
             kicked = off;
         }
+        // Gathered runs were read through the source mmaps: drop those pages from this process
+        // (they stay in the page cache) so the resident set stays near one tensor.
+        view.release(vt);
         if off != data_start.saturating_add(t.end as u64) {
             return Err(tag(io::Error::other(
                 "the tensor's parts do not add up to its planned size",

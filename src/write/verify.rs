@@ -87,6 +87,7 @@ pub fn check_output(
         let file = dst.join(&shard.file_name);
         let same = compare_view_tensor(view, vt, shard.file(), off)
             .map_err(|e| e.file(&file).tensor(&vt.name))?;
+        view.release(vt);
         if !same {
             return Err(Error::new(
                 ErrorKind::Io,
@@ -132,6 +133,17 @@ fn compare_view_tensor(
     };
     let mut pos = off;
     let mut same = true;
+    // Source pages read through the mmap for short runs: released every BUF bytes.
+    let mut touched: Vec<(usize, usize, usize)> = Vec::new();
+    let mut since = 0usize;
+    let release = |touched: &mut Vec<(usize, usize, usize)>| {
+        for (si, lo, hi) in touched.drain(..) {
+            if let Some(sh) = view.ckpt.shards.get(si) {
+                let ds = sh.data_start();
+                sh.release(lo.saturating_sub(ds), hi.saturating_sub(ds));
+            }
+        }
+    };
     for seg in &vt.segments {
         if !same {
             break;
@@ -170,7 +182,20 @@ fn compare_view_tensor(
                         }
                         let eq = if len < SMALL {
                             let b = src_off as usize;
-                            shard.bytes().get(b..b + k as usize) == Some(got)
+                            let e = b + k as usize;
+                            match touched.iter_mut().find(|(s, _, _)| *s == si) {
+                                Some((_, lo, hi)) => {
+                                    *lo = (*lo).min(b);
+                                    *hi = (*hi).max(e);
+                                }
+                                None => touched.push((si, b, e)),
+                            }
+                            since += k as usize;
+                            if since >= BUF {
+                                since = 0;
+                                release(&mut touched);
+                            }
+                            shard.bytes().get(b..e) == Some(got)
                         } else {
                             let ours = Window::map(shard.file(), src_off, k).map_err(|e| {
                                 Error::new(ErrorKind::Io, format!("cannot read the source: {e}"))
@@ -190,6 +215,7 @@ fn compare_view_tensor(
             }
         }
     }
+    release(&mut touched);
     Ok(same && pos == end)
 }
 
