@@ -24,7 +24,9 @@ Hostile files (tests/corpus/torch/): each names a code-running global, or breaks
 container; the payloads would create the file `ckpt-pwned-marker` in the working directory if they
 ever ran.
 
-Usage:  /work/venv/bin/python scripts/make_torch_fixtures.py
+Usage:  python scripts/make_torch_fixtures.py                 # fixtures + corpus
+        python scripts/make_torch_fixtures.py --bench-ranks DIR  # 673 MB of random bf16 Meta ranks
+                                                                 # for the README's memory figure
 """
 
 import io
@@ -327,7 +329,35 @@ def good():
     assert not back["t"].is_contiguous() and back["slice"].storage_offset() == 5
 
 
+def bench_ranks(out, dim=2048, ffn=5632, layers=4, vocab=32000, ranks=2):
+    """Two bf16 LLaMA-2-layout ranks of a random model (not committed; for measuring memory)."""
+    torch.manual_seed(0)
+    fresh(out)
+
+    def rnd(*s):
+        return (torch.randn(*s) * 0.02).to(torch.bfloat16)
+
+    one = lambda: torch.ones(dim, dtype=torch.bfloat16)  # noqa: E731
+    full = {"tok_embeddings.weight": rnd(vocab, dim), "norm.weight": one(), "output.weight": rnd(vocab, dim)}
+    for i in range(layers):
+        p = f"layers.{i}."
+        for n in "qkvo":
+            full[p + f"attention.w{n}.weight"] = rnd(dim, dim)
+        full[p + "feed_forward.w1.weight"] = rnd(ffn, dim)
+        full[p + "feed_forward.w3.weight"] = rnd(ffn, dim)
+        full[p + "feed_forward.w2.weight"] = rnd(dim, ffn)
+        full[p + "attention_norm.weight"] = one()
+        full[p + "ffn_norm.weight"] = one()
+    for r, sd in enumerate(split_meta(full, ranks, 1, rope=False)):
+        torch.save(sd, os.path.join(out, f"consolidated.{r:02d}.pth"))
+    with open(os.path.join(out, "params.json"), "w") as f:
+        json.dump({"dim": dim, "n_layers": layers, "n_heads": 16, "vocab_size": -1, "norm_eps": 1e-5,
+                   "multiple_of": 256}, f)
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--bench-ranks":
+        return bench_ranks(sys.argv[2])
     print("torch fixtures (torch %s)" % torch.__version__)
     hf_cases()
     meta_cases()
