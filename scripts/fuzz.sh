@@ -55,7 +55,9 @@ seed() {
         [ -f "$f" ] || continue
         [ "$(stat -c %s "$f")" -lt 65000 ] || continue
         { printf '\x01'; cat "$f"; } >"$dir/zip-$(basename "$f")"
-        unzip -p "$f" '*/data.pkl' 2>/dev/null | { printf '\x00'; cat; } >"$dir/pkl-$(basename "$f")" || true
+        if command -v unzip >/dev/null; then
+          unzip -p "$f" '*/data.pkl' 2>/dev/null | { printf '\x00'; cat; } >"$dir/pkl-$(basename "$f")" || true
+        fi
       done ;;
     mapping_rules)
       # Mapping files; the rename rules go after a NUL byte (see fuzz_targets/mapping_rules.rs).

@@ -274,6 +274,15 @@ fn place(
         ))
         .hint("the file is truncated or was edited; re-download it"));
     }
+    // A view that does not overlap itself cannot hold more elements than its storage; one that does
+    // (an `expand`ed tensor, stride 0) could claim terabytes over one element: refused.
+    if !contiguous && numel > s.numel {
+        return Err(Error::unsupported(format!(
+            "the tensor (shape {shape:?}, strides {strides:?}) has {numel} elements over a storage of {}: an expanded view whose elements overlap",
+            s.numel
+        ))
+        .hint("save it with .contiguous() (or .clone()) before torch.save"));
+    }
     let nbytes = numel.checked_mul(es).ok_or_else(overflow)?;
     let end = if numel == 0 {
         begin
@@ -435,6 +444,9 @@ mod tests {
                 .to_string()
                 .contains("holds 12")
         );
+        // An expanded view (stride 0) larger than its storage.
+        let e = place("e", &s, 0, 0, &[1 << 20, 1 << 20], &[0, 0]).unwrap_err();
+        assert!(e.to_string().contains("expanded view"), "{e}");
         // Size-1 dims do not break contiguity.
         let t = place("d", &s, 0, 0, &[1, 12], &[99, 1]).unwrap();
         assert_eq!(t.strides, None);
