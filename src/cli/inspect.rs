@@ -190,7 +190,8 @@ pub fn config_line(c: &ModelConfig) -> String {
 }
 
 fn tensor_table(ck: &Checkpoint, selected: &[usize], all: bool) -> comfy_table::Table {
-    let multi = ck.shards.len() > 1;
+    // Merged Meta ranks: every tensor spans (or is replicated in) all the rank files.
+    let multi = ck.shards.len() > 1 && ck.merge.is_none();
     let mut header = vec!["tensor", "shape", "dtype", "count"];
     if multi {
         header.push("file");
