@@ -267,6 +267,13 @@ fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
                 "path": s.path.display().to_string(),
                 "size": s.size,
                 "container": s.container.name(),
+                "torch": s.torch().map(|a| json!({
+                    "archive": a.root,
+                    "version": a.version,
+                    "storages": a.storages,
+                    "state_dict_key": a.key,
+                    "skipped": a.skipped.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+                })),
                 "header_bytes": s.header.header_len,
                 "tensors": s.header.tensors.len(),
                 "metadata": s.header.metadata.as_ref().map(|m| m.iter()
