@@ -984,4 +984,142 @@ mod tests {
         assert!(run(b"\x80\x02h\x05.", &mut ok).is_err());
         assert!(run(b"", &mut ok).is_err());
     }
+
+    fn err(code: &[u8]) -> String {
+        run(code, &mut ok).unwrap_err().to_string()
+    }
+
+    /// One crafted stream per refusal of the interpreter, each named.
+    #[test]
+    fn each_refusal_is_named() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"\x80\x06N.", "protocol 6"),
+            (b"\x80\x02N", "without STOP"),
+            (b"\x80\x02.", "empty stack"),
+            (b"\x80\x02N(.", "empty stack"),
+            (b"\x80\x02NNt.", "no MARK"),
+            (
+                b"\x80\x02\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x00.",
+                "ints up to 64 bits",
+            ),
+            (b"\x80\x02X\x02\x00\x00\x00\xff\xfe.", "not UTF-8"),
+            (b"\x80\x02cos\nsystem\n", "`os.system`"),
+            (b"\x80\x02cposix\nsystem\n)R.", "(Python 3: `os.system`)"),
+            (b"\x80\x02ctorch\nTensor\n.", "`torch.Tensor`"),
+            (b"\x80\x02ccollections\nOrderedDict", "newline"),
+            (b"\x80\x04K\x01K\x02\x93.", "not strings"),
+            (b"\x80\x02N)R.", "not an allowed function"),
+            (b"\x80\x02ctorch\nFloatStorage\n)R.", "storage type called"),
+            (
+                b"\x80\x02ccollections\nOrderedDict\nK\x01\x85R.",
+                "with arguments",
+            ),
+            (b"\x80\x02ccollections\nOrderedDict\nK\x01R.", "not a tuple"),
+            (
+                b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(NNNNNNtR.",
+                "first argument is not a storage",
+            ),
+            (
+                b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n)R.",
+                "fewer than 6",
+            ),
+            (
+                b"\x80\x02ctorch._utils\n_rebuild_parameter\nNNN\x87R.",
+                "_rebuild_parameter",
+            ),
+            (b"\x80\x02NNb.", "BUILD"),
+            (b"\x80\x02K\x01Q.", "persistent id that is not a tuple"),
+            (
+                b"\x80\x02X\x07\x00\x00\x00storageNNNN(tQ.",
+                "not ('storage'",
+            ),
+            (b"\x80\x02K\x01K\x02a.", "not a container"),
+            (b"\x80\x02}K\x01s.", "empty stack"),
+            (b"\x80\x02](K\x01K\x02K\x03u.", "not a dict"),
+            (b"\x80\x02}(K\x01u.", "odd number"),
+            (b"\x80\x02j\x00\x00\x01\x00.", "never set"),
+            (b"\x80\x02q\x00.", "empty stack"),
+            (b"\x80\x02i", "INST"),
+            (b"\x80\x02\x81", "NEWOBJ"),
+            (b"\x80\x02\x97", "buffer"),
+            (b"\x80\x02I1\n.", "`I`"),
+        ];
+        let bad: Vec<String> = cases
+            .iter()
+            .filter_map(|(code, want)| {
+                let e = match run(code, &mut ok) {
+                    Ok(_) => "accepted".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                (!e.contains(want))
+                    .then(|| format!("{:?}: {e} (wanted {want:?})", String::from_utf8_lossy(code)))
+            })
+            .collect();
+        assert!(bad.is_empty(), "{bad:#?}");
+    }
+
+    fn storage_pid(key: &str, ty: &str, numel: u8) -> Vec<u8> {
+        let mut p = b"(X\x07\x00\x00\x00storagec".to_vec();
+        p.extend_from_slice(format!("torch\n{ty}\n").as_bytes());
+        p.push(b'X');
+        p.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        p.extend_from_slice(key.as_bytes());
+        p.extend_from_slice(b"X\x03\x00\x00\x00cpuK");
+        p.push(numel);
+        p.extend_from_slice(b"tQ");
+        p
+    }
+
+    #[test]
+    fn storages_are_checked_once_and_must_agree() {
+        // The same key twice with the same type: one check, one object.
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(storage_pid("0", "HalfStorage", 4));
+        p.extend(storage_pid("0", "HalfStorage", 4));
+        p.extend_from_slice(b"\x86.");
+        let mut n = 0;
+        let r = run(&p, &mut |s| {
+            assert_eq!((s.key.as_str(), s.dtype, s.numel), ("0", Dtype::F16, 4));
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 1);
+        let Some(Object::Tuple(t)) = r.obj(r.root) else {
+            panic!()
+        };
+        assert_eq!(t[0], t[1]);
+        // The same key with another type.
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(storage_pid("0", "HalfStorage", 4));
+        p.extend(storage_pid("0", "FloatStorage", 4));
+        p.extend_from_slice(b"\x86.");
+        assert!(err(&p).contains("declared twice"));
+        // A key that is not a plain entry name.
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(storage_pid("../x", "HalfStorage", 4));
+        p.push(b'.');
+        assert!(err(&p).contains("not a plain entry name"));
+        // The caller's refusal carries the offset.
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(storage_pid("7", "BFloat16Storage", 4));
+        p.push(b'.');
+        let e = run(&p, &mut |_| Err(Error::bad_data("missing entry")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("pickle offset") && e.contains("missing entry"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn strings_over_the_limit_are_refused_before_reading() {
+        let mut p = b"\x80\x02\x8d".to_vec();
+        p.extend_from_slice(&((MAX_STRING_BYTES as u64) + 1).to_le_bytes());
+        assert!(err(&p).contains("limit"));
+        let mut p = b"\x80\x02B".to_vec();
+        p.extend_from_slice(&((MAX_STRING_BYTES as u32) + 1).to_le_bytes());
+        assert!(err(&p).contains("limit"));
+    }
 }

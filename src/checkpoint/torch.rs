@@ -451,4 +451,41 @@ mod tests {
         let t = place("d", &s, 0, 0, &[1, 12], &[99, 1]).unwrap();
         assert_eq!(t.strides, None);
     }
+
+    #[test]
+    fn archive_level_refusals_are_named() {
+        use crate::checkpoint::zip::tests::build;
+        let pkl: &[u8] = b"\x80\x02}.";
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (build(&[("a/other", b"x")], 0), "without `<root>/data.pkl`"),
+            (
+                build(&[("a/data.pkl", pkl), ("b/data.pkl", pkl)], 0),
+                "several",
+            ),
+            (
+                build(&[("a/data.pkl", pkl), ("b/x", b"x")], 0),
+                "outside the archive's root",
+            ),
+            (
+                build(&[("a/data.pkl", pkl), ("a/byteorder", b"big")], 0),
+                "byte order",
+            ),
+            (build(&[("a/data.pkl", pkl)], 0), "no tensors"),
+            (build(&[("a/data.pkl", b"\x80\x02N.")], 0), "not a dict"),
+        ];
+        let bad: Vec<String> = cases
+            .iter()
+            .filter_map(|(z, want)| {
+                let e = match read_archive(z, None) {
+                    Ok(_) => "accepted".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                (!e.contains(want)).then(|| format!("{e} (wanted {want:?})"))
+            })
+            .collect();
+        assert!(bad.is_empty(), "{bad:#?}");
+        // An empty state dict under a key is listed among the candidates when the key is wrong.
+        let z = build(&[("a/data.pkl", pkl)], 0);
+        assert!(read_archive(&z, Some("model")).is_err());
+    }
 }

@@ -372,7 +372,7 @@ pub fn entries(b: &[u8]) -> Result<Vec<Entry>> {
     clippy::arithmetic_side_effects,
     clippy::cast_possible_truncation
 )]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A minimal stored archive with the given entries (no ZIP64).
@@ -538,5 +538,78 @@ mod tests {
         z[second + 42..second + 46].copy_from_slice(&0u32.to_le_bytes());
         let err = entries(&z).unwrap_err().to_string();
         assert!(err.contains("twice") || err.contains("overlap"), "{err}");
+    }
+
+    /// Offset of the first central record of an archive built by [`build`].
+    fn cd(z: &[u8]) -> usize {
+        let n = z.len();
+        u32::from_le_bytes(z[n - 6..n - 2].try_into().unwrap()) as usize
+    }
+
+    /// One crafted archive per refusal, each named.
+    #[test]
+    fn each_refusal_is_named() {
+        let ok = build(&[("a/data.pkl", b"xyz"), ("a/data/0", b"abcd")], 0);
+        let n = ok.len();
+        let c0 = cd(&ok);
+        let mut cases: Vec<(Vec<u8>, &str)> = Vec::new();
+        // Encrypted (flag bit 0 in the central record).
+        let mut z = ok.clone();
+        z[c0 + 8] |= 1;
+        cases.push((z, "encrypted"));
+        // Multi-disk.
+        let mut z = ok.clone();
+        z[n - 22 + 4] = 1;
+        cases.push((z, "multi-disk"));
+        // The local header names another file.
+        let mut z = ok.clone();
+        z[30] = b'b';
+        cases.push((z, "names another file"));
+        // Compressed only in the local header.
+        let mut z = ok.clone();
+        z[8] = 8;
+        cases.push((z, "compressed in its local header"));
+        // Sizes differ for a stored entry.
+        let mut z = ok.clone();
+        z[c0 + 20] = 9;
+        cases.push((z, "differ"));
+        // Data running into the central directory.
+        let mut z = ok.clone();
+        z[c0 + 24] = 200;
+        z[c0 + 20] = 200;
+        cases.push((z, "runs past the central directory"));
+        // No local header where the central record points.
+        let mut z = ok.clone();
+        z[c0 + 42] = 5;
+        cases.push((z, "no local header"));
+        // More entries announced than recorded.
+        let mut z = ok.clone();
+        z[n - 22 + 10] = 3;
+        z[n - 22 + 8] = 3;
+        cases.push((z, "fewer entries"));
+        // A name that is not UTF-8.
+        let mut z = ok.clone();
+        z[c0 + 46] = 0xff;
+        z[30] = 0xff;
+        cases.push((z, "not UTF-8"));
+        // Saturated sizes without a ZIP64 extra field.
+        let mut z = ok.clone();
+        z[c0 + 20..c0 + 28].copy_from_slice(&[0xff; 8]);
+        cases.push((z, "no ZIP64 extra field"));
+        // A comment length that does not reach the end of the file.
+        let mut z = ok.clone();
+        z.extend_from_slice(b"junk");
+        cases.push((z, "no end-of-central-directory"));
+        let bad: Vec<String> = cases
+            .iter()
+            .filter_map(|(z, want)| {
+                let e = match entries(z) {
+                    Ok(_) => "accepted".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                (!e.contains(want)).then(|| format!("{e} (wanted {want:?})"))
+            })
+            .collect();
+        assert!(bad.is_empty(), "{bad:#?}");
     }
 }
