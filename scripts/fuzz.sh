@@ -50,10 +50,13 @@ seed() {
       find "$ROOT/tests/corpus" "$ROOT/fixtures" \( -name config.json -o -name params.json \) -type f \
         -exec sh -c 'cp "$1" "$2/$(echo "$1" | cksum | cut -d" " -f1).json"' _ {} "$dir" \; ;;
     torch_pickle)
-      # Whole archives (first byte odd) and their data.pkl streams (first byte even).
+      # First byte (mod 3): 0 a data.pkl stream, 1 a zip archive, 2 a legacy file.
       for f in "$ROOT"/tests/corpus/torch/*.pth "$ROOT"/tests/corpus/torch/*.bin "$ROOT"/tests/corpus/torch-good/*.pth; do
         [ -f "$f" ] || continue
         [ "$(stat -c %s "$f")" -lt 65000 ] || continue
+        case "$(basename "$f")" in
+          *legacy*) { printf '\x02'; cat "$f"; } >"$dir/legacy-$(basename "$f")"; continue ;;
+        esac
         { printf '\x01'; cat "$f"; } >"$dir/zip-$(basename "$f")"
         if command -v unzip >/dev/null; then
           unzip -p "$f" '*/data.pkl' 2>/dev/null | { printf '\x00'; cat; } >"$dir/pkl-$(basename "$f")" || true

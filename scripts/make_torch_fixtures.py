@@ -15,6 +15,7 @@ Cases (fixtures/<name>/):
   torch-views      pytorch_model.bin where q/k/v of each layer are slices of one fused storage, and
                    lm_head and every down_proj are stored transposed (non-contiguous strides)
   torch-nested     model.pth = {"state_dict": {...}, "epoch": 3, "args": {...}}; plus config.json
+  torch-legacy     pytorch_model.bin in the legacy (PyTorch < 1.6, non-zip) format, lm_head strided
   meta-llama2-2rank consolidated.00/01.pth + params.json: LLaMA 2 model parallelism (tok_embeddings
                    split by columns), rope.freqs replicated
   meta-llama3-2rank the same in LLaMA 3's layout (tok_embeddings split by rows, no rope.freqs),
@@ -142,6 +143,15 @@ def hf_cases():
     assert not back["lm_head.weight"].is_contiguous()
     assert back["model.layers.0.self_attn.k_proj.weight"].storage_offset() > 0
     check_hf_logits(d, back)
+
+    d = fresh(os.path.join(FIX, "torch-legacy"))
+    legacy = dict(sd)
+    legacy["lm_head.weight"] = sd["lm_head.weight"].t().contiguous().t()  # strided here too
+    torch.save(legacy, os.path.join(d, "pytorch_model.bin"), _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(os.path.join(d, "pytorch_model.bin"))
+    for f in ["config.json", "expected.safetensors"]:
+        copy("llama-gqa", f, d)
+    check_hf_logits(d, load_weights_only(os.path.join(d, "pytorch_model.bin")))
 
     d = fresh(os.path.join(FIX, "torch-nested"))
     torch.save(
@@ -302,11 +312,16 @@ def hostile():
     rewrite(base, p("big-endian.pth"), lambda n, b: b"big" if n.endswith("/byteorder") else b)
     # A storage referenced by the pickle but missing from the archive.
     rewrite(base, p("storage-missing.pth"), lambda n, b: None if "/data/0" in n else b)
-    # Legacy (PyTorch < 1.6) format.
-    torch.save(tiny_sd(), p("legacy.pth"), _use_new_zipfile_serialization=False)
+    # Legacy (PyTorch < 1.6) format: a code-running global, and a file cut inside its storages.
+    torch.save(payload("os.system"), p("legacy-global-os-system.pth"), _use_new_zipfile_serialization=False)
+    torch.save(tiny_sd(), p("_legacy.pth"), _use_new_zipfile_serialization=False)
+    raw = open(p("_legacy.pth"), "rb").read()
+    open(p("legacy-truncated.pth"), "wb").write(raw[:-10])
+    os.remove(p("_legacy.pth"))
     os.remove(base)
     # None of these may load with torch.load(weights_only=True) either (sanity for the code ones).
-    for n in ["global-top-os-system.pth", "global-nested-builtins-eval.pth", "global-nested-subprocess-popen.bin"]:
+    for n in ["global-top-os-system.pth", "global-nested-builtins-eval.pth", "global-nested-subprocess-popen.bin",
+              "legacy-global-os-system.pth"]:
         try:
             torch.load(p(n), weights_only=True)
             raise SystemExit(f"{n} loaded with weights_only=True")
@@ -327,6 +342,8 @@ def good():
                os.path.join(GOOD, "views.pth"))
     back = torch.load(os.path.join(GOOD, "views.pth"), weights_only=True)
     assert not back["t"].is_contiguous() and back["slice"].storage_offset() == 5
+    torch.save({"t": a.t(), "slice": base[5:11].view(2, 3), "b": torch.ones(3, dtype=torch.bfloat16)},
+               os.path.join(GOOD, "views-legacy.pth"), _use_new_zipfile_serialization=False)
 
 
 def bench_ranks(out, dim=2048, ffn=5632, layers=4, vocab=32000, ranks=2):

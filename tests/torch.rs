@@ -18,6 +18,7 @@ const CASES: &[(&str, &str)] = &[
     ("torch-sharded", "llama-gqa"),
     ("torch-views", "llama-gqa"),
     ("torch-nested", "llama-gqa"),
+    ("torch-legacy", "llama-gqa"),
     ("meta-llama2-2rank", "llama-meta"),
     ("meta-llama3-2rank", "llama-meta"),
 ];
@@ -115,9 +116,16 @@ fn shared_storage_views_and_transposed_tensors_read_exactly() {
     assert_eq!(&*rows, &full[3 * 64 * 4..5 * 64 * 4]);
 }
 
+/// The same views in the zip format and in the legacy (pre-1.6) format.
 #[test]
 fn small_views_archive_offsets_strides_and_dtypes() {
-    let ck = Checkpoint::open(corpus("torch-good/views.pth")).unwrap();
+    for f in ["views.pth", "views-legacy.pth"] {
+        small_views(&corpus("torch-good").join(f));
+    }
+}
+
+fn small_views(path: &Path) {
+    let ck = Checkpoint::open(path).unwrap();
     let t = ck.get("t").unwrap();
     assert_eq!((t.shape.clone(), t.dtype), (vec![4, 3], Dtype::F32));
     let vals: Vec<f32> = ck
@@ -356,7 +364,7 @@ fn hostile_archives_are_refused_by_every_command_and_nothing_runs() {
         let file = path.to_str().unwrap();
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
         let global = match name.as_str() {
-            "global-top-os-system.pth" => Some("os.system"),
+            "global-top-os-system.pth" | "legacy-global-os-system.pth" => Some("os.system"),
             "global-nested-builtins-eval.pth" => Some("builtins.eval"),
             "global-nested-subprocess-popen.bin" => Some("subprocess.Popen"),
             _ => None,
@@ -400,31 +408,37 @@ fn hostile_archives_are_refused_by_every_command_and_nothing_runs() {
         }
         n += 1;
     }
-    assert_eq!(n, 12);
+    assert_eq!(n, 13);
 }
 
 /// Property: every truncation and every single-byte corruption of a valid archive is either read
 /// (with every tensor inside the file) or refused with an error; never a panic.
 #[test]
 fn corrupted_archives_never_panic_and_ranges_stay_in_the_file() {
-    use ckpt::checkpoint::torch::read_archive;
-    let good = std::fs::read(corpus("torch-good/views.pth")).unwrap();
-    assert_eq!(read_archive(&good, None).unwrap().tensors.len(), 3);
-    let check = |b: &[u8]| {
-        if let Ok(a) = read_archive(b, None) {
-            for t in &a.tensors {
-                assert!(t.begin <= t.end && t.end <= b.len(), "{t:?}");
+    use ckpt::checkpoint::torch::{TorchArchive, read_archive, read_legacy};
+    type Reader = fn(&[u8], Option<&str>) -> ckpt::Result<TorchArchive>;
+    for (file, read) in [
+        ("views.pth", read_archive as Reader),
+        ("views-legacy.pth", read_legacy as Reader),
+    ] {
+        let good = std::fs::read(corpus("torch-good").join(file)).unwrap();
+        assert_eq!(read(&good, None).unwrap().tensors.len(), 3);
+        let check = |b: &[u8]| {
+            if let Ok(a) = read(b, None) {
+                for t in &a.tensors {
+                    assert!(t.begin <= t.end && t.end <= b.len(), "{t:?}");
+                }
             }
+        };
+        for cut in 0..good.len() {
+            check(&good[..cut]);
         }
-    };
-    for cut in 0..good.len() {
-        check(&good[..cut]);
-    }
-    for i in 0..good.len() {
-        for x in [0x01u8, 0x80, 0xff] {
-            let mut c = good.clone();
-            c[i] ^= x;
-            check(&c);
+        for i in 0..good.len() {
+            for x in [0x01u8, 0x80, 0xff] {
+                let mut c = good.clone();
+                c[i] ^= x;
+                check(&c);
+            }
         }
     }
 }

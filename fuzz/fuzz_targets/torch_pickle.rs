@@ -1,7 +1,7 @@
 //! The restricted pickle interpreter and the torch archive reader on arbitrary bytes. Invariants:
-//! no panic, no unbounded allocation (the named limits hold); the first byte selects the input kind:
-//! even = a bare `data.pkl` stream, odd = a whole `torch.save` ZIP archive. Every accepted tensor lies
-//! inside the input and every accepted pickle only ever named allow-listed globals.
+//! no panic, no unbounded allocation (the named limits hold); the first byte selects the input kind
+//! (mod 3): 0 = a bare `data.pkl` stream, 1 = a whole `torch.save` ZIP archive, 2 = a legacy
+//! (pre-1.6) file. Every accepted tensor lies inside the input.
 #![no_main]
 
 use ckpt::checkpoint::pickle::{self, Object};
@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&kind, rest)) = data.split_first() else {
         return;
     };
-    if kind % 2 == 0 {
+    if kind % 3 == 0 {
         let mut storages = 0usize;
         if let Ok(p) = pickle::run(rest, &mut |_| {
             storages += 1;
@@ -27,9 +27,16 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         let _ = storages;
-    } else if let Ok(a) = torch::read_archive(rest, None) {
-        for t in &a.tensors {
-            assert!(t.begin <= t.end && t.end <= rest.len(), "{t:?} outside the input");
+    } else {
+        let read = if kind % 3 == 1 {
+            torch::read_archive(rest, None)
+        } else {
+            torch::read_legacy(rest, None)
+        };
+        if let Ok(a) = read {
+            for t in &a.tensors {
+                assert!(t.begin <= t.end && t.end <= rest.len(), "{t:?} outside the input");
+            }
         }
     }
 });

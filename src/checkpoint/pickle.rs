@@ -152,6 +152,8 @@ pub struct Pickle {
     pub objects: Vec<Object>,
     /// The top-level value.
     pub root: Value,
+    /// Offset just past the `STOP` opcode (where a following pickle in the same stream begins).
+    pub end: usize,
 }
 
 impl Pickle {
@@ -544,11 +546,15 @@ impl<'a> Machine<'a> {
             },
             _ => return Err(self.err(at, "a persistent id that is not a tuple")),
         };
-        let [tag, ty, key, location, numel] = items.as_slice() else {
-            return Err(self.err(
-                at,
-                "a persistent id that is not ('storage', type, key, location, numel)",
-            ));
+        // The legacy (pre-1.6) format adds a sixth field, view metadata, always None since 1.x.
+        let [tag, ty, key, location, numel] = match items.as_slice() {
+            [a, b, c, d, e] | [a, b, c, d, e, Value::None] => [a, b, c, d, e],
+            _ => {
+                return Err(self.err(
+                    at,
+                    "a persistent id that is not ('storage', type, key, location, numel)",
+                ));
+            }
         };
         let str_of = |v: Value| match v {
             Value::Obj(i) => match self.objects.get(i) {
@@ -676,6 +682,7 @@ pub fn run(code: &[u8], check: &mut StorageCheck) -> Result<Pickle> {
                 return Ok(Pickle {
                     objects: m.objects,
                     root,
+                    end: m.pos,
                 });
             }
             b'(' => {

@@ -4,8 +4,9 @@
 //! directory and `data.pkl` read through the map by [`super::torch`]; tensors are byte ranges of the
 //! file, so the data section starts at offset 0).
 //!
-//! When the bytes are neither, the error says what they are instead (git-LFS pointer, legacy PyTorch
-//! pickle, GGUF, empty file) rather than a JSON parse error.
+//! A legacy (pre-1.6, non-zip) `torch.save` file is recognised by its magic number and read by
+//! [`super::torch::read_legacy`]. When the bytes are none of these, the error says what they are
+//! instead (git-LFS pointer, bare pickle, GGUF, empty file) rather than a JSON parse error.
 #![deny(
     clippy::arithmetic_side_effects,
     clippy::indexing_slicing,
@@ -88,9 +89,13 @@ impl Shard {
             .file(path));
         }
         let size = meta.len();
-        let mut magic = [0u8; 4];
+        let mut magic = [0u8; 16];
         let got = read_at_most(&file, &mut magic, 0).map_err(|e| e.file(path))?;
-        if magic.get(..got) == Some(b"PK\x03\x04".as_slice()) {
+        let magic = magic.get(..got).unwrap_or_default();
+        if magic.starts_with(torch::LEGACY_MAGIC) {
+            return Self::open_torch(path, file, &meta, state_dict_key, true);
+        }
+        if magic.starts_with(b"PK\x03\x04") {
             if path.extension().is_some_and(|e| e == "safetensors") {
                 return Err(Error::new(
                     ErrorKind::WrongFormat,
@@ -99,7 +104,7 @@ impl Shard {
                 .file(path)
                 .hint("if it is a PyTorch checkpoint, name it .pth or .bin and ckpt reads it as one"));
             }
-            return Self::open_torch(path, file, &meta, state_dict_key);
+            return Self::open_torch(path, file, &meta, state_dict_key, false);
         }
         let header = read_header(&file, size).map_err(|e| {
             let e = e.file(path);
@@ -134,10 +139,16 @@ impl Shard {
         file: File,
         meta: &std::fs::Metadata,
         key: Option<&str>,
+        legacy: bool,
     ) -> Result<Shard> {
         // SAFETY: as for safetensors files above: read-only map, never written through.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, "cannot mmap", e))?;
-        let archive = torch::read_archive(&map, key).map_err(|e| e.file(path))?;
+        let archive = if legacy {
+            torch::read_legacy(&map, key)
+        } else {
+            torch::read_archive(&map, key)
+        }
+        .map_err(|e| e.file(path))?;
         let tensors = archive
             .tensors
             .iter()
@@ -296,12 +307,6 @@ fn diagnose(file: &File, size: u64, path: &Path) -> Option<Error> {
             "ckpt reads safetensors checkpoints; use the original safetensors release",
         );
     }
-    if head.starts_with(torch::LEGACY_MAGIC) {
-        return wrong(
-            "this is a legacy torch.save file (PyTorch < 1.6, a bare pickle stream, not a zip archive); ckpt reads the zip format of PyTorch 1.6 and later and never unpickles",
-            "re-save it with a current PyTorch in an isolated environment (torch.save writes the zip format), or convert it to safetensors there",
-        );
-    }
     if head.get(257..262) == Some(b"ustar".as_slice()) {
         return wrong(
             "this is a tar archive (the torch.save format of PyTorch 0.1-0.3?); ckpt does not read it",
@@ -312,7 +317,7 @@ fn diagnose(file: &File, size: u64, path: &Path) -> Option<Error> {
         && (2..=5).contains(proto)
     {
         return wrong(
-            "this is a bare Python pickle: neither safetensors nor the zip archive torch.save writes (PyTorch >= 1.6); ckpt never unpickles",
+            "this is a bare Python pickle: neither safetensors nor a torch.save file (zip, or the legacy format with its magic number); ckpt never unpickles",
             "re-save it with a current PyTorch (torch.save) or convert it to safetensors in an isolated environment",
         );
     }

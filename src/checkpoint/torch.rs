@@ -2,6 +2,8 @@
 //! `<root>/data/<key>` (one stored, uncompressed entry per storage), `<root>/byteorder` and
 //! `<root>/version` (`torch/serialization.py`, `caffe2/serialize/inline_container.cc`).
 //!
+//! The legacy format of PyTorch < 1.6 (pickles followed by raw storages) is read by [`read_legacy`].
+//!
 //! The ZIP directory is read by [`super::zip`], the pickle by the restricted interpreter in
 //! [`super::pickle`] (nothing is imported or executed). Each tensor becomes a byte range of the
 //! mmapped file: its storage entry's data start plus the storage offset, with its shape and strides.
@@ -56,7 +58,8 @@ pub struct TorchTensor {
 /// A parsed torch archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TorchArchive {
-    /// The archive's root folder name (every entry is under `<root>/`).
+    /// The archive's root folder name (every entry is under `<root>/`); empty for a legacy
+    /// (pre-1.6, non-zip) file.
     pub root: String,
     /// Contents of `<root>/version`, if present.
     pub version: Option<String>,
@@ -152,45 +155,9 @@ pub fn read_archive(bytes: &[u8], key: Option<&str>) -> Result<TorchArchive> {
         Ok(())
     };
     let p = pickle::run(code, &mut check).map_err(|e| in_entry(e, &data_pkl.name))?;
-    let (path, dict, mut skipped) =
-        find_state_dict(&p, key).map_err(|e| in_entry(e, &data_pkl.name))?;
-    let mut tensors = Vec::new();
-    let mut names = HashSet::new();
-    for (k, v) in dict {
-        let name = match p.str(*k) {
-            Some(s) => s.to_string(),
-            None => {
-                if matches!(p.obj(*v), Some(Object::Tensor(_))) {
-                    return Err(in_entry(
-                        Error::bad_data(format!(
-                            "a tensor under a key that is not a string ({})",
-                            p.describe(*k)
-                        )),
-                        &data_pkl.name,
-                    ));
-                }
-                push_skipped(&mut skipped, p.describe(*k), p.describe(*v));
-                continue;
-            }
-        };
-        if !names.insert(name.clone()) {
-            return Err(in_entry(
-                Error::bad_data("the state dict has this key twice").tensor(&name),
-                &data_pkl.name,
-            ));
-        }
-        let Some(Object::Tensor(t)) = p.obj(*v) else {
-            push_skipped(&mut skipped, qualify(&path, &name), p.describe(*v));
-            continue;
-        };
-        let Some(Object::Storage(s)) = p.objects.get(t.storage) else {
-            return Err(Error::internal("tensor without storage").tensor(&name));
-        };
-        let (_, start) = used.get(&s.key).copied().unwrap_or((s.dtype, 0));
-        tensors.push(
-            place(&name, s, start, t.offset, &t.shape, &t.strides).map_err(|e| e.tensor(&name))?,
-        );
-    }
+    let starts: HashMap<String, usize> = used.iter().map(|(k, (_, s))| (k.clone(), *s)).collect();
+    let (tensors, path, skipped) =
+        collect_tensors(&p, key, &starts).map_err(|e| in_entry(e, &data_pkl.name))?;
     let storage_bytes = used
         .keys()
         .filter_map(|k| {
@@ -206,6 +173,183 @@ pub fn read_archive(bytes: &[u8], key: Option<&str>) -> Result<TorchArchive> {
         key: path,
         skipped,
         storages: used.len(),
+        storage_bytes,
+    })
+}
+
+/// The tensors of the state dict, placed at their storages' data offsets (`starts`: key -> offset of
+/// the storage's first byte in the file); returns `(tensors, state-dict path, skipped entries)`.
+type Collected = (Vec<TorchTensor>, Option<String>, Vec<(String, String)>);
+
+fn collect_tensors(
+    p: &Pickle,
+    key: Option<&str>,
+    starts: &HashMap<String, usize>,
+) -> Result<Collected> {
+    let (path, dict, mut skipped) = find_state_dict(p, key)?;
+    let mut tensors = Vec::new();
+    let mut names = HashSet::new();
+    for (k, v) in dict {
+        let name = match p.str(*k) {
+            Some(s) => s.to_string(),
+            None => {
+                if matches!(p.obj(*v), Some(Object::Tensor(_))) {
+                    return Err(Error::bad_data(format!(
+                        "a tensor under a key that is not a string ({})",
+                        p.describe(*k)
+                    )));
+                }
+                push_skipped(&mut skipped, p.describe(*k), p.describe(*v));
+                continue;
+            }
+        };
+        if !names.insert(name.clone()) {
+            return Err(Error::bad_data("the state dict has this key twice").tensor(&name));
+        }
+        let Some(Object::Tensor(t)) = p.obj(*v) else {
+            push_skipped(&mut skipped, qualify(&path, &name), p.describe(*v));
+            continue;
+        };
+        let Some(Object::Storage(s)) = p.objects.get(t.storage) else {
+            return Err(Error::internal("tensor without storage").tensor(&name));
+        };
+        let start = *starts
+            .get(&s.key)
+            .ok_or_else(|| Error::internal("storage without a location").tensor(&name))?;
+        tensors.push(
+            place(&name, s, start, t.offset, &t.shape, &t.strides).map_err(|e| e.tensor(&name))?,
+        );
+    }
+    Ok((tensors, path, skipped))
+}
+
+/// Read a legacy (PyTorch < 1.6) `torch.save` file: five pickles in a row (magic number, protocol
+/// version 1001, system info, the object, the sorted storage keys), then each storage as an 8-byte
+/// little-endian element count followed by its bytes, in key order (`torch/serialization.py`
+/// `_legacy_save`). The same interpreter reads every pickle; the storages are byte ranges of the file.
+pub fn read_legacy(bytes: &[u8], key: Option<&str>) -> Result<TorchArchive> {
+    let rest = |at: usize| bytes.get(at..).unwrap_or_default();
+    let mut pos = LEGACY_MAGIC.len();
+    if bytes.get(pos) != Some(&b'.') {
+        return Err(Error::bad_data(
+            "legacy torch.save: the magic-number pickle does not end",
+        ));
+    }
+    pos = pos.saturating_add(1);
+    let mut no_storage = |_: &StorageRef| -> Result<()> {
+        Err(Error::bad_data(
+            "a storage in a header pickle of a legacy torch.save file",
+        ))
+    };
+    let header = |e: Error| Error::bad_data(format!("legacy torch.save header: {}", e.message()));
+    let proto = pickle::run(rest(pos), &mut no_storage).map_err(header)?;
+    if proto.root != Value::Int(1001) {
+        return Err(Error::unsupported(format!(
+            "legacy torch.save protocol {} (ckpt reads 1001)",
+            proto.describe(proto.root)
+        )));
+    }
+    pos = pos.saturating_add(proto.end);
+    let info = pickle::run(rest(pos), &mut no_storage).map_err(header)?;
+    let little = match info.obj(info.root) {
+        Some(Object::Dict(d)) => d
+            .iter()
+            .find(|(k, _)| info.str(*k) == Some("little_endian"))
+            .map(|(_, v)| *v),
+        _ => None,
+    };
+    if little != Some(Value::Bool(true)) {
+        return Err(Error::unsupported(
+            "a legacy torch.save file that does not say it is little-endian",
+        ));
+    }
+    pos = pos.saturating_add(info.end);
+    let mut declared: HashMap<String, (Dtype, usize)> = HashMap::new();
+    let mut record = |s: &StorageRef| -> Result<()> {
+        declared.insert(s.key.clone(), (s.dtype, s.numel));
+        Ok(())
+    };
+    let at = pos;
+    let obj = pickle::run(rest(pos), &mut record).map_err(|e| {
+        Error::new(
+            e.kind(),
+            format!("legacy object pickle at byte {at}: {}", e.message()),
+        )
+        .hint(e.hint_text().unwrap_or_default().to_string())
+    })?;
+    pos = pos.saturating_add(obj.end);
+    let keys = pickle::run(rest(pos), &mut no_storage).map_err(header)?;
+    pos = pos.saturating_add(keys.end);
+    let list: Vec<String> = match keys.obj(keys.root) {
+        Some(Object::List(l)) => l
+            .iter()
+            .map(|v| keys.str(*v).map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                Error::bad_data("legacy torch.save: the storage key list holds a non-string")
+            })?,
+        _ => return Err(Error::bad_data("legacy torch.save: no storage key list")),
+    };
+    let mut starts = HashMap::new();
+    let mut storage_bytes = 0usize;
+    for k in &list {
+        let (dtype, numel) = *declared.get(k).ok_or_else(|| {
+            Error::bad_data(format!(
+                "legacy torch.save: storage `{}` is listed but never used",
+                escape(k)
+            ))
+        })?;
+        let count = bytes
+            .get(pos..pos.saturating_add(8))
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| {
+                Error::bad_data(format!(
+                    "legacy torch.save: storage `{}` is cut short",
+                    escape(k)
+                ))
+            })?;
+        if usize::try_from(count).ok() != Some(numel) {
+            return Err(Error::bad_data(format!(
+                "legacy torch.save: storage `{}` holds {count} elements but the pickle declares {numel}",
+                escape(k)
+            )));
+        }
+        let start = pos.saturating_add(8);
+        let size = header::checked_nbytes(dtype, &[numel]).map_err(Error::bad_data)?;
+        let end = start
+            .checked_add(size)
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| {
+                Error::bad_data(format!(
+                    "legacy torch.save: storage `{}` runs past the end of the file",
+                    escape(k)
+                ))
+                .hint("the file is truncated; re-download it")
+            })?;
+        if starts.insert(k.clone(), start).is_some() {
+            return Err(Error::bad_data(format!(
+                "legacy torch.save: storage `{}` is listed twice",
+                escape(k)
+            )));
+        }
+        storage_bytes = storage_bytes.saturating_add(size);
+        pos = end;
+    }
+    if pos != bytes.len() {
+        return Err(Error::bad_data(format!(
+            "legacy torch.save: {} bytes after the last storage",
+            bytes.len().saturating_sub(pos)
+        )));
+    }
+    let (tensors, path, skipped) = collect_tensors(&obj, key, &starts)?;
+    Ok(TorchArchive {
+        root: String::new(),
+        version: None,
+        tensors,
+        key: path,
+        skipped,
+        storages: starts.len(),
         storage_bytes,
     })
 }

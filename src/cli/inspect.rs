@@ -81,11 +81,18 @@ fn summary(ck: &Checkpoint) -> Vec<String> {
                 .as_deref()
                 .map(|k| format!(", state dict under `{}`", esc(k)));
             let strided = a.tensors.iter().filter(|t| t.strides.is_some()).count();
+            let what = if a.root.is_empty() {
+                "legacy non-zip file (PyTorch < 1.6)".to_string()
+            } else {
+                format!(
+                    "archive `{}`, format version {}",
+                    esc(&a.root),
+                    a.version.as_deref().map(esc).unwrap_or_else(|| "?".into())
+                )
+            };
             lines.push(format!(
-                "torch       {}: archive `{}`, format version {}, {} storages for {} tensors{}{}",
+                "torch       {}: {what}, {} storages for {} tensors{}{}",
                 esc(&s.file_name),
-                esc(&a.root),
-                a.version.as_deref().map(esc).unwrap_or_else(|| "?".into()),
                 a.storages,
                 a.tensors.len(),
                 if strided > 0 {
