@@ -282,6 +282,26 @@ impl<'a> View<'a> {
         self.ckpt.read_rows(info, *row_start, *rows)
     }
 
+    /// The physical (file, absolute byte offset, length) of a `Rows` segment when it is one
+    /// contiguous run; `None` for `Zeros` and for a segment of a strided or rank-merged tensor (use
+    /// [`View::segment_runs`], which handles every segment).
+    pub fn segment_location(&self, seg: &Segment) -> Option<(usize, u64, usize)> {
+        let mut runs: Vec<(usize, u64, usize)> = Vec::with_capacity(1);
+        self.segment_runs(seg, &mut |s, o, l| {
+            if runs.is_empty() {
+                runs.push((s, o, l));
+                Ok(())
+            } else {
+                Err(Error::internal("more than one run"))
+            }
+        })
+        .ok()?;
+        match runs.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+
     /// The physical byte runs of a `Rows` segment, in order, as `(shard, absolute file offset,
     /// length)`: one run for a contiguous tensor, several for a strided or rank-merged one. `Zeros`
     /// has none.
