@@ -14,6 +14,7 @@ pub mod apply;
 pub mod configmap;
 pub mod family;
 mod loader;
+pub mod math;
 pub mod pattern;
 pub mod view;
 

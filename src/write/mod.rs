@@ -16,6 +16,7 @@
 pub mod fsio;
 pub mod inplace;
 pub mod plan;
+pub mod value;
 pub mod verify;
 
 use std::fs::{File, OpenOptions};
