@@ -27,6 +27,7 @@ TARGETS=(
   forward_tiny       # reference forward on tiny arbitrary dims/weights: no panic; scalar == SIMD (finite)
   parse_gguf         # GGUF parser + metadata config: no panic; accepted tensors aligned, inside, disjoint
   journal            # --in-place rollback journal (plantable): only shard/config/index names, exact re-serialisation
+  torch_pickle       # restricted pickle interpreter / torch.save archive reader: no panic, bounded, ranges in file
 )
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -52,6 +53,19 @@ seed() {
         -exec sh -c 'cp "$1" "$2/$(echo "$1" | cksum | cut -d" " -f1).json"' _ {} "$dir" \; ;;
     parse_gguf)
       find "$ROOT/fixtures/gguf" -name '*.gguf' -type f -size -512k -exec cp {} "$dir/" \; ;;
+    torch_pickle)
+      # First byte (mod 3): 0 a data.pkl stream, 1 a zip archive, 2 a legacy file.
+      for f in "$ROOT"/tests/corpus/torch/*.pth "$ROOT"/tests/corpus/torch/*.bin "$ROOT"/tests/corpus/torch-good/*.pth; do
+        [ -f "$f" ] || continue
+        [ "$(stat -c %s "$f")" -lt 65000 ] || continue
+        case "$(basename "$f")" in
+          *legacy*) { printf '\x02'; cat "$f"; } >"$dir/legacy-$(basename "$f")"; continue ;;
+        esac
+        { printf '\x01'; cat "$f"; } >"$dir/zip-$(basename "$f")"
+        if command -v unzip >/dev/null; then
+          unzip -p "$f" '*/data.pkl' 2>/dev/null | { printf '\x00'; cat; } >"$dir/pkl-$(basename "$f")" || true
+        fi
+      done ;;
     mapping_rules)
       # Mapping files; the rename rules go after a NUL byte (see fuzz_targets/mapping_rules.rs).
       cp "$ROOT"/mappings/*.toml "$dir/"

@@ -35,6 +35,8 @@ pub mod ids {
     pub const UNOPENABLE: &str = "F009-unopenable";
     /// Several shard files and no index.
     pub const NO_INDEX: &str = "F010-no-index";
+    /// The weights are PyTorch pickle archives, not safetensors.
+    pub const PICKLE_WEIGHTS: &str = "F011-pickle-weights";
 }
 
 /// Pre-open checks of the index and shard files. Problems that stop the checks themselves (an
@@ -292,6 +294,16 @@ fn unindexed(dir: &Path, listing: &[String], out: &mut Vec<Finding>) {
 /// File rules on an opened checkpoint: `__metadata__` of every shard.
 pub fn check_opened(ck: &Checkpoint, out: &mut Vec<Finding>) {
     for s in &ck.shards {
+        if s.torch().is_some() {
+            out.push(
+                Finding::warning(
+                    ids::PICKLE_WEIGHTS,
+                    "the weights are a PyTorch pickle archive: loaders read it with torch.load, which runs code from the file unless weights_only=True (ckpt read it without unpickling); publish safetensors (`ckpt convert`)",
+                )
+                .file(&s.path),
+            );
+            continue;
+        }
         let format = s
             .header
             .metadata

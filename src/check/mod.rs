@@ -145,6 +145,8 @@ pub struct Options<'p> {
     pub renames: &'p [crate::mapping::RenameRule],
     /// Accept shard symlinks that leave the checkpoint directory.
     pub allow_external_links: bool,
+    /// Which state dict of a PyTorch file to read when it holds several (`--state-dict-key`).
+    pub state_dict_key: Option<&'p str>,
 }
 
 impl Default for Options<'_> {
@@ -156,6 +158,7 @@ impl Default for Options<'_> {
             registry: None,
             renames: &[],
             allow_external_links: false,
+            state_dict_key: None,
         }
     }
 }
@@ -212,6 +215,7 @@ pub fn run(path: &Path, opts: &Options) -> Result<Report> {
     let open_opts = crate::checkpoint::OpenOptions {
         revision: None,
         allow_external_links: opts.allow_external_links,
+        state_dict_key: opts.state_dict_key.map(str::to_string),
     };
     let ck = match Checkpoint::open_with(path, &open_opts) {
         Ok(ck) => ck,

@@ -639,7 +639,7 @@ fn tied_lm_head(ck: &Checkpoint, cfile: &std::path::Path) -> Result<Finding> {
         ));
     };
     let same = head.dtype == emb.dtype && head.shape == emb.shape && {
-        let (a, b) = (ck.data(head)?, ck.data(emb)?);
+        let (a, b) = (ck.read(head)?, ck.read(emb)?);
         a == b
     };
     let f = if same {

@@ -99,7 +99,7 @@ pub fn scan_tensor(
     progress: Option<&(dyn Fn(u64) + Sync)>,
 ) -> Result<Counts> {
     let mut c = Counts::default();
-    let data = ck.data(t)?;
+    let data = ck.read(t)?;
     let elem = match t.dtype {
         Dtype::F32 => 4,
         _ => 2,

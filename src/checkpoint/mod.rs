@@ -1,5 +1,8 @@
 //! A checkpoint on disk: one `.safetensors` file, or a directory with `config.json` and one or more
-//! shards (with `model.safetensors.index.json`), or Meta's `consolidated.safetensors` + `params.json`.
+//! shards (with `model.safetensors.index.json`), or Meta's `consolidated.safetensors` + `params.json`;
+//! and the same layouts in PyTorch's `torch.save` container (`pytorch_model.bin`,
+//! `pytorch_model-0000K-of-0000N.bin` + `pytorch_model.bin.index.json`, a `.pth`/`.pt` file, Meta's
+//! `consolidated.NN.pth` tensor-parallel ranks, merged into one checkpoint by [`meta`]).
 //!
 //! Opening reads headers only (`pread` of the header, then a read-only mmap that is not touched) and
 //! validates everything the safetensors crate does not: duplicate names within and across shards,
@@ -8,11 +11,16 @@
 //! [`Checkpoint::data`].
 
 pub mod config;
+pub mod extent;
 pub mod gguf;
 pub mod header;
 pub mod index;
+pub mod meta;
+pub mod pickle;
 pub mod resolve;
 pub mod shard;
+pub mod torch;
+pub mod zip;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -20,12 +28,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 pub use config::{ConfigSource, ModelConfig, RopeScaling};
+pub use extent::{Part, Placement};
 pub use header::Dtype;
 pub use index::IndexFile;
 pub use resolve::OpenOptions;
-pub use shard::Shard;
+pub use shard::{Container, Shard};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, escape};
 
 /// How the checkpoint is laid out on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,12 +79,24 @@ pub struct TensorInfo {
     pub begin: usize,
     /// End of the data (exclusive).
     pub end: usize,
+    /// How the bytes are laid out: contiguous `[begin, end)` for every safetensors tensor; strided
+    /// or concatenated from ranks for some torch tensors (then `shard`/`begin` locate the first byte
+    /// and readers go through [`Checkpoint::for_each_run`]).
+    pub placement: Placement,
 }
 
 impl TensorInfo {
     /// Byte length of the tensor's data.
     pub fn nbytes(&self) -> usize {
-        self.end.saturating_sub(self.begin)
+        match self.placement {
+            Placement::Contiguous => self.end.saturating_sub(self.begin),
+            _ => header::checked_nbytes(self.dtype, &self.shape).unwrap_or(0),
+        }
+    }
+
+    /// True when the tensor is one contiguous byte range of one file.
+    pub fn is_contiguous(&self) -> bool {
+        self.placement == Placement::Contiguous
     }
 
     /// Number of elements.
@@ -108,6 +129,9 @@ pub struct Checkpoint {
     /// How the given path was resolved (the snapshot of a cache repository, a config read from
     /// beside a file); empty when it was taken as given.
     pub notes: Vec<String>,
+    /// How Meta tensor-parallel ranks were merged, when the checkpoint is several
+    /// `consolidated.NN.pth` ranks.
+    pub merge: Option<meta::MergeInfo>,
     by_name: HashMap<String, usize>,
 }
 
@@ -183,10 +207,13 @@ pub fn capped_list_raw(names: &[&str], max: usize) -> String {
 
 /// File name of the Hugging Face shard index.
 pub const INDEX_NAME: &str = "model.safetensors.index.json";
+/// File name of the Hugging Face shard index for PyTorch `.bin` shards.
+pub const TORCH_INDEX_NAME: &str = "pytorch_model.bin.index.json";
 
 impl Checkpoint {
-    /// Open a checkpoint: a `.safetensors` file, a `*.index.json`, or a directory (including a
-    /// Hugging Face cache repository root), with the default [`OpenOptions`].
+    /// Open a checkpoint: a `.safetensors` file, a torch archive (`.bin`, `.pth`, `.pt`), a `.gguf`
+    /// file, a `*.index.json`, or a directory (including a Hugging Face cache repository root),
+    /// with the default [`OpenOptions`].
     ///
     /// ```
     /// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/yi");
@@ -217,6 +244,7 @@ impl Checkpoint {
     }
 
     fn open_path(path: &Path, opts: &OpenOptions) -> Result<Checkpoint> {
+        let key = opts.state_dict_key.as_deref();
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "cannot open", e))?;
         let holder = if meta.is_dir() {
             path.to_path_buf()
@@ -250,7 +278,7 @@ impl Checkpoint {
         if name.ends_with(".gguf") || (!name.ends_with(".safetensors") && gguf::sniff(path)) {
             return gguf::open_checkpoint(path);
         }
-        let shard = Shard::open(path)?;
+        let shard = Shard::open_with(path, key)?;
         Self::assemble(
             path,
             &dir,
@@ -263,8 +291,42 @@ impl Checkpoint {
     }
 
     fn open_dir(dir: &Path, opts: &OpenOptions) -> Result<Checkpoint> {
+        let key = opts.state_dict_key.as_deref();
         let listing = list_dir(dir)?;
         let has = |n: &str| listing.iter().any(|f| f == n);
+        // The PyTorch layouts are matched on names that are valid UTF-8 (ckpt never writes others).
+        let names: Vec<String> = listing
+            .iter()
+            .filter_map(|f| f.to_str().map(str::to_string))
+            .collect();
+        let torch_files = meta::torch_weight_files(&names);
+        let st_files: Vec<&String> = names
+            .iter()
+            .filter(|f| {
+                // The names a safetensors checkpoint is opened by; a stray `.safetensors` file
+                // beside PyTorch weights (an adapter, test data) does not make them ambiguous.
+                matches!(
+                    f.as_str(),
+                    INDEX_NAME | "model.safetensors" | "consolidated.safetensors"
+                ) || index::looks_like_shard(f)
+                    || (torch_files.is_empty() && f.ends_with(".safetensors"))
+            })
+            .collect();
+        if !torch_files.is_empty() && !st_files.is_empty() {
+            return Err(Error::new(
+                ErrorKind::WrongFormat,
+                format!(
+                    "the directory holds weights in two formats: safetensors ({}) and PyTorch pickle archives ({}); which one is the checkpoint is ambiguous",
+                    st_files.iter().take(3).map(|s| format!("`{}`", escape(s))).collect::<Vec<_>>().join(", "),
+                    torch_files.iter().take(3).map(|s| format!("`{}`", escape(s))).collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .file(dir)
+            .hint("give the file or index you mean (e.g. DIR/model.safetensors or DIR/pytorch_model.bin), or move the other format away"));
+        }
+        if !torch_files.is_empty() {
+            return Self::open_torch_dir(dir, &names, &listing, key);
+        }
         let config_path = if has("config.json") {
             Some(dir.join("config.json"))
         } else if has("params.json") {
@@ -296,7 +358,7 @@ impl Checkpoint {
             (Layout::Single, st.iter().map(|s| (*s).clone()).collect())
         } else if st.is_empty() {
             let hint = if ends(".bin") || ends(".pth") || ends(".pt") {
-                "this directory holds PyTorch pickle files; ckpt reads safetensors only and never unpickles"
+                "ckpt reads PyTorch weights named pytorch_model.bin, pytorch_model-0000K-of-0000N.bin with pytorch_model.bin.index.json, consolidated.NN.pth, or a single .pth/.pt file; give another file directly"
             } else if ends(".gguf") {
                 "this directory holds GGUF files: give the `.gguf` file itself"
             } else {
@@ -357,6 +419,10 @@ impl Checkpoint {
                 .tensor(tensor));
             }
         }
+        let key = opts.state_dict_key.as_deref();
+        let torch_index = index_path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".bin.index.json"));
         let mut shards = Vec::with_capacity(index.files.len());
         let mut missing = Vec::new();
         for f in &index.files {
@@ -369,7 +435,7 @@ impl Checkpoint {
                 continue;
             }
             if missing.is_empty() {
-                shards.push(Shard::open(&p)?);
+                shards.push(Shard::open_with(&p, key)?);
             }
         }
         if !missing.is_empty() {
@@ -392,7 +458,14 @@ impl Checkpoint {
             let stray: Vec<String> = listing
                 .iter()
                 .map(|f| f.to_string_lossy().into_owned())
-                .filter(|f| index::looks_like_shard(f) && !listed.contains(f.as_str()))
+                .filter(|f| {
+                    let like = if torch_index {
+                        meta::looks_like_torch_shard(f)
+                    } else {
+                        index::looks_like_shard(f)
+                    };
+                    like && !listed.contains(f.as_str())
+                })
                 .collect();
             if !stray.is_empty() {
                 let names: Vec<&str> = stray.iter().map(String::as_str).collect();
@@ -480,6 +553,15 @@ impl Checkpoint {
         let mut tensors = Vec::new();
         let mut by_name: HashMap<String, usize> = HashMap::new();
         for (si, s) in shards.iter().enumerate() {
+            let strides: HashMap<&str, &Vec<usize>> = s
+                .torch()
+                .map(|a| {
+                    a.tensors
+                        .iter()
+                        .filter_map(|t| t.strides.as_ref().map(|st| (t.name.as_str(), st)))
+                        .collect()
+                })
+                .unwrap_or_default();
             for t in &s.header.tensors {
                 if let Some(&prev) = by_name.get(&t.name) {
                     let first = tensors
@@ -502,6 +584,12 @@ impl Checkpoint {
                     shard: si,
                     begin: t.begin,
                     end: t.end,
+                    placement: match strides.get(t.name.as_str()) {
+                        Some(st) => Placement::Strided {
+                            strides: st.to_vec(),
+                        },
+                        None => Placement::Contiguous,
+                    },
                 });
             }
         }
@@ -516,6 +604,7 @@ impl Checkpoint {
             other_files: Vec::new(),
             warnings,
             notes: Vec::new(),
+            merge: None,
             by_name,
         })
     }
@@ -530,8 +619,16 @@ impl Checkpoint {
         self.by_name.get(name).copied()
     }
 
-    /// The raw bytes of a tensor (little-endian, as stored; any alignment).
+    /// The raw bytes of a contiguous tensor (little-endian, as stored; any alignment), borrowed from
+    /// the mmap. A tensor that is not one byte range (a strided torch view, merged Meta ranks) is an
+    /// error here: read it with [`Checkpoint::read`].
     pub fn data(&self, t: &TensorInfo) -> Result<&[u8]> {
+        if !t.is_contiguous() {
+            return Err(Error::internal(
+                "the tensor is not one contiguous byte range; read it with Checkpoint::read",
+            )
+            .tensor(&t.name));
+        }
         let shard = self
             .shards
             .get(t.shard)
@@ -539,12 +636,36 @@ impl Checkpoint {
         shard.data(t.begin, t.end).map_err(|e| e.tensor(&t.name))
     }
 
+    /// The bytes of any tensor in row-major order: borrowed when contiguous, gathered otherwise.
+    pub fn read(&self, t: &TensorInfo) -> Result<std::borrow::Cow<'_, [u8]>> {
+        self.read_rows(t, 0, t.shape.first().copied().unwrap_or(1))
+    }
+
     /// Drop a tensor's pages from this process's resident set once it has been read (see
     /// [`Shard::release`]).
     pub fn release(&self, t: &TensorInfo) {
-        if let Some(s) = self.shards.get(t.shard) {
-            s.release(t.begin, t.end);
+        match &t.placement {
+            Placement::Concat { parts, .. } => {
+                for p in parts {
+                    if let Some(s) = self.shards.get(p.shard) {
+                        s.release(p.begin, p.end);
+                    }
+                }
+            }
+            _ => {
+                if let Some(s) = self.shards.get(t.shard) {
+                    s.release(t.begin, t.end);
+                }
+            }
         }
+    }
+
+    /// The container of the checkpoint's weight files (`safetensors` or `torch`).
+    pub fn container(&self) -> &'static str {
+        self.shards
+            .first()
+            .map(|s| s.container.name())
+            .unwrap_or("safetensors")
     }
 
     /// The shard holding a tensor.
@@ -614,6 +735,7 @@ fn others(listing: &[OsString], ck: &Checkpoint) -> Vec<String> {
         .iter()
         .filter(|f| {
             f.as_os_str() != INDEX_NAME
+                && f.as_os_str() != TORCH_INDEX_NAME
                 && !ck
                     .shards
                     .iter()

@@ -22,6 +22,9 @@ pub struct OpenOptions {
     /// Accept shard symlinks that leave the checkpoint directory. Links into the `blobs/` folder of
     /// the cache repository a snapshot belongs to are accepted without it.
     pub allow_external_links: bool,
+    /// For torch archives holding several dicts of tensors (`{"model": ..., "ema": ...}`): the key
+    /// of the one to read (nested keys joined with `/`).
+    pub state_dict_key: Option<String>,
 }
 
 /// The outcome of [`resolve`].

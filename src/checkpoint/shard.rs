@@ -1,8 +1,12 @@
-//! One safetensors file on disk: opened read-only, checked to be a regular file, its header read with
-//! `pread` into a bounded buffer and validated, then memory-mapped read-only for lazy tensor access.
+//! One weight file on disk: opened read-only, checked to be a regular file, then memory-mapped
+//! read-only for lazy tensor access. Two containers: a safetensors file (its header read with `pread`
+//! into a bounded buffer and validated before mapping) or a `torch.save` ZIP archive (its central
+//! directory and `data.pkl` read through the map by [`super::torch`]; tensors are byte ranges of the
+//! file, so the data section starts at offset 0).
 //!
-//! When the bytes are not a safetensors file at all, the error says what they are instead (git-LFS
-//! pointer, PyTorch pickle or zip, GGUF, empty file) rather than a JSON parse error.
+//! A legacy (pre-1.6, non-zip) `torch.save` file is recognised by its magic number and read by
+//! [`super::torch::read_legacy`]. When the bytes are none of these, the error says what they are
+//! instead (git-LFS pointer, bare pickle, GGUF, empty file) rather than a JSON parse error.
 #![deny(
     clippy::arithmetic_side_effects,
     clippy::indexing_slicing,
@@ -16,10 +20,33 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use super::header::{self, Header};
+use super::header::{self, Header, HeaderTensor};
+use super::torch::{self, TorchArchive};
 use crate::error::{Error, ErrorKind, Result};
 
-/// A validated, memory-mapped safetensors file.
+/// The physical format of a weight file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Container {
+    /// A safetensors file.
+    Safetensors,
+    /// A `torch.save` ZIP archive (`.pth`, `.bin`, `.pt`).
+    Torch(Box<TorchArchive>),
+    /// A llama.cpp GGUF file (its tensor table described as a header with a data section).
+    Gguf,
+}
+
+impl Container {
+    /// Lower-case name for reports (`safetensors`, `torch`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Container::Safetensors => "safetensors",
+            Container::Torch(_) => "torch",
+            Container::Gguf => "gguf",
+        }
+    }
+}
+
+/// A validated, memory-mapped weight file.
 #[derive(Debug)]
 pub struct Shard {
     /// Path as the user gave it (joined to the checkpoint directory).
@@ -30,18 +57,44 @@ pub struct Shard {
     pub size: u64,
     /// `(st_dev, st_ino)` of the file, to refuse outputs that alias an input.
     pub dev_ino: (u64, u64),
-    /// The validated header.
+    /// The validated header. For a torch archive, a synthesized one: no JSON header (`header_len` 0,
+    /// data section at offset 0), one entry per tensor with its absolute byte range, no metadata.
     pub header: Header,
+    /// Which container the file is.
+    pub container: Container,
     map: Option<Mmap>,
     _file: File,
 }
 
 impl Shard {
-    /// Open and validate `path`. Only the header bytes are read.
+    /// Open and validate `path`. Only the header bytes are read (for a torch archive, the ZIP
+    /// directory and `data.pkl`).
     pub fn open(path: &Path) -> Result<Shard> {
+        Self::open_with(path, None)
+    }
+
+    /// [`Shard::open`], with the key of the state dict to read from a torch archive that holds several.
+    pub fn open_with(path: &Path, state_dict_key: Option<&str>) -> Result<Shard> {
         // O_NONBLOCK: opening a FIFO must not block forever; fstat then rejects it.
         let (file, meta) = open_regular(path)?;
         let size = meta.len();
+        let mut magic = [0u8; 16];
+        let got = read_at_most(&file, &mut magic, 0).map_err(|e| e.file(path))?;
+        let magic = magic.get(..got).unwrap_or_default();
+        if magic.starts_with(torch::LEGACY_MAGIC) {
+            return Self::open_torch(path, file, &meta, state_dict_key, true);
+        }
+        if magic.starts_with(b"PK\x03\x04") {
+            if path.extension().is_some_and(|e| e == "safetensors") {
+                return Err(Error::new(
+                    ErrorKind::WrongFormat,
+                    "this is a zip archive (a PyTorch torch.save checkpoint?) named .safetensors, not safetensors",
+                )
+                .file(path)
+                .hint("if it is a PyTorch checkpoint, name it .pth or .bin and ckpt reads it as one"));
+            }
+            return Self::open_torch(path, file, &meta, state_dict_key, false);
+        }
         let header = read_header(&file, size).map_err(|e| {
             let e = e.file(path);
             diagnose(&file, size, path).unwrap_or(e)
@@ -64,14 +117,75 @@ impl Shard {
             size,
             dev_ino: (meta.dev(), meta.ino()),
             header,
+            container: Container::Safetensors,
             map,
             _file: file,
         })
     }
 
-    /// Offset of the data section in the file.
+    fn open_torch(
+        path: &Path,
+        file: File,
+        meta: &std::fs::Metadata,
+        key: Option<&str>,
+        legacy: bool,
+    ) -> Result<Shard> {
+        // SAFETY: as for safetensors files above: read-only map, never written through.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, "cannot mmap", e))?;
+        let archive = if legacy {
+            torch::read_legacy(&map, key)
+        } else {
+            torch::read_archive(&map, key)
+        }
+        .map_err(|e| e.file(path))?;
+        let tensors = archive
+            .tensors
+            .iter()
+            .map(|t| HeaderTensor {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                begin: t.begin,
+                end: t.end,
+                unknown_fields: Vec::new(),
+            })
+            .collect();
+        let header = Header {
+            header_len: 0,
+            tensors,
+            metadata: None,
+            data_len: archive.storage_bytes,
+        };
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Shard {
+            path: path.to_path_buf(),
+            file_name,
+            size: meta.len(),
+            dev_ino: (meta.dev(), meta.ino()),
+            header,
+            container: Container::Torch(Box::new(archive)),
+            map: Some(map),
+            _file: file,
+        })
+    }
+
+    /// The torch archive, when the file is one.
+    pub fn torch(&self) -> Option<&TorchArchive> {
+        match &self.container {
+            Container::Torch(a) => Some(a),
+            Container::Safetensors | Container::Gguf => None,
+        }
+    }
+
+    /// Offset of the data section in the file (0 for a torch archive: its ranges are absolute).
     pub fn data_start(&self) -> usize {
-        self.header.data_start()
+        match self.container {
+            Container::Safetensors | Container::Gguf => self.header.data_start(),
+            Container::Torch(_) => 0,
+        }
     }
 
     /// The bytes of a tensor's data range `[begin, end)` (relative to the data section). The range was
@@ -197,6 +311,7 @@ impl Shard {
             dev_ino: (meta.dev(), meta.ino()),
             header,
             map,
+            container: Container::Gguf,
             _file: file,
         })
     }
@@ -229,7 +344,7 @@ fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> Result<usize> {
 /// Recognise files that are not safetensors at all. `None` when the bytes look like an (invalid)
 /// safetensors file, so the parser's own error stands.
 fn diagnose(file: &File, size: u64, path: &Path) -> Option<Error> {
-    let mut head = [0u8; 64];
+    let mut head = [0u8; 512];
     let got = read_at_most(file, &mut head, 0).ok()?;
     let head = head.get(..got)?;
     let wrong = |what: &str, hint: &str| {
@@ -258,18 +373,18 @@ fn diagnose(file: &File, size: u64, path: &Path) -> Option<Error> {
             "rename it to `.gguf`: ckpt reads GGUF files by that name",
         );
     }
-    if head.starts_with(b"PK\x03\x04") {
+    if head.get(257..262) == Some(b"ustar".as_slice()) {
         return wrong(
-            "this is a zip archive (a PyTorch `.bin`/`.pt`/`.pth` checkpoint), not safetensors; ckpt never unpickles",
-            "convert it to safetensors in an isolated environment first",
+            "this is a tar archive (the torch.save format of PyTorch 0.1-0.3?); ckpt does not read it",
+            "re-save it with a current PyTorch in an isolated environment",
         );
     }
     if let [0x80, proto, ..] = head
         && (2..=5).contains(proto)
     {
         return wrong(
-            "this is a Python pickle (a PyTorch `.bin`/`.pt`/`.pth` checkpoint), not safetensors; ckpt never unpickles",
-            "convert it to safetensors in an isolated environment first",
+            "this is a bare Python pickle: neither safetensors nor a torch.save file (zip, or the legacy format with its magic number); ckpt never unpickles",
+            "re-save it with a current PyTorch (torch.save) or convert it to safetensors in an isolated environment",
         );
     }
     None

@@ -30,6 +30,7 @@ impl OpenArgs {
         OpenOptions {
             revision: self.revision.clone(),
             allow_external_links: self.allow_external_links,
+            state_dict_key: super::open_options().state_dict_key,
         }
     }
 }

@@ -18,8 +18,8 @@ use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, JSON_SCHEMA_VERSION, out};
 #[derive(clap::Args, Debug)]
 #[command(after_help = exit_codes::CHECK)]
 pub struct Args {
-    /// A checkpoint directory, a `.safetensors` file, a `*.index.json` or a Hugging Face cache
-    /// repository.
+    /// A checkpoint directory, a `.safetensors` or PyTorch `.bin`/`.pth`/`.pt` file, a
+    /// `*.index.json` or a Hugging Face cache repository.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// The tooling to check against.
@@ -117,6 +117,7 @@ fn check(a: &Args, format: Format) -> CmdResult {
         }
         bar.inc(n);
     };
+    let key = super::open_options().state_dict_key;
     let opts = Options {
         target,
         scan_values: a.scan_values,
@@ -124,6 +125,7 @@ fn check(a: &Args, format: Format) -> CmdResult {
         registry: Some(&reg),
         renames: &renames,
         allow_external_links: a.open.allow_external_links,
+        state_dict_key: key.as_deref(),
     };
     let report = check::run(&resolved.path, &opts)?;
     bar.finish_and_clear();

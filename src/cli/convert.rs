@@ -42,7 +42,7 @@ const RENAME_HINT_UNREADABLE: &str = "`ckpt rename --verify` reads the source th
 #[derive(clap::Args, Debug)]
 #[command(after_help = exit_codes::CONVERT)]
 pub struct Args {
-    /// Source checkpoint: a directory, a `.safetensors` file, a `*.index.json`, a Hugging Face
+    /// Source checkpoint: a directory, a `.safetensors` or PyTorch `.bin`/`.pth`/`.pt` file, a `*.index.json`, a Hugging Face
     /// cache repository or an F32/F16/BF16 `.gguf`.
     #[arg(value_name = "SRC")]
     pub src: Option<PathBuf>,
@@ -74,7 +74,7 @@ pub struct Args {
 #[derive(clap::Args, Debug)]
 #[command(after_help = exit_codes::CONVERT)]
 pub struct RenameArgs {
-    /// Source checkpoint: a directory, a `.safetensors` file, a `*.index.json` or a Hugging Face
+    /// Source checkpoint: a directory, a `.safetensors` or PyTorch `.bin`/`.pth`/`.pt` file, a `*.index.json` or a Hugging Face
     /// cache repository.
     #[arg(value_name = "SRC")]
     pub src: PathBuf,

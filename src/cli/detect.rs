@@ -15,8 +15,8 @@ use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, JSON_SCHEMA_VERSION, out};
 #[derive(clap::Args, Debug)]
 #[command(after_help = exit_codes::DETECT)]
 pub struct Args {
-    /// A `.safetensors` file, a `*.index.json`, a checkpoint directory or a Hugging Face cache
-    /// repository.
+    /// A `.safetensors` or PyTorch `.bin`/`.pth`/`.pt` file, a `*.index.json`, a checkpoint
+    /// directory or a Hugging Face cache repository.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
     #[command(flatten)]

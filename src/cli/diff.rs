@@ -24,7 +24,8 @@ use super::{
 #[derive(clap::Args, Debug)]
 #[command(after_help = exit_codes::DIFF)]
 pub struct Args {
-    /// First checkpoint (file, index, directory or Hugging Face cache repository).
+    /// First checkpoint (directory, `.safetensors`, PyTorch `.bin`/`.pth`/`.pt` or `.gguf` file,
+    /// `*.index.json`, or Hugging Face cache repository).
     #[arg(value_name = "A")]
     pub a: PathBuf,
     /// Second checkpoint.

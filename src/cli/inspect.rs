@@ -13,8 +13,8 @@ use super::{CmdResult, EXIT_OK, JSON_SCHEMA_VERSION, out, user_regex};
 #[derive(clap::Args, Debug)]
 #[command(after_help = exit_codes::PLAIN)]
 pub struct Args {
-    /// A `.safetensors` file, a `*.index.json`, a checkpoint directory, a Hugging Face cache
-    /// repository, or a `.gguf` file.
+    /// A `.safetensors`, PyTorch `.bin`/`.pth`/`.pt` or `.gguf` file, a `*.index.json`, a
+    /// checkpoint directory or a Hugging Face cache repository.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// List every tensor instead of collapsing per-layer repetition.
@@ -63,12 +63,54 @@ pub fn run(a: Args) -> CmdResult {
 fn summary(ck: &Checkpoint) -> Vec<String> {
     let mut lines = Vec::new();
     lines.push(format!(
-        "checkpoint  {}  ({}, {} file{})",
+        "checkpoint  {}  ({}, {} file{}, {})",
         ck.path.display(),
         ck.layout.name(),
         ck.shards.len(),
-        if ck.shards.len() == 1 { "" } else { "s" }
+        if ck.shards.len() == 1 { "" } else { "s" },
+        ck.container()
     ));
+    if let Some(m) = &ck.merge {
+        let emb = match m.embedding_split {
+            Some("columns") => "; tok_embeddings split by columns (LLaMA 1/2 layout)",
+            Some(_) => "; tok_embeddings split by rows (LLaMA 3 layout)",
+            None => "",
+        };
+        lines.push(format!(
+            "ranks       {} tensor-parallel ranks merged{emb}; {} replicated tensors checked equal",
+            m.ranks, m.replicated
+        ));
+    }
+    for s in &ck.shards {
+        if let Some(a) = s.torch() {
+            let key = a
+                .key
+                .as_deref()
+                .map(|k| format!(", state dict under `{}`", esc(k)));
+            let strided = a.tensors.iter().filter(|t| t.strides.is_some()).count();
+            let what = if a.root.is_empty() {
+                "legacy non-zip file (PyTorch < 1.6)".to_string()
+            } else {
+                format!(
+                    "archive `{}`, format version {}",
+                    esc(&a.root),
+                    a.version.as_deref().map(esc).unwrap_or_else(|| "?".into())
+                )
+            };
+            lines.push(format!(
+                "torch       {}: {what}, {} storages for {} tensors{}{}",
+                esc(&s.file_name),
+                a.storages,
+                a.tensors.len(),
+                if strided > 0 {
+                    format!(", {strided} non-contiguous")
+                } else {
+                    String::new()
+                },
+                key.unwrap_or_default()
+            ));
+        }
+    }
     for s in &ck.shards {
         lines.push(format!(
             "  {:<40} {:>12}  {}",
@@ -165,7 +207,8 @@ pub fn config_line(c: &ModelConfig) -> String {
 }
 
 fn tensor_table(ck: &Checkpoint, selected: &[usize], all: bool) -> comfy_table::Table {
-    let multi = ck.shards.len() > 1;
+    // Merged Meta ranks: every tensor spans (or is replicated in) all the rank files.
+    let multi = ck.shards.len() > 1 && ck.merge.is_none();
     let mut header = vec!["tensor", "shape", "dtype", "count"];
     if multi {
         header.push("file");
@@ -240,6 +283,14 @@ fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
                 "name": s.file_name,
                 "path": s.path.display().to_string(),
                 "size": s.size,
+                "container": s.container.name(),
+                "torch": s.torch().map(|a| json!({
+                    "archive": a.root,
+                    "version": a.version,
+                    "storages": a.storages,
+                    "state_dict_key": a.key,
+                    "skipped": a.skipped.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+                })),
                 "header_bytes": s.header.header_len,
                 "tensors": s.header.tensors.len(),
                 "metadata": s.header.metadata.as_ref().map(|m| m.iter()
@@ -254,13 +305,16 @@ fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
             let t = &ck.tensors[i];
             let s = &ck.shards[t.shard];
             let start = s.data_start() as u64;
+            // Offsets describe one byte range; a strided or rank-merged tensor has none.
+            let contiguous = t.is_contiguous();
             json!({
                 "name": t.name,
                 "shape": t.shape,
                 "dtype": t.dtype.to_string(),
                 "file": s.file_name,
-                "data_offsets": [t.begin, t.end],
-                "file_offsets": [start + t.begin as u64, start + t.end as u64],
+                "data_offsets": contiguous.then(|| json!([t.begin, t.end])),
+                "file_offsets": contiguous.then(|| json!([start + t.begin as u64, start + t.end as u64])),
+                "placement": placement_json(t),
             })
         })
         .collect();
@@ -268,6 +322,12 @@ fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
         "schema_version": JSON_SCHEMA_VERSION,
         "path": ck.path.display().to_string(),
         "layout": ck.layout.name(),
+        "container": ck.container(),
+        "ranks": ck.merge.as_ref().map(|m| json!({
+            "count": m.ranks,
+            "embedding_split": m.embedding_split,
+            "replicated_checked": m.replicated,
+        })),
         "files": files,
         "tensor_count": ck.tensors.len(),
         "parameters": ck.parameter_count() as u64,
@@ -278,6 +338,21 @@ fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
         "warnings": ck.warnings,
         "notes": ck.notes,
     })
+}
+
+/// How a tensor's bytes are laid out, for `--json`: `contiguous`, `strided` (with strides) or
+/// `concat` (axis and the rank files).
+fn placement_json(t: &ckpt::TensorInfo) -> serde_json::Value {
+    use ckpt::checkpoint::Placement;
+    use serde_json::json;
+    match &t.placement {
+        Placement::Contiguous => json!("contiguous"),
+        Placement::Strided { strides } => json!({"strided": strides}),
+        Placement::Concat { axis, parts } => json!({
+            "concat_axis": axis,
+            "parts": parts.len(),
+        }),
+    }
 }
 
 /// The typed hyperparameters of a config as JSON (used by several commands).

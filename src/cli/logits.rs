@@ -24,8 +24,8 @@ use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, JSON_SCHEMA_VERSION, out};
 #[derive(clap::Args, Debug)]
 #[command(after_help = exit_codes::PLAIN)]
 pub struct Args {
-    /// A `.safetensors` file, a `*.index.json`, a checkpoint directory or a Hugging Face cache
-    /// repository (with its config), or a `.gguf` file.
+    /// A `.safetensors`, PyTorch `.bin`/`.pth`/`.pt` or `.gguf` file, a `*.index.json`, a
+    /// checkpoint directory or a Hugging Face cache repository (with its config).
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// One sequence of comma-separated token ids; repeat for a batch (equal lengths).

@@ -28,7 +28,10 @@ pub const EXIT_FINDINGS: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
 
 /// LLM checkpoint compatibility: inspect, detect, convert, verify, check and diff safetensors
-/// checkpoints.
+/// checkpoints and PyTorch `torch.save` archives (read without unpickling).
+///
+/// Exit codes: 0 ok / equivalent / compatible, 1 findings (differs, incompatible, not equivalent),
+/// 2 error (bad input, usage, I/O) or a verification that could not run (inconclusive).
 #[derive(Parser, Debug)]
 #[command(
     name = "ckpt",
@@ -41,6 +44,19 @@ pub const EXIT_ERROR: u8 = 2;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// For a PyTorch file holding several dicts of tensors (`{"model": ..., "ema": ...}`): the key of
+    /// the one to read (nested keys joined with `/`). Not needed when only one dict holds tensors.
+    #[arg(long, global = true, value_name = "KEY")]
+    state_dict_key: Option<String>,
+}
+
+/// Options for opening every checkpoint of this run (set once from the global flags).
+static OPEN_OPTIONS: std::sync::OnceLock<ckpt::checkpoint::OpenOptions> =
+    std::sync::OnceLock::new();
+
+/// The open options of this run (the global `--state-dict-key`).
+pub fn open_options() -> ckpt::checkpoint::OpenOptions {
+    OPEN_OPTIONS.get().cloned().unwrap_or_default()
 }
 
 #[derive(Subcommand, Debug)]
@@ -119,6 +135,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let _ = OPEN_OPTIONS.set(ckpt::checkpoint::OpenOptions {
+        state_dict_key: cli.state_dict_key.clone(),
+        ..Default::default()
+    });
     let json = cli_wants_json(&cli.command);
     let name = cli.command.name();
     let outcome = std::panic::catch_unwind(|| run(cli.command));

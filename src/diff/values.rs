@@ -39,7 +39,7 @@ pub struct ValueDiff {
 }
 
 enum Piece<'a> {
-    Bytes(&'a [u8]),
+    Bytes(std::borrow::Cow<'a, [u8]>),
     Zeros(usize),
 }
 

@@ -215,8 +215,8 @@ impl<'a> View<'a> {
         Ok(t)
     }
 
-    /// The bytes of a view tensor: borrowed from the mmap when it is one whole physical tensor,
-    /// gathered into one buffer otherwise.
+    /// The bytes of a view tensor: borrowed from the mmap when it is one whole contiguous physical
+    /// tensor, gathered into one buffer otherwise.
     pub fn read(&self, t: &ViewTensor) -> Result<Cow<'a, [u8]>> {
         if let Some(i) = t.is_whole_tensor(self.ckpt) {
             let info = self
@@ -224,7 +224,7 @@ impl<'a> View<'a> {
                 .tensors
                 .get(i)
                 .ok_or_else(|| Error::internal("bad segment"))?;
-            return self.ckpt.data(info).map(Cow::Borrowed);
+            return self.ckpt.read(info);
         }
         let mut out = Vec::with_capacity(t.nbytes());
         self.for_each_chunk(t, |chunk| {
@@ -257,7 +257,7 @@ impl<'a> View<'a> {
         static ZEROS: [u8; ZERO_CHUNK] = [0u8; ZERO_CHUNK];
         for seg in &t.segments {
             match seg {
-                Segment::Rows { .. } => f(self.segment_bytes(seg)?)?,
+                Segment::Rows { .. } => f(&self.segment_bytes(seg)?)?,
                 Segment::Zeros { bytes } => {
                     let mut left = *bytes;
                     while left > 0 {
@@ -271,54 +271,70 @@ impl<'a> View<'a> {
         Ok(())
     }
 
-    /// The bytes of one `Rows` segment (empty for `Zeros`).
-    pub fn segment_bytes(&self, seg: &Segment) -> Result<&'a [u8]> {
+    /// The bytes of one `Rows` segment (empty for `Zeros`): borrowed from the mmap when they are one
+    /// contiguous byte range, gathered otherwise (a strided torch tensor, merged Meta ranks).
+    pub fn segment_bytes(&self, seg: &Segment) -> Result<Cow<'a, [u8]>> {
         let Segment::Rows {
             tensor,
             row_start,
             rows,
         } = seg
         else {
-            return Ok(&[]);
+            return Ok(Cow::Borrowed(&[]));
         };
         let info = self
             .ckpt
             .tensors
             .get(*tensor)
             .ok_or_else(|| Error::internal("bad segment"))?;
-        let rb = row_bytes(info).ok_or_else(|| {
+        row_bytes(info).ok_or_else(|| {
             Error::unsupported("rows of this tensor are not whole bytes").tensor(&info.name)
         })?;
-        let data = self.ckpt.data(info)?;
-        let b = row_start.checked_mul(rb);
-        let e = row_start.checked_add(*rows).and_then(|r| r.checked_mul(rb));
-        match (b, e) {
-            (Some(b), Some(e)) => data.get(b..e).ok_or_else(|| {
-                Error::internal(format!("rows {row_start}+{rows} outside the tensor"))
-                    .tensor(&info.name)
-            }),
-            _ => Err(Error::internal("row range overflows").tensor(&info.name)),
+        self.ckpt.read_rows(info, *row_start, *rows)
+    }
+
+    /// The physical (file, absolute byte offset, length) of a `Rows` segment when it is one
+    /// contiguous run; `None` for `Zeros` and for a segment of a strided or rank-merged tensor (use
+    /// [`View::segment_runs`], which handles every segment).
+    pub fn segment_location(&self, seg: &Segment) -> Option<(usize, u64, usize)> {
+        let mut runs: Vec<(usize, u64, usize)> = Vec::with_capacity(1);
+        self.segment_runs(seg, &mut |s, o, l| {
+            if runs.is_empty() {
+                runs.push((s, o, l));
+                Ok(())
+            } else {
+                Err(Error::internal("more than one run"))
+            }
+        })
+        .ok()?;
+        match runs.as_slice() {
+            [one] => Some(*one),
+            _ => None,
         }
     }
 
-    /// The physical (file, absolute byte offset, length) of a `Rows` segment, for kernel-side copies.
-    pub fn segment_location(&self, seg: &Segment) -> Option<(usize, u64, usize)> {
+    /// The physical byte runs of a `Rows` segment, in order, as `(shard, absolute file offset,
+    /// length)`: one run for a contiguous tensor, several for a strided or rank-merged one. `Zeros`
+    /// has none.
+    pub fn segment_runs(
+        &self,
+        seg: &Segment,
+        f: &mut dyn FnMut(usize, u64, usize) -> Result<()>,
+    ) -> Result<()> {
         let Segment::Rows {
             tensor,
             row_start,
             rows,
         } = seg
         else {
-            return None;
+            return Ok(());
         };
-        let info = self.ckpt.tensors.get(*tensor)?;
-        let rb = row_bytes(info)?;
-        let shard = self.ckpt.shards.get(info.shard)?;
-        let off = shard
-            .data_start()
-            .checked_add(info.begin)?
-            .checked_add(row_start.checked_mul(rb)?)?;
-        Some((info.shard, off as u64, rows.checked_mul(rb)?))
+        let info = self
+            .ckpt
+            .tensors
+            .get(*tensor)
+            .ok_or_else(|| Error::internal("bad segment"))?;
+        self.ckpt.for_each_run(info, *row_start, *rows, f)
     }
 
     /// Rows `[start, start + n)` of view tensor `t`, expressed as segments over physical tensors

@@ -559,12 +559,12 @@ impl<'a> Model<'a> {
     fn rows(&self, t: &ViewTensor, start: usize, n: usize) -> Result<Cow<'a, [u8]>> {
         let segs = self.view.resolve_rows(t, start, n)?;
         if let [seg @ Segment::Rows { .. }] = segs.as_slice() {
-            return self.view.segment_bytes(seg).map(Cow::Borrowed);
+            return self.view.segment_bytes(seg);
         }
         let mut out = Vec::new();
         for seg in &segs {
             match seg {
-                Segment::Rows { .. } => out.extend_from_slice(self.view.segment_bytes(seg)?),
+                Segment::Rows { .. } => out.extend_from_slice(&self.view.segment_bytes(seg)?),
                 Segment::Zeros { bytes } => out.resize(out.len() + bytes, 0),
             }
         }

@@ -189,6 +189,7 @@ fn embedding_rows_to_run(a: &View<'_>, b: &View<'_>, bt: &Bytes) -> Result<Optio
     }
     let row_bytes = ta.nbytes() / rows;
     let (ca, cb) = (chunks(a, ta)?, chunks(b, tb)?);
+    let (ca, cb) = (refs(&ca), refs(&cb));
     let (mut ra, mut rb) = (RowReader::new(&ca), RowReader::new(&cb));
     let mut out = RowsToRun {
         differing: 0,
@@ -686,8 +687,13 @@ fn config_differences(a: &View<'_>, b: &View<'_>) -> Vec<(String, Value, Value)>
         .collect()
 }
 
+/// Borrow gathered or mapped chunks as plain slices.
+fn refs<'c>(chunks: &'c [std::borrow::Cow<'_, [u8]>]) -> Vec<&'c [u8]> {
+    chunks.iter().map(|c| &**c).collect()
+}
+
 /// The chunks of a view tensor as borrowed slices (zeros as a static buffer), without copying.
-fn chunks<'a>(v: &View<'a>, t: &ViewTensor) -> Result<Vec<&'a [u8]>> {
+fn chunks<'a>(v: &View<'a>, t: &ViewTensor) -> Result<Vec<std::borrow::Cow<'a, [u8]>>> {
     static ZEROS: [u8; 1 << 16] = [0u8; 1 << 16];
     let mut out = Vec::with_capacity(t.segments.len());
     for seg in &t.segments {
@@ -697,7 +703,7 @@ fn chunks<'a>(v: &View<'a>, t: &ViewTensor) -> Result<Vec<&'a [u8]>> {
                 let mut left = *bytes;
                 while left > 0 {
                     let n = left.min(ZEROS.len());
-                    out.push(&ZEROS[..n]);
+                    out.push(std::borrow::Cow::Borrowed(&ZEROS[..n]));
                     left -= n;
                 }
             }
@@ -746,7 +752,8 @@ pub fn tensor_bytes_equal(
     if ta.dtype != tb.dtype || ta.nbytes() != tb.nbytes() {
         return Ok(false);
     }
-    let same = same_regions(a, ta, b, tb) || streams_equal(&chunks(a, ta)?, &chunks(b, tb)?);
+    let same =
+        same_regions(a, ta, b, tb) || streams_equal(&refs(&chunks(a, ta)?), &refs(&chunks(b, tb)?));
     // Done reading: keep the resident set at about one tensor, not two models.
     a.release(ta);
     b.release(tb);

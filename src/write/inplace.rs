@@ -92,6 +92,14 @@ fn not_pure(msg: String, name: &str) -> Error {
 /// not fit the old one's space.
 pub fn plan_in_place(view: &View) -> Result<InPlacePlan> {
     let ck = view.ckpt;
+    // Only a safetensors header can be rewritten in place; a torch archive's names live in its pickle.
+    if let Some(s) = ck.shards.iter().find(|s| s.torch().is_some()) {
+        return Err(Error::unsupported(
+            "--in-place rewrites safetensors headers; this is a PyTorch archive",
+        )
+        .file(&s.path)
+        .hint("convert it to a new directory instead (without --in-place)"));
+    }
     let mut new_name: Vec<Option<&str>> = vec![None; ck.tensors.len()];
     for vt in &view.tensors {
         let i = vt.is_whole_tensor(ck).ok_or_else(|| {

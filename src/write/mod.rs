@@ -790,6 +790,11 @@ fn create_new(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Runs shorter than this are gathered into a buffer instead of one `copy_file_range` each.
+const SMALL_RUN: usize = 64 * 1024;
+/// Size at which the gathered buffer of short runs is written out.
+const SMALL_BUF: usize = 1 << 20;
+
 /// Write one shard: header, then every view tensor's segments at their planned offsets, then fsync.
 /// The error carries the tensor being written.
 fn write_shard(
@@ -817,17 +822,85 @@ fn write_shard(
                     off = off.saturating_add(*bytes as u64);
                 }
                 Segment::Rows { .. } => {
-                    let (si, src_off, len) = view
-                        .segment_location(seg)
-                        .ok_or_else(|| tag(io::Error::other("segment has no location")))?;
-                    let shard = view
-                        .ckpt
-                        .shards
-                        .get(si)
-                        .ok_or_else(|| tag(io::Error::other("bad shard index")))?;
-                    ctx.copy(shard.file(), src_off, len as u64, &out, off)
-                        .map_err(tag)?;
-                    off = off.saturating_add(len as u64);
+                    // Long runs go through copy_file_range; short ones (a column-concatenated rank
+                    // row, a strided element) are gathered from the mmaps into a bounded buffer.
+                    let mut small: Vec<u8> = Vec::new();
+                    let mut small_at = off;
+                    let mut io_err: Option<io::Error> = None;
+                    // Source byte ranges read through the mmaps since the last flush, per shard:
+                    // released at each flush so the resident set stays at about one buffer.
+                    let mut touched: Vec<(usize, usize, usize)> = Vec::new();
+                    let release = |touched: &mut Vec<(usize, usize, usize)>| {
+                        for (si, lo, hi) in touched.drain(..) {
+                            if let Some(sh) = view.ckpt.shards.get(si) {
+                                let ds = sh.data_start();
+                                sh.release(lo.saturating_sub(ds), hi.saturating_sub(ds));
+                            }
+                        }
+                    };
+                    let res = view.segment_runs(seg, &mut |si, src_off, len| {
+                        let shard = view
+                            .ckpt
+                            .shards
+                            .get(si)
+                            .ok_or_else(|| crate::error::Error::internal("bad shard index"))?;
+                        let step = |e: io::Error| crate::error::Error::internal(e.to_string());
+                        if len >= SMALL_RUN {
+                            if !small.is_empty() {
+                                ctx.write_at(&out, &small, small_at).map_err(|e| {
+                                    let m = step(io::Error::new(e.kind(), e.to_string()));
+                                    io_err = Some(e);
+                                    m
+                                })?;
+                                small.clear();
+                            }
+                            ctx.copy(shard.file(), src_off, len as u64, &out, off)
+                                .map_err(|e| {
+                                    let m = step(io::Error::new(e.kind(), e.to_string()));
+                                    io_err = Some(e);
+                                    m
+                                })?;
+                            off = off.saturating_add(len as u64);
+                            small_at = off;
+                            return Ok(());
+                        }
+                        let bytes = usize::try_from(src_off)
+                            .ok()
+                            .and_then(|b| shard.bytes().get(b..b.checked_add(len)?))
+                            .ok_or_else(|| {
+                                crate::error::Error::internal("run outside the mapped file")
+                            })?;
+                        small.extend_from_slice(bytes);
+                        let lo = src_off as usize;
+                        let hi = lo.saturating_add(len);
+                        match touched.iter_mut().find(|(s, _, _)| *s == si) {
+                            Some((_, a, b)) => {
+                                *a = (*a).min(lo);
+                                *b = (*b).max(hi);
+                            }
+                            None => touched.push((si, lo, hi)),
+                        }
+                        off = off.saturating_add(len as u64);
+                        if small.len() >= SMALL_BUF {
+                            release(&mut touched);
+                            ctx.write_at(&out, &small, small_at).map_err(|e| {
+                                let m = step(io::Error::new(e.kind(), e.to_string()));
+                                io_err = Some(e);
+                                m
+                            })?;
+                            small.clear();
+                            small_at = off;
+                        }
+                        Ok(())
+                    });
+                    if let Some(e) = io_err {
+                        return Err(tag(e));
+                    }
+                    res.map_err(|e| tag(io::Error::other(e.to_string())))?;
+                    release(&mut touched);
+                    if !small.is_empty() {
+                        ctx.write_at(&out, &small, small_at).map_err(tag)?;
+                    }
                 }
             }
         }
@@ -837,6 +910,9 @@ fn write_shard(
             fsio::start_writeback_range(&out, kicked, off - kicked);
             kicked = off;
         }
+        // Gathered runs were read through the source mmaps: drop those pages from this process
+        // (they stay in the page cache) so the resident set stays near one tensor.
+        view.release(vt);
         if off != data_start.saturating_add(t.end as u64) {
             return Err(tag(io::Error::other(
                 "the tensor's parts do not add up to its planned size",

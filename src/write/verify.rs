@@ -87,6 +87,7 @@ pub fn check_output(
         let file = dst.join(&shard.file_name);
         let same = compare_view_tensor(view, vt, shard.file(), off)
             .map_err(|e| e.file(&file).tensor(&vt.name))?;
+        view.release(vt);
         if !same {
             return Err(Error::new(
                 ErrorKind::Io,
@@ -115,52 +116,139 @@ fn interrupted(dst: &Path) -> Error {
 /// Compare a view tensor's bytes with `out` at `off`, through short-lived read-only mappings of
 /// at most [`BUF`] bytes per side: no copy out of the page cache (on the VMs measured, `pread`'s
 /// kernel-to-user copy cost more than the write), and the resident set stays bounded because each
-/// window is unmapped before the next.
+/// window is unmapped before the next. Short source runs (rank rows of a column concatenation,
+/// elements of a strided torch tensor) are read from the source mmap instead of a window each.
 fn compare_view_tensor(
     view: &View,
     vt: &crate::mapping::view::ViewTensor,
     out: &File,
     off: u64,
 ) -> Result<bool> {
+    let total = vt.nbytes() as u64;
+    let end = off.saturating_add(total);
+    let mut theirs = OutWindow {
+        file: out,
+        end,
+        win: None,
+    };
     let mut pos = off;
+    let mut same = true;
+    // Source pages read through the mmap for short runs: released every BUF bytes.
+    let mut touched: Vec<(usize, usize, usize)> = Vec::new();
+    let mut since = 0usize;
+    let release = |touched: &mut Vec<(usize, usize, usize)>| {
+        for (si, lo, hi) in touched.drain(..) {
+            if let Some(sh) = view.ckpt.shards.get(si) {
+                let ds = sh.data_start();
+                sh.release(lo.saturating_sub(ds), hi.saturating_sub(ds));
+            }
+        }
+    };
     for seg in &vt.segments {
-        let (src, mut src_off, len): (Option<&File>, u64, u64) = match seg {
-            Segment::Zeros { bytes } => (None, 0, *bytes as u64),
-            Segment::Rows { .. } => {
-                let (si, o, len) = view
-                    .segment_location(seg)
-                    .ok_or_else(|| Error::internal("segment has no location"))?;
-                let shard = view
-                    .ckpt
-                    .shards
-                    .get(si)
-                    .ok_or_else(|| Error::internal("bad shard index"))?;
-                (Some(shard.file()), o, len as u64)
-            }
-        };
-        let mut left = len;
-        while left > 0 {
-            let k = left.min(BUF as u64);
-            let theirs = Window::map(out, pos, k)
-                .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read back: {e}")))?;
-            let same = match src {
-                Some(f) => {
-                    let ours = Window::map(f, src_off, k).map_err(|e| {
-                        Error::new(ErrorKind::Io, format!("cannot read the source: {e}"))
-                    })?;
-                    ours.bytes() == theirs.bytes()
+        if !same {
+            break;
+        }
+        match seg {
+            Segment::Zeros { bytes } => {
+                let mut left = *bytes as u64;
+                while left > 0 {
+                    let got = theirs.bytes(pos, left)?;
+                    let k = got.len() as u64;
+                    if k == 0 || !got.iter().all(|&b| b == 0) {
+                        return Ok(false);
+                    }
+                    left -= k;
+                    pos = pos.saturating_add(k);
                 }
-                None => theirs.bytes().iter().all(|&b| b == 0),
-            };
-            if !same {
-                return Ok(false);
             }
-            left -= k;
-            src_off = src_off.saturating_add(k);
-            pos = pos.saturating_add(k);
+            Segment::Rows { .. } => {
+                view.segment_runs(seg, &mut |si, mut src_off, len| {
+                    if !same {
+                        return Ok(());
+                    }
+                    let shard = view
+                        .ckpt
+                        .shards
+                        .get(si)
+                        .ok_or_else(|| Error::internal("bad shard index"))?;
+                    let mut left = len as u64;
+                    while left > 0 {
+                        let k0 = left.min(BUF as u64);
+                        let got = theirs.bytes(pos, k0)?;
+                        let k = got.len() as u64;
+                        if k == 0 {
+                            same = false;
+                            return Ok(());
+                        }
+                        let eq = if len < SMALL {
+                            let b = src_off as usize;
+                            let e = b + k as usize;
+                            match touched.iter_mut().find(|(s, _, _)| *s == si) {
+                                Some((_, lo, hi)) => {
+                                    *lo = (*lo).min(b);
+                                    *hi = (*hi).max(e);
+                                }
+                                None => touched.push((si, b, e)),
+                            }
+                            since += k as usize;
+                            if since >= BUF {
+                                since = 0;
+                                release(&mut touched);
+                            }
+                            shard.bytes().get(b..e) == Some(got)
+                        } else {
+                            let ours = Window::map(shard.file(), src_off, k).map_err(|e| {
+                                Error::new(ErrorKind::Io, format!("cannot read the source: {e}"))
+                            })?;
+                            ours.bytes() == got
+                        };
+                        if !eq {
+                            same = false;
+                            return Ok(());
+                        }
+                        left -= k;
+                        src_off = src_off.saturating_add(k);
+                        pos = pos.saturating_add(k);
+                    }
+                    Ok(())
+                })?;
+            }
         }
     }
-    Ok(true)
+    release(&mut touched);
+    Ok(same && pos == end)
+}
+
+/// Runs shorter than this are compared against the source mmap rather than a window of their own.
+const SMALL: usize = 64 * 1024;
+
+/// A moving read-only window over the output file, remapped when a request leaves it.
+struct OutWindow<'f> {
+    file: &'f File,
+    end: u64,
+    win: Option<(u64, u64, Window)>,
+}
+
+impl OutWindow<'_> {
+    /// Up to `want` bytes at `pos` (fewer at a window edge; empty past `end`).
+    fn bytes(&mut self, pos: u64, want: u64) -> Result<&[u8]> {
+        let covered = matches!(&self.win, Some((s, l, _)) if pos >= *s && pos < s + l);
+        if !covered {
+            let len = self.end.saturating_sub(pos).min(BUF as u64);
+            if len == 0 {
+                return Ok(&[]);
+            }
+            let w = Window::map(self.file, pos, len)
+                .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read back: {e}")))?;
+            self.win = Some((pos, len, w));
+        }
+        let Some((s, l, w)) = &self.win else {
+            return Ok(&[]);
+        };
+        let a = (pos - s) as usize;
+        let b = (*l).min(pos - s + want) as usize;
+        Ok(w.bytes().get(a..b).unwrap_or_default())
+    }
 }
 
 /// A read-only mapping of `[off, off + len)` of a file (the offset aligned down to a page).
