@@ -949,7 +949,7 @@ pub fn remote_code_text(ck: &Checkpoint) -> Option<String> {
 pub fn sub_byte_tensor(ck: &Checkpoint) -> Option<&crate::checkpoint::TensorInfo> {
     ck.tensors
         .iter()
-        .find(|t| crate::checkpoint::header::dtype_bits(t.dtype) < 8)
+        .find(|t| !t.dtype.is_block() && crate::checkpoint::header::dtype_bits(t.dtype) < 8)
 }
 
 fn check_shapes(ck: &Checkpoint, f: &Family, s: &mut FamilyScore, renames: &[RenameRule]) {

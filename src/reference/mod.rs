@@ -92,11 +92,19 @@ pub fn view_math(view: &View<'_>) -> Result<Option<Math>> {
     match &view.math {
         None => Ok(None),
         Some(Ok(m)) => Ok(Some(m.clone())),
+        // The reason lies in the config (an unmodelled key, a value the math cannot take).
         Some(Err(why)) => Err(crate::error::Error::unsupported(format!(
             "cannot run family `{}`: {why}",
             view.family
         ))
-        .file(&view.ckpt.path)),
+        .file(
+            view.ckpt
+                .config
+                .as_ref()
+                .map(|c| c.path.clone())
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or_else(|| view.ckpt.path.clone()),
+        )),
     }
 }
 
