@@ -346,6 +346,15 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
             s.dropped_files.join(", ")
         ));
     }
+    for (f, why) in &s.skipped_weights {
+        out(&format!("not copied (not part of the checkpoint): {}: {why}", esc(f)));
+    }
+    for n in &s.notes {
+        out(&format!("tokenizer/files: {n}"));
+    }
+    for line in config_changes(&view) {
+        out(&line);
+    }
     let secs = s.elapsed.as_secs_f64().max(1e-9);
     out(&format!(
         "wrote {} tensors ({}) in {} file{} to {} in {:.2} s ({}/s){}{}",
@@ -534,10 +543,34 @@ fn dry_run(view: &View, max: u64, drop_py: bool) {
             out("  (unchanged)");
         }
     }
+    for line in config_changes(view) {
+        out(&line);
+    }
+    let sel = match write::select::select(view, drop_py) {
+        Ok(s) => s,
+        Err(e) => {
+            out(&format!("file selection failed: {}", e.message()));
+            write::select::Selection::default()
+        }
+    };
+    let mut skipped = Vec::new();
     let (copied, dropped): (Vec<&String>, Vec<&String>) = ck
         .other_files
         .iter()
-        .partition(|f| !(drop_py && f.ends_with(".py")));
+        .filter(|f| match write::select::weight_skip_reason(ck, f) {
+            Some(why) => {
+                skipped.push(format!("{}: {why}", esc(f)));
+                false
+            }
+            None => true,
+        })
+        .partition(|f| sel.skip_reason(ck, f).is_none());
+    for s in &skipped {
+        out(&format!("not copied (not part of the checkpoint): {s}"));
+    }
+    for n in &sel.notes {
+        out(&format!("tokenizer/files: {n}"));
+    }
     if !copied.is_empty() {
         out(&format!(
             "copied: {}",
@@ -555,6 +588,18 @@ fn dry_run(view: &View, max: u64, drop_py: bool) {
         ));
     }
     out("dry run: nothing was written");
+}
+
+/// What the conversion does to the config keys (dropped as meaningless for LLaMA, added for
+/// portability), when the output config is a LLaMA `config.json`.
+fn config_changes(view: &View) -> Vec<String> {
+    let (Some(src), Some(new)) = (view.ckpt.config.as_ref(), view.config.as_ref()) else {
+        return Vec::new();
+    };
+    if new.model_type.as_deref() != Some("llama") {
+        return Vec::new();
+    }
+    ckpt::mapping::portable::describe(&src.raw, &new.raw)
 }
 
 /// The source seen as canonical LLaMA (through `--from`, `--mapping` and `--rename`), for `--verify`.

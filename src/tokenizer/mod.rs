@@ -637,10 +637,9 @@ pub fn plan_for_llama(t: &Tokenizer, shipped: &dyn Fn(&str) -> bool) -> Result<T
                 map.insert("tokenizer_class".into(), Value::from(class));
             }
             let original = read_limited(&t.dir.join(CONFIG_FILE), MAX_SMALL_JSON_BYTES)?;
-            plan.config_text = Some(crate::json::to_string_pretty_spelled(
-                &Value::Object(map),
-                &original,
-            ));
+            let mut text = crate::json::to_string_pretty_spelled(&Value::Object(map), &original);
+            text.push('\n');
+            plan.config_text = Some(text);
             plan.notes.push(format!(
                 "{CONFIG_FILE}: tokenizer_class `{}` -> `{class}`{} ({why})",
                 escape(&old),
@@ -662,12 +661,14 @@ pub fn plan_for_llama(t: &Tokenizer, shipped: &dyn Fn(&str) -> bool) -> Result<T
             }
             let missing: Vec<&String> = files.iter().filter(|f| !shipped(f)).collect();
             if !missing.is_empty() {
-                return Err(Error::bad_data(format!(
-                    "the tokenizer needs remote code (no `tokenizer.json` or SentencePiece BPE model to load it otherwise) and its `auto_map` names {} which the source does not ship",
-                    missing.iter().map(|m| format!("`{}`", escape(m))).collect::<Vec<_>>().join(", ")
-                ))
-                .file(t.dir.join(CONFIG_FILE))
-                .hint("add the tokenizer's code or a tokenizer.json to the source"));
+                plan.notes.push(format!(
+                    "the tokenizer needs remote code that the source does not ship ({}): it does not load from the source either; its auto_map entries are removed",
+                    missing.iter().map(|m| escape(m)).collect::<Vec<_>>().join(", ")
+                ));
+                files.retain(|f| shipped(f));
+                if files.is_empty() {
+                    return Ok(plan);
+                }
             }
             plan.notes.push(format!(
                 "the tokenizer needs its remote code (no `tokenizer.json` or SentencePiece BPE model): kept {} and the `auto_map` of {CONFIG_FILE}; loading it needs trust_remote_code",

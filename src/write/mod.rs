@@ -16,6 +16,7 @@
 pub mod fsio;
 pub mod inplace;
 pub mod plan;
+pub mod select;
 pub mod verify;
 
 use std::fs::{File, OpenOptions};
@@ -110,6 +111,14 @@ pub struct WriteSummary {
     pub dropped_files: Vec<String>,
     /// Source entries skipped because they are not regular files or directories.
     pub skipped_files: Vec<String>,
+    /// Weight files of the source that are not part of the converted checkpoint, not copied:
+    /// (relative path, reason).
+    pub skipped_weights: Vec<(String, String)>,
+    /// Files written from new text (a rewritten `tokenizer_config.json`, a generated
+    /// `generation_config.json`) rather than copied.
+    pub written_files: Vec<String>,
+    /// What the file selection decided about the tokenizer and other files (see [`select`]).
+    pub notes: Vec<String>,
     /// Whether an existing destination was replaced.
     pub replaced: bool,
     /// Whether tensor bytes were compared with the source.
@@ -262,17 +271,32 @@ struct OtherFiles {
     dirs: Vec<PathBuf>,
     dropped: Vec<String>,
     skipped: Vec<String>,
+    /// Weight files that are not the checkpoint's: (relative path, reason).
+    skipped_weights: Vec<(String, String)>,
+    /// Files written from new text instead of copied: (relative path, text).
+    texts: Vec<(PathBuf, String)>,
 }
 
-fn other_files(ck: &Checkpoint, drop_py: bool, config_name: Option<&str>) -> Result<OtherFiles> {
+fn other_files(
+    ck: &Checkpoint,
+    sel: &select::Selection,
+    config_name: Option<&str>,
+) -> Result<OtherFiles> {
     let mut o = OtherFiles {
         copies: Vec::new(),
         dirs: Vec::new(),
         dropped: Vec::new(),
         skipped: Vec::new(),
+        skipped_weights: Vec::new(),
+        texts: Vec::new(),
     };
     for name in &ck.other_files {
-        collect(ck, Path::new(name), drop_py, config_name, &mut o, 0)?;
+        collect(ck, Path::new(name), sel, config_name, &mut o, 0)?;
+    }
+    for (name, text) in &sel.generated {
+        if !o.copies.iter().any(|c| c.rel == Path::new(name)) {
+            o.texts.push((PathBuf::from(name), text.clone()));
+        }
     }
     Ok(o)
 }
@@ -280,7 +304,7 @@ fn other_files(ck: &Checkpoint, drop_py: bool, config_name: Option<&str>) -> Res
 fn collect(
     ck: &Checkpoint,
     rel: &Path,
-    drop_py: bool,
+    sel: &select::Selection,
     config_name: Option<&str>,
     o: &mut OtherFiles,
     depth: usize,
@@ -305,11 +329,17 @@ fn collect(
             .collect();
         names.sort();
         for n in names {
-            collect(ck, &rel.join(n), drop_py, None, o, depth + 1)?;
+            collect(ck, &rel.join(n), sel, None, o, depth + 1)?;
         }
     } else if m.is_file() {
-        if drop_py && shown.ends_with(".py") {
-            o.dropped.push(shown);
+        if let Some(reason) = sel.skip_reason(ck, &shown) {
+            if shown.ends_with(".py") {
+                o.dropped.push(shown);
+            } else {
+                o.skipped_weights.push((shown, reason));
+            }
+        } else if let Some(text) = sel.rewritten(&shown) {
+            o.texts.push((rel.to_path_buf(), text.to_string()));
         } else {
             o.copies.push(Copy {
                 rel: rel.to_path_buf(),
@@ -344,8 +374,21 @@ pub fn config_output(view: &View) -> Option<(&'static str, String)> {
     {
         return Some((name, text));
     }
+    // Rewritten config: numbers keep the source's spelling (`1e-05` stays `1e-05`).
+    let original = view
+        .ckpt
+        .config
+        .as_ref()
+        .and_then(|c| {
+            crate::checkpoint::config::read_limited(
+                &c.path,
+                crate::checkpoint::config::MAX_CONFIG_BYTES,
+            )
+            .ok()
+        })
+        .unwrap_or_default();
     let mut text =
-        crate::json::to_string_pretty_nonfinite(&serde_json::Value::Object(cfg.raw.clone()));
+        crate::json::to_string_pretty_spelled(&serde_json::Value::Object(cfg.raw.clone()), &original);
     text.push('\n');
     Some((name, text))
 }
@@ -397,9 +440,15 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
     let d = check_destination(ck, dst, opts.force)?;
     let plan = plan::plan(view, opts.max_shard_size)?;
     let config = config_output(view);
-    let others = other_files(ck, opts.drop_remote_code, config.as_ref().map(|c| c.0))?;
+    let selection = select::select(view, opts.drop_remote_code)?;
+    let others = other_files(ck, &selection, config.as_ref().map(|c| c.0))?;
     // Space preflight (B.2 step 2).
-    let copies: u64 = others.copies.iter().map(|c| c.size).sum();
+    let copies: u64 = others
+        .copies
+        .iter()
+        .map(|c| c.size)
+        .chain(others.texts.iter().map(|(_, t)| t.len() as u64))
+        .sum();
     let needed = plan
         .total_file_bytes()
         .saturating_add(plan.index.as_ref().map_or(0, |s| s.len() as u64))
@@ -498,6 +547,12 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
                 CopyErr::Read(e) => Error::io(&c.src, "cannot read", e),
                 CopyErr::Write(e) => fail(e, &shown, None, &ctx),
             })?;
+    }
+    for (rel, text) in &others.texts {
+        let shown = rel.display().to_string();
+        write_small(&sp.join(rel), text.as_bytes(), &mut ctx)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| fail(e, &shown, None, &ctx))?;
     }
     for dir in others.dirs.iter().rev() {
         fsio::sync_dir(&sp.join(dir))
@@ -614,6 +669,13 @@ pub fn write_view(view: &View, dst: &Path, opts: &WriteOptions) -> Result<WriteS
             .collect(),
         dropped_files: others.dropped,
         skipped_files: others.skipped,
+        skipped_weights: others.skipped_weights,
+        written_files: others
+            .texts
+            .iter()
+            .map(|(r, _)| r.display().to_string())
+            .collect(),
+        notes: selection.notes,
         replaced: d.exists,
         verified_bytes: opts.verify_bytes,
         kernel_copy_bytes: ctx.cfr_bytes,
