@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use ckpt::check::{self, Finding, Options, Report, Severity, Target};
+use ckpt::check::{self, Finding, Loaders, Options, Report, Severity, Target};
 use ckpt::report::{self, esc};
 
 use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
@@ -19,7 +19,8 @@ use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
 pub struct Args {
     /// A checkpoint directory, a `.safetensors` file, or a `*.index.json`.
     pub path: PathBuf,
-    /// The tooling to check against.
+    /// The loaders to check against: `llama` (every loader: the union a "loads in LLaMA tooling"
+    /// claim needs), `transformers`, `llama.cpp`, `candle` or `vllm`.
     #[arg(long, default_value = "llama", value_name = "TARGET")]
     pub target: String,
     /// Output format.
@@ -201,8 +202,11 @@ fn text(r: &Report) -> Vec<String> {
     let mut lines = vec![format!(
         "checking {} against {}",
         display_file(&r.path),
-        r.target.architecture()
+        r.target.architecture(),
     )];
+    if r.target != Target::Llama {
+        lines[0].push_str(&format!(" ({} rules only)", r.target.name()));
+    }
     if r.findings.is_empty() {
         return lines;
     }
@@ -222,9 +226,10 @@ fn text(r: &Report) -> Vec<String> {
             })
             .unwrap_or_default();
         lines.push(format!(
-            "{}[{}]: {tensor}{}",
+            "{}[{}]{}: {tensor}{}",
             f.severity.name(),
             f.id,
+            tags(f.loaders),
             f.message
         ));
         if let Some(file) = g.file() {
@@ -233,6 +238,15 @@ fn text(r: &Report) -> Vec<String> {
     }
     lines.push(String::new());
     lines
+}
+
+/// ` (candle, vllm)` for a finding that affects some loaders only; empty for every loader.
+fn tags(l: Loaders) -> String {
+    if l == Loaders::ALL {
+        String::new()
+    } else {
+        format!(" ({})", l.names().join(", "))
+    }
 }
 
 fn summary(r: &Report, deny: bool) -> String {
@@ -246,7 +260,7 @@ fn summary(r: &Report, deny: bool) -> String {
         format!(
             "ok: {} will load as {} ({counts})",
             display_file(&r.path),
-            r.target.name()
+            r.target.describe()
         )
     } else if e == 0 {
         format!("failed: {counts} (warnings denied)")
@@ -254,7 +268,7 @@ fn summary(r: &Report, deny: bool) -> String {
         format!(
             "failed: {counts}: {} will not load as {} as it is",
             display_file(&r.path),
-            r.target.name()
+            r.target.describe()
         )
     }
 }
@@ -285,7 +299,7 @@ fn github(r: &Report) -> Vec<String> {
             if let Some(file) = g.files.first() {
                 props.push(format!("file={}", gh_prop(&file.display().to_string())));
             }
-            props.push(format!("title={}", gh_prop(f.id)));
+            props.push(format!("title={}{}", gh_prop(f.id), gh_prop(&tags(f.loaders))));
             let msg = match &g.tensor {
                 Some(t) => format!("`{}`: {}", esc(t), f.message),
                 None => f.message.clone(),
@@ -306,6 +320,7 @@ fn to_json(r: &Report, deny: bool) -> serde_json::Value {
                 "file": f.file.as_ref().map(|p| p.display().to_string()),
                 "tensor": f.tensor,
                 "message": f.message,
+                "loaders": f.loaders.names(),
             })
         })
         .collect();

@@ -89,7 +89,7 @@ pub fn weight_skip_reason(ck: &Checkpoint, rel: &str) -> Option<String> {
         } else if name.starts_with("model") {
             "weights that the checkpoint's index or layout does not include"
         } else {
-            "a safetensors file that is not part of the checkpoint"
+            "not part of the checkpoint"
         };
         return Some(format!("{what} (the checkpoint is {ours})"));
     }
