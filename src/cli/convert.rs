@@ -347,10 +347,10 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
         ));
     }
     for (f, why) in &s.skipped_weights {
-        out(&format!("not copied (not part of the checkpoint): {}: {why}", esc(f)));
+        out(&format!("not copied: {}: {why}", esc(f)));
     }
     for n in &s.notes {
-        out(&format!("tokenizer/files: {n}"));
+        out(&format!("note: {n}"));
     }
     for line in config_changes(&view) {
         out(&line);
@@ -566,10 +566,10 @@ fn dry_run(view: &View, max: u64, drop_py: bool) {
         })
         .partition(|f| sel.skip_reason(ck, f).is_none());
     for s in &skipped {
-        out(&format!("not copied (not part of the checkpoint): {s}"));
+        out(&format!("not copied: {s}"));
     }
     for n in &sel.notes {
-        out(&format!("tokenizer/files: {n}"));
+        out(&format!("note: {n}"));
     }
     if !copied.is_empty() {
         out(&format!(

@@ -599,13 +599,14 @@ pub fn stock_class(t: &Tokenizer) -> Option<(&'static str, &'static str)> {
         ));
     }
     let sp = t.spm()?;
-    if sp.model_type == 2 || sp.byte_fallback {
+    if sp.llama_like() {
         return Some((
             "LlamaTokenizer",
-            "a SentencePiece BPE `tokenizer.model` loads with the LLaMA tokenizer",
+            "a LLaMA-style SentencePiece `tokenizer.model` (BPE, byte fallback, identity normalisation) loads exactly with the LLaMA tokenizer",
         ));
     }
-    // A unigram SentencePiece model: LlamaTokenizer (BPE) in transformers 5 would re-interpret it.
+    // Another SentencePiece model: transformers 5's LlamaTokenizer (a byte-fallback BPE without
+    // normaliser) would tokenize it differently; only its own code reproduces it.
     None
 }
 
@@ -651,6 +652,13 @@ pub fn plan_for_llama(t: &Tokenizer, shipped: &dyn Fn(&str) -> bool) -> Result<T
             ));
         }
         None => {
+            let why = match t.spm() {
+                Some(sp) => format!(
+                    "the SentencePiece model is not LLaMA-style ({}), so the stock LlamaTokenizer would tokenize differently",
+                    sp.unlike_llama().join(", ")
+                ),
+                None => "no `tokenizer.json` or SentencePiece model a stock class loads".into(),
+            };
             let mut files = Vec::new();
             for (_, r) in &cfg.auto_map {
                 if let Some(f) = auto_map_module_file(r)
@@ -662,7 +670,7 @@ pub fn plan_for_llama(t: &Tokenizer, shipped: &dyn Fn(&str) -> bool) -> Result<T
             let missing: Vec<&String> = files.iter().filter(|f| !shipped(f)).collect();
             if !missing.is_empty() {
                 plan.notes.push(format!(
-                    "the tokenizer needs remote code that the source does not ship ({}): it does not load from the source either; its auto_map entries are removed",
+                    "the tokenizer needs remote code ({why}) that the source does not ship ({}): it does not load from the source either; its auto_map entries are removed",
                     missing.iter().map(|m| escape(m)).collect::<Vec<_>>().join(", ")
                 ));
                 files.retain(|f| shipped(f));
@@ -671,13 +679,46 @@ pub fn plan_for_llama(t: &Tokenizer, shipped: &dyn Fn(&str) -> bool) -> Result<T
                 }
             }
             plan.notes.push(format!(
-                "the tokenizer needs its remote code (no `tokenizer.json` or SentencePiece BPE model): kept {} and the `auto_map` of {CONFIG_FILE}; loading it needs trust_remote_code",
+                "the tokenizer needs its remote code ({why}): kept {} and the `auto_map` of {CONFIG_FILE}; loading it needs trust_remote_code",
                 if files.is_empty() { "(no file)".to_string() } else { files.join(", ") }
             ));
             plan.keep_code = files;
         }
     }
     Ok(plan)
+}
+
+/// The `tokenizer_config.json` for a release converted from Meta's layout, whose tokenizer is only a
+/// SentencePiece `tokenizer.model` (as transformers' `convert_llama_weights_to_hf.py` writes it):
+/// `LlamaTokenizer`, bos added, eos not, special tokens named by the model's trainer ids. `None`
+/// when the model is not LLaMA-style (the stock class would tokenize differently) or unreadable.
+pub fn meta_tokenizer_config(t: &Tokenizer, max_len: Option<u64>) -> Option<String> {
+    let sp = t.spm()?;
+    if !sp.llama_like() {
+        return None;
+    }
+    let piece = |id: i64| {
+        usize::try_from(id)
+            .ok()
+            .and_then(|i| sp.pieces.get(i))
+            .map(|p| Value::from(p.clone()))
+            .unwrap_or(Value::Null)
+    };
+    let mut m = Map::new();
+    m.insert("add_bos_token".into(), Value::Bool(true));
+    m.insert("add_eos_token".into(), Value::Bool(false));
+    m.insert("bos_token".into(), piece(sp.bos_id));
+    m.insert("clean_up_tokenization_spaces".into(), Value::Bool(false));
+    m.insert("eos_token".into(), piece(sp.eos_id));
+    if let Some(n) = max_len {
+        m.insert("model_max_length".into(), Value::from(n));
+    }
+    m.insert("pad_token".into(), piece(sp.pad_id));
+    m.insert("tokenizer_class".into(), Value::from("LlamaTokenizer"));
+    m.insert("unk_token".into(), piece(sp.unk_id));
+    let mut s = serde_json::to_string_pretty(&Value::Object(m)).ok()?;
+    s.push('\n');
+    Some(s)
 }
 
 fn clone_err(e: &Error) -> Error {

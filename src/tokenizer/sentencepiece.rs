@@ -41,6 +41,12 @@ pub struct SpModel {
     pub eos_id: i64,
     /// `trainer_spec.pad_id` (default -1).
     pub pad_id: i64,
+    /// `normalizer_spec.name` (`identity` for LLaMA, `nmt_nfkc` by default); empty when absent.
+    pub normalizer: String,
+    /// `normalizer_spec.add_dummy_prefix` (default true).
+    pub add_dummy_prefix: bool,
+    /// `normalizer_spec.remove_extra_whitespaces` (default true; LLaMA's model has false).
+    pub remove_extra_whitespaces: bool,
 }
 
 impl SpModel {
@@ -57,6 +63,41 @@ impl SpModel {
     /// `eos_id` as an index when enabled.
     pub fn eos(&self) -> Option<usize> {
         usize::try_from(self.eos_id).ok()
+    }
+
+    /// Whether the model is built like LLaMA's (BPE, byte fallback, identity normalisation, spaces
+    /// kept): the settings transformers' `LlamaTokenizer` reproduces exactly. transformers 5 builds
+    /// `LlamaTokenizer` as a byte-fallback BPE with a Metaspace pre-tokenizer and no normaliser, so
+    /// a model that normalises (NFKC, collapsing whitespace) or maps unknown characters to `<unk>`
+    /// instead of bytes would tokenize differently through it.
+    pub fn llama_like(&self) -> bool {
+        self.model_type == 2
+            && self.byte_fallback
+            && !self.remove_extra_whitespaces
+            && matches!(self.normalizer.as_str(), "identity" | "")
+    }
+
+    /// What differs from LLaMA's settings (for messages); empty when [`SpModel::llama_like`].
+    pub fn unlike_llama(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.model_type != 2 {
+            v.push(format!("model type {} (LLaMA: BPE)", match self.model_type {
+                1 => "unigram",
+                3 => "word",
+                4 => "char",
+                _ => "unknown",
+            }));
+        }
+        if !self.byte_fallback {
+            v.push("no byte fallback (unknown characters become <unk>)".into());
+        }
+        if self.remove_extra_whitespaces {
+            v.push("extra whitespace removed".into());
+        }
+        if !matches!(self.normalizer.as_str(), "identity" | "") {
+            v.push(format!("normalizer `{}`", self.normalizer));
+        }
+        v
     }
 }
 
@@ -169,6 +210,8 @@ pub fn parse(buf: &[u8]) -> Result<SpModel, String> {
         bos_id: 1,
         eos_id: 2,
         pad_id: -1,
+        add_dummy_prefix: true,
+        remove_extra_whitespaces: true,
         ..SpModel::default()
     };
     let mut r = Reader::new(buf);
@@ -181,6 +224,7 @@ pub fn parse(buf: &[u8]) -> Result<SpModel, String> {
             }
             (1, _) => return Err("field 1 (pieces) is not a message".into()),
             (2, Field::Bytes(spec)) => parse_trainer(spec, &mut m)?,
+            (3, Field::Bytes(spec)) => parse_normalizer(spec, &mut m)?,
             _ => {}
         }
     }
@@ -207,6 +251,23 @@ fn parse_piece(buf: &[u8]) -> Result<(String, i64), String> {
         }
     }
     Ok((text.ok_or("a piece without text")?, ty))
+}
+
+fn parse_normalizer(buf: &[u8], m: &mut SpModel) -> Result<(), String> {
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        match r.field()? {
+            (1, Field::Bytes(b)) => {
+                m.normalizer = std::str::from_utf8(b)
+                    .map_err(|_| "the normalizer name is not valid UTF-8".to_string())?
+                    .to_string()
+            }
+            (3, Field::Varint(v)) => m.add_dummy_prefix = v != 0,
+            (4, Field::Varint(v)) => m.remove_extra_whitespaces = v != 0,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn parse_trainer(buf: &[u8], m: &mut SpModel) -> Result<(), String> {

@@ -166,6 +166,27 @@ pub fn select(view: &View, drop_remote_code: bool) -> Result<Selection> {
             )),
         }
     }
+    if from_params && to_config_json && !exists(CONFIG_FILE) && !exists(tokenizer::JSON_FILE) {
+        let t = Tokenizer::read(&ck.dir);
+        let max_len = view
+            .config
+            .as_ref()
+            .and_then(|c| c.raw.get("max_position_embeddings"))
+            .and_then(Value::as_u64);
+        match (t.spm(), tokenizer::meta_tokenizer_config(&t, max_len)) {
+            (Some(_), Some(text)) => {
+                sel.generated.push((CONFIG_FILE.to_string(), text));
+                sel.notes.push(format!(
+                    "{CONFIG_FILE}: written for the LLaMA-style SentencePiece tokenizer.model (LlamaTokenizer, bos added)"
+                ));
+            }
+            (Some(sp), None) => sel.notes.push(format!(
+                "{CONFIG_FILE}: not written: tokenizer.model is not LLaMA-style ({}); the stock LlamaTokenizer would tokenize it differently",
+                sp.unlike_llama().join(", ")
+            )),
+            _ => {}
+        }
+    }
     Ok(sel)
 }
 
