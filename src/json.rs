@@ -273,7 +273,10 @@ impl Scan<'_> {
             b'"' => self.string().map(|_| ()),
             c if c == b'-' || c.is_ascii_digit() => {
                 let start = self.i;
-                while matches!(self.peek(), Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) {
+                while matches!(
+                    self.peek(),
+                    Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                ) {
                     self.bump();
                 }
                 let text = std::str::from_utf8(self.b.get(start..self.i)?).ok()?;
@@ -282,7 +285,10 @@ impl Scan<'_> {
             }
             _ => {
                 // true, false, null, Infinity, NaN: skip the word.
-                while self.peek().is_some_and(|c| c.is_ascii_alphabetic() || c == b'-') {
+                while self
+                    .peek()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == b'-')
+                {
                     self.bump();
                 }
                 Some(())

@@ -182,7 +182,10 @@ fn json_schema_is_stable() {
     );
     for f in v["findings"].as_array().unwrap() {
         let k: Vec<&String> = f.as_object().unwrap().keys().collect();
-        assert_eq!(k, ["id", "severity", "file", "tensor", "message", "loaders"]);
+        assert_eq!(
+            k,
+            ["id", "severity", "file", "tensor", "message", "loaders"]
+        );
         assert!(!f["loaders"].as_array().unwrap().is_empty());
     }
 }

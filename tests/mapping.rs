@@ -377,7 +377,10 @@ fn config_is_rewritten_to_llama_keeping_order() {
     // The LLaMA config carries both RoPE spellings (mapping/portable.rs); they come back as the
     // defaults they are.
     let mut back_raw = back.config.as_ref().unwrap().raw.clone();
-    assert_eq!(back_raw.shift_remove("rope_scaling"), Some(serde_json::Value::Null));
+    assert_eq!(
+        back_raw.shift_remove("rope_scaling"),
+        Some(serde_json::Value::Null)
+    );
     assert_eq!(
         back_raw.shift_remove("rope_parameters"),
         Some(serde_json::json!({"rope_type": "default", "rope_theta": 10000.0}))

@@ -35,7 +35,13 @@ pub mod ids {
 }
 
 /// Trainer state files that vLLM filters out and no loader reads as weights.
-const TRAINER_FILES: &[&str] = &["training_args", "optimizer", "scheduler", "rng_state", "scaler"];
+const TRAINER_FILES: &[&str] = &[
+    "training_args",
+    "optimizer",
+    "scheduler",
+    "rng_state",
+    "scaler",
+];
 
 /// W001: weight files that are not part of the checkpoint.
 pub fn extra_weights(ck: &Checkpoint, out: &mut Vec<Finding>) {
@@ -59,15 +65,15 @@ pub fn extra_weights(ck: &Checkpoint, out: &mut Vec<Finding>) {
             }
             if hit.0 != 0 {
                 let what = if weights {
-                    "holds a second set of weights"
+                    "it holds a second set of weights"
                 } else {
-                    "holds no model weights but is a safetensors file"
+                    "it holds no model weights"
                 };
                 out.push(
                     Finding::error(
                         ids::EXTRA_WEIGHTS,
                         format!(
-                            "not part of the checkpoint ({reason}) and {what}: without an index, vLLM loads every `*.safetensors` (llama.cpp's converter every `model*.safetensors`), so its tensors load too or the load fails on their names; remove it"
+                            "{reason}, and {what}: without an index, vLLM loads every `*.safetensors` (llama.cpp's converter every `model*.safetensors`), so its tensors load too or the load fails on their names; remove it"
                         ),
                     )
                     .file(&path)
@@ -78,7 +84,7 @@ pub fn extra_weights(ck: &Checkpoint, out: &mut Vec<Finding>) {
                     Finding::warning(
                         ids::EXTRA_WEIGHTS,
                         format!(
-                            "a second set of weights beside the checkpoint ({reason}); index-driven loaders ignore it, but the release ships the model twice"
+                            "a second set of weights beside the checkpoint ({reason}): index-driven loaders ignore it, but the release ships the model twice"
                         ),
                     )
                     .file(&path),
@@ -117,7 +123,9 @@ fn num(v: Option<&Value>) -> Option<f64> {
 /// L001-L005 on `config.json`.
 pub fn config_rules(ck: &Checkpoint, out: &mut Vec<Finding>) {
     let Some(c) = &ck.config else { return };
-    if c.source != Some(crate::checkpoint::ConfigSource::ConfigJson) || c.model_type.as_deref() != Some("llama") {
+    if c.source != Some(crate::checkpoint::ConfigSource::ConfigJson)
+        || c.model_type.as_deref() != Some("llama")
+    {
         return;
     }
     let file = c.path.clone();
@@ -229,7 +237,9 @@ fn rope_spelling(raw: &Map<String, Value>, file: &Path, out: &mut Vec<Finding>) 
         && t5 != theta4
     {
         wrong.push(if raw.contains_key("rope_theta") {
-            format!("top-level `rope_theta` {theta4} disagrees with `rope_parameters.rope_theta` {t5}")
+            format!(
+                "top-level `rope_theta` {theta4} disagrees with `rope_parameters.rope_theta` {t5}"
+            )
         } else {
             format!("`rope_theta` {t5} is only in `rope_parameters` (legacy readers use 10000)")
         });
@@ -238,7 +248,9 @@ fn rope_spelling(raw: &Map<String, Value>, file: &Path, out: &mut Vec<Finding>) 
         wrong.push(if raw.get("rope_scaling").is_some_and(|v| !v.is_null()) {
             format!("`rope_scaling` type `{type4}` disagrees with `rope_parameters` type `{type5}`")
         } else {
-            format!("RoPE scaling `{type5}` is only in `rope_parameters` (legacy readers run unscaled)")
+            format!(
+                "RoPE scaling `{type5}` is only in `rope_parameters` (legacy readers run unscaled)"
+            )
         });
     }
     if wrong.is_empty() {

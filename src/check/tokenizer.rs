@@ -41,11 +41,15 @@ const VOCAB_READERS: Loaders = AUTO_TOKENIZER.or(Loaders::LLAMA_CPP);
 
 /// Rows of the embedding table (the largest id the model can take, plus one).
 pub fn embedding_rows(ck: &Checkpoint) -> Option<usize> {
-    ["model.embed_tokens.weight", "tok_embeddings.weight", "model.tok_embeddings.weight"]
-        .iter()
-        .find_map(|n| ck.get(n))
-        .and_then(|t| t.shape.first().copied())
-        .or_else(|| ck.config.as_ref().and_then(|c| c.vocab_size))
+    [
+        "model.embed_tokens.weight",
+        "tok_embeddings.weight",
+        "model.tok_embeddings.weight",
+    ]
+    .iter()
+    .find_map(|n| ck.get(n))
+    .and_then(|t| t.shape.first().copied())
+    .or_else(|| ck.config.as_ref().and_then(|c| c.vocab_size))
 }
 
 /// Run the tokenizer rules on the checkpoint's directory.
@@ -81,9 +85,12 @@ pub fn rules(ck: &Checkpoint, out: &mut Vec<Finding>) {
     }
     // K001: nothing llama.cpp's converter can build a vocabulary from.
     let kinds = t.kinds();
-    let readable = kinds
-        .iter()
-        .any(|k| matches!(k, tokenizer::Kind::SentencePiece | tokenizer::Kind::TokenizersJson));
+    let readable = kinds.iter().any(|k| {
+        matches!(
+            k,
+            tokenizer::Kind::SentencePiece | tokenizer::Kind::TokenizersJson
+        )
+    });
     if !readable && t.sp.is_none() && t.json.is_none() {
         let what = if t.any() {
             format!(
@@ -93,7 +100,11 @@ pub fn rules(ck: &Checkpoint, out: &mut Vec<Finding>) {
                 } else if kinds.is_empty() {
                     t.others.join(", ")
                 } else {
-                    kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+                    kinds
+                        .iter()
+                        .map(|k| k.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             )
         } else {
@@ -170,9 +181,14 @@ pub fn rules(ck: &Checkpoint, out: &mut Vec<Finding>) {
         }
     }
     // config.json's tokenizer_class is AutoTokenizer's fallback when tokenizer_config.json has none.
-    if let Some(c) = ck.config.as_ref().and_then(|c| c.raw.get("tokenizer_class")).and_then(Value::as_str)
+    if let Some(c) = ck
+        .config
+        .as_ref()
+        .and_then(|c| c.raw.get("tokenizer_class"))
+        .and_then(Value::as_str)
         && !is_stock_class(c)
-        && t.cfg().is_none_or(|tc| tc.class.is_none() && tc.auto_map.is_empty())
+        && t.cfg()
+            .is_none_or(|tc| tc.class.is_none() && tc.auto_map.is_empty())
     {
         out.push(
             Finding::error(
@@ -272,7 +288,10 @@ fn special_ids(
                     let ids = vec![id as u64];
                     check_range(key, &ids, rows, vocab, &dir.join(CONFIG_FILE), out);
                     seen.push((
-                        format!("the tokenizer (`{}`)", crate::error::escape(&text.unwrap_or_default())),
+                        format!(
+                            "the tokenizer (`{}`)",
+                            crate::error::escape(&text.unwrap_or_default())
+                        ),
                         ids.into_iter().collect(),
                     ));
                 }
@@ -306,8 +325,11 @@ fn special_ids(
                         Finding::warning(
                             ids::BOS_EOS,
                             format!(
-                                "`{key}` disagrees: {} says {:?}, {} says {:?}; generation starts or stops on the wrong token in the loaders that read the other one",
-                                a.0, a.1, b.0, b.1
+                                "`{key}` disagrees: {} says {}, {} says {}; generation starts or stops on the wrong token in the loaders that read the other one",
+                                a.0,
+                                id_list(&a.1),
+                                b.0,
+                                id_list(&b.1)
                             ),
                         )
                         .file(&cfile)
@@ -327,6 +349,16 @@ fn special_ids(
             .loaders(AUTO_TOKENIZER),
         );
     }
+}
+
+fn id_list(ids: &BTreeSet<u64>) -> String {
+    format!(
+        "[{}]",
+        ids.iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn check_range(

@@ -299,7 +299,11 @@ fn github(r: &Report) -> Vec<String> {
             if let Some(file) = g.files.first() {
                 props.push(format!("file={}", gh_prop(&file.display().to_string())));
             }
-            props.push(format!("title={}{}", gh_prop(f.id), gh_prop(&tags(f.loaders))));
+            props.push(format!(
+                "title={}{}",
+                gh_prop(f.id),
+                gh_prop(&tags(f.loaders))
+            ));
             let msg = match &g.tensor {
                 Some(t) => format!("`{}`: {}", esc(t), f.message),
                 None => f.message.clone(),

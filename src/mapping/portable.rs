@@ -59,11 +59,7 @@ pub const MEANINGLESS: &[(&str, When, &str)] = &[
         When::False,
         "no output-projection bias; LLaMA's `attention_bias` says it",
     ),
-    (
-        "use_mrope",
-        When::False,
-        "multimodal RoPE switch, off",
-    ),
+    ("use_mrope", When::False, "multimodal RoPE switch, off"),
     (
         "original_max_position_embeddings",
         When::NoScaling,
@@ -214,7 +210,12 @@ pub fn apply(map: &mut Map<String, Value>, src: &ModelConfig) {
         "rope_scaling",
         scaling.map(Value::Object).unwrap_or(Value::Null),
     );
-    put_after(map, "rope_scaling", "rope_parameters", Value::Object(params));
+    put_after(
+        map,
+        "rope_scaling",
+        "rope_parameters",
+        Value::Object(params),
+    );
     // 3. Context length.
     if !map.contains_key("max_position_embeddings") {
         let v = src
@@ -222,7 +223,12 @@ pub fn apply(map: &mut Map<String, Value>, src: &ModelConfig) {
             .get("max_seq_len")
             .and_then(Value::as_u64)
             .unwrap_or(DEFAULT_MAX_POSITIONS);
-        put_after(map, "intermediate_size", "max_position_embeddings", Value::from(v));
+        put_after(
+            map,
+            "intermediate_size",
+            "max_position_embeddings",
+            Value::from(v),
+        );
     }
     // 4. bos / eos.
     for (key, tok) in [("bos_token_id", "bos_token"), ("eos_token_id", "eos_token")] {
@@ -239,7 +245,9 @@ pub fn apply(map: &mut Map<String, Value>, src: &ModelConfig) {
 pub fn special_id(src: &ModelConfig, key: &str, token: &str) -> Option<Value> {
     let dir = src.path.parent()?;
     if let Ok(g) = read_json_object(&dir.join(GENERATION_FILE))
-        && let Some(v) = g.get(key).filter(|v| ids_of(v).is_some_and(|i| !i.is_empty()))
+        && let Some(v) = g
+            .get(key)
+            .filter(|v| ids_of(v).is_some_and(|i| !i.is_empty()))
     {
         return Some(v.clone());
     }
@@ -337,7 +345,12 @@ mod tests {
         let src = ModelConfig::default();
         let before = m.clone();
         apply(&mut m, &src);
-        for k in ["max_window_layers", "use_sliding_window", "layer_types", "tokenizer_class"] {
+        for k in [
+            "max_window_layers",
+            "use_sliding_window",
+            "layer_types",
+            "tokenizer_class",
+        ] {
             assert!(!m.contains_key(k), "{k}");
         }
         assert_eq!(m["sliding_window"], 4096);
@@ -348,16 +361,27 @@ mod tests {
         assert_eq!(m["rope_parameters"]["rope_theta"], 500000.0);
         assert_eq!(m["max_position_embeddings"], DEFAULT_MAX_POSITIONS);
         let d = describe(&before, &m).join("\n");
-        assert!(d.contains("max_window_layers (") && d.contains("layer_types ("), "{d}");
-        assert!(d.contains("max_position_embeddings 2048 (transformers' default"), "{d}");
+        assert!(
+            d.contains("max_window_layers (") && d.contains("layer_types ("),
+            "{d}"
+        );
+        assert!(
+            d.contains("max_position_embeddings 2048 (transformers' default"),
+            "{d}"
+        );
     }
 
     #[test]
     fn legacy_spelling_gains_rope_parameters() {
-        let mut m = obj(serde_json::json!({"rope_theta": 10000.0, "rope_scaling": null,
-            "max_position_embeddings": 256, "layer_types": ["sliding_attention"], "use_sliding_window": true}));
+        let mut m = obj(
+            serde_json::json!({"rope_theta": 10000.0, "rope_scaling": null,
+            "max_position_embeddings": 256, "layer_types": ["sliding_attention"], "use_sliding_window": true}),
+        );
         apply(&mut m, &ModelConfig::default());
-        assert_eq!(m["rope_parameters"], serde_json::json!({"rope_type": "default", "rope_theta": 10000.0}));
+        assert_eq!(
+            m["rope_parameters"],
+            serde_json::json!({"rope_type": "default", "rope_theta": 10000.0})
+        );
         assert!(m["rope_scaling"].is_null());
         assert_eq!(m["max_position_embeddings"], 256);
         assert!(m.contains_key("layer_types") && m.contains_key("use_sliding_window"));

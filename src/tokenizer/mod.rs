@@ -258,7 +258,8 @@ pub const SPECIAL_KEYS: &[&str] = &["bos_token", "eos_token", "unk_token", "pad_
 impl TokConfig {
     /// Parse `tokenizer_config.json` bytes.
     pub fn parse(bytes: &[u8]) -> std::result::Result<TokConfig, String> {
-        let v = crate::json::from_slice_nonfinite(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+        let v =
+            crate::json::from_slice_nonfinite(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
         let Value::Object(raw) = v else {
             return Err("not a JSON object".into());
         };
@@ -270,15 +271,16 @@ impl TokConfig {
         let auto_map = auto_map_entries(raw.get("auto_map"))?;
         let mut added = Vec::new();
         if let Some(d) = raw.get("added_tokens_decoder") {
-            let d = d.as_object().ok_or("`added_tokens_decoder` is not an object")?;
+            let d = d
+                .as_object()
+                .ok_or("`added_tokens_decoder` is not an object")?;
             for (k, e) in d {
-                let id: usize = k
-                    .parse()
-                    .map_err(|_| format!("`added_tokens_decoder` key `{}` is not an id", escape(k)))?;
-                let content = e
-                    .get("content")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| format!("`added_tokens_decoder.{id}.content` is not a string"))?;
+                let id: usize = k.parse().map_err(|_| {
+                    format!("`added_tokens_decoder` key `{}` is not an id", escape(k))
+                })?;
+                let content = e.get("content").and_then(Value::as_str).ok_or_else(|| {
+                    format!("`added_tokens_decoder.{id}.content` is not a string")
+                })?;
                 added.push((id, content.to_string()));
             }
         }
@@ -450,14 +452,16 @@ impl Tokenizer {
         };
         let p = dir.join(SP_FILE);
         if p.exists() {
-            t.sp = Some(read_limited(&p, sentencepiece::MAX_SP_BYTES).and_then(|bytes| {
-                if looks_like_tiktoken(&bytes) {
-                    t.sp_is_tiktoken = true;
-                }
-                sentencepiece::parse(&bytes).map_err(|m| {
-                    Error::bad_data(format!("not a SentencePiece model: {m}")).file(&p)
-                })
-            }));
+            t.sp = Some(
+                read_limited(&p, sentencepiece::MAX_SP_BYTES).and_then(|bytes| {
+                    if looks_like_tiktoken(&bytes) {
+                        t.sp_is_tiktoken = true;
+                    }
+                    sentencepiece::parse(&bytes).map_err(|m| {
+                        Error::bad_data(format!("not a SentencePiece model: {m}")).file(&p)
+                    })
+                }),
+            );
         }
         let p = dir.join(JSON_FILE);
         if p.exists() {
@@ -491,7 +495,8 @@ impl Tokenizer {
         if self.sp_is_tiktoken || self.others.iter().any(|o| o.ends_with(".tiktoken")) {
             k.push(Kind::Tiktoken);
         }
-        if self.others.iter().any(|o| o == "vocab.json") && self.others.iter().any(|o| o == "merges.txt")
+        if self.others.iter().any(|o| o == "vocab.json")
+            && self.others.iter().any(|o| o == "merges.txt")
         {
             k.push(Kind::VocabMerges);
         }
@@ -528,7 +533,13 @@ impl Tokenizer {
         let sp = self.spm()?;
         let added = self
             .cfg()
-            .map(|c| c.added.iter().map(|(i, _)| i.saturating_add(1)).max().unwrap_or(0))
+            .map(|c| {
+                c.added
+                    .iter()
+                    .map(|(i, _)| i.saturating_add(1))
+                    .max()
+                    .unwrap_or(0)
+            })
             .unwrap_or(0);
         Some((sp.pieces.len().max(added), SP_FILE))
     }
@@ -772,7 +783,8 @@ mod tests {
         );
         assert_eq!(auto_map_module_file("org/repo--tok.T"), None);
         assert_eq!(auto_map_module_file("NoModule"), None);
-        let e = auto_map_entries(Some(&serde_json::json!({"AutoTokenizer": ["a.A", null]}))).unwrap();
+        let e =
+            auto_map_entries(Some(&serde_json::json!({"AutoTokenizer": ["a.A", null]}))).unwrap();
         assert_eq!(e, vec![("AutoTokenizer".to_string(), "a.A".to_string())]);
         assert!(auto_map_entries(Some(&serde_json::json!(3))).is_err());
     }
@@ -786,7 +798,8 @@ mod tests {
         .unwrap();
         assert_eq!((j.base, j.size(), j.byte_level), (6, 10, true));
         assert_eq!(j.id_of("<x>"), Some(9));
-        let u = TokJson::parse(br#"{"model":{"type":"Unigram","vocab":[["a",0.0],["b",-1.0]]}}"#).unwrap();
+        let u = TokJson::parse(br#"{"model":{"type":"Unigram","vocab":[["a",0.0],["b",-1.0]]}}"#)
+            .unwrap();
         assert_eq!(u.size(), 2);
         assert!(TokJson::parse(br#"{"model":{"vocab":{"a":-1}}}"#).is_err());
         assert!(TokJson::parse(b"[]").is_err());

@@ -81,12 +81,15 @@ impl SpModel {
     pub fn unlike_llama(&self) -> Vec<String> {
         let mut v = Vec::new();
         if self.model_type != 2 {
-            v.push(format!("model type {} (LLaMA: BPE)", match self.model_type {
-                1 => "unigram",
-                3 => "word",
-                4 => "char",
-                _ => "unknown",
-            }));
+            v.push(format!(
+                "model type {} (LLaMA: BPE)",
+                match self.model_type {
+                    1 => "unigram",
+                    3 => "word",
+                    4 => "char",
+                    _ => "unknown",
+                }
+            ));
         }
         if !self.byte_fallback {
             v.push("no byte fallback (unknown characters become <unk>)".into());
@@ -355,7 +358,12 @@ mod tests {
         }
         assert!(parse(b"").is_err());
         assert!(parse(b"version https://git-lfs.github.com/spec/v1\n").is_err());
-        assert!(parse(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]).is_err());
+        assert!(
+            parse(&[
+                0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01
+            ])
+            .is_err()
+        );
         assert!(parse(&[0x0b]).is_err()); // wire type 3 (groups)
         assert!(parse(&[0xff; 12]).is_err());
         assert!(parse(b"{\"a\": 1}").is_err());

@@ -387,8 +387,10 @@ pub fn config_output(view: &View) -> Option<(&'static str, String)> {
             .ok()
         })
         .unwrap_or_default();
-    let mut text =
-        crate::json::to_string_pretty_spelled(&serde_json::Value::Object(cfg.raw.clone()), &original);
+    let mut text = crate::json::to_string_pretty_spelled(
+        &serde_json::Value::Object(cfg.raw.clone()),
+        &original,
+    );
     text.push('\n');
     Some((name, text))
 }

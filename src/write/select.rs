@@ -85,19 +85,21 @@ pub fn weight_skip_reason(ck: &Checkpoint, rel: &str) -> Option<String> {
             .collect::<Vec<_>>()
             .join(", ");
         let what = if name.starts_with("consolidated") {
-            "Meta-layout weights: another layout of the model"
+            "Meta-layout weights, another layout of the model"
         } else if name.starts_with("model") {
             "weights that the checkpoint's index or layout does not include"
         } else {
-            "not part of the checkpoint"
+            "a safetensors file outside the checkpoint"
         };
-        return Some(format!("{what} (the checkpoint is {ours})"));
+        return Some(format!("{what}; the checkpoint is {ours}"));
     }
     if name.ends_with(".safetensors.index.json") || name.ends_with(".bin.index.json") {
         return Some("the index of weights that are not copied".into());
     }
     if PICKLE_EXT.iter().any(|e| name.ends_with(e)) {
-        return Some("PyTorch pickle: a twin of the weights in another format, or trainer state".into());
+        return Some(
+            "PyTorch pickle: a twin of the weights in another format, or trainer state".into(),
+        );
     }
     if name.ends_with(".gguf") {
         return Some("GGUF weights: another format of the model".into());
@@ -131,7 +133,8 @@ pub fn select(view: &View, drop_remote_code: bool) -> Result<Selection> {
         if !f.ends_with(".json") || sel.rewritten(f).is_some() {
             continue;
         }
-        let ships = |module: &str| !sel.drop_remote_code || sel.keep_code.iter().any(|k| k == module);
+        let ships =
+            |module: &str| !sel.drop_remote_code || sel.keep_code.iter().any(|k| k == module);
         if let Some((text, removed)) = strip_dangling_auto_map(&ck.dir.join(f), &exists, &ships) {
             sel.notes.push(format!(
                 "{f}: removed auto_map entries naming code that is not shipped: {}",
