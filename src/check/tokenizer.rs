@@ -32,6 +32,8 @@ pub mod ids {
     pub const BOS_EOS: &str = "K007-bos-eos";
     /// No eos id anywhere.
     pub const NO_EOS: &str = "K008-no-eos";
+    /// Only a `tokenizer.json` that llama.cpp's converter reads through its GPT-2 BPE path.
+    pub const LLAMA_CPP_VOCAB: &str = "K009-llama-cpp-vocab";
 }
 
 /// Loaders that open the tokenizer through transformers' `AutoTokenizer` (vLLM does, at start-up).
@@ -125,6 +127,34 @@ pub fn rules(ck: &Checkpoint, out: &mut Vec<Finding>) {
             .file(file)
             .loaders(Loaders::LLAMA_CPP),
         );
+    }
+    // K009: what llama.cpp's converter does with a tokenizer.json alone.
+    if t.spm().is_none()
+        && let Some(j) = t.tj()
+        && !j.llama_cpp_llama_hf()
+    {
+        let msg = if j.model_type != "BPE" {
+            Finding::error(
+                ids::LLAMA_CPP_VOCAB,
+                format!(
+                    "a `{}` `tokenizer.json` and no `tokenizer.model`: llama.cpp's converter reads the llama architecture's vocabulary from SentencePiece, a byte-fallback BPE `tokenizer.json`, or a GPT-2 style BPE; this kind fails",
+                    crate::error::escape(&j.model_type)
+                ),
+            )
+        } else {
+            Finding::warning(
+                ids::LLAMA_CPP_VOCAB,
+                format!(
+                    "`tokenizer.json` is a BPE {} and there is no `tokenizer.model`: llama.cpp's converter takes its GPT-2 path, which fails unless it knows the pre-tokenizer by hash (`get_vocab_base_pre`); a LLaMA-style file (byte fallback, `Sequence` decoder) or `tokenizer.model` avoids it",
+                    if j.byte_level {
+                        "with a ByteLevel pre-tokenizer"
+                    } else {
+                        "without byte fallback"
+                    }
+                ),
+            )
+        };
+        out.push(msg.file(dir.join(JSON_FILE)).loaders(Loaders::LLAMA_CPP));
     }
     // K003 / K004: auto_map and tokenizer_class.
     if let Some(cfg) = t.cfg() {

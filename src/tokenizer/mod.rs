@@ -139,10 +139,20 @@ pub struct TokJson {
     pub byte_level: bool,
     /// `model.byte_fallback` is true (SentencePiece-converted BPE).
     pub byte_fallback: bool,
+    /// `decoder.type` (`Sequence` for SentencePiece-converted LLaMA tokenizers).
+    pub decoder_type: String,
     vocab: Vec<(String, usize)>,
 }
 
 impl TokJson {
+    /// Whether llama.cpp's converter reads it as a LLaMA SentencePiece-style vocabulary
+    /// (`LlamaHfVocab` in gguf-py's `vocab.py`: a BPE model with byte fallback and a `Sequence`
+    /// decoder). Otherwise it falls back to its GPT-2 BPE path, which needs the pre-tokenizer to be
+    /// one it knows by hash.
+    pub fn llama_cpp_llama_hf(&self) -> bool {
+        self.model_type == "BPE" && self.byte_fallback && self.decoder_type == "Sequence"
+    }
+
     /// Tokens the tokenizer can produce: base vocabulary and added tokens (largest id + 1).
     pub fn size(&self) -> usize {
         self.added
@@ -222,6 +232,12 @@ impl TokJson {
             }
         }
         t.byte_level = has_type(o.get("pre_tokenizer"), "ByteLevel");
+        t.decoder_type = o
+            .get("decoder")
+            .and_then(|d| d.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         Ok(t)
     }
 }
