@@ -503,3 +503,62 @@ fn candle_rules_and_target_filtering() {
     assert_eq!(code, 2);
     assert!(err.contains("llama.cpp"), "{err}");
 }
+
+#[test]
+fn hostile_tokenizer_files_are_findings_naming_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    copy_dir(&tok_fixture("yi-sp"), &src);
+    std::fs::write(src.join("tokenizer_config.json"), b"{\"auto_map\": [1, 2").unwrap();
+    std::fs::write(src.join("tokenizer.json"), b"{}").unwrap();
+    std::fs::write(
+        src.join("tokenizer.model"),
+        [0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f],
+    )
+    .unwrap();
+    std::fs::write(src.join("generation_config.json"), b"[]").unwrap();
+    let (code, v) = check_json(&src, &[]);
+    assert_eq!(code, 1, "{v:#}");
+    let mut named: Vec<String> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["id"] == "K002-tokenizer-kind")
+        .map(|f| {
+            Path::new(f["file"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    named.sort();
+    assert_eq!(
+        named,
+        [
+            "generation_config.json",
+            "tokenizer.json",
+            "tokenizer.model",
+            "tokenizer_config.json"
+        ],
+        "{v:#}"
+    );
+    // Convert still works: the unreadable tokenizer_config.json is copied as it is, and said so.
+    let out = d.path().join("out");
+    let (code, stdout, err) = ckpt(&[
+        "convert",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--to",
+        "llama",
+    ]);
+    assert_eq!(code, 0, "{stdout}{err}");
+    assert!(
+        stdout.contains("note: tokenizer_config.json: not rewritten, it cannot be read"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("tokenizer_config.json")).unwrap(),
+        b"{\"auto_map\": [1, 2"
+    );
+}

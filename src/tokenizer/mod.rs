@@ -644,7 +644,17 @@ pub fn plan_for_llama(t: &Tokenizer, shipped: &dyn Fn(&str) -> bool) -> Result<T
     let Some(cfg) = &t.config else {
         return Ok(plan);
     };
-    let cfg = cfg.as_ref().map_err(clone_err)?;
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => {
+            // Copied as it is; `check` reports it (K002).
+            plan.notes.push(format!(
+                "{CONFIG_FILE}: not rewritten, it cannot be read ({}); copied as it is",
+                e.message()
+            ));
+            return Ok(plan);
+        }
+    };
     let stock_now = cfg.class.as_deref().is_none_or(is_stock_class);
     if cfg.auto_map.is_empty() && stock_now {
         return Ok(plan);
@@ -746,14 +756,6 @@ pub fn meta_tokenizer_config(t: &Tokenizer, max_len: Option<u64>) -> Option<Stri
     let mut s = serde_json::to_string_pretty(&Value::Object(m)).ok()?;
     s.push('\n');
     Some(s)
-}
-
-fn clone_err(e: &Error) -> Error {
-    let mut n = Error::new(e.kind(), e.message());
-    if let Some(p) = e.path() {
-        n = n.file(p);
-    }
-    n
 }
 
 /// Read a small JSON object file (size-capped), with errors naming the file.
