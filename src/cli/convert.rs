@@ -25,6 +25,12 @@ use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
 /// The output is built in a hidden sibling directory, fsynced, checked against the source (every
 /// tensor's bytes re-read and compared) and only then renamed to DST: an error, a full disk or Ctrl-C leaves DST as it
 /// was. The source is never modified (except with --in-place).
+///
+/// Only the checkpoint's weights are copied: other weight files (another layout, pickle or GGUF
+/// twins, stray safetensors) are listed as not copied, with the reason. To llama: config.json
+/// carries both RoPE spellings, max_position_embeddings and bos/eos, keys meaningless for LLaMA are
+/// dropped (listed), numbers keep their spelling; tokenizer_config.json is rewritten to a stock
+/// class when the tokenizer is a standard kind, else its remote code is kept (said so).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Source checkpoint: a directory, a `.safetensors` file or a `*.index.json`.

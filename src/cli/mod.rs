@@ -46,6 +46,12 @@ enum Command {
     /// Compare two checkpoints tensor by tensor (aligned by family) and config key by key.
     Diff(diff::Args),
     /// Convert a checkpoint to another naming family as a Hub-ready directory (crash-safe).
+    ///
+    /// Only the checkpoint's weights are copied: other weight files (another layout, pickle or GGUF
+    /// twins, stray safetensors) are listed as not copied, with the reason. To llama: config.json
+    /// carries both RoPE spellings, max_position_embeddings and bos/eos, keys meaningless for LLaMA
+    /// are dropped (listed), numbers keep their spelling; tokenizer_config.json is rewritten to a
+    /// stock class when the tokenizer is a standard kind, else its remote code is kept (said so).
     Convert(convert::Args),
     /// Rename tensors (`--rename P=R`) into a new directory, or in place with --in-place.
     Rename(convert::RenameArgs),
