@@ -232,23 +232,33 @@ pub fn rules(ck: &Checkpoint, out: &mut Vec<Finding>) {
             .loaders(AUTO_TOKENIZER),
         );
     }
-    // K005: vocabulary vs embedding.
+    // K005: vocabulary vs embedding, for each vocabulary file (loaders differ in which they read).
     let rows = embedding_rows(ck);
     let vocab = t.vocab_size();
-    if let (Some(rows), Some((n, from))) = (rows, vocab)
-        && n > rows
-    {
-        out.push(
-            Finding::error(
-                ids::VOCAB,
-                format!(
-                    "the tokenizer has {n} tokens (base + added, from `{from}`) but the embedding has {rows} rows: ids {rows}..{} index past the table (crash or garbage)",
-                    n.saturating_sub(1)
-                ),
-            )
-            .file(dir.join(from))
-            .loaders(Loaders::ALL),
-        );
+    let added = t
+        .cfg()
+        .and_then(|c| c.added.iter().map(|(i, _)| i.saturating_add(1)).max())
+        .unwrap_or(0);
+    let sizes = [
+        t.tj().map(|j| (j.size(), JSON_FILE)),
+        t.spm().map(|sp| (sp.pieces.len().max(added), SP_FILE)),
+    ];
+    for (n, from) in sizes.into_iter().flatten() {
+        if let Some(rows) = rows
+            && n > rows
+        {
+            out.push(
+                Finding::error(
+                    ids::VOCAB,
+                    format!(
+                        "the tokenizer has {n} tokens (base + added, from `{from}`) but the embedding has {rows} rows: ids {rows}..{} index past the table (crash or garbage)",
+                        n.saturating_sub(1)
+                    ),
+                )
+                .file(dir.join(from))
+                .loaders(Loaders::ALL),
+            );
+        }
     }
     // K006 / K007 / K008: special-token ids.
     special_ids(ck, &t, rows, vocab.map(|v| v.0), out);
