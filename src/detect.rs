@@ -57,6 +57,19 @@ pub enum ConfigAgreement {
     Unknown,
 }
 
+/// How the remote code a checkpoint ships (`modeling_*.py`, read as text, never run) relates to
+/// a family's `[detect] remote_code` / `not_remote_code` markers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeAgreement {
+    /// The code has every required marker and none of the forbidden ones (which, e.g.
+    /// `NormHead`).
+    Match(String),
+    /// The code contradicts the family (a forbidden marker, or a required one missing).
+    Mismatch(String),
+    /// The family has no markers, or the checkpoint ships no code to read.
+    Unknown,
+}
+
 /// One family's score against the checkpoint.
 #[derive(Debug, Clone)]
 pub struct FamilyScore {
@@ -74,6 +87,8 @@ pub struct FamilyScore {
     pub required_expected: usize,
     /// Config agreement.
     pub config: ConfigAgreement,
+    /// Remote-code agreement.
+    pub code: CodeAgreement,
     /// `Some(true)` when the canonical view builds and its shapes agree with the config,
     /// `Some(false)` with the reason in `shape_note` otherwise, `None` when not checked.
     pub shapes_ok: Option<bool>,
@@ -113,6 +128,7 @@ impl FamilyScore {
         self.name_share() >= MIN_NAME_SHARE
             && self.required_share() >= MIN_REQUIRED_SHARE
             && self.shapes_ok != Some(false)
+            && !matches!(self.code, CodeAgreement::Mismatch(_))
     }
 
     /// The evidence in one line: `yi: 21/21 tensors match; 18/18 required present; config model_type=Yi`.
@@ -125,6 +141,11 @@ impl FamilyScore {
             ConfigAgreement::Match(m) => s.push_str(&format!("; config {}", escape(m))),
             ConfigAgreement::Mismatch(m) => s.push_str(&format!("; config says {}", escape(m))),
             ConfigAgreement::Unknown => {}
+        }
+        match &self.code {
+            CodeAgreement::Match(m) => s.push_str(&format!("; remote code {m}")),
+            CodeAgreement::Mismatch(m) => s.push_str(&format!("; remote code {m}")),
+            CodeAgreement::Unknown => {}
         }
         if let Some(n) = &self.shape_note {
             s.push_str(&format!("; {n}"));
@@ -182,6 +203,10 @@ pub struct Detection {
     pub indistinct: Vec<String>,
     /// The command that converts it to LLaMA, when it can be converted.
     pub convert_command: Option<String>,
+    /// The winner's computation for this checkpoint (`None` without a winner).
+    pub math: Option<crate::mapping::math::Resolved>,
+    /// What converting the winner to LLaMA needs (`None` when its math is not known).
+    pub to_llama: Option<crate::mapping::math::Bridge>,
 }
 
 /// Detect the family of a checkpoint.
@@ -199,6 +224,8 @@ pub fn detect(ck: &Checkpoint, reg: &Registry) -> Detection {
             config_decided: false,
             indistinct: Vec::new(),
             convert_command: None,
+            math: None,
+            to_llama: None,
         },
     }
 }
@@ -215,13 +242,14 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
         _ => underlying_names(&names),
     };
     let cfg = ck.config.as_ref();
+    let code = remote_code_text(ck);
     let layers = cfg
         .and_then(|c| c.num_hidden_layers)
         .or_else(|| layer_count(&scored_names));
     let mut ranked: Vec<FamilyScore> = reg
         .families()
         .iter()
-        .map(|f| score(f, &scored_names, cfg, layers))
+        .map(|f| score(f, &scored_names, cfg, layers, code.as_deref()))
         .filter(|s| s.matched > 0)
         .collect();
     if kind == CheckpointKind::Plain {
@@ -263,7 +291,14 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
             ConfigAgreement::Mismatch(_) => 0.0,
         };
         let shape_pen = if s.shapes_ok == Some(false) { 0.3 } else { 0.0 };
-        s.score = 0.5 * s.name_share() + 0.3 * s.required_share() + 0.2 * cfg_term - shape_pen;
+        // Shipped code that contradicts the family rules it out.
+        let code_pen = if matches!(s.code, CodeAgreement::Mismatch(_)) {
+            0.5
+        } else {
+            0.0
+        };
+        s.score =
+            0.5 * s.name_share() + 0.3 * s.required_share() + 0.2 * cfg_term - shape_pen - code_pen;
     }
     let order_key = |s: &FamilyScore| {
         (
@@ -284,11 +319,78 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
                 s.matched == b.matched
                     && s.required_present == b.required_present
                     && s.required_expected == b.required_expected
+                    && s.fits()
             })
             .map(|s| s.family.clone())
             .collect(),
         None => Vec::new(),
     };
+    // Never assume. A config that names a model type no family claims is not silently the family
+    // whose names fit; and families that names, config and shipped code cannot tell apart must
+    // compute the same, or nothing is chosen.
+    let mut undecided: Option<String> = None;
+    if let (Some(b), Some(c)) = (&best, cfg) {
+        // transformers dispatches on `model_type`; `architectures` speaks only when it is absent.
+        let claimed = reg
+            .families()
+            .iter()
+            .any(|f| match c.model_type.as_deref() {
+                Some(m) => f.claims_model_type(m),
+                None => f.claims_architecture(&c.architectures),
+            });
+        let named = c.model_type.is_some() || !c.architectures.is_empty();
+        if named && !claimed {
+            let what = match &c.model_type {
+                Some(m) => format!("model_type={}", escape(m)),
+                None => format!("architectures={}", escape(&c.architectures.join(","))),
+            };
+            undecided = Some(format!(
+                "config says {what}, which no known family claims: the names fit {}, but ckpt does not assume it computes what {} computes",
+                b.family, b.family
+            ));
+        } else {
+            let rivals: Vec<&FamilyScore> = ranked
+                .iter()
+                .filter(|s| indistinct.contains(&s.family))
+                .filter(|s| s.config == b.config && s.code == b.code)
+                .collect();
+            let bf = reg.get(&b.family);
+            let differ: Vec<String> = rivals
+                .iter()
+                .filter(|r| {
+                    let (Some(x), Some(y)) = (bf, reg.get(&r.family)) else {
+                        return true;
+                    };
+                    crate::mapping::math::for_checkpoint(x, Some(c)).math
+                        != crate::mapping::math::for_checkpoint(y, Some(c)).math
+                        || x.detect_only != y.detect_only
+                })
+                .map(|r| r.family.clone())
+                .collect();
+            if !differ.is_empty() {
+                let code_hint = reg
+                    .families()
+                    .iter()
+                    .filter(|f| f.name == b.family || differ.contains(&f.name))
+                    .any(|f| {
+                        !f.detect.remote_code.is_empty() || !f.detect.not_remote_code.is_empty()
+                    });
+                undecided = Some(format!(
+                    "names and config cannot tell {} from {}, which compute differently{}",
+                    b.family,
+                    differ.join(", "),
+                    if code_hint && code.is_none() {
+                        " (the remote code that would tell them apart, modeling_*.py, is not in the directory)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+    }
+    if let Some(why) = &undecided {
+        evidence.push(why.clone());
+    }
     let mut config_decided = false;
     if let Some(b) = &best {
         evidence.push(b.summary());
@@ -305,7 +407,7 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
                 ));
             }
         }
-        if !indistinct.is_empty() {
+        if !indistinct.is_empty() && undecided.is_none() {
             config_decided = true;
             let mt = cfg.and_then(|c| c.model_type.clone());
             evidence.push(match (&b.config, mt) {
@@ -374,7 +476,10 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
     for c in &dims.conflicts {
         evidence.push(c.clone());
     }
-    let mut winner = best.as_ref().map(|b| b.family.clone());
+    let mut winner = best
+        .as_ref()
+        .filter(|_| undecided.is_none())
+        .map(|b| b.family.clone());
     match &kind {
         CheckpointKind::Plain => {}
         CheckpointKind::Quantized(m) => {
@@ -405,12 +510,64 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
             winner = None;
         }
     }
-    let exact = winner
-        .as_ref()
-        .and_then(|w| reg.get(w))
-        .map(|f| f.exact && !f.detect_only);
+    let win_fam = winner.as_ref().and_then(|w| reg.get(w));
+    let math = win_fam
+        .filter(|f| !f.detect_only)
+        .map(|f| crate::mapping::math::for_checkpoint(f, cfg));
+    let to_llama = match (&math, win_fam, reg.get("llama"), cfg) {
+        (Some(m), Some(f), Some(llama), Some(c)) => m
+            .usable(&f.name, false)
+            .ok()
+            .and_then(|src| Some((src, llama_math(llama, f, c)?)))
+            .map(|(src, dst)| crate::mapping::math::bridge(src, &dst)),
+        _ => None,
+    };
+    if let Some(m) = &math {
+        let fam = m_family(&winner);
+        if !m.unmodelled.is_empty() {
+            evidence.push(format!(
+                "config keys that family {fam} does not model: {}; ckpt does not know what this checkpoint computes (assert the family to run or convert it anyway)",
+                m.unmodelled
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        } else if let Err(why) = &m.math {
+            evidence.push(format!("its computation cannot be resolved: {why}"));
+        }
+    }
+    if let Some(b) = &to_llama {
+        let class = b.class();
+        if class != crate::mapping::math::ConversionClass::Exact && m_family(&winner) != "llama" {
+            let steps: Vec<&String> = b
+                .impossible
+                .iter()
+                .chain(&b.lossy)
+                .chain(&b.value)
+                .collect();
+            evidence.push(format!(
+                "to llama: {} conversion ({})",
+                class.word(),
+                steps
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+    }
+    let exact = win_fam.map(|f| {
+        f.exact
+            && !f.detect_only
+            && match &to_llama {
+                Some(b) => b.class() == crate::mapping::math::ConversionClass::Exact,
+                // Without a config only the names can be judged (and the evidence says so).
+                None => cfg.is_none(),
+            }
+    });
     let convert_command = match (&winner, exact) {
-        (Some(_), Some(true)) => Some(format!(
+        (Some(w), Some(true)) if w != "llama" => Some(format!(
             "ckpt convert {} OUT --to llama",
             shell_quote(&ck.path.display().to_string())
         )),
@@ -426,7 +583,26 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
         config_decided,
         indistinct,
         convert_command,
+        math,
+        to_llama,
     })
+}
+
+/// What LlamaForCausalLM computes with a checkpoint of `fam`'s config once its keys are spelled as
+/// LLaMA's (the target of a conversion to llama).
+pub fn llama_math(
+    llama: &Family,
+    fam: &Family,
+    cfg: &ModelConfig,
+) -> Option<crate::reference::Math> {
+    let named = crate::mapping::configmap::renamed(cfg, fam).ok()?;
+    crate::mapping::math::for_checkpoint(llama, Some(&named))
+        .math
+        .ok()
+}
+
+fn m_family(winner: &Option<String>) -> String {
+    winner.clone().unwrap_or_default()
 }
 
 /// A view of the checkpoint under canonical names: through `family` when given, else through the
@@ -438,6 +614,7 @@ pub fn open_view<'a>(
     family: Option<&str>,
     renames: &[RenameRule],
 ) -> Result<(View<'a>, String)> {
+    let asserted = family.is_some();
     let fam = match family {
         Some(name) => reg.require(name)?,
         None => {
@@ -456,14 +633,34 @@ pub fn open_view<'a>(
                     d.evidence.join("; ")
                 ))
                 .file(&ck.path)
-                .hint("name it with --family, or describe it in a mapping file and pass --mapping FILE"));
+                .hint("name the family explicitly, or describe it in a mapping file"));
             };
             reg.get(&w)
                 .ok_or_else(|| Error::internal("detected family vanished"))?
         }
     };
-    let v = canonical_view(ck, fam, renames)?;
+    let mut v = canonical_view(ck, fam, renames)?;
+    attach_math(&mut v, fam, asserted);
     Ok((v, fam.name.clone()))
+}
+
+/// Resolve `fam`'s computation for the view's checkpoint and attach it (or the reason it is not
+/// known). When the user named the family (`asserted`), config keys the family does not model are
+/// ignored on the user's word and listed in `view.notes`; otherwise they make the math unknown.
+pub fn attach_math(v: &mut View<'_>, fam: &Family, asserted: bool) {
+    let r = crate::mapping::math::for_checkpoint(fam, v.ckpt.config.as_ref());
+    if asserted && !r.unmodelled.is_empty() {
+        v.notes.push(format!(
+            "read as {} on your word: config keys it does not model are ignored: {}",
+            fam.name,
+            r.unmodelled
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    v.math = Some(r.usable(&fam.name, asserted).cloned());
 }
 
 fn shell_quote(s: &str) -> String {
@@ -585,6 +782,7 @@ fn score(
     names: &[String],
     cfg: Option<&ModelConfig>,
     layers: Option<usize>,
+    code: Option<&str>,
 ) -> FamilyScore {
     let mut matched = 0;
     let mut unmatched = Vec::new();
@@ -637,6 +835,7 @@ fn score(
             }
         }
     };
+    let code = code_agreement(f, code);
     FamilyScore {
         family: f.name.clone(),
         score: 0.0,
@@ -645,6 +844,7 @@ fn score(
         required_present: present,
         required_expected: expected,
         config,
+        code,
         shapes_ok: None,
         shape_note: None,
         unmatched,
@@ -652,6 +852,62 @@ fn score(
         exact: f.exact,
         detect_only: f.detect_only,
     }
+}
+
+fn code_agreement(f: &Family, code: Option<&str>) -> CodeAgreement {
+    let (need, forbid) = (&f.detect.remote_code, &f.detect.not_remote_code);
+    if need.is_empty() && forbid.is_empty() {
+        return CodeAgreement::Unknown;
+    }
+    let Some(code) = code else {
+        return CodeAgreement::Unknown;
+    };
+    if let Some(m) = forbid.iter().find(|m| code.contains(m.as_str())) {
+        return CodeAgreement::Mismatch(format!("has `{}`", escape(m)));
+    }
+    if let Some(m) = need.iter().find(|m| !code.contains(m.as_str())) {
+        return CodeAgreement::Mismatch(format!("lacks `{}`", escape(m)));
+    }
+    match need.first() {
+        Some(m) => CodeAgreement::Match(format!("has `{}`", escape(m))),
+        None => CodeAgreement::Match(format!(
+            "has none of {}",
+            forbid
+                .iter()
+                .map(|m| format!("`{}`", escape(m)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// Most remote-code files read, and bytes read from each: evidence, not a program.
+const MAX_CODE_FILES: usize = 16;
+const MAX_CODE_BYTES: u64 = 4 << 20;
+
+/// The text of the `modeling_*.py` / `configuration_*.py` files shipped beside the weights,
+/// concatenated (read as text with a size cap, never run); `None` when there are none.
+pub fn remote_code_text(ck: &Checkpoint) -> Option<String> {
+    let mut text = String::new();
+    let mut any = false;
+    for f in ck
+        .other_files
+        .iter()
+        .filter(|f| {
+            !f.contains('/')
+                && f.ends_with(".py")
+                && (f.starts_with("modeling_") || f.starts_with("configuration_"))
+        })
+        .take(MAX_CODE_FILES)
+    {
+        if let Ok(bytes) = crate::checkpoint::config::read_limited(&ck.dir.join(f), MAX_CODE_BYTES)
+        {
+            text.push_str(&String::from_utf8_lossy(&bytes));
+            text.push('\n');
+            any = true;
+        }
+    }
+    any.then_some(text)
 }
 
 fn check_shapes(ck: &Checkpoint, f: &Family, s: &mut FamilyScore, renames: &[RenameRule]) {

@@ -73,9 +73,20 @@ fn fixture_against_itself_is_identical() {
         );
         assert!(out.contains("config: 0 keys differ"), "{out}");
     }
-    // The same model in one file and in two shards, configs in the transformers 4 and 5 spellings.
+    // One file against two shards with the same shapes, configs in the transformers 4 and 5
+    // spellings: the configs agree, but the fixtures hold different random weights, and the bytes
+    // are compared by default, so they differ (this diff used to say `identical` without reading).
     let (code, v) = diff_json(&fixture("llama-gqa"), &fixture("llama-sharded"), &[]);
-    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(v["identical"], false);
+    assert!(
+        v["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "values differ"),
+        "{v:#}"
+    );
     let reasons: Vec<&str> = v["config"]["differing"]
         .as_array()
         .unwrap()
@@ -115,8 +126,9 @@ fn mha_vs_gqa_shows_reshaped_kv_and_config_change() {
         "{out}"
     );
     assert!(out.contains("config: 1 key differs"), "{out}");
+    // The two fixtures hold different random weights: every same-shape tensor's bytes differ.
     assert!(
-        out.contains("differ: 21 tensors (17 same, 4 reshaped)"),
+        out.contains("differ: 21 tensors (17 values differ, 4 reshaped)"),
         "{out}"
     );
     let (code, v) = diff_json(&a, &b, &["--values"]);
@@ -240,8 +252,17 @@ fn value_diff_sees_one_changed_element() {
     let old = f32::from_le_bytes(b[off..off + 4].try_into().unwrap());
     b[off..off + 4].copy_from_slice(&(old + 0.5).to_le_bytes());
     std::fs::write(&f, b).unwrap();
-    // Structure alone is still identical; values are not.
-    assert_eq!(diff_json(&fixture("llama-gqa"), &copy, &[]).0, 0);
+    // The bytes are compared by default: without --values the tensor is already `values differ`.
+    let (code, v) = diff_json(&fixture("llama-gqa"), &copy, &[]);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(
+        row(&v, "model.layers.1.mlp.down_proj.weight")["status"],
+        "values differ"
+    );
+    assert_eq!(
+        row(&v, "model.layers.0.mlp.down_proj.weight")["status"],
+        "same"
+    );
     let (code, v) = diff_json(&fixture("llama-gqa"), &copy, &["--values"]);
     assert_eq!(code, 1);
     let r = row(&v, "model.layers.1.mlp.down_proj.weight");
@@ -310,4 +331,140 @@ fn runs_on_sparse_real_shaped_layouts() {
         ),
         "{out}"
     );
+}
+
+/// Overwrite the bytes of one tensor of a single-file checkpoint in place.
+fn patch(dir: &Path, tensor: &str, edit: impl FnOnce(&mut [u8])) {
+    let (start, end) = {
+        let ck = Checkpoint::open(dir).unwrap();
+        let t = ck.get(tensor).unwrap();
+        let base = ck.shards[0].data_start();
+        (base + t.begin, base + t.end)
+    };
+    let f = dir.join("model.safetensors");
+    let mut b = std::fs::read(&f).unwrap();
+    edit(&mut b[start..end]);
+    std::fs::write(&f, b).unwrap();
+}
+
+/// Issue 11: `diff A B` said `identical` (exit 0) for checkpoints whose values differ, because
+/// without `--values` it never read them, and with `--values` every row still said `same`. NaN,
+/// +inf and zeros injected, and unrelated random weights of the same shapes, are each reported as
+/// differing (exit 1), with and without `--values`, naming the tensor.
+#[test]
+fn injected_nan_inf_zeros_and_unrelated_weights_are_reported_as_differing() {
+    let d = tempfile::tempdir().unwrap();
+    let nan = "model.layers.0.self_attn.q_proj.weight";
+    let inf = "model.embed_tokens.weight";
+    let zeros = "model.layers.1.mlp.up_proj.weight";
+    type Edit = Box<dyn Fn(&mut [u8])>;
+    let cases: [(&str, &str, Edit); 3] = [
+        (
+            "nan",
+            nan,
+            Box::new(|b: &mut [u8]| b[20..24].copy_from_slice(&f32::NAN.to_le_bytes())),
+        ),
+        (
+            "inf",
+            inf,
+            Box::new(|b: &mut [u8]| b[4..8].copy_from_slice(&f32::INFINITY.to_le_bytes())),
+        ),
+        ("zeros", zeros, Box::new(|b: &mut [u8]| b.fill(0))),
+    ];
+    for (what, tensor, edit) in cases {
+        let copy = d.path().join(what);
+        rewrite(&fixture("llama-gqa"), &copy, |n| n.to_string(), |_| {});
+        patch(&copy, tensor, |b| edit(b));
+        let (a, b) = (fixture("llama-gqa"), copy);
+        // Text, without --values.
+        let (code, out, err) = ckpt(&["diff", a.to_str().unwrap(), b.to_str().unwrap(), "--all"]);
+        assert_eq!(code, 1, "{what}: {out}{err}");
+        let line = out.lines().find(|l| l.contains(tensor)).expect(&out);
+        assert!(line.contains("values differ"), "{what}: {line}");
+        assert!(
+            out.contains("differ: 21 tensors (20 same, 1 values differ)"),
+            "{what}: {out}"
+        );
+        assert!(!out.contains("identical"), "{what}: {out}");
+        // JSON, with and without --values.
+        for extra in [&[][..], &["--values"][..]] {
+            let (code, v) = diff_json(&a, &b, extra);
+            assert_eq!(code, 1, "{what} {extra:?}");
+            assert_eq!(v["identical"], false);
+            assert_eq!(
+                row(&v, tensor)["status"],
+                "values differ",
+                "{what} {extra:?}"
+            );
+            let others = v["tensors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["name"] != tensor);
+            for r in others {
+                assert_eq!(r["status"], "same", "{what}: {r}");
+            }
+        }
+        let (_, v) = diff_json(&a, &b, &["--values"]);
+        let vals = &row(&v, tensor)["values"];
+        assert!(vals["differing"].as_u64().unwrap() >= 1, "{what}: {vals}");
+        let nonfinite = if what == "zeros" { 0 } else { 1 };
+        assert_eq!(vals["nonfinite_a"].as_u64(), Some(0), "{what}: {vals}");
+        assert_eq!(
+            vals["nonfinite_b"].as_u64(),
+            Some(nonfinite),
+            "{what}: {vals}"
+        );
+        if what == "zeros" {
+            assert!(vals["max_abs"].as_f64().unwrap() > 0.0, "{vals}");
+            assert_eq!(vals["cosine"].as_f64(), Some(0.0), "{vals}");
+        }
+        // The text table with --values shows the status and the non-finite counts.
+        let (_, out, _) = ckpt(&[
+            "diff",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "--values",
+            "--all",
+        ]);
+        let line = out.lines().find(|l| l.contains(tensor)).expect(&out);
+        assert!(line.contains("values differ"), "{what}: {line}");
+        assert!(line.contains(&format!("0/{nonfinite}")), "{what}: {line}");
+    }
+
+    // Unrelated random weights of the same shapes (and the same config).
+    let dims = Dims {
+        hidden: 32,
+        layers: 2,
+        heads: 4,
+        kv_heads: 2,
+        intermediate: 48,
+        vocab: 64,
+        tied: false,
+    };
+    let cfg = dims.config_json("llama", "LlamaForCausalLM", "float32");
+    let specs = synth::llama_tensors(&dims, Dtype::F32, false);
+    let (x, y) = (d.path().join("x"), d.path().join("y"));
+    synth::write_checkpoint(&x, Some(&cfg), &specs, 1, Fill::Random(1)).unwrap();
+    synth::write_checkpoint(&y, Some(&cfg), &specs, 1, Fill::Random(2)).unwrap();
+    for extra in [&[][..], &["--values"][..]] {
+        let (code, v) = diff_json(&x, &y, extra);
+        assert_eq!(code, 1, "{extra:?}: {v:#}");
+        for r in v["tensors"].as_array().unwrap() {
+            assert_eq!(r["status"], "values differ", "{r}");
+        }
+    }
+    let (code, out, _) = ckpt(&["diff", x.to_str().unwrap(), y.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("model.layers.{0..1}.self_attn.q_proj.weight"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(" same ") && !out.contains("identical"),
+        "{out}"
+    );
+    // Each compared with itself: identical, exit 0.
+    let (code, _) = diff_json(&x, &x, &[]);
+    assert_eq!(code, 0);
 }

@@ -106,11 +106,18 @@ fn every_llama_exact_family_matches_transformers_through_its_view() {
         serde_json::from_slice(&std::fs::read(fixture("manifest.json")).unwrap()).unwrap();
     let reg = ckpt::mapping::Registry::builtin().unwrap();
     let mut seen = 0;
+    let mut pending = Vec::new();
     for case in manifest.as_array().unwrap() {
         if case["llama_exact"] != true {
             continue;
         }
         let name = case["name"].as_str().unwrap();
+        // `helium` is LLaMA-exact through the rotary permutation its family file performs; until
+        // the registry has that family, no view presents it in LLaMA's rotary layout.
+        if name == "helium" && reg.get("helium").is_none() {
+            pending.push(name);
+            continue;
+        }
         let (batch, _, want) = expected(name);
         let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
         let ck = Checkpoint::open(fixture(name)).unwrap();
@@ -130,7 +137,8 @@ fn every_llama_exact_family_matches_transformers_through_its_view() {
         }
         seen += 1;
     }
-    assert_eq!(seen, 16);
+    assert!(pending.is_empty(), "{pending:?}");
+    assert!(seen >= 16, "only {seen} LLaMA-exact fixtures");
 }
 
 #[test]
@@ -474,4 +482,32 @@ fn cli_runs_other_families_through_their_mapping_and_refuses_gpt2() {
     let (code, out, err) = ckpt(&["logits", g.to_str().unwrap(), "--ids", "1,2"]);
     assert_eq!(code, 2, "{out}");
     assert!(err.contains("gpt2"), "{err}");
+}
+
+/// Issue 16 item 7: 40,000 ids against a 10^6-token vocabulary need 160 GB of logits; `ckpt logits`
+/// refuses before allocating (exit 2, the limit named, a hint) instead of aborting.
+#[test]
+fn cli_refuses_activations_above_the_limit_instead_of_aborting() {
+    let dims = ckpt::synth::Dims {
+        hidden: 2,
+        layers: 1,
+        heads: 1,
+        kv_heads: 1,
+        intermediate: 2,
+        vocab: 1_000_000,
+        tied: true,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let specs = ckpt::synth::llama_tensors(&dims, Dtype::BF16, false);
+    let cfg = dims.config_json("llama", "LlamaForCausalLM", "bfloat16");
+    ckpt::synth::write_checkpoint(dir.path(), Some(&cfg), &specs, 1, ckpt::synth::Fill::Sparse)
+        .unwrap();
+    let ids = ids_arg(&vec![5u32; 40_000]);
+    let (code, out, err) = ckpt(&["logits", dir.path().to_str().unwrap(), "--ids", &ids]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("40000 tokens") && err.contains("above the limit of 16.0 GiB"),
+        "{err}"
+    );
+    assert!(err.contains("fewer or shorter sequences"), "{err}");
 }

@@ -306,7 +306,15 @@ fn levels_and_text_output() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("structure") && out.contains("FAIL"), "{out}");
     assert!(out.contains("k_proj"), "{out}");
-    assert!(!out.contains("logits "), "{out}");
+    assert!(
+        out.contains("bytes      not compared") && out.contains("logits     not compared"),
+        "{out}"
+    );
+    assert!(!out.contains("PASS"), "{out}");
+    assert!(
+        out.contains("verdict: structure differs (bytes and logits not compared)"),
+        "{out}"
+    );
     let (code, out, _) = ckpt(&[
         "verify",
         fixture("llama-gqa").to_str().unwrap(),
@@ -314,7 +322,11 @@ fn levels_and_text_output() {
         "--skip-logits",
     ]);
     assert_eq!(code, 0);
-    assert!(out.contains("equivalent"), "{out}");
+    assert!(
+        out.contains("verdict: identical bytes (logits not compared)"),
+        "{out}"
+    );
+    assert!(!out.contains("equivalent"), "{out}");
     let (code, _, err) = ckpt(&[
         "verify",
         fixture("llama-gqa").to_str().unwrap(),
@@ -327,25 +339,19 @@ fn levels_and_text_output() {
 /// Converting each LLaMA-exact family to LLaMA must verify as equivalent with bit-identical logits.
 #[test]
 fn conversions_to_llama_verify_as_equivalent() {
-    for fam in [
-        "yi",
-        "llama-meta",
-        "phi3",
-        "baichuan",
-        "internlm2",
-        "qwen2",
-        "mistral",
-    ] {
+    for fam in ["yi", "llama-meta", "phi3", "baichuan", "internlm2", "qwen2"] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        let (code, o, err) = ckpt(&[
+        let src = fixture(fam);
+        let args = vec![
             "convert",
-            fixture(fam).to_str().unwrap(),
+            src.to_str().unwrap(),
             out.to_str().unwrap(),
             "--to",
             "llama",
             "--quiet",
-        ]);
+        ];
+        let (code, o, err) = ckpt(&args);
         assert_eq!(code, 0, "{fam}: convert failed: {o}{err}");
         let (code, v, err) = verify_json(&fixture(fam), &out, &[]);
         assert_eq!(code, 0, "{fam}: {v}\n{err}");
@@ -402,4 +408,334 @@ fn convert_with_verify_refuses_a_non_equivalent_result() {
     assert!(!out.exists());
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "leftovers: {left:?}");
+}
+
+fn f32_bytes(v: f32, n: usize) -> Vec<u8> {
+    (0..n).flat_map(|_| v.to_le_bytes()).collect()
+}
+
+fn tensor<'a>(ts: &'a mut Tensors, name: &str) -> &'a mut (String, Dtype, Vec<usize>, Vec<u8>) {
+    ts.iter_mut()
+        .find(|t| t.0 == name)
+        .unwrap_or_else(|| panic!("no {name}"))
+}
+
+/// Issue 11: `verify --level structure` printed `verdict: equivalent` for two unrelated models. A
+/// run limited to structure or bytes names the levels it did not compare and never says
+/// `equivalent`; the full run on the same pair says NOT equivalent.
+#[test]
+fn limited_levels_never_claim_equivalent_for_unrelated_models() {
+    // Same shapes and configs, different random weights.
+    let (a, b) = (fixture("llama-gqa"), fixture("llama-sharded"));
+    let (code, out, _) = ckpt(&[
+        "verify",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--level",
+        "structure",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("verdict: same structure (bytes and logits not compared)"),
+        "{out}"
+    );
+    assert!(!out.contains("equivalent"), "{out}");
+    let (code, v, _) = verify_json(&a, &b, &["--level", "structure"]);
+    assert_eq!(code, 0);
+    assert_eq!(v["verdict"], "same structure");
+    assert_eq!(v["equivalent"], false);
+    assert_eq!(v["checked"], serde_json::json!(["structure"]));
+    assert_eq!(v["not_checked"], serde_json::json!(["bytes", "logits"]));
+    assert!(v["bytes"].is_null() && v["logits"].is_null(), "{v}");
+
+    let (code, out, _) = ckpt(&[
+        "verify",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--level",
+        "bytes",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("verdict: bytes differ (logits not compared)"),
+        "{out}"
+    );
+    let (code, v, _) = verify_json(&a, &b, &["--skip-logits"]);
+    assert_eq!(code, 1);
+    assert_eq!(v["verdict"], "bytes differ");
+    assert_eq!(v["not_checked"], serde_json::json!(["logits"]));
+
+    let (code, v, _) = verify_json(&a, &b, &[]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["verdict"], "NOT equivalent");
+    assert_eq!(v["logits"]["pass"], false);
+}
+
+/// Issue 11: a level that could not run (here: no config.json, so no forward pass) made verify say
+/// NOT equivalent (exit 1) even for the same file given twice. It is `inconclusive`, exit 2, with
+/// the reason and a hint naming flags verify has; `--skip-logits` then gives a true verdict.
+#[test]
+fn a_level_that_cannot_run_is_inconclusive_not_a_difference() {
+    // A single file given directly has no config.
+    let f = fixture("llama-gqa").join("model.safetensors");
+    let (code, out, err) = ckpt(&["verify", f.to_str().unwrap(), f.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        out.contains(
+            "verdict: inconclusive (logits could not run; structure agrees (hyperparameters not compared), bytes identical)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("COULD NOT RUN") && out.contains("config.json"),
+        "{out}"
+    );
+    assert!(
+        out.contains("--skip-logits") && out.contains("--level bytes") && out.contains("--seq-len"),
+        "{out}"
+    );
+    assert!(!out.contains("NOT equivalent"), "{out}");
+    let (code, v, _) = verify_json(&f, &f, &[]);
+    assert_eq!(code, 2);
+    assert_eq!(v["verdict"], "inconclusive");
+    assert_eq!(v["equivalent"], false);
+    assert_eq!(v["logits"]["ran"], false);
+    assert_eq!(v["not_checked"], serde_json::json!(["logits"]));
+    assert!(
+        v["logits"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("config.json"),
+        "{v}"
+    );
+    // Two different directories without a config: still inconclusive, never a difference.
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = (dir.path().join("x"), dir.path().join("y"));
+    rewrite(&fixture("llama-gqa"), &x, |_| {}, |_| {});
+    rewrite(&fixture("llama-gqa"), &y, |_| {}, |_| {});
+    std::fs::remove_file(x.join("config.json")).unwrap();
+    std::fs::remove_file(y.join("config.json")).unwrap();
+    let (code, v, _) = verify_json(&x, &y, &[]);
+    assert_eq!(code, 2, "{v}");
+    assert_eq!(v["verdict"], "inconclusive");
+    let (code, out, _) = ckpt(&[
+        "verify",
+        x.to_str().unwrap(),
+        y.to_str().unwrap(),
+        "--skip-logits",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("identical bytes (logits not compared"),
+        "{out}"
+    );
+    assert!(out.contains("hyperparameters not compared"), "{out}");
+}
+
+/// A dtype the reference does not run (F64) is also a level that could not run: inconclusive.
+#[test]
+fn an_unsupported_dtype_is_inconclusive() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("f64");
+    rewrite(
+        &fixture("llama-gqa"),
+        &x,
+        |ts| {
+            for t in ts.iter_mut() {
+                t.3 =
+                    t.3.chunks(4)
+                        .flat_map(|c| {
+                            f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()
+                        })
+                        .collect();
+                t.1 = Dtype::F64;
+            }
+        },
+        |c| c["torch_dtype"] = "float64".into(),
+    );
+    let (code, v, err) = verify_json(&x, &x, &[]);
+    assert_eq!(code, 2, "{v}\n{err}");
+    assert_eq!(v["verdict"], "inconclusive", "{v}");
+    assert_eq!(v["logits"]["kind"], "unsupported", "{v}");
+    assert_eq!(v["bytes"]["pass"], true);
+}
+
+/// Issue 16 item 3: q_proj all NaN on one side, o_proj all zero on the other. The softmax used to
+/// skip NaN, so the NaN rows became zero attention, the same as a zero o_proj, and verify said
+/// equivalent with max abs 0. NaN now propagates and disagrees with the finite side.
+#[test]
+fn nan_q_proj_against_zero_o_proj_is_not_equivalent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nan, zero) = (dir.path().join("nan"), dir.path().join("zero"));
+    rewrite(
+        &fixture("llama-gqa"),
+        &nan,
+        |ts| {
+            let t = tensor(ts, "model.layers.0.self_attn.q_proj.weight");
+            t.3 = f32_bytes(f32::NAN, t.3.len() / 4);
+        },
+        |_| {},
+    );
+    rewrite(
+        &fixture("llama-gqa"),
+        &zero,
+        |ts| {
+            let t = tensor(ts, "model.layers.0.self_attn.o_proj.weight");
+            t.3 = f32_bytes(0.0, t.3.len() / 4);
+        },
+        |_| {},
+    );
+    let (code, v, err) = verify_json(&nan, &zero, &[]);
+    assert_eq!(code, 1, "{v}\n{err}");
+    assert_eq!(v["verdict"], "NOT equivalent");
+    let l = &v["logits"];
+    assert_eq!(l["pass"], false, "{v}");
+    assert!(l["nonfinite_a"].as_u64().unwrap() > 0, "{l}");
+    assert_eq!(l["nonfinite_b"].as_u64(), Some(0), "{l}");
+    assert!(l["nonfinite_differ"].as_u64().unwrap() > 0, "{l}");
+    assert!(
+        l["tolerance"].as_f64().is_some(),
+        "the tolerance is a number: {l}"
+    );
+    let (_, out, _) = ckpt(&["verify", nan.to_str().unwrap(), zero.to_str().unwrap()]);
+    assert!(
+        out.contains("non-finite logits:") && out.contains("where the two sides disagree"),
+        "{out}"
+    );
+    assert!(
+        out.contains("verdict: NOT equivalent (logits differ)"),
+        "{out}"
+    );
+}
+
+/// A copy of llama-gqa whose embedding row 1 holds +inf (row 1 is in verify's low-ids sequence).
+fn with_inf_embedding(dst: &Path) {
+    rewrite(
+        &fixture("llama-gqa"),
+        dst,
+        |ts| {
+            let t = tensor(ts, "model.embed_tokens.weight");
+            let row = t.2[1] * 4;
+            t.3[row + 8..row + 12].copy_from_slice(&f32::INFINITY.to_le_bytes());
+        },
+        |_| {},
+    );
+}
+
+/// Issue 16 item 3: +inf in one embedding row of a byte-identical pair gave `tolerance NaN ... NOT
+/// equivalent`, and `convert --verify` refused an exact copy. Identical non-finite logits agree, the
+/// tolerance stays a number, and convert writes the copy.
+#[test]
+fn inf_in_an_embedding_row_of_identical_checkpoints_is_equivalent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = (dir.path().join("x"), dir.path().join("y"));
+    with_inf_embedding(&x);
+    with_inf_embedding(&y);
+    let (code, v, err) = verify_json(&x, &y, &[]);
+    assert_eq!(code, 0, "{v}\n{err}");
+    assert_eq!(v["verdict"], "equivalent");
+    let l = &v["logits"];
+    assert!(
+        l["nonfinite_a"].as_u64().unwrap() > 0,
+        "the +inf row reaches the logits: {l}"
+    );
+    assert_eq!(l["nonfinite_a"], l["nonfinite_b"]);
+    assert_eq!(l["nonfinite_differ"].as_u64(), Some(0));
+    assert_eq!(l["tolerance"].as_f64(), Some(0.0), "{l}");
+    assert_eq!(l["max_abs"].as_f64(), Some(0.0), "{l}");
+    // Against the clean fixture: the non-finite logits disagree with finite ones.
+    let (code, v, _) = verify_json(&fixture("llama-gqa"), &x, &[]);
+    assert_eq!(code, 1, "{v}");
+    assert!(v["logits"]["nonfinite_differ"].as_u64().unwrap() > 0, "{v}");
+
+    let out = dir.path().join("out");
+    let (code, o, err) = ckpt(&[
+        "convert",
+        x.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--to",
+        "llama",
+        "--verify",
+    ]);
+    assert_eq!(code, 0, "{o}{err}");
+    assert!(o.contains("verdict: equivalent"), "{o}");
+    assert!(out.join("model.safetensors").exists());
+}
+
+/// Issue 16 item 3: `ckpt logits` with non-finite output warns with the count and exits 1; a
+/// sequence that does not reach the +inf row is finite and exits 0.
+#[test]
+fn logits_with_non_finite_output_warn_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("x");
+    with_inf_embedding(&x);
+    let (code, out, err) = ckpt(&["logits", x.to_str().unwrap(), "--ids", "5,1,7"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("warning:") && err.contains("logits are not finite"),
+        "{err}"
+    );
+    let (code, out, err) = ckpt(&["logits", x.to_str().unwrap(), "--ids", "5,6,7", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["nonfinite"].as_u64(), Some(0));
+}
+
+/// A changed embedding row only shows in logits of inputs holding its token, so a fixed sample could
+/// miss it and call the pair equivalent. The logits level also runs the tokens whose rows differ.
+#[test]
+fn a_changed_embedding_row_outside_the_sample_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("row");
+    rewrite(
+        &fixture("llama-gqa"),
+        &x,
+        |ts| {
+            let t = tensor(ts, "model.embed_tokens.weight");
+            let row = 250 * t.2[1] * 4;
+            t.3[row..row + 4].copy_from_slice(&3.0f32.to_le_bytes());
+        },
+        |_| {},
+    );
+    for extra in [
+        &[][..],
+        &["--ids", "1,2,3"][..],
+        &["--ids", "1,2,3", "--atol", "1e-3"][..],
+    ] {
+        let (code, v, err) = verify_json(&fixture("llama-gqa"), &x, extra);
+        assert_eq!(code, 1, "{extra:?}: {v}\n{err}");
+        assert_eq!(v["verdict"], "NOT equivalent", "{extra:?}");
+        assert_eq!(v["logits"]["pass"], false, "{extra:?}: {v}");
+        assert_eq!(v["embedding_rows"]["differing"].as_u64(), Some(1), "{v}");
+        assert_eq!(v["embedding_rows"]["exercised"].as_u64(), Some(1), "{v}");
+    }
+    let (_, v, _) = verify_json(&fixture("llama-gqa"), &x, &["--ids", "1,2,3"]);
+    assert_eq!(v["embedding_rows"]["added"].as_u64(), Some(1), "{v}");
+    assert_eq!(v["logits"]["positions"].as_u64(), Some(6), "{v}");
+}
+
+/// A side no family reads cannot be compared at all: an error (exit 2), not a verdict, and the hint
+/// names verify's own flags (`--family-b`), not another command's.
+#[test]
+fn a_side_no_family_reads_is_an_error_with_verify_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("odd");
+    rewrite(
+        &fixture("llama-gqa"),
+        &x,
+        |ts| {
+            for t in ts.iter_mut() {
+                t.0 = format!("weird.{}", t.0.replace('.', "_"));
+            }
+        },
+        |_| {},
+    );
+    let (code, out, err) = ckpt(&[
+        "verify",
+        fixture("llama-gqa").to_str().unwrap(),
+        x.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(!out.contains("verdict"), "{out}");
+    assert!(err.contains("--family-b FAMILY"), "{err}");
 }

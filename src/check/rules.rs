@@ -31,6 +31,8 @@ pub mod ids {
     pub const HIDDEN_ACT: &str = "C007-hidden-act";
     /// Heads, kv heads, head_dim and hidden size do not fit together.
     pub const HEADS: &str = "C008-heads";
+    /// A config key that changes the computation in a way LLaMA does not model.
+    pub const UNMODELLED: &str = "C011-unmodelled-key";
     /// `torch_dtype` / `dtype` disagrees with the tensors' dominant dtype.
     pub const CONFIG_DTYPE: &str = "C009-config-dtype";
     /// A tensor the config implies is not in the checkpoint.
@@ -134,6 +136,34 @@ const KNOWN_ALIASES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Keys of a LLaMA config that LLaMA's computation does not model (Granite's multipliers left in
+/// place, SmolLM3's `no_rope_layers`, a sliding window, ...): a loader ignores them, so the model it
+/// runs is not the one that was trained.
+fn unmodelled(c: &crate::checkpoint::ModelConfig, cfile: &std::path::Path, out: &mut Vec<Finding>) {
+    let mut reg = crate::mapping::Registry::empty();
+    let Some((file, text)) = crate::mapping::family::BUILTIN.first() else {
+        return;
+    };
+    if reg.load_str(text, file).is_err() {
+        return;
+    }
+    let Some(llama) = reg.get("llama") else {
+        return;
+    };
+    for k in crate::mapping::math::unmodelled_keys(c, &crate::mapping::math::understood_keys(llama))
+    {
+        out.push(
+            Finding::error(
+                ids::UNMODELLED,
+                format!(
+                    "config key {k} changes the computation in a way LLaMA does not model: LLaMA loaders ignore it and compute something else"
+                ),
+            )
+            .file(cfile),
+        );
+    }
+}
+
 fn config_file(ck: &Checkpoint) -> std::path::PathBuf {
     match &ck.config {
         Some(c) if !c.path.as_os_str().is_empty() => c.path.clone(),
@@ -165,6 +195,9 @@ pub fn config_identity(ck: &Checkpoint, target: Target, out: &mut Vec<Finding>) 
         return;
     }
     let want = target.model_type();
+    if c.model_type.as_deref() == Some(want) {
+        unmodelled(c, &cfile, out);
+    }
     match c.model_type.as_deref() {
         Some(m) if m == want => {}
         Some(m) => {

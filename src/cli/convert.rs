@@ -18,7 +18,23 @@ use ckpt::report::{self, esc, human_bytes};
 use ckpt::write::{self, Phase, WriteOptions, inplace, plan};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
+use super::{CmdResult, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, out};
+
+/// What `convert --verify` / `rename --verify` can do when the logits level could not run (they
+/// have no --seq-len).
+const CONVERT_HINT: &str = "write without --verify, then run `ckpt verify SRC DST` with \
+     `--seq-len N` (an input within the model's window) or `--skip-logits` (structure and bytes \
+     only)";
+
+/// What `convert --verify` can do when the source cannot be read without the --rename rules.
+const CONVERT_HINT_UNREADABLE: &str = "name a family that reads the source as it is stored \
+     (`--from FAMILY`, `--mapping FILE`), or write without --verify and check the result with \
+     `ckpt verify` against a copy a family reads, or with `ckpt check`";
+
+/// The same for `rename --verify` (the source is read through its detected family).
+const RENAME_HINT_UNREADABLE: &str = "`ckpt rename --verify` reads the source through its \
+     detected family; write without --verify and check the result with `ckpt verify` against a \
+     copy a family reads, or with `ckpt check`";
 
 /// Convert a checkpoint to another naming family (default: LLaMA) as a Hub-ready directory.
 ///
@@ -90,13 +106,51 @@ pub struct Common {
     #[arg(long)]
     pub no_verify_bytes: bool,
     /// Before committing, run `ckpt verify` (structure, bytes and logits of the reference forward
-    /// pass) between the source and the staged output; if they are not equivalent, nothing is written
-    /// and the exit code is 1.
+    /// pass) between the source as it is on disk (its own family, without the --rename rules) and
+    /// the staged output; nothing is written unless the verdict is `equivalent`: exit 1 when it is
+    /// not equivalent, 2 when it is inconclusive (a forward pass could not run, or the source cannot
+    /// be read without the --rename rules). Refused with --in-place (no separate output).
     #[arg(long)]
     pub verify: bool,
     /// Pure renames only: rewrite the headers of SRC in place (when they fit), under a journal.
     #[arg(long)]
     pub in_place: bool,
+    /// Allow a lossy conversion: one whose target cannot express part of the source's computation
+    /// (a sliding window, layers without rotary embeddings). What changes is printed; without this
+    /// flag such a conversion is refused.
+    #[arg(long)]
+    pub allow_lossy: bool,
+}
+
+/// A value conversion changes bytes by design and may untie `lm_head` (so that it can be scaled
+/// apart from the embeddings): judge it by its logits. The structure may differ only by that
+/// untied `lm_head` and the `tie_word_embeddings` that says so; anything else still fails.
+fn accept_value_structure(rep: &mut ckpt::verify::Report) {
+    let st = &rep.structure;
+    let untie_only = st.only_a.is_empty()
+        && st.shape_differs.is_empty()
+        && st.dtype_differs.is_empty()
+        && st.only_b.iter().all(|p| p.canonical == "lm_head.weight")
+        && st
+            .config_differs
+            .iter()
+            .all(|(k, _, _)| k == "tie_word_embeddings");
+    let logits_ok = matches!(&rep.logits, Some(Ok(l)) if l.pass);
+    if untie_only && logits_ok {
+        rep.structure.pass = true;
+        rep.verdict = ckpt::verify::Verdict::Equivalent;
+        rep.equivalent = true;
+    }
+}
+
+/// What a family conversion is, once the two computations are compared.
+struct Conversion {
+    /// The value steps to apply to the staged output (empty for an exact conversion).
+    plan: ckpt::write::value::ValuePlan,
+    /// Sentences for the user: value steps and lossy changes.
+    notes: Vec<String>,
+    /// True when logits must be compared before the commit (a value conversion).
+    must_verify: bool,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -140,6 +194,7 @@ pub fn run(a: Args) -> CmdResult {
         to: a.to,
         from: a.from,
         mapping: a.mapping,
+        allow_lossy: a.common.allow_lossy,
     };
     convert(&src, a.dst.as_deref(), Some(&family), &a.common)
 }
@@ -158,6 +213,7 @@ struct FamilyArgs {
     to: Option<String>,
     from: Option<String>,
     mapping: Vec<PathBuf>,
+    allow_lossy: bool,
 }
 
 fn recover(dir: &Path, quiet: bool) -> CmdResult {
@@ -179,7 +235,7 @@ fn build_view<'a>(
     ck: &'a Checkpoint,
     family: Option<&FamilyArgs>,
     renames: &[String],
-) -> Result<(View<'a>, bool), Error> {
+) -> Result<(View<'a>, bool, Conversion), Error> {
     let rules = renames
         .iter()
         .map(|r| RenameRule::parse(r))
@@ -209,18 +265,109 @@ fn build_view<'a>(
             ck.config.clone(),
             Vec::new(),
         )?;
-        return Ok((v, false));
+        return Ok((
+            v,
+            false,
+            Conversion {
+                plan: Default::default(),
+                notes: Vec::new(),
+                must_verify: false,
+            },
+        ));
     };
     let reg = super::families::registry(&f.mapping)?;
     let to = f.to.as_deref().unwrap_or("llama");
     let target = reg.require(to)?;
-    let (canonical, _from) = open_view(ck, &reg, f.from.as_deref(), &rules)?;
+    let (canonical, from) = open_view(ck, &reg, f.from.as_deref(), &rules)?;
     let drop_py = to == "llama";
+    let (canonical, conv) = classify(canonical, &from, target, f.allow_lossy)?;
     if to == "llama" {
-        return Ok((canonical, drop_py));
+        return Ok((canonical, drop_py, conv));
+    }
+    if !conv.plan.is_empty() {
+        return Err(Error::unsupported(format!(
+            "converting {from} to {to} needs arithmetic on the weights; value conversions are written to llama only"
+        ))
+        .file(&ck.path));
     }
     let v = to_family(&canonical, target)?;
-    Ok((v, drop_py))
+    Ok((v, drop_py, conv))
+}
+
+/// Compare the source's computation with the target's: exact conversions pass, value conversions
+/// get their weights folded (and must be verified), lossy ones need `--allow-lossy`, impossible
+/// ones are refused with what the target cannot express.
+fn classify<'a>(
+    canonical: View<'a>,
+    from: &str,
+    target: &ckpt::mapping::Family,
+    allow_lossy: bool,
+) -> Result<(View<'a>, Conversion), Error> {
+    use ckpt::mapping::math::{ConversionClass, bridge, for_checkpoint};
+    let mut conv = Conversion {
+        plan: Default::default(),
+        notes: canonical.notes.clone(),
+        must_verify: false,
+    };
+    let path = canonical.ckpt.path.clone();
+    let src = match &canonical.math {
+        Some(Ok(m)) => m.clone(),
+        Some(Err(why)) if canonical.ckpt.config.is_none() => {
+            conv.notes.push(format!(
+                "names only: {why}; the conversion moves tensors without checking what they compute"
+            ));
+            return Ok((canonical, conv));
+        }
+        Some(Err(why)) => {
+            return Err(Error::unsupported(format!(
+                "cannot convert family `{from}`: {why}"
+            ))
+            .file(&path)
+            .hint(format!(
+                "if you know it computes exactly what `{from}` computes, say so with --from {from}"
+            )));
+        }
+        None => return Ok((canonical, conv)),
+    };
+    // The target's computation with the converted config (LLaMA keys, the target's defaults).
+    let dst = for_checkpoint(target, canonical.config.as_ref())
+        .math
+        .map_err(|why| {
+            Error::unsupported(format!("target `{}`: {why}", target.name)).file(&path)
+        })?;
+    let b = bridge(&src, &dst);
+    match b.class() {
+        ConversionClass::Exact => Ok((canonical, conv)),
+        ConversionClass::Impossible => Err(Error::unsupported(format!(
+            "`{from}` cannot be converted to `{}`: {}",
+            target.name,
+            b.impossible.join("; ")
+        ))
+        .file(&path)),
+        ConversionClass::Lossy if !allow_lossy => Err(Error::unsupported(format!(
+            "converting `{from}` to `{}` is lossy: {}",
+            target.name,
+            b.lossy.join("; ")
+        ))
+        .file(&path)
+        .hint("pass --allow-lossy to convert anyway, accepting exactly that change")),
+        class => {
+            for l in &b.lossy {
+                conv.notes.push(format!("lossy (allowed): {l}"));
+            }
+            if b.value.is_empty() {
+                return Ok((canonical, conv));
+            }
+            let (v, plan) = ckpt::write::value::fold(canonical, &src, &dst)?;
+            for s in &b.value {
+                conv.notes
+                    .push(format!("value conversion (not bit-exact): {s}"));
+            }
+            conv.plan = plan;
+            conv.must_verify = class == ConversionClass::Value;
+            Ok((v, conv))
+        }
+    }
 }
 
 fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Common) -> CmdResult {
@@ -230,7 +377,12 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
     }
     let dst = dst.ok_or_else(|| Error::usage("give a destination directory DST"))?;
     let ck = Checkpoint::open(src)?;
-    let (view, drop_py) = build_view(&ck, family, &c.rename)?;
+    let (view, drop_py, conv) = build_view(&ck, family, &c.rename)?;
+    if !c.quiet {
+        for n in &conv.notes {
+            out(&format!("note: {n}"));
+        }
+    }
     if c.dry_run {
         write::check_destination(&ck, dst, c.force)?;
         dry_run(&view, max, drop_py);
@@ -271,32 +423,79 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
         progress: Some(&progress),
         before_commit: None,
     };
-    // --verify: compare the source with the staged output before it is committed.
+    // --verify: compare the source as it is on disk (its own family, no --rename rules) with the
+    // staged output (its target family) before it is committed.
     let verdict: std::cell::RefCell<Option<ckpt::verify::Report>> = std::cell::RefCell::new(None);
-    let source_canonical = if c.verify {
-        Some(canonical_for_verify(&ck, family, &c.rename)?)
+    let verify_logits = c.verify || conv.must_verify;
+    let source_canonical = if verify_logits {
+        match canonical_for_verify(&ck, family) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                if !c.quiet {
+                    out(&format!(
+                        "verdict: inconclusive (the source as it is on disk cannot be read by a family{}: {e})",
+                        if c.rename.is_empty() {
+                            ""
+                        } else {
+                            " without the --rename rules"
+                        }
+                    ));
+                }
+                eprintln!(
+                    "error: --verify compares the output with the source as it is on disk, and the source cannot be read; nothing was written to {}",
+                    dst.display()
+                );
+                let hint = if family.is_some() {
+                    CONVERT_HINT_UNREADABLE
+                } else {
+                    RENAME_HINT_UNREADABLE
+                };
+                eprintln!("  hint: {hint}");
+                return Ok(EXIT_ERROR);
+            }
+        }
     } else {
         None
     };
+    // A value conversion is exact up to arithmetic rounding: f32 weights within 1e-4 of the
+    // largest logit, 16-bit weights (rounded once more after the multiplication) within 2e-2.
+    let value_rtol = if view
+        .tensors
+        .iter()
+        .any(|t| !matches!(t.dtype, ckpt::checkpoint::Dtype::F32))
+    {
+        2e-2
+    } else {
+        1e-4
+    };
     let check_staged = |staged: &Path| -> ckpt::Result<()> {
+        if !conv.plan.is_empty() {
+            bar.set_message("computing");
+            ckpt::write::value::apply(staged, &conv.plan)?;
+        }
         let Some(src_view) = &source_canonical else {
             return Ok(());
         };
         bar.set_message("verifying logits");
         let out_ck = Checkpoint::open(staged)?;
         let reg = super::families::registry(family.map(|f| f.mapping.as_slice()).unwrap_or(&[]))?;
-        let (out_view, _) = open_view(&out_ck, &reg, None, &[])?;
+        // The output is read as the family it was written in (`ckpt rename`: as detected).
+        let target = family.map(|f| f.to.as_deref().unwrap_or("llama"));
+        let (out_view, _) = open_view(&out_ck, &reg, target, &[])?;
         let vocab = src_view
             .get("model.embed_tokens.weight")
             .and_then(|t| t.shape.first().copied());
         let opts = ckpt::verify::Options {
             level: ckpt::verify::Level::Logits,
             atol: 0.0,
-            rtol: 0.0,
+            rtol: if conv.must_verify { value_rtol } else { 0.0 },
             sequences: ckpt::verify::default_sequences(vocab.unwrap_or(1), 3, 16),
             isa: super::verify::isa()?,
         };
-        let rep = ckpt::verify::verify(src_view, &out_view, &opts)?;
+        let mut rep = ckpt::verify::verify(src_view, &out_view, &opts)?;
+        if conv.must_verify {
+            accept_value_structure(&mut rep);
+        }
         let ok = rep.equivalent;
         *verdict.borrow_mut() = Some(rep);
         if ok {
@@ -304,13 +503,12 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
         } else {
             Err(Error::new(
                 ckpt::ErrorKind::BadData,
-                "the converted checkpoint is not equivalent to the source; nothing was written",
+                "the converted checkpoint was not proven equivalent to the source; nothing was written",
             ))
         }
     };
     let opts = WriteOptions {
-        before_commit: c
-            .verify
+        before_commit: (verify_logits || !conv.plan.is_empty())
             .then_some(&check_staged as &dyn Fn(&Path) -> ckpt::Result<()>),
         ..opts
     };
@@ -320,18 +518,27 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
     if let Some(rep) = &report
         && !c.quiet
     {
-        for line in super::verify::render(rep, src, dst) {
+        for line in super::verify::render(rep, src, dst, CONVERT_HINT) {
             out(&line);
         }
     }
     if let (Some(rep), Err(_)) = (&report, &res)
         && !rep.equivalent
     {
+        let what = if rep.verdict == ckpt::verify::Verdict::Inconclusive {
+            "could not be compared with the source"
+        } else {
+            "is not equivalent to the source"
+        };
         eprintln!(
-            "error: the converted checkpoint is not equivalent to the source; nothing was written to {}",
+            "error: the converted checkpoint {what}; nothing was written to {}",
             dst.display()
         );
-        return Ok(EXIT_FINDINGS);
+        return Ok(if rep.verdict == ckpt::verify::Verdict::Inconclusive {
+            EXIT_ERROR
+        } else {
+            EXIT_FINDINGS
+        });
     }
     let s = res?;
     for w in &s.warnings {
@@ -393,6 +600,13 @@ fn convert(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Comm
 }
 
 fn in_place(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Common) -> CmdResult {
+    if c.verify {
+        // There is no separate output to compare with the source: refusing beats a silent "verified".
+        return Err(Error::usage(
+            "--verify compares the source with a new output; --in-place leaves no source to compare with",
+        )
+        .hint("write to a new directory with --verify, or run `ckpt verify` against a copy made before the in-place run"));
+    }
     if let Some(d) = dst {
         let same = std::fs::canonicalize(d).ok() == std::fs::canonicalize(src).ok();
         if !same {
@@ -416,7 +630,12 @@ fn in_place(src: &Path, dst: Option<&Path>, family: Option<&FamilyArgs>, c: &Com
         }
     }
     let ck = Checkpoint::open(src)?;
-    let (view, _) = build_view(&ck, family, &c.rename)?;
+    let (view, _, conv) = build_view(&ck, family, &c.rename)?;
+    if !conv.plan.is_empty() {
+        return Err(Error::usage(
+            "--in-place rewrites names only; this conversion changes values (drop --in-place)",
+        ));
+    }
     let p = inplace::plan_in_place(&view)?;
     drop(view);
     drop(ck);
@@ -608,23 +827,16 @@ fn config_changes(view: &View) -> Vec<String> {
     ckpt::mapping::portable::describe(&src.raw, &new.raw)
 }
 
-/// The source seen as canonical LLaMA (through `--from`, `--mapping` and `--rename`), for `--verify`.
+/// The source as it is on disk, seen as canonical LLaMA through its own family (`--from` and
+/// `--mapping`, else the detected one), for `--verify`. The `--rename` rules are deliberately not
+/// applied: the output must be compared with what the source computes, not with the source as the
+/// rules rewrote it (a rule that swaps two norms would otherwise verify as equivalent).
 fn canonical_for_verify<'a>(
     ck: &'a Checkpoint,
     family: Option<&FamilyArgs>,
-    renames: &[String],
 ) -> Result<View<'a>, Error> {
     let mappings = family.map(|f| f.mapping.as_slice()).unwrap_or(&[]);
     let reg = super::families::registry(mappings)?;
-    match family {
-        Some(f) => {
-            let rules = renames
-                .iter()
-                .map(|r| RenameRule::parse(r))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(open_view(ck, &reg, f.from.as_deref(), &rules)?.0)
-        }
-        // `ckpt rename`: the source as it is, through its detected family.
-        None => Ok(open_view(ck, &reg, None, &[])?.0),
-    }
+    let from = family.and_then(|f| f.from.as_deref());
+    Ok(open_view(ck, &reg, from, &[])?.0)
 }

@@ -45,7 +45,13 @@ pub fn run(a: Args) -> CmdResult {
             out(&line);
         }
     }
-    Ok(if d.winner.is_some() {
+    // Detected means: a family, and (with a config) a computation ckpt knows.
+    let known = d.math.as_ref().is_none_or(|m| {
+        d.winner
+            .as_deref()
+            .is_some_and(|w| m.usable(w, false).is_ok() || ck.config.is_none())
+    });
+    Ok(if d.winner.is_some() && known {
         EXIT_OK
     } else {
         EXIT_FINDINGS
@@ -60,9 +66,25 @@ fn text(ck: &Checkpoint, d: &Detection) -> Vec<String> {
         d.kind.describe(),
         ck.tensors.len()
     ));
+    let class = d.to_llama.as_ref().map(|b| b.class());
+    let unknown_math = d
+        .math
+        .as_ref()
+        .zip(d.winner.as_deref())
+        .is_some_and(|(m, w)| m.usable(w, false).is_err() && ck.config.is_some());
     match (&d.winner, d.exact) {
+        (Some(w), _) if unknown_math => l.push(format!(
+            "family      {}  by its names; what it computes is not known (see evidence)",
+            esc(w)
+        )),
         (Some(w), Some(true)) => l.push(format!("family      {}  (LLaMA-exact)", esc(w))),
-        (Some(w), _) => l.push(format!("family      {}  (not LLaMA-exact)", esc(w))),
+        (Some(w), _) => l.push(format!(
+            "family      {}  (not LLaMA-exact{})",
+            esc(w),
+            class
+                .map(|c| format!(": a {} conversion", c.word()))
+                .unwrap_or_default()
+        )),
         (None, _) => l.push("family      none detected".into()),
     }
     for (i, e) in d.evidence.iter().enumerate() {
@@ -92,11 +114,26 @@ fn text(ck: &Checkpoint, d: &Detection) -> Vec<String> {
         l.push(format!("convert     {c}"));
     } else if let Some(w) = &d.winner
         && d.exact != Some(true)
+        && w != "llama"
     {
-        l.push(format!(
-            "convert     not convertible: `{}` is not LLaMA-equivalent (see `ckpt families`)",
-            esc(w)
-        ));
+        use ckpt::mapping::math::ConversionClass as C;
+        let path = esc(&ck.path.display().to_string());
+        l.push(match class {
+            _ if unknown_math => format!(
+                "convert     refused until its computation is known (or asserted: --from {})",
+                esc(w)
+            ),
+            Some(C::Value) => format!(
+                "convert     ckpt convert {path} OUT --to llama   (a value conversion: weights are rescaled, verified on logits)"
+            ),
+            Some(C::Lossy) => format!(
+                "convert     ckpt convert {path} OUT --to llama --allow-lossy   (lossy: see evidence)"
+            ),
+            _ => format!(
+                "convert     not convertible to llama: `{}` computes something LLaMA cannot express (see `ckpt families`)",
+                esc(w)
+            ),
+        });
     }
     l
 }

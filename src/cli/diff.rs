@@ -14,8 +14,10 @@ use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
 
 /// Compare two checkpoints tensor by tensor (aligned by canonical name) and config key by key.
 ///
-/// Exit 0 when identical (same canonical tensors, shapes and dtypes; with `--values` equal values;
-/// configs equal apart from keys the family mapping rewrites), 1 when they differ, 2 on error.
+/// Every pair of tensors with the same shape and dtype has its bytes compared (zero-copy over the
+/// mmaps): `same` / `renamed` mean equal bytes, `values differ` means the bytes differ. Exit 0 when
+/// identical (same canonical tensors, shapes, dtypes and bytes; configs equal apart from keys the
+/// family mapping rewrites), 1 when they differ, 2 on error.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// First checkpoint (directory, `.safetensors` file or `*.index.json`).
@@ -25,7 +27,8 @@ pub struct Args {
     /// List every tensor instead of collapsing per-layer repetition.
     #[arg(long)]
     pub all: bool,
-    /// Also compare values of same-shape tensors: max abs difference, relative L2, cosine.
+    /// Also compare values of same-shape float tensors: max abs difference, relative L2, cosine
+    /// (over finite pairs) and the count of non-finite values on each side.
     #[arg(long)]
     pub values: bool,
     /// Print JSON instead of tables.
@@ -59,10 +62,10 @@ pub fn run(a: Args) -> CmdResult {
     let reg = Registry::builtin()?;
     let va = open_view(&cka, &reg, a.family_a.as_deref())?;
     let vb = open_view(&ckb, &reg, a.family_b.as_deref())?;
-    let bar = (a.values && std::io::stderr().is_terminal()).then(|| {
+    let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new(0);
         if let Ok(s) = indicatif::ProgressStyle::with_template(
-            "comparing values {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+            "comparing {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
         ) {
             b.set_style(s);
         }
@@ -152,6 +155,8 @@ fn aggregate(rows: &[&TensorRow]) -> Option<ValueDiff> {
         cosine: acc.cosine.min(v.cosine),
         differing: acc.differing + v.differing,
         elements: acc.elements + v.elements,
+        nonfinite_a: acc.nonfinite_a + v.nonfinite_a,
+        nonfinite_b: acc.nonfinite_b + v.nonfinite_b,
     }))
 }
 
@@ -229,8 +234,9 @@ fn render(rep: &DiffReport, all: bool) {
                     format!("{:.3e}", v.max_abs),
                     format!("{:.3e}", v.rel_l2),
                     format!("{:.6}", v.cosine),
+                    format!("{}/{}", v.nonfinite_a, v.nonfinite_b),
                 ]),
-                None => row.extend(["-".to_string(), "-".into(), "-".into()]),
+                None => row.extend(["-".to_string(), "-".into(), "-".into(), "-".into()]),
             }
         }
         table_rows.push(row);
@@ -239,7 +245,7 @@ fn render(rep: &DiffReport, all: bool) {
     let names_differ = table_rows.iter().any(|r| r[1] != "=" || r[2] != "=");
     let mut header = vec!["tensor", "A", "B", "shape", "dtype", "status"];
     if rep.values {
-        header.extend(["max abs diff", "rel L2", "cosine"]);
+        header.extend(["max abs diff", "rel L2", "cosine", "non-finite A/B"]);
     }
     if !names_differ {
         header.drain(1..3);
@@ -304,6 +310,7 @@ fn summary(rep: &DiffReport) -> String {
     let statuses = [
         Status::Same,
         Status::Renamed,
+        Status::ValuesDiffer,
         Status::Reshaped,
         Status::DtypeChanged,
         Status::OnlyA,
@@ -360,6 +367,7 @@ fn to_json(rep: &DiffReport) -> serde_json::Value {
                 "values": r.values.map(|v| json!({
                     "max_abs": v.max_abs, "rel_l2": v.rel_l2, "cosine": v.cosine,
                     "differing": v.differing, "elements": v.elements,
+                    "nonfinite_a": v.nonfinite_a, "nonfinite_b": v.nonfinite_b,
                 })),
             })
         })

@@ -13,10 +13,13 @@ use ckpt::reference::{self, Logits};
 use ckpt::report::esc;
 use ckpt::{Error, Result};
 
-use super::{CmdResult, EXIT_OK, out};
+use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
 
 /// Run the reference LLaMA forward pass on token ids and print the top next-token logits of each
 /// sequence's last position (or write all logits with `--out`).
+///
+/// Exit 0; 1 when some logits are not finite (NaN or infinite: a warning says how many), 2 on
+/// error.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// A `.safetensors` file, a `*.index.json`, or a checkpoint directory (with its config).
@@ -106,13 +109,27 @@ pub fn run(a: Args) -> CmdResult {
     let ck = Checkpoint::open(&a.path)?;
     let (view, family) = open_view(&ck, &req.registry, req.family.as_deref(), &req.renames)?;
     let logits = reference::forward(&view, &req.batch, req.isa)?;
+    let nonfinite = logits.data.iter().filter(|x| !x.is_finite()).count();
+    // The results are still shown (and written): they are what the weights compute.
+    let code = if nonfinite > 0 {
+        let nan = logits.data.iter().filter(|x| x.is_nan()).count();
+        eprintln!(
+            "warning: {nonfinite} of {} logits are not finite ({nan} NaN, {} infinite): the weights or the computation overflow or hold NaN/Inf (`ckpt check --scan-values` names the tensors)",
+            logits.data.len(),
+            nonfinite - nan
+        );
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    };
     if let Some(path) = &a.out {
         write_logits(path, &req.batch, &logits)?;
     }
     if a.json {
-        let v = to_json(&a, &req, &family, &logits);
+        let mut v = to_json(&a, &req, &family, &logits);
+        v["nonfinite"] = nonfinite.into();
         out(&serde_json::to_string_pretty(&v).unwrap_or_default());
-        return Ok(EXIT_OK);
+        return Ok(code);
     }
     if let Some(path) = &a.out {
         out(&format!(
@@ -122,7 +139,7 @@ pub fn run(a: Args) -> CmdResult {
             logits.vocab,
             path.display()
         ));
-        return Ok(EXIT_OK);
+        return Ok(code);
     }
     out(&format!(
         "checkpoint  {}  (family {}, isa {})",
@@ -146,7 +163,7 @@ pub fn run(a: Args) -> CmdResult {
         }
         out(&t.to_string());
     }
-    Ok(EXIT_OK)
+    Ok(code)
 }
 
 fn to_json(a: &Args, req: &Request, family: &str, l: &Logits) -> serde_json::Value {

@@ -22,14 +22,14 @@ mod verify;
 pub const EXIT_OK: u8 = 0;
 /// Exit code: the check ran and found something (differs, incompatible, not equivalent).
 pub const EXIT_FINDINGS: u8 = 1;
-/// Exit code: an error (bad input, usage, I/O).
+/// Exit code: an error (bad input, usage, I/O), or a verification that could not run (inconclusive).
 pub const EXIT_ERROR: u8 = 2;
 
 /// LLM checkpoint compatibility: inspect, detect, convert, verify, check and diff safetensors
 /// checkpoints.
 ///
 /// Exit codes: 0 ok / equivalent / compatible, 1 findings (differs, incompatible, not equivalent),
-/// 2 error (bad input, usage, I/O).
+/// 2 error (bad input, usage, I/O) or a verification that could not run (inconclusive).
 #[derive(Parser, Debug)]
 #[command(name = "ckpt", version, about, long_about = None, max_term_width = 100)]
 struct Cli {
@@ -43,7 +43,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Check that a checkpoint will load in LLaMA-compatible tooling (CI gate; exit 1 on findings).
     Check(check::Args),
-    /// Compare two checkpoints tensor by tensor (aligned by family) and config key by key.
+    /// Compare two checkpoints tensor by tensor (aligned by family, bytes compared) and config key by
+    /// key.
     Diff(diff::Args),
     /// Convert a checkpoint to another naming family as a Hub-ready directory (crash-safe).
     ///
@@ -59,10 +60,12 @@ enum Command {
     Detect(detect::Args),
     /// List the known family mapping files.
     Families(families::Args),
-    /// Run the reference LLaMA forward pass on token ids; show the top next tokens or write logits.
+    /// Run the reference LLaMA forward pass on token ids; show the top next tokens or write logits
+    /// (exit 1 with a warning when some logits are NaN or infinite).
     Logits(logits::Args),
     /// Prove two checkpoints compute the same thing: structure, bytes and logits of the reference
-    /// forward pass. Exit 0 equivalent, 1 not equivalent, 2 error.
+    /// forward pass. Exit 0 equivalent (or matching at every level asked), 1 a level found a
+    /// difference, 2 inconclusive (a level could not run) or error.
     Verify(verify::Args),
 }
 

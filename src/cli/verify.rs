@@ -6,13 +6,18 @@ use ckpt::Error;
 use ckpt::checkpoint::Checkpoint;
 use ckpt::mapping::{Registry, View};
 use ckpt::report::{self, esc};
-use ckpt::verify::{self, Level, Options, Pair, Report};
+use ckpt::verify::{self, Level, Options, Pair, Report, Verdict};
 
-use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, out};
+use super::{CmdResult, out};
 
 /// Prove two checkpoints compute the same thing: same canonical tensors and shapes (structure), same
-/// bytes, and the same logits from the built-in reference LLaMA forward pass. Exit 0 equivalent,
-/// 1 not equivalent, 2 error.
+/// bytes, and the same logits from the built-in reference forward pass, each side in its own family.
+///
+/// Verdicts: `equivalent` (logits compared and within the tolerance, structure agrees), `NOT
+/// equivalent`, and for runs limited by --level or --skip-logits `same structure` / `structure
+/// differs` / `identical bytes` / `bytes differ`, each naming the levels not compared;
+/// `inconclusive` when a level could not run. Exit 0 equivalent (or matching at every level
+/// asked), 1 a level found a difference, 2 inconclusive or error.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// First checkpoint (file, index or directory).
@@ -28,14 +33,16 @@ pub struct Args {
     /// Load an extra family mapping file (repeatable).
     #[arg(long, value_name = "FILE")]
     pub mapping: Vec<PathBuf>,
-    /// Deepest level to run: structure, bytes or logits.
+    /// Deepest level to run: structure, bytes or logits. Below logits the verdict is never
+    /// `equivalent`: it says which levels it compared.
     #[arg(long, default_value = "logits")]
     pub level: String,
-    /// Stop after the bytes level (for speed on huge models).
+    /// Stop after the bytes level (for speed on huge models); same as --level bytes.
     #[arg(long)]
     pub skip_logits: bool,
     /// A token id sequence for the logits level, comma-separated (repeatable; equal lengths). Default:
-    /// deterministic pseudo-random sequences across the vocabulary plus one of low ids.
+    /// deterministic pseudo-random sequences across the vocabulary plus one of low ids. Either way,
+    /// up to 64 tokens whose embedding rows differ are run too, in extra sequences.
     #[arg(long, value_name = "IDS")]
     pub ids: Vec<String>,
     /// Length of the default sequences.
@@ -149,8 +156,22 @@ pub fn run(a: Args) -> CmdResult {
     let reg = registry(&a.mapping)?;
     let cka = Checkpoint::open(&a.a)?;
     let ckb = Checkpoint::open(&a.b)?;
-    let va = open_canonical(&cka, &reg, a.family_a.as_deref())?;
-    let vb = open_canonical(&ckb, &reg, a.family_b.as_deref())?;
+    // A side no family reads has no canonical view to compare: an error (exit 2), never a verdict.
+    // Detection's hint names `--family`; verify's flags are `--family-a` / `--family-b`.
+    let side_hint = |e: Error, flag: &str| {
+        if e.kind() == ckpt::ErrorKind::Usage {
+            e.hint(format!(
+                "verify reads each side through its family: `{flag} FAMILY` names it (`ckpt families` \
+                 lists them), or describe it in a mapping file and pass `--mapping FILE`"
+            ))
+        } else {
+            e
+        }
+    };
+    let va = open_canonical(&cka, &reg, a.family_a.as_deref())
+        .map_err(|e| side_hint(e, "--family-a"))?;
+    let vb = open_canonical(&ckb, &reg, a.family_b.as_deref())
+        .map_err(|e| side_hint(e, "--family-b"))?;
     let vocab = va
         .get("model.embed_tokens.weight")
         .and_then(|t| t.shape.first().copied());
@@ -163,18 +184,23 @@ pub fn run(a: Args) -> CmdResult {
     })?;
     bar.finish_and_clear();
     if a.json {
-        out(&serde_json::to_string_pretty(&to_json(&rep, &a.a, &a.b)).unwrap_or_default());
+        out(
+            &serde_json::to_string_pretty(&to_json(&rep, &a.a, &a.b, VERIFY_HINT))
+                .unwrap_or_default(),
+        );
     } else {
-        for line in render(&rep, &a.a, &a.b) {
+        for line in render(&rep, &a.a, &a.b, VERIFY_HINT) {
             out(&line);
         }
     }
-    Ok(if rep.equivalent {
-        EXIT_OK
-    } else {
-        EXIT_FINDINGS
-    })
+    Ok(rep.verdict.exit_code())
 }
+
+/// What `ckpt verify` can do when the logits level could not run (flags it really has).
+pub const VERIFY_HINT: &str = "if the input is longer than the model allows (a sliding window, a \
+     position limit), shorten it with `--seq-len N` (or shorter `--ids`); to compare without the \
+     forward pass, use `--skip-logits` or `--level bytes` (that verdict then names the levels it did \
+     not compare)";
 
 /// A progress bar on stderr when it is a terminal (hidden otherwise): bytes compared, then layers of
 /// each forward pass.
@@ -196,8 +222,8 @@ fn pass(p: bool) -> &'static str {
     if p { "PASS" } else { "FAIL" }
 }
 
-/// Render the report as text.
-pub fn render(rep: &Report, a: &Path, b: &Path) -> Vec<String> {
+/// Render the report as text; `hint` says what the command can do when a level could not run.
+pub fn render(rep: &Report, a: &Path, b: &Path, hint: &str) -> Vec<String> {
     let mut l = Vec::new();
     l.push(format!(
         "A  {}  (read as {})",
@@ -267,27 +293,50 @@ pub fn render(rep: &Report, a: &Path, b: &Path) -> Vec<String> {
     for (k, x, y) in &s.config_differs {
         l.push(format!("  config {k}: A {x}, B {y}"));
     }
-    if let Some(bt) = &rep.bytes {
+    if s.configs != (true, true) {
+        let missing: Vec<&str> = [("A", s.configs.0), ("B", s.configs.1)]
+            .into_iter()
+            .filter(|(_, has)| !has)
+            .map(|(n, _)| n)
+            .collect();
         l.push(format!(
-            "bytes      {}  {}/{} tensors identical ({})",
-            pass(bt.pass),
-            bt.identical,
-            bt.compared,
-            report::human_bytes(bt.bytes)
+            "  hyperparameters not compared: no config.json for {}",
+            missing.join(" and ")
         ));
-        for (p, d) in bt.differing.iter().take(20) {
+    }
+    match &rep.bytes {
+        None => l.push("bytes      not compared (--level structure)".into()),
+        Some(bt) => {
             l.push(format!(
-                "  {} differs: max abs difference {d:.3e}",
-                esc(&p.canonical)
+                "bytes      {}  {}/{} tensors identical ({})",
+                pass(bt.pass),
+                bt.identical,
+                bt.compared,
+                report::human_bytes(bt.bytes)
             ));
-        }
-        if bt.differing.len() > 20 {
-            l.push(format!("  ... and {} more", bt.differing.len() - 20));
+            for (p, d) in bt.differing.iter().take(20) {
+                l.push(format!(
+                    "  {} differs: {}",
+                    esc(&p.canonical),
+                    value_text(d)
+                ));
+            }
+            if bt.differing.len() > 20 {
+                l.push(format!("  ... and {} more", bt.differing.len() - 20));
+            }
         }
     }
     match &rep.logits {
-        None => {}
-        Some(Err(reason)) => l.push(format!("logits     FAIL  could not run: {reason}")),
+        None => l.push(format!(
+            "logits     not compared (--level {}{})",
+            rep.level.name(),
+            if rep.level == Level::Bytes {
+                " or --skip-logits"
+            } else {
+                ""
+            }
+        )),
+        Some(Err(n)) => l.push(format!("logits     COULD NOT RUN  {}", n.reason)),
         Some(Ok(g)) => {
             l.push(format!(
                 "logits     {}  {} positions: max abs {:.3e} (tolerance {:.3e}), max rel {:.3e}, min cosine {:.6}, top-1 {:.1}%, top-5 {:.1}%, max KL {:.3e}",
@@ -301,15 +350,145 @@ pub fn render(rep: &Report, a: &Path, b: &Path) -> Vec<String> {
                 g.top5 * 100.0,
                 g.max_kl
             ));
+            if g.nonfinite_a + g.nonfinite_b > 0 {
+                l.push(format!(
+                    "  non-finite logits: {} in A, {} in B, {} where the two sides disagree{}",
+                    g.nonfinite_a,
+                    g.nonfinite_b,
+                    g.nonfinite_differ,
+                    if g.kl_skipped > 0 {
+                        format!(" ({} positions without KL)", g.kl_skipped)
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
         }
     }
+    if let Some(e) = &rep.embedding_rows {
+        l.push(format!(
+            "  embedding rows that differ: {}; the logits level ran {} of their tokens{}",
+            e.differing,
+            e.exercised,
+            if e.added > 0 {
+                format!(" ({} of them added in extra sequences)", e.added)
+            } else {
+                String::new()
+            }
+        ));
+    }
     l.push(String::new());
-    l.push(if rep.equivalent {
-        "verdict: equivalent".into()
-    } else {
-        "verdict: NOT equivalent".into()
-    });
+    l.push(format!("verdict: {}", verdict_text(rep)));
+    if let Some(n) = rep.not_run() {
+        if let Some(h) = &n.hint {
+            l.push(format!("hint: {h}"));
+        }
+        l.push(format!("hint: {hint}"));
+    }
     l
+}
+
+/// How a differing tensor's values differ.
+fn value_text(d: &Option<ckpt::diff::ValueDiff>) -> String {
+    match d {
+        None => "bytes differ (not a float dtype)".into(),
+        Some(v) => {
+            let mut t = format!(
+                "max abs difference {:.3e}, {} of {} elements differ",
+                v.max_abs, v.differing, v.elements
+            );
+            if v.nonfinite_a + v.nonfinite_b > 0 {
+                t.push_str(&format!(
+                    ", non-finite values: {} in A, {} in B",
+                    v.nonfinite_a, v.nonfinite_b
+                ));
+            }
+            if v.differing == 0 {
+                t.push_str(" (the same numbers in other bytes, e.g. -0 and +0)");
+            }
+            t
+        }
+    }
+}
+
+/// The verdict with what backs it: `equivalent`, `NOT equivalent (logits differ)`, `identical
+/// bytes (logits not compared)`, `inconclusive (logits could not run; ...)`.
+pub fn verdict_text(rep: &Report) -> String {
+    let word = rep.verdict.word();
+    let not_compared = |levels: &[Level]| {
+        let names: Vec<&str> = levels.iter().map(|l| l.name()).collect();
+        format!("{} not compared", names.join(" and "))
+    };
+    let bytes_note = match &rep.bytes {
+        Some(b) if b.pass => "bytes identical",
+        Some(_) => "bytes differ",
+        None => "bytes not compared",
+    };
+    match rep.verdict {
+        Verdict::Equivalent => match &rep.bytes {
+            Some(b) if !b.pass && b.values_equal() => format!(
+                "{word} ({} tensors differ in bytes only, not in value: -0 and +0, NaN payloads)",
+                b.differing.len()
+            ),
+            Some(b) if !b.pass => format!(
+                "{word} (logits within the stated tolerance on the sequences run; {} tensors' values differ{})",
+                b.differing.len(),
+                rep.embedding_rows
+                    .map(|e| format!(
+                        "; {} of {} differing embedding rows run",
+                        e.exercised, e.differing
+                    ))
+                    .unwrap_or_default()
+            ),
+            _ => word.to_string(),
+        },
+        Verdict::NotEquivalent => {
+            let mut why = Vec::new();
+            if !rep.structure.pass {
+                why.push("structure differs".to_string());
+            }
+            let logits_ok = matches!(&rep.logits, Some(Ok(g)) if g.pass);
+            match &rep.logits {
+                Some(Ok(g)) if !g.pass => why.push("logits differ".into()),
+                Some(Err(_)) => why.push("logits could not run".into()),
+                _ => {}
+            }
+            if let Some(b) = &rep.bytes
+                && !b.values_equal()
+                && (logits_ok || rep.logits.as_ref().is_some_and(|l| l.is_err()))
+                && rep.structure.pass
+            {
+                why.push(format!(
+                    "the values of {} tensors differ at the exact default tolerance{}",
+                    b.differing.len(),
+                    if logits_ok {
+                        ", although the sampled logits agree"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            format!("{word} ({})", why.join("; "))
+        }
+        Verdict::SameStructure | Verdict::IdenticalBytes => {
+            let mut t = format!("{word} ({})", not_compared(&rep.not_checked()));
+            if rep.structure.configs != (true, true) {
+                t.insert_str(t.len() - 1, "; hyperparameters not compared");
+            }
+            t
+        }
+        Verdict::StructureDiffers | Verdict::BytesDiffer => {
+            format!("{word} ({})", not_compared(&rep.not_checked()))
+        }
+        Verdict::Inconclusive => format!(
+            "{word} (logits could not run; structure agrees{}, {bytes_note})",
+            if rep.structure.configs == (true, true) {
+                ""
+            } else {
+                " (hyperparameters not compared)"
+            }
+        ),
+    }
 }
 
 fn pair_json(p: &Pair) -> serde_json::Value {
@@ -320,8 +499,8 @@ fn pair_json(p: &Pair) -> serde_json::Value {
     })
 }
 
-/// The report as JSON (stable schema, documented in the README).
-pub fn to_json(rep: &Report, a: &Path, b: &Path) -> serde_json::Value {
+/// The report as JSON (stable schema, documented in the README); `hint` as for [`render`].
+pub fn to_json(rep: &Report, a: &Path, b: &Path, hint: &str) -> serde_json::Value {
     use serde_json::json;
     let s = &rep.structure;
     let f = |v: f64| {
@@ -331,12 +510,18 @@ pub fn to_json(rep: &Report, a: &Path, b: &Path) -> serde_json::Value {
             json!(v.to_string())
         }
     };
+    let names = |v: Vec<Level>| v.into_iter().map(|l| l.name()).collect::<Vec<_>>();
     json!({
         "a": a.display().to_string(),
         "b": b.display().to_string(),
         "family_a": rep.family_a,
         "family_b": rep.family_b,
+        "verdict": rep.verdict.word(),
+        "verdict_text": verdict_text(rep),
         "equivalent": rep.equivalent,
+        "checked": names(rep.checked()),
+        "embedding_rows": rep.embedding_rows.map(|e| json!({"differing": e.differing, "exercised": e.exercised, "added": e.added})),
+        "not_checked": names(rep.not_checked()),
         "structure": {
             "pass": s.pass, "common": s.common,
             "only_a": s.only_a.iter().map(pair_json).collect::<Vec<_>>(),
@@ -344,17 +529,31 @@ pub fn to_json(rep: &Report, a: &Path, b: &Path) -> serde_json::Value {
             "shape_differs": s.shape_differs.iter().map(pair_json).collect::<Vec<_>>(),
             "dtype_differs": s.dtype_differs.iter().map(pair_json).collect::<Vec<_>>(),
             "config_differs": s.config_differs.iter().map(|(k, x, y)| json!({"key": k, "a": x, "b": y})).collect::<Vec<_>>(),
+            "config_a": s.configs.0, "config_b": s.configs.1,
         },
         "bytes": rep.bytes.as_ref().map(|b| json!({
             "pass": b.pass, "compared": b.compared, "identical": b.identical, "bytes": b.bytes,
-            "differing": b.differing.iter().map(|(p, d)| json!({"tensor": pair_json(p), "max_abs": f(*d)})).collect::<Vec<_>>(),
+            "differing": b.differing.iter().map(|(p, d)| json!({
+                "tensor": pair_json(p),
+                "max_abs": d.map(|v| f(v.max_abs)),
+                "differing_elements": d.map(|v| v.differing),
+                "elements": d.map(|v| v.elements),
+                "nonfinite_a": d.map(|v| v.nonfinite_a),
+                "nonfinite_b": d.map(|v| v.nonfinite_b),
+            })).collect::<Vec<_>>(),
         })),
         "logits": rep.logits.as_ref().map(|l| match l {
-            Err(reason) => json!({"pass": false, "error": reason}),
+            Err(n) => json!({
+                "ran": false, "pass": null, "kind": n.kind.id(), "reason": n.reason,
+                "hint": hint, "error_hint": n.hint,
+            }),
             Ok(g) => json!({
+                "ran": true,
                 "pass": g.pass, "tolerance": f(g.tolerance), "max_abs": f(g.max_abs), "max_rel": f(g.max_rel),
                 "min_cosine": f(g.min_cosine), "top1": g.top1, "top5": g.top5, "max_kl": f(g.max_kl),
                 "positions": g.positions, "scale": f(g.scale),
+                "nonfinite_a": g.nonfinite_a, "nonfinite_b": g.nonfinite_b,
+                "nonfinite_differ": g.nonfinite_differ, "kl_skipped": g.kl_skipped,
             }),
         }),
     })

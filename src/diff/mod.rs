@@ -2,8 +2,10 @@
 //!
 //! Both sides are [`View`]s, so tensors are matched by their canonical names: a Yi checkpoint and its
 //! LLaMA-named copy line up tensor for tensor and show as `renamed`, not as 42 tensors only in A and
-//! 42 only in B. Each canonical tensor gets a status, the configs are compared key by key, and with
-//! `values` every pair of same-shape float tensors is compared element by element ([`values`]).
+//! 42 only in B. Every pair of the same shape and dtype has its bytes compared (zero-copy over the
+//! mmaps, with verify's [`crate::verify::tensor_bytes_equal`]), so `same` and `renamed` mean equal
+//! bytes and `values differ` means they are not; the configs are compared key by key, and with
+//! `values` every pair of same-shape float tensors is also compared element by element ([`values`]).
 //!
 //! Only data is produced here; `ckpt diff` renders it (collapsing layers with
 //! [`crate::report::collapse`]).
@@ -21,10 +23,13 @@ pub use values::ValueDiff;
 /// How a canonical tensor compares between the two sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Status {
-    /// Same stored name, shape and dtype.
+    /// Same stored name, shape and dtype, and the bytes compared equal.
     Same,
-    /// Same canonical tensor, shape and dtype, stored under different names.
+    /// Same canonical tensor, shape and dtype, stored under different names; the bytes compared
+    /// equal.
     Renamed,
+    /// Same canonical tensor, shape and dtype; the bytes were compared and differ.
+    ValuesDiffer,
     /// Different shapes.
     Reshaped,
     /// Same shape, different dtype.
@@ -41,6 +46,7 @@ impl Status {
         match self {
             Status::Same => "same",
             Status::Renamed => "renamed",
+            Status::ValuesDiffer => "values differ",
             Status::Reshaped => "reshaped",
             Status::DtypeChanged => "dtype changed",
             Status::OnlyA => "only in A",
@@ -48,7 +54,7 @@ impl Status {
         }
     }
 
-    /// Whether the tensor is the same on both sides structurally.
+    /// Whether the tensor's bytes were compared and are equal on both sides.
     pub fn is_equal(self) -> bool {
         matches!(self, Status::Same | Status::Renamed)
     }
@@ -127,9 +133,11 @@ pub struct ConfigDiff {
 /// Options for [`diff`].
 #[derive(Clone, Copy, Default)]
 pub struct Options<'p> {
-    /// Compare values of same-shape tensors.
+    /// Also compare values of same-shape float tensors (the bytes of same-shape, same-dtype pairs
+    /// are always compared).
     pub values: bool,
-    /// Called with (bytes of A just compared, total bytes to compare), from several threads.
+    /// Called with (bytes of A just compared, total bytes to compare), from several threads; the
+    /// total covers the byte comparison and, with `values`, the value comparison.
     pub progress: Option<&'p (dyn Fn(u64, u64) + Sync)>,
 }
 
@@ -156,8 +164,8 @@ pub struct DiffReport {
 pub const INFORMATIONAL_KEYS: &[&str] = &["transformers_version", "_name_or_path"];
 
 impl DiffReport {
-    /// Same canonical tensors, shapes, dtypes, equal values (when compared), and configs equal apart
-    /// from ignored keys.
+    /// Same canonical tensors, shapes, dtypes and bytes (every pair's bytes compared), equal values
+    /// (when compared), and configs equal apart from ignored keys.
     pub fn identical(&self) -> bool {
         self.tensors
             .iter()
@@ -176,6 +184,26 @@ impl DiffReport {
 pub fn diff(a: &View, b: &View, opts: &Options) -> Result<DiffReport> {
     let mut rows = Vec::with_capacity(a.tensors.len().max(b.tensors.len()));
     let mut pairs: Vec<(usize, &ViewTensor, &ViewTensor)> = Vec::new();
+    let byte_total: u64 = a
+        .tensors
+        .iter()
+        .filter(|ta| {
+            b.get(&ta.name)
+                .is_some_and(|tb| tb.shape == ta.shape && tb.dtype == ta.dtype)
+        })
+        .map(|ta| ta.nbytes() as u64)
+        .sum();
+    let total = byte_total
+        + if opts.values {
+            values::value_bytes(a, b)
+        } else {
+            0
+        };
+    let report = |n: u64| {
+        if let Some(p) = opts.progress {
+            p(n, total)
+        }
+    };
     for ta in &a.tensors {
         let row = match b.get(&ta.name) {
             Some(tb) => {
@@ -184,10 +212,16 @@ pub fn diff(a: &View, b: &View, opts: &Options) -> Result<DiffReport> {
                     Status::Reshaped
                 } else if sa.dtype != sb.dtype {
                     Status::DtypeChanged
-                } else if sa.name != sb.name {
-                    Status::Renamed
                 } else {
-                    Status::Same
+                    let equal = crate::verify::tensor_bytes_equal(a, ta, b, tb)?;
+                    report(ta.nbytes() as u64);
+                    if !equal {
+                        Status::ValuesDiffer
+                    } else if sa.name != sb.name {
+                        Status::Renamed
+                    } else {
+                        Status::Same
+                    }
                 };
                 if opts.values && ta.shape == tb.shape {
                     pairs.push((rows.len(), ta, tb));
@@ -222,12 +256,7 @@ pub fn diff(a: &View, b: &View, opts: &Options) -> Result<DiffReport> {
         }
     }
     if opts.values {
-        let total = values::value_bytes(a, b);
-        let inner = |n: u64| {
-            if let Some(p) = opts.progress {
-                p(n, total)
-            }
-        };
+        let inner = |n: u64| report(n);
         for (i, v) in values::compare_pairs(a, b, &pairs, Some(&inner))? {
             if let Some(r) = rows.get_mut(i) {
                 r.values = v;

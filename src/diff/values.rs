@@ -3,8 +3,11 @@
 //! f64, so memory stays bounded by the block size whatever the tensor size. Pairs run in parallel
 //! (rayon).
 //!
-//! Reported per tensor: max |a-b|, relative L2 ‖a−b‖/‖a‖, cosine similarity, and how many elements
-//! differ (NaN against NaN counts as equal, so a checkpoint compared with itself is identical).
+//! Reported per tensor: max |a-b|, relative L2 ‖a−b‖/‖a‖, cosine similarity over the pairs where
+//! both values are finite, how many elements differ, and how many values are non-finite on each
+//! side. Non-finite values compare by identity: NaN against NaN and `+inf` against `+inf` are equal
+//! (so a checkpoint compared with itself has no difference), a non-finite value against anything
+//! else is a differing element (and never a NaN in the metrics).
 
 use rayon::prelude::*;
 
@@ -19,16 +22,20 @@ pub const BLOCK_ELEMS: usize = 1 << 16;
 /// How two tensors' values differ.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ValueDiff {
-    /// Largest |a - b| (NaN-free pairs only).
+    /// Largest |a - b| over the pairs where both are finite.
     pub max_abs: f64,
     /// ‖a − b‖ / ‖a‖ (0 when both are zero, infinite when only a is zero).
     pub rel_l2: f64,
     /// a·b / (‖a‖‖b‖) (1 when both are all zero, 0 when one is).
     pub cosine: f64,
-    /// Elements that differ.
+    /// Elements that differ (a non-finite value against a different value included).
     pub differing: u64,
     /// Elements compared.
     pub elements: u64,
+    /// Non-finite values (NaN, `+inf`, `-inf`) in A.
+    pub nonfinite_a: u64,
+    /// Non-finite values in B.
+    pub nonfinite_b: u64,
 }
 
 enum Piece<'a> {
@@ -113,6 +120,7 @@ pub fn compare(
     );
     let (mut dd, mut aa, mut bb, mut ab, mut max) = (0f64, 0f64, 0f64, 0f64, 0f64);
     let (mut differing, mut elements) = (0u64, 0u64);
+    let (mut nonfinite_a, mut nonfinite_b) = (0u64, 0u64);
     loop {
         xa.clear();
         xb.clear();
@@ -126,7 +134,13 @@ pub fn compare(
         }
         for (&x, &y) in xa.iter().zip(&xb) {
             let (x, y) = (x as f64, y as f64);
-            if x != y && !(x.is_nan() && y.is_nan()) {
+            if !(x.is_finite() && y.is_finite()) {
+                nonfinite_a += u64::from(!x.is_finite());
+                nonfinite_b += u64::from(!y.is_finite());
+                differing += u64::from(!((x.is_nan() && y.is_nan()) || x == y));
+                continue;
+            }
+            if x != y {
                 differing += 1;
             }
             let d = x - y;
@@ -164,7 +178,14 @@ pub fn compare(
         cosine,
         differing,
         elements,
+        nonfinite_a,
+        nonfinite_b,
     })
+}
+
+/// Whether both tensors have a float dtype whose values can be compared.
+pub fn is_float_pair(ta: &ViewTensor, tb: &ViewTensor) -> bool {
+    is_float(ta.dtype) && is_float(tb.dtype)
 }
 
 /// Compare pairs `(row, a tensor, b tensor)` in parallel; non-float pairs give `None`.

@@ -1,5 +1,6 @@
 //! CPU compute kernels for the reference forward pass: run-time ISA selection and the safe public
-//! entry points (`matmul`, `rmsnorm`, `softmax_inplace`, `silu_mul`, `rope_half`, `dot`, `axpy`,
+//! entry points (`matmul`, `rmsnorm`, `rmsnorm_offset`, `layernorm`, `softmax_inplace`,
+//! `silu_mul`, `gelu_tanh_mul`, `gelu_mul`, `rope_half`, `rope_interleaved`, `dot`, `axpy`,
 //! `to_f32`).
 //!
 //! Layout of the module:
@@ -361,18 +362,55 @@ pub fn rmsnorm(
     eps: f32,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
+    rmsnorm_offset(isa, x, weight, 0.0, eps, out)
+}
+
+/// One row of RMSNorm with a weight offset: `out = x / sqrt(mean(x^2) + eps) * (offset + w)`
+/// (`offset` 0: `LlamaRMSNorm`; 1: `GemmaRMSNorm`, which multiplies by `1 + w` in f32).
+pub fn rmsnorm_offset(
+    isa: Isa,
+    x: &[f32],
+    weight: Weights<'_>,
+    offset: f32,
+    eps: f32,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
     check_weights("rmsnorm", &weight, x.len())?;
     check_len("rmsnorm", "out", x.len(), out.len())?;
-    dispatch!(isa, scalar::rmsnorm(x, weight, eps, out), |s| rmsnorm(
-        s, x, weight, eps, out
+    let (w, o) = (weight, offset);
+    dispatch!(isa, scalar::rmsnorm(x, w, o, eps, out), |s| rmsnorm(
+        s, x, w, o, eps, out
     ));
+    Ok(())
+}
+
+/// One row of `torch.nn.LayerNorm`: `out = (x - mean) / sqrt(var + eps) * (offset + w) + b`
+/// (biased variance; `bias` optional). Runs the scalar spec on every ISA: a norm is a few
+/// thousand operations per token next to the matmuls' millions.
+pub fn layernorm(
+    _isa: Isa,
+    x: &[f32],
+    weight: Weights<'_>,
+    bias: Option<Weights<'_>>,
+    offset: f32,
+    eps: f32,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    check_weights("layernorm", &weight, x.len())?;
+    if let Some(b) = &bias {
+        check_weights("layernorm", b, x.len())?;
+    }
+    check_len("layernorm", "out", x.len(), out.len())?;
+    scalar::layernorm(x, weight, bias, offset, eps, out);
     Ok(())
 }
 
 /// Numerically stable softmax of one row in place (the maximum is subtracted first).
 ///
 /// `-inf` entries (masks) become exactly 0. A row that is entirely `-inf` becomes all zeros
-/// (nothing to attend to) rather than NaN. An empty row is left alone.
+/// (nothing to attend to) rather than NaN. A NaN anywhere in the row, or a `+inf` (`inf - inf`),
+/// makes the whole row NaN, as `torch.softmax` does: a poisoned score is never read as a mask.
+/// An empty row is left alone.
 pub fn softmax_inplace(isa: Isa, x: &mut [f32]) {
     dispatch!(isa, scalar::softmax_inplace(x), |s| softmax_inplace(s, x))
 }
@@ -381,6 +419,46 @@ pub fn softmax_inplace(isa: Isa, x: &mut [f32]) {
 pub fn silu_mul(isa: Isa, gate: &mut [f32], up: &[f32]) -> Result<(), KernelError> {
     check_len("silu_mul", "up", gate.len(), up.len())?;
     dispatch!(isa, scalar::silu_mul(gate, up), |s| silu_mul(s, gate, up));
+    Ok(())
+}
+
+/// Gated GELU, tanh approximation (`gelu_pytorch_tanh`):
+/// `gate[i] = 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) * up[i]` with `g = gate[i]`.
+pub fn gelu_tanh_mul(isa: Isa, gate: &mut [f32], up: &[f32]) -> Result<(), KernelError> {
+    check_len("gelu_tanh_mul", "up", gate.len(), up.len())?;
+    dispatch!(isa, scalar::gelu_tanh_mul(gate, up), |s| gelu_tanh_mul(
+        s, gate, up
+    ));
+    Ok(())
+}
+
+/// Gated GELU, exact form (`gelu`): `gate[i] = g * 0.5 * (1 + erf(g / sqrt(2))) * up[i]`.
+/// Runs the scalar spec on every ISA (`erf` is evaluated in f64 and rounded to f32).
+pub fn gelu_mul(_isa: Isa, gate: &mut [f32], up: &[f32]) -> Result<(), KernelError> {
+    check_len("gelu_mul", "up", gate.len(), up.len())?;
+    scalar::gelu_mul(gate, up);
+    Ok(())
+}
+
+/// Rotary embedding of one head vector on interleaved pairs (Helium, GLM, Meta's layout): for
+/// `i < hd/2`, `(a, b) = (x[2i], x[2i + 1])` becomes `(a*cos[i] - b*sin[i], b*cos[i] + a*sin[i])`.
+/// `x.len()` must be even and `cos`, `sin` hold `hd/2` values. Runs the scalar spec on every ISA
+/// (the pairs would need lane shuffles; the op is tiny next to the projections).
+pub fn rope_interleaved(
+    _isa: Isa,
+    x: &mut [f32],
+    cos: &[f32],
+    sin: &[f32],
+) -> Result<(), KernelError> {
+    if !x.len().is_multiple_of(2) {
+        return Err(KernelError::new(format!(
+            "kernel `rope_interleaved`: head vector `x` has odd length {}",
+            x.len()
+        )));
+    }
+    check_len("rope_interleaved", "cos", x.len() / 2, cos.len())?;
+    check_len("rope_interleaved", "sin", x.len() / 2, sin.len())?;
+    scalar::rope_interleaved(x, cos, sin);
     Ok(())
 }
 

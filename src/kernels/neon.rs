@@ -107,7 +107,9 @@ impl Simd for Neon {
         let mut lanes = [0.0f32; 4];
         // SAFETY: see the impl comment; `lanes` holds 4 floats.
         unsafe { vst1q_f32(lanes.as_mut_ptr(), a) };
-        lanes.into_iter().fold(f32::NEG_INFINITY, f32::max)
+        lanes
+            .into_iter()
+            .fold(f32::NEG_INFINITY, super::scalar::max_nan)
     }
     #[inline(always)]
     fn reduce4(self, a: float32x4_t, b: float32x4_t, c: float32x4_t, d: float32x4_t) -> [f32; 4] {

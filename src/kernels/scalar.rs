@@ -58,26 +58,72 @@ pub(crate) fn matmul(x: &[f32], t: usize, k_dim: usize, w: Weights<'_>, n: usize
     }
 }
 
-/// `out = x / sqrt(mean(x^2) + eps) * w` (Hugging Face `LlamaRMSNorm` in f32).
-pub(crate) fn rmsnorm(x: &[f32], weight: Weights<'_>, eps: f32, out: &mut [f32]) {
+/// `out = x / sqrt(mean(x^2) + eps) * (offset + w)` (Hugging Face `LlamaRMSNorm` in f32 with
+/// `offset` 0, `GemmaRMSNorm` with `offset` 1).
+pub(crate) fn rmsnorm(x: &[f32], weight: Weights<'_>, offset: f32, eps: f32, out: &mut [f32]) {
     if x.is_empty() {
         return;
     }
     let ss: f32 = x.iter().map(|v| v * v).sum();
     let inv = 1.0 / (ss / x.len() as f32 + eps).sqrt();
     for (i, (o, v)) in out.iter_mut().zip(x).enumerate() {
-        *o = (v * inv) * weight_at(weight, i);
+        *o = (v * inv) * (offset + weight_at(weight, i));
     }
 }
 
-/// The maximum of `x` (`-inf` for an empty slice). NaN entries are skipped.
-pub(crate) fn max(x: &[f32]) -> f32 {
-    x.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+/// `out = (x - mean(x)) / sqrt(var(x) + eps) * (offset + w) + b` (`torch.nn.LayerNorm`, biased
+/// variance). Mean and variance are accumulated in f64 (torch accumulates in f32 with a
+/// cascade; both are within f32 rounding of the exact value).
+pub(crate) fn layernorm(
+    x: &[f32],
+    weight: Weights<'_>,
+    bias: Option<Weights<'_>>,
+    offset: f32,
+    eps: f32,
+    out: &mut [f32],
+) {
+    if x.is_empty() {
+        return;
+    }
+    let n = x.len() as f64;
+    let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = x
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    let inv = (1.0 / (var + f64::from(eps)).sqrt()) as f32;
+    let mean = mean as f32;
+    for (i, (o, v)) in out.iter_mut().zip(x).enumerate() {
+        let b = bias.map_or(0.0, |b| weight_at(b, i));
+        *o = ((v - mean) * inv) * (offset + weight_at(weight, i)) + b;
+    }
 }
 
-/// Stable softmax in place; an all `-inf` row becomes zeros.
+/// `max(a, b)`, NaN when either is NaN (`f32::max` returns the other operand, which would turn
+/// an all-NaN attention row into a fully masked one).
+#[inline]
+pub(crate) fn max_nan(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// The maximum of `x` (`-inf` for an empty slice); NaN when any entry is NaN.
+pub(crate) fn max(x: &[f32]) -> f32 {
+    x.iter().copied().fold(f32::NEG_INFINITY, max_nan)
+}
+
+/// Stable softmax in place. NaN anywhere in the row makes the whole row NaN, and so does `+inf`
+/// (`inf - inf`), as in `torch.softmax`; an all `-inf` row (fully masked) becomes zeros.
 pub(crate) fn softmax_inplace(x: &mut [f32]) {
     let m = max(x);
+    if m.is_nan() {
+        x.fill(f32::NAN);
+        return;
+    }
     if m == f32::NEG_INFINITY {
         x.fill(0.0);
         return;
@@ -103,6 +149,81 @@ pub(crate) fn silu(v: f32) -> f32 {
 pub(crate) fn silu_mul(gate: &mut [f32], up: &[f32]) {
     for (g, u) in gate.iter_mut().zip(up) {
         *g = silu(*g) * u;
+    }
+}
+
+/// `sqrt(2 / pi)` as torch's GELU kernel spells it (`M_SQRT2 * M_2_SQRTPI * 0.5`, rounded to f32).
+pub(crate) const GELU_BETA: f32 = 0.797_884_6;
+/// The cubic coefficient of the tanh approximation.
+pub(crate) const GELU_KAPPA: f32 = 0.044_715;
+
+/// GELU, tanh approximation, in the order of torch's kernel:
+/// `0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))`.
+#[inline]
+pub(crate) fn gelu_tanh(x: f32) -> f32 {
+    let cube = x * x * x;
+    let inner = GELU_BETA * (x + GELU_KAPPA * cube);
+    0.5 * x * (1.0 + inner.tanh())
+}
+
+/// `gate[i] = gelu_tanh(gate[i]) * up[i]`.
+pub(crate) fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = gelu_tanh(*g) * u;
+    }
+}
+
+/// `erf(x)` rounded to f32. The Maclaurin series
+/// `2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1))` is summed in f64 for `|x| < 4` (its terms
+/// peak near `n = x^2` at ~1e5, so the cancellation leaves an absolute error below 1e-10);
+/// beyond, `1 - |erf(x)| < 1.6e-8`, below half an f32 ulp of 1, so the f32 value is `+-1`.
+/// The result is the correctly rounded f32 except within ~1e-10 of a rounding boundary.
+pub(crate) fn erf_f32(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    if x.abs() >= 4.0 {
+        return 1.0f32.copysign(x);
+    }
+    let x = f64::from(x);
+    let x2 = x * x;
+    let mut term = x; // (-1)^n x^(2n+1) / n!
+    let mut sum = x;
+    let mut n = 0.0f64;
+    loop {
+        n += 1.0;
+        term *= -x2 / n;
+        let add = term / (2.0 * n + 1.0);
+        sum += add;
+        if add.abs() <= 1e-17 * sum.abs() {
+            break;
+        }
+    }
+    (sum * std::f64::consts::FRAC_2_SQRT_PI).clamp(-1.0, 1.0) as f32
+}
+
+/// GELU, exact erf form, in the order of torch's kernel: `x * 0.5 * (1 + erf(x * sqrt(1/2)))`,
+/// with `erf` rounded once to f32 ([`erf_f32`]; torch's Sleef `erf` is within 1 ulp).
+#[inline]
+pub(crate) fn gelu(x: f32) -> f32 {
+    let e = erf_f32(x * std::f32::consts::FRAC_1_SQRT_2);
+    x * 0.5 * (1.0 + e)
+}
+
+/// `gate[i] = gelu(gate[i]) * up[i]`.
+pub(crate) fn gelu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = gelu(*g) * u;
+    }
+}
+
+/// RoPE on interleaved pairs: `(x[2i], x[2i + 1])` rotates by the angle of frequency `i`
+/// (Helium / GLM / Meta's layout).
+pub(crate) fn rope_interleaved(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    for (pair, (c, s)) in x.chunks_exact_mut(2).zip(cos.iter().zip(sin)) {
+        let (a, b) = (pair[0], pair[1]);
+        pair[0] = a * c - b * s;
+        pair[1] = b * c + a * s;
     }
 }
 

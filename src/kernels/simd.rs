@@ -38,6 +38,8 @@ pub(crate) trait Simd: Copy + Send + Sync {
     /// Lane-wise `if a < b { x } else { y }` (false for NaN).
     fn select_lt(self, a: Self::V, b: Self::V, x: Self::V, y: Self::V) -> Self::V;
     fn reduce_sum(self, a: Self::V) -> f32;
+    /// The largest lane; NaN when a lane is NaN. (Lane-wise `max` does not propagate NaN, so a
+    /// running maximum built with it must track NaN itself, as `softmax_inplace` does.)
     fn reduce_max(self, a: Self::V) -> f32;
     /// `[sum(a), sum(b), sum(c), sum(d)]`, cheaper than four `reduce_sum`.
     fn reduce4(self, a: Self::V, b: Self::V, c: Self::V, d: Self::V) -> [f32; 4];
@@ -168,9 +170,16 @@ pub(crate) fn axpy<S: Simd>(s: S, alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// See [`super::rmsnorm`]. The weight is decoded a chunk at a time into a stack buffer.
+/// See [`super::rmsnorm_offset`]. The weight is decoded a chunk at a time into a stack buffer.
 #[inline(always)]
-pub(crate) fn rmsnorm<S: Simd>(s: S, x: &[f32], w: Weights<'_>, eps: f32, out: &mut [f32]) {
+pub(crate) fn rmsnorm<S: Simd>(
+    s: S,
+    x: &[f32],
+    w: Weights<'_>,
+    offset: f32,
+    eps: f32,
+    out: &mut [f32],
+) {
     const CHUNK: usize = 256;
     let n = x.len().min(out.len());
     if n == 0 {
@@ -179,6 +188,7 @@ pub(crate) fn rmsnorm<S: Simd>(s: S, x: &[f32], w: Weights<'_>, eps: f32, out: &
     let ss = dot(s, x, x);
     let inv = 1.0 / (ss / n as f32 + eps).sqrt();
     let vinv = s.splat(inv);
+    let voff = s.splat(offset);
     let mut wbuf = [0.0f32; CHUNK];
     for c0 in (0..n).step_by(CHUNK) {
         let len = CHUNK.min(n - c0);
@@ -189,13 +199,14 @@ pub(crate) fn rmsnorm<S: Simd>(s: S, x: &[f32], w: Weights<'_>, eps: f32, out: &
         while i + S::LANES <= len {
             // SAFETY: `i + LANES <= len`, the length of `xs`, `os` and the used part of `wbuf`.
             unsafe {
-                let v = s.mul(s.mul(s.load(px.add(i)), vinv), s.load(pw.add(i)));
+                let wv = s.add(voff, s.load(pw.add(i)));
+                let v = s.mul(s.mul(s.load(px.add(i)), vinv), wv);
                 s.store(po.add(i), v);
             }
             i += S::LANES;
         }
         for j in i..len {
-            os[j] = (xs[j] * inv) * wbuf[j];
+            os[j] = (xs[j] * inv) * (offset + wbuf[j]);
         }
     }
 }
@@ -207,13 +218,30 @@ pub(crate) fn softmax_inplace<S: Simd>(s: S, x: &mut [f32]) {
     let n = x.len();
     let p = x.as_mut_ptr();
     let mut vmax = s.splat(f32::NEG_INFINITY);
+    // The vector max skips NaN lanes, so count the lanes that are not `< +inf` (NaN or `+inf`):
+    // when there are any, the scalar NaN-propagating max decides (rare; `-inf` masks stay fast).
+    let (inf, one, zero) = (s.splat(f32::INFINITY), s.splat(1.0), s.zero());
+    let mut vodd = s.zero();
     let mut i = 0;
     while i + l <= n {
         // SAFETY: `i + l <= n`.
-        vmax = s.max(unsafe { s.load(p.add(i)) }, vmax);
+        let v = unsafe { s.load(p.add(i)) };
+        vmax = s.max(v, vmax);
+        vodd = s.add(vodd, s.select_lt(v, inf, zero, one));
         i += l;
     }
-    let m = x[i..].iter().copied().fold(s.reduce_max(vmax), f32::max);
+    let m = if s.reduce_sum(vodd) != 0.0 {
+        scalar::max(x)
+    } else {
+        x[i..]
+            .iter()
+            .copied()
+            .fold(s.reduce_max(vmax), scalar::max_nan)
+    };
+    if m.is_nan() {
+        x.fill(f32::NAN);
+        return;
+    }
     if m == f32::NEG_INFINITY {
         x.fill(0.0);
         return;
@@ -271,6 +299,35 @@ pub(crate) fn silu_mul<S: Simd>(s: S, gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// See [`super::gelu_tanh_mul`]. Uses `0.5 * (1 + tanh(u)) = 1 / (1 + exp(-2u))`, so
+/// `gelu_tanh(x) = x / (1 + exp(-2u))`: the same function without the cancellation of `1 + tanh`
+/// for negative `x` (it differs from the scalar spec by f32 rounding only).
+#[inline(always)]
+pub(crate) fn gelu_tanh_mul<S: Simd>(s: S, gate: &mut [f32], up: &[f32]) {
+    let l = S::LANES;
+    let n = gate.len().min(up.len());
+    let (pg, pu) = (gate.as_mut_ptr(), up.as_ptr());
+    let one = s.splat(1.0);
+    let beta2 = s.splat(-2.0 * scalar::GELU_BETA);
+    let kappa = s.splat(scalar::GELU_KAPPA);
+    let mut i = 0;
+    while i + l <= n {
+        // SAFETY: `i + l <= n` keeps the vector inside `gate` and `up`.
+        unsafe {
+            let g = s.load(pg.add(i));
+            let cube = s.mul(s.mul(g, g), g);
+            let inner = s.fma(kappa, cube, g); // x + kappa * x^3
+            let e = exp(s, s.mul(beta2, inner)); // exp(-2 * beta * (x + kappa x^3))
+            let v = s.div(g, s.add(one, e));
+            s.store(pg.add(i), s.mul(v, s.load(pu.add(i))));
+        }
+        i += l;
+    }
+    for j in i..n {
+        gate[j] = scalar::gelu_tanh(gate[j]) * up[j];
+    }
+}
+
 /// See [`super::rope_half`].
 #[inline(always)]
 pub(crate) fn rope_half<S: Simd>(s: S, x: &mut [f32], cos: &[f32], sin: &[f32]) {
@@ -307,7 +364,8 @@ macro_rules! entry_points {
         $crate::kernels::simd::entry_points!(@one $tok, $features, dot, (a: &[f32], b: &[f32]) -> f32);
         $crate::kernels::simd::entry_points!(@one $tok, $features, axpy, (alpha: f32, x: &[f32], y: &mut [f32]));
         $crate::kernels::simd::entry_points!(@one $tok, $features, rmsnorm,
-            (x: &[f32], w: Weights<'_>, eps: f32, out: &mut [f32]));
+            (x: &[f32], w: Weights<'_>, offset: f32, eps: f32, out: &mut [f32]));
+        $crate::kernels::simd::entry_points!(@one $tok, $features, gelu_tanh_mul, (gate: &mut [f32], up: &[f32]));
         $crate::kernels::simd::entry_points!(@one $tok, $features, softmax_inplace, (x: &mut [f32]));
         $crate::kernels::simd::entry_points!(@one $tok, $features, silu_mul, (gate: &mut [f32], up: &[f32]));
         $crate::kernels::simd::entry_points!(@one $tok, $features, rope_half,

@@ -211,15 +211,22 @@ fn rmsnorm_matches_scalar_for_every_dtype_and_offset() {
             let x = rng.vec(n, -3.0, 3.0);
             let wv = rng.vec(n, 0.5, 1.5);
             for dtype in DTYPES {
-                for offset in [0, 1, 3] {
+                for (offset, norm_offset) in [(0, 0.0), (1, 1.0), (3, 0.0)] {
                     let bytes = encode(dtype, &wv, offset);
                     let w = Weights::new(dtype, &bytes[offset..]);
                     let mut want = vec![f32::NAN; n];
-                    scalar::rmsnorm(&x, w, 1e-5, &mut want);
+                    scalar::rmsnorm(&x, w, norm_offset, 1e-5, &mut want);
                     let mut got = vec![f32::NAN; n];
-                    rmsnorm(isa, &x, w, 1e-5, &mut got).unwrap();
-                    let what = format!("{isa} rmsnorm {dtype:?} n={n} off={offset}");
+                    rmsnorm_offset(isa, &x, w, norm_offset, 1e-5, &mut got).unwrap();
+                    let what = format!(
+                        "{isa} rmsnorm {dtype:?} n={n} off={offset} norm offset {norm_offset}"
+                    );
                     assert_close(&got, &want, 1e-5, &abs_scale(&want), &what);
+                    if norm_offset == 0.0 {
+                        let mut plain = vec![f32::NAN; n];
+                        rmsnorm(isa, &x, w, 1e-5, &mut plain).unwrap();
+                        assert_eq!(plain, got, "{what}: rmsnorm is rmsnorm_offset with 0");
+                    }
                 }
             }
         }
@@ -261,6 +268,148 @@ fn softmax_matches_scalar_with_masks() {
             );
         }
     });
+}
+
+/// Issue 16 item 3: a NaN score (first, middle or last lane, or the whole row) or a `+inf` one makes
+/// the whole softmax row NaN on every path, scalar and SIMD; it never becomes a masked (zero) row.
+#[test]
+fn softmax_propagates_nan_and_inf() {
+    let mut rng = Rng(40);
+    for isa in available_isas() {
+        for n in lengths(isa).into_iter().filter(|&n| n > 0) {
+            let l = lanes(isa);
+            let mut spots = vec![0, n / 2, n - 1, l.min(n - 1), (l + 1).min(n - 1)];
+            spots.dedup();
+            for &at in &spots {
+                for poison in [f32::NAN, f32::INFINITY] {
+                    for masked in [false, true] {
+                        let mut x = rng.vec(n, -30.0, 30.0);
+                        if masked {
+                            for v in x.iter_mut().step_by(2) {
+                                *v = f32::NEG_INFINITY;
+                            }
+                        }
+                        x[at] = poison;
+                        let mut want = x.clone();
+                        scalar::softmax_inplace(&mut want);
+                        let mut got = x.clone();
+                        softmax_inplace(isa, &mut got);
+                        let what = format!("{isa} n={n} {poison} at {at} masked={masked}");
+                        assert!(want.iter().all(|v| v.is_nan()), "scalar {what}: {want:?}");
+                        assert!(got.iter().all(|v| v.is_nan()), "{what}: {got:?}");
+                    }
+                }
+            }
+            let mut all_nan = vec![f32::NAN; n];
+            softmax_inplace(isa, &mut all_nan);
+            assert!(all_nan.iter().all(|v| v.is_nan()), "{isa} all-NaN n={n}");
+            let mut nan_and_masks = vec![f32::NEG_INFINITY; n];
+            nan_and_masks[n - 1] = f32::NAN;
+            softmax_inplace(isa, &mut nan_and_masks);
+            assert!(
+                nan_and_masks.iter().all(|v| v.is_nan()),
+                "{isa} NaN among masks n={n}"
+            );
+        }
+    }
+}
+
+/// `got` has the non-finite values `want` has, at the same places (NaN where NaN, the same infinity
+/// where infinite), and at least one.
+fn assert_same_nonfinite(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    assert!(
+        want.iter().any(|v| !v.is_finite()),
+        "{what}: the poison vanished in the scalar spec: {want:?}"
+    );
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let same = (g.is_nan() && w.is_nan())
+            || (w.is_infinite() && g == w)
+            || (g.is_finite() && w.is_finite());
+        assert!(same, "{what}[{i}]: got {g}, want {w}");
+    }
+}
+
+/// Issue 16 item 3: NaN and infinities propagate through every kernel, scalar spec and SIMD alike,
+/// from the first, a middle or the last lane: no op turns a poisoned input into a finite output
+/// where the spec does not.
+#[test]
+fn every_kernel_propagates_nan_and_inf() {
+    let mut rng = Rng(41);
+    for isa in available_isas() {
+        for n in lengths(isa).into_iter().filter(|&n| n > 1) {
+            for at in [0, n / 2, n - 1] {
+                for poison in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let what = |op: &str| format!("{isa} {op} n={n} {poison} at {at}");
+                    let mut x = rng.vec(n, -2.0, 2.0);
+                    x[at] = poison;
+                    // rmsnorm
+                    let w = encode(WDtype::F32, &rng.vec(n, 0.5, 1.5), 0);
+                    let w = Weights::new(WDtype::F32, &w);
+                    let mut want = vec![0.0; n];
+                    scalar::rmsnorm(&x, w, 1e-6, 0.0, &mut want);
+                    let mut got = vec![0.0; n];
+                    rmsnorm(isa, &x, w, 1e-6, &mut got).unwrap();
+                    assert_same_nonfinite(&got, &want, &what("rmsnorm"));
+                    // silu_mul
+                    let up = rng.vec(n, 0.5, 2.0);
+                    let mut want = x.clone();
+                    scalar::silu_mul(&mut want, &up);
+                    let mut got = x.clone();
+                    silu_mul(isa, &mut got, &up).unwrap();
+                    assert_same_nonfinite(&got, &want, &what("silu_mul"));
+                    // axpy and dot
+                    let mut want = rng.vec(n, -1.0, 1.0);
+                    let mut got = want.clone();
+                    scalar::axpy(0.5, &x, &mut want);
+                    axpy(isa, 0.5, &x, &mut got).unwrap();
+                    assert_same_nonfinite(&got, &want, &what("axpy"));
+                    let y = rng.vec(n, 0.5, 1.0);
+                    let (d, dw) = (dot(isa, &x, &y).unwrap(), scalar::dot(&x, &y));
+                    assert_same_nonfinite(&[d], &[dw], &what("dot"));
+                    // rope_half (even length)
+                    let h = n / 2;
+                    let mut want = x[..2 * h].to_vec();
+                    if at < 2 * h {
+                        let cos = rng.vec(h, 0.1, 1.0);
+                        let sin = rng.vec(h, 0.1, 1.0);
+                        let mut got = want.clone();
+                        scalar::rope_half(&mut want, &cos, &sin);
+                        rope_half(isa, &mut got, &cos, &sin).unwrap();
+                        assert_same_nonfinite(&got, &want, &what("rope_half"));
+                    }
+                }
+            }
+        }
+        // matmul: a poisoned activation poisons its token's row, a poisoned weight its column, on
+        // the small-T path and the GEMM path (16+ tokens).
+        let (k, n) = (37, 11);
+        for t in [1, 3, 17, 33] {
+            for dtype in DTYPES {
+                for poison in [f32::NAN, f32::INFINITY] {
+                    let what = format!("{isa} matmul t={t} {dtype:?} {poison}");
+                    let mut x = rng.vec(t * k, -1.0, 1.0);
+                    x[(t - 1) * k + k / 2] = poison;
+                    let mut wv = rng.vec(n * k, 0.1, 1.0);
+                    wv[3 * k + k - 1] = f32::NAN;
+                    let wb = encode(dtype, &wv, 0);
+                    let w = Weights::new(dtype, &wb);
+                    let mut want = vec![0.0; t * n];
+                    scalar::matmul(&x, t, k, w, n, &mut want);
+                    let mut got = vec![0.0; t * n];
+                    matmul(isa, &x, t, k, w, n, &mut got).unwrap();
+                    assert_same_nonfinite(&got, &want, &what);
+                    for tok in 0..t {
+                        assert!(got[tok * n + 3].is_nan(), "{what}: column 3, token {tok}");
+                    }
+                    assert!(
+                        got[(t - 1) * n..].iter().all(|v| !v.is_finite()),
+                        "{what}: last token's row"
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -412,6 +561,15 @@ fn length_mismatches_are_errors_naming_both_lengths() {
         assert!(e.message().contains("expected 20"), "{e}");
         assert!(rmsnorm(isa, &[1.0; 6], w, 1e-5, &mut [0.0; 5]).is_err());
         assert!(to_f32_with(isa, w, &mut [0.0; 5]).is_err());
+        assert!(gelu_tanh_mul(isa, &mut [1.0; 3], &[1.0; 2]).is_err());
+        assert!(gelu_mul(isa, &mut [1.0; 3], &[1.0; 2]).is_err());
+        assert!(rope_interleaved(isa, &mut [1.0; 3], &[1.0], &[1.0]).is_err());
+        assert!(rope_interleaved(isa, &mut [1.0; 4], &[1.0; 2], &[1.0]).is_err());
+        let e = layernorm(isa, &[1.0; 5], w, None, 0.0, 1e-5, &mut [0.0; 5]).unwrap_err();
+        assert!(e.message().contains("expected 20"), "{e}");
+        let bias = Weights::new(WDtype::F32, &bytes[..20]);
+        assert!(layernorm(isa, &[1.0; 6], w, Some(bias), 0.0, 1e-5, &mut [0.0; 6]).is_err());
+        assert!(layernorm(isa, &[1.0; 6], w, None, 0.0, 1e-5, &mut [0.0; 5]).is_err());
     }
     let odd = Weights::new(WDtype::Bf16, &bytes[..5]);
     assert!(to_f32(odd, &mut [0.0; 2]).is_err());
@@ -459,4 +617,234 @@ fn matmul_bits_do_not_depend_on_the_thread_count() {
             assert_eq!(run(1), run(3), "{isa} t={t} k={k} n={n}");
         }
     });
+}
+
+/// `(x, gelu(x), gelu_tanh(x))` as torch 2.15 computes them in f32
+/// (`torch.nn.functional.gelu(x)` and `gelu(x, approximate="tanh")` on a float32 tensor), with
+/// the digits torch printed.
+#[allow(clippy::excessive_precision, clippy::approx_constant)]
+const TORCH_GELU: [(f32, f32, f32); 20] = [
+    (-10.0, 0.0, -0.0),
+    (-5.5, -1.639_127_7e-7, -0.0),
+    (-3.0, -0.004_049_867_4, -0.003_637_433),
+    (-2.0, -0.045_500_1, -0.045_402_288),
+    (-1.0, -0.158_655_29, -0.158_807_99),
+    (-0.5, -0.154_268_79, -0.154_286),
+    (-0.125, -0.056_282_72, -0.056_282_8),
+    (-0.001, -0.000_499_601_13, -0.000_499_601_07),
+    (0.0, 0.0, 0.0),
+    (0.001, 0.000_500_398_9, 0.000_500_398_98),
+    (0.0625, 0.032_807_36, 0.032_807_35),
+    (0.5, 0.345_731_2, 0.345_714),
+    (0.7071, 0.537_571_25, 0.537_514_1),
+    (1.0, 0.841_344_7, 0.841_192),
+    (1.5, 1.399_789_1, 1.399_571_5),
+    (2.0, 1.954_5, 1.954_597_7),
+    (3.0, 2.995_950_2, 2.996_362_7),
+    (4.25, 4.249_954_7, 4.249_98),
+    (6.0, 6.0, 6.0),
+    (12.0, 12.0, 12.0),
+];
+
+/// `|got - want| <= ulps` f32 ulps of `want` (an exact match for zeros and infinities).
+fn assert_ulps(got: f32, want: f32, ulps: f32, what: &str) {
+    let ulp = (want.abs() * f32::EPSILON).max(f32::MIN_POSITIVE);
+    assert!(
+        (got - want).abs() <= ulps * ulp,
+        "{what}: got {got:e}, want {want:e} ({} ulp)",
+        (got - want).abs() / ulp
+    );
+}
+
+#[test]
+fn gelu_matches_torch_reference_values() {
+    // `1 + erf` and `1 + tanh` cancel for x < 0: an ulp of 1 in the erf/tanh value (torch's
+    // Sleef functions are within 1 ulp, not correctly rounded) becomes `|x| * 2^-24` in the
+    // output, so the bound is that plus a few ulps of the result.
+    for (x, erf_form, tanh_form) in TORCH_GELU {
+        let bound = |want: f32| x.abs() * f32::EPSILON + 4.0 * want.abs() * f32::EPSILON;
+        let got = scalar::gelu(x);
+        assert!(
+            (got - erf_form).abs() <= bound(erf_form),
+            "gelu({x}): {got:e} vs {erf_form:e}"
+        );
+        let got = scalar::gelu_tanh(x);
+        assert!(
+            (got - tanh_form).abs() <= bound(tanh_form),
+            "gelu_tanh({x}): {got:e} vs {tanh_form:e}"
+        );
+        for isa in available_isas() {
+            let mut g = [x];
+            gelu_mul(isa, &mut g, &[1.0]).unwrap();
+            assert_eq!(g[0].to_bits(), scalar::gelu(x).to_bits(), "{isa} gelu({x})");
+        }
+    }
+    assert!(scalar::gelu(f32::NAN).is_nan() && scalar::gelu_tanh(f32::NAN).is_nan());
+}
+
+#[test]
+fn erf_is_the_rounded_exact_value() {
+    // Python's math.erf (correctly rounded f64) of each argument, rounded to f32.
+    for (x, want) in [
+        (0.1f32, 0.112_462_916_018_284_9f64),
+        (0.5, 0.520_499_877_813_046_5),
+        (1.0, 0.842_700_792_949_714_9),
+        (2.0, 0.995_322_265_018_952_7),
+        (3.0, 0.999_977_909_503_001_4),
+        (3.9, 0.999_999_965_207_751_4),
+        (4.5, 0.999_999_999_803_383_9),
+        (6.0, 1.0),
+    ] {
+        // 3.9f32 is not 3.9: compare with erf at the f32 argument via the derivative.
+        let dx = f64::from(x) - format!("{x}").parse::<f64>().unwrap();
+        let slope = std::f64::consts::FRAC_2_SQRT_PI * (-f64::from(x).powi(2)).exp();
+        let exact = (want + slope * dx) as f32;
+        assert_eq!(scalar::erf_f32(x), exact, "erf({x})");
+        assert_eq!(scalar::erf_f32(-x), -exact, "erf(-{x})");
+    }
+    assert_eq!(scalar::erf_f32(0.0), 0.0);
+    assert!(scalar::erf_f32(f32::NAN).is_nan());
+    assert_eq!(scalar::erf_f32(f32::INFINITY), 1.0);
+    assert_eq!(scalar::erf_f32(f32::NEG_INFINITY), -1.0);
+}
+
+#[test]
+fn gelu_tanh_mul_matches_scalar_including_large_inputs() {
+    let mut rng = Rng(8);
+    for_each_available_isa(|isa| {
+        for n in lengths(isa) {
+            for range in [4.0f32, 120.0] {
+                let g = rng.vec(n, -range, range);
+                let up = rng.vec(n, -2.0, 2.0);
+                let mut want = g.clone();
+                scalar::gelu_tanh_mul(&mut want, &up);
+                let mut got = g.clone();
+                gelu_tanh_mul(isa, &mut got, &up).unwrap();
+                // relative to |x * up| and an absolute floor: `1 + tanh` cancels for x < 0
+                let scale: Vec<f32> = g.iter().zip(&up).map(|(x, u)| (x * u).abs()).collect();
+                let what = format!("{isa} gelu_tanh_mul n={n} range={range}");
+                assert_close(&got, &want, 1e-6, &scale, &what);
+            }
+        }
+        let mut nan = [f32::NAN; 9];
+        gelu_tanh_mul(isa, &mut nan, &[1.0; 9]).unwrap();
+        assert!(nan.iter().all(|v| v.is_nan()), "{isa}: NaN in, NaN out");
+    });
+}
+
+#[test]
+fn layernorm_matches_torch_reference_values() {
+    // torch.nn.functional.layer_norm([1, 2, 3, 4, -1, 0.25, -2.5], (7,), w, b, 1e-5) in f32.
+    let x = [1.0, 2.0, 3.0, 4.0, -1.0, 0.25, -2.5];
+    let w = encode(WDtype::F32, &[0.5, 1.0, 1.5, 2.0, 1.0, -0.75, 0.2], 1);
+    let b = encode(WDtype::F32, &[0.1, -0.2, 0.3, 0.0, 0.05, 1.0, -1.0], 0);
+    let (w, b) = (
+        Weights::new(WDtype::F32, &w[1..]),
+        Weights::new(WDtype::F32, &b),
+    );
+    let with_bias = [
+        0.108_512_57,
+        0.293_728_3,
+        1.755_647_2,
+        2.894_269_2,
+        -0.886_381_1,
+        1.255_376_7,
+        -1.330_287_2,
+    ];
+    let without = [
+        0.008_512_566,
+        0.493_728_3,
+        1.455_647_2,
+        2.894_269_2,
+        -0.936_381_1,
+        0.255_376_67,
+        -0.330_287_2,
+    ];
+    // `x - mean` cancels (x[0] = 1, mean = 0.964): both sides carry the f32 rounding of the
+    // mean, so the bound is absolute, a few ulps of the O(1) inputs.
+    for isa in available_isas() {
+        let mut out = [f32::NAN; 7];
+        layernorm(isa, &x, w, None, 0.0, 1e-5, &mut out).unwrap();
+        assert_close(&out, &without, 1e-6, &[1.0; 7], &format!("{isa} layernorm"));
+        let mut out = [f32::NAN; 7];
+        layernorm(isa, &x, w, Some(b), 0.0, 1e-5, &mut out).unwrap();
+        assert_close(
+            &out,
+            &with_bias,
+            1e-6,
+            &[1.0; 7],
+            &format!("{isa} layernorm+bias"),
+        );
+        // offset 1 multiplies by 1 + w
+        let mut plus = [f32::NAN; 7];
+        layernorm(isa, &x, w, None, 1.0, 1e-5, &mut plus).unwrap();
+        let wf = [0.5f32, 1.0, 1.5, 2.0, 1.0, -0.75, 0.2];
+        for i in 0..7 {
+            let normalised = without[i] / wf[i];
+            assert!(
+                (plus[i] - normalised * (1.0 + wf[i])).abs() <= 2e-6,
+                "{isa} [{i}]"
+            );
+        }
+    }
+}
+
+#[test]
+fn gemma_rmsnorm_matches_torch_reference_values() {
+    // x * rsqrt(mean(x^2) + 1e-6) * (1 + w) in f32 (GemmaRMSNorm), computed by torch 2.15.
+    let x = [1.0, 2.0, 3.0, 4.0, -1.0, 0.25, -2.5];
+    let w = encode(WDtype::F32, &[0.5, 1.0, 1.5, 2.0, 1.0, -0.75, 0.2], 0);
+    let want = [
+        0.649_700_3,
+        1.732_534_2,
+        3.248_501_3,
+        5.197_602_3,
+        -0.866_267_1,
+        0.027_070_846,
+        -1.299_400_7,
+    ];
+    for isa in available_isas() {
+        let mut out = [f32::NAN; 7];
+        rmsnorm_offset(isa, &x, Weights::new(WDtype::F32, &w), 1.0, 1e-6, &mut out).unwrap();
+        for i in 0..7 {
+            assert_ulps(out[i], want[i], 4.0, &format!("{isa} gemma rmsnorm [{i}]"));
+        }
+    }
+}
+
+#[test]
+fn rope_interleaved_is_rope_half_on_permuted_pairs() {
+    let mut rng = Rng(9);
+    for half in [1usize, 3, 8, 33] {
+        let x = rng.vec(2 * half, -2.0, 2.0);
+        let angles = rng.vec(half, -3.2, 3.2);
+        let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
+        let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+        // (x[2i], x[2i+1]) is the pair (y[i], y[i + half]) of the rotate_half layout
+        let mut y: Vec<f32> = (0..2 * half)
+            .map(|j| {
+                if j < half {
+                    x[2 * j]
+                } else {
+                    x[2 * (j - half) + 1]
+                }
+            })
+            .collect();
+        for isa in available_isas() {
+            let mut got = x.clone();
+            rope_interleaved(isa, &mut got, &cos, &sin).unwrap();
+            let mut want = y.clone();
+            rope_half(Isa::Scalar, &mut want, &cos, &sin).unwrap();
+            for i in 0..half {
+                assert_eq!(
+                    got[2 * i].to_bits(),
+                    want[i].to_bits(),
+                    "{isa} hd={} [{i}]",
+                    2 * half
+                );
+                assert_eq!(got[2 * i + 1].to_bits(), want[i + half].to_bits());
+            }
+        }
+        y.clear();
+    }
 }

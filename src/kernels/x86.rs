@@ -136,7 +136,9 @@ impl Simd for Avx2 {
         let mut lanes = [0.0f32; 8];
         // SAFETY: see the impl comment; `lanes` holds 8 floats.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), a) };
-        lanes.into_iter().fold(f32::NEG_INFINITY, f32::max)
+        lanes
+            .into_iter()
+            .fold(f32::NEG_INFINITY, super::scalar::max_nan)
     }
     #[inline(always)]
     fn reduce4(self, a: __m256, b: __m256, c: __m256, d: __m256) -> [f32; 4] {
@@ -257,7 +259,9 @@ impl Simd for Avx512 {
         let mut lanes = [0.0f32; 16];
         // SAFETY: see the impl comment; `lanes` holds 16 floats.
         unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), a) };
-        lanes.into_iter().fold(f32::NEG_INFINITY, f32::max)
+        lanes
+            .into_iter()
+            .fold(f32::NEG_INFINITY, super::scalar::max_nan)
     }
     #[inline(always)]
     fn reduce4(self, a: __m512, b: __m512, c: __m512, d: __m512) -> [f32; 4] {

@@ -53,12 +53,52 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../mappings/baichuan.toml"),
     ),
     (
+        "mappings/baichuan2.toml",
+        include_str!("../../mappings/baichuan2.toml"),
+    ),
+    (
+        "mappings/baichuan-alibi.toml",
+        include_str!("../../mappings/baichuan-alibi.toml"),
+    ),
+    (
         "mappings/internlm2.toml",
         include_str!("../../mappings/internlm2.toml"),
     ),
     (
         "mappings/gemma.toml",
         include_str!("../../mappings/gemma.toml"),
+    ),
+    (
+        "mappings/gemma2.toml",
+        include_str!("../../mappings/gemma2.toml"),
+    ),
+    (
+        "mappings/gemma3.toml",
+        include_str!("../../mappings/gemma3.toml"),
+    ),
+    (
+        "mappings/stablelm.toml",
+        include_str!("../../mappings/stablelm.toml"),
+    ),
+    (
+        "mappings/granite.toml",
+        include_str!("../../mappings/granite.toml"),
+    ),
+    (
+        "mappings/helium.toml",
+        include_str!("../../mappings/helium.toml"),
+    ),
+    (
+        "mappings/smollm3.toml",
+        include_str!("../../mappings/smollm3.toml"),
+    ),
+    (
+        "mappings/qwen3.toml",
+        include_str!("../../mappings/qwen3.toml"),
+    ),
+    (
+        "mappings/olmo2.toml",
+        include_str!("../../mappings/olmo2.toml"),
     ),
     (
         "mappings/mixtral.toml",
@@ -270,6 +310,11 @@ pub struct DetectRules {
     /// Family-side names that must be present (in every layer for `{i}` names) besides the
     /// non-optional rule sources.
     pub required: Vec<Pattern>,
+    /// Text that the checkpoint's shipped remote code (`modeling_*.py`, read as text, never run)
+    /// must contain for this family (Baichuan2's `class NormHead`).
+    pub remote_code: Vec<String>,
+    /// Text that the shipped remote code must not contain for this family.
+    pub not_remote_code: Vec<String>,
 }
 
 /// A family: its identity, its rules (with the base's inherited) and its config mapping.
@@ -299,6 +344,8 @@ pub struct Family {
     pub config: ConfigRules,
     /// Detection hints.
     pub detect: DetectRules,
+    /// The computation its checkpoints mean (`[math]`, inherited from the base).
+    pub math: super::math::MathSpec,
 }
 
 impl Family {

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use super::family::{
     ConfigFormat, ConfigRules, DetectRules, Family, MAX_RULES, Quantity, Registry, Rule, RuleEntry,
 };
+use super::math::MathFile;
 use super::pattern::Pattern;
 use crate::error::{Error, Result, escape};
 
@@ -53,6 +54,8 @@ pub(crate) struct FileSpec {
     drop: Vec<DropSpec>,
     #[serde(default)]
     zeros: Vec<ZerosSpec>,
+    #[serde(default)]
+    math: MathFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -83,6 +86,10 @@ struct DetectSpec {
     tensors: Vec<String>,
     #[serde(default)]
     required: Vec<String>,
+    #[serde(default)]
+    remote_code: Vec<String>,
+    #[serde(default)]
+    not_remote_code: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -337,6 +344,10 @@ pub(crate) fn compile(spec: FileSpec, file: &str, reg: &Registry) -> Result<Fami
         .map(|o| pattern(o, &format!("optional \"{}\"", escape(o))))
         .collect::<Result<Vec<_>>>()?;
     let mut config_drop = spec.config.drop.clone();
+    let mut math = spec.math.compile().map_err(|e| {
+        let m = e.message().to_string();
+        Error::bad_data(m)
+    })?;
     let mut detect_tensors = spec
         .detect
         .tensors
@@ -386,6 +397,7 @@ pub(crate) fn compile(spec: FileSpec, file: &str, reg: &Registry) -> Result<Fami
                 detect_tensors.push(t.clone());
             }
         }
+        math.inherit(&base.math);
     }
     if rules.len() > MAX_RULES {
         return Err(Error::bad_data(format!(
@@ -490,6 +502,9 @@ pub(crate) fn compile(spec: FileSpec, file: &str, reg: &Registry) -> Result<Fami
             architectures: spec.detect.architectures,
             tensors: detect_tensors,
             required,
+            remote_code: spec.detect.remote_code,
+            not_remote_code: spec.detect.not_remote_code,
         },
+        math,
     })
 }

@@ -15,6 +15,7 @@ pub mod apply;
 pub mod configmap;
 pub mod family;
 mod loader;
+pub mod math;
 pub mod pattern;
 pub mod portable;
 pub mod view;

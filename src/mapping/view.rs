@@ -112,6 +112,13 @@ pub struct View<'a> {
     pub config: Option<ModelConfig>,
     /// Physical tensors deliberately dropped (e.g. rotary `inv_freq` buffers), with the reason.
     pub dropped: Vec<(String, String)>,
+    /// The computation the view's tensors mean, resolved from the family's `[math]` and the
+    /// checkpoint's config: `Some(Ok)` when known, `Some(Err(reason))` when it cannot be known (no
+    /// config, config keys the family does not model, ...), `None` when no family was involved
+    /// (an identity view: the caller asserts the tensors are canonical LLaMA).
+    pub math: Option<std::result::Result<crate::reference::Math, String>>,
+    /// Notes for the user about how the view was read (config keys ignored on the user's word).
+    pub notes: Vec<String>,
     by_name: HashMap<String, usize>,
 }
 
@@ -141,6 +148,8 @@ impl<'a> View<'a> {
             tensors,
             config,
             dropped,
+            math: None,
+            notes: Vec::new(),
             by_name,
         })
     }
@@ -176,6 +185,8 @@ impl<'a> View<'a> {
             tensors,
             config: ckpt.config.clone(),
             dropped: Vec::new(),
+            math: None,
+            notes: Vec::new(),
             by_name,
         }
     }

@@ -2,10 +2,13 @@
 //! [`ModelConfig`] exactly as Hugging Face's `LlamaConfig` would resolve them, and the rotary
 //! frequency tables.
 //!
-//! Anything the reference cannot reproduce exactly is refused with [`Error::unsupported`] and the
-//! reason: another activation (Gemma's `gelu_pytorch_tanh`), an unknown rope scaling (`yarn`,
-//! `longrope`), partial rotary embeddings, a sliding window shorter than the input. Silent
-//! approximation would defeat the purpose of a reference.
+//! [`Config::resolve`] reads sizes (every product checked against overflow), rotary scaling and
+//! the norm epsilon; the math (activation, rotary dimensions, windows, ...) is stated separately
+//! by a [`super::Math`]. [`Config::from_model_config`] is the LLaMA path: it also refuses what
+//! LLaMA's math cannot reproduce, with the reason: another activation (Gemma's
+//! `gelu_pytorch_tanh`), partial rotary embeddings, and (at run time, [`Config::check_seq_len`])
+//! a sliding window shorter than the input. Unknown rope scalings (`yarn`, `longrope`) are
+//! refused by both. Silent approximation would defeat the purpose of a reference.
 //!
 //! Rotary frequencies mirror transformers' `modeling_rope_utils.py`
 //! (`_compute_default_rope_parameters`, `_compute_linear_scaling_rope_parameters`,
@@ -65,11 +68,18 @@ pub struct Config {
     pub kv_heads: usize,
     /// `head_dim` (explicit, or `hidden / heads`).
     pub head_dim: usize,
+    /// `heads * head_dim`: width of the queries (checked against overflow).
+    pub q_dim: usize,
+    /// `kv_heads * head_dim`: width of the keys and values (checked against overflow).
+    pub kv_dim: usize,
+    /// Dimensions of each head that rotate (`head_dim` unless the math says partial rotary); the
+    /// rotary frequencies are computed over this many dimensions, as transformers does.
+    pub rotary_dim: usize,
     /// `intermediate_size`: width of the MLP.
     pub intermediate: usize,
     /// `vocab_size`.
     pub vocab: usize,
-    /// `rms_norm_eps`.
+    /// `rms_norm_eps` (or `layer_norm_eps` when the config has only that): every norm's epsilon.
     pub rms_norm_eps: f32,
     /// `rope_theta`.
     pub rope_theta: f64,
@@ -86,9 +96,20 @@ pub struct Config {
 }
 
 impl Config {
-    /// Resolve a view's config. Missing optional values take `LlamaConfig`'s defaults; sizes must be
-    /// present; anything the reference cannot run exactly is refused with the reason.
+    /// Resolve a view's config for LLaMA's math. Missing optional values take `LlamaConfig`'s
+    /// defaults; sizes must be present; anything LLaMA's math cannot run exactly (another
+    /// activation, partial rotary) is refused with the reason.
     pub fn from_model_config(c: &ModelConfig) -> Result<Config> {
+        check_activation(c)?;
+        check_partial_rotary(c)?;
+        Config::resolve(c)
+    }
+
+    /// Resolve the sizes, rotary frequencies and norm epsilon of a view's config without judging
+    /// its math: the caller states the math separately (a [`super::Math`]), which decides the
+    /// activation, the rotary dimensions and the attention windows. Unknown rope scaling types
+    /// and inconsistent or overflowing sizes are still refused.
+    pub fn resolve(c: &ModelConfig) -> Result<Config> {
         let need = |v: Option<usize>, key: &str| {
             v.ok_or_else(|| {
                 Error::bad_data(format!(
@@ -121,15 +142,30 @@ impl Config {
                 "head dimension {head_dim} must be even and non-zero for rotary embeddings"
             )));
         }
+        let width = |n: usize, key: &str| {
+            n.checked_mul(head_dim).ok_or_else(|| {
+                Error::bad_data(format!(
+                    "`{key}` {n} x head dimension {head_dim} overflows: the config describes no real model"
+                ))
+            })
+        };
+        let q_dim = width(heads, "num_attention_heads")?;
+        let kv_dim = width(kv_heads, "num_key_value_heads")?;
         if hidden == 0 || layers == 0 || intermediate == 0 || vocab == 0 {
             return Err(Error::bad_data(
                 "`hidden_size`, `num_hidden_layers`, `intermediate_size` and `vocab_size` must be non-zero",
             ));
         }
-        check_activation(c)?;
-        check_partial_rotary(c)?;
         let rope_scaling = resolve_scaling(c)?;
-        let rms_norm_eps = c.rms_norm_eps.unwrap_or(DEFAULT_RMS_NORM_EPS);
+        let rms_norm_eps = c
+            .rms_norm_eps
+            .or_else(|| c.get("layer_norm_eps").and_then(|v| v.as_f64()))
+            .unwrap_or(DEFAULT_RMS_NORM_EPS);
+        if !(rms_norm_eps >= 0.0 && rms_norm_eps.is_finite()) {
+            return Err(Error::bad_data(format!(
+                "the norm epsilon must be a finite non-negative number, found {rms_norm_eps}"
+            )));
+        }
         let rope_theta = c.rope_theta.unwrap_or(DEFAULT_ROPE_THETA);
         if rope_theta <= 0.0 {
             return Err(Error::bad_data(format!(
@@ -147,6 +183,9 @@ impl Config {
             heads,
             kv_heads,
             head_dim,
+            q_dim,
+            kv_dim,
+            rotary_dim: head_dim,
             intermediate,
             vocab,
             rms_norm_eps: rms_norm_eps as f32,
@@ -172,10 +211,11 @@ impl Config {
         Ok(())
     }
 
-    /// Rotary inverse frequencies (`head_dim / 2` values) for an input of `seq` positions, in f32
-    /// as transformers computes them.
+    /// Rotary inverse frequencies (`rotary_dim / 2` values) for an input of `seq` positions, in
+    /// f32 as transformers computes them (over `rotary_dim` dimensions: `partial_rotary_factor`
+    /// shortens the frequency table, it does not subsample it).
     pub fn inv_freq(&self, seq: usize) -> Vec<f32> {
-        let dim = self.head_dim;
+        let dim = self.rotary_dim;
         let mut base = self.rope_theta as f32;
         if let RopeScaling::Dynamic {
             factor,
@@ -220,7 +260,7 @@ impl Config {
         inv
     }
 
-    /// `cos` and `sin` tables `[seq, head_dim / 2]` for positions `0..seq` (identical for every
+    /// `cos` and `sin` tables `[seq, rotary_dim / 2]` for positions `0..seq` (identical for every
     /// sequence of a batch: no padding, positions start at 0).
     pub fn rope_tables(&self, seq: usize) -> (Vec<f32>, Vec<f32>) {
         let inv = self.inv_freq(seq);
@@ -238,16 +278,23 @@ impl Config {
     }
 
     /// Parameter count of the model these dimensions describe (for FLOP estimates).
+    /// Saturates at `u64::MAX` for sizes no real model has.
     pub fn parameter_count(&self) -> u64 {
         let (h, q, kv, i) = (
             self.hidden as u64,
-            (self.heads * self.head_dim) as u64,
-            (self.kv_heads * self.head_dim) as u64,
+            self.q_dim as u64,
+            self.kv_dim as u64,
             self.intermediate as u64,
         );
-        let layer = h * q * 2 + h * kv * 2 + 3 * h * i + 2 * h;
-        let head = if self.tie_word_embeddings { 0 } else { 1 };
-        self.layers as u64 * layer + (1 + head) * self.vocab as u64 * h + h
+        let m = |a: u64, b: u64| a.saturating_mul(b);
+        let layer = m(m(h, q), 2)
+            .saturating_add(m(m(h, kv), 2))
+            .saturating_add(m(m(3, h), i))
+            .saturating_add(m(2, h));
+        let head = if self.tie_word_embeddings { 1 } else { 2 };
+        m(self.layers as u64, layer)
+            .saturating_add(m(m(head, self.vocab as u64), h))
+            .saturating_add(h)
     }
 }
 
@@ -381,6 +428,50 @@ mod tests {
         ))
         .unwrap();
         assert!(off.check_seq_len(100).is_ok());
+    }
+
+    #[test]
+    fn sizes_that_overflow_are_errors_not_wraps() {
+        // 2^62 heads of 4 dims: heads * head_dim wraps to 0 in a release build
+        let big = 1usize << 62;
+        let e = parse(&format!(
+            r#"{{"hidden_size":64,"num_hidden_layers":2,"num_attention_heads":{big},"num_key_value_heads":{big},"head_dim":4,"intermediate_size":96,"vocab_size":256}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::BadData);
+        assert!(e.to_string().contains("overflows"), "{e}");
+        let c = parse(&format!(
+            r#"{{"hidden_size":{big},"num_hidden_layers":{big},"num_attention_heads":{},"intermediate_size":{big},"vocab_size":{big}}}"#,
+            big / 2
+        ))
+        .unwrap();
+        assert_eq!(c.parameter_count(), u64::MAX);
+    }
+
+    #[test]
+    fn resolve_leaves_the_math_to_the_caller() {
+        // what LLaMA's math refuses, resolve accepts (a Math states activation and rotary dims)
+        for extra in [
+            r#""hidden_act":"gelu_pytorch_tanh""#,
+            r#""partial_rotary_factor":0.5"#,
+        ] {
+            let mc = ModelConfig::parse(
+                format!("{{{BASE},{extra}}}").as_bytes(),
+                ConfigSource::ConfigJson,
+            )
+            .unwrap();
+            assert!(Config::from_model_config(&mc).is_err(), "{extra}");
+            let c = Config::resolve(&mc).unwrap();
+            assert_eq!((c.q_dim, c.kv_dim, c.rotary_dim), (64, 64, 16));
+        }
+        // LayerNorm configs spell the epsilon `layer_norm_eps`
+        let c = parse(&format!("{{{BASE},\"layer_norm_eps\":0.25}}")).unwrap();
+        assert_eq!(c.rms_norm_eps, 0.25);
+        let mut c = parse(&format!("{{{BASE}}}")).unwrap();
+        c.rotary_dim = 8;
+        let inv = c.inv_freq(4);
+        assert_eq!(inv.len(), 4);
+        assert!((inv[1] - 10000f32.powf(-2.0 / 8.0)).abs() < 1e-7);
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //!   `attention_multiplier`, `logits_scaling`), Gemma's `sqrt(hidden_size)` embedding normaliser;
 //! - NormHead: Baichuan2's `NormHead` (rows of `lm_head` L2-normalised at inference);
 //! - sliding window per layer: `modeling_mistral.py` / `modeling_qwen2.py` (a query at position `i`
-//!   sees keys `j` with `i - window < j <= i`).
+//!   sees keys `j` with `i - window < j <= i`), `modeling_gemma2.py` (`layer_types`);
+//! - soft-capping: `modeling_gemma2.py` (`attn_logit_softcapping`, `final_logit_softcapping`).
 
 /// How the two halves of a rotary pair are laid out within a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +103,9 @@ pub struct Math {
     pub norm: NormKind,
     /// Added to every norm weight before it multiplies (`1.0` for Gemma's `1 + w`).
     pub norm_offset: f32,
+    /// LayerNorm weights come with a `.bias` of the same shape (`torch.nn.LayerNorm` with
+    /// `bias=True`, e.g. StableLM); only meaningful with [`NormKind::LayerNorm`].
+    pub norm_bias: bool,
     /// Where the norms sit.
     pub placement: NormPlacement,
     /// Query/key norms.
@@ -120,6 +124,12 @@ pub struct Math {
     pub norm_head: bool,
     /// Per layer: the sliding-window span (`None`: full causal attention).
     pub sliding_window: Vec<Option<usize>>,
+    /// Gemma2's `attn_logit_softcapping`: each scaled attention score `s` becomes
+    /// `cap * tanh(s / cap)` before the mask and softmax.
+    pub attn_logit_softcap: Option<f32>,
+    /// Gemma2's `final_logit_softcapping`: each logit `l` becomes `cap * tanh(l / cap)` (after
+    /// the logits divisor).
+    pub final_logit_softcap: Option<f32>,
 }
 
 impl Math {
@@ -131,6 +141,7 @@ impl Math {
             rotary_dim: head_dim,
             norm: NormKind::Rms,
             norm_offset: 0.0,
+            norm_bias: false,
             placement: NormPlacement::Pre,
             qk_norm: QkNorm::None,
             activation: Activation::Silu,
@@ -140,6 +151,8 @@ impl Math {
             logits_divisor: 1.0,
             norm_head: false,
             sliding_window: vec![None; layers],
+            attn_logit_softcap: None,
+            final_logit_softcap: None,
         }
     }
 

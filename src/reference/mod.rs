@@ -1,23 +1,32 @@
-//! The reference LLaMA forward pass: f32 logits for token ids, from a canonical view of a
-//! checkpoint, agreeing with Hugging Face transformers' `LlamaForCausalLM`
-//! (`src/transformers/models/llama/modeling_llama.py`, eager attention, causal mask, f32 math).
+//! The reference forward pass: f32 logits for token ids, from a canonical view of a checkpoint,
+//! agreeing with Hugging Face transformers (eager attention, causal mask, f32 math).
 //!
 //! It is the proof half of `ckpt verify`: two views of the same weights must give the same logits.
-//! It supports what real LLaMA-family configs use (GQA, explicit `head_dim`, `attention_bias`,
-//! `mlp_bias`, tied embeddings, `rope_theta`, `rope_scaling` linear / dynamic / llama3, `silu`)
-//! and refuses, with the reason, anything it cannot reproduce exactly. Weights are read from the
-//! mmap in their stored dtype (f32, f16, bf16); nothing holds an f32 copy of the model.
+//! It computes LLaMA (`LlamaForCausalLM`: GQA, explicit `head_dim`, `attention_bias`, `mlp_bias`,
+//! tied embeddings, `rope_theta`, `rope_scaling` linear / dynamic / llama3) and, given a [`Math`],
+//! the families a few switches away from it, each as its own transformers class computes it:
+//! interleaved rotary (Helium), NoPE layers (SmolLM3), partial rotary (Phi-3, StableLM), `1 + w`
+//! RMSNorm, gelu and embedding scale (Gemma), LayerNorm with bias (StableLM), post-norm and
+//! sandwich placement (OLMo2, Gemma2), q/k norms (Qwen3, OLMo2), multipliers (Granite), NormHead
+//! (Baichuan2), sliding windows (Mistral, Qwen2, Gemma2), soft-capping (Gemma2). Anything else is
+//! refused with the reason.
+//! Weights are read from the mmap in their stored dtype (f32, f16, bf16); nothing holds an f32
+//! copy of the model, and activation memory is checked against [`ACTIVATION_LIMIT`] before it is
+//! allocated.
 //!
 //! - `config.rs`: hyperparameters resolved from the view's config, rotary frequencies.
+//! - `math.rs`: the switches ([`Math`]) a family's computation resolves to.
+//! - `tensors.rs`: the tensors a math needs, found by canonical name and shape; math-vs-config checks.
 //! - `model.rs`: weights, activation state and the forward pass itself.
 
 pub mod config;
 pub mod math;
 mod model;
+mod tensors;
 
 pub use config::{Config, RopeScaling};
 pub use math::Math;
-pub use model::Model;
+pub use model::{ACTIVATION_LIMIT, Model};
 
 use crate::error::Result;
 use crate::kernels::Isa;
@@ -38,10 +47,18 @@ pub struct Logits {
 }
 
 impl Logits {
-    /// The logits row `[vocab]` after position `pos` of sequence `b`.
+    /// The logits row `[vocab]` after position `pos` of sequence `b` (empty when out of range).
     pub fn row(&self, b: usize, pos: usize) -> &[f32] {
-        let start = (b * self.seq + pos) * self.vocab;
-        self.data.get(start..start + self.vocab).unwrap_or(&[])
+        if pos >= self.seq {
+            return &[];
+        }
+        let start = b
+            .checked_mul(self.seq)
+            .and_then(|r| r.checked_add(pos))
+            .and_then(|r| r.checked_mul(self.vocab));
+        start
+            .and_then(|s| self.data.get(s..s.checked_add(self.vocab)?))
+            .unwrap_or(&[])
     }
 
     /// The `k` highest logits of a row as `(token id, logit)`, highest first (ties: lower id first).
@@ -64,7 +81,21 @@ impl Logits {
 /// or a family mapping's canonical view). Errors name the tensor whose shape or dtype does not fit
 /// the config, the token id outside the vocabulary, or the config feature that is not supported.
 pub fn forward(view: &View<'_>, batch: &[Vec<u32>], isa: Isa) -> Result<Logits> {
-    Model::new(view)?.forward(batch, isa)
+    forward_with_progress(view, batch, isa, &|_, _| {})
+}
+
+/// The computation a view's tensors mean: its family's resolved [`Math`], an error naming why it is
+/// not known, or `None` for a view no family was involved in (the caller asserts LLaMA).
+pub fn view_math(view: &View<'_>) -> Result<Option<Math>> {
+    match &view.math {
+        None => Ok(None),
+        Some(Ok(m)) => Ok(Some(m.clone())),
+        Some(Err(why)) => Err(crate::error::Error::unsupported(format!(
+            "cannot run family `{}`: {why}",
+            view.family
+        ))
+        .file(&view.ckpt.path)),
+    }
 }
 
 /// [`forward`], calling `on_layer(done, total)` after each decoder layer.
@@ -74,5 +105,48 @@ pub fn forward_with_progress(
     isa: Isa,
     on_layer: &dyn Fn(usize, usize),
 ) -> Result<Logits> {
-    Model::new(view)?.forward_with_progress(batch, isa, on_layer)
+    let model = Model::new(view)?;
+    model.forward_with_progress(batch, isa, on_layer)
+}
+
+/// Run the reference forward in a family's math (see [`Model::with_math`]) over a batch of
+/// equal-length token sequences. `view` must present the canonical names the math needs.
+pub fn forward_with_math(
+    view: &View<'_>,
+    math: Math,
+    batch: &[Vec<u32>],
+    isa: Isa,
+) -> Result<Logits> {
+    Model::with_math(view, math)?.forward(batch, isa)
+}
+
+/// [`forward_with_math`], calling `on_layer(done, total)` after each decoder layer.
+pub fn forward_with_math_progress(
+    view: &View<'_>,
+    math: Math,
+    batch: &[Vec<u32>],
+    isa: Isa,
+    on_layer: &dyn Fn(usize, usize),
+) -> Result<Logits> {
+    Model::with_math(view, math)?.forward_with_progress(batch, isa, on_layer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Logits;
+
+    #[test]
+    fn rows_out_of_range_are_empty_not_another_row() {
+        let l = Logits {
+            batch: 2,
+            seq: 2,
+            vocab: 3,
+            data: (0..12).map(|v| v as f32).collect(),
+        };
+        assert_eq!(l.row(1, 0), [6.0, 7.0, 8.0]);
+        assert!(l.row(0, 2).is_empty()); // not row (1, 0)
+        assert!(l.row(2, 0).is_empty());
+        assert!(l.row(usize::MAX, 1).is_empty());
+        assert_eq!(l.top_k(1, 1, 2), [(2, 11.0), (1, 10.0)]);
+    }
 }

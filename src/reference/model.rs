@@ -1,13 +1,18 @@
-//! The reference LLaMA forward pass, written like llama2.c's `run.c`: [`Config`] (hyperparameters),
-//! per-layer weights borrowed from the view, a `State` of activation buffers with a shape comment
-//! on each, and one `forward` that reads top to bottom with a comment per step. The arithmetic is
-//! the kernels' (`crate::kernels`); this file only wires them in the order of Hugging Face's
-//! `modeling_llama.py` (eager attention, f32).
+//! The reference forward pass, written like llama2.c's `run.c`: [`Config`] (hyperparameters), a
+//! [`Math`] (the switches a family's computation differs from LLaMA's by), per-layer weights
+//! borrowed from the view, a `State` of activation buffers with a shape comment on each, and one
+//! `forward` that reads top to bottom with a comment per step. The arithmetic is the kernels'
+//! (`crate::kernels`); this file wires them in the order of Hugging Face's `modeling_llama.py`
+//! (eager attention, f32), with each switch placed where its own transformers class places it
+//! (see `math.rs` for the classes).
 //!
 //! Memory: weights stay in the mmap in their stored dtype and are handed to the kernels as raw
 //! bytes; only tensors that a mapping assembles from several pieces (fused q/k/v splits, permuted
 //! rows) are gathered, one layer at a time. Activations are f32 for all `batch * seq` tokens at
-//! once, so every weight row is read once per forward.
+//! once, so every weight row is read once per forward; their size is computed (checked) before
+//! anything is allocated and refused above [`ACTIVATION_LIMIT`]. NormHead (Baichuan2) keeps one
+//! f32 norm per vocabulary row (`vocab * 4` bytes), never a normalised copy of `lm_head`: the
+//! logits are divided by the row norms instead (`x . (w / n) = (x . w) / n` up to f32 rounding).
 
 use std::borrow::Cow;
 
@@ -15,31 +20,21 @@ use rayon::prelude::*;
 
 use super::Logits;
 use super::config::Config;
-use crate::checkpoint::header::Dtype;
+use super::math::{Activation, Math, NormKind, QkNorm, RopeLayout};
+use super::tensors::{
+    LayerTensors, Linear, Norm, check_math, config_of, find_layers, find_norm, wdtype, weight,
+};
 use crate::error::{Error, Result};
 use crate::kernels::{self, Isa, KernelError, WDtype, Weights};
 use crate::mapping::{Segment, View, ViewTensor};
 
-/// A linear layer's tensors as found in the view: weight `[out, in]` and optional bias `[out]`.
-#[derive(Debug, Clone, Copy)]
-struct Linear<'a> {
-    weight: &'a ViewTensor,
-    bias: Option<&'a ViewTensor>,
-}
+/// The most activation memory one forward pass may allocate (16 GiB): above it the input is
+/// refused as a usage error (fewer or shorter sequences) instead of aborting the process when the
+/// allocation fails.
+pub const ACTIVATION_LIMIT: u64 = 16 << 30;
 
-/// One decoder layer's tensors (validated against the config, not read yet).
-#[derive(Debug)]
-struct LayerTensors<'a> {
-    input_layernorm: &'a ViewTensor,          // [hidden]
-    q_proj: Linear<'a>,                       // [heads * hd, hidden]
-    k_proj: Linear<'a>,                       // [kv_heads * hd, hidden]
-    v_proj: Linear<'a>,                       // [kv_heads * hd, hidden]
-    o_proj: Linear<'a>,                       // [hidden, heads * hd]
-    post_attention_layernorm: &'a ViewTensor, // [hidden]
-    gate_proj: Linear<'a>,                    // [intermediate, hidden]
-    up_proj: Linear<'a>,                      // [intermediate, hidden]
-    down_proj: Linear<'a>,                    // [hidden, intermediate]
-}
+/// NormHead's floor on a row norm (`torch.nn.functional.normalize`'s `eps`).
+const NORM_HEAD_EPS: f32 = 1e-12;
 
 /// Bytes of one tensor in its stored dtype: borrowed from the mmap, or gathered by the view.
 struct Tensor<'a> {
@@ -62,14 +57,24 @@ struct LinearWeights<'a> {
     bias: Option<Vec<f32>>,
 }
 
+/// A norm's weight and optional bias bytes.
+struct NormWeights<'a> {
+    weight: Tensor<'a>,
+    bias: Option<Tensor<'a>>,
+}
+
 /// The current layer's weights (llama2.c's `TransformerWeights`, one layer at a time).
 struct LayerWeights<'a> {
-    input_layernorm: Tensor<'a>,
+    attn_pre: Option<NormWeights<'a>>,
+    attn_post: Option<NormWeights<'a>>,
+    mlp_pre: Option<NormWeights<'a>>,
+    mlp_post: Option<NormWeights<'a>>,
+    q_norm: Option<Tensor<'a>>,
+    k_norm: Option<Tensor<'a>>,
     q_proj: LinearWeights<'a>,
     k_proj: LinearWeights<'a>,
     v_proj: LinearWeights<'a>,
     o_proj: LinearWeights<'a>,
-    post_attention_layernorm: Tensor<'a>,
     gate_proj: LinearWeights<'a>,
     up_proj: LinearWeights<'a>,
     down_proj: LinearWeights<'a>,
@@ -78,18 +83,19 @@ struct LayerWeights<'a> {
 /// Activation buffers for `t = batch * seq` tokens (llama2.c's `RunState`).
 struct State {
     x: Vec<f32>,      // [t, hidden] residual stream
-    xb: Vec<f32>,     // [t, hidden] normalised input of a block
+    xb: Vec<f32>,     // [t, hidden] normalised input of a block, or its normalised output
     q: Vec<f32>,      // [t, heads * hd] queries
     k: Vec<f32>,      // [t, kv_heads * hd] keys
     v: Vec<f32>,      // [t, kv_heads * hd] values
     att: Vec<f32>,    // [t, heads * hd] attention output, heads concatenated
-    xb2: Vec<f32>,    // [t, hidden] block output before the residual add
-    hb: Vec<f32>,     // [t, intermediate] gate, then silu(gate) * up
+    xb2: Vec<f32>,    // [t, hidden] block output before its post-norm and the residual add
+    hb: Vec<f32>,     // [t, intermediate] gate, then act(gate) * up
     hb2: Vec<f32>,    // [t, intermediate] up
     logits: Vec<f32>, // [t, vocab]
 }
 
 impl State {
+    /// Allocate the buffers (after [`Model::check_input_size`] has bounded their total size).
     fn new(c: &Config, t: usize) -> Result<State> {
         let buf = |width: usize| -> Result<Vec<f32>> {
             let n = t.checked_mul(width).ok_or_else(|| {
@@ -100,10 +106,10 @@ impl State {
         Ok(State {
             x: buf(c.hidden)?,
             xb: buf(c.hidden)?,
-            q: buf(c.heads * c.head_dim)?,
-            k: buf(c.kv_heads * c.head_dim)?,
-            v: buf(c.kv_heads * c.head_dim)?,
-            att: buf(c.heads * c.head_dim)?,
+            q: buf(c.q_dim)?,
+            k: buf(c.kv_dim)?,
+            v: buf(c.kv_dim)?,
+            att: buf(c.q_dim)?,
             xb2: buf(c.hidden)?,
             hb: buf(c.intermediate)?,
             hb2: buf(c.intermediate)?,
@@ -112,77 +118,172 @@ impl State {
     }
 }
 
-/// A LLaMA model prepared from a canonical view: config resolved, every tensor found and its shape
-/// checked. Nothing is read until [`Model::forward`]; it can run several batches.
+/// A model prepared from a canonical view: config resolved, math checked against it, every tensor
+/// the math needs found with the shape it implies. Nothing is read until [`Model::forward`]; it
+/// can run several batches.
 #[derive(Debug)]
 pub struct Model<'a> {
     view: &'a View<'a>,
     /// The resolved hyperparameters.
     pub config: Config,
+    /// The computation the forward pass performs.
+    pub math: Math,
+    /// The LLaMA path ([`Model::new`]): refuse inputs longer than the config's sliding window.
+    llama_window_check: bool,
     embed_tokens: &'a ViewTensor, // [vocab, hidden]
     layers: Vec<LayerTensors<'a>>,
-    norm: &'a ViewTensor,    // [hidden]
+    norm: Norm<'a>,          // [hidden]
     lm_head: &'a ViewTensor, // [vocab, hidden] (the embedding when tied)
 }
 
 impl<'a> Model<'a> {
-    /// Resolve the view's config and find every canonical tensor with the shape it implies
-    /// (before anything is allocated or read).
+    /// LLaMA's math ([`Math::llama`]): resolve the view's config (refusing what LLaMA's math
+    /// cannot run: another activation, partial rotary, and at run time an input longer than the
+    /// config's sliding window) and find every canonical tensor with the shape it implies (before
+    /// anything is allocated or read).
     pub fn new(view: &'a View<'a>) -> Result<Model<'a>> {
-        let path = &view.ckpt.path;
-        let mc = view.config.as_ref().ok_or_else(|| {
-            Error::bad_data("the checkpoint has no config.json; the forward pass needs one")
-                .file(path)
-        })?;
-        let c = Config::from_model_config(mc).map_err(|e| e.file(&mc.path))?;
-        let (h, q_dim, kv_dim) = (c.hidden, c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let weight = |name: String, shape: &[usize]| -> Result<&'a ViewTensor> {
-            let t = view.expect(&name, shape)?;
-            wdtype(t.dtype).map_err(|e| e.file(path).tensor(&name))?;
-            Ok(t)
-        };
-        let linear = |prefix: String, rows: usize, cols: usize, bias: bool| -> Result<Linear<'a>> {
-            Ok(Linear {
-                weight: weight(format!("{prefix}.weight"), &[rows, cols])?,
-                bias: match bias {
-                    true => Some(weight(format!("{prefix}.bias"), &[rows])?),
-                    false => None,
-                },
-            })
-        };
-        let embed_tokens = weight("model.embed_tokens.weight".into(), &[c.vocab, h])?;
-        let mut layers = Vec::with_capacity(c.layers.min(1 << 12));
-        for i in 0..c.layers {
-            let p = format!("model.layers.{i}");
-            let (ab, mb) = (c.attention_bias, c.mlp_bias);
-            layers.push(LayerTensors {
-                input_layernorm: weight(format!("{p}.input_layernorm.weight"), &[h])?,
-                q_proj: linear(format!("{p}.self_attn.q_proj"), q_dim, h, ab)?,
-                k_proj: linear(format!("{p}.self_attn.k_proj"), kv_dim, h, ab)?,
-                v_proj: linear(format!("{p}.self_attn.v_proj"), kv_dim, h, ab)?,
-                o_proj: linear(format!("{p}.self_attn.o_proj"), h, q_dim, ab)?,
-                post_attention_layernorm: weight(
-                    format!("{p}.post_attention_layernorm.weight"),
-                    &[h],
-                )?,
-                gate_proj: linear(format!("{p}.mlp.gate_proj"), c.intermediate, h, mb)?,
-                up_proj: linear(format!("{p}.mlp.up_proj"), c.intermediate, h, mb)?,
-                down_proj: linear(format!("{p}.mlp.down_proj"), h, c.intermediate, mb)?,
-            });
+        // A family view carries the computation its family file and config say it means.
+        if let Some(math) = super::view_math(view)? {
+            let m = Model::with_math(view, math)?;
+            // Weights the family's math would leave out mean the checkpoint computes something
+            // the family does not model: never silently drop them. (A stored lm_head beside tied
+            // embeddings is what transformers ignores too; `check` reports it.)
+            let unused: Vec<&str> = m
+                .unused_tensors()
+                .into_iter()
+                .filter(|n| *n != "lm_head.weight")
+                .collect();
+            if let Some(first) = unused.first() {
+                return Err(Error::unsupported(format!(
+                    "family `{}` does not compute with {} tensor{} of this checkpoint ({}{}): it computes something the family does not model",
+                    view.family,
+                    unused.len(),
+                    if unused.len() == 1 { "" } else { "s" },
+                    unused.iter().take(3).copied().collect::<Vec<_>>().join(", "),
+                    if unused.len() > 3 { ", ..." } else { "" }
+                ))
+                .file(&view.ckpt.path)
+                .tensor(*first));
+            }
+            return Ok(m);
         }
-        let norm = weight("model.norm.weight".into(), &[h])?;
+        let mc = config_of(view)?;
+        let c = Config::from_model_config(mc).map_err(|e| e.file(&mc.path))?;
+        // Find the layers first: a config claiming 2^40 layers fails at the first missing one
+        // instead of allocating a per-layer math table.
+        let layers = find_layers(view, &c, None)?;
+        let math = Math::llama(c.layers, c.head_dim);
+        let mut m = Model::assemble(view, c, math, layers)?;
+        m.llama_window_check = true;
+        Ok(m)
+    }
+
+    /// The model computed in `math` (a family's resolved [`Math`]) instead of LLaMA's. The math
+    /// is authoritative for everything it states (activation, rotary layout and dimensions, NoPE
+    /// layers, norms and their placement, q/k norms, multipliers, NormHead, sliding windows); the
+    /// config supplies the sizes, rotary frequencies and norm epsilon. Errors name the math field
+    /// that does not fit the config, or the tensor the math needs with its expected and found
+    /// shape, before anything is read.
+    pub fn with_math(view: &'a View<'a>, math: Math) -> Result<Model<'a>> {
+        let mc = config_of(view)?;
+        let mut c = Config::resolve(mc).map_err(|e| e.file(&mc.path))?;
+        check_math(&c, &math).map_err(|e| e.file(&mc.path))?;
+        c.rotary_dim = math.rotary_dim;
+        let layers = find_layers(view, &c, Some(&math))?;
+        Model::assemble(view, c, math, layers)
+    }
+
+    /// Find the tensors outside the layers and build the model.
+    fn assemble(
+        view: &'a View<'a>,
+        c: Config,
+        math: Math,
+        layers: Vec<LayerTensors<'a>>,
+    ) -> Result<Model<'a>> {
+        let embed_tokens = weight(
+            view,
+            "model.embed_tokens.weight".into(),
+            &[c.vocab, c.hidden],
+        )?;
+        let norm = find_norm(view, "model.norm".into(), c.hidden, &math)?;
         let lm_head = match c.tie_word_embeddings {
             true => embed_tokens,
-            false => weight("lm_head.weight".into(), &[c.vocab, h])?,
+            false => weight(view, "lm_head.weight".into(), &[c.vocab, c.hidden])?,
         };
         Ok(Model {
             view,
             config: c,
+            math,
+            llama_window_check: false,
             embed_tokens,
             layers,
             norm,
             lm_head,
         })
+    }
+
+    /// Tensors of the view this model does not compute with, in view order: weights the math
+    /// ignores (q/k norms under a math without them, LayerNorm biases under RMSNorm, extra norms,
+    /// an untied `lm_head` when the config ties it, ...). Empty when every tensor is used; a
+    /// caller asserting a family can refuse a checkpoint whose weights would be silently ignored.
+    pub fn unused_tensors(&self) -> Vec<&'a str> {
+        let mut used: std::collections::HashSet<&str> = self
+            .layers
+            .iter()
+            .flat_map(|l| l.all())
+            .map(|t| t.name.as_str())
+            .collect();
+        used.extend([self.embed_tokens.name.as_str(), self.lm_head.name.as_str()]);
+        used.insert(self.norm.weight.name.as_str());
+        used.extend(self.norm.bias.map(|b| b.name.as_str()));
+        self.view
+            .tensors
+            .iter()
+            .map(|t| t.name.as_str())
+            .filter(|n| !used.contains(n))
+            .collect()
+    }
+
+    /// Bytes of activation memory a forward over `batch` sequences of `seq` tokens allocates
+    /// (state buffers, logits, rotary tables, attention scores, NormHead's row norms); `None`
+    /// when the count overflows.
+    pub fn activation_bytes(&self, batch: usize, seq: usize) -> Option<u64> {
+        let c = &self.config;
+        let t = batch.checked_mul(seq)? as u64;
+        let per_token = [
+            c.hidden, c.hidden, c.hidden, c.q_dim, c.q_dim, c.kv_dim, c.kv_dim,
+        ]
+        .iter()
+        .chain(&[c.intermediate, c.intermediate, c.vocab])
+        .try_fold(0u64, |acc, &w| acc.checked_add(w as u64))?;
+        let threads = rayon::current_num_threads().max(1) as u64;
+        let floats = t
+            .checked_mul(per_token)?
+            .checked_add((seq as u64).checked_mul(c.rotary_dim as u64)?)? // cos, sin
+            .checked_add(threads.checked_mul(seq as u64)?)? // attention scores per worker
+            .checked_add(c.vocab as u64)? // NormHead row norms
+            .checked_add(c.q_dim.max(c.kv_dim) as u64)?; // q/k norm scratch
+        floats.checked_mul(4)
+    }
+
+    /// Refuse, as a usage error, an input whose activations would exceed [`ACTIVATION_LIMIT`]
+    /// (or whose size overflows). Callers that build large inputs can call it before building
+    /// them; [`Model::forward`] calls it before allocating.
+    pub fn check_input_size(&self, batch: usize, seq: usize) -> Result<()> {
+        let gib = |b: u64| format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30));
+        let too_big = |what: String| {
+            Error::usage(format!(
+                "{batch} sequence(s) of {seq} tokens need {what} of activation memory, above the \
+                 limit of {}",
+                gib(ACTIVATION_LIMIT)
+            ))
+            .hint("run fewer or shorter sequences (`--batch`, `--seq-len`, fewer `--ids`)")
+        };
+        match self.activation_bytes(batch, seq) {
+            None => Err(too_big("more than 2^64 bytes".into())),
+            Some(b) if b > ACTIVATION_LIMIT => Err(too_big(gib(b))),
+            Some(_) => Ok(()),
+        }
     }
 
     /// Logits `[batch, seq, vocab]` for sequences of equal length, every position.
@@ -197,89 +298,156 @@ impl<'a> Model<'a> {
         isa: Isa,
         on_layer: &dyn Fn(usize, usize),
     ) -> Result<Logits> {
-        let c = &self.config;
+        let (c, m) = (&self.config, &self.math);
         let seq = check_batch(batch, c.vocab)?;
-        c.check_seq_len(seq)?;
+        if self.llama_window_check {
+            c.check_seq_len(seq)?;
+        }
+        self.check_input_size(batch.len(), seq)?;
         let t = batch.len() * seq; // every token of every sequence goes through each matmul together
-        let (h, hd) = (c.hidden, c.head_dim);
-        let (q_dim, kv_dim) = (c.heads * hd, c.kv_heads * hd);
+        let (h, hd, rd) = (c.hidden, c.head_dim, c.rotary_dim);
+        let (q_dim, kv_dim) = (c.q_dim, c.kv_dim);
         let mut s = State::new(c, t)?;
 
-        // Token embeddings: decode only the rows of the ids used.
+        // Token embeddings: decode only the rows of the ids used; times the embedding scale
+        // (Granite's `embedding_multiplier`, Gemma's `sqrt(hidden_size)`), in f32.
         let tokens = batch.iter().flatten().map(|&id| id as usize);
         for (x, id) in s.x.chunks_exact_mut(h).zip(tokens) {
             let row = self.rows(self.embed_tokens, id, 1)?;
             kernels::to_f32(weights(self.embed_tokens, &row)?, x)?;
+            if m.embedding_scale != 1.0 {
+                x.iter_mut().for_each(|v| *v *= m.embedding_scale);
+            }
         }
-        // Rotary tables for positions 0..seq: cos, sin [seq, hd / 2].
+        // Rotary tables for positions 0..seq: cos, sin [seq, rotary_dim / 2].
         let (cos, sin) = c.rope_tables(seq);
 
         for (li, layer) in self.layers.iter().enumerate() {
             let w = self.read_layer(layer)?;
 
-            // Attention block: xb = rmsnorm(x)
-            for (x, xb) in s.x.chunks_exact(h).zip(s.xb.chunks_exact_mut(h)) {
-                kernels::rmsnorm(isa, x, w.input_layernorm.w(), c.rms_norm_eps, xb)?;
+            // Attention block. Input: norm(x) (pre-norm, sandwich) or x itself (post-norm).
+            if let Some(n) = &w.attn_pre {
+                self.norm_rows(isa, n, &s.x, h, &mut s.xb)?;
             }
-            // q, k, v = xb Wq^T (+ bq), xb Wk^T (+ bk), xb Wv^T (+ bv)
-            linear(isa, &s.xb, t, h, &w.q_proj, q_dim, &mut s.q)?;
-            linear(isa, &s.xb, t, h, &w.k_proj, kv_dim, &mut s.k)?;
-            linear(isa, &s.xb, t, h, &w.v_proj, kv_dim, &mut s.v)?;
-            // Rotate each query and key head by its position (HF rotate_half layout).
-            for (i, (q, k)) in
-                s.q.chunks_exact_mut(q_dim)
-                    .zip(s.k.chunks_exact_mut(kv_dim))
-                    .enumerate()
-            {
-                let pos = i % seq;
-                let (cos, sin) = (
-                    &cos[pos * hd / 2..][..hd / 2],
-                    &sin[pos * hd / 2..][..hd / 2],
-                );
-                for head in q.chunks_exact_mut(hd).chain(k.chunks_exact_mut(hd)) {
-                    kernels::rope_half(isa, head, cos, sin)?;
+            let input = if w.attn_pre.is_some() { &s.xb } else { &s.x };
+            // q, k, v = in Wq^T (+ bq), in Wk^T (+ bk), in Wv^T (+ bv)
+            linear(isa, input, t, h, &w.q_proj, q_dim, &mut s.q)?;
+            linear(isa, input, t, h, &w.k_proj, kv_dim, &mut s.k)?;
+            linear(isa, input, t, h, &w.v_proj, kv_dim, &mut s.v)?;
+            // q/k norms, before the rotary embedding: per head (Qwen3) or whole rows (OLMo2).
+            if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
+                let width = match m.qk_norm {
+                    QkNorm::PerHead => (hd, hd),
+                    _ => (q_dim, kv_dim),
+                };
+                self.norm_in_place(isa, qn, &mut s.q, width.0)?;
+                self.norm_in_place(isa, kn, &mut s.k, width.1)?;
+            }
+            // Rotate the first rotary_dim dims of each query and key head by its position, in
+            // the math's pair layout; NoPE layers skip this.
+            if m.rope_layers.get(li).copied().unwrap_or(true) && rd > 0 {
+                for (i, (q, k)) in
+                    s.q.chunks_exact_mut(q_dim)
+                        .zip(s.k.chunks_exact_mut(kv_dim))
+                        .enumerate()
+                {
+                    let pos = i % seq;
+                    let (cos, sin) = (
+                        &cos[pos * rd / 2..][..rd / 2],
+                        &sin[pos * rd / 2..][..rd / 2],
+                    );
+                    for head in q.chunks_exact_mut(hd).chain(k.chunks_exact_mut(hd)) {
+                        let rot = &mut head[..rd];
+                        match m.rope {
+                            RopeLayout::Half => kernels::rope_half(isa, rot, cos, sin)?,
+                            RopeLayout::Interleaved => {
+                                kernels::rope_interleaved(isa, rot, cos, sin)?
+                            }
+                        }
+                    }
                 }
             }
-            // att = softmax(q k^T / sqrt(hd), causal) v, per sequence and head
-            attention(isa, c, seq, &s.q, &s.k, &s.v, &mut s.att)?;
-            // x += att Wo^T (+ bo)
+            // att = softmax(cap(scale * q k^T), causal [and windowed]) v, per sequence and head
+            let window = m.sliding_window.get(li).copied().flatten();
+            let scores = Scores {
+                scale: m.attention_scale,
+                softcap: m.attn_logit_softcap,
+                window,
+            };
+            attention(isa, c, scores, seq, &s.q, &s.k, &s.v, &mut s.att)?;
+            // out = att Wo^T (+ bo); post-norm / sandwich: norm(out)
             linear(isa, &s.att, t, q_dim, &w.o_proj, h, &mut s.xb2)?;
-            kernels::axpy(isa, 1.0, &s.xb2, &mut s.x)?;
-
-            // MLP block: xb = rmsnorm(x)
-            for (x, xb) in s.x.chunks_exact(h).zip(s.xb.chunks_exact_mut(h)) {
-                kernels::rmsnorm(isa, x, w.post_attention_layernorm.w(), c.rms_norm_eps, xb)?;
+            if let Some(n) = &w.attn_post {
+                self.norm_rows(isa, n, &s.xb2, h, &mut s.xb)?;
             }
-            // hb = silu(xb Wgate^T) * (xb Wup^T)
-            linear(isa, &s.xb, t, h, &w.gate_proj, c.intermediate, &mut s.hb)?;
-            linear(isa, &s.xb, t, h, &w.up_proj, c.intermediate, &mut s.hb2)?;
-            kernels::silu_mul(isa, &mut s.hb, &s.hb2)?;
-            // x += hb Wdown^T (+ bdown)
+            // x += residual_scale * out
+            let out = if w.attn_post.is_some() { &s.xb } else { &s.xb2 };
+            kernels::axpy(isa, m.residual_scale, out, &mut s.x)?;
+
+            // MLP block, the same shape: input norm(x) or x
+            if let Some(n) = &w.mlp_pre {
+                self.norm_rows(isa, n, &s.x, h, &mut s.xb)?;
+            }
+            let input = if w.mlp_pre.is_some() { &s.xb } else { &s.x };
+            // hb = act(in Wgate^T) * (in Wup^T)
+            linear(isa, input, t, h, &w.gate_proj, c.intermediate, &mut s.hb)?;
+            linear(isa, input, t, h, &w.up_proj, c.intermediate, &mut s.hb2)?;
+            match m.activation {
+                Activation::Silu => kernels::silu_mul(isa, &mut s.hb, &s.hb2)?,
+                Activation::GeluTanh => kernels::gelu_tanh_mul(isa, &mut s.hb, &s.hb2)?,
+                Activation::Gelu => kernels::gelu_mul(isa, &mut s.hb, &s.hb2)?,
+            }
+            // out = hb Wdown^T (+ bdown); post-norm / sandwich: norm(out); x += scale * out
             linear(isa, &s.hb, t, c.intermediate, &w.down_proj, h, &mut s.xb2)?;
-            kernels::axpy(isa, 1.0, &s.xb2, &mut s.x)?;
+            if let Some(n) = &w.mlp_post {
+                self.norm_rows(isa, n, &s.xb2, h, &mut s.xb)?;
+            }
+            let out = if w.mlp_post.is_some() { &s.xb } else { &s.xb2 };
+            kernels::axpy(isa, m.residual_scale, out, &mut s.x)?;
             // Done with this layer: its pages leave our resident set (memory stays ~one layer).
             drop(w);
-            self.release_layer(layer);
+            for t in layer.all() {
+                self.view.release(t);
+            }
             on_layer(li + 1, self.layers.len());
         }
 
         // Final norm, then the output projection for every position.
-        let norm = self.view.read(self.norm)?;
-        for (x, xb) in s.x.chunks_exact(h).zip(s.xb.chunks_exact_mut(h)) {
-            kernels::rmsnorm(isa, x, weights(self.norm, &norm)?, c.rms_norm_eps, xb)?;
-        }
+        let norm = self.read_norm(&self.norm)?;
+        self.norm_rows(isa, &norm, &s.x, h, &mut s.xb)?;
+        drop(norm);
         let lm_head = self.view.read(self.lm_head)?;
-        kernels::matmul(
-            isa,
-            &s.xb,
-            t,
-            h,
-            weights(self.lm_head, &lm_head)?,
-            c.vocab,
-            &mut s.logits,
-        )?;
+        let head = weights(self.lm_head, &lm_head)?;
+        kernels::matmul(isa, &s.xb, t, h, head, c.vocab, &mut s.logits)?;
+        // NormHead: logits against L2-normalised rows = logits / row norm.
+        if m.norm_head {
+            let norms = row_norms(head, c.vocab, h)?;
+            for row in s.logits.chunks_exact_mut(c.vocab) {
+                for (l, &n) in row.iter_mut().zip(&norms) {
+                    // `clamp_min(eps)`, keeping a NaN norm NaN as torch does
+                    *l /= if n.is_nan() { n } else { n.max(NORM_HEAD_EPS) };
+                }
+            }
+        }
         drop(lm_head);
-        for t in [self.embed_tokens, self.norm, self.lm_head] {
+        // Granite's `logits / logits_scaling`, then Gemma2's final soft-capping.
+        if m.logits_divisor != 1.0 {
+            s.logits.iter_mut().for_each(|l| *l /= m.logits_divisor);
+        }
+        if let Some(cap) = m.final_logit_softcap {
+            s.logits
+                .iter_mut()
+                .for_each(|l| *l = (*l / cap).tanh() * cap);
+        }
+        for t in [
+            Some(self.embed_tokens),
+            Some(self.norm.weight),
+            self.norm.bias,
+            Some(self.lm_head),
+        ]
+        .into_iter()
+        .flatten()
+        {
             self.view.release(t);
         }
         Ok(Logits {
@@ -290,34 +458,57 @@ impl<'a> Model<'a> {
         })
     }
 
-    /// Release the pages of every tensor of a layer after use.
-    fn release_layer(&self, l: &LayerTensors<'a>) {
-        let mut ts = vec![l.input_layernorm, l.post_attention_layernorm];
-        for lin in [
-            &l.q_proj,
-            &l.k_proj,
-            &l.v_proj,
-            &l.o_proj,
-            &l.gate_proj,
-            &l.up_proj,
-            &l.down_proj,
-        ] {
-            ts.push(lin.weight);
-            ts.extend(lin.bias);
+    /// `out[r] = norm(x[r])` for every row of `width` values, in the math's norm kind and offset.
+    fn norm_rows(
+        &self,
+        isa: Isa,
+        n: &NormWeights<'_>,
+        x: &[f32],
+        width: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let (off, eps) = (self.math.norm_offset, self.config.rms_norm_eps);
+        for (x, o) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+            match self.math.norm {
+                NormKind::Rms => kernels::rmsnorm_offset(isa, x, n.weight.w(), off, eps, o)?,
+                NormKind::LayerNorm => {
+                    let bias = n.bias.as_ref().map(Tensor::w);
+                    kernels::layernorm(isa, x, n.weight.w(), bias, off, eps, o)?
+                }
+            }
         }
-        for t in ts {
-            self.view.release(t);
+        Ok(())
+    }
+
+    /// RMSNorm (with the math's offset) of every `width`-wide chunk of `x`, in place: the q/k norms.
+    fn norm_in_place(&self, isa: Isa, w: &Tensor<'_>, x: &mut [f32], width: usize) -> Result<()> {
+        let (off, eps) = (self.math.norm_offset, self.config.rms_norm_eps);
+        let mut tmp = vec![0.0f32; width];
+        for chunk in x.chunks_exact_mut(width) {
+            tmp.copy_from_slice(chunk);
+            kernels::rmsnorm_offset(isa, &tmp, w.w(), off, eps, chunk)?;
         }
+        Ok(())
+    }
+
+    /// Read a norm's weight and bias.
+    fn read_norm(&self, n: &Norm<'a>) -> Result<NormWeights<'a>> {
+        Ok(NormWeights {
+            weight: self.tensor(n.weight)?,
+            bias: n.bias.map(|b| self.tensor(b)).transpose()?,
+        })
+    }
+
+    /// Borrow (or gather, when the view assembles it) one tensor's bytes.
+    fn tensor(&self, t: &ViewTensor) -> Result<Tensor<'a>> {
+        Ok(Tensor {
+            dtype: wdtype(t.dtype).map_err(|e| e.tensor(&t.name))?,
+            bytes: self.view.read(t)?,
+        })
     }
 
     /// Read (borrow, or gather when the view assembles it) every tensor of one layer.
     fn read_layer(&self, l: &LayerTensors<'a>) -> Result<LayerWeights<'a>> {
-        let tensor = |t: &ViewTensor| -> Result<Tensor<'a>> {
-            Ok(Tensor {
-                dtype: wdtype(t.dtype).map_err(|e| e.tensor(&t.name))?,
-                bytes: self.view.read(t)?,
-            })
-        };
         let linear = |lin: &Linear<'a>| -> Result<LinearWeights<'a>> {
             let bias = match lin.bias {
                 Some(b) => {
@@ -329,17 +520,23 @@ impl<'a> Model<'a> {
                 None => None,
             };
             Ok(LinearWeights {
-                weight: tensor(lin.weight)?,
+                weight: self.tensor(lin.weight)?,
                 bias,
             })
         };
+        let norm = |n: &Option<Norm<'a>>| n.as_ref().map(|n| self.read_norm(n)).transpose();
+        let tensor = |t: Option<&'a ViewTensor>| t.map(|t| self.tensor(t)).transpose();
         Ok(LayerWeights {
-            input_layernorm: tensor(l.input_layernorm)?,
+            attn_pre: norm(&l.attn_pre)?,
+            attn_post: norm(&l.attn_post)?,
+            mlp_pre: norm(&l.mlp_pre)?,
+            mlp_post: norm(&l.mlp_post)?,
+            q_norm: tensor(l.q_norm)?,
+            k_norm: tensor(l.k_norm)?,
             q_proj: linear(&l.q_proj)?,
             k_proj: linear(&l.k_proj)?,
             v_proj: linear(&l.v_proj)?,
             o_proj: linear(&l.o_proj)?,
-            post_attention_layernorm: tensor(l.post_attention_layernorm)?,
             gate_proj: linear(&l.gate_proj)?,
             up_proj: linear(&l.up_proj)?,
             down_proj: linear(&l.down_proj)?,
@@ -361,6 +558,24 @@ impl<'a> Model<'a> {
         }
         Ok(Cow::Owned(out))
     }
+}
+
+/// L2 norm of each of the `rows` rows of `w [rows, width]`, from the stored dtype: squares summed
+/// in f64, one row decoded at a time (`torch.nn.functional.normalize` divides by these).
+fn row_norms(w: Weights<'_>, rows: usize, width: usize) -> Result<Vec<f32>> {
+    let size = w.dtype.size();
+    let mut row = vec![0.0f32; width];
+    let mut out = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let bytes = w
+            .bytes
+            .get(r * width * size..(r + 1) * width * size)
+            .ok_or_else(|| Error::internal("lm_head is shorter than its shape"))?;
+        kernels::to_f32(Weights::new(w.dtype, bytes), &mut row)?;
+        let ss: f64 = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        out.push(ss.sqrt() as f32);
+    }
+    Ok(out)
 }
 
 /// The sequence length of a batch: every sequence non-empty, of equal length, ids below `vocab`.
@@ -386,18 +601,6 @@ fn check_batch(batch: &[Vec<u32>], vocab: usize) -> Result<usize> {
         }
     }
     Ok(seq)
-}
-
-/// The kernels' element type for a stored dtype.
-fn wdtype(d: Dtype) -> Result<WDtype> {
-    match d {
-        Dtype::F32 => Ok(WDtype::F32),
-        Dtype::F16 => Ok(WDtype::F16),
-        Dtype::BF16 => Ok(WDtype::Bf16),
-        other => Err(Error::unsupported(format!(
-            "dtype {other:?}: the reference forward pass reads F32, F16 and BF16 weights"
-        ))),
-    }
 }
 
 fn weights<'b>(t: &ViewTensor, bytes: &'b [u8]) -> Result<Weights<'b>> {
@@ -426,12 +629,27 @@ fn linear(
     Ok(())
 }
 
+/// How a layer's attention scores are formed and masked.
+#[derive(Debug, Clone, Copy)]
+struct Scores {
+    /// Multiplies `q . k`.
+    scale: f32,
+    /// `cap * tanh(s / cap)` of each scaled score (Gemma2).
+    softcap: Option<f32>,
+    /// Keys older than this many positions are masked (`None`: full causal attention).
+    window: Option<usize>,
+}
+
 /// Causal multi-head attention with grouped key/value heads over `t / seq` sequences, one output
 /// row per token in parallel: for head `h` (kv head `h / (heads / kv_heads)`),
-/// `att[h] = sum_j softmax_j(q[h] . k_j / sqrt(hd)) v_j` over positions `j <= i` of the same sequence.
+/// `att[h] = sum_j softmax_j(cap(scale * q[h] . k_j)) v_j` over positions `j <= i` of the same
+/// sequence, and with a sliding window `w` only `i - w < j <= i` (transformers'
+/// `sliding_window_overlay`: `kv_idx > q_idx - sliding_window`).
+#[allow(clippy::too_many_arguments)]
 fn attention(
     isa: Isa,
     c: &Config,
+    sc: Scores,
     seq: usize,
     q: &[f32],       // [t, heads * hd]
     k: &[f32],       // [t, kv_heads * hd]
@@ -439,26 +657,30 @@ fn attention(
     att: &mut [f32], // [t, heads * hd]
 ) -> Result<(), KernelError> {
     let hd = c.head_dim;
-    let (q_dim, kv_dim) = (c.heads * hd, c.kv_heads * hd);
+    let (q_dim, kv_dim) = (c.q_dim, c.kv_dim);
     let group = c.heads / c.kv_heads;
-    let scale = (hd as f32).powf(-0.5); // transformers multiplies by head_dim ** -0.5
     att.par_chunks_mut(q_dim).enumerate().try_for_each_init(
         || vec![0.0f32; seq], // scores [seq] of one head
         |scores, (i, out)| {
             let (first, pos) = (i - i % seq, i % seq); // first token of the sequence, position
+            // the first key this query sees
+            let start = sc.window.map_or(0, |w| (pos + 1).saturating_sub(w));
             let q_row = &q[i * q_dim..][..q_dim];
             for (h, out_h) in out.chunks_exact_mut(hd).enumerate() {
                 let q_h = &q_row[h * hd..][..hd];
                 let kv_off = (h / group) * hd;
-                let scores = &mut scores[..=pos];
+                let scores = &mut scores[..=pos - start];
                 for (j, s) in scores.iter_mut().enumerate() {
-                    let k_j = &k[(first + j) * kv_dim + kv_off..][..hd];
-                    *s = kernels::dot(isa, q_h, k_j)? * scale;
+                    let k_j = &k[(first + start + j) * kv_dim + kv_off..][..hd];
+                    *s = kernels::dot(isa, q_h, k_j)? * sc.scale;
+                }
+                if let Some(cap) = sc.softcap {
+                    scores.iter_mut().for_each(|s| *s = (*s / cap).tanh() * cap);
                 }
                 kernels::softmax_inplace(isa, scores);
                 out_h.fill(0.0);
                 for (j, &p) in scores.iter().enumerate() {
-                    let v_j = &v[(first + j) * kv_dim + kv_off..][..hd];
+                    let v_j = &v[(first + start + j) * kv_dim + kv_off..][..hd];
                     kernels::axpy(isa, p, v_j, out_h)?;
                 }
             }

@@ -6,14 +6,23 @@
 //!   same forward-relevant hyperparameters (a `rope_theta` left at 10000 is a real, silent bug);
 //! - **bytes**: each tensor's bytes identical, compared zero-copy over the two views' mmap slices (a
 //!   differing tensor gets its max abs difference);
-//! - **logits**: the reference forward pass on both over the same token sequences, with max abs and
-//!   relative differences, cosine similarity, top-1/top-5 agreement and KL divergence.
+//! - **logits**: the reference forward pass on both over the same token sequences (plus the tokens
+//!   whose embedding rows differ, which a fixed sample could miss), with max abs and relative
+//!   differences, cosine similarity, top-1/top-5 agreement and KL divergence.
 //!
 //! Only one model's forward runs at a time and each streams its weights from the mmaps, so verifying
 //! needs the activations of one model, never both models in memory.
+//!
+//! The [`Verdict`] says only what the levels that ran prove: `equivalent` needs the logits level to
+//! have run and agreed (and the structure to agree); a run limited to structure or bytes names the
+//! levels it did not compare; a level that could not run (no config, an input the reference refuses)
+//! makes the verdict `inconclusive`, never "not equivalent". Non-finite logits compare by identity:
+//! the same NaN or infinity at the same position agrees, one against a finite value disagrees and is
+//! counted, and the tolerance is computed from finite values only.
 
 use crate::checkpoint::header::Dtype;
-use crate::error::{Error, Result};
+use crate::diff::values::{self, ValueDiff};
+use crate::error::{Error, ErrorKind, Result};
 use crate::kernels::Isa;
 use crate::mapping::{Segment, View, ViewTensor};
 use crate::reference::{self, Logits};
@@ -78,8 +87,11 @@ pub struct Structure {
     pub shape_differs: Vec<Pair>,
     /// Same name and shape, different dtype (noted; the bytes level fails on them).
     pub dtype_differs: Vec<Pair>,
-    /// Forward-relevant hyperparameters that differ: (key, A, B).
+    /// Forward-relevant hyperparameters that differ: (key, A, B). Compared only when both sides
+    /// have a config (see `configs`).
     pub config_differs: Vec<(String, String, String)>,
+    /// Whether A and B have a config (hyperparameters are compared only when both do).
+    pub configs: (bool, bool),
 }
 
 /// The bytes level.
@@ -93,18 +105,18 @@ pub struct Bytes {
     pub identical: usize,
     /// Bytes compared.
     pub bytes: u64,
-    /// Tensors that differ, with their max abs difference (decoded as f32; NaN for non-float dtypes).
-    pub differing: Vec<(Pair, f64)>,
+    /// Tensors whose bytes differ, with how their values differ (`None` for non-float dtypes).
+    pub differing: Vec<(Pair, Option<ValueDiff>)>,
 }
 
 /// The logits level.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogitsCmp {
-    /// Pass: `max_abs <= tolerance`.
+    /// Pass: `max_abs <= tolerance` and no non-finite value disagrees.
     pub pass: bool,
-    /// The tolerance applied (`atol + rtol * max|A|`).
+    /// The tolerance applied (`atol + rtol * max|A|` over A's finite logits; never NaN).
     pub tolerance: f64,
-    /// Largest absolute difference.
+    /// Largest absolute difference between two finite logits.
     pub max_abs: f64,
     /// `max_abs / max|A|`.
     pub max_rel: f64,
@@ -118,8 +130,184 @@ pub struct LogitsCmp {
     pub max_kl: f64,
     /// Positions compared (batch x seq).
     pub positions: usize,
-    /// Largest |logit| of A (the scale).
+    /// Largest finite |logit| of A (the scale).
     pub scale: f64,
+    /// Non-finite logits (NaN, +inf, -inf) of A.
+    pub nonfinite_a: u64,
+    /// Non-finite logits of B.
+    pub nonfinite_b: u64,
+    /// Positions where one side is non-finite and the other holds a different value (a finite one,
+    /// or another non-finite one): each is a disagreement whatever the tolerance.
+    pub nonfinite_differ: u64,
+    /// Positions whose KL divergence could not be computed (a non-finite logit in the row).
+    pub kl_skipped: usize,
+}
+
+/// Embedding rows that differ between A and B, and how many of their tokens the logits level ran
+/// (in extra sequences appended to the ones asked for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddingRows {
+    /// Rows whose bytes differ.
+    pub differing: usize,
+    /// Of those, rows whose token the logits level ran.
+    pub exercised: usize,
+    /// Of those, tokens added in extra sequences (at most [`EXTRA_TOKENS`]).
+    pub added: usize,
+}
+
+/// Most tokens of differing embedding rows added to the logits level's input.
+pub const EXTRA_TOKENS: usize = 64;
+
+/// Which embedding rows differ (`row_differs[id]`).
+struct RowsToRun {
+    differing: usize,
+    row_differs: Vec<bool>,
+}
+
+/// The differing rows of the embedding, when it is among the differing tensors.
+fn embedding_rows_to_run(a: &View<'_>, b: &View<'_>, bt: &Bytes) -> Result<Option<RowsToRun>> {
+    const EMBED: &str = "model.embed_tokens.weight";
+    if !bt.differing.iter().any(|(p, _)| p.canonical == EMBED) {
+        return Ok(None);
+    }
+    let (Some(ta), Some(tb)) = (a.get(EMBED), b.get(EMBED)) else {
+        return Ok(None);
+    };
+    let rows = ta.shape.first().copied().unwrap_or(0);
+    if ta.dtype != tb.dtype || ta.nbytes() != tb.nbytes() || rows == 0 {
+        // Another dtype: every row differs.
+        return Ok(Some(RowsToRun {
+            differing: rows,
+            row_differs: vec![true; rows],
+        }));
+    }
+    let row_bytes = ta.nbytes() / rows;
+    let (ca, cb) = (chunks(a, ta)?, chunks(b, tb)?);
+    let (mut ra, mut rb) = (RowReader::new(&ca), RowReader::new(&cb));
+    let mut out = RowsToRun {
+        differing: 0,
+        row_differs: Vec::with_capacity(rows),
+    };
+    for _ in 0..rows {
+        let differs = ra.next_row(row_bytes) != rb.next_row(row_bytes);
+        out.differing += usize::from(differs);
+        out.row_differs.push(differs);
+    }
+    a.release(ta);
+    b.release(tb);
+    Ok(Some(out))
+}
+
+/// Sequences of length `len` holding `ids` (the last one completed by repeating them).
+fn extra_sequences(ids: &[u32], len: usize) -> Vec<Vec<u32>> {
+    ids.chunks(len)
+        .map(|c| c.iter().copied().cycle().take(len).collect())
+        .collect()
+}
+
+/// Reads consecutive rows from a chunked byte stream, borrowing when a row lies in one chunk.
+struct RowReader<'c, 'a> {
+    chunks: &'c [&'a [u8]],
+    idx: usize,
+    off: usize,
+}
+
+impl<'c, 'a> RowReader<'c, 'a> {
+    fn new(chunks: &'c [&'a [u8]]) -> Self {
+        RowReader {
+            chunks,
+            idx: 0,
+            off: 0,
+        }
+    }
+
+    fn next_row(&mut self, n: usize) -> std::borrow::Cow<'a, [u8]> {
+        while self
+            .chunks
+            .get(self.idx)
+            .is_some_and(|c| self.off >= c.len())
+        {
+            self.idx += 1;
+            self.off = 0;
+        }
+        if let Some(c) = self.chunks.get(self.idx)
+            && let Some(row) = c.get(self.off..self.off + n)
+        {
+            self.off += n;
+            return std::borrow::Cow::Borrowed(row);
+        }
+        let mut row = Vec::with_capacity(n);
+        while row.len() < n {
+            let Some(c) = self.chunks.get(self.idx) else {
+                break;
+            };
+            let take = (n - row.len()).min(c.len() - self.off);
+            row.extend_from_slice(&c[self.off..self.off + take]);
+            self.off += take;
+            if self.off >= c.len() {
+                self.idx += 1;
+                self.off = 0;
+            }
+        }
+        std::borrow::Cow::Owned(row)
+    }
+}
+
+/// Why a level could not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotRun {
+    /// The error kind that stopped it (`unsupported`, `bad-data`, ...).
+    pub kind: ErrorKind,
+    /// What stopped it (`forward pass on A: ...`).
+    pub reason: String,
+    /// The hint of the underlying error, if any.
+    pub hint: Option<String>,
+}
+
+/// What a verify run proves. Exit codes: [`Verdict::exit_code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Structure agrees and the logits were compared and agree within the tolerance.
+    Equivalent,
+    /// A level that ran found a difference that rules equivalence out: the logits differ, or the
+    /// structure differs in a run that asked for logits.
+    NotEquivalent,
+    /// Structure only was asked and it agrees.
+    SameStructure,
+    /// Structure and bytes were asked (no logits) and every tensor's bytes are identical.
+    IdenticalBytes,
+    /// Structure only, or structure and bytes, were asked and the structure differs.
+    StructureDiffers,
+    /// Structure and bytes were asked, the structure agrees and some bytes differ (which alone does
+    /// not decide equivalence: a dtype conversion differs in bytes).
+    BytesDiffer,
+    /// A level asked for could not run and no level found a difference.
+    Inconclusive,
+}
+
+impl Verdict {
+    /// The verdict word, the same in text and JSON.
+    pub fn word(self) -> &'static str {
+        match self {
+            Verdict::Equivalent => "equivalent",
+            Verdict::NotEquivalent => "NOT equivalent",
+            Verdict::SameStructure => "same structure",
+            Verdict::IdenticalBytes => "identical bytes",
+            Verdict::StructureDiffers => "structure differs",
+            Verdict::BytesDiffer => "bytes differ",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+
+    /// 0: equivalent or matching at every level asked; 1: a level ran and found a difference;
+    /// 2: inconclusive.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Equivalent | Verdict::SameStructure | Verdict::IdenticalBytes => 0,
+            Verdict::NotEquivalent | Verdict::StructureDiffers | Verdict::BytesDiffer => 1,
+            Verdict::Inconclusive => 2,
+        }
+    }
 }
 
 /// The whole verdict.
@@ -133,10 +321,96 @@ pub struct Report {
     pub structure: Structure,
     /// Bytes level, if run.
     pub bytes: Option<Bytes>,
-    /// Logits level, if run; `Err(reason)` when a forward pass could not run.
-    pub logits: Option<std::result::Result<LogitsCmp, String>>,
-    /// The verdict.
+    /// Logits level, if asked; `Err` when a forward pass could not run.
+    pub logits: Option<std::result::Result<LogitsCmp, NotRun>>,
+    /// The deepest level asked for.
+    pub level: Level,
+    /// When embedding rows differ: how many, and how many of those tokens the logits level ran.
+    pub embedding_rows: Option<EmbeddingRows>,
+    /// What the levels that ran prove.
+    pub verdict: Verdict,
+    /// `verdict == Verdict::Equivalent`.
     pub equivalent: bool,
+}
+
+impl Report {
+    /// The levels that ran to completion, in order.
+    pub fn checked(&self) -> Vec<Level> {
+        let mut v = vec![Level::Structure];
+        if self.bytes.is_some() {
+            v.push(Level::Bytes);
+        }
+        if matches!(self.logits, Some(Ok(_))) {
+            v.push(Level::Logits);
+        }
+        v
+    }
+
+    /// The levels that were not compared: not asked for, or unable to run.
+    pub fn not_checked(&self) -> Vec<Level> {
+        let done = self.checked();
+        [Level::Structure, Level::Bytes, Level::Logits]
+            .into_iter()
+            .filter(|l| !done.contains(l))
+            .collect()
+    }
+
+    /// Why the logits level could not run, if it could not.
+    pub fn not_run(&self) -> Option<&NotRun> {
+        match &self.logits {
+            Some(Err(n)) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+impl Level {
+    /// `structure`, `bytes` or `logits`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Structure => "structure",
+            Level::Bytes => "bytes",
+            Level::Logits => "logits",
+        }
+    }
+}
+
+impl Bytes {
+    /// Whether every differing tensor holds numerically equal values (`-0` against `+0`, NaN
+    /// against NaN with another payload): the bytes differ, the numbers do not.
+    pub fn values_equal(&self) -> bool {
+        self.differing
+            .iter()
+            .all(|(_, v)| v.is_some_and(|v| v.differing == 0))
+    }
+}
+
+/// The verdict of a run from its levels (see [`Verdict`]). `exact` is the default tolerance
+/// (`atol = rtol = 0`): then tensors whose values differ rule equivalence out even when the logits
+/// of the sampled sequences agree (a changed embedding row of a token they do not contain would
+/// otherwise pass); with a stated tolerance, differing values are accepted when the logits stay
+/// within it (a dtype conversion).
+pub fn decide(
+    structure: &Structure,
+    bytes: Option<&Bytes>,
+    logits: Option<&std::result::Result<LogitsCmp, NotRun>>,
+    exact: bool,
+) -> Verdict {
+    let values_differ = exact && bytes.is_some_and(|b| !b.values_equal());
+    match logits {
+        Some(Ok(l)) if structure.pass && l.pass && !values_differ => Verdict::Equivalent,
+        Some(Ok(_)) => Verdict::NotEquivalent,
+        // A differing structure, or values at the exact tolerance, rule equivalence out even
+        // without logits.
+        Some(Err(_)) if !structure.pass || values_differ => Verdict::NotEquivalent,
+        Some(Err(_)) => Verdict::Inconclusive,
+        None if !structure.pass => Verdict::StructureDiffers,
+        None => match bytes {
+            Some(b) if b.pass => Verdict::IdenticalBytes,
+            Some(_) => Verdict::BytesDiffer,
+            None => Verdict::SameStructure,
+        },
+    }
 }
 
 /// Deterministic default sequences: `batch - 1` pseudo-random ones across the whole vocabulary, plus one
@@ -183,28 +457,61 @@ pub fn verify_with_progress(
     let bytes = (opts.level >= Level::Bytes)
         .then(|| compare_bytes_with_progress(a, b, progress))
         .transpose()?;
+    // An embedding row only matters for inputs holding its token: the logits level also runs the
+    // tokens whose rows differ (up to `EXTRA_TOKENS` of them), so a changed row cannot hide from a
+    // sample that happens not to contain it.
+    let mut embedding_rows = None;
+    let mut run_opts = std::borrow::Cow::Borrowed(opts);
+    if opts.level >= Level::Logits
+        && let Some(bt) = &bytes
+        && let Some(rows) = embedding_rows_to_run(a, b, bt)?
+    {
+        let len = opts.sequences.first().map_or(0, Vec::len);
+        let run = |seqs: &[Vec<u32>]| -> std::collections::BTreeSet<u32> {
+            seqs.iter()
+                .flatten()
+                .copied()
+                .filter(|&t| rows.row_differs.get(t as usize).copied().unwrap_or(false))
+                .collect()
+        };
+        let already = run(&opts.sequences);
+        let extra: Vec<u32> = (0..rows.row_differs.len())
+            .filter(|&r| rows.row_differs[r])
+            .filter_map(|r| u32::try_from(r).ok())
+            .filter(|t| !already.contains(t))
+            .take(EXTRA_TOKENS)
+            .collect();
+        let added = if len > 0 { extra.len() } else { 0 };
+        if added > 0 {
+            let mut o = opts.clone();
+            o.sequences.extend(extra_sequences(&extra, len));
+            run_opts = std::borrow::Cow::Owned(o);
+        }
+        embedding_rows = Some(EmbeddingRows {
+            differing: rows.differing,
+            exercised: run(&run_opts.sequences).len(),
+            added,
+        });
+    }
     let logits = if opts.level >= Level::Logits {
-        Some(compare_logits(a, b, opts, progress))
+        Some(compare_logits(a, b, &run_opts, progress)?)
     } else {
         None
     };
-    let logits_ok = match &logits {
-        None => true,
-        Some(Ok(l)) => l.pass,
-        Some(Err(_)) => false,
-    };
-    let logits_ran_ok = matches!(&logits, Some(Ok(l)) if l.pass);
-    // Differing bytes are acceptable only when the logits level ran and stayed within the tolerance the
-    // user stated (a dtype conversion, say).
-    let bytes_ok = bytes.as_ref().is_none_or(|b| b.pass || logits_ran_ok);
-    let equivalent = structure.pass && bytes_ok && logits_ok;
+    // Differing values are acceptable only when the logits level ran and stayed within a tolerance
+    // the user stated (a dtype conversion, say).
+    let exact = opts.atol == 0.0 && opts.rtol == 0.0;
+    let verdict = decide(&structure, bytes.as_ref(), logits.as_ref(), exact);
     Ok(Report {
         family_a: a.family.clone(),
         family_b: b.family.clone(),
         structure,
         bytes,
         logits,
-        equivalent,
+        level: opts.level,
+        embedding_rows,
+        verdict,
+        equivalent: verdict == Verdict::Equivalent,
     })
 }
 
@@ -230,6 +537,7 @@ pub fn compare_structure(a: &View<'_>, b: &View<'_>) -> Structure {
         shape_differs: Vec::new(),
         dtype_differs: Vec::new(),
         config_differs: Vec::new(),
+        configs: (a.config.is_some(), b.config.is_some()),
     };
     for ta in &a.tensors {
         match b.get(&ta.name) {
@@ -250,6 +558,20 @@ pub fn compare_structure(a: &View<'_>, b: &View<'_>) -> Structure {
         }
     }
     s.config_differs = config_differences(a, b);
+    // Each side computes in its own family's math: behaviour one side has and the other cannot
+    // express (a sliding window, NoPE layers, q/k norms) is a difference whatever the sampled
+    // logits say. Differences that arithmetic on weights reproduces (multipliers, NormHead) are
+    // judged by the logits.
+    if let (Some(Ok(ma)), Some(Ok(mb))) = (&a.math, &b.math) {
+        let bridge = crate::mapping::math::bridge(ma, mb);
+        for what in bridge.lossy.iter().chain(&bridge.impossible) {
+            s.config_differs.push((
+                "computation".into(),
+                format!("{} math", a.family),
+                format!("{} math: {what}", b.family),
+            ));
+        }
+    }
     s.pass = s.only_a.is_empty()
         && s.only_b.is_empty()
         && s.shape_differs.is_empty()
@@ -377,24 +699,45 @@ fn streams_equal(a: &[&[u8]], b: &[&[u8]]) -> bool {
     }
 }
 
-/// Decode a float tensor's bytes to f32 (None for non-float dtypes).
-fn decode(dtype: Dtype, chunks: &[&[u8]]) -> Option<Vec<f32>> {
-    let bytes: Vec<u8> = chunks.concat();
-    Some(match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        _ => return None,
-    })
+/// Whether two view tensors hold the same bytes: the same dtype, the same length and equal byte
+/// streams, compared zero-copy over the two views' mmap slices in 64 KiB steps. A segment that is
+/// the same region of the same file (device and inode) on both sides is equal without being read,
+/// so a checkpoint compared with itself costs nothing. Both tensors' pages are released afterwards.
+/// `verify`'s bytes level and `diff` both use this one comparison.
+pub fn tensor_bytes_equal(
+    a: &View<'_>,
+    ta: &ViewTensor,
+    b: &View<'_>,
+    tb: &ViewTensor,
+) -> Result<bool> {
+    if ta.dtype != tb.dtype || ta.nbytes() != tb.nbytes() {
+        return Ok(false);
+    }
+    let same = same_regions(a, ta, b, tb) || streams_equal(&chunks(a, ta)?, &chunks(b, tb)?);
+    // Done reading: keep the resident set at about one tensor, not two models.
+    a.release(ta);
+    b.release(tb);
+    Ok(same)
+}
+
+/// Every segment of `ta` is the same file region as the matching segment of `tb`.
+fn same_regions(a: &View<'_>, ta: &ViewTensor, b: &View<'_>, tb: &ViewTensor) -> bool {
+    let file = |v: &View<'_>, seg: &Segment| {
+        v.segment_location(seg)
+            .and_then(|(si, off, len)| v.ckpt.shards.get(si).map(|s| (s.dev_ino, off, len)))
+    };
+    ta.segments.len() == tb.segments.len()
+        && ta
+            .segments
+            .iter()
+            .zip(&tb.segments)
+            .all(|(x, y)| match (x, y) {
+                (Segment::Zeros { bytes: p }, Segment::Zeros { bytes: q }) => p == q,
+                (Segment::Rows { .. }, Segment::Rows { .. }) => {
+                    matches!((file(a, x), file(b, y)), (Some(p), Some(q)) if p == q)
+                }
+                _ => false,
+            })
 }
 
 /// The bytes level: every common tensor with equal shapes compared byte for byte.
@@ -421,54 +764,79 @@ fn compare_bytes_with_progress(
             continue;
         }
         r.compared += 1;
-        let (ca, cb) = (chunks(a, ta)?, chunks(b, tb)?);
         r.bytes += ta.nbytes() as u64;
         progress("bytes", r.bytes, total);
-        let same = ta.dtype == tb.dtype && streams_equal(&ca, &cb);
-        // Done reading: keep the resident set at about one tensor, not two models.
-        let release = || {
-            a.release(ta);
-            b.release(tb);
-        };
-        if same {
+        if tensor_bytes_equal(a, ta, b, tb)? {
             r.identical += 1;
-            release();
             continue;
         }
-        // Only differing tensors are decoded (one at a time).
-        let diff = match (decode(ta.dtype, &ca), decode(tb.dtype, &cb)) {
-            (Some(x), Some(y)) => x
-                .iter()
-                .zip(&y)
-                .map(|(p, q)| (f64::from(*p) - f64::from(*q)).abs())
-                .fold(0.0f64, |m, d| if d.is_nan() || d > m { d } else { m }),
-            _ => f64::NAN,
+        // Only differing tensors are decoded, streamed in blocks.
+        let diff = if values::is_float_pair(ta, tb) {
+            let v = values::compare(a, ta, b, tb, None)?;
+            a.release(ta);
+            b.release(tb);
+            Some(v)
+        } else {
+            None
         };
-        release();
         r.differing.push((pair(&ta.name, Some(ta), Some(tb)), diff));
     }
     r.pass = r.differing.is_empty();
     Ok(r)
 }
 
+/// The logits level: `Ok(Err(..))` when a forward pass could not run (the reference refuses the
+/// config, the input, a dtype...), `Err` only for I/O failures, interruptions and bugs.
 fn compare_logits(
     a: &View<'_>,
     b: &View<'_>,
     opts: &Options,
     progress: &Progress<'_>,
-) -> std::result::Result<LogitsCmp, String> {
+) -> Result<std::result::Result<LogitsCmp, NotRun>> {
+    let side = |which: &str, r: Result<Logits>| -> Result<std::result::Result<Logits, NotRun>> {
+        match r {
+            Ok(l) => Ok(Ok(l)),
+            Err(e) => match e.kind() {
+                ErrorKind::Io | ErrorKind::Interrupted | ErrorKind::Internal => Err(e),
+                kind => Ok(Err(NotRun {
+                    kind,
+                    reason: format!("forward pass on {which}: {e}"),
+                    hint: e.hint_text().map(str::to_string),
+                })),
+            },
+        }
+    };
     let la = reference::forward_with_progress(a, &opts.sequences, opts.isa, &|d, t| {
         progress("logits A", d as u64, t as u64)
-    })
-    .map_err(|e| format!("forward pass on A: {e}"))?;
+    });
+    let la = match side("A", la)? {
+        Ok(l) => l,
+        Err(n) => return Ok(Err(n)),
+    };
     let lb = reference::forward_with_progress(b, &opts.sequences, opts.isa, &|d, t| {
         progress("logits B", d as u64, t as u64)
-    })
-    .map_err(|e| format!("forward pass on B: {e}"))?;
-    logits_metrics(&la, &lb, opts.atol, opts.rtol)
+    });
+    let lb = match side("B", lb)? {
+        Ok(l) => l,
+        Err(n) => return Ok(Err(n)),
+    };
+    Ok(
+        logits_metrics(&la, &lb, opts.atol, opts.rtol).map_err(|reason| NotRun {
+            kind: ErrorKind::BadData,
+            reason,
+            hint: None,
+        }),
+    )
 }
 
 /// Compare two sets of logits.
+///
+/// Finite pairs give the absolute difference; a pair with a non-finite member agrees only when both
+/// hold the same value (NaN against NaN, `+inf` against `+inf`) and is otherwise counted in
+/// `nonfinite_differ`, a disagreement whatever the tolerance. The scale (and so the tolerance) comes
+/// from A's finite logits only, so it is never NaN. Cosine, top-k and KL are computed per position;
+/// a position with a non-finite logit has no KL (`kl_skipped`), and its cosine uses the finite
+/// pairs.
 pub fn logits_metrics(
     a: &Logits,
     b: &Logits,
@@ -484,16 +852,34 @@ pub fn logits_metrics(
     let v = a.vocab.max(1);
     let positions = a.batch * a.seq;
     let (mut max_abs, mut scale, mut min_cos, mut max_kl) = (0f64, 0f64, 1f64, 0f64);
-    let (mut top1, mut top5) = (0usize, 0usize);
+    let (mut top1, mut top5, mut kl_skipped) = (0usize, 0usize, 0usize);
+    let (mut nonfinite_a, mut nonfinite_b, mut nonfinite_differ) = (0u64, 0u64, 0u64);
     for p in 0..positions {
-        let (xa, xb) = (&a.data[p * v..(p + 1) * v], &b.data[p * v..(p + 1) * v]);
+        let (Some(xa), Some(xb)) = (
+            a.data.get(p * v..(p + 1) * v),
+            b.data.get(p * v..(p + 1) * v),
+        ) else {
+            return Err(format!(
+                "the logits hold fewer values than [{}, {}, {}]",
+                a.batch, a.seq, a.vocab
+            ));
+        };
         let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+        let mut row_finite = true;
         for (&x, &y) in xa.iter().zip(xb) {
             let (x, y) = (f64::from(x), f64::from(y));
-            let d = (x - y).abs();
-            if d.is_nan() || d > max_abs {
-                max_abs = d;
+            if !(x.is_finite() && y.is_finite()) {
+                row_finite = false;
+                nonfinite_a += u64::from(!x.is_finite());
+                nonfinite_b += u64::from(!y.is_finite());
+                let same = (x.is_nan() && y.is_nan()) || x == y;
+                nonfinite_differ += u64::from(!same);
+                if x.is_finite() {
+                    scale = scale.max(x.abs());
+                }
+                continue;
             }
+            max_abs = max_abs.max((x - y).abs());
             scale = scale.max(x.abs());
             dot += x * y;
             na += x * x;
@@ -511,12 +897,16 @@ pub fn logits_metrics(
         sa.sort_unstable();
         sb.sort_unstable();
         top5 += usize::from(sa == sb);
-        max_kl = max_kl.max(kl(xa, xb));
+        if row_finite {
+            max_kl = max_kl.max(kl(xa, xb));
+        } else {
+            kl_skipped += 1;
+        }
     }
     let tolerance = atol + rtol * scale;
     let n = positions.max(1) as f64;
     Ok(LogitsCmp {
-        pass: max_abs <= tolerance,
+        pass: max_abs <= tolerance && nonfinite_differ == 0,
         tolerance,
         max_abs,
         max_rel: if scale > 0.0 {
@@ -530,22 +920,30 @@ pub fn logits_metrics(
         max_kl,
         positions,
         scale,
+        nonfinite_a,
+        nonfinite_b,
+        nonfinite_differ,
+        kl_skipped,
     })
 }
 
-/// Indices of the `k` largest values, largest first (NaN sorts last).
+/// Indices of the `k` largest values, largest first; NaN sorts last (a total order, so sorting never
+/// sees an inconsistent comparison).
 pub fn top_k(x: &[f32], k: usize) -> Vec<usize> {
+    use std::cmp::Ordering;
     let mut idx: Vec<usize> = (0..x.len()).collect();
-    idx.sort_by(|&i, &j| {
-        x[j].partial_cmp(&x[i])
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(i.cmp(&j))
-    });
+    let desc = |p: f32, q: f32| match (p.is_nan(), q.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        (false, false) => q.partial_cmp(&p).unwrap_or(Ordering::Equal),
+    };
+    idx.sort_by(|&i, &j| desc(x[i], x[j]).then(i.cmp(&j)));
     idx.truncate(k);
     idx
 }
 
-/// KL(softmax(a) || softmax(b)) in f64.
+/// KL(softmax(a) || softmax(b)) in f64 (finite rows only).
 fn kl(a: &[f32], b: &[f32]) -> f64 {
     let lse = |x: &[f32]| {
         let m = x
@@ -614,6 +1012,176 @@ mod tests {
         assert_eq!(d.top1, 0.5);
         assert!(d.max_kl > 0.1);
         assert!(logits_metrics(&a, &b, 1.5, 0.0).unwrap().pass);
+    }
+
+    fn logits(data: Vec<f32>) -> Logits {
+        Logits {
+            batch: 1,
+            seq: 2,
+            vocab: 3,
+            data,
+        }
+    }
+
+    #[test]
+    fn non_finite_logits_compare_by_identity() {
+        let (nan, inf) = (f32::NAN, f32::INFINITY);
+        // The same non-finite values at the same positions agree; the tolerance stays a number.
+        let a = logits(vec![1.0, inf, 3.0, nan, nan, nan]);
+        let same = logits_metrics(&a, &a.clone(), 0.0, 1e-3).unwrap();
+        assert!(same.pass, "{same:?}");
+        assert_eq!((same.nonfinite_a, same.nonfinite_b), (4, 4));
+        assert_eq!(same.nonfinite_differ, 0);
+        assert_eq!(same.scale, 3.0, "the scale comes from finite values only");
+        assert!((same.tolerance - 3e-3).abs() < 1e-12 && same.max_abs == 0.0);
+        assert_eq!(same.kl_skipped, 2);
+        // NaN against a finite value, and +inf against -inf, disagree whatever the tolerance.
+        let b = logits(vec![1.0, inf, 3.0, 0.0, nan, nan]);
+        let d = logits_metrics(&a, &b, 1e9, 1e9).unwrap();
+        assert!(!d.pass && d.nonfinite_differ == 1, "{d:?}");
+        assert!(d.tolerance.is_finite() && d.max_abs == 0.0);
+        let c = logits(vec![1.0, -inf, 3.0, nan, nan, nan]);
+        let d = logits_metrics(&a, &c, 1e9, 1e9).unwrap();
+        assert!(!d.pass && d.nonfinite_differ == 1, "{d:?}");
+        // A finite side against an all-NaN one.
+        let finite = logits(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let all_nan = logits(vec![nan; 6]);
+        let d = logits_metrics(&finite, &all_nan, 0.0, 0.0).unwrap();
+        assert!(
+            !d.pass && d.nonfinite_differ == 6 && d.nonfinite_b == 6,
+            "{d:?}"
+        );
+        assert_eq!(d.tolerance, 0.0);
+    }
+
+    #[test]
+    fn top_k_orders_nan_last_without_panicking() {
+        let x = [f32::NAN, 2.0, f32::NAN, 5.0, -1.0, f32::INFINITY];
+        assert_eq!(top_k(&x, 4), vec![5, 3, 1, 4]);
+        assert_eq!(top_k(&x, 6)[4..], [0, 2]);
+    }
+
+    fn structure(pass: bool) -> Structure {
+        Structure {
+            pass,
+            common: 1,
+            only_a: Vec::new(),
+            only_b: Vec::new(),
+            shape_differs: Vec::new(),
+            dtype_differs: Vec::new(),
+            config_differs: Vec::new(),
+            configs: (true, true),
+        }
+    }
+
+    #[test]
+    fn verdicts_claim_only_what_ran() {
+        // `differing`: None = all bytes equal; Some(n) = one tensor whose values differ in n elements
+        // (0: the same numbers in other bytes, e.g. -0 and +0).
+        let bytes = |differing: Option<u64>| Bytes {
+            pass: differing.is_none(),
+            compared: 1,
+            identical: usize::from(differing.is_none()),
+            bytes: 4,
+            differing: differing
+                .map(|n| {
+                    let p = Pair {
+                        canonical: "w".into(),
+                        a_name: "w".into(),
+                        b_name: "w".into(),
+                        a_shape: vec![1],
+                        b_shape: vec![1],
+                        a_dtype: Some(Dtype::F32),
+                        b_dtype: Some(Dtype::F32),
+                    };
+                    let v = ValueDiff {
+                        max_abs: n as f64,
+                        rel_l2: 0.0,
+                        cosine: 1.0,
+                        differing: n,
+                        elements: 1,
+                        nonfinite_a: 0,
+                        nonfinite_b: 0,
+                    };
+                    vec![(p, Some(v))]
+                })
+                .unwrap_or_default(),
+        };
+        let (same, numerically_same, differ) = (bytes(None), bytes(Some(0)), bytes(Some(1)));
+        let a = logits(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let ok = logits_metrics(&a, &a, 0.0, 0.0).unwrap();
+        let mut b = a.clone();
+        b.data[0] = 9.0;
+        let bad = logits_metrics(&a, &b, 0.0, 0.0).unwrap();
+        let not_run = NotRun {
+            kind: ErrorKind::BadData,
+            reason: "no config".into(),
+            hint: None,
+        };
+        let (t, f) = (structure(true), structure(false));
+        use Verdict::*;
+        let exact = true;
+        assert_eq!(decide(&t, None, None, exact), SameStructure);
+        assert_eq!(decide(&f, None, None, exact), StructureDiffers);
+        assert_eq!(decide(&t, Some(&same), None, exact), IdenticalBytes);
+        assert_eq!(decide(&t, Some(&differ), None, exact), BytesDiffer);
+        assert_eq!(decide(&f, Some(&same), None, exact), StructureDiffers);
+        let l = |r: std::result::Result<LogitsCmp, NotRun>| Some(r);
+        let ok_l = l(Ok(ok.clone()));
+        assert_eq!(decide(&t, Some(&same), ok_l.as_ref(), exact), Equivalent);
+        // Values that differ at the exact default tolerance are not equivalent even when the sampled
+        // logits agree; with a stated tolerance they are; -0 against +0 always is.
+        assert_eq!(
+            decide(&t, Some(&differ), ok_l.as_ref(), exact),
+            NotEquivalent
+        );
+        assert_eq!(decide(&t, Some(&differ), ok_l.as_ref(), false), Equivalent);
+        assert_eq!(
+            decide(&t, Some(&numerically_same), ok_l.as_ref(), exact),
+            Equivalent
+        );
+        assert_eq!(decide(&f, Some(&same), ok_l.as_ref(), exact), NotEquivalent);
+        let bad_l = l(Ok(bad));
+        assert_eq!(
+            decide(&t, Some(&same), bad_l.as_ref(), false),
+            NotEquivalent
+        );
+        let err = l(Err(not_run));
+        assert_eq!(decide(&t, Some(&same), err.as_ref(), exact), Inconclusive);
+        assert_eq!(
+            decide(&t, Some(&differ), err.as_ref(), exact),
+            NotEquivalent
+        );
+        assert_eq!(decide(&t, Some(&differ), err.as_ref(), false), Inconclusive);
+        assert_eq!(decide(&f, Some(&same), err.as_ref(), exact), NotEquivalent);
+        for (v, code) in [
+            (Equivalent, 0),
+            (SameStructure, 0),
+            (IdenticalBytes, 0),
+            (NotEquivalent, 1),
+            (StructureDiffers, 1),
+            (BytesDiffer, 1),
+            (Inconclusive, 2),
+        ] {
+            assert_eq!(v.exit_code(), code, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn rows_are_read_across_chunk_boundaries() {
+        let chunks: Vec<&[u8]> = vec![b"abc", b"defg", b"h", b"ijkl"];
+        let mut r = RowReader::new(&chunks);
+        let rows: Vec<Vec<u8>> = (0..4).map(|_| r.next_row(3).into_owned()).collect();
+        assert_eq!(
+            rows,
+            [
+                b"abc".to_vec(),
+                b"def".to_vec(),
+                b"ghi".to_vec(),
+                b"jkl".to_vec()
+            ]
+        );
+        assert_eq!(extra_sequences(&[7, 8, 9], 2), vec![vec![7, 8], vec![9, 9]]);
     }
 
     #[test]

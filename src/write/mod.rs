@@ -17,6 +17,7 @@ pub mod fsio;
 pub mod inplace;
 pub mod plan;
 pub mod select;
+pub mod value;
 pub mod verify;
 
 use std::fs::{File, OpenOptions};

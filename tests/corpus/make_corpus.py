@@ -444,7 +444,10 @@ def config_cases():
     text = config_text(TINY_CONFIG).replace('"torch_dtype"', '"time_step_limit": [0.0, Infinity],\n  "x_nan": NaN,\n  "torch_dtype"')
     write("good/A43-config-infinity/config.json", text)
     add("good/A43-config-infinity", "A43", is_dir=True, exit=0, commands=["inspect", "detect", "check", "logits"],
-        expect={"check": {"exit": 0}}, contains=[],
+        expect={"check": {"exit": 1, "contains": ["C011-unmodelled-key", "time_step_limit"]},
+                # keys LLaMA does not model: the computation is not known, so the model is not run
+                "logits": {"exit": 2, "contains": ["time_step_limit", "does not model"]}},
+        contains=[],
         setup=[{"op": "copy", "from": "good/tiny-llama/model.safetensors", "to": "model.safetensors"}],
         note="Infinity/NaN in keys ckpt never consults: accepted")
     text = config_text(TINY_CONFIG).replace('"rms_norm_eps": 1e-05', '"rms_norm_eps": Infinity')
