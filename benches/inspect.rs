@@ -67,7 +67,11 @@ fn main() {
             det = det.min(t.elapsed().as_secs_f64());
             assert_eq!(d.winner.as_deref(), Some(if yi { "yi" } else { "llama" }));
             let t = Instant::now();
-            let r = ckpt::check::run(dir.path(), &ckpt::check::Options::default()).expect("check");
+            let opts = ckpt::check::Options {
+                target: ckpt::check::Target::Transformers,
+                ..Default::default()
+            };
+            let r = ckpt::check::run(dir.path(), &opts).expect("check");
             chk = chk.min(t.elapsed().as_secs_f64());
             assert_eq!(r.ok(false), !yi);
         }

@@ -244,6 +244,236 @@ pub fn first_duplicate_key(bytes: &[u8]) -> Option<String> {
         .and_then(|f| f.0)
 }
 
+/// Largest nesting depth [`number_spellings`] follows.
+const MAX_SPELLING_DEPTH: usize = 128;
+
+/// The number tokens of a JSON text as written (`1e-05`, `5000000.0`), by their path
+/// (`/rope_parameters/rope_theta`, array elements by index). Best effort: on text it cannot follow
+/// (invalid, too deep) it returns what it found so far.
+pub fn number_spellings(bytes: &[u8]) -> Vec<(String, String)> {
+    let mut s = Scan {
+        b: bytes,
+        i: 0,
+        out: Vec::new(),
+    };
+    s.ws();
+    let _ = s.value(&mut String::new(), 0);
+    s.out
+}
+
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+    out: Vec<(String, String)>,
+}
+
+impl Scan<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+    fn bump(&mut self) {
+        self.i = self.i.saturating_add(1);
+    }
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            self.bump();
+        }
+    }
+    fn string(&mut self) -> Option<String> {
+        let start = self.i;
+        self.bump();
+        let mut esc = false;
+        while let Some(c) = self.peek() {
+            self.bump();
+            if esc {
+                esc = false;
+            } else if c == b'\\' {
+                esc = true;
+            } else if c == b'"' {
+                let raw = self.b.get(start..self.i)?;
+                return serde_json::from_slice::<String>(raw).ok();
+            }
+        }
+        None
+    }
+    fn value(&mut self, path: &mut String, depth: usize) -> Option<()> {
+        if depth > MAX_SPELLING_DEPTH {
+            return None;
+        }
+        match self.peek()? {
+            b'{' => {
+                self.bump();
+                loop {
+                    self.ws();
+                    match self.peek()? {
+                        b'}' => {
+                            self.bump();
+                            return Some(());
+                        }
+                        b',' => self.bump(),
+                        b'"' => {
+                            let k = self.string()?;
+                            self.ws();
+                            if self.peek()? != b':' {
+                                return None;
+                            }
+                            self.bump();
+                            self.ws();
+                            let len = path.len();
+                            path.push('/');
+                            path.push_str(&k);
+                            self.value(path, depth.saturating_add(1))?;
+                            path.truncate(len);
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'[' => {
+                self.bump();
+                let mut n = 0usize;
+                loop {
+                    self.ws();
+                    match self.peek()? {
+                        b']' => {
+                            self.bump();
+                            return Some(());
+                        }
+                        b',' => self.bump(),
+                        _ => {
+                            let len = path.len();
+                            path.push('/');
+                            path.push_str(&n.to_string());
+                            self.value(path, depth.saturating_add(1))?;
+                            path.truncate(len);
+                            n = n.saturating_add(1);
+                        }
+                    }
+                }
+            }
+            b'"' => self.string().map(|_| ()),
+            c if c == b'-' || c.is_ascii_digit() => {
+                let start = self.i;
+                while matches!(
+                    self.peek(),
+                    Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                ) {
+                    self.bump();
+                }
+                let text = std::str::from_utf8(self.b.get(start..self.i)?).ok()?;
+                self.out.push((path.clone(), text.to_string()));
+                Some(())
+            }
+            _ => {
+                // true, false, null, Infinity, NaN: skip the word.
+                while self
+                    .peek()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == b'-')
+                {
+                    self.bump();
+                }
+                Some(())
+            }
+        }
+    }
+}
+
+fn same_number(text: &str, n: &serde_json::Number) -> bool {
+    match serde_json::from_str::<serde_json::Number>(text) {
+        Ok(m) => {
+            if let (Some(a), Some(b)) = (m.as_i64(), n.as_i64()) {
+                return a == b;
+            }
+            if let (Some(a), Some(b)) = (m.as_u64(), n.as_u64()) {
+                return a == b;
+            }
+            match (m.as_f64(), n.as_f64()) {
+                (Some(a), Some(b)) => a == b && (m.is_f64() == n.is_f64()),
+                _ => false,
+            }
+        }
+        Err(_) => false,
+    }
+}
+
+/// Serialise `v` like [`to_string_pretty_nonfinite`], but write each number the way `original` (the
+/// JSON text the value was derived from) spelled it: the same path first, else any number of the
+/// same value (a key moved or renamed keeps its spelling). `1e-05` stays `1e-05` instead of
+/// becoming `0.00001`. Numbers that did not exist in `original` get serde_json's spelling.
+pub fn to_string_pretty_spelled(v: &Value, original: &[u8]) -> String {
+    let spellings = number_spellings(original);
+    let mut out = String::new();
+    write_spelled(v, &mut String::new(), &spellings, 0, &mut out);
+    out
+}
+
+fn write_spelled(
+    v: &Value,
+    path: &mut String,
+    sp: &[(String, String)],
+    indent: usize,
+    out: &mut String,
+) {
+    let pad = |n: usize, out: &mut String| {
+        for _ in 0..n {
+            out.push_str("  ");
+        }
+    };
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            out.push_str("{\n");
+            for (i, (k, e)) in m.iter().enumerate() {
+                pad(indent.saturating_add(1), out);
+                out.push_str(&serde_json::to_string(k).unwrap_or_default());
+                out.push_str(": ");
+                let len = path.len();
+                path.push('/');
+                path.push_str(k);
+                write_spelled(e, path, sp, indent.saturating_add(1), out);
+                path.truncate(len);
+                if i.saturating_add(1) < m.len() {
+                    out.push(',');
+                }
+                out.push('\n');
+            }
+            pad(indent, out);
+            out.push('}');
+        }
+        Value::Array(a) if !a.is_empty() => {
+            out.push_str("[\n");
+            for (i, e) in a.iter().enumerate() {
+                pad(indent.saturating_add(1), out);
+                let len = path.len();
+                path.push('/');
+                path.push_str(&i.to_string());
+                write_spelled(e, path, sp, indent.saturating_add(1), out);
+                path.truncate(len);
+                if i.saturating_add(1) < a.len() {
+                    out.push(',');
+                }
+                out.push('\n');
+            }
+            pad(indent, out);
+            out.push(']');
+        }
+        Value::Number(n) => {
+            let at_path = sp
+                .iter()
+                .find(|(p, t)| p == path && same_number(t, n))
+                .or_else(|| sp.iter().find(|(_, t)| same_number(t, n)));
+            match at_path {
+                Some((_, t)) => out.push_str(t),
+                None => out.push_str(&n.to_string()),
+            }
+        }
+        Value::String(s) => match s.strip_prefix(NONFINITE_SENTINEL) {
+            Some(tok @ ("Infinity" | "-Infinity" | "NaN")) => out.push_str(tok),
+            _ => out.push_str(&serde_json::to_string(s).unwrap_or_default()),
+        },
+        other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
@@ -295,5 +525,29 @@ mod tests {
         );
         assert_eq!(first_duplicate_key(br#"{"a":1,"a":2}"#), Some("a".into()));
         assert_eq!(first_duplicate_key(br#"{"a":[{"k":1},{"k":2}]}"#), None);
+    }
+
+    #[test]
+    fn spelled_keeps_number_text() {
+        let orig = br#"{"eps": 1e-05, "theta": 5000000.0, "n": [1, 2.50], "neg": -0.0, "inf": Infinity, "s": "1e-05"}"#;
+        let mut v = from_slice_nonfinite(orig).unwrap();
+        v["moved"] = v["theta"].clone();
+        v["new"] = serde_json::json!(0.1);
+        let s = to_string_pretty_spelled(&v, orig);
+        assert!(s.contains("\"eps\": 1e-05,"), "{s}");
+        assert!(s.contains("\"theta\": 5000000.0,"), "{s}");
+        assert!(s.contains("\"moved\": 5000000.0,"), "{s}");
+        assert!(s.contains("2.50"), "{s}");
+        assert!(s.contains("\"inf\": Infinity"), "{s}");
+        assert!(s.contains("\"new\": 0.1"), "{s}");
+        // Same structure as serde_json's pretty printer otherwise.
+        let plain = serde_json::json!({"a": [], "b": {}, "c": [1, {"d": null}]});
+        assert_eq!(
+            to_string_pretty_spelled(&plain, b"{}"),
+            serde_json::to_string_pretty(&plain).unwrap()
+        );
+        // Hostile text is never followed past its depth or end.
+        assert!(number_spellings(&[b'['; 10_000]).is_empty());
+        assert!(number_spellings(b"{\"a\": 1").len() == 1);
     }
 }

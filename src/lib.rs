@@ -89,6 +89,7 @@ pub mod mapping;
 pub mod reference;
 pub mod report;
 pub mod synth;
+pub mod tokenizer;
 pub mod verify;
 pub mod write;
 

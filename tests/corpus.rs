@@ -32,7 +32,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_ckpt");
 const COMMANDS: &[(&str, &str)] = &[
     ("inspect", "inspect {input}"),
     ("detect", "detect {input}"),
-    ("check", "check --scan-values {input}"),
+    // The rules every loader shares: the corpus entries are weights-only (no tokenizer), which the
+    // default target (every loader, llama.cpp included) reports.
+    ("check", "check --scan-values --target transformers {input}"),
     ("diff", "diff {input} {valid}"),
     ("convert", "convert {in} {out} --quiet"),
     ("logits", "logits {input} --ids 1,2"),

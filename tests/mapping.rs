@@ -339,8 +339,11 @@ fn config_is_rewritten_to_llama_keeping_order() {
         .keys()
         .filter(|k| *k != "auto_map")
         .collect();
-    let now: Vec<&String> = c.raw.keys().collect();
+    // Source keys keep their order; the portability keys (both RoPE spellings, bos/eos,
+    // max_position_embeddings) are added next to them.
+    let now: Vec<&String> = c.raw.keys().filter(|k| orig.contains(k)).collect();
     assert_eq!(orig, now, "key order kept");
+    assert!(c.raw.contains_key("rope_theta") && c.raw.contains_key("rope_parameters"));
     // Back to yi: model_type and architectures restored.
     let back = to_family(&v, reg.get("yi").unwrap()).unwrap();
     assert_eq!(
@@ -371,7 +374,18 @@ fn config_is_rewritten_to_llama_keeping_order() {
     let v = canon(&ck, &reg, "baichuan");
     assert_eq!(v.config.as_ref().unwrap().rope_theta, Some(10000.0));
     let back = to_family(&v, reg.get("baichuan").unwrap()).unwrap();
-    assert_eq!(back.config.as_ref().unwrap().raw, {
+    // The LLaMA config carries both RoPE spellings (mapping/portable.rs); they come back as the
+    // defaults they are.
+    let mut back_raw = back.config.as_ref().unwrap().raw.clone();
+    assert_eq!(
+        back_raw.shift_remove("rope_scaling"),
+        Some(serde_json::Value::Null)
+    );
+    assert_eq!(
+        back_raw.shift_remove("rope_parameters"),
+        Some(serde_json::json!({"rope_type": "default", "rope_theta": 10000.0}))
+    );
+    assert_eq!(back_raw, {
         let mut m = ck.config.as_ref().unwrap().raw.clone();
         m.shift_remove("auto_map");
         m

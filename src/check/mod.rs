@@ -12,8 +12,10 @@
 //! embeddings, dtypes) and, when asked, [`scan`] (NaN / Inf / all-zero values over the mmap).
 
 pub mod files;
+pub mod loaders;
 pub mod rules;
 pub mod scan;
+pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +55,51 @@ pub struct Finding {
     /// What is wrong, lower case, names in backticks. Never repeats the tensor name, so findings of
     /// the same rule on different layers read the same and can be collapsed.
     pub message: String,
+    /// The loaders the finding affects ([`Loaders::ALL`] for the rules every LLaMA loader shares).
+    pub loaders: Loaders,
+}
+
+/// A set of loaders a finding affects (bit set over [`Loaders::LIST`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Loaders(pub u8);
+
+impl Loaders {
+    /// Hugging Face transformers (`AutoModelForCausalLM` / `AutoTokenizer`, no remote code).
+    pub const TRANSFORMERS: Loaders = Loaders(1);
+    /// llama.cpp (`convert_hf_to_gguf.py`, then its runtime).
+    pub const LLAMA_CPP: Loaders = Loaders(2);
+    /// candle-transformers' `llama` model.
+    pub const CANDLE: Loaders = Loaders(4);
+    /// vLLM.
+    pub const VLLM: Loaders = Loaders(8);
+    /// Every loader.
+    pub const ALL: Loaders = Loaders(15);
+    /// Each loader with its name, in output order.
+    pub const LIST: [(Loaders, &'static str); 4] = [
+        (Loaders::TRANSFORMERS, "transformers"),
+        (Loaders::LLAMA_CPP, "llama.cpp"),
+        (Loaders::CANDLE, "candle"),
+        (Loaders::VLLM, "vllm"),
+    ];
+
+    /// The union of two sets.
+    pub const fn or(self, o: Loaders) -> Loaders {
+        Loaders(self.0 | o.0)
+    }
+
+    /// Whether the two sets share a loader.
+    pub fn intersects(self, o: Loaders) -> bool {
+        self.0 & o.0 != 0
+    }
+
+    /// The loader names in the set.
+    pub fn names(self) -> Vec<&'static str> {
+        Self::LIST
+            .iter()
+            .filter(|(l, _)| self.intersects(*l))
+            .map(|(_, n)| *n)
+            .collect()
+    }
 }
 
 impl Finding {
@@ -64,6 +111,7 @@ impl Finding {
             file: None,
             tensor: None,
             message: message.into(),
+            loaders: Loaders::ALL,
         }
     }
 
@@ -86,22 +134,41 @@ impl Finding {
         self.tensor = Some(t.into());
         self
     }
+
+    /// Set the loaders the finding affects.
+    pub fn loaders(mut self, l: Loaders) -> Finding {
+        self.loaders = l;
+        self
+    }
 }
 
-/// The tooling a checkpoint is checked against.
+/// The tooling a checkpoint is checked against. Every target is LLaMA (`model_type` `llama`,
+/// `LlamaForCausalLM`); they differ in which loaders' rules apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
-    /// Hugging Face `LlamaForCausalLM` naming and math.
+    /// The union a "loads in LLaMA tooling" claim needs: every loader's rules (the default).
     Llama,
+    /// Hugging Face transformers only.
+    Transformers,
+    /// llama.cpp (`convert_hf_to_gguf.py`) only.
+    LlamaCpp,
+    /// candle-transformers' `llama` model only.
+    Candle,
+    /// vLLM only.
+    Vllm,
 }
 
 impl Target {
     /// Parse a `--target` value.
     pub fn parse(s: &str) -> Result<Target> {
         match s {
-            "llama" => Ok(Target::Llama),
+            "llama" | "all" => Ok(Target::Llama),
+            "transformers" => Ok(Target::Transformers),
+            "llama.cpp" | "llamacpp" | "llama-cpp" => Ok(Target::LlamaCpp),
+            "candle" => Ok(Target::Candle),
+            "vllm" => Ok(Target::Vllm),
             _ => Err(Error::usage(format!(
-                "unknown target `{}`; supported: llama",
+                "unknown target `{}`; supported: llama (every loader), transformers, llama.cpp, candle, vllm",
                 crate::error::escape(s)
             ))),
         }
@@ -111,21 +178,40 @@ impl Target {
     pub fn name(self) -> &'static str {
         match self {
             Target::Llama => "llama",
+            Target::Transformers => "transformers",
+            Target::LlamaCpp => "llama.cpp",
+            Target::Candle => "candle",
+            Target::Vllm => "vllm",
+        }
+    }
+
+    /// What "will load as ..." says: `llama`, or `llama in candle`.
+    pub fn describe(self) -> String {
+        match self {
+            Target::Llama => "llama".into(),
+            t => format!("llama in {}", t.name()),
+        }
+    }
+
+    /// The loaders whose rules apply.
+    pub fn loaders(self) -> Loaders {
+        match self {
+            Target::Llama => Loaders::ALL,
+            Target::Transformers => Loaders::TRANSFORMERS,
+            Target::LlamaCpp => Loaders::LLAMA_CPP,
+            Target::Candle => Loaders::CANDLE,
+            Target::Vllm => Loaders::VLLM,
         }
     }
 
     /// The `model_type` the target's loaders dispatch on.
     pub fn model_type(self) -> &'static str {
-        match self {
-            Target::Llama => "llama",
-        }
+        "llama"
     }
 
     /// The architecture class name.
     pub fn architecture(self) -> &'static str {
-        match self {
-            Target::Llama => "LlamaForCausalLM",
-        }
+        "LlamaForCausalLM"
     }
 }
 
@@ -244,6 +330,7 @@ pub fn run(path: &Path, opts: &Options) -> Result<Report> {
         }
     };
     findings.extend(check_opened(&ck, opts)?);
+    findings.retain(|f| f.loaders.intersects(opts.target.loaders()));
     let hint = if findings.iter().any(|f| f.severity == Severity::Error) {
         match opts.registry {
             Some(reg) => convert_hint_with(&ck, opts.target, reg, opts.renames),
@@ -276,12 +363,12 @@ pub fn convert_hint_with(
     renames: &[crate::mapping::RenameRule],
 ) -> Option<String> {
     let d = crate::detect::detect_with(ck, reg, renames).ok()?;
-    let w = d.winner.as_deref().filter(|w| *w != target.name())?;
+    let w = d.winner.as_deref().filter(|w| *w != target.model_type())?;
     let cmd = d.convert_command?;
     Some(format!(
         "this looks like a `{}` checkpoint, which converts to {} exactly: run `{cmd}`",
         crate::error::escape(w),
-        target.name()
+        target.model_type()
     ))
 }
 
@@ -289,11 +376,15 @@ pub fn convert_hint_with(
 pub fn check_opened(ck: &Checkpoint, opts: &Options) -> Result<Vec<Finding>> {
     let mut out = Vec::new();
     files::check_opened(ck, &mut out);
+    loaders::extra_weights(ck, &mut out);
     rules::config_identity(ck, opts.target, &mut out);
     rules::tensor_set(ck, &mut out)?;
     rules::dtypes(ck, &mut out);
+    tokenizer::rules(ck, &mut out);
+    loaders::config_rules(ck, &mut out);
     if opts.scan_values {
         out.extend(scan::scan(ck, opts.progress)?);
     }
+    out.retain(|f| f.loaders.intersects(opts.target.loaders()));
     Ok(out)
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ckpt::check::{self, Finding, Options, Report, Severity, Target};
+use ckpt::check::{self, Finding, Loaders, Options, Report, Severity, Target};
 use ckpt::report::{self, esc};
 
 use super::args::{MappingArgs, OpenArgs, Unit, exit_codes, progress};
@@ -22,7 +22,8 @@ pub struct Args {
     /// `*.index.json` or a Hugging Face cache repository.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
-    /// The tooling to check against.
+    /// The loaders to check against: `llama` (every loader: the union a "loads in LLaMA tooling"
+    /// claim needs), `transformers`, `llama.cpp`, `candle` or `vllm`.
     #[arg(long, default_value = "llama", value_name = "TARGET")]
     pub target: String,
     /// Output format: text, json (the same as --json) or github (workflow annotations).
@@ -242,8 +243,11 @@ fn text(r: &Report) -> Vec<String> {
     let mut lines = vec![format!(
         "checking {} against {}",
         display_file(&r.path),
-        r.target.architecture()
+        r.target.architecture(),
     )];
+    if r.target != Target::Llama {
+        lines[0].push_str(&format!(" ({} rules only)", r.target.name()));
+    }
     if r.findings.is_empty() {
         return lines;
     }
@@ -263,9 +267,10 @@ fn text(r: &Report) -> Vec<String> {
             })
             .unwrap_or_default();
         lines.push(format!(
-            "{}[{}]: {tensor}{}",
+            "{}[{}]{}: {tensor}{}",
             f.severity.name(),
             f.id,
+            tags(f.loaders),
             f.message
         ));
         if let Some(file) = g.file() {
@@ -274,6 +279,15 @@ fn text(r: &Report) -> Vec<String> {
     }
     lines.push(String::new());
     lines
+}
+
+/// ` (candle, vllm)` for a finding that affects some loaders only; empty for every loader.
+fn tags(l: Loaders) -> String {
+    if l == Loaders::ALL {
+        String::new()
+    } else {
+        format!(" ({})", l.names().join(", "))
+    }
 }
 
 fn summary(r: &Report, deny: bool) -> String {
@@ -287,7 +301,7 @@ fn summary(r: &Report, deny: bool) -> String {
         format!(
             "ok: {} will load as {} ({counts})",
             display_file(&r.path),
-            r.target.name()
+            r.target.describe()
         )
     } else if e == 0 {
         format!("failed: {counts} (warnings denied)")
@@ -295,7 +309,7 @@ fn summary(r: &Report, deny: bool) -> String {
         format!(
             "failed: {counts}: {} will not load as {} as it is",
             display_file(&r.path),
-            r.target.name()
+            r.target.describe()
         )
     }
 }
@@ -326,7 +340,11 @@ fn github(r: &Report) -> Vec<String> {
             if let Some(file) = g.files.first() {
                 props.push(format!("file={}", gh_prop(&file.display().to_string())));
             }
-            props.push(format!("title={}", gh_prop(f.id)));
+            props.push(format!(
+                "title={}{}",
+                gh_prop(f.id),
+                gh_prop(&tags(f.loaders))
+            ));
             let msg = match &g.tensor {
                 Some(t) => format!("`{}`: {}", esc(t), f.message),
                 None => f.message.clone(),
@@ -347,6 +365,7 @@ fn to_json(r: &Report, deny: bool) -> serde_json::Value {
                 "file": f.file.as_ref().map(|p| p.display().to_string()),
                 "tensor": f.tensor,
                 "message": f.message,
+                "loaders": f.loaders.names(),
             })
         })
         .collect();

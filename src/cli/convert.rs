@@ -39,6 +39,12 @@ const RENAME_HINT_UNREADABLE: &str = "`ckpt rename --verify` reads the source th
 /// The output is built in a hidden sibling directory, fsynced, checked against the source (every
 /// tensor's bytes re-read and compared) and only then renamed to DST: an error, a full disk or
 /// Ctrl-C leaves DST as it was. The source is never modified (except with --in-place).
+///
+/// Only the checkpoint's weights are copied: other weight files (another layout, pickle or GGUF
+/// twins, stray safetensors) are listed as not copied, with the reason. To llama: config.json
+/// carries both RoPE spellings, max_position_embeddings and bos/eos, keys meaningless for LLaMA are
+/// dropped (listed), numbers keep their spelling; tokenizer_config.json is rewritten to a stock
+/// class when the tokenizer is a standard kind, else its remote code is kept (said so).
 #[derive(clap::Args, Debug)]
 #[command(after_help = exit_codes::CONVERT)]
 pub struct Args {
@@ -579,6 +585,15 @@ fn convert(
             s.dropped_files.join(", ")
         ));
     }
+    for (f, why) in &s.skipped_weights {
+        out(&format!("not copied: {}: {why}", esc(f)));
+    }
+    for n in &s.notes {
+        out(&format!("note: {n}"));
+    }
+    for line in config_changes(&view) {
+        out(&line);
+    }
     let secs = s.elapsed.as_secs_f64().max(1e-9);
     out(&format!(
         "wrote {} ({}) in {} file{} to {} in {:.2} s ({}/s){}{}",
@@ -783,10 +798,34 @@ fn dry_run(view: &View, max: u64, drop_py: bool) {
             out("  (unchanged)");
         }
     }
+    for line in config_changes(view) {
+        out(&line);
+    }
+    let sel = match write::select::select(view, drop_py) {
+        Ok(s) => s,
+        Err(e) => {
+            out(&format!("file selection failed: {}", e.message()));
+            write::select::Selection::default()
+        }
+    };
+    let mut skipped = Vec::new();
     let (copied, dropped): (Vec<&String>, Vec<&String>) = ck
         .other_files
         .iter()
-        .partition(|f| !(drop_py && f.ends_with(".py")));
+        .filter(|f| match write::select::weight_skip_reason(ck, f) {
+            Some(why) => {
+                skipped.push(format!("{}: {why}", esc(f)));
+                false
+            }
+            None => true,
+        })
+        .partition(|f| sel.skip_reason(ck, f).is_none());
+    for s in &skipped {
+        out(&format!("not copied: {s}"));
+    }
+    for n in &sel.notes {
+        out(&format!("note: {n}"));
+    }
     if !copied.is_empty() {
         out(&format!(
             "copied: {}",
@@ -804,6 +843,18 @@ fn dry_run(view: &View, max: u64, drop_py: bool) {
         ));
     }
     out("dry run: nothing was written");
+}
+
+/// What the conversion does to the config keys (dropped as meaningless for LLaMA, added for
+/// portability), when the output config is a LLaMA `config.json`.
+fn config_changes(view: &View) -> Vec<String> {
+    let (Some(src), Some(new)) = (view.ckpt.config.as_ref(), view.config.as_ref()) else {
+        return Vec::new();
+    };
+    if new.model_type.as_deref() != Some("llama") {
+        return Vec::new();
+    }
+    ckpt::mapping::portable::describe(&src.raw, &new.raw)
 }
 
 /// The source as it is on disk, seen as canonical LLaMA through its own family (`--from` and

@@ -69,6 +69,12 @@ enum Command {
     /// key.
     Diff(diff::Args),
     /// Convert a checkpoint to another naming family as a Hub-ready directory (crash-safe).
+    ///
+    /// Only the checkpoint's weights are copied: other weight files (another layout, pickle or GGUF
+    /// twins, stray safetensors) are listed as not copied, with the reason. To llama: config.json
+    /// carries both RoPE spellings, max_position_embeddings and bos/eos, keys meaningless for LLaMA
+    /// are dropped (listed), numbers keep their spelling; tokenizer_config.json is rewritten to a
+    /// stock class when the tokenizer is a standard kind, else its remote code is kept (said so).
     Convert(convert::Args),
     /// Rename tensors with PATTERN=REPLACEMENT rules into a new directory (or in place); no family
     /// mapping is involved.

@@ -194,6 +194,7 @@ pub fn to_llama(cfg: &ModelConfig, family: &Family, facts: &TensorFacts) -> Resu
     if from_params {
         set(&mut map, "tie_word_embeddings", Value::from(!facts.lm_head));
     }
+    super::portable::apply(&mut map, cfg);
     reparse(map, ConfigSource::ConfigJson, cfg)
 }
 

@@ -8,6 +8,7 @@
 //! - [`family`]: compiled rules, [`Family`] and the [`Registry`] (file parsing and validation in `loader`);
 //! - [`apply`]: [`canonical_view`] and its inverse [`to_family`] (row-gather transforms);
 //! - [`configmap`]: config.json / params.json to and from LLaMA's config;
+//! - [`portable`]: the LLaMA config every loader reads the same way (both RoPE spellings, bos/eos, dropped keys);
 //! - [`view`]: the virtual checkpoint both produce.
 
 pub mod apply;
@@ -16,6 +17,7 @@ pub mod family;
 mod loader;
 pub mod math;
 pub mod pattern;
+pub mod portable;
 pub mod view;
 
 pub use apply::{Quantities, canonical_view, to_family};

@@ -17,6 +17,7 @@ pub mod fsio;
 pub mod guard;
 pub mod inplace;
 pub mod plan;
+pub mod select;
 pub mod value;
 pub mod verify;
 
@@ -112,6 +113,14 @@ pub struct WriteSummary {
     pub dropped_files: Vec<String>,
     /// Source entries skipped because they are not regular files or directories.
     pub skipped_files: Vec<String>,
+    /// Weight files of the source that are not part of the converted checkpoint, not copied:
+    /// (relative path, reason).
+    pub skipped_weights: Vec<(String, String)>,
+    /// Files written from new text (a rewritten `tokenizer_config.json`, a generated
+    /// `generation_config.json`) rather than copied.
+    pub written_files: Vec<String>,
+    /// What the file selection decided about the tokenizer and other files (see [`select`]).
+    pub notes: Vec<String>,
     /// Whether an existing destination was replaced.
     pub replaced: bool,
     /// Whether tensor bytes were compared with the source.
@@ -219,14 +228,20 @@ struct OtherFiles {
     dirs: Vec<PathBuf>,
     dropped: Vec<String>,
     skipped: Vec<String>,
+    /// Weight files that are not the checkpoint's: (relative path, reason).
+    skipped_weights: Vec<(String, String)>,
+    /// Files written from new text instead of copied: (relative path, text).
+    texts: Vec<(PathBuf, String)>,
 }
 
 /// Select the auxiliary files to copy: every entry of the source directory that is not a shard,
 /// the index or a config file, walked without following links that leave the directory or point
 /// at directories, with a depth, entry and byte budget; what is not copied is listed with why.
+/// Which files belong to the output (weights of another layout are not copied, tokenizer configs
+/// are rewritten, files are generated) is the `select::Selection`'s decision.
 fn other_files(
     ck: &Checkpoint,
-    drop_py: bool,
+    sel: &select::Selection,
     config_name: Option<&str>,
     cancel: Option<&AtomicBool>,
 ) -> Result<OtherFiles> {
@@ -235,29 +250,39 @@ fn other_files(
         dirs: Vec::new(),
         dropped: Vec::new(),
         skipped: Vec::new(),
+        skipped_weights: Vec::new(),
+        texts: Vec::new(),
     };
     // Only a checkpoint given as a directory brings its other files along.
-    if !ck.path.is_dir() {
-        return Ok(o);
+    if ck.path.is_dir() {
+        let root =
+            std::fs::canonicalize(&ck.dir).map_err(|e| Error::io(&ck.dir, "cannot open", e))?;
+        let mut walk = AuxWalk {
+            root,
+            visited: Vec::new(),
+            bytes: 0,
+            entries: 0,
+            cancel,
+            ck,
+            sel,
+        };
+        let excluded = |name: &std::ffi::OsStr| {
+            name == INDEX_NAME
+                || name == "config.json"
+                || name == "params.json"
+                || Some(name) == config_name.map(std::ffi::OsStr::new)
+                || ck.shards.iter().any(|s| {
+                    s.path.file_name() == Some(name) && s.path.parent().is_some_and(|p| p == ck.dir)
+                })
+        };
+        walk.dir(&ck.dir, Path::new(""), 0, &excluded, &mut o)?;
     }
-    let root = std::fs::canonicalize(&ck.dir).map_err(|e| Error::io(&ck.dir, "cannot open", e))?;
-    let mut walk = AuxWalk {
-        root,
-        visited: Vec::new(),
-        bytes: 0,
-        entries: 0,
-        cancel,
-    };
-    let excluded = |name: &std::ffi::OsStr| {
-        name == INDEX_NAME
-            || name == "config.json"
-            || name == "params.json"
-            || Some(name) == config_name.map(std::ffi::OsStr::new)
-            || ck.shards.iter().any(|s| {
-                s.path.file_name() == Some(name) && s.path.parent().is_some_and(|p| p == ck.dir)
-            })
-    };
-    walk.dir(&ck.dir, Path::new(""), 0, &excluded, drop_py, &mut o)?;
+    for (name, text) in &sel.generated {
+        let rel = Path::new(name);
+        if !o.copies.iter().any(|c| c.rel == rel) && !o.texts.iter().any(|(r, _)| r == rel) {
+            o.texts.push((PathBuf::from(name), text.clone()));
+        }
+    }
     Ok(o)
 }
 
@@ -267,6 +292,8 @@ struct AuxWalk<'a> {
     bytes: u64,
     entries: usize,
     cancel: Option<&'a AtomicBool>,
+    ck: &'a Checkpoint,
+    sel: &'a select::Selection,
 }
 
 impl AuxWalk<'_> {
@@ -276,7 +303,6 @@ impl AuxWalk<'_> {
         rel: &Path,
         depth: usize,
         excluded: &dyn Fn(&std::ffi::OsStr) -> bool,
-        drop_py: bool,
         o: &mut OtherFiles,
     ) -> Result<()> {
         let dm = std::fs::symlink_metadata(dir).map_err(|e| Error::io(dir, "cannot read", e))?;
@@ -351,11 +377,23 @@ impl AuxWalk<'_> {
                 }
                 self.entries += 1;
                 o.dirs.push(r.clone());
-                self.dir(&src, &r, depth + 1, excluded, drop_py, o)?;
+                self.dir(&src, &r, depth + 1, excluded, o)?;
             } else if m.is_file() {
-                if drop_py && name.as_encoded_bytes().ends_with(b".py") {
-                    o.dropped.push(shown);
-                    continue;
+                // Which files belong to the output is the selection's call (UTF-8 names; ckpt
+                // never decides about a name it cannot read, so those are copied as they are).
+                if let Some(rel) = r.to_str() {
+                    if let Some(reason) = self.sel.skip_reason(self.ck, rel) {
+                        if rel.ends_with(".py") {
+                            o.dropped.push(shown);
+                        } else {
+                            o.skipped_weights.push((shown, reason));
+                        }
+                        continue;
+                    }
+                    if let Some(text) = self.sel.rewritten(rel) {
+                        o.texts.push((r.clone(), text.to_string()));
+                        continue;
+                    }
                 }
                 if self.bytes.saturating_add(m.len()) > MAX_AUX_BYTES {
                     skip(o, "over the 16 GiB budget for auxiliary files");
@@ -398,8 +436,23 @@ pub fn config_output(view: &View) -> Option<(&'static str, String)> {
     {
         return Some((name, text));
     }
-    let mut text =
-        crate::json::to_string_pretty_nonfinite(&serde_json::Value::Object(cfg.raw.clone()));
+    // Rewritten config: numbers keep the source's spelling (`1e-05` stays `1e-05`).
+    let original = view
+        .ckpt
+        .config
+        .as_ref()
+        .and_then(|c| {
+            crate::checkpoint::config::read_limited(
+                &c.path,
+                crate::checkpoint::config::MAX_CONFIG_BYTES,
+            )
+            .ok()
+        })
+        .unwrap_or_default();
+    let mut text = crate::json::to_string_pretty_spelled(
+        &serde_json::Value::Object(cfg.raw.clone()),
+        &original,
+    );
     text.push('\n');
     Some((name, text))
 }
@@ -483,15 +536,16 @@ fn write_view_staged(
     let d = check_destination(ck, dst, opts.force)?;
     let plan = plan::plan(view, opts.max_shard_size)?;
     let config = config_output(view);
-    let others = other_files(
-        ck,
-        opts.drop_remote_code,
-        config.as_ref().map(|c| c.0),
-        opts.cancel,
-    )
-    .map_err(|e| e.file(&ck.dir))?;
+    let selection = select::select(view, opts.drop_remote_code)?;
+    let others = other_files(ck, &selection, config.as_ref().map(|c| c.0), opts.cancel)
+        .map_err(|e| e.file(&ck.dir))?;
     // Space preflight (B.2 step 2).
-    let copies: u64 = others.copies.iter().map(|c| c.size).sum();
+    let copies: u64 = others
+        .copies
+        .iter()
+        .map(|c| c.size)
+        .chain(others.texts.iter().map(|(_, t)| t.len() as u64))
+        .sum();
     let needed = plan
         .total_file_bytes()
         .saturating_add(plan.index.as_ref().map_or(0, |s| s.len() as u64))
@@ -591,6 +645,12 @@ fn write_view_staged(
                 CopyErr::Read(e) => Error::io(&c.src, "cannot read", e),
                 CopyErr::Write(e) => fail(e, &shown, None, &ctx),
             })?;
+    }
+    for (rel, text) in &others.texts {
+        let shown = rel.display().to_string();
+        write_small(&sp.join(rel), text.as_bytes(), &mut ctx)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| fail(e, &shown, None, &ctx))?;
     }
     for dir in others.dirs.iter().rev() {
         fsio::sync_dir(&sp.join(dir))
@@ -704,6 +764,13 @@ fn write_view_staged(
         copied_files: others.copies.iter().map(|c| escape_path(&c.rel)).collect(),
         dropped_files: others.dropped,
         skipped_files: others.skipped,
+        skipped_weights: others.skipped_weights,
+        written_files: others
+            .texts
+            .iter()
+            .map(|(r, _)| r.display().to_string())
+            .collect(),
+        notes: selection.notes,
         replaced: d.exists,
         verified_bytes: opts.verify_bytes,
         kernel_copy_bytes: ctx.cfr_bytes,
