@@ -468,7 +468,7 @@ fn write_spelled(
         }
         Value::String(s) => match s.strip_prefix(NONFINITE_SENTINEL) {
             Some(tok @ ("Infinity" | "-Infinity" | "NaN")) => out.push_str(tok),
-            _ => out.push_str(&serde_json::to_string(s).unwrap_or_default()),
+            _ => out.push_str(&json_string(s)),
         },
         other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
     }

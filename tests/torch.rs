@@ -213,8 +213,10 @@ fn replicated_norms_must_be_equal_and_ranks_complete() {
     assert!(err.contains("rank 0 is missing"), "{err}");
 }
 
+/// A directory with both formats (real Hub repositories often ship both): the safetensors files
+/// are read, as transformers does, and the PyTorch files are named as not read.
 #[test]
-fn both_formats_in_one_directory_are_ambiguous() {
+fn both_formats_in_one_directory_read_the_safetensors_and_say_so() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("both");
     copy_dir(&fixture("torch-bin"), &d);
@@ -223,13 +225,14 @@ fn both_formats_in_one_directory_are_ambiguous() {
         d.join("model.safetensors"),
     )
     .unwrap();
-    let (code, _, err) = common::ckpt(&["inspect", d.to_str().unwrap()]);
-    assert_eq!(code, 2);
+    let (code, out, err) = common::ckpt(&["inspect", d.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let all = format!("{out}{err}");
     assert!(
-        err.contains("two formats") && err.contains("pytorch_model.bin"),
-        "{err}"
+        all.contains("also holds PyTorch weights") && all.contains("pytorch_model.bin"),
+        "{all}"
     );
-    // Either file given directly is fine.
+    // The PyTorch file given directly is read as itself.
     let (code, _, _) = common::ckpt(&["inspect", d.join("pytorch_model.bin").to_str().unwrap()]);
     assert_eq!(code, 0);
 }

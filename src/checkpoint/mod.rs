@@ -312,21 +312,34 @@ impl Checkpoint {
                     || (torch_files.is_empty() && f.ends_with(".safetensors"))
             })
             .collect();
-        if !torch_files.is_empty() && !st_files.is_empty() {
-            return Err(Error::new(
-                ErrorKind::WrongFormat,
-                format!(
-                    "the directory holds weights in two formats: safetensors ({}) and PyTorch pickle archives ({}); which one is the checkpoint is ambiguous",
-                    st_files.iter().take(3).map(|s| format!("`{}`", escape(s))).collect::<Vec<_>>().join(", "),
-                    torch_files.iter().take(3).map(|s| format!("`{}`", escape(s))).collect::<Vec<_>>().join(", ")
-                ),
-            )
-            .file(dir)
-            .hint("give the file or index you mean (e.g. DIR/model.safetensors or DIR/pytorch_model.bin), or move the other format away"));
-        }
-        if !torch_files.is_empty() {
+        if !torch_files.is_empty() && st_files.is_empty() {
             return Self::open_torch_dir(dir, &names, &listing, key);
         }
+        // Both formats: read the safetensors, as transformers does (`use_safetensors` when
+        // available), and say so; the PyTorch files are then extra weights that `check` reports
+        // and `convert` does not copy.
+        let twins = (!torch_files.is_empty()).then(|| {
+            format!(
+                "the directory also holds PyTorch weights ({}); the safetensors files are read, as transformers does; give a `.bin`/`.pth` file directly to read that one",
+                torch_files
+                    .iter()
+                    .take(3)
+                    .map(|s| format!("`{}`", escape(s)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
+        let mut ck = Self::open_safetensors_dir(dir, opts, &listing, has)?;
+        ck.warnings.extend(twins);
+        Ok(ck)
+    }
+
+    fn open_safetensors_dir(
+        dir: &Path,
+        opts: &OpenOptions,
+        listing: &[std::ffi::OsString],
+        has: impl Fn(&str) -> bool,
+    ) -> Result<Checkpoint> {
         let config_path = if has("config.json") {
             Some(dir.join("config.json"))
         } else if has("params.json") {

@@ -282,7 +282,13 @@ pub fn canonical_view<'a>(
         }
     }
     add_zeros(&mut out, family, &q)?;
-    View::new(ck, family.name.clone(), "llama", out, config, dropped).map_err(|e| e.file(&ck.path))
+    let mut v = View::new(ck, family.name.clone(), "llama", out, config, dropped)
+        .map_err(|e| e.file(&ck.path))?;
+    // A family view always carries the computation its family means (never LLaMA by default);
+    // `detect::open_view` re-resolves it when the user asserts the family.
+    let r = super::math::for_checkpoint(family, ck.config.as_ref());
+    v.math = Some(r.usable(&family.name, false).cloned());
+    Ok(v)
 }
 
 /// Rows per head for a rotary permutation of a tensor of `rows` rows over `n` heads.
