@@ -351,7 +351,7 @@ impl Checkpoint {
         if has(INDEX_NAME) {
             let mut ck = Self::open_indexed(&dir.join(INDEX_NAME), dir, dir, opts)?;
             ck.config = config;
-            ck.other_files = others(&listing, &ck);
+            ck.other_files = others(listing, &ck);
             return Ok(ck);
         }
         let st: Vec<&OsString> = listing
@@ -397,7 +397,7 @@ impl Checkpoint {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut ck = Self::assemble(dir, dir, layout, shards, config, None, Vec::new())?;
-        ck.other_files = others(&listing, &ck);
+        ck.other_files = others(listing, &ck);
         Ok(ck)
     }
 

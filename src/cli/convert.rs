@@ -13,7 +13,6 @@ use super::{CmdResult, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, out};
 use ckpt::Error;
 use ckpt::checkpoint::Checkpoint;
 use ckpt::detect::open_view;
-use ckpt::mapping::pattern::apply_renames;
 use ckpt::mapping::{RenameRule, View, to_family};
 use ckpt::report::{self, esc, human_bytes};
 use ckpt::write::{self, Phase, WriteOptions, inplace, plan};
@@ -260,30 +259,7 @@ fn build_view<'a>(
         .map(|r| RenameRule::parse(r))
         .collect::<Result<Vec<_>, _>>()?;
     let Some(f) = family else {
-        let id = View::identity(ck);
-        let names: Vec<String> = id.tensors.iter().map(|t| t.name.clone()).collect();
-        let new = apply_renames(&names, &rules).map_err(|e| e.file(&ck.path))?;
-        let tensors = id
-            .tensors
-            .iter()
-            .cloned()
-            .zip(new)
-            .map(|(mut t, n)| {
-                if n != t.name {
-                    t.transform = "rename";
-                    t.name = n;
-                }
-                t
-            })
-            .collect();
-        let v = View::new(
-            ck,
-            "identity",
-            "identity",
-            tensors,
-            ck.config.clone(),
-            Vec::new(),
-        )?;
+        let v = ckpt::mapping::identity_renamed(ck, &rules)?;
         return Ok((
             v,
             false,

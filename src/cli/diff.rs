@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use ckpt::Result;
 use ckpt::checkpoint::Checkpoint;
 use ckpt::diff::{self, DiffReport, Options, Side, Status, TensorRow, ValueDiff};
-use ckpt::mapping::pattern::apply_renames;
 use ckpt::mapping::{Registry, RenameRule, View};
 use ckpt::report::{self, esc, format_layers, layer_pattern};
 
@@ -67,34 +66,10 @@ fn open_view<'a>(
     rules: &[RenameRule],
 ) -> Result<(View<'a>, String)> {
     let identity = || -> Result<(View<'a>, String)> {
-        if rules.is_empty() {
-            return Ok((View::identity(ck), "identity".into()));
-        }
-        let id = View::identity(ck);
-        let names: Vec<String> = id.tensors.iter().map(|t| t.name.clone()).collect();
-        let new = apply_renames(&names, rules).map_err(|e| e.file(&ck.path))?;
-        let tensors = id
-            .tensors
-            .iter()
-            .cloned()
-            .zip(new)
-            .map(|(mut t, n)| {
-                if n != t.name {
-                    t.transform = "rename";
-                    t.name = n;
-                }
-                t
-            })
-            .collect();
-        let v = View::new(
-            ck,
-            "identity",
-            "identity",
-            tensors,
-            ck.config.clone(),
-            Vec::new(),
-        )?;
-        Ok((v, "identity".into()))
+        Ok((
+            ckpt::mapping::identity_renamed(ck, rules)?,
+            "identity".into(),
+        ))
     };
     match family {
         Some("identity") => identity(),

@@ -797,3 +797,35 @@ fn check_required(out: &[ViewTensor], canonical: &View<'_>, family: &Family) -> 
     }
     Ok(())
 }
+
+/// The checkpoint as it is, with ad-hoc `--rename` rules applied to its names and no family (an
+/// identity view: nothing is said about its computation).
+pub fn identity_renamed<'a>(ck: &'a Checkpoint, rules: &[RenameRule]) -> Result<View<'a>> {
+    let id = View::identity(ck);
+    if rules.is_empty() {
+        return Ok(id);
+    }
+    let names: Vec<String> = id.tensors.iter().map(|t| t.name.clone()).collect();
+    let new = apply_renames(&names, rules).map_err(|e| e.file(&ck.path))?;
+    let tensors = id
+        .tensors
+        .iter()
+        .cloned()
+        .zip(new)
+        .map(|(mut t, n)| {
+            if n != t.name {
+                t.transform = "rename";
+                t.name = n;
+            }
+            t
+        })
+        .collect();
+    View::new(
+        ck,
+        "identity",
+        "identity",
+        tensors,
+        ck.config.clone(),
+        Vec::new(),
+    )
+}

@@ -675,6 +675,11 @@ fn key_usize(cfg: &ModelConfig, key: &str) -> Result<Option<usize>> {
     }
 }
 
+/// Most decoder layers a config may claim: the per-layer switches are sized by it before any
+/// tensor is checked, so a config claiming 10^9 layers must not allocate gigabytes (the largest
+/// published models have a few hundred).
+pub const MAX_LAYERS: usize = 1 << 14;
+
 /// The dimensions the resolution needs.
 #[derive(Debug, Clone, Copy)]
 pub struct Dims {
@@ -688,6 +693,12 @@ pub struct Dims {
 
 /// Resolve a family's `[math]` against a checkpoint's own (family-side) config.
 pub fn resolve(spec: &MathSpec, cfg: &ModelConfig, d: Dims) -> Result<Math> {
+    if d.layers > MAX_LAYERS {
+        return Err(Error::bad_data(format!(
+            "`num_hidden_layers` is {}, over the limit of {MAX_LAYERS}",
+            d.layers
+        )));
+    }
     let mut m = Math::llama(d.layers, d.head_dim);
     if let Some(r) = spec.rope {
         m.rope = r;

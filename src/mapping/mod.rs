@@ -20,7 +20,7 @@ pub mod pattern;
 pub mod portable;
 pub mod view;
 
-pub use apply::{Quantities, canonical_view, to_family};
+pub use apply::{Quantities, canonical_view, identity_renamed, to_family};
 pub use family::{ConfigFormat, Family, Quantity, Registry, Rule, RuleEntry};
 pub use pattern::{Pattern, RenameRule};
 pub use view::{Segment, View, ViewTensor};
