@@ -813,7 +813,7 @@ fn the_quick_start_works_twice_in_a_row() {
         let out = t.path().join("yi-llama");
         let (code, stdout, err) = ckpt(&[
             "convert",
-            s(&fixture("yi")),
+            s(&fixture("tokenizers/yi-sp")),
             s(&out),
             "--to",
             "llama",
@@ -821,8 +821,10 @@ fn the_quick_start_works_twice_in_a_row() {
         ]);
         assert_eq!(code, 0, "{err}");
         assert!(stdout.contains("verdict: equivalent"), "{stdout}");
-        // The fixture has no tokenizer, which the default target (every loader) wants.
-        let (code, _, _) = ckpt(&["check", s(&out), "--target", "transformers"]);
-        assert_eq!(code, 0);
+        // Every loader's rules, tokenizer included.
+        let (code, out_text, _) = ckpt(&["check", s(&out)]);
+        assert_eq!(code, 0, "{out_text}");
+        let (code, _, _) = ckpt(&["check", s(&fixture("tokenizers/yi-sp"))]);
+        assert_eq!(code, 1);
     }
 }
