@@ -11,7 +11,9 @@ use ckpt::report::{self, esc};
 use super::args::{MappingArgs, OpenArgs, exit_codes};
 use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, JSON_SCHEMA_VERSION, out};
 
-/// Detect a checkpoint's family from its tensor names, config and shapes (headers only).
+/// Detect a checkpoint's family from its tensor names, config, shipped remote code (read as text,
+/// never run) and shapes (headers only), and say what it computes: config keys the family does not
+/// model, an unknown `model_type` or look-alikes that cannot be told apart are named, never assumed.
 #[derive(clap::Args, Debug)]
 #[command(after_help = exit_codes::DETECT)]
 pub struct Args {

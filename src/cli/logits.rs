@@ -16,8 +16,9 @@ use ckpt::{Error, Result};
 use super::args::{MappingArgs, OpenArgs, Unit, exit_codes, progress};
 use super::{CmdResult, EXIT_FINDINGS, EXIT_OK, JSON_SCHEMA_VERSION, out};
 
-/// Run the reference LLaMA forward pass on token ids and print the top next-token logits of each
-/// sequence's last position (or write all logits with `--out`).
+/// Run the reference forward pass, in the checkpoint family's own math (refused when that math is not
+/// known), on token ids and print the top next-token logits of each sequence's last position (or
+/// write all logits with `--out`).
 ///
 /// Exit 0; 1 when some logits are not finite (NaN or infinite: a warning says how many), 2 on
 /// error.

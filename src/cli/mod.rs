@@ -79,11 +79,11 @@ enum Command {
     /// Rename tensors with PATTERN=REPLACEMENT rules into a new directory (or in place); no family
     /// mapping is involved.
     Rename(convert::RenameArgs),
-    /// Detect a checkpoint's family (names, config, shapes) and say how to convert it.
+    /// Detect a checkpoint's family (names, config, shipped remote code, shapes) and what it computes; say how to convert it.
     Detect(detect::Args),
     /// List the known family mapping files.
     Families(families::Args),
-    /// Run the reference LLaMA forward pass on token ids; show the top next tokens or write logits
+    /// Run the reference forward pass, in the checkpoint family's own math, on token ids; show the top next tokens or write logits
     /// (exit 1 with a warning when some logits are NaN or infinite).
     Logits(logits::Args),
     /// Prove two checkpoints compute the same thing: structure, bytes and logits of the reference
