@@ -157,21 +157,7 @@ pub fn compare(
             p((na * ca.esize) as u64);
         }
     }
-    let rel_l2 = if aa > 0.0 {
-        dd.sqrt() / aa.sqrt()
-    } else if dd == 0.0 {
-        0.0
-    } else {
-        f64::INFINITY
-    };
-    // Equal values have cosine exactly 1 (the formula can round to 0.9999999999999998).
-    let cosine = if differing == 0 || (aa == 0.0 && bb == 0.0) {
-        1.0
-    } else if aa == 0.0 || bb == 0.0 {
-        0.0
-    } else {
-        ab / (aa.sqrt() * bb.sqrt())
-    };
+    let (rel_l2, cosine) = ratios(dd, aa, bb, ab, differing);
     Ok(ValueDiff {
         max_abs: max,
         rel_l2,
@@ -229,4 +215,25 @@ pub fn value_bytes(a: &View, b: &View) -> u64 {
         })
         .map(|ta| ta.nbytes() as u64)
         .sum()
+}
+
+/// Relative L2 difference `|a - b| / |a|` and cosine of two value streams from their sums
+/// (`dd = sum (a-b)^2`, `aa = sum a^2`, `bb = sum b^2`, `ab = sum a b`). Equal values have cosine
+/// exactly 1 (the formula can round to 0.9999999999999998).
+pub fn ratios(dd: f64, aa: f64, bb: f64, ab: f64, differing: u64) -> (f64, f64) {
+    let rel_l2 = if aa > 0.0 {
+        dd.sqrt() / aa.sqrt()
+    } else if dd == 0.0 {
+        0.0
+    } else {
+        f64::INFINITY
+    };
+    let cosine = if differing == 0 || (aa == 0.0 && bb == 0.0) {
+        1.0
+    } else if aa == 0.0 || bb == 0.0 {
+        0.0
+    } else {
+        ab / (aa.sqrt() * bb.sqrt())
+    };
+    (rel_l2, cosine)
 }

@@ -216,20 +216,7 @@ pub fn value_diff(
         bb += q * q;
         ab += p * q;
     }
-    let rel_l2 = if aa > 0.0 {
-        dd.sqrt() / aa.sqrt()
-    } else if dd == 0.0 {
-        0.0
-    } else {
-        f64::INFINITY
-    };
-    let cosine = if differing == 0 || (aa == 0.0 && bb == 0.0) {
-        1.0
-    } else if aa == 0.0 || bb == 0.0 {
-        0.0
-    } else {
-        ab / (aa.sqrt() * bb.sqrt())
-    };
+    let (rel_l2, cosine) = crate::diff::values::ratios(dd, aa, bb, ab, differing);
     Ok(crate::diff::values::ValueDiff {
         max_abs: max,
         rel_l2,
