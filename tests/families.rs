@@ -268,26 +268,8 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// `input_ids` and `logits` of a fixture's `expected.safetensors`.
 fn golden(name: &str) -> (Vec<Vec<u32>>, Vec<f32>) {
-    use ckpt::checkpoint::{Checkpoint, Dtype};
-    let ck = Checkpoint::open(fixture(name).join("expected.safetensors")).unwrap();
-    let ids = ck.get("input_ids").unwrap();
-    assert_eq!(ids.dtype, Dtype::I64);
-    let seq = ids.shape[1];
-    let raw = ck.data(ids).unwrap();
-    let flat: Vec<u32> = raw
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
-        .collect();
-    let lg = ck.get("logits").unwrap();
-    let want: Vec<f32> = ck
-        .data(lg)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    (flat.chunks(seq).map(<[u32]>::to_vec).collect(), want)
+    common::golden(&fixture(name))
 }
 
 /// Every look-alike fixture, saved by its own transformers class, read through its *detected*

@@ -7,6 +7,8 @@
 //! The `Math` of each fixture is built here by hand from its config.json; the family files
 //! resolve the same values from the config in the end-to-end tests.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use ckpt::Checkpoint;
@@ -22,26 +24,8 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// `input_ids` and `logits` of a fixture's `expected.safetensors`.
 fn expected(name: &str) -> (Vec<Vec<u32>>, Vec<f32>) {
-    let ck = Checkpoint::open(fixture(name).join("expected.safetensors")).unwrap();
-    let ids = ck.get("input_ids").unwrap();
-    assert_eq!(ids.dtype, Dtype::I64);
-    let seq = ids.shape[1];
-    let flat: Vec<u32> = ck
-        .data(ids)
-        .unwrap()
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
-        .collect();
-    let lg = ck.get("logits").unwrap();
-    let logits = ck
-        .data(lg)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    (flat.chunks(seq).map(|c| c.to_vec()).collect(), logits)
+    common::golden(&fixture(name))
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -29,25 +29,8 @@ fn corpus(sub: &str) -> PathBuf {
         .join(sub)
 }
 
-/// `input_ids` and `logits` of a fixture's `expected.safetensors`.
 fn expected(dir: &Path) -> (Vec<Vec<u32>>, Vec<f32>) {
-    let ck = Checkpoint::open(dir.join("expected.safetensors")).unwrap();
-    let ids = ck.get("input_ids").unwrap();
-    let seq = ids.shape[1];
-    let flat: Vec<u32> = ck
-        .data(ids)
-        .unwrap()
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
-        .collect();
-    let lg = ck.get("logits").unwrap();
-    let logits = ck
-        .data(lg)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    (flat.chunks(seq).map(|c| c.to_vec()).collect(), logits)
+    common::golden(dir)
 }
 
 fn logits_of(dir: &Path, batch: &[Vec<u32>]) -> Vec<f32> {

@@ -52,3 +52,27 @@ pub fn llama_exact_fixtures() -> impl Iterator<Item = (&'static str, &'static st
         .copied()
         .filter(|(_, f)| *f != "gpt2")
 }
+
+/// `input_ids` (I64 `[batch, seq]`) and `logits` (F32) of `dir/expected.safetensors`: the golden
+/// values a fixture script froze from the reference implementation.
+pub fn golden(dir: &Path) -> (Vec<Vec<u32>>, Vec<f32>) {
+    use ckpt::checkpoint::{Checkpoint, Dtype};
+    let ck = Checkpoint::open(dir.join("expected.safetensors")).unwrap();
+    let ids = ck.get("input_ids").unwrap();
+    assert_eq!(ids.dtype, Dtype::I64);
+    let seq = ids.shape[1];
+    let flat: Vec<u32> = ck
+        .data(ids)
+        .unwrap()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+        .collect();
+    let lg = ck.get("logits").unwrap();
+    let logits = ck
+        .data(lg)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (flat.chunks(seq).map(<[u32]>::to_vec).collect(), logits)
+}
