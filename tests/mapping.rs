@@ -791,3 +791,18 @@ fn meta_layouts_of_many_shapes_round_trip() {
         }
     }
 }
+
+/// Release builds load the embedded families without the rule clash check (it took a third of
+/// every command's start-up); this is the test that makes that safe: each embedded file passes
+/// every check a user's mapping file gets, loaded the way a user's file is.
+#[test]
+fn builtin_families_pass_the_clash_check() {
+    let mut reg = Registry::empty();
+    for (file, text) in ckpt::mapping::family::BUILTIN {
+        reg.load_str(text, file)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+    let builtin = Registry::builtin().unwrap();
+    assert_eq!(reg.families().len(), builtin.families().len());
+    assert!(reg.families().len() >= 20);
+}

@@ -480,7 +480,8 @@ impl Registry {
     pub fn builtin() -> Result<Registry> {
         let mut r = Registry::empty();
         for (file, text) in BUILTIN {
-            r.load_str(text, file)?;
+            // Debug builds (and so every test run) check the embedded files like any other.
+            r.load_str_checked(text, file, cfg!(debug_assertions))?;
         }
         Ok(r)
     }
@@ -495,6 +496,16 @@ impl Registry {
 
     /// Add a family from TOML text; `file` names it in errors. Returns the family's name.
     pub fn load_str(&mut self, text: &str, file: &str) -> Result<String> {
+        self.load_str_checked(text, file, true)
+    }
+
+    /// [`Registry::load_str`], with the rule clash check on or off (off only for embedded files).
+    pub(crate) fn load_str_checked(
+        &mut self,
+        text: &str,
+        file: &str,
+        clash_check: bool,
+    ) -> Result<String> {
         let spec: super::loader::FileSpec = toml::from_str(text).map_err(|e| {
             // The toml crate's message is multi-line (the line, a caret, the reason); keep its lines,
             // escaping each.
@@ -507,7 +518,8 @@ impl Registry {
                 .join("\n");
             Error::bad_data(format!("invalid mapping file:\n{text}")).file(file)
         })?;
-        let fam = super::loader::compile(spec, file, self).map_err(|e| e.file(file))?;
+        let fam =
+            super::loader::compile(spec, file, self, clash_check).map_err(|e| e.file(file))?;
         let name = fam.name.clone();
         self.families.push(fam);
         Ok(name)

@@ -165,7 +165,17 @@ fn same_placeholders(a: &Pattern, b: &Pattern, origin: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn compile(spec: FileSpec, file: &str, reg: &Registry) -> Result<Family> {
+/// Compile one mapping file's spec into a family. `clash_check` runs the check that no two rules
+/// match one name or write one target (`first_clash`); it is skipped only for the families embedded
+/// in the binary, whose files are fixed at build time and checked by the test suite
+/// (`builtin_families_pass_the_clash_check`), because it compiles every pattern into regex sets
+/// again and took about a third of a command's start-up.
+pub(crate) fn compile(
+    spec: FileSpec,
+    file: &str,
+    reg: &Registry,
+    clash_check: bool,
+) -> Result<Family> {
     let name = spec.name.trim().to_string();
     if name.is_empty()
         || name.len() > 64
@@ -409,7 +419,12 @@ pub(crate) fn compile(spec: FileSpec, file: &str, reg: &Registry) -> Result<Fami
         ));
     }
     // A name matched by two rules; two sources onto one target.
-    if let Some((a, b, from_clash)) = first_clash(&rules)? {
+    let clash = if clash_check {
+        first_clash(&rules)?
+    } else {
+        None
+    };
+    if let Some((a, b, from_clash)) = clash {
         let (Some(ra), Some(rb)) = (rules.get(a), rules.get(b)) else {
             return Err(Error::internal("rule index out of range"));
         };
@@ -511,10 +526,26 @@ pub(crate) fn compile(spec: FileSpec, file: &str, reg: &Registry) -> Result<Fami
 // sample against the set of every pattern finds both directions.
 // ---------------------------------------------------------------------------------------------
 
+/// Largest `patterns x samples` product matched pair by pair in [`set_hits`].
+const PAIRWISE_MAX: usize = 1 << 14;
+
 /// For each sample of `queries`, the indices of `set_pats` whose pattern matches it.
 fn set_hits(set_pats: &[&Pattern], queries: &[&Pattern]) -> Result<Vec<Vec<usize>>> {
     if set_pats.is_empty() {
         return Ok(vec![Vec::new(); queries.len()]);
+    }
+    // Small lists (every embedded family's): matching each pair directly costs less than
+    // compiling the set, and gives the same indices in the same order.
+    if set_pats.len().saturating_mul(queries.len()) <= PAIRWISE_MAX {
+        return Ok(queries
+            .iter()
+            .map(|q| {
+                let sample = q.sample();
+                (0..set_pats.len())
+                    .filter(|&i| set_pats.get(i).is_some_and(|p| p.is_match(&sample)))
+                    .collect()
+            })
+            .collect());
     }
     let set = regex::RegexSetBuilder::new(set_pats.iter().map(|p| p.regex_str()))
         .size_limit(256 << 20)
