@@ -7,6 +7,11 @@
 //! Two clocks: wall time (what a user waits for) and process CPU time. On a shared machine other
 //! processes steal cores and wall-time figures drop; `cpu eff` (FLOPs per CPU-second against the
 //! one-thread peak, also in CPU time) is what the kernel achieves on the cycles it actually got.
+//!
+//! To iterate on one case, comma-separated lists narrow the table: `CKPT_BENCH_N` (4096, 11008),
+//! `CKPT_BENCH_DTYPE` (F32, BF16, F16), `CKPT_BENCH_T` (token counts, any). When one is set the
+//! scalar rows are left out and each row runs until its time budget, `CKPT_BENCH_MS` (default
+//! 600), is spent.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -130,6 +135,15 @@ fn weight_bytes(dtype: WDtype, len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// Milliseconds each table row may spend on repeated runs: 600, or `CKPT_BENCH_MS` (more runs
+/// give steadier best-of figures on a busy machine).
+fn budget_ms() -> u64 {
+    std::env::var("CKPT_BENCH_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600)
+}
+
 /// Best GFLOP/s of `matmul` after a warm-up, over at most `max_runs` runs or ~0.6 s:
 /// (wall clock, per CPU-second).
 fn bench_matmul(
@@ -158,7 +172,7 @@ fn bench_matmul(
         let (wall, cpu) = run(&mut out);
         best = best.min(wall);
         best_cpu = best_cpu.min(cpu);
-        if budget.elapsed() > Duration::from_millis(600) {
+        if budget.elapsed() > Duration::from_millis(budget_ms()) {
             break;
         }
     }
@@ -193,8 +207,32 @@ fn main() {
         "{:<7} {:>5} {:>6} {:>5} {:>4} {:>9} {:>7} {:>9}",
         "isa", "K", "N", "dtype", "T", "GFLOP/s", "% peak", "cpu eff"
     );
-    let shapes = [(4096usize, 4096usize), (4096, 11008)];
-    let dtypes = [WDtype::F32, WDtype::Bf16];
+    let list = |var: &str| -> Option<Vec<String>> {
+        std::env::var(var)
+            .ok()
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+    };
+    let (n_only, dtype_only, t_only) = (
+        list("CKPT_BENCH_N"),
+        list("CKPT_BENCH_DTYPE"),
+        list("CKPT_BENCH_T"),
+    );
+    let filtered = n_only.is_some() || dtype_only.is_some() || t_only.is_some();
+    let shapes: Vec<(usize, usize)> = [(4096usize, 4096usize), (4096, 11008)]
+        .into_iter()
+        .filter(|(_, n)| n_only.as_ref().is_none_or(|l| l.contains(&n.to_string())))
+        .collect();
+    let dtypes: Vec<WDtype> = [WDtype::F32, WDtype::Bf16, WDtype::F16]
+        .into_iter()
+        .filter(|d| match &dtype_only {
+            Some(l) => l.iter().any(|s| s.eq_ignore_ascii_case(d.name())),
+            None => *d != WDtype::F16,
+        })
+        .collect();
+    let tokens: Vec<usize> = match &t_only {
+        Some(l) => l.iter().filter_map(|s| s.parse().ok()).collect(),
+        None => vec![1, 8, 32, 128],
+    };
     let row = |name: &str, k: usize, n: usize, dt: WDtype, t: usize, (g, gc): (f64, f64)| {
         let pct = if pall > 0.0 {
             100.0 * g / pall
@@ -214,17 +252,17 @@ fn main() {
     for &(k, n) in &shapes {
         for &dt in &dtypes {
             let w = weight_bytes(dt, k * n, 42);
-            for &t in &[1usize, 8, 32, 128] {
+            for &t in &tokens {
                 row(
                     isa.name(),
                     k,
                     n,
                     dt,
                     t,
-                    bench_matmul(isa, t, k, n, &w, dt, 8),
+                    bench_matmul(isa, t, k, n, &w, dt, if filtered { 1000 } else { 8 }),
                 );
             }
-            if isa != Isa::Scalar && n == 4096 {
+            if isa != Isa::Scalar && n == 4096 && !filtered {
                 row(
                     "scalar",
                     k,

@@ -8,15 +8,20 @@
 //! - rayon splits the `N` weight rows into tasks of [`TASK_ROWS`]; each task owns the matching
 //!   columns of every output row and accumulates them in a small transposed buffer
 //!   (`rows x T_padded`) that it scatters into `out` once at the end;
-//! - within a task, for each token block and K block, the task's bf16 / f16 weight rows are
-//!   decoded to f32 row-major into an aligned buffer, once for all tokens of the block; f32
-//!   weights are broadcast straight from the (maybe unaligned) tensor bytes instead: a copy
-//!   would take the cache misses in one burst, while in place they overlap with the FMAs (on a
-//!   Zen 3 this took 32 tokens from about 61% to 78% of the FMA peak);
+//! - within a task, for each token block and K block, f32 weights are broadcast straight from
+//!   the (maybe unaligned) tensor bytes, token panel by token panel: a copy would take the cache
+//!   misses in one burst, while in place they overlap with the FMAs;
+//! - bf16 / f16 (and block-quantised) weights are decoded one row group ([`MR`] rows, `MR * KC`
+//!   floats = 6 KiB) at a time into an L1-resident buffer, and every token panel of the block
+//!   runs against that group before the next one is decoded: each weight is decoded once per
+//!   token block, the decoded rows never leave L1, and the next group's bytes are prefetched
+//!   while the panels run (the decode is a burst of loads; on a 2-core Zen 3, decoding a whole
+//!   48-row tile at a time into an L2 buffer kept bf16 at about 40-60% of the FMA peak; this
+//!   reaches about 71-74% at 32 tokens, a few points under f32, and 84-88% at 128, level with
+//!   it);
 //! - the microkernel computes 6 weight rows x 2 vectors of tokens with 12 vector accumulators:
 //!   per `k`, 2 vector loads of x and 6 broadcasts of weights feed 12 FMAs (15 of AVX2's 16
-//!   registers); the x panel (`2 * LANES * KC` floats) stays in L1 while the row groups of the
-//!   tile stream through it from L2;
+//!   registers);
 //! - the next tile's weight bytes are prefetched a few lines per microkernel call.
 //!
 //! Every output element is the sum over K blocks in order of the block sums, each accumulated in
@@ -24,13 +29,14 @@
 
 use rayon::prelude::*;
 
-use super::Weights;
 use super::matmul::{Prefetch, PrefetchCursor, TileKernel};
-use super::simd::Simd;
+use super::simd::{Simd, decode};
+use super::{WDtype, Weights};
 
-/// K block: the two-vector x panel (`2 * 8 * 256` floats = 16 KiB on AVX2) stays in L1.
+/// K block: the two-vector x panel (`2 * 8 * 256` floats = 16 KiB on AVX2) and a decoded row
+/// group (`6 * 256` floats) fit in L1 together.
 pub(crate) const KC: usize = 256;
-/// Weight rows per rayon task (a multiple of [`MR`]); they are decoded together per K block.
+/// Weight rows per rayon task (a multiple of [`MR`]).
 pub(crate) const TASK_ROWS: usize = 48;
 /// Tokens per pass over a K block (a multiple of every `2 * LANES`).
 pub(crate) const TOKEN_BLOCK: usize = 128;
@@ -39,7 +45,7 @@ pub(crate) const GEMM_MIN_T: usize = 16;
 /// Microkernel weight rows.
 const MR: usize = 6;
 
-/// One tile: a K block of packed token panels against a decoded tile of weight rows.
+/// One tile: a K block of packed token panels against a tile of weight rows.
 pub(crate) struct GemmJob<'s> {
     /// Packed x of the token block for this K block: panels of `2 * LANES` tokens (the last may
     /// be `LANES`), each `kc * width` floats, K-major.
@@ -48,10 +54,18 @@ pub(crate) struct GemmJob<'s> {
     pub tcount: usize,
     /// K block length.
     pub kc: usize,
-    /// The tile's weight rows.
-    pub w: WRows<'s>,
-    /// Weight rows in the tile.
+    /// The whole weight tensor.
+    pub w: Weights<'s>,
+    /// Element index in `w` of the tile's first weight (its first row, the K block's first
+    /// column).
+    pub w0: usize,
+    /// Elements per weight row.
+    pub k_dim: usize,
+    /// Weight rows in the tile; row `r` starts at element `w0 + r * k_dim` and holds `kc`
+    /// elements of the block.
     pub nrows: usize,
+    /// Room for one decoded row group: at least `MR * KC` floats.
+    pub scratch: &'s mut [f32],
     /// Transposed accumulators: row `r` of the tile, token `t` of the block is at
     /// `acc[r * stride + t]`.
     pub acc: &'s mut [f32],
@@ -59,16 +73,6 @@ pub(crate) struct GemmJob<'s> {
     pub stride: usize,
     /// Weight bytes to prefetch while computing (the next tile's rows).
     pub prefetch: Option<Prefetch<'s>>,
-}
-
-/// The weight rows of a tile.
-#[derive(Clone, Copy)]
-pub(crate) enum WRows<'s> {
-    /// Decoded rows: `nrows` rows of `kc` floats, one after the other.
-    Decoded(&'s [f32]),
-    /// f32 little-endian weights read in place (any alignment): row `r` of the tile starts at
-    /// byte `4 * r * stride`; each row holds at least `kc` floats.
-    F32Le(&'s [u8], usize),
 }
 
 /// `acc[r * stride + v * LANES + i] += sum_k w[r * wstride + k] * x[k * NV * LANES + v * LANES + i]`
@@ -119,6 +123,12 @@ unsafe fn micro<S: Simd, const M: usize, const NV: usize>(
 
 /// The body of [`TileKernel::gemm_tile`]: the microkernel over every (token panel, row group)
 /// of the tile, with the prefetches of the next tile spread over the calls.
+///
+/// f32 weights are broadcast straight from the tensor bytes, token panel by token panel (each
+/// panel stays in L1 while the rows stream past it). Other dtypes are decoded one row group
+/// ([`MR`] rows, `MR * kc` floats) at a time into `scratch`, right before every token panel of
+/// the block runs against it: the decoded group stays in L1, is decoded once per token block and
+/// its decode overlaps with the memory traffic of the panels.
 #[inline(always)]
 pub(crate) fn tile<S: Simd>(s: S, job: &mut GemmJob<'_>) {
     let GemmJob {
@@ -126,7 +136,10 @@ pub(crate) fn tile<S: Simd>(s: S, job: &mut GemmJob<'_>) {
         tcount,
         kc,
         w,
+        w0,
+        k_dim,
         nrows,
+        ref mut scratch,
         ref mut acc,
         stride,
         prefetch,
@@ -135,35 +148,30 @@ pub(crate) fn tile<S: Simd>(s: S, job: &mut GemmJob<'_>) {
     let mut pf = PrefetchCursor::new(prefetch, tcount.div_ceil(2 * l) * nrows.div_ceil(MR));
     assert!(tcount % l == 0 && tcount <= stride);
     assert!(x.len() >= tcount * kc);
-    // The weight rows as a pointer (maybe unaligned) and a row stride in floats.
-    let (pw, wstride) = match w {
-        WRows::Decoded(d) => {
-            assert!(d.len() >= nrows * kc);
-            (d.as_ptr(), kc)
-        }
-        WRows::F32Le(b, wstride) => {
-            assert!(nrows == 0 || b.len() >= ((nrows - 1) * wstride + kc) * 4);
-            (b.as_ptr().cast::<f32>(), wstride)
-        }
-    };
     assert!(nrows == 0 || acc.len() >= (nrows - 1) * stride + tcount);
+    assert!(kc <= KC && scratch.len() >= MR * KC);
+    if nrows == 0 {
+        return;
+    }
+    let last = w0 + (nrows - 1) * k_dim + kc;
     let (px, pacc) = (x.as_ptr(), acc.as_mut_ptr());
-    let mut t0 = 0;
-    while t0 < tcount {
-        let nv = if tcount - t0 >= 2 * l { 2 } else { 1 };
-        // SAFETY: the panel at `t0` holds `kc * nv * l` floats within `tcount * kc` (asserted).
-        let xs = unsafe { px.add(t0 * kc) };
-        let mut r0 = 0;
-        while r0 < nrows {
-            let m = MR.min(nrows - r0);
+    // One microkernel call: rows `r0..r0 + m` (at `ws`, `wstride` floats apart) against the
+    // panel at `t0`. (A macro, not a closure: a closure would not inherit the caller's target
+    // features if it were not inlined.)
+    macro_rules! call {
+        ($ws:expr, $wstride:expr, $r0:expr, $m:expr, $t0:expr, $nv:expr) => {{
+            let (ws, wstride, r0, m, t0, nv): (*const f32, usize, usize, usize, usize, usize) =
+                ($ws, $wstride, $r0, $m, $t0, $nv);
             pf.step(s);
-            // SAFETY: `r0 + m <= nrows` rows of `kc` floats `wstride` apart; `acc` holds `nrows` rows of
-            // `stride >= tcount` floats and `t0 + nv * l <= tcount` (all asserted above).
-            let (ws, as_) = unsafe { (pw.add(r0 * wstride), pacc.add(r0 * stride + t0)) };
+            // SAFETY: the panel at `t0` holds `kc * nv * l` floats within `tcount * kc`
+            // (asserted); `acc` holds `nrows` rows of `stride >= tcount` floats and
+            // `t0 + nv * l <= tcount`.
+            let (xs, as_) = unsafe { (px.add(t0 * kc), pacc.add(r0 * stride + t0)) };
             macro_rules! run {
-                ($m:literal, $nv:literal) => {
-                    // SAFETY: see above.
-                    unsafe { micro::<S, $m, $nv>(s, xs, ws, wstride, kc, as_, stride) }
+                ($mm:literal, $nvv:literal) => {
+                    // SAFETY: see above; the caller guarantees `m` rows of `kc` floats at `ws`,
+                    // `wstride` apart.
+                    unsafe { micro::<S, $mm, $nvv>(s, xs, ws, wstride, kc, as_, stride) }
                 };
             }
             match (m, nv) {
@@ -180,11 +188,61 @@ pub(crate) fn tile<S: Simd>(s: S, job: &mut GemmJob<'_>) {
                 (2, _) => run!(2, 1),
                 _ => run!(1, 1),
             }
+        }};
+    }
+    // Vectors of tokens in the panel at `t0`.
+    let width = |t0: usize| if tcount - t0 >= 2 * l { 2 } else { 1 };
+    if w.dtype == WDtype::F32 && cfg!(target_endian = "little") {
+        assert!(last * 4 <= w.bytes.len());
+        // SAFETY: element `w0` is within the bytes (asserted through `last`).
+        let pw = unsafe { w.bytes.as_ptr().add(w0 * 4).cast::<f32>() };
+        let mut t0 = 0;
+        while t0 < tcount {
+            let nv = width(t0);
+            let mut r0 = 0;
+            while r0 < nrows {
+                let m = MR.min(nrows - r0);
+                // SAFETY: rows `r0..r0 + m` of `kc` floats, `k_dim` apart, end by element
+                // `last`, within the bytes (asserted).
+                let ws = unsafe { pw.add(r0 * k_dim) };
+                call!(ws, k_dim, r0, m, t0, nv);
+                r0 += m;
+            }
+            t0 += nv * l;
+        }
+    } else {
+        let mut r0 = 0;
+        while r0 < nrows {
+            let m = MR.min(nrows - r0);
+            for (r, dst) in scratch.chunks_exact_mut(KC).take(m).enumerate() {
+                decode(s, w, w0 + (r0 + r) * k_dim, &mut dst[..kc]);
+            }
+            // `scratch` now holds `m` decoded rows of `kc` floats, `KC` apart (a constant stride
+            // folds the row offsets into the broadcasts' addresses). Pull the next group's bytes
+            // in while its panels run: the decode is a burst of loads that would otherwise wait
+            // on memory.
+            for r in r0 + m..nrows.min(r0 + m + MR) {
+                let row = w.dtype.bytes_of(w0 + r * k_dim);
+                for off in (0..w.dtype.bytes_of(kc)).step_by(LINE) {
+                    if let Some(b) = w.bytes.get(row + off) {
+                        s.prefetch(b);
+                    }
+                }
+            }
+            let ws = scratch.as_ptr();
+            let mut t0 = 0;
+            while t0 < tcount {
+                let nv = width(t0);
+                call!(ws, KC, r0, m, t0, nv);
+                t0 += nv * l;
+            }
             r0 += m;
         }
-        t0 += nv * l;
     }
 }
+
+/// Bytes per cache line.
+const LINE: usize = 64;
 
 /// Floats of slack that let [`aligned`] start a buffer on a cache line.
 const ALIGN_F32: usize = 16;
@@ -244,10 +302,9 @@ pub(crate) fn matmul<K: TileKernel>(
     let tasks = super::matmul::split_columns(out, t, n, TASK_ROWS);
     let xp = &*xp;
     let bytes_of = |elements: usize| w.dtype.bytes_of(elements);
-    let direct = w.dtype == super::WDtype::F32 && cfg!(target_endian = "little");
     let init = || {
         (
-            vec![0.0f32; TASK_ROWS * KC + ALIGN_F32],
+            vec![0.0f32; MR * KC + ALIGN_F32],
             vec![0.0f32; TASK_ROWS * tp],
         )
     };
@@ -269,15 +326,6 @@ pub(crate) fn matmul<K: TileKernel>(
                 let tcount = TOKEN_BLOCK.min(tp - tb0);
                 let (k0, kc) = block(kb);
                 let xblk = &xp[k0 * tp + tb0 * kc..k0 * tp + (tb0 + tcount) * kc];
-                // f32 weights are read in place; other dtypes are decoded once per tile.
-                let wrows = if direct {
-                    WRows::F32Le(&w.bytes[(j0 * k_dim + k0) * 4..], k_dim)
-                } else {
-                    for (r, dst) in wbuf.chunks_exact_mut(kc).take(rows).enumerate() {
-                        kern.decode(w, (j0 + r) * k_dim + k0, dst);
-                    }
-                    WRows::Decoded(&wbuf[..rows * kc])
-                };
                 let prefetch = tiles.get(i + 1).map(|&(_, nkb_)| {
                     let (nk0, nkc) = block(nkb_);
                     Prefetch {
@@ -292,8 +340,11 @@ pub(crate) fn matmul<K: TileKernel>(
                     x: xblk,
                     tcount,
                     kc,
-                    w: wrows,
+                    w,
+                    w0: j0 * k_dim + k0,
+                    k_dim,
                     nrows: rows,
+                    scratch: &mut *wbuf,
                     acc: &mut acc[tb0..],
                     stride: tp,
                     prefetch,

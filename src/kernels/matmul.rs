@@ -10,9 +10,12 @@
 //!   columns of every output row (disjoint `chunks_mut`, never aliased writes);
 //! - `x` is packed once, K block by K block ([`KC`] wide, zero-padded to a whole vector, 64-byte
 //!   aligned so no vector load straddles two cache lines);
-//! - within a task, for each K block, [`ROW_TILE`] weight rows are decoded (bf16/f16 -> f32, or
-//!   copied for f32) into a contiguous aligned buffer that stays in L2: every weight byte is read
-//!   from memory once for all tokens of a [`TOKEN_BLOCK`] and its conversion is amortised over them;
+//! - f32 and bf16 weights are read straight from the tensor bytes (any alignment) and widened
+//!   in registers: with fewer than 16 tokens each weight feeds at most 15 FMAs, so the decoded
+//!   copy of the other dtypes (f16 and the block types: [`ROW_TILE`] rows per K block decoded
+//!   into a contiguous aligned buffer that stays in L2) would cost a store and a reload per
+//!   weight for little reuse; a row's ragged end (`K` block not a multiple of the vector width)
+//!   is decoded by the scalar spec into a zero-padded stack vector;
 //! - while a tile computes, the next tile's weight bytes are prefetched a few lines per microkernel
 //!   call, so the memory traffic overlaps with the FMAs;
 //! - the microkernel computes 4 tokens x 3 rows with 12 vector accumulators (AVX2 has 16
@@ -26,8 +29,8 @@
 
 use rayon::prelude::*;
 
-use super::Weights;
 use super::simd::Simd;
+use super::{WDtype, Weights, scalar};
 
 /// K block: floats of one row per pass. The 4-token x group (16 KiB) stays in L1, the decoded
 /// weight tile (`ROW_TILE * KC` floats, 192 KiB) in L2.
@@ -52,8 +55,8 @@ pub(crate) struct TileJob<'o, 's> {
     pub tcount: usize,
     /// Padded K block length, a multiple of the vector width.
     pub kcp: usize,
-    /// Decoded weight rows: `nrows` rows of `kcp` floats.
-    pub w: &'s [f32],
+    /// The tile's weight rows.
+    pub w: Rows<'s>,
     /// Weight rows in the tile.
     pub nrows: usize,
     /// For each token of the block, the task's columns of its output row.
@@ -63,6 +66,25 @@ pub(crate) struct TileJob<'o, 's> {
     /// Weight bytes to prefetch while computing (the next tile's rows), spread over the
     /// microkernel calls so the memory traffic overlaps with the FMAs.
     pub prefetch: Option<Prefetch<'s>>,
+}
+
+/// The weight rows of a small-`T` tile.
+#[derive(Clone, Copy)]
+pub(crate) enum Rows<'s> {
+    /// Decoded rows: `nrows` rows of `kcp` floats, zero past the K block.
+    Decoded(&'s [f32]),
+    /// f32 or bf16 weights read in place and widened in registers: row `r` of the tile starts at
+    /// element `start + r * stride` of `w` and the K block holds `kc <= kcp` elements of it.
+    InPlace {
+        /// The whole weight tensor (F32 or BF16).
+        w: Weights<'s>,
+        /// Element index of the tile's first weight.
+        start: usize,
+        /// Elements between rows.
+        stride: usize,
+        /// K block length.
+        kc: usize,
+    },
 }
 
 /// Split `out` (`[t, n]`, row-major) among tasks: task `c` gets columns `c * width ..` of every
@@ -227,7 +249,10 @@ pub(crate) fn matmul<K: TileKernel>(
     let bytes_of = |elements: usize| w.dtype.bytes_of(elements);
     // The weight buffer is made once per rayon split, not per task (a fresh 192 KiB allocation is
     // an mmap with page faults every time).
-    let init = || vec![0.0f32; ROW_TILE * KC + ALIGN_F32];
+    // f32 and bf16 weights are widened in registers straight from the tensor: every weight is
+    // used by at most `GEMM_MIN_T - 1` tokens, so a decoded copy would cost more than it saves.
+    let in_place = matches!(w.dtype, WDtype::F32 | WDtype::Bf16) && cfg!(target_endian = "little");
+    let init = || vec![0.0f32; if in_place { 0 } else { ROW_TILE * KC } + ALIGN_F32];
     tasks
         .into_par_iter()
         .enumerate()
@@ -253,10 +278,20 @@ pub(crate) fn matmul<K: TileKernel>(
                 let base = kb * KC * t;
                 let xblk = &xp[base + tb0 * kcp..base + (tb0 + tcount) * kcp];
                 let nr = ROW_TILE.min(rows - r0);
-                for (r, dst) in wbuf.chunks_exact_mut(kcp).take(nr).enumerate() {
-                    kern.decode(w, (j0 + r0 + r) * k_dim + k0, &mut dst[..kc]);
-                    dst[kc..].fill(0.0);
-                }
+                let rows_w = if in_place {
+                    Rows::InPlace {
+                        w,
+                        start: (j0 + r0) * k_dim + k0,
+                        stride: k_dim,
+                        kc,
+                    }
+                } else {
+                    for (r, dst) in wbuf.chunks_exact_mut(kcp).take(nr).enumerate() {
+                        kern.decode(w, (j0 + r0 + r) * k_dim + k0, &mut dst[..kc]);
+                        dst[kc..].fill(0.0);
+                    }
+                    Rows::Decoded(&wbuf[..nr * kcp])
+                };
                 // While this tile computes, pull the next tile's weight bytes towards the cache.
                 let prefetch = tiles.get(i + 1).map(|&(_, nkb_, nr0)| {
                     let (nk0, nkc, _) = block(nkb_);
@@ -272,7 +307,7 @@ pub(crate) fn matmul<K: TileKernel>(
                     x: xblk,
                     tcount,
                     kcp,
-                    w: &wbuf[..nr * kcp],
+                    w: rows_w,
                     nrows: nr,
                     outs: &mut outs[tb0..tb0 + tcount],
                     col0: r0,
@@ -282,51 +317,76 @@ pub(crate) fn matmul<K: TileKernel>(
         });
 }
 
+/// Floats of a row's K block past its last whole vector, padded with zeros to the packed length
+/// (`kcp - kfull <= 16`: `kcp` rounds the block up to 16 and `kfull` down to the vector width,
+/// which divides 16).
+const TAIL: usize = 16;
+
 /// Dot products of `M` packed token rows with `N` weight rows over one K block:
-/// `result[r][t] = sum_k x[t * kcp + k] * w[r * kcp + k]` (entries `t >= M` are 0).
+/// `result[r][t] = sum_k x[t * kcp + k] * w_r[k]` (entries `t >= M` are 0). Below `kfull`,
+/// `w_r[k]` is read from `w + r * wstride` bytes: little-endian f32 (any alignment) or, with
+/// `BF16`, bf16 widened in registers; from `kfull` on it is `tail[r][k - kfull]`.
 ///
 /// # Safety
-/// `x` is readable for `M * kcp` floats, `w` for `N * kcp`, and `kcp` is a multiple of
-/// `S::LANES`.
+/// `x` is readable for `M * kcp` floats; `kcp` and `kfull` are multiples of `S::LANES`,
+/// `kfull <= kcp <= kfull + TAIL`; for every `r < N`, `w + r * wstride` is readable for `kfull`
+/// elements.
 // Index loops keep the (row, token) accumulator grid readable; they are fully unrolled.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn micro<S: Simd, const M: usize, const N: usize>(
+unsafe fn micro<S: Simd, const M: usize, const N: usize, const BF16: bool>(
     s: S,
     x: *const f32,
-    w: *const f32,
     kcp: usize,
+    w: *const u8,
+    wstride: usize,
+    kfull: usize,
+    tail: &[[f32; TAIL]; NR],
 ) -> [[f32; 4]; N] {
     let mut acc = [[s.zero(); M]; N];
+    let size = if BF16 { 2 } else { 4 };
     // One K step of `LANES` floats: N weight vectors in registers, each x vector used N times.
+    // (Macros rather than closures: a closure that is not inlined loses the target features.)
     macro_rules! step {
-        ($k:expr) => {{
-            let k = $k;
-            // SAFETY: callers keep `k + LANES <= kcp`; the caller of `micro` guarantees `M` and `N`
-            // rows of `kcp` floats.
-            unsafe {
-                let mut wv = [s.zero(); N];
-                for (r, v) in wv.iter_mut().enumerate() {
-                    *v = s.load(w.add(r * kcp + k));
-                }
-                for t in 0..M {
-                    let xv = s.load(x.add(t * kcp + k));
-                    for r in 0..N {
-                        acc[r][t] = s.fma(xv, wv[r], acc[r][t]);
+        ($k:expr, $tail:expr) => {{
+            let k: usize = $k;
+            let mut wv = [s.zero(); N];
+            for (r, v) in wv.iter_mut().enumerate() {
+                // SAFETY: `k + LANES <= kfull` reads row `r < N` in bounds, and a tail step
+                // has `k - kfull + LANES <= kcp - kfull <= TAIL` (the caller's contract).
+                *v = unsafe {
+                    if $tail {
+                        s.load(tail[r].as_ptr().add(k - kfull))
+                    } else if BF16 {
+                        s.load_bf16(w.add(r * wstride + k * size))
+                    } else {
+                        s.load_f32le(w.add(r * wstride + k * size))
                     }
+                };
+            }
+            for t in 0..M {
+                // SAFETY: `k + LANES <= kcp`, within the `M` rows of `kcp` floats of `x`.
+                let xv = unsafe { s.load(x.add(t * kcp + k)) };
+                for r in 0..N {
+                    acc[r][t] = s.fma(xv, wv[r], acc[r][t]);
                 }
             }
         }};
     }
     let l = S::LANES;
     let mut k = 0;
-    while k + 2 * l <= kcp {
-        step!(k);
-        step!(k + l);
+    while k + 2 * l <= kfull {
+        step!(k, false);
+        step!(k + l, false);
         k += 2 * l;
     }
-    if k < kcp {
-        step!(k);
+    if k < kfull {
+        step!(k, false);
+        k += l;
+    }
+    while k < kcp {
+        step!(k, true);
+        k += l;
     }
     let z = s.zero();
     let pick = |a: &[S::V; M], t: usize| if t < M { a[t] } else { z };
@@ -356,11 +416,35 @@ pub(crate) fn tile<S: Simd>(s: S, job: &mut TileJob<'_, '_>) {
         col0,
         prefetch,
     } = *job;
+    let l = S::LANES;
     let mut pf = PrefetchCursor::new(prefetch, tcount.div_ceil(MR) * nrows.div_ceil(NR));
-    assert!(kcp % S::LANES == 0);
-    assert!(x.len() >= tcount * kcp && w.len() >= nrows * kcp && outs.len() >= tcount);
+    assert!(kcp % l == 0 && TAIL.is_multiple_of(l));
+    assert!(x.len() >= tcount * kcp && outs.len() >= tcount);
     assert!(outs[..tcount].iter().all(|o| o.len() >= col0 + nrows));
-    let (px, pw) = (x.as_ptr(), w.as_ptr());
+    // The rows as bytes: first row, bytes between rows, whether bf16, whole vectors per row;
+    // the in-place rows' ragged ends go through `tails`.
+    let (pw, wstride, bf16, kfull) = match w {
+        Rows::Decoded(d) => {
+            assert!(d.len() >= nrows * kcp);
+            (d.as_ptr().cast::<u8>(), kcp * 4, false, kcp)
+        }
+        Rows::InPlace {
+            w,
+            start,
+            stride,
+            kc,
+        } => {
+            let kfull = kc / l * l;
+            let size = w.dtype.size();
+            assert!(matches!(w.dtype, WDtype::F32 | WDtype::Bf16));
+            assert!(kc <= kcp && kcp <= kfull + TAIL);
+            assert!(nrows == 0 || (start + (nrows - 1) * stride + kc) * size <= w.bytes.len());
+            // SAFETY: element `start` is within the bytes (asserted just above).
+            let p = unsafe { w.bytes.as_ptr().add(start * size) };
+            (p, stride * size, w.dtype == WDtype::Bf16, kfull)
+        }
+    };
+    let px = x.as_ptr();
     let mut t0 = 0;
     while t0 < tcount {
         let m = MR.min(tcount - t0);
@@ -368,13 +452,36 @@ pub(crate) fn tile<S: Simd>(s: S, job: &mut TileJob<'_, '_>) {
         while r0 < nrows {
             let nn = NR.min(nrows - r0);
             pf.step(s);
-            // SAFETY: the asserts above give `tcount` token rows and `nrows` weight rows of
-            // `kcp` floats; `t0 + m <= tcount` and `r0 + nn <= nrows`.
-            let (xs, ws) = unsafe { (px.add(t0 * kcp), pw.add(r0 * kcp)) };
+            let mut tail = [[0.0f32; TAIL]; NR];
+            if let Rows::InPlace {
+                w,
+                start,
+                stride,
+                kc,
+            } = w
+            {
+                for (r, t) in tail.iter_mut().enumerate().take(nn) {
+                    let row = start + (r0 + r) * stride;
+                    for (i, v) in t.iter_mut().enumerate().take(kc - kfull) {
+                        *v = scalar::weight_at(w, row + kfull + i);
+                    }
+                }
+            }
+            // SAFETY: the asserts above give `tcount` token rows of `kcp` floats and `nrows`
+            // weight rows of at least `kfull` elements, `wstride` bytes apart; `t0 + m <= tcount`
+            // and `r0 + nn <= nrows`.
+            let (xs, ws) = unsafe { (px.add(t0 * kcp), pw.add(r0 * wstride)) };
             macro_rules! run {
                 ($m:literal, $n:literal) => {{
-                    // SAFETY: see above; `$m` token rows and `$n` weight rows remain.
-                    let res = unsafe { micro::<S, $m, $n>(s, xs, ws, kcp) };
+                    // SAFETY: see above; `$m` token rows and `$n` weight rows remain, and
+                    // `kfull <= kcp <= kfull + TAIL`.
+                    let res = unsafe {
+                        if bf16 {
+                            micro::<S, $m, $n, true>(s, xs, kcp, ws, wstride, kfull, &tail)
+                        } else {
+                            micro::<S, $m, $n, false>(s, xs, kcp, ws, wstride, kfull, &tail)
+                        }
+                    };
                     for (r, sums) in res.iter().enumerate() {
                         for (t, v) in sums.iter().take($m).enumerate() {
                             outs[t0 + t][col0 + r0 + r] += v;

@@ -11,10 +11,12 @@
 //! - `x86.rs` (AVX2+FMA+F16C, AVX-512F) and `neon.rs` (aarch64) implement the vocabulary and hold the
 //!   thin `#[target_feature]` wrappers, reachable only with a token that proves the CPU has the
 //!   features (the dispatch scheme of the `memchr` crate).
-//! - `matmul.rs` is the blocked, multi-threaded matrix product: each weight row is decoded once per
-//!   K block into an L2-sized buffer and reused for every token; below 16 tokens a dot-product
-//!   kernel, from 16 tokens on the GEMM microkernel of `gemm.rs` (about 63-75% of the FMA peak for
-//!   32 tokens and 85-88% for 128 on a 2-core Zen 3 with AVX2; `cargo bench --bench kernels`).
+//! - `matmul.rs` is the blocked, multi-threaded matrix product: below 16 tokens a dot-product
+//!   kernel that widens f32 and bf16 weights in registers straight from the tensor, from 16 tokens
+//!   on the GEMM microkernel of `gemm.rs`, where bf16 / f16 rows are decoded a 6-row group at a
+//!   time into L1 and reused for every token of the block (on a shared 2-core Zen 3 with AVX2,
+//!   best CPU-time figures of `cargo bench --bench kernels`: about 71-77% of the FMA peak for 32
+//!   tokens and 81-89% for 128, f32 and bf16 alike; bf16 is ahead below 16 tokens).
 //!
 //! The ISA is detected once and cached; `CKPT_ISA=scalar|avx2|avx512|neon` forces one. Every kernel
 //! takes the ISA explicitly (so tests and benchmarks can compare them); an ISA this CPU lacks is

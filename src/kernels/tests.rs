@@ -521,6 +521,53 @@ fn matmul_matches_scalar_across_blocks() {
 }
 
 #[test]
+fn matmul_matches_scalar_at_the_gemm_edges() {
+    // The GEMM path (16 tokens and more): token counts between one and two panels and not a
+    // multiple of the vector width, K not a multiple of its 256-wide K block or of the lanes, row
+    // counts that leave a partial 6-row group and a partial 48-row task, every weight dtype
+    // (f32 read in place, the others decoded one row group at a time).
+    for_each_available_isa(|isa| {
+        let shapes = [
+            (16, 1, 1),
+            (17, 300, 53),
+            (24, 513, 97),
+            (31, 9, 7),
+            (32, 256, 6),
+            (40, 255, 49),
+            (47, 1, 13),
+            (64, 770, 12),
+        ];
+        for (t, k, n) in shapes {
+            for dtype in DTYPES {
+                check_matmul(isa, t, k, n, dtype, 3, 5);
+            }
+        }
+    });
+}
+
+#[test]
+fn small_t_matmul_reads_ragged_rows_in_place() {
+    // Fewer than 16 tokens: f32 and bf16 rows are read in place, so a K block that ends mid-vector
+    // (K not a multiple of 8 or 16, also past the 1024-wide K block) takes the zero-padded tail,
+    // at every misalignment of the tensor bytes.
+    for_each_available_isa(|isa| {
+        for (t, k, n) in [
+            (1, 1023, 5),
+            (3, 1025, 4),
+            (15, 17, 3),
+            (4, 2063, 7),
+            (9, 15, 8),
+        ] {
+            for dtype in DTYPES {
+                for offset in 0..4 {
+                    check_matmul(isa, t, k, n, dtype, offset, 11);
+                }
+            }
+        }
+    });
+}
+
+#[test]
 fn scalar_matmul_is_the_naive_sum() {
     let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // [2, 3]
     let wv = [1.0, 0.0, -1.0, 0.5, 0.5, 0.5]; // [2, 3]
