@@ -32,12 +32,16 @@ pub struct CopyCtx<'a> {
     pub cfr_bytes: u64,
     /// Fail with ENOSPC once this many bytes were written (tests; debug builds only).
     pub fail_after: Option<u64>,
+    /// Make `copy_file_range` fail with this errno once this many bytes went through it (tests of
+    /// the fallback; debug builds only).
+    pub cfr_fail: Option<(i32, u64)>,
     buf: Vec<u8>,
 }
 
 impl<'a> CopyCtx<'a> {
     /// A new context. In debug builds the environment variable `CKPT_TEST_FAIL_AFTER_BYTES` injects
-    /// a disk-full error after that many bytes (for the fault tests).
+    /// a disk-full error after that many bytes, and `CKPT_TEST_CFR_ERRNO=ERRNO[@BYTES]` makes
+    /// `copy_file_range` fail with `ERRNO` once `BYTES` (default 0) went through it (fault tests).
     pub fn new(cancel: Option<&'a AtomicBool>, progress: Option<&'a dyn Fn(u64)>) -> Self {
         #[cfg(debug_assertions)]
         let fail_after = std::env::var("CKPT_TEST_FAIL_AFTER_BYTES")
@@ -45,6 +49,13 @@ impl<'a> CopyCtx<'a> {
             .and_then(|v| v.parse().ok());
         #[cfg(not(debug_assertions))]
         let fail_after = None;
+        #[cfg(debug_assertions)]
+        let cfr_fail = std::env::var("CKPT_TEST_CFR_ERRNO").ok().and_then(|v| {
+            let (errno, after) = v.split_once('@').unwrap_or((v.as_str(), "0"));
+            Some((errno.parse().ok()?, after.parse().ok()?))
+        });
+        #[cfg(not(debug_assertions))]
+        let cfr_fail = None;
         CopyCtx {
             cancel,
             progress,
@@ -52,6 +63,7 @@ impl<'a> CopyCtx<'a> {
             use_cfr: true,
             cfr_bytes: 0,
             fail_after,
+            cfr_fail,
             buf: Vec::new(),
         }
     }
@@ -131,7 +143,13 @@ impl<'a> CopyCtx<'a> {
             let so = src_off.saturating_add(done);
             let oo = out_off.saturating_add(done);
             let n = if self.use_cfr {
-                match copy_file_range(src, so, out, oo, want) {
+                let r = match self.cfr_fail {
+                    Some((errno, after)) if self.cfr_bytes >= after => {
+                        Err(io::Error::from_raw_os_error(errno))
+                    }
+                    _ => copy_file_range(src, so, out, oo, want),
+                };
+                match r {
                     Ok(0) => {
                         // EOF on the source: it shrank under us.
                         return Err(io::Error::new(
@@ -143,6 +161,8 @@ impl<'a> CopyCtx<'a> {
                         self.cfr_bytes = self.cfr_bytes.saturating_add(n);
                         n
                     }
+                    // Refused (another filesystem, no kernel support, a special file): the rest of
+                    // this write goes through the buffer, starting with this same chunk.
                     Err(e) if cfr_unsupported(&e) => {
                         self.use_cfr = false;
                         continue;

@@ -6,8 +6,11 @@
 //! checked (not a symlink, not inside or containing the source, not aliasing an input, not existing
 //! unless `force`), and `statvfs` says the space is there. The output is then assembled in a sibling
 //! staging directory `.<dst>.ckpt-tmp-<random>` (tensor data streamed with `copy_file_range` from the
-//! source shards, memory bounded by one buffer), every file flushed and fsynced, re-opened and
-//! checked against the source, and only then renamed into place, followed by an fsync of the parent.
+//! source shards, memory bounded by one buffer, each output header padded so that data offsets stay
+//! congruent mod 4096 with the source's: see [`plan`]), every tensor's bytes compared with the
+//! source on a second thread as soon as it is written ([`verify::check_stream`]), every file
+//! flushed and fsynced, re-opened and checked against the plan, and only then renamed into place,
+//! followed by an fsync of the parent.
 //! Any error or interrupt removes the staging directory and leaves the destination as it was.
 //!
 //! [`inplace`] rewrites headers of an existing checkpoint in place under a rollback journal when a
@@ -613,13 +616,42 @@ fn write_view_staged(
     };
     // Shards are fsynced after all of them are written: writeback of one overlaps the copy of the
     // next (started early with sync_file_range), and every fsync still precedes the commit.
+    // The byte check runs on a second thread one tensor behind the copy (verify::check_stream),
+    // reading the just-written pages from the page cache while the disk is busy with the copy.
     let mut pending: Vec<(File, &str)> = Vec::with_capacity(plan.files.len());
-    for f in &plan.files {
-        let out = write_shard(view, f, &sp.join(&f.name), &mut ctx)
-            .map_err(|(e, t)| fail(e, &f.name, t.as_deref(), &ctx))?;
-        fsio::start_writeback(&out);
-        pending.push((out, &f.name));
-    }
+    let checked = std::thread::scope(|scope| -> Result<Option<(usize, u64)>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (cancel, given) = (opts.cancel, &d.given);
+        let checker = opts
+            .verify_bytes
+            .then(|| scope.spawn(move || verify::check_stream(view, rx, given, cancel)));
+        let tx = checker.as_ref().map(|_| tx);
+        let mut written = Ok(());
+        for f in &plan.files {
+            match write_shard(view, f, &sp.join(&f.name), &mut ctx, tx.as_ref()) {
+                Ok(out) => {
+                    fsio::start_writeback(&out);
+                    pending.push((out, &f.name));
+                }
+                Err((e, t)) => {
+                    written = Err(fail(e, &f.name, t.as_deref(), &ctx));
+                    break;
+                }
+            }
+        }
+        // Hang up, so the checker finishes the tensors already reported and returns.
+        drop(tx);
+        let checked = checker
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::internal("the byte check thread panicked")))
+            })
+            .transpose();
+        // A difference found by the checker stopped the writer too: report the difference.
+        let checked = checked?;
+        written?;
+        Ok(checked)
+    })?;
     for (out, name) in pending {
         out.sync_all().map_err(|e| fail(e, name, None, &ctx))?;
     }
@@ -665,15 +697,20 @@ fn write_view_staged(
             p(Phase::Verify, n, total_verify);
         }
     };
-    verify::check_output(
-        view,
-        &plan,
-        &sp,
-        &d.given,
-        opts.verify_bytes,
-        &ctx,
-        Some(&progress_verify),
-    )?;
+    // Structure (every tensor's name, dtype, shape, file and data offsets as planned); the bytes
+    // at those offsets were compared while writing.
+    verify::check_output(view, &plan, &sp, &d.given, false, &ctx, None)?;
+    if let Some((n, bytes)) = checked {
+        let planned: usize = plan.files.iter().map(|f| f.tensors.len()).sum();
+        if n != planned || bytes != plan.total_data {
+            return Err(Error::internal(format!(
+                "the byte check saw {n} tensors ({bytes} bytes), planned {planned} ({} bytes)",
+                plan.total_data
+            ))
+            .file(&d.given));
+        }
+        progress_verify(bytes);
+    }
     ctx.check_cancel().map_err(|_| interrupted(&d.given))?;
     if let Some(hook) = opts.before_commit {
         hook(&sp)?;
@@ -849,8 +886,10 @@ fn write_error(
     err
 }
 
+/// A new file, opened for reading too (the byte check maps what was written).
 fn create_new(path: &Path) -> io::Result<File> {
     OpenOptions::new()
+        .read(true)
         .write(true)
         .create_new(true)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
@@ -869,8 +908,17 @@ fn write_shard(
     f: &plan::PlannedFile,
     path: &Path,
     ctx: &mut CopyCtx,
+    check: Option<&std::sync::mpsc::Sender<verify::Written>>,
 ) -> std::result::Result<File, (io::Error, Option<String>)> {
     let out = create_new(path).map_err(|e| (e, None))?;
+    // The checker stopped (it found a difference, or was interrupted): stop too; its error is the
+    // one reported.
+    let hung_up = || io::Error::other("the byte check stopped");
+    if let Some(tx) = check {
+        let own = out.try_clone().map_err(|e| (e, None))?;
+        tx.send(verify::Written::File(own, f.name.clone()))
+            .map_err(|_| (hung_up(), None))?;
+    }
     fsio::reserve(&out, f.size).map_err(|e| (e, None))?;
     ctx.write_at(&out, &f.header, 0).map_err(|e| (e, None))?;
     let data_start = f.header.len() as u64;
@@ -984,6 +1032,13 @@ fn write_shard(
             return Err(tag(io::Error::other(
                 "the tensor's parts do not add up to its planned size",
             )));
+        }
+        if let Some(tx) = check {
+            tx.send(verify::Written::Tensor(
+                t.view_index,
+                data_start.saturating_add(t.begin as u64),
+            ))
+            .map_err(|_| tag(hung_up()))?;
         }
     }
     Ok(out)

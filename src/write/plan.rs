@@ -8,13 +8,22 @@
 //! a tensor larger than the limit gets a shard of its own. Names are `model-0000K-of-0000N.safetensors`,
 //! or a single `model.safetensors` when everything fits (`consolidated.safetensors` for the Meta
 //! layout, whose config is a `params.json`).
+//!
+//! Each file's JSON header is padded with spaces (the format's padding byte) so that its tensor data
+//! sits at offsets congruent mod [`ALIGN`] (4096) with where it is read from in the source: then
+//! `copy_file_range` copies whole pages, and on XFS and btrfs can share extents instead of copying.
+//! In a rename that is every tensor; when a file gathers several source files or reorders them, the
+//! residue covering the most bytes is kept; below [`MIN_ALIGNED_BYTES`] the header is padded to 8
+//! bytes only, as the reference writer does. The padding depends only on the source layout, so the
+//! output stays deterministic.
 
 use std::collections::BTreeMap;
 
 use crate::checkpoint::config::ConfigSource;
+use crate::checkpoint::header::MAX_HEADER_BYTES;
 use crate::checkpoint::header::{Dtype, checked_nbytes, serialize_header};
 use crate::error::{Error, Result};
-use crate::mapping::view::View;
+use crate::mapping::view::{Segment, View};
 
 /// Default `--max-shard-size`: 5 GB (transformers' default since 4.45 is 5GB too).
 pub const DEFAULT_MAX_SHARD_SIZE: u64 = 5_000_000_000;
@@ -23,6 +32,18 @@ pub const DEFAULT_MAX_SHARD_SIZE: u64 = 5_000_000_000;
 pub const SINGLE_NAME: &str = "model.safetensors";
 /// The same for the Meta / mistral-inference layout (written with a `params.json`).
 pub const META_SINGLE_NAME: &str = "consolidated.safetensors";
+
+/// Page size the output's data offsets are kept congruent to (modulo) with the source's, so that
+/// `copy_file_range` can share extents (reflink on XFS / btrfs) and copies whole pages elsewhere.
+/// 4 KiB is the block size of every common Linux filesystem and the x86-64 page size.
+pub const ALIGN: u64 = 4096;
+/// Least amount of tensor data that must share one residue with the source before an output header
+/// is padded for it: below this, sharing extents saves nothing worth a padded header, and small
+/// outputs keep the reference writer's layout (header padded to 8 bytes only).
+pub const MIN_ALIGNED_BYTES: u64 = 1 << 20;
+/// Most source runs looked at per output file when choosing the padding (a strided PyTorch tensor
+/// can be millions of element runs; the choice needs only the big ones, which come first).
+const MAX_ALIGN_RUNS: usize = 1 << 16;
 
 /// One tensor placed in an output file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +203,10 @@ pub fn plan(view: &View, max_shard_size: u64) -> Result<Plan> {
             .map(|t| (t.name.clone(), t.dtype, t.shape.clone(), t.begin, t.end))
             .collect();
         let header = serialize_header(Some(&metadata), &entries)?;
+        let header = match source_residue(view, &tensors) {
+            Some(r) => pad_header(header, r),
+            None => header,
+        };
         let size = (header.len() as u64)
             .checked_add(off as u64)
             .ok_or_else(|| Error::bad_data("file size overflows"))?;
@@ -199,6 +224,65 @@ pub fn plan(view: &View, max_shard_size: u64) -> Result<Plan> {
         total_data,
         metadata,
     })
+}
+
+/// The header length (mod [`ALIGN`]) that puts the most tensor data of this output file at an
+/// offset congruent mod [`ALIGN`] with where it is read from in its source file, if that is at least
+/// [`MIN_ALIGNED_BYTES`] and 8-byte aligned. In the common rename case (an output file that is one
+/// contiguous run of one source file, in the same order) every byte then shares one residue; when an
+/// output file gathers several source files (or reorders, concatenates, adds zeros), the residue
+/// covering the most bytes wins (ties: the smallest), which keeps the choice deterministic.
+fn source_residue(view: &View, tensors: &[PlannedTensor]) -> Option<u64> {
+    let mut by_residue: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut runs = 0usize;
+    'tensors: for t in tensors {
+        let vt = view.tensors.get(t.view_index)?;
+        let mut out = t.begin as u64;
+        for seg in &vt.segments {
+            match seg {
+                Segment::Zeros { bytes } => out = out.saturating_add(*bytes as u64),
+                Segment::Rows { .. } => {
+                    let walked = view.segment_runs(seg, &mut |_, src_off, len| {
+                        runs += 1;
+                        if runs > MAX_ALIGN_RUNS {
+                            return Err(Error::internal("enough runs"));
+                        }
+                        // 2^64 is a multiple of ALIGN, so wrapping arithmetic keeps the residue.
+                        let r = src_off.wrapping_sub(out) % ALIGN;
+                        let e = by_residue.entry(r).or_default();
+                        *e = e.saturating_add(len as u64);
+                        out = out.saturating_add(len as u64);
+                        Ok(())
+                    });
+                    if walked.is_err() {
+                        break 'tensors;
+                    }
+                }
+            }
+        }
+    }
+    let (r, bytes) = by_residue
+        .into_iter()
+        .max_by_key(|&(r, b)| (b, std::cmp::Reverse(r)))?;
+    (bytes >= MIN_ALIGNED_BYTES && r.is_multiple_of(8)).then_some(r)
+}
+
+/// Pad a serialised header (8-byte length + JSON padded with spaces) with more trailing spaces so
+/// that its total length is congruent to `residue` mod [`ALIGN`] (the safetensors format pads the
+/// header with 0x20; JSON allows trailing whitespace). Adds less than [`ALIGN`] bytes; a header
+/// that would then exceed [`MAX_HEADER_BYTES`] is left as it was.
+pub fn pad_header(mut header: Vec<u8>, residue: u64) -> Vec<u8> {
+    let len = header.len() as u64;
+    let pad = residue.wrapping_sub(len) % ALIGN;
+    let json_len = len.saturating_sub(8).saturating_add(pad);
+    if pad == 0 || !pad.is_multiple_of(8) || json_len > MAX_HEADER_BYTES || header.len() < 8 {
+        return header;
+    }
+    header.resize(header.len().saturating_add(pad as usize), b' ');
+    if let Some(prefix) = header.get_mut(..8) {
+        prefix.copy_from_slice(&json_len.to_le_bytes());
+    }
+    header
 }
 
 /// The index as transformers writes it: `json.dumps(index, indent=2, sort_keys=True) + "\n"`.
@@ -267,6 +351,28 @@ mod tests {
         assert!(parse_size("-3MB").is_err());
         assert!(parse_size("5XB").is_err());
         assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn header_padding_reaches_the_residue_with_spaces() {
+        let h = serialize_header(None, &[("a".into(), Dtype::F32, vec![2], 0, 8)]).unwrap();
+        let n = h.len() as u64;
+        // Already there, or not 8-aligned: unchanged.
+        assert_eq!(pad_header(h.clone(), n % ALIGN), h);
+        assert_eq!(pad_header(h.clone(), 12), h);
+        for r in [0u64, 8, 72, 4088] {
+            assert_ne!(r, n % ALIGN);
+            let p = pad_header(h.clone(), r);
+            assert_eq!(p.len() as u64 % ALIGN, r, "{r}");
+            assert!(p.len() > h.len() && p.len() < h.len() + ALIGN as usize);
+            assert!(p[h.len()..].iter().all(|&b| b == b' '));
+            let json_len = u64::from_le_bytes(p[..8].try_into().unwrap());
+            assert_eq!(json_len, p.len() as u64 - 8);
+            assert_eq!(json_len % 8, 0);
+            let parsed = crate::checkpoint::header::parse_header(&p[8..], p.len() as u64 + 8);
+            assert!(parsed.is_ok(), "{r}");
+            assert!(safetensors::SafeTensors::read_metadata(&[&p[..], &[0u8; 8]].concat()).is_ok());
+        }
     }
 
     #[test]
