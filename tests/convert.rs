@@ -1027,9 +1027,8 @@ fn issue_17_rename_keeps_data_offsets_page_congruent() {
     assert_eq!(again, orig);
 }
 
-/// Two source shards gathered into one output file: the shard holding most bytes keeps its page
-/// residues, the file is valid, and two runs (kernel copy or, forced, the buffered fallback) give
-/// byte-identical output.
+/// A two-shard source: the files are valid, and runs through the kernel copy or (forced) the
+/// buffered fallback give byte-identical output.
 #[test]
 fn issue_17_gathered_shards_are_valid_and_output_is_deterministic() {
     let t = tempfile::tempdir().unwrap();
@@ -1060,6 +1059,49 @@ fn issue_17_gathered_shards_are_valid_and_output_is_deterministic() {
     for o in &outs[1..] {
         assert!(o == &outs[0], "outputs differ between runs");
     }
+}
+
+/// A renamed multi-file safetensors checkpoint keeps its files: the same tensors in each, in the
+/// transformers file names with an index, and every tensor at a data offset congruent mod 4096
+/// with its source (the copy can share or page-align extents). `--max-shard-size` still splits a
+/// file larger than it; a PyTorch source is still gathered (tests/torch.rs).
+#[test]
+fn issue_17_a_rename_keeps_the_source_shards() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("yi");
+    synth_ckpt(&src, 3, 256, 2);
+    let a = Checkpoint::open(&src).unwrap();
+    assert_eq!(a.shards.len(), 2);
+    let dst = t.path().join("out");
+    let o = ckpt(&["convert", s(&src), s(&dst), "--to", "llama"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let b = Checkpoint::open(&dst).unwrap();
+    assert_eq!(b.shards.len(), 2);
+    assert!(dst.join("model-00001-of-00002.safetensors").exists());
+    assert!(dst.join("model.safetensors.index.json").exists());
+    for (sa, sb) in a.shards.iter().zip(&b.shards) {
+        let names =
+            |ck: &Checkpoint, sh: &ckpt::checkpoint::shard::Shard, f: &dyn Fn(&str) -> String| {
+                let mut v: Vec<String> = ck
+                    .tensors
+                    .iter()
+                    .filter(|t| ck.shards[t.shard].path == sh.path)
+                    .map(|t| f(&t.name))
+                    .collect();
+                v.sort();
+                v
+            };
+        assert_eq!(
+            names(&b, sb, &|n| n.to_string()),
+            names(&a, sa, &yi_to_llama)
+        );
+    }
+    let mut want = page_residues(&a, &yi_to_llama);
+    let mut got = page_residues(&b, &|n| n.to_string());
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "every tensor congruent mod 4096 with its source");
+    same_tensors(&a, &b, &yi_to_llama);
 }
 
 /// A copy_file_range error that is not a refusal (EIO) is a write error naming the file and the

@@ -98,7 +98,8 @@ pub struct RenameArgs {
 /// Flags shared by `convert` and `rename`.
 #[derive(clap::Args, Debug)]
 pub struct Common {
-    /// Largest amount of tensor data per shard file (5GB, 500MB, 2GiB, 1e9).
+    /// Largest amount of tensor data per shard file (5GB, 500MB, 2GiB, 1e9). A renamed multi-file
+    /// safetensors checkpoint also keeps its source's file boundaries
     #[arg(long, value_name = "SIZE", default_value = "5GB")]
     pub max_shard_size: String,
     /// Replace DST if it exists and is a checkpoint directory (safetensors with a config or index)

@@ -127,6 +127,7 @@ pub fn plan(view: &View, max_shard_size: u64) -> Result<Plan> {
         return Err(Error::usage("--max-shard-size must be larger than 0"));
     }
     let metadata = output_metadata(view);
+    let source_shards = source_shard_of_each(view);
     // Group view tensors into shards.
     let mut groups: Vec<Vec<(usize, usize)>> = Vec::new(); // (view index, nbytes)
     let mut current: Vec<(usize, usize)> = Vec::new();
@@ -148,7 +149,12 @@ pub fn plan(view: &View, max_shard_size: u64) -> Result<Plan> {
         total_data = total_data
             .checked_add(n64)
             .ok_or_else(|| Error::bad_data("total size overflows").tensor(&t.name))?;
-        if !current.is_empty() && current_bytes.saturating_add(n64) > max_shard_size {
+        // A new source file starts a new output file when the output keeps the source's files.
+        let new_source = source_shards
+            .as_ref()
+            .is_some_and(|s| i > 0 && s.get(i) != s.get(i.saturating_sub(1)));
+        if !current.is_empty() && (new_source || current_bytes.saturating_add(n64) > max_shard_size)
+        {
             groups.push(std::mem::take(&mut current));
             current_bytes = 0;
         }
@@ -224,6 +230,44 @@ pub fn plan(view: &View, max_shard_size: u64) -> Result<Plan> {
         total_data,
         metadata,
     })
+}
+
+/// The source shard of each view tensor, when the output can keep the source's files as they are:
+/// the source is more than one safetensors file, every view tensor reads rows of one contiguous
+/// physical tensor, and the tensors come in order of source file. (PyTorch shards are gathered
+/// as before: converting them is a change of format, and their data is not page-aligned.) A renamed checkpoint then keeps its shard
+/// boundaries (as a user renaming before an upload expects, with the transformers file names),
+/// and each output file is one run of one source file, so every tensor's data stays at an offset
+/// congruent mod [`ALIGN`] with its source and the copy can share or page-align extents.
+/// `--max-shard-size` still splits a source file larger than it.
+fn source_shard_of_each(view: &View) -> Option<Vec<usize>> {
+    if view.ckpt.shards.len() < 2 || view.ckpt.container() != "safetensors" {
+        return None;
+    }
+    let mut out = Vec::with_capacity(view.tensors.len());
+    for t in &view.tensors {
+        let mut shard = None;
+        for seg in &t.segments {
+            let Segment::Rows { tensor, .. } = seg else {
+                return None;
+            };
+            let info = view.ckpt.tensors.get(*tensor)?;
+            if !matches!(
+                info.placement,
+                crate::checkpoint::extent::Placement::Contiguous
+            ) || shard.is_some_and(|s| s != info.shard)
+            {
+                return None;
+            }
+            shard = Some(info.shard);
+        }
+        let shard = shard?;
+        if out.last().is_some_and(|&last| last > shard) {
+            return None;
+        }
+        out.push(shard);
+    }
+    Some(out)
 }
 
 /// The header length (mod [`ALIGN`]) that puts the most tensor data of this output file at an
