@@ -119,7 +119,8 @@ wall() {
 llama_fwd() {
     "$LLAMA_BENCH" -m "$1" -p "$2" -n 0 -t "$THREADS" -r "$REPS" -o json 2>/dev/null |
         "$PY" -c 'import json,statistics,sys
-print(f"{statistics.median(json.load(sys.stdin)[0][\"samples_ns\"]) / 1e9:.6f}")'
+m = statistics.median(json.load(sys.stdin)[0]["samples_ns"])
+print(f"{m / 1e9:.6f}")'
 }
 
 ids() { "$PY" -c "print(','.join(str((i * 7919 + 1) % 32000) for i in range($1)))"; }

@@ -1,7 +1,11 @@
-//! `candle-llama DIR TOKENS REPS`: load DIR's `config.json` and `model.safetensors` (mmapped, in the
-//! stored dtype) into candle-transformers' LLaMA on the CPU, run one warm-up forward over TOKENS
-//! token ids (no KV cache, position 0), then REPS timed forwards; print the median seconds.
-//! REPS=0: no warm-up, one timed forward (for whole-process timing).
+//! `candle-llama DIR TOKENS REPS`: load DIR's `config.json` and `model.safetensors` (mmapped) into
+//! candle-transformers' LLaMA on the CPU, run one warm-up forward over TOKENS token ids (no KV
+//! cache, position 0), then REPS timed forwards; print the median seconds. REPS=0: no warm-up, one
+//! timed forward (for whole-process timing).
+//!
+//! f32 and f16 run in their stored dtype. bf16 weights are widened to f32 as they load: candle's
+//! CPU matmul (gemm, without MKL) has no bf16 kernel ("unsupported dtype BF16 for op matmul"), up to
+//! at least 0.11.1.
 //!
 //! The ids are the ones `ckpt`'s peer bench uses: `(i * 7919 + 1) % vocab`.
 
@@ -21,9 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = Device::Cpu;
     let cfg: LlamaConfig = serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)?;
     let dtype = match cfg_dtype(dir)?.as_str() {
-        "bfloat16" => DType::BF16,
         "float16" => DType::F16,
-        _ => DType::F32,
+        _ => DType::F32, // bf16 included: see the module comment
     };
     let cfg = cfg.into_config(false);
     let st = dir.join("model.safetensors");
