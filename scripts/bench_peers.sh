@@ -8,7 +8,7 @@
 #
 # Environment (defaults in brackets):
 #   CKPT_PEERS_DIR  cache for the venv, llama.cpp source and build, candle build, models
-#                   [~/.cache/ckpt-peers]; about 12 GB. Everything is reused when present.
+#                   [~/.cache/ckpt-peers]; about 13 GB. Everything is reused when present.
 #   CKPT_REPO       the ckpt checkout whose `ckpt` binary and `peers` bench are built [this repo]
 #   CKPT_BIN        time this `ckpt` binary for whole-process runs instead of CKPT_REPO's release build
 #   PAIRS           rounds; each round runs every tool once, back to back (A B C A B C ...) [5]
