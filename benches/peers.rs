@@ -1,0 +1,199 @@
+//! The `ckpt` side of the peer benchmark, driven by `scripts/bench_peers.sh` (see
+//! docs/PERFORMANCE.md); run alone (`cargo bench`), it does nothing.
+//!
+//! ```text
+//! peers write DIR f32|bf16      TinyLlama-1.1B-shaped checkpoint, random weights (seed 1)
+//! peers forward DIR TOKENS REPS one warm-up, then REPS timed `Model::forward`; prints the median s
+//! peers peak                    f32 FMA peak on all rayon threads, GFLOP/s
+//! peers stream FILE             seconds to stream FILE once from the (warm) page cache, and the
+//!                               memory read bandwidth on all rayon threads
+//! ```
+//!
+//! The f32 and bf16 checkpoints draw the same random sequence, so the bf16 one is the f32 one
+//! rounded. Token ids are the same formula as `benches/forward.rs` and the script's.
+
+use std::hint::black_box;
+use std::io::Read;
+use std::path::Path;
+use std::time::Instant;
+
+use ckpt::Checkpoint;
+use ckpt::checkpoint::header::Dtype;
+use ckpt::kernels::{self, Isa};
+use ckpt::mapping::View;
+use ckpt::reference::Model;
+use ckpt::synth::{Dims, Fill, llama_tensors, write_checkpoint};
+use rayon::prelude::*;
+
+type R<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> R<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    match a.as_slice() {
+        ["write", dir, dtype] => write(Path::new(dir), dtype),
+        ["forward", dir, tokens, reps] => forward(Path::new(dir), tokens.parse()?, reps.parse()?),
+        ["peak"] => {
+            println!("{:.1}", peak_gflops(kernels::active_isa()));
+            Ok(())
+        }
+        ["stream", file] => stream(Path::new(file)),
+        _ => {
+            println!(
+                "peers: driven by scripts/bench_peers.sh (docs/PERFORMANCE.md); nothing to do"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn write(dir: &Path, dtype: &str) -> R<()> {
+    let (dt, name) = match dtype {
+        "f32" => (Dtype::F32, "float32"),
+        "bf16" => (Dtype::BF16, "bfloat16"),
+        _ => return Err(format!("dtype `{dtype}`: expected f32 or bf16").into()),
+    };
+    let d = Dims::TINYLLAMA;
+    let config = d.config_json("llama", "LlamaForCausalLM", name);
+    write_checkpoint(
+        dir,
+        Some(&config),
+        &llama_tensors(&d, dt, false),
+        1,
+        Fill::Random(1),
+    )?;
+    Ok(())
+}
+
+/// The ids every peer is given: `(i * 7919 + 1) % vocab`.
+fn ids(tokens: usize, vocab: usize) -> Vec<u32> {
+    (0..tokens)
+        .map(|i| ((i * 7919 + 1) % vocab) as u32)
+        .collect()
+}
+
+fn forward(dir: &Path, tokens: usize, reps: usize) -> R<()> {
+    let isa = kernels::active_isa();
+    let ck = Checkpoint::open(dir)?;
+    let view = View::identity(&ck);
+    let model = Model::new(&view)?;
+    let batch = vec![ids(tokens, Dims::TINYLLAMA.vocab)];
+    black_box(model.forward(&batch, isa)?); // warm-up: page the weights in
+    let mut s: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            let l = model.forward(&batch, isa);
+            let e = t.elapsed().as_secs_f64();
+            black_box(l).map(|_| e)
+        })
+        .collect::<Result<_, _>>()?;
+    s.sort_by(f64::total_cmp);
+    println!("{:.6}", s[s.len() / 2]);
+    Ok(())
+}
+
+/// Seconds to read FILE (already in the page cache) once with `read(2)` into one reused buffer,
+/// seconds to sum it through a fresh mmap on all threads (page faults included, as a forward pass
+/// that maps the checkpoint pays them), and the anonymous-memory read bandwidth in GB/s.
+fn stream(file: &Path) -> R<()> {
+    let read_once = || -> R<f64> {
+        let mut f = std::fs::File::open(file)?;
+        let mut buf = vec![0u8; 16 << 20];
+        let t = Instant::now();
+        while f.read(&mut buf)? > 0 {
+            black_box(&buf);
+        }
+        Ok(t.elapsed().as_secs_f64())
+    };
+    read_once()?; // warm the cache
+    let read_s = (0..3).map(|_| read_once()).collect::<R<Vec<f64>>>()?;
+    let mmap_s = (0..3)
+        .map(|_| -> R<f64> {
+            let f = std::fs::File::open(file)?;
+            let t = Instant::now();
+            // SAFETY: the benchmark's own file, not modified while mapped.
+            let m = unsafe { memmap2::Mmap::map(&f)? };
+            black_box(sum_words(&m));
+            Ok(t.elapsed().as_secs_f64())
+        })
+        .collect::<R<Vec<f64>>>()?;
+    let mem: Vec<u8> = vec![1u8; 1 << 30];
+    black_box(sum_words(&mem));
+    let mem_s = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(sum_words(&mem));
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min);
+    let min = |v: &[f64]| v.iter().copied().fold(f64::MAX, f64::min);
+    println!(
+        "{:.4} {:.4} {:.1}",
+        min(&read_s),
+        min(&mmap_s),
+        mem.len() as f64 / mem_s / 1e9
+    );
+    Ok(())
+}
+
+/// Sum of all 8-byte words, split across the rayon threads (touches every cache line once).
+fn sum_words(b: &[u8]) -> u64 {
+    b.par_chunks(1 << 20)
+        .map(|c| {
+            c.chunks_exact(8)
+                .map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8])))
+                .fold(0u64, u64::wrapping_add)
+        })
+        .reduce(|| 0, u64::wrapping_add)
+}
+
+/// The f32 FMA peak loop of `benches/kernels.rs` (12 independent 8-lane chains), on every rayon
+/// thread at once, best of 5; GFLOP/s. 0 when the CPU has no AVX2+FMA.
+fn peak_gflops(isa: Isa) -> f64 {
+    let threads = rayon::current_num_threads();
+    let iters = 50_000_000u64;
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            let flops: f64 = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..threads)
+                    .map(|_| s.spawn(move || peak_run(isa, iters)))
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+            });
+            flops / t.elapsed().as_secs_f64() / 1e9
+        })
+        .fold(0.0, f64::max)
+}
+
+fn peak_run(isa: Isa, iters: u64) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+        // SAFETY: `isa` is the active ISA; both imply AVX2 and FMA.
+        black_box(unsafe { peak_avx2(iters, black_box(1e-9), black_box(1.0)) });
+        return iters as f64 * 12.0 * 8.0 * 2.0;
+    }
+    let _ = (isa, iters);
+    0.0
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn peak_avx2(iters: u64, a: f32, b: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let (va, vb) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
+    let mut acc = [_mm256_setzero_ps(); 12];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm256_fmadd_ps(va, vb, *v);
+        }
+    }
+    let mut s = _mm256_setzero_ps();
+    for v in acc {
+        s = _mm256_add_ps(s, v);
+    }
+    let mut out = [0.0f32; 8];
+    // SAFETY: `out` holds 8 floats.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
+    out.iter().sum()
+}
