@@ -76,7 +76,9 @@ fn forward(dir: &Path, tokens: usize, reps: usize) -> R<()> {
     let isa = kernels::active_isa();
     let ck = Checkpoint::open(dir)?;
     let view = View::identity(&ck);
-    let model = Model::new(&view)?;
+    // Forward-only as the peers measure it: weights resident between passes (llama.cpp keeps its
+    // mmap mapped, candle holds the tensors in memory). The process column includes the faults.
+    let model = Model::new(&view)?.keep_mapped(true);
     let batch = vec![ids(tokens, Dims::TINYLLAMA.vocab)];
     black_box(model.forward(&batch, isa)?); // warm-up: page the weights in
     let mut s: Vec<f64> = (0..reps.max(1))

@@ -513,3 +513,30 @@ fn cli_refuses_activations_above_the_limit_instead_of_aborting() {
     );
     assert!(err.contains("fewer or shorter sequences"), "{err}");
 }
+
+/// `Model::keep_mapped` changes only whether pages stay mapped between passes: repeated passes
+/// with and without it give the same logits, bit for bit, as one pass of the default model.
+#[test]
+fn keeping_weights_mapped_gives_the_same_logits() {
+    let (batch, _, _) = expected("llama-bf16");
+    let ck = Checkpoint::open(fixture("llama-bf16")).unwrap();
+    let view = View::identity(&ck);
+    let isa = ckpt::kernels::active_isa();
+    let once = ckpt::reference::Model::new(&view)
+        .unwrap()
+        .forward(&batch, isa)
+        .unwrap();
+    for keep in [true, false] {
+        let m = ckpt::reference::Model::new(&view)
+            .unwrap()
+            .keep_mapped(keep);
+        for _ in 0..3 {
+            let l = m.forward(&batch, isa).unwrap();
+            assert_eq!(
+                l.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                once.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "keep_mapped({keep})"
+            );
+        }
+    }
+}

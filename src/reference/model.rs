@@ -134,6 +134,8 @@ pub struct Model<'a> {
     layers: Vec<LayerTensors<'a>>,
     norm: Norm<'a>,          // [hidden]
     lm_head: &'a ViewTensor, // [vocab, hidden] (the embedding when tied)
+    /// Drop each layer's pages from the resident set after use ([`Model::keep_mapped`]).
+    release_pages: bool,
 }
 
 impl<'a> Model<'a> {
@@ -225,6 +227,7 @@ impl<'a> Model<'a> {
             layers,
             norm,
             lm_head,
+            release_pages: true,
         })
     }
 
@@ -295,6 +298,16 @@ impl<'a> Model<'a> {
     /// Logits `[batch, seq, vocab]` for sequences of equal length, every position.
     pub fn forward(&self, batch: &[Vec<u32>], isa: Isa) -> Result<Logits> {
         self.forward_with_progress(batch, isa, &|_, _| {})
+    }
+
+    /// Keep the weights mapped between forward passes (`true`) instead of dropping each layer's
+    /// pages from this process's resident set once it is done (the default, so a pass over a
+    /// model larger than memory needs about one layer resident). For a caller running many passes
+    /// over a model that fits in memory: the pages stay in the page cache either way, and kept
+    /// mapped, later passes take no page faults (as llama.cpp's mmap does).
+    pub fn keep_mapped(mut self, keep: bool) -> Model<'a> {
+        self.release_pages = !keep;
+        self
     }
 
     /// [`Model::forward`], calling `on_layer(done, total)` after each decoder layer (for progress bars).
@@ -418,8 +431,10 @@ impl<'a> Model<'a> {
             kernels::axpy(isa, m.residual_scale, out, &mut s.x)?;
             // Done with this layer: its pages leave our resident set (memory stays ~one layer).
             drop(w);
-            for t in layer.all() {
-                self.view.release(t);
+            if self.release_pages {
+                for t in layer.all() {
+                    self.view.release(t);
+                }
             }
             on_layer(li + 1, self.layers.len());
         }
@@ -459,6 +474,7 @@ impl<'a> Model<'a> {
         ]
         .into_iter()
         .flatten()
+        .filter(|_| self.release_pages)
         {
             self.view.release(t);
         }
