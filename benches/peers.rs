@@ -25,6 +25,9 @@ use ckpt::reference::Model;
 use ckpt::synth::{Dims, Fill, llama_tensors, write_checkpoint};
 use rayon::prelude::*;
 
+mod common;
+use common::peak::peak_run;
+
 type R<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> R<()> {
@@ -149,8 +152,8 @@ fn sum_words(b: &[u8]) -> u64 {
         .reduce(|| 0, u64::wrapping_add)
 }
 
-/// The f32 FMA peak loop of `benches/kernels.rs` (12 independent 8-lane chains), on every rayon
-/// thread at once, best of 5; GFLOP/s. 0 when the CPU has no AVX2+FMA.
+/// The f32 FMA peak loop of `benches/kernels.rs` (`common::peak`), on every rayon thread at once,
+/// best of 5; GFLOP/s. 0 when the CPU has no AVX2+FMA.
 fn peak_gflops(isa: Isa) -> f64 {
     let threads = rayon::current_num_threads();
     let iters = 50_000_000u64;
@@ -166,36 +169,4 @@ fn peak_gflops(isa: Isa) -> f64 {
             flops / t.elapsed().as_secs_f64() / 1e9
         })
         .fold(0.0, f64::max)
-}
-
-fn peak_run(isa: Isa, iters: u64) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if matches!(isa, Isa::Avx2 | Isa::Avx512) {
-        // SAFETY: `isa` is the active ISA; both imply AVX2 and FMA.
-        black_box(unsafe { peak_avx2(iters, black_box(1e-9), black_box(1.0)) });
-        return iters as f64 * 12.0 * 8.0 * 2.0;
-    }
-    let _ = (isa, iters);
-    0.0
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn peak_avx2(iters: u64, a: f32, b: f32) -> f32 {
-    use std::arch::x86_64::*;
-    let (va, vb) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
-    let mut acc = [_mm256_setzero_ps(); 12];
-    for _ in 0..iters {
-        for v in acc.iter_mut() {
-            *v = _mm256_fmadd_ps(va, vb, *v);
-        }
-    }
-    let mut s = _mm256_setzero_ps();
-    for v in acc {
-        s = _mm256_add_ps(s, v);
-    }
-    let mut out = [0.0f32; 8];
-    // SAFETY: `out` holds 8 floats.
-    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
-    out.iter().sum()
 }

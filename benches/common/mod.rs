@@ -1,5 +1,7 @@
-//! Helpers shared by the benchmarks that run the release binary.
+//! Helpers shared by the benchmarks: running the release binary, the FMA peak loop.
 #![allow(dead_code)]
+
+pub mod peak;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -699,7 +699,7 @@ fn write_view_staged(
     };
     // Structure (every tensor's name, dtype, shape, file and data offsets as planned); the bytes
     // at those offsets were compared while writing.
-    verify::check_output(view, &plan, &sp, &d.given, false, &ctx, None)?;
+    verify::check_output(&plan, &sp, &d.given)?;
     if let Some((n, bytes)) = checked {
         let planned: usize = plan.files.iter().map(|f| f.tensors.len()).sum();
         if n != planned || bytes != plan.total_data {
