@@ -43,6 +43,9 @@ pub struct Pattern {
     parts: Vec<Part>,
     /// The anchored regex equivalent to `parts`, for `RegexSet`s.
     re: String,
+    /// A literal starting with a digit follows a placeholder, so a placeholder's run of digits may
+    /// have to stop short ([`Pattern::spans_dp`]); otherwise one linear pass decides.
+    ambiguous: bool,
 }
 
 impl PartialEq for Pattern {
@@ -130,10 +133,14 @@ impl Pattern {
             }
         }
         re.push('$');
+        let ambiguous = parts.windows(2).any(|w| {
+            matches!(w, [Part::Var(_), Part::Lit(l)] if l.as_bytes().first().is_some_and(u8::is_ascii_digit))
+        });
         Ok(Pattern {
             text: text.to_string(),
             parts,
             re,
+            ambiguous,
         })
     }
 
@@ -194,10 +201,7 @@ impl Pattern {
     fn walk(&self, name: &[u8], mut caps: Option<&mut Vec<(usize, usize)>>) -> bool {
         // After a placeholder comes a literal or the end. Unless that literal starts with a digit,
         // the placeholder's run of digits must be the whole run: one linear pass decides.
-        let ambiguous = self.parts.windows(2).any(|w| {
-            matches!(w, [Part::Var(_), Part::Lit(l)] if l.as_bytes().first().is_some_and(u8::is_ascii_digit))
-        });
-        if ambiguous {
+        if self.ambiguous {
             return match (self.spans_dp(name), caps) {
                 (Some(found), Some(c)) => {
                     *c = found;
