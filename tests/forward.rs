@@ -10,6 +10,8 @@ use ckpt::kernels::{self, Isa};
 use ckpt::mapping::View;
 use ckpt::reference::{self, Logits};
 
+mod common;
+
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
 const BIN: &str = env!("CARGO_BIN_EXE_ckpt");
 
@@ -31,28 +33,14 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(FIXTURES).join(name)
 }
 
-/// `input_ids` and `logits` of a fixture's `expected.safetensors`.
+/// `input_ids`, the logits' shape `[batch, seq, vocab]` and the logits of a fixture's
+/// `expected.safetensors` (read by the shared `common::golden`).
 fn expected(name: &str) -> (Vec<Vec<u32>>, Vec<usize>, Vec<f32>) {
-    let ck = Checkpoint::open(fixture(name).join("expected.safetensors")).unwrap();
-    let ids = ck.get("input_ids").unwrap();
-    assert_eq!(ids.dtype, Dtype::I64);
-    let seq = ids.shape[1];
-    let flat: Vec<u32> = ck
-        .data(ids)
-        .unwrap()
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
-        .collect();
-    let batch = flat.chunks(seq).map(|c| c.to_vec()).collect();
-    let lg = ck.get("logits").unwrap();
-    assert_eq!(lg.dtype, Dtype::F32);
-    let logits = ck
-        .data(lg)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    (batch, lg.shape.clone(), logits)
+    let (batch, logits) = common::golden(&fixture(name));
+    let (b, seq) = (batch.len(), batch.first().map_or(0, Vec::len));
+    let shape = vec![b, seq, logits.len() / (b * seq).max(1)];
+    assert_eq!(shape.iter().product::<usize>(), logits.len());
+    (batch, shape, logits)
 }
 
 fn run(dir: &Path, batch: &[Vec<u32>], isa: Isa) -> ckpt::Result<Logits> {

@@ -68,6 +68,7 @@ pub fn golden(dir: &Path) -> (Vec<Vec<u32>>, Vec<f32>) {
         .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
         .collect();
     let lg = ck.get("logits").unwrap();
+    assert_eq!(lg.dtype, Dtype::F32);
     let logits = ck
         .data(lg)
         .unwrap()
