@@ -153,11 +153,12 @@ fn sum_words(b: &[u8]) -> u64 {
 }
 
 /// The f32 FMA peak loop of `benches/kernels.rs` (`common::peak`), on every rayon thread at once,
-/// best of 5; GFLOP/s. 0 when the CPU has no AVX2+FMA.
+/// best of 20 short samples (about 2 s in all, so one busy moment cannot set the figure);
+/// GFLOP/s. 0 when the CPU has no AVX2+FMA.
 fn peak_gflops(isa: Isa) -> f64 {
     let threads = rayon::current_num_threads();
-    let iters = 50_000_000u64;
-    (0..5)
+    let iters = 25_000_000u64;
+    (0..20)
         .map(|_| {
             let t = Instant::now();
             let flops: f64 = std::thread::scope(|s| {
