@@ -497,3 +497,25 @@ fn regression_helium_attention_bias_has_no_o_proj_bias() {
     assert_eq!(ob.shape, vec![64]);
     assert!(w.read(ob).unwrap().iter().all(|b| *b == 0));
 }
+
+/// MistralConfig has no `layer_types`, and MistralModel applies `sliding_window` to every layer
+/// whatever such a key says (other loaders read one per layer). ckpt's Mistral read it and windowed
+/// only the layers it named, so `ckpt logits` differed from MistralForCausalLM's (by 2.4 on a
+/// transformers-saved model with `layer_types: [sliding, full]`). The key is now unmodelled:
+/// named and refused, never assumed.
+#[test]
+fn regression_mistral_layer_types_is_not_modelled() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = variant(t.path(), "mistral-window", "mistral-layer-types", |c| {
+        c["layer_types"] = serde_json::json!(["sliding_attention", "full_attention"]);
+    });
+    let (code, out, _) = ckpt(&["detect", s(&ck)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("`layer_types` = "), "{out}");
+    let (code, _, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3,4,5,6,7"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("layer_types"), "{err}");
+    // without the key, the window applies to every layer (the fixture's golden logits)
+    let (code, out, err) = ckpt(&["logits", s(&fixture("mistral-window")), "--ids", "1,2,3"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
