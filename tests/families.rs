@@ -519,3 +519,43 @@ fn regression_mistral_layer_types_is_not_modelled() {
     let (code, out, err) = ckpt(&["logits", s(&fixture("mistral-window")), "--ids", "1,2,3"]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// transformers 5 saves `partial_rotary_factor` inside `rope_parameters`. In a family that does
+/// not model partial rotary (LLaMA) it was silently ignored: detect said LLaMA-exact and convert
+/// dropped the key, although loaders that read it (vLLM, and transformers' own linear and dynamic
+/// scalings) rotate part of each head only. It is now an unmodelled key like the top-level one;
+/// 1.0 (Phi-3's default) changes nothing and is not reported.
+#[test]
+fn regression_partial_rotary_in_rope_parameters_is_unmodelled() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = variant(t.path(), "llama-theta", "llama-partial", |c| {
+        c["rope_parameters"]["partial_rotary_factor"] = serde_json::json!(0.5);
+    });
+    let (code, out, _) = ckpt(&["detect", s(&ck)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("`rope_parameters.partial_rotary_factor` = 0.5"),
+        "{out}"
+    );
+    let (code, _, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("partial_rotary_factor"), "{err}");
+    let dst = t.path().join("out");
+    let (code, _, err) = ckpt(&["convert", s(&ck), s(&dst)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(!dst.exists());
+    let (_, out, _) = ckpt(&["check", s(&ck)]);
+    assert!(
+        out.contains("C011") && out.contains("partial_rotary_factor"),
+        "{out}"
+    );
+    // 1.0 rotates whole heads: nothing to report
+    let one = variant(t.path(), "llama-theta", "llama-partial-one", |c| {
+        c["rope_parameters"]["partial_rotary_factor"] = serde_json::json!(1.0);
+    });
+    let (code, out, _) = ckpt(&["detect", s(&one)]);
+    assert_eq!(code, 0, "{out}");
+    // a family that models it (Phi-3) still runs it
+    let (code, out, err) = ckpt(&["logits", s(&fixture("phi3-partial")), "--ids", "1,2,3"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
