@@ -409,3 +409,153 @@ fn cohere_is_computed_by_its_family_and_not_converted() {
     assert_eq!(code, 2, "{err}");
     assert!(!out.exists());
 }
+
+/// HeliumAttention gives q/k/v a bias when `attention_bias` is true but builds `o_proj` without one
+/// (transformers' `modeling_helium.py`), so a Helium checkpoint saved with `attention_bias: true`
+/// has no `o_proj.bias`. It was detected as LLaMA-exact, then refused by `logits`, `verify` and
+/// `convert` as missing a tensor the model needs. The family adds an all-zero `o_proj.bias` (as
+/// Qwen2's does). The fixture with zero q/k/v and MLP biases added computes the fixture's own
+/// golden logits (HeliumForCausalLM's, which zero biases do not change).
+#[test]
+fn regression_helium_attention_bias_has_no_o_proj_bias() {
+    use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
+    let t = tempfile::tempdir().unwrap();
+    let ck = variant(t.path(), "helium", "helium-bias", |c| {
+        c["attention_bias"] = serde_json::json!(true);
+        c["mlp_bias"] = serde_json::json!(true);
+    });
+    let bytes = std::fs::read(ck.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (q, kv, hidden, inter) = (4 * 16, 2 * 16, 64, 96);
+    let mut zeros: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..2 {
+        for (name, rows) in [
+            ("self_attn.q_proj", q),
+            ("self_attn.k_proj", kv),
+            ("self_attn.v_proj", kv),
+            ("mlp.gate_proj", inter),
+            ("mlp.up_proj", inter),
+            ("mlp.down_proj", hidden),
+        ] {
+            zeros.push((format!("model.layers.{i}.{name}.bias"), vec![0u8; rows * 4]));
+        }
+    }
+    let mut tensors: Vec<(String, TensorView<'_>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
+    for (n, b) in &zeros {
+        tensors.push((
+            n.clone(),
+            TensorView::new(StDtype::F32, vec![b.len() / 4], b).unwrap(),
+        ));
+    }
+    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    let out = safetensors::serialize(tensors, Some(meta)).unwrap();
+    drop(st);
+    std::fs::write(ck.join("model.safetensors"), out).unwrap();
+
+    let (code, out, _) = ckpt(&["detect", s(&ck)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("family      helium"), "{out}");
+    // the reference forward pass runs it and gives HeliumForCausalLM's logits
+    let (batch, want) = golden("helium");
+    let ids: Vec<String> = batch
+        .iter()
+        .map(|r| r.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+        .collect();
+    let lf = t.path().join("logits.safetensors");
+    let (code, o, err) = ckpt(&[
+        "logits",
+        s(&ck),
+        "--ids",
+        &ids[0],
+        "--ids",
+        &ids[1],
+        "--out",
+        s(&lf),
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{o}{err}");
+    let got = common::golden(&{
+        let d = t.path().join("got");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::rename(&lf, d.join("expected.safetensors")).unwrap();
+        d
+    })
+    .1;
+    let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+    let err = max_abs(&got, &want);
+    assert!(err <= 1e-4 * scale, "max abs error {err}");
+    // converting to LLaMA adds the zero o_proj bias LLaMA's attention_bias asks for, and verifies
+    let dst = t.path().join("llama");
+    let (code, o, err) = ckpt(&["convert", s(&ck), s(&dst), "--verify", "-q"]);
+    assert_eq!(code, 0, "{o}{err}");
+    let w = ckpt::checkpoint::Checkpoint::open(&dst).unwrap();
+    let ob = w.get("model.layers.1.self_attn.o_proj.bias").unwrap();
+    assert_eq!(ob.shape, vec![64]);
+    assert!(w.read(ob).unwrap().iter().all(|b| *b == 0));
+}
+
+/// MistralConfig has no `layer_types`, and MistralModel applies `sliding_window` to every layer
+/// whatever such a key says (other loaders read one per layer). ckpt's Mistral read it and windowed
+/// only the layers it named, so `ckpt logits` differed from MistralForCausalLM's (by 2.4 on a
+/// transformers-saved model with `layer_types: [sliding, full]`). The key is now unmodelled:
+/// named and refused, never assumed.
+#[test]
+fn regression_mistral_layer_types_is_not_modelled() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = variant(t.path(), "mistral-window", "mistral-layer-types", |c| {
+        c["layer_types"] = serde_json::json!(["sliding_attention", "full_attention"]);
+    });
+    let (code, out, _) = ckpt(&["detect", s(&ck)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("`layer_types` = "), "{out}");
+    let (code, _, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3,4,5,6,7"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("layer_types"), "{err}");
+    // without the key, the window applies to every layer (the fixture's golden logits)
+    let (code, out, err) = ckpt(&["logits", s(&fixture("mistral-window")), "--ids", "1,2,3"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// transformers 5 saves `partial_rotary_factor` inside `rope_parameters`. In a family that does
+/// not model partial rotary (LLaMA) it was silently ignored: detect said LLaMA-exact and convert
+/// dropped the key, although loaders that read it (vLLM, and transformers' own linear and dynamic
+/// scalings) rotate part of each head only. It is now an unmodelled key like the top-level one;
+/// 1.0 (Phi-3's default) changes nothing and is not reported.
+#[test]
+fn regression_partial_rotary_in_rope_parameters_is_unmodelled() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = variant(t.path(), "llama-theta", "llama-partial", |c| {
+        c["rope_parameters"]["partial_rotary_factor"] = serde_json::json!(0.5);
+    });
+    let (code, out, _) = ckpt(&["detect", s(&ck)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("`rope_parameters.partial_rotary_factor` = 0.5"),
+        "{out}"
+    );
+    let (code, _, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("partial_rotary_factor"), "{err}");
+    let dst = t.path().join("out");
+    let (code, _, err) = ckpt(&["convert", s(&ck), s(&dst)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(!dst.exists());
+    let (_, out, _) = ckpt(&["check", s(&ck)]);
+    assert!(
+        out.contains("C011") && out.contains("partial_rotary_factor"),
+        "{out}"
+    );
+    // 1.0 rotates whole heads: nothing to report
+    let one = variant(t.path(), "llama-theta", "llama-partial-one", |c| {
+        c["rope_parameters"]["partial_rotary_factor"] = serde_json::json!(1.0);
+    });
+    let (code, out, _) = ckpt(&["detect", s(&one)]);
+    assert_eq!(code, 0, "{out}");
+    // a family that models it (Phi-3) still runs it
+    let (code, out, err) = ckpt(&["logits", s(&fixture("phi3-partial")), "--ids", "1,2,3"]);
+    assert_eq!(code, 0, "{out}{err}");
+}

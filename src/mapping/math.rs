@@ -593,9 +593,20 @@ impl std::fmt::Display for Unmodelled {
 /// `[math]` reads, its `keys` list, its `[config]` renames, drops and defaults) accounts for, with a
 /// value that switches something on.
 pub fn unmodelled_keys(cfg: &ModelConfig, understood: &[&str]) -> Vec<Unmodelled> {
+    // transformers 5 writes `partial_rotary_factor` inside `rope_parameters` (which every family
+    // reads for its rotary base and scaling): it is judged as the top-level key would be, except
+    // that 1.0 (Phi-3's default, written by every save) changes nothing.
+    let nested = cfg
+        .get("rope_parameters")
+        .and_then(|p| p.get("partial_rotary_factor"))
+        .filter(|v| !understood.contains(&"partial_rotary_factor") && !is_off(v))
+        .filter(|v| v.as_f64() != Some(1.0))
+        .map(|v| ("rope_parameters.partial_rotary_factor".to_string(), v));
     cfg.raw
         .iter()
         .filter(|(k, v)| !is_neutral_key(k) && !understood.contains(&k.as_str()) && !is_off(v))
+        .map(|(k, v)| (k.clone(), v))
+        .chain(nested)
         .map(|(k, v)| {
             // Compact JSON, with non-finite tokens shown as the file spelled them.
             let mut value = crate::json::to_string_pretty_nonfinite(v)
@@ -606,7 +617,7 @@ pub fn unmodelled_keys(cfg: &ModelConfig, understood: &[&str]) -> Vec<Unmodelled
                 value = value.chars().take(57).collect::<String>() + "...";
             }
             Unmodelled {
-                key: k.clone(),
+                key: k,
                 value: escape(&value),
             }
         })
