@@ -559,3 +559,27 @@ fn regression_partial_rotary_in_rope_parameters_is_unmodelled() {
     let (code, out, err) = ckpt(&["logits", s(&fixture("phi3-partial")), "--ids", "1,2,3"]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// Rotary parameters per layer type (Gemma 3's transformers 5 shape) carry no flat `rope_theta`;
+/// read flat they would give every layer the default base of 10000. They are named as unmodelled
+/// and nothing computes with them.
+#[test]
+fn regression_rope_parameters_per_layer_type_are_unmodelled() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = variant(t.path(), "llama-theta", "llama-per-layer-rope", |c| {
+        c["rope_parameters"] = serde_json::json!({
+            "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}
+        });
+    });
+    let (code, out, _) = ckpt(&["detect", s(&ck)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("`rope_parameters.full_attention`"), "{out}");
+    let (code, _, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("rope_parameters.full_attention"), "{err}");
+    let dst = t.path().join("out");
+    let (code, _, err) = ckpt(&["convert", s(&ck), s(&dst)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(!dst.exists());
+}

@@ -602,11 +602,22 @@ pub fn unmodelled_keys(cfg: &ModelConfig, understood: &[&str]) -> Vec<Unmodelled
         .filter(|v| !understood.contains(&"partial_rotary_factor") && !is_off(v))
         .filter(|v| v.as_f64() != Some(1.0))
         .map(|v| ("rope_parameters.partial_rotary_factor".to_string(), v));
+    // Rotary parameters per layer type (`{"full_attention": {...}, "sliding_attention": {...}}`, as
+    // Gemma 3 saves them): no family reads that shape, and read flat it would give every layer the
+    // default base. Each such entry is named so that nothing computes with it.
+    let per_layer_type = cfg
+        .get("rope_parameters")
+        .and_then(|p| p.as_object())
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| v.is_object())
+        .map(|(k, v)| (format!("rope_parameters.{k}"), v));
     cfg.raw
         .iter()
         .filter(|(k, v)| !is_neutral_key(k) && !understood.contains(&k.as_str()) && !is_off(v))
         .map(|(k, v)| (k.clone(), v))
         .chain(nested)
+        .chain(per_layer_type)
         .map(|(k, v)| {
             // Compact JSON, with non-finite tokens shown as the file spelled them.
             let mut value = crate::json::to_string_pretty_nonfinite(v)
