@@ -346,6 +346,11 @@ fn look_alike_conversions_are_classified() {
             "{name}: {o}"
         );
         assert!(o.contains("verdict: equivalent"), "{name}: {o}");
+        // The verdict names the tolerance it applied (the user stated none).
+        assert!(
+            o.contains("logits agree within the tolerance applied, ") && !o.contains("stated"),
+            "{name}: {o}"
+        );
         let (code, o, _) = ckpt(&["check", s(&out)]);
         assert!(!o.contains("C011"), "{name}: {code} {o}");
         // The converted LLaMA reproduces the source class's golden logits.

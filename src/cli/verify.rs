@@ -461,7 +461,11 @@ pub fn verdict_text(rep: &Report) -> String {
                 b.differing.len()
             ),
             Some(b) if !b.pass => format!(
-                "{word} (logits within the stated tolerance on the sequences run; {} tensors' values differ{})",
+                "{word} (logits agree within {}, on the sequences run; {} tensors' values differ{})",
+                match &rep.logits {
+                    Some(Ok(g)) => format!("the tolerance applied, {:.3e}", g.tolerance),
+                    _ => "the tolerance applied".to_string(),
+                },
                 b.differing.len(),
                 rep.embedding_rows
                     .map(|e| format!(
