@@ -307,6 +307,10 @@ fn synth_ckpt(dir: &Path, layers: usize, hidden: usize, shards: usize) {
 }
 
 #[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "fault injection (CKPT_TEST_*) exists only in debug builds"
+)]
 fn injected_disk_full_leaves_no_destination_and_no_temporaries() {
     let t = tempfile::tempdir().unwrap();
     let dst = t.path().join("out");
@@ -330,6 +334,10 @@ fn injected_disk_full_leaves_no_destination_and_no_temporaries() {
 }
 
 #[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "fault injection (CKPT_TEST_*) exists only in debug builds"
+)]
 fn real_disk_full_on_a_small_tmpfs() {
     // A 1 MiB tmpfs in a private mount namespace (needs root); skipped where unshare is refused.
     let t = tempfile::tempdir().unwrap();
@@ -1107,6 +1115,10 @@ fn issue_17_a_rename_keeps_the_source_shards() {
 /// A copy_file_range error that is not a refusal (EIO) is a write error naming the file and the
 /// tensor; nothing is committed.
 #[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "fault injection (CKPT_TEST_*) exists only in debug builds"
+)]
 fn issue_17_copy_file_range_io_error_is_reported_not_retried() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("yi");
