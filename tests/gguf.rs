@@ -329,6 +329,22 @@ fn quantized_verify_uses_bands_and_catches_a_swap() {
     assert!(out.contains("NOT equivalent"), "{out}");
 }
 
+/// `check` judges releases against LLaMA loaders' rules (llama.cpp through its converter); a GGUF
+/// file, which llama.cpp runs as it is, is refused with exit 2 instead of "will not load in
+/// llama.cpp", for every target.
+#[test]
+fn check_refuses_gguf_files() {
+    for name in ["gqa-f32.gguf", "gqa-q8_0.gguf"] {
+        let p = gguf(name);
+        for target in ["llama", "llama.cpp", "transformers"] {
+            let (code, out, err) = ckpt(&["check", p.to_str().unwrap(), "--target", target]);
+            assert_eq!(code, 2, "{name} {target}: {out}{err}");
+            assert!(!out.contains("will not load"), "{out}");
+            assert!(err.contains(name) && err.contains("GGUF"), "{err}");
+        }
+    }
+}
+
 /// Back to safetensors: the f32 GGUF converts to a LLaMA directory whose tensors are the source's
 /// bytes; a quantized file is refused with the reason.
 #[test]
