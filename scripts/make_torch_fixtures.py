@@ -20,12 +20,15 @@ Cases (fixtures/<name>/):
                    split by columns), rope.freqs replicated
   meta-llama3-2rank the same in LLaMA 3's layout (tok_embeddings split by rows, no rope.freqs),
                    params.json with vocab_size -1
+  torch-tied       a tiny tied-embedding model as transformers 4 pickled it (lm_head.weight sharing
+                   the embedding's storage), and st/ its safetensors twin without lm_head.weight
 
 Hostile files (tests/corpus/torch/): each names a code-running global, or breaks a bound or the
 container; the payloads would create the file `ckpt-pwned-marker` in the working directory if they
 ever ran.
 
 Usage:  python scripts/make_torch_fixtures.py                 # fixtures + corpus
+        python scripts/make_torch_fixtures.py --tied          # only torch-tied/
         python scripts/make_torch_fixtures.py --bench-ranks DIR  # 673 MB of random bf16 Meta ranks
                                                                  # for the README's memory figure
 """
@@ -228,6 +231,36 @@ def meta_cases():
         print(f"  {name}: ranks merged == llama-meta consolidated tensors (bit-exact)")
 
 
+def tied_case():
+    """torch-tied/: a tiny tied-embedding LLaMA (vocab 32, width 16, one layer) as transformers 4's
+    `save_pretrained(safe_serialization=False)` wrote it: `model.state_dict()` pickled as is, so
+    `lm_head.weight` is stored under its own name but shares the embedding's storage (written once).
+    `st/` is the same model as transformers writes it in safetensors (no `lm_head.weight`). A few KB."""
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(11)
+    cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(1 + 0.1 * torch.randn_like(p) if "norm" in n else 0.2 * torch.randn_like(p))
+    sd = model.state_dict()
+    assert sd["lm_head.weight"].data_ptr() == sd["model.embed_tokens.weight"].data_ptr()
+    d = fresh(os.path.join(FIX, "torch-tied"))
+    torch.save(sd, os.path.join(d, "pytorch_model.bin"))
+    cfg.save_pretrained(d)
+    st = fresh(os.path.join(d, "st"))
+    save_file({k: v.contiguous() for k, v in sd.items() if k != "lm_head.weight"},
+              os.path.join(st, "model.safetensors"), metadata={"format": "pt"})
+    cfg.save_pretrained(st)
+    back = load_weights_only(os.path.join(d, "pytorch_model.bin"))
+    assert torch.equal(back["lm_head.weight"], back["model.embed_tokens.weight"])
+    print("  torch-tied: lm_head.weight shares the embedding's storage")
+
+
 # ---------------------------------------------------------------------------------------------
 # hostile archives
 # ---------------------------------------------------------------------------------------------
@@ -375,9 +408,12 @@ def bench_ranks(out, dim=2048, ffn=5632, layers=4, vocab=32000, ranks=2):
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--bench-ranks":
         return bench_ranks(sys.argv[2])
+    if sys.argv[1:] == ["--tied"]:
+        return tied_case()
     print("torch fixtures (torch %s)" % torch.__version__)
     hf_cases()
     meta_cases()
+    tied_case()
     hostile()
     good()
 

@@ -230,6 +230,54 @@ fn verify_against_the_hf_source() {
         assert_eq!(code, 0, "{name}: {out}{err}");
         assert!(out.contains("tensors identical"), "{out}");
     }
+    // llama.cpp stores the bf16 source's norms in F32: the verdict says why the bytes differ
+    // (another dtype, the same values), not -0/+0 or NaN payloads.
+    let (code, out, err) = ckpt(&[
+        "verify",
+        common::fixture("llama-bf16").to_str().unwrap(),
+        gguf("bf16.gguf").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("not in value: the same values stored in another dtype)"),
+        "{out}"
+    );
+}
+
+/// llama.cpp stores llama3 rope scaling as per-frequency factors, which fix `(low_freq_factor,
+/// high_freq_factor, original_max_position_embeddings)` only up to a common scale; the GGUF reads
+/// back with `low_freq_factor = 1`. A source written with the same frequencies at another scale
+/// (`low 2, high 8, original 64` for the fixture's `1, 4, 32`) is the same model; one with other
+/// frequencies (`original 100`) is not.
+#[test]
+fn llama3_scaling_at_another_scale_is_the_same_rotary() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (low, high, old, code_want) in [(2.0, 8.0, 64, 0), (2.0, 8.0, 100, 1)] {
+        let dir = tmp.path().join(format!("src-{old}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let from = common::fixture("llama3-scaling");
+        std::fs::copy(
+            from.join("model.safetensors"),
+            dir.join("model.safetensors"),
+        )
+        .unwrap();
+        let mut cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(from.join("config.json")).unwrap()).unwrap();
+        let rp = &mut cfg["rope_parameters"];
+        rp["low_freq_factor"] = low.into();
+        rp["high_freq_factor"] = high.into();
+        rp["original_max_position_embeddings"] = old.into();
+        std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+        let (code, out, err) = ckpt(&[
+            "verify",
+            dir.to_str().unwrap(),
+            gguf("llama3-f32.gguf").to_str().unwrap(),
+        ]);
+        assert_eq!(code, code_want, "original {old}: {out}{err}");
+        if code_want == 1 {
+            assert!(out.contains("config rope_scaling"), "{out}");
+        }
+    }
 }
 
 /// Quantized files verify within their bands; the same file with two tensors swapped (k and v of
@@ -279,6 +327,22 @@ fn quantized_verify_uses_bands_and_catches_a_swap() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("k_proj.weight (Q8_0): weight NMSE"), "{out}");
     assert!(out.contains("NOT equivalent"), "{out}");
+}
+
+/// `check` judges releases against LLaMA loaders' rules (llama.cpp through its converter); a GGUF
+/// file, which llama.cpp runs as it is, is refused with exit 2 instead of "will not load in
+/// llama.cpp", for every target.
+#[test]
+fn check_refuses_gguf_files() {
+    for name in ["gqa-f32.gguf", "gqa-q8_0.gguf"] {
+        let p = gguf(name);
+        for target in ["llama", "llama.cpp", "transformers"] {
+            let (code, out, err) = ckpt(&["check", p.to_str().unwrap(), "--target", target]);
+            assert_eq!(code, 2, "{name} {target}: {out}{err}");
+            assert!(!out.contains("will not load"), "{out}");
+            assert!(err.contains(name) && err.contains("GGUF"), "{err}");
+        }
+    }
 }
 
 /// Back to safetensors: the f32 GGUF converts to a LLaMA directory whose tensors are the source's

@@ -163,6 +163,45 @@ fn meta_ranks_merge_into_the_consolidated_tensors() {
     }
 }
 
+/// transformers 4's `save_pretrained(safe_serialization=False)` pickles a tied model's
+/// `lm_head.weight` (sharing the embedding's storage); its safetensors twin has no such tensor.
+/// Both are the same model: verify says equivalent in both directions. A stored head that is not
+/// the embedding's bytes stays a structural difference.
+#[test]
+fn a_pickled_tied_lm_head_is_the_same_model_as_none() {
+    let bin = common::fixture("torch-tied");
+    let st = bin.join("st");
+    for (a, b) in [(&st, &bin), (&bin, &st)] {
+        let (code, out, err) = common::ckpt(&["verify", a.to_str().unwrap(), b.to_str().unwrap()]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("0 only in A, 0 only in B"), "{out}");
+        assert!(out.contains("verdict: equivalent"), "{out}");
+    }
+    // The same config with an untied config: the stored head is then a real tensor of B only.
+    let tmp = tempfile::tempdir().unwrap();
+    let untied = tmp.path().join("untied");
+    std::fs::create_dir_all(&untied).unwrap();
+    std::fs::copy(
+        bin.join("pytorch_model.bin"),
+        untied.join("pytorch_model.bin"),
+    )
+    .unwrap();
+    let cfg = std::fs::read_to_string(bin.join("config.json")).unwrap();
+    assert!(cfg.contains("\"tie_word_embeddings\": true"), "{cfg}");
+    std::fs::write(
+        untied.join("config.json"),
+        cfg.replace(
+            "\"tie_word_embeddings\": true",
+            "\"tie_word_embeddings\": false",
+        ),
+    )
+    .unwrap();
+    let (code, out, err) =
+        common::ckpt(&["verify", st.to_str().unwrap(), untied.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("1 only in B"), "{out}");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {

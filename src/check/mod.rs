@@ -329,6 +329,16 @@ pub fn run(path: &Path, opts: &Options) -> Result<Report> {
             return Err(e);
         }
     };
+    // The rules judge a Hugging Face / Meta / PyTorch release against the loaders of LLaMA
+    // checkpoints (llama.cpp through its converter). A GGUF file is llama.cpp's own runtime format,
+    // which no rule models: "will not load in llama.cpp" would be false for the converter's output.
+    if crate::checkpoint::gguf::of_checkpoint(&ck).is_some() {
+        return Err(Error::unsupported(
+            "a GGUF file is llama.cpp's runtime format, not a release the loaders' rules describe: `check` does not judge GGUF files",
+        )
+        .file(&ck.path)
+        .hint("`ckpt verify SOURCE FILE` compares it with its source; `ckpt convert FILE OUT --to llama` (F32/F16/BF16 files) writes a directory `ckpt check` judges"));
+    }
     findings.extend(check_opened(&ck, opts)?);
     findings.retain(|f| f.loaders.intersects(opts.target.loaders()));
     let hint = if findings.iter().any(|f| f.severity == Severity::Error) {

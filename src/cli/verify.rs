@@ -456,10 +456,24 @@ pub fn verdict_text(rep: &Report) -> String {
     };
     match rep.verdict {
         Verdict::Equivalent => match &rep.bytes {
-            Some(b) if !b.pass && b.values_equal() => format!(
-                "{word} ({} tensors differ in bytes only, not in value: -0 and +0, NaN payloads)",
-                b.differing.len()
-            ),
+            Some(b) if !b.pass && b.values_equal() => {
+                // Why the bytes differ: the same values in another float dtype (a bf16 source in
+                // an f32 GGUF), or other encodings of the same numbers.
+                let n = b.differing.len();
+                let widened = b
+                    .differing
+                    .iter()
+                    .filter(|(p, _)| p.a_dtype != p.b_dtype)
+                    .count();
+                let why = match widened {
+                    0 => "-0 and +0, NaN payloads".to_string(),
+                    w if w == n => "the same values stored in another dtype".to_string(),
+                    w => format!(
+                        "{w} store the same values in another dtype, the others differ as -0 and +0 or NaN payloads"
+                    ),
+                };
+                format!("{word} ({n} tensors differ in bytes only, not in value: {why})")
+            }
             Some(b) if !b.pass => format!(
                 "{word} (logits agree within {}, on the sequences run; {} tensors' values differ{})",
                 match &rep.logits {

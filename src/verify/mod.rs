@@ -578,6 +578,7 @@ pub fn compare_structure(a: &View<'_>, b: &View<'_>) -> Structure {
     };
     for ta in &a.tensors {
         match b.get(&ta.name) {
+            None if redundant_tied_head(a, ta) && redundant_pair(b) => {}
             None => s.only_a.push(pair(&ta.name, Some(ta), None)),
             Some(tb) => {
                 s.common += 1;
@@ -590,7 +591,7 @@ pub fn compare_structure(a: &View<'_>, b: &View<'_>) -> Structure {
         }
     }
     for tb in &b.tensors {
-        if a.get(&tb.name).is_none() {
+        if a.get(&tb.name).is_none() && !(redundant_tied_head(b, tb) && redundant_pair(a)) {
             s.only_b.push(pair(&tb.name, None, Some(tb)));
         }
     }
@@ -614,6 +615,27 @@ pub fn compare_structure(a: &View<'_>, b: &View<'_>) -> Structure {
         && s.shape_differs.is_empty()
         && s.config_differs.is_empty();
     s
+}
+
+/// Whether `t` is a stored `lm_head.weight` that the view's config ties to the embedding and whose
+/// bytes are the embedding's: what transformers 4's `save_pretrained(safe_serialization=False)`
+/// writes for a tied model (the shared storage pickled under both names), and what every loader
+/// ignores. Not a structural difference from the same model saved without it.
+fn redundant_tied_head(v: &View<'_>, t: &ViewTensor) -> bool {
+    if t.name != "lm_head.weight"
+        || v.config.as_ref().and_then(|c| c.tie_word_embeddings) != Some(true)
+    {
+        return false;
+    }
+    let Some(e) = v.get("model.embed_tokens.weight") else {
+        return false;
+    };
+    e.shape == t.shape && tensor_bytes_equal(v, t, v, e).unwrap_or(false)
+}
+
+/// Whether the other side ties its embedding too (so it computes with the embedding as its head).
+fn redundant_pair(v: &View<'_>) -> bool {
+    v.config.as_ref().and_then(|c| c.tie_word_embeddings) == Some(true)
 }
 
 fn config_differences(a: &View<'_>, b: &View<'_>) -> Vec<(String, Value, Value)> {
@@ -682,9 +704,30 @@ fn config_differences(a: &View<'_>, b: &View<'_>) -> Vec<(String, Value, Value)>
     ];
     fields
         .into_iter()
-        .filter(|(_, x, y)| x != y)
+        .filter(|(k, x, y)| x != y && !(*k == "rope_scaling" && same_llama3_frequencies(ca, cb)))
         .map(|(k, x, y)| (k.to_string(), x, y))
         .collect()
+}
+
+/// Whether two `llama3` rope scalings written with different parameters give the same rotary
+/// frequencies. The parameters are determined by the frequencies only up to a common scale of
+/// `(low_freq_factor, high_freq_factor, original_max_position_embeddings)`: llama.cpp's GGUF
+/// stores the frequency factors, and reading them back gives `low_freq_factor = 1`
+/// (docs/GGUF.md), so `(2, 8, 100)` and `(1, 4, 50)` are one computation. Judged on the inverse
+/// frequencies the reference computes, bit for bit.
+fn same_llama3_frequencies(
+    a: &crate::checkpoint::ModelConfig,
+    b: &crate::checkpoint::ModelConfig,
+) -> bool {
+    use reference::config::{Config, RopeScaling};
+    let (Ok(ra), Ok(rb)) = (Config::from_model_config(a), Config::from_model_config(b)) else {
+        return false;
+    };
+    matches!(ra.rope_scaling, RopeScaling::Llama3 { .. })
+        && matches!(rb.rope_scaling, RopeScaling::Llama3 { .. })
+        && ra.rope_theta == rb.rope_theta
+        && ra.rotary_dim == rb.rotary_dim
+        && ra.inv_freq(1) == rb.inv_freq(1)
 }
 
 /// Borrow gathered or mapped chunks as plain slices.
