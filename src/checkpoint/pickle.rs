@@ -66,6 +66,31 @@ pub fn allowed_global(module: &str, name: &str) -> Option<Global> {
     }
 }
 
+/// Globals that `torch.save` itself writes for tensors ckpt does not read: refused as unsupported,
+/// not as code a file tries to run. Returns what they are.
+fn known_unsupported_global(module: &str, name: &str) -> Option<&'static str> {
+    Some(match (module, name) {
+        ("torch._utils", "_rebuild_tensor_v3") => {
+            "torch's rebuild function for storages tagged with a dtype (unsigned 16/32/64-bit integers, newer float8 and other types the legacy storages cannot name), which ckpt does not read"
+        }
+        ("torch._utils", "_rebuild_qtensor") => {
+            "a quantized torch tensor, which ckpt does not read"
+        }
+        ("torch._utils", "_rebuild_sparse_tensor") | ("torch._utils", "_rebuild_sparse_csr") => {
+            "a sparse torch tensor, which ckpt does not read"
+        }
+        ("torch._utils", "_rebuild_meta_tensor_no_storage") => {
+            "a tensor on the `meta` device, which holds no data"
+        }
+        ("torch._utils", "_rebuild_wrapper_subclass")
+        | ("torch._tensor", "_rebuild_from_type_v2")
+        | ("torch._utils", "_rebuild_device_tensor_from_numpy") => {
+            "a tensor subclass or device tensor, which ckpt does not read"
+        }
+        _ => return None,
+    })
+}
+
 /// The element type of a `torch.*Storage` class name.
 pub fn storage_dtype(name: &str) -> Option<Dtype> {
     Some(match name {
@@ -383,6 +408,12 @@ impl<'a> Machine<'a> {
     }
 
     fn global(&mut self, module: &str, name: &str, at: usize) -> Result<Value> {
+        if let Some(what) = known_unsupported_global(module, name) {
+            return Err(Error::unsupported(format!(
+                "`{module}.{name}` at pickle offset {at}: {what}; ckpt reads tensors pickled with `torch._utils._rebuild_tensor_v2` (F32, F64, F16, BF16, integer, bool and fp8 storages)"
+            ))
+            .hint("save the state dict as safetensors (`safetensors.torch.save_file`), or cast the tensors to a supported dtype before `torch.save`"));
+        }
         match allowed_global(module, name) {
             Some(g) => Ok(Value::Global(g)),
             None => Err(Error::bad_data(format!(
@@ -921,6 +952,24 @@ mod tests {
 
     fn ok(_: &StorageRef) -> Result<()> {
         Ok(())
+    }
+
+    #[test]
+    fn torch_globals_it_does_not_read_are_unsupported_not_hostile() {
+        // {'w': _rebuild_tensor_v3(...)}: refused at the global, named as torch's own, exit 2
+        let p = b"\x80\x02}q\x00X\x01\x00\x00\x00wq\x01ctorch._utils\n_rebuild_tensor_v3\nq\x02.";
+        let e = run(p, &mut ok).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("_rebuild_tensor_v3") && msg.contains("does not read"),
+            "{msg}"
+        );
+        assert!(!msg.contains("refused global"), "{msg}");
+        assert_eq!(e.kind(), crate::error::ErrorKind::Unsupported);
+        // an unknown global is still refused as one
+        let p = b"\x80\x02ctorch._utils\n_rebuild_tensor_v9\nq\x00.";
+        let msg = run(p, &mut ok).unwrap_err().to_string();
+        assert!(msg.contains("refused global"), "{msg}");
     }
 
     #[test]
