@@ -321,9 +321,18 @@ fn check_catches_each_defect_the_issue_found() {
     std::fs::remove_file(meta.join("tokenizer.model")).unwrap();
     let (code, v) = check_json(&meta, &[]);
     assert_eq!(code, 1);
+    // candle's serde fails; llama.cpp's converter (through AutoConfig) writes transformers' 2048.
     let f = findings(&v, "L002-max-position-embeddings");
-    assert_eq!(f.len(), 1, "{v:#}");
-    assert_eq!(f[0].1, ["llama.cpp", "candle"]);
+    assert_eq!(f.len(), 2, "{v:#}");
+    assert!(
+        f.iter().any(|x| x.0 == "error" && x.1 == ["candle"]),
+        "{v:#}"
+    );
+    assert!(
+        f.iter()
+            .any(|x| x.0 == "warning" && x.1 == ["llama.cpp"] && x.2.contains("2048")),
+        "{v:#}"
+    );
     assert_eq!(findings(&v, "K008-no-eos")[0].0, "warning");
     assert!(
         has_error(&v, "K001-tokenizer-missing", "llama.cpp"),
@@ -495,6 +504,79 @@ fn candle_rules_and_target_filtering() {
     ]);
     assert_eq!(code, 2);
     assert!(err.contains("llama.cpp"), "{err}");
+}
+
+/// Config values the real loaders refuse or compute differently, measured with transformers 5.23
+/// (`from_pretrained`), llama.cpp's converter and its runtime (libllama, f32 GGUF) on tiny LLaMA
+/// checkpoints; each was `ok` for the loader it breaks before.
+#[test]
+fn config_values_the_loaders_refuse_are_findings_for_them() {
+    let d = tempfile::tempdir().unwrap();
+    let edit = |name: &str, f: &dyn Fn(&mut Value)| {
+        let p = d.path().join(name);
+        copy_dir(&fixture("llama-gqa"), &p);
+        std::fs::remove_file(p.join("expected.safetensors")).unwrap();
+        let mut cfg = read_json(&p.join("config.json"));
+        f(&mut cfg);
+        write_json(&p.join("config.json"), &cfg);
+        p
+    };
+    // `null` in a field LlamaConfig types strictly: StrictDataclassFieldValidationError.
+    for key in [
+        "rms_norm_eps",
+        "hidden_act",
+        "tie_word_embeddings",
+        "attention_bias",
+        "mlp_bias",
+    ] {
+        let p = edit(key, &|c| c[key] = Value::Null);
+        let (code, v) = check_json(&p, &["--target", "transformers"]);
+        assert_eq!(code, 1, "{key}: {v:#}");
+        assert!(has_error(&v, "C006-config-field", "transformers"), "{v:#}");
+    }
+    // rms_norm_eps null also breaks the GGUF (the converter falls back to the raw JSON).
+    let p = edit("eps", &|c| c["rms_norm_eps"] = Value::Null);
+    assert!(has_error(
+        &check_json(&p, &[]).1,
+        "C006-config-field",
+        "llama.cpp"
+    ));
+    // max_position_embeddings null: transformers and candle refuse, the GGUF has no context length.
+    let p = edit("mpe", &|c| c["max_position_embeddings"] = Value::Null);
+    let (_, v) = check_json(&p, &[]);
+    let f = findings(&v, "L002-max-position-embeddings");
+    assert_eq!(f.len(), 1, "{v:#}");
+    assert_eq!(f[0].1, ["transformers", "llama.cpp", "candle"]);
+    // hidden_size not a multiple of the heads, even with head_dim: validate_architecture refuses.
+    let p = edit("heads", &|c| {
+        c["num_attention_heads"] = 6.into();
+        c["head_dim"] = 16.into();
+    });
+    let (_, v) = check_json(&p, &["--target", "transformers"]);
+    assert!(has_error(&v, "C008-heads", "transformers"), "{v:#}");
+    // A RoPE type transformers does not implement: KeyError in from_pretrained.
+    let p = edit("foo", &|c| {
+        c["rope_parameters"] =
+            serde_json::json!({"rope_type": "foo", "rope_theta": 10000.0, "factor": 2.0});
+        c["rope_scaling"] = c["rope_parameters"].clone();
+    });
+    let (code, v) = check_json(&p, &["--target", "transformers"]);
+    assert_eq!(code, 1, "{v:#}");
+    assert!(has_error(&v, "L005-rope-scaling", "transformers"), "{v:#}");
+    // longrope: llama.cpp's GGUF runs unscaled (12.9 off transformers at 16 tokens): an error there;
+    // dynamic stays a warning (unscaled equals it up to max_position_embeddings).
+    let p = edit("longrope", &|c| {
+        c["rope_scaling"] = serde_json::json!({"rope_type": "longrope", "short_factor": vec![1.5; 8], "long_factor": vec![2.0; 8], "original_max_position_embeddings": 64});
+    });
+    let (code, v) = check_json(&p, &["--target", "llama.cpp"]);
+    assert_eq!(code, 1, "{v:#}");
+    assert!(has_error(&v, "L005-rope-scaling", "llama.cpp"), "{v:#}");
+    let p = edit("dynamic", &|c| {
+        c["rope_scaling"] = serde_json::json!({"rope_type": "dynamic", "factor": 2.0});
+    });
+    let (_, v) = check_json(&p, &["--target", "llama.cpp"]);
+    let f = findings(&v, "L005-rope-scaling");
+    assert!(f.len() == 1 && f[0].0 == "warning", "{v:#}");
 }
 
 #[test]

@@ -131,15 +131,35 @@ pub fn config_rules(ck: &Checkpoint, out: &mut Vec<Finding>) {
     let file = c.path.clone();
     let raw = &c.raw;
     rope_spelling(raw, &file, out);
-    if !raw.contains_key("max_position_embeddings") {
-        out.push(
+    typed_nulls(raw, &file, out);
+    match raw.get("max_position_embeddings") {
+        None => {
+            out.push(
+                Finding::error(
+                    ids::MAX_POSITIONS,
+                    "no `max_position_embeddings`: candle's `LlamaConfig` requires it (the load fails)",
+                )
+                .file(&file)
+                .loaders(Loaders::CANDLE),
+            );
+            out.push(
+                Finding::warning(
+                    ids::MAX_POSITIONS,
+                    "no `max_position_embeddings`: llama.cpp's converter reads the config through transformers' `AutoConfig` and writes its default, 2048, as the GGUF context length, whatever the model was trained with",
+                )
+                .file(&file)
+                .loaders(Loaders::LLAMA_CPP),
+            );
+        }
+        Some(Value::Null) => out.push(
             Finding::error(
                 ids::MAX_POSITIONS,
-                "no `max_position_embeddings`: candle's `LlamaConfig` requires it (the load fails), and llama.cpp's converter then writes no context length",
+                "`max_position_embeddings` is null: transformers' `LlamaConfig` (strict validation) and candle's require an integer and refuse the config; llama.cpp's converter then falls back to the raw JSON and writes no context length, and the GGUF does not load",
             )
             .file(&file)
-            .loaders(Loaders::CANDLE.or(Loaders::LLAMA_CPP)),
-        );
+            .loaders(Loaders::TRANSFORMERS.or(Loaders::CANDLE).or(Loaders::LLAMA_CPP)),
+        ),
+        Some(_) => {}
     }
     let bias_tensor = ck
         .tensors
@@ -172,7 +192,19 @@ pub fn config_rules(ck: &Checkpoint, out: &mut Vec<Finding>) {
     }
     if let Some(s) = &c.rope_scaling {
         let t = s.rope_type.as_str();
-        if t != "llama3" {
+        if !ROPE_TYPES.contains(&t) {
+            out.push(
+                Finding::error(
+                    ids::ROPE_SCALING,
+                    format!(
+                        "RoPE scaling `{}` is not a type transformers implements ({}): `from_pretrained` fails (no such rotary initialisation), and no other LLaMA loader computes it",
+                        crate::error::escape(t),
+                        ROPE_TYPES.join(", ")
+                    ),
+                )
+                .file(&file),
+            );
+        } else if t != "llama3" {
             out.push(
                 Finding::error(
                     ids::ROPE_SCALING,
@@ -198,17 +230,73 @@ pub fn config_rules(ck: &Checkpoint, out: &mut Vec<Finding>) {
                 .loaders(Loaders::CANDLE),
             );
         }
-        if !matches!(t, "linear" | "yarn" | "llama3") {
+        if t == "dynamic" {
             out.push(
                 Finding::warning(
                     ids::ROPE_SCALING,
+                    "RoPE scaling `dynamic`: llama.cpp's converter carries over only linear, yarn and llama3 scaling; the GGUF runs unscaled, which transformers' dynamic scaling equals only up to `max_position_embeddings` tokens",
+                )
+                .file(&file)
+                .loaders(Loaders::LLAMA_CPP),
+            );
+        } else if ROPE_TYPES.contains(&t) && !matches!(t, "linear" | "yarn" | "llama3") {
+            out.push(
+                Finding::error(
+                    ids::ROPE_SCALING,
                     format!(
-                        "RoPE scaling `{}`: llama.cpp's converter carries over only linear, yarn and llama3 scaling; the GGUF runs unscaled",
+                        "RoPE scaling `{}`: llama.cpp's converter carries over only linear, yarn and llama3 scaling; the GGUF runs unscaled and computes other logits than the model at every length",
                         crate::error::escape(t)
                     ),
                 )
                 .file(&file)
                 .loaders(Loaders::LLAMA_CPP),
+            );
+        }
+    }
+}
+
+/// The RoPE types transformers 5.23 implements (`ROPE_INIT_FUNCTIONS` in
+/// `modeling_rope_utils.py`, plus `default`); any other makes `from_pretrained` fail.
+const ROPE_TYPES: &[&str] = &[
+    "default",
+    "linear",
+    "dynamic",
+    "yarn",
+    "longrope",
+    "llama3",
+    "proportional",
+];
+
+/// `LlamaConfig` fields transformers 5.23 types without `None` (its `@strict` dataclass validation
+/// refuses `null` there; `max_position_embeddings` is L002's), with the type and the loaders a
+/// `null` breaks (transformers refuses the config; llama.cpp's converter then reads the raw JSON
+/// and writes a GGUF without an RMSNorm epsilon, which does not load).
+const TYPED_FIELDS: &[(&str, &str, Loaders)] = &[
+    (
+        "rms_norm_eps",
+        "a float",
+        Loaders(Loaders::TRANSFORMERS.0 | Loaders::LLAMA_CPP.0),
+    ),
+    ("hidden_act", "a string", Loaders::TRANSFORMERS),
+    ("tie_word_embeddings", "a bool", Loaders::TRANSFORMERS),
+    ("attention_bias", "a bool", Loaders::TRANSFORMERS),
+    ("mlp_bias", "a bool", Loaders::TRANSFORMERS),
+    ("use_cache", "a bool", Loaders::TRANSFORMERS),
+];
+
+/// C006 for a `null` in a field `LlamaConfig` types strictly.
+fn typed_nulls(raw: &Map<String, Value>, file: &Path, out: &mut Vec<Finding>) {
+    for (key, ty, loaders) in TYPED_FIELDS {
+        if raw.get(*key).is_some_and(Value::is_null) {
+            out.push(
+                Finding::error(
+                    super::rules::ids::CONFIG_FIELD,
+                    format!(
+                        "`{key}` is null: transformers' `LlamaConfig` (strict validation) requires {ty} and refuses the config; set the value"
+                    ),
+                )
+                .file(file)
+                .loaders(*loaders),
             );
         }
     }

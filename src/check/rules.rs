@@ -303,6 +303,15 @@ pub fn config_identity(ck: &Checkpoint, target: Target, out: &mut Vec<Finding>) 
                 )
                 .file(&cfile),
             );
+        } else if c.head_dim.is_some() && n != 0 && h % n != 0 {
+            out.push(
+                Finding::error(
+                    ids::HEADS,
+                    format!("`hidden_size` {h} is not a multiple of `num_attention_heads` {n}: transformers' `LlamaConfig` refuses it (`validate_architecture`) even with an explicit `head_dim`"),
+                )
+                .file(&cfile)
+                .loaders(super::Loaders::TRANSFORMERS),
+            );
         }
         let kv = c.resolved_kv_heads().unwrap_or(n);
         if kv == 0 || n % kv != 0 {
@@ -651,7 +660,7 @@ fn tied_lm_head(ck: &Checkpoint, cfile: &std::path::Path) -> Result<Finding> {
         Finding::error(
             ids::TIED_LM_HEAD,
             format!(
-                "`tie_word_embeddings` is true ({}) but `lm_head.weight` differs from the embeddings: loaders replace it by the embeddings and compute different logits",
+                "`tie_word_embeddings` is true ({}) but `lm_head.weight` differs from the embeddings: loaders disagree on the output layer (transformers 5 and llama.cpp keep the stored `lm_head`; candle, and vLLM on transformers 4, replace it by the embeddings), so the logits depend on the loader",
                 cfile.display()
             ),
         )
