@@ -207,6 +207,9 @@ pub struct Detection {
     pub math: Option<crate::mapping::math::Resolved>,
     /// What converting the winner to LLaMA needs (`None` when its math is not known).
     pub to_llama: Option<crate::mapping::math::Bridge>,
+    /// Required names of the winner that a plain checkpoint lacks (per layer): such a checkpoint
+    /// has the family's names but does not load or compute as it is.
+    pub missing_required: usize,
 }
 
 /// Detect the family of a checkpoint.
@@ -226,6 +229,7 @@ pub fn detect(ck: &Checkpoint, reg: &Registry) -> Detection {
             convert_command: None,
             math: None,
             to_llama: None,
+            missing_required: 0,
         },
     }
 }
@@ -392,8 +396,22 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
         evidence.push(why.clone());
     }
     let mut config_decided = false;
+    let mut missing_required = 0;
     if let Some(b) = &best {
         evidence.push(b.summary());
+        if matches!(kind, CheckpointKind::Plain) && b.required_present < b.required_expected {
+            missing_required = b.required_expected - b.required_present;
+            evidence.push(format!(
+                "incomplete: {missing_required} required tensor{} missing (e.g. {}): the checkpoint has {}'s names but not every tensor its computation needs (`ckpt check` says which loaders refuse it)",
+                if missing_required == 1 { "" } else { "s" },
+                b.missing
+                    .iter()
+                    .map(|n| escape(n))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                b.family
+            ));
+        }
         if let Some(f) = reg.get(&b.family) {
             let diff = f.differing_names();
             if !diff.is_empty() && f.name != "llama" {
@@ -569,7 +587,7 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
     // A LLaMA checkpoint needs no conversion. The command carries the renames and the mapping file
     // the detection needed, so it runs as printed.
     let convert_command = match (&winner, exact) {
-        (Some(w), Some(true)) if w != "llama" => {
+        (Some(w), Some(true)) if w != "llama" && missing_required == 0 => {
             let mut cmd = format!(
                 "ckpt convert {} OUT --to llama",
                 shell_quote(&ck.path.display().to_string())
@@ -598,6 +616,7 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
         config_decided,
         indistinct,
         convert_command,
+        missing_required,
         math,
         to_llama,
     })

@@ -548,3 +548,51 @@ fn shape_conflict_with_config_does_not_pick_a_look_alike_family() {
         det.evidence
     );
 }
+
+/// A checkpoint with a family's names but without every tensor its computation needs is named,
+/// said to be incomplete, offered no conversion, and not "detected" (exit 1).
+#[test]
+fn incomplete_checkpoint_is_named_but_not_detected() {
+    let d = Dims::YI_34B;
+    let mut specs = llama_tensors(&d, Dtype::BF16, false);
+    rename(&mut specs, ".input_layernorm.", ".ln1.");
+    rename(&mut specs, ".post_attention_layernorm.", ".ln2.");
+    specs.retain(|s| s.0 != "model.layers.3.ln2.weight");
+    let (t, det) = detect_synth(
+        &specs,
+        Some(d.config_json("Yi", "YiForCausalLM", "bfloat16")),
+    );
+    assert_eq!(det.winner.as_deref(), Some("yi"), "{:?}", det.evidence);
+    assert_eq!(det.missing_required, 1);
+    assert!(det.convert_command.is_none());
+    assert!(
+        det.evidence.iter().any(|e| e
+            .starts_with("incomplete: 1 required tensor missing (e.g. model.layers.3.ln2.weight)")),
+        "{:?}",
+        det.evidence
+    );
+    let path = t.path().to_str().unwrap();
+    let (code, out, _) = ckpt_cmd(&["detect", path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("(LLaMA-exact, but incomplete: see evidence)"),
+        "{out}"
+    );
+    assert!(!out.contains("ckpt convert"), "{out}");
+    let (code, out, _) = ckpt_cmd(&["detect", "--json", path]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["convert"].is_null(), "{out}");
+    // the same names complete: detected, with the command
+    let mut full = llama_tensors(&d, Dtype::BF16, false);
+    rename(&mut full, ".input_layernorm.", ".ln1.");
+    rename(&mut full, ".post_attention_layernorm.", ".ln2.");
+    let (t2, det) = detect_synth(
+        &full,
+        Some(d.config_json("Yi", "YiForCausalLM", "bfloat16")),
+    );
+    assert_eq!(det.missing_required, 0);
+    let (code, out, _) = ckpt_cmd(&["detect", t2.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ckpt convert"), "{out}");
+}

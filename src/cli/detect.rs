@@ -44,13 +44,14 @@ pub fn run(a: Args) -> CmdResult {
             out(&line);
         }
     }
-    // Detected means: a family, and (with a config) a computation ckpt knows.
+    // Detected means: a family, (with a config) a computation ckpt knows, and every tensor that
+    // computation needs.
     let known = d.math.as_ref().is_none_or(|m| {
         d.winner
             .as_deref()
             .is_some_and(|w| m.usable(w, false).is_ok() || ck.config.is_none())
     });
-    Ok(if d.winner.is_some() && known {
+    Ok(if d.winner.is_some() && known && d.missing_required == 0 {
         EXIT_OK
     } else {
         EXIT_FINDINGS
@@ -74,6 +75,10 @@ fn text(ck: &Checkpoint, d: &Detection) -> Vec<String> {
     match (&d.winner, d.exact) {
         (Some(w), _) if unknown_math => l.push(format!(
             "family      {}  by its names; what it computes is not known (see evidence)",
+            esc(w)
+        )),
+        (Some(w), Some(true)) if d.missing_required > 0 => l.push(format!(
+            "family      {}  (LLaMA-exact, but incomplete: see evidence)",
             esc(w)
         )),
         (Some(w), Some(true)) => l.push(format!("family      {}  (LLaMA-exact)", esc(w))),
@@ -124,6 +129,10 @@ fn text(ck: &Checkpoint, d: &Detection) -> Vec<String> {
     l.extend(report::wrap("dims        ", "            ", &dims_line(d)));
     if let Some(c) = &d.convert_command {
         l.extend(report::wrap("convert     ", "            ", c));
+    } else if d.winner.is_some() && d.missing_required > 0 {
+        l.push(
+            "convert     nothing to run until the missing tensors are there (see evidence)".into(),
+        );
     } else if d.winner.as_deref() == Some("llama") {
         l.push("convert     not needed: the checkpoint is already LLaMA".into());
     } else if let Some(w) = &d.winner
