@@ -856,9 +856,12 @@ fn score(
     let config = match cfg {
         None => ConfigAgreement::Unknown,
         Some(c) => {
+            // transformers dispatches on `model_type`; `architectures` speaks only when it is
+            // absent (a family whose architecture is listed under another family's model_type is
+            // not the one the config names).
             if let Some(m) = c.model_type.as_deref().filter(|m| f.claims_model_type(m)) {
                 ConfigAgreement::Match(format!("model_type={m}"))
-            } else if f.claims_architecture(&c.architectures) {
+            } else if c.model_type.is_none() && f.claims_architecture(&c.architectures) {
                 ConfigAgreement::Match(format!("architectures={}", c.architectures.join(",")))
             } else if let Some(m) = &c.model_type {
                 ConfigAgreement::Mismatch(format!("model_type={m}"))

@@ -548,3 +548,37 @@ fn shape_conflict_with_config_does_not_pick_a_look_alike_family() {
         det.evidence
     );
 }
+
+/// transformers dispatches on `model_type`: a config with `model_type` of a user family (whose
+/// names are LLaMA's, gate and up swapped) and the `LlamaForCausalLM` architecture a conversion
+/// kept is that family, not llama because `architectures` also matches (which printed "config
+/// model_type=swapgu decides" above a llama verdict).
+#[test]
+fn model_type_decides_over_architectures() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dims::TINYLLAMA;
+    let m = dir.path().join("swapgu.toml");
+    std::fs::write(
+        &m,
+        "name = \"swapgu\"\nsummary = \"gate and up swapped\"\nbase = \"llama\"\nexact = true\nsources = [\"test\"]\n[config]\nmodel_type = \"swapgu\"\n[tensors]\n\"model.layers.{i}.mlp.gate_proj.weight\" = \"model.layers.{i}.mlp.up_proj.weight\"\n\"model.layers.{i}.mlp.up_proj.weight\" = \"model.layers.{i}.mlp.gate_proj.weight\"\n",
+    )
+    .unwrap();
+    let ck = dir.path().join("ck");
+    write_checkpoint(
+        &ck,
+        Some(&d.config_json("swapgu", "LlamaForCausalLM", "bfloat16")),
+        &llama_tensors(&d, Dtype::BF16, false),
+        1,
+        Fill::Sparse,
+    )
+    .unwrap();
+    let (code, out, _) = ckpt_cmd(&[
+        "detect",
+        ck.to_str().unwrap(),
+        "--mapping",
+        m.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("family      swapgu  (LLaMA-exact)"), "{out}");
+    assert!(!out.contains("already LLaMA"), "{out}");
+}
