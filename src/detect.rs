@@ -368,6 +368,7 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
                     crate::mapping::math::for_checkpoint(x, Some(c)).math
                         != crate::mapping::math::for_checkpoint(y, Some(c)).math
                         || x.detect_only != y.detect_only
+                        || !read_alike(ck, x, y, renames)
                 })
                 .map(|r| r.family.clone())
                 .collect();
@@ -716,6 +717,24 @@ pub fn attach_math(v: &mut View<'_>, fam: &Family, asserted: bool) {
     v.math = Some(r.usable(&fam.name, asserted).cloned());
 }
 
+/// Whether two families read the checkpoint's tensors as the same canonical tensors (same names,
+/// same bytes): a family that claims the same config and names but maps them elsewhere (a user
+/// mapping that swaps gate and up) computes something else on the same file. A view that does not
+/// build is judged elsewhere (shapes, unmatched names).
+fn read_alike(ck: &Checkpoint, x: &Family, y: &Family, renames: &[RenameRule]) -> bool {
+    let (Ok(a), Ok(b)) = (
+        canonical_view(ck, x, renames),
+        canonical_view(ck, y, renames),
+    ) else {
+        return true;
+    };
+    a.tensors.len() == b.tensors.len()
+        && a.tensors.iter().all(|t| {
+            b.get(&t.name)
+                .is_some_and(|u| u.shape == t.shape && u.segments == t.segments)
+        })
+}
+
 fn shell_quote(s: &str) -> String {
     if s.chars()
         .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
@@ -875,9 +894,12 @@ fn score(
     let config = match cfg {
         None => ConfigAgreement::Unknown,
         Some(c) => {
+            // transformers dispatches on `model_type`; `architectures` speaks only when it is
+            // absent (a family whose architecture is listed under another family's model_type is
+            // not the one the config names).
             if let Some(m) = c.model_type.as_deref().filter(|m| f.claims_model_type(m)) {
                 ConfigAgreement::Match(format!("model_type={m}"))
-            } else if f.claims_architecture(&c.architectures) {
+            } else if c.model_type.is_none() && f.claims_architecture(&c.architectures) {
                 ConfigAgreement::Match(format!("architectures={}", c.architectures.join(",")))
             } else if let Some(m) = &c.model_type {
                 ConfigAgreement::Mismatch(format!("model_type={m}"))

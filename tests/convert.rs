@@ -1199,3 +1199,47 @@ fn issue_17_reordered_or_small_outputs_fall_back_to_a_valid_layout() {
         );
     }
 }
+
+/// A user mapping whose target is misspelt (`input_layrnorm`) makes a canonical view with a name
+/// LLaMA does not have; converting to llama writes the canonical view as it is, so it must be
+/// refused naming the rule, the file and the tensor, not written as a "llama" checkpoint.
+#[test]
+fn convert_to_llama_refuses_a_mapping_target_that_is_not_a_llama_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("myyi.toml");
+    std::fs::write(
+        &map,
+        r#"name = "myyi"
+summary = "Yi with a typo"
+base = "llama"
+exact = true
+sources = ["me"]
+[tensors]
+"model.layers.{i}.ln1.weight" = "model.layers.{i}.input_layrnorm.weight"
+"model.layers.{i}.ln2.weight" = "model.layers.{i}.post_attention_layernorm.weight"
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = ckpt(&[
+        "convert",
+        s(&fixture("yi")),
+        s(&out),
+        "--from",
+        "myyi",
+        "--mapping",
+        s(&map),
+        "--quiet",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("model.layers.0.input_layrnorm.weight"), "{t}");
+    assert!(
+        t.contains(r#"rule [tensors] "model.layers.{i}.ln1.weight""#),
+        "{t}"
+    );
+    assert!(t.contains("myyi.toml"), "{t}");
+    assert!(t.contains("not a tensor name of `llama`"), "{t}");
+    assert!(!out.exists(), "{t}");
+    assert!(hidden(dir.path()).is_empty(), "{:?}", hidden(dir.path()));
+}

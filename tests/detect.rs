@@ -596,3 +596,74 @@ fn incomplete_checkpoint_is_named_but_not_detected() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ckpt convert"), "{out}");
 }
+
+/// transformers dispatches on `model_type`: a config with `model_type` of a user family (whose
+/// names are LLaMA's, gate and up swapped) and the `LlamaForCausalLM` architecture a conversion
+/// kept is that family, not llama because `architectures` also matches (which printed "config
+/// model_type=swapgu decides" above a llama verdict).
+#[test]
+fn model_type_decides_over_architectures() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dims::TINYLLAMA;
+    let m = dir.path().join("swapgu.toml");
+    std::fs::write(
+        &m,
+        "name = \"swapgu\"\nsummary = \"gate and up swapped\"\nbase = \"llama\"\nexact = true\nsources = [\"test\"]\n[config]\nmodel_type = \"swapgu\"\n[tensors]\n\"model.layers.{i}.mlp.gate_proj.weight\" = \"model.layers.{i}.mlp.up_proj.weight\"\n\"model.layers.{i}.mlp.up_proj.weight\" = \"model.layers.{i}.mlp.gate_proj.weight\"\n",
+    )
+    .unwrap();
+    let ck = dir.path().join("ck");
+    write_checkpoint(
+        &ck,
+        Some(&d.config_json("swapgu", "LlamaForCausalLM", "bfloat16")),
+        &llama_tensors(&d, Dtype::BF16, false),
+        1,
+        Fill::Sparse,
+    )
+    .unwrap();
+    let (code, out, _) = ckpt_cmd(&[
+        "detect",
+        ck.to_str().unwrap(),
+        "--mapping",
+        m.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("family      swapgu  (LLaMA-exact)"), "{out}");
+    assert!(!out.contains("already LLaMA"), "{out}");
+}
+
+/// A user family that claims llama's `model_type` and names but maps gate and up the other way
+/// computes something else on the same file: names and config cannot tell it from llama, so
+/// nothing is detected (llama was chosen by order, "config model_type=llama decides").
+#[test]
+fn a_family_reading_the_same_names_differently_is_not_told_apart_by_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dims::TINYLLAMA;
+    let m = dir.path().join("clash.toml");
+    std::fs::write(
+        &m,
+        "name = \"clash\"\nsummary = \"gate and up swapped\"\nbase = \"llama\"\nexact = true\nsources = [\"test\"]\n[config]\nmodel_type = \"llama\"\n[tensors]\n\"model.layers.{i}.mlp.gate_proj.weight\" = \"model.layers.{i}.mlp.up_proj.weight\"\n\"model.layers.{i}.mlp.up_proj.weight\" = \"model.layers.{i}.mlp.gate_proj.weight\"\n",
+    )
+    .unwrap();
+    let ck = dir.path().join("ck");
+    write_checkpoint(
+        &ck,
+        Some(&d.config_json("llama", "LlamaForCausalLM", "bfloat16")),
+        &llama_tensors(&d, Dtype::BF16, false),
+        1,
+        Fill::Sparse,
+    )
+    .unwrap();
+    let (code, out, _) = ckpt_cmd(&[
+        "detect",
+        ck.to_str().unwrap(),
+        "--mapping",
+        m.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("family      none detected"), "{out}");
+    assert!(out.contains("cannot tell llama from clash"), "{out}");
+    // without the file it is llama
+    let (code, out, _) = ckpt_cmd(&["detect", ck.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("family      llama  (LLaMA-exact)"), "{out}");
+}

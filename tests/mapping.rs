@@ -806,3 +806,42 @@ fn builtin_families_pass_the_clash_check() {
     assert_eq!(reg.families().len(), builtin.families().len());
     assert!(reg.families().len() >= 20);
 }
+
+/// A rotary permutation rule over the wrong head count (`heads` for a GQA key, which has
+/// `kv_heads` heads): the key's rows still divide into heads of an even size, so the wrong
+/// permutation was applied on both sides of a `--verify` and called equivalent. A head is
+/// `head_dim` rows; anything else is refused naming the rule, the file and the tensor.
+#[test]
+fn permutation_over_the_wrong_head_count_is_refused() {
+    let meta = include_str!("../mappings/llama-meta.toml")
+        .replace("name = \"llama-meta\"", "name = \"my-meta\"");
+    let k = meta
+        .find("from = \"layers.{i}.attention.wk.weight\"")
+        .unwrap();
+    let (head, tail) = meta.split_at(k);
+    let text = format!(
+        "{head}{}",
+        tail.replacen("heads = \"kv_heads\"", "heads = \"heads\"", 1)
+    );
+    let mut reg = Registry::builtin().unwrap();
+    reg.load_str(&text, "my-meta.toml").unwrap();
+    let ck = fixture("llama-meta");
+    // the right rules read it
+    canon(&ck, &reg, "llama-meta");
+    let e = canonical_view(&ck, reg.get("my-meta").unwrap(), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("my-meta.toml"), "{e}");
+    assert!(e.contains("[[permute]] #2"), "{e}");
+    assert!(e.contains("layers.0.attention.wk.weight"), "{e}");
+    assert!(e.contains("head_dim is 16"), "{e}");
+    // and the same towards the family
+    let c = canon(&ck, &reg, "llama-meta");
+    let e = to_family(&c, reg.get("my-meta").unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("[[permute]] #2") && e.contains("head_dim is 16"),
+        "{e}"
+    );
+}

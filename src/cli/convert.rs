@@ -278,6 +278,46 @@ fn build_view<'a>(
     let drop_py = to == "llama";
     let (canonical, conv) = classify(canonical, &from, target, f.allow_lossy)?;
     if to == "llama" {
+        // The canonical view is written as it is: every name must be one of LLaMA's (a mapping
+        // whose target is misspelt would otherwise write that name into a "llama" checkpoint),
+        // and every tensor LLaMA needs must be there.
+        let source = reg.require(&from)?;
+        for t in &canonical.tensors {
+            if target.rules.iter().any(|r| {
+                r.rule
+                    .targets()
+                    .iter()
+                    .any(|p| p.matches(&t.name).is_some())
+            }) {
+                continue;
+            }
+            let rule = source
+                .rules
+                .iter()
+                .find(|r| {
+                    r.rule
+                        .targets()
+                        .iter()
+                        .any(|p| p.matches(&t.name).is_some())
+                })
+                .map_or_else(
+                    || format!("family `{from}` ({})", source.file),
+                    |r| format!("rule {} of family `{from}` ({})", r.origin, source.file),
+                );
+            return Err(Error::bad_data(format!(
+                "{rule} maps {} onto `{}`, which is not a tensor name of `llama` ({}); is the rule's target misspelt?",
+                t.sources
+                    .iter()
+                    .map(|s| format!("`{}`", ckpt::error::escape(s)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                ckpt::error::escape(&t.name),
+                target.file
+            ))
+            .file(&ck.path)
+            .tensor(&t.name));
+        }
+        to_family(&canonical, target)?;
         return Ok((canonical, drop_py, conv));
     }
     if !conv.plan.is_empty() {

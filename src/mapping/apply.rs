@@ -222,7 +222,7 @@ pub fn canonical_view<'a>(
             }
             Rule::Permute { to, heads, .. } => {
                 let n = q.need(*heads, family, r, &t.name)?;
-                let hd = rotary_head_rows(rows, n, family, r, &t.name)?;
+                let hd = rotary_head_rows(rows, n, q.head_dim, family, r, &t.name)?;
                 let mut segs = Vec::with_capacity(rows);
                 for h in 0..n {
                     for j in 0..hd {
@@ -292,9 +292,12 @@ pub fn canonical_view<'a>(
 }
 
 /// Rows per head for a rotary permutation of a tensor of `rows` rows over `n` heads.
+/// Rotary pairs live within one head, so a head is `head_dim` rows when the config says: `heads`
+/// where `kv_heads` was meant also divides a GQA key's rows, into heads of the wrong size.
 fn rotary_head_rows(
     rows: usize,
     n: usize,
+    head_dim: Option<usize>,
     fam: &Family,
     r: &RuleEntry,
     tensor: &str,
@@ -305,6 +308,17 @@ fn rotary_head_rows(
             r,
             tensor,
             format!("{rows} rows do not split into {n} heads of an even number of rows"),
+        ));
+    }
+    if let Some(hd) = head_dim.filter(|&hd| hd != rows / n) {
+        return Err(size_error(
+            fam,
+            r,
+            tensor,
+            format!(
+                "{rows} rows over {n} heads are heads of {} rows, but the config's head_dim is {hd}",
+                rows / n
+            ),
         ));
     }
     Ok(rows / n)
@@ -565,7 +579,7 @@ pub fn to_family<'a>(canonical: &View<'a>, family: &Family) -> Result<View<'a>> 
             Rule::Permute { from, heads, .. } => {
                 let rows = t.shape.first().copied().unwrap_or(1);
                 let n = q.need(*heads, family, r, &t.name)?;
-                let hd = rotary_head_rows(rows, n, family, r, &t.name)?;
+                let hd = rotary_head_rows(rows, n, q.head_dim, family, r, &t.name)?;
                 let map = RowMap::new(canonical, t)?;
                 let mut segs = Vec::with_capacity(rows);
                 for h in 0..n {
