@@ -1243,3 +1243,51 @@ sources = ["me"]
     assert!(!out.exists(), "{t}");
     assert!(hidden(dir.path()).is_empty(), "{:?}", hidden(dir.path()));
 }
+
+/// Converting to a user family that names no `model_type` says that the written config keeps
+/// another family's (so loaders and `detect` go by that), and how to read the output back.
+#[test]
+fn converting_to_a_family_without_model_type_says_what_the_config_names() {
+    let t = tempfile::tempdir().unwrap();
+    let map = t.path().join("normy.toml");
+    std::fs::write(
+        &map,
+        "name = \"normy\"\nsummary = \"norms renamed\"\nbase = \"llama\"\nexact = true\nsources = [\"test\"]\n\n[tensors]\n\"model.layers.{i}.n1.weight\" = \"model.layers.{i}.input_layernorm.weight\"\n\"model.layers.{i}.n2.weight\" = \"model.layers.{i}.post_attention_layernorm.weight\"\n",
+    )
+    .unwrap();
+    let dst = t.path().join("out");
+    let o = ckpt(&[
+        "convert",
+        s(&fixture("llama-gqa")),
+        s(&dst),
+        "--to",
+        "normy",
+        "--mapping",
+        s(&map),
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("family `normy` names no `model_type`")
+            && out.contains("keeps `model_type` `llama`")
+            && out.contains("--family normy --mapping"),
+        "{out}"
+    );
+    // read back as the note says, it computes
+    let o = ckpt(&[
+        "logits",
+        s(&dst),
+        "--family",
+        "normy",
+        "--mapping",
+        s(&map),
+        "--ids",
+        "1,2,3",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    // a family that names its model_type gets no such note
+    let dst = t.path().join("yi");
+    let o = ckpt(&["convert", s(&fixture("llama-gqa")), s(&dst), "--to", "yi"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("names no `model_type`"), "{}", text(&o));
+}

@@ -327,6 +327,20 @@ fn build_view<'a>(
         .file(&ck.path));
     }
     let v = to_family(&canonical, target)?;
+    let mut conv = conv;
+    if target.config.model_type.is_none() {
+        // Nothing in the written config names the target: it keeps the source's model_type (or
+        // LLaMA's), and loaders and `ckpt detect` go by that.
+        conv.notes.push(format!(
+            "family `{to}` names no `model_type` ({}): the written config keeps `model_type` {}, so loaders and `ckpt detect` identify the output by that; read it back with `--family {to} --mapping {}`",
+            target.file,
+            v.config
+                .as_ref()
+                .and_then(|c| c.model_type.as_deref())
+                .map_or_else(|| "absent".to_string(), |m| format!("`{}`", ckpt::error::escape(m))),
+            target.file
+        ));
+    }
     Ok((v, drop_py, conv))
 }
 
