@@ -171,3 +171,127 @@ fn read_only_destination_mount_is_a_clean_error_naming_dst() {
     assert!(!out.contains("ckpt-tmp"), "{out}");
     assert!(!out.lines().any(|l| l.trim() == "out"), "{out}");
 }
+
+/// The regular files of `dir` other than ckpt's temporaries and journals, with their bytes.
+fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.contains(".ckpt-"))
+        .map(|n| (n.clone(), std::fs::read(dir.join(&n)).unwrap()))
+        .collect()
+}
+
+/// A copy of a fixture whose safetensors headers have 512 bytes of spare room (for `--in-place`).
+fn padded_copy(fixture: &str, dst: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(fixture);
+    std::fs::create_dir(dst).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == "expected.safetensors" {
+            continue;
+        }
+        let mut bytes = std::fs::read(e.path()).unwrap();
+        if name.ends_with(".safetensors") {
+            let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+            let mut out = ((n + 512) as u64).to_le_bytes().to_vec();
+            out.extend_from_slice(&bytes[8..8 + n]);
+            out.extend(std::iter::repeat_n(b' ', 512));
+            out.extend_from_slice(&bytes[8 + n..]);
+            bytes = out;
+        }
+        std::fs::write(dst.join(&name), bytes).unwrap();
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "fault injection (CKPT_TEST_*) exists only in debug builds"
+)]
+fn kill_9_at_every_step_of_an_in_place_run_is_recoverable() {
+    use std::os::unix::process::ExitStatusExt;
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("base");
+    padded_copy("llama-sharded", &base);
+    let rename = |dir: &Path, kill_at: Option<usize>| {
+        let mut c = Command::new(BIN);
+        c.args([
+            "rename",
+            s(dir),
+            "--in-place",
+            "--rename",
+            r"model\.(.*)=m.$1",
+            "-q",
+        ]);
+        if let Some(n) = kill_at {
+            c.env("CKPT_TEST_KILL_AT_STEP", n.to_string());
+        }
+        c.output().unwrap()
+    };
+    let old = files(&base);
+    let full = t.path().join("full");
+    padded_copy("llama-sharded", &full);
+    assert!(rename(&full, None).status.success());
+    let new = files(&full);
+    assert_ne!(old, new);
+
+    let mut killed = 0;
+    for step in 1.. {
+        assert!(step < 100, "the run never completed");
+        let d = t.path().join(format!("k{step}"));
+        padded_copy("llama-sharded", &d);
+        let o = rename(&d, Some(step));
+        if o.status.success() {
+            assert_eq!(files(&d), new);
+            break;
+        }
+        assert_eq!(o.status.signal(), Some(libc::SIGKILL), "step {step}");
+        killed += 1;
+        let pending = std::fs::read_dir(&d)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .ends_with(".ckpt-hdr-journal")
+            });
+        if pending {
+            // Readers refuse the half-renamed checkpoint; `--recover` always restores it.
+            let i = Command::new(BIN).args(["inspect", s(&d)]).output().unwrap();
+            assert_eq!(i.status.code(), Some(2), "step {step}");
+            let r = Command::new(BIN)
+                .args(["convert", "--recover", s(&d)])
+                .output()
+                .unwrap();
+            assert!(
+                r.status.success(),
+                "step {step}: --recover failed: {}",
+                String::from_utf8_lossy(&r.stderr)
+            );
+            assert_eq!(
+                files(&d),
+                old,
+                "step {step}: --recover restores the old state"
+            );
+        }
+        let c = Command::new(BIN)
+            .args(["convert", "--clean", s(&d)])
+            .output()
+            .unwrap();
+        assert!(c.status.success(), "step {step}");
+        assert_eq!(leftovers(&d), Vec::<String>::new(), "step {step}");
+        let now = files(&d);
+        assert!(
+            now == old || now == new,
+            "step {step}: a mix of old and new"
+        );
+        assert!(Checkpoint::open(&d).is_ok(), "step {step}");
+    }
+    assert!(killed >= 5, "only {killed} kill points");
+}

@@ -608,6 +608,7 @@ pub fn write_journal(plan: &InPlacePlan) -> Result<JournalRun> {
                 .create_new(true)
                 .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
                 .open(&tmp)?;
+            kill_point();
             t.write_all_at(&f.new, 0)?;
             t.sync_all()?;
             Ok(FileId::of(&t.metadata()?))
@@ -641,24 +642,57 @@ pub fn write_journal(plan: &InPlacePlan) -> Result<JournalRun> {
     };
     let bytes = journal_bytes(&desc, &blobs);
     let w = |e| Error::io_write(&path, "cannot write the journal", e);
+    // The journal is written and fsynced under a temporary name (`.ckpt-tmp-`: `--clean` removes
+    // it, readers ignore it) and renamed into place, so a journal only ever exists complete: a run
+    // killed between creating the journal and writing it must not leave an empty journal that
+    // `--recover` cannot tell from a planted one (every command would refuse the checkpoint).
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".ckpt-tmp-{run}"));
+    let tmp = plan.dir.join(tmp_name);
+    let mut placed = false;
     let res = (|| -> io::Result<()> {
         let f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&path)?;
-        let r = f.write_all_at(&bytes, 0).and_then(|()| f.sync_all());
-        if r.is_err() {
-            let _ = std::fs::remove_file(&path);
-        }
-        r?;
+            .open(&tmp)?;
+        kill_point();
+        f.write_all_at(&bytes, 0)?;
+        f.sync_all()?;
+        fsio::rename_noreplace(&tmp, &path)?;
+        placed = true;
         fsio::sync_dir(&plan.dir)
     })();
     if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        if placed {
+            let _ = std::fs::remove_file(&path);
+        }
         cleanup(&temps);
         return Err(w(e));
     }
     Ok(JournalRun { path, run, stamp })
+}
+
+/// Tests of crash safety (debug builds only): `CKPT_TEST_KILL_AT_STEP=N` makes the process
+/// SIGKILL itself at the N-th step boundary of an in-place run (1-based), as a `kill -9` there would.
+fn kill_point() {
+    #[cfg(debug_assertions)]
+    {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static STEP: AtomicU64 = AtomicU64::new(0);
+        let at = std::env::var("CKPT_TEST_KILL_AT_STEP")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(at) = at
+            && STEP.fetch_add(1, Ordering::SeqCst) + 1 == at
+        {
+            // SAFETY: plain syscalls; the process ends here as it would under `kill -9`.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+    }
 }
 
 fn open_rw(path: &Path) -> io::Result<File> {
@@ -726,6 +760,7 @@ pub fn apply(plan: &InPlacePlan) -> Result<()> {
     drop(opened);
     match result {
         Ok(()) => {
+            kill_point();
             std::fs::remove_file(&journal.path)
                 .map_err(|e| Error::io_write(&journal.path, "cannot remove the journal", e))?;
             fsio::sync_dir(&plan.dir)
@@ -741,8 +776,10 @@ pub fn apply(plan: &InPlacePlan) -> Result<()> {
 
 fn apply_journaled(plan: &InPlacePlan, opened: &[(File, PathBuf)], j: &JournalRun) -> Result<()> {
     for (h, (f, p)) in plan.headers.iter().zip(opened) {
+        kill_point();
         f.write_all_at(&h.new, 8)
             .map_err(|e| Error::io_write(p, "cannot write the new header", e))?;
+        kill_point();
         set_mtime(f, j.stamp).map_err(|e| Error::io_write(p, "cannot set the time", e))?;
         f.sync_all()
             .map_err(|e| Error::io_write(p, "cannot sync the new header", e))?;
@@ -765,6 +802,7 @@ fn apply_journaled(plan: &InPlacePlan, opened: &[(File, PathBuf)], j: &JournalRu
         let dst = plan.dir.join(&fe.file);
         std::fs::rename(plan.dir.join(temp_name(&fe.file, &j.run)), &dst)
             .map_err(|e| Error::io_write(&dst, "cannot move the new file into place", e))?;
+        kill_point();
     }
     fsio::sync_dir(&plan.dir).map_err(|e| Error::io_write(&plan.dir, "cannot sync", e))?;
     Ok(())
