@@ -500,6 +500,67 @@ fn a_locked_directory_is_not_edited_in_place() {
 }
 
 #[test]
+fn in_place_never_leaves_an_index_naming_the_old_tensors() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("ck");
+    padded(&d);
+    let ck = Checkpoint::open(&d).unwrap();
+    let wm: serde_json::Map<String, serde_json::Value> = ck
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), "model.safetensors".into()))
+        .collect();
+    drop(ck);
+    let index = serde_json::json!({"metadata": {}, "weight_map": wm}).to_string();
+    std::fs::write(d.join("model.safetensors.index.json"), &index).unwrap();
+    let rename = |target: &Path| {
+        ckpt!(
+            "rename",
+            target,
+            "--rename",
+            "lm_head\\.weight=output.weight",
+            "--in-place"
+        )
+    };
+    // One shard given on its own: the directory's index would keep `lm_head.weight`.
+    let before = snapshot(t.path());
+    let o = rename(&d.join("model.safetensors"));
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(
+        text(&o).contains("model.safetensors.index.json"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(snapshot(t.path()), before);
+    // An index by another name is not the one --in-place rewrites.
+    std::fs::rename(
+        d.join("model.safetensors.index.json"),
+        d.join("custom.safetensors.index.json"),
+    )
+    .unwrap();
+    let before = snapshot(t.path());
+    let o = rename(&d.join("custom.safetensors.index.json"));
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(
+        text(&o).contains("custom.safetensors.index.json"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(snapshot(t.path()), before);
+    // The whole directory with its own index: renamed, index included, and it still opens.
+    std::fs::rename(
+        d.join("custom.safetensors.index.json"),
+        d.join("model.safetensors.index.json"),
+    )
+    .unwrap();
+    let o = rename(&d);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let ck = Checkpoint::open(&d).unwrap();
+    assert!(ck.get("output.weight").is_some());
+    assert!(ck.index.is_some());
+}
+
+#[test]
 fn every_reader_refuses_a_checkpoint_with_a_pending_journal() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path().join("ck");

@@ -196,6 +196,11 @@ pub fn plan_in_place(view: &View) -> Result<InPlacePlan> {
         .file(&ck.path)
         .hint("run without --in-place to write a converted copy (data is copied with copy_file_range)"));
     }
+    // Only `model.safetensors.index.json` is rewritten: an index by another name, or one beside a
+    // shard given on its own, would keep the old names and no longer match the renamed headers.
+    if renamed > 0 {
+        stale_index(ck)?;
+    }
     let mut files = Vec::new();
     if let Some(index) = &ck.index
         && renamed > 0
@@ -233,6 +238,45 @@ pub fn plan_in_place(view: &View) -> Result<InPlacePlan> {
         files,
         renamed,
     })
+}
+
+/// Refuse an in-place rename that would leave a safetensors index of the directory naming the old
+/// tensor names: any `*.safetensors.index.json` there other than the checkpoint's own
+/// `model.safetensors.index.json` (which is rewritten with the headers).
+fn stale_index(ck: &crate::checkpoint::Checkpoint) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let own = ck.index.as_ref().and_then(|i| i.path.file_name());
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&ck.dir)
+        .map_err(|e| Error::io(&ck.dir, "cannot list", e))?
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| {
+            let b = n.as_bytes();
+            b.ends_with(b".safetensors.index.json")
+                && !b.starts_with(b".")
+                && !(n == INDEX_NAME && own == Some(n.as_os_str()))
+        })
+        .collect();
+    names.sort();
+    let Some(n) = names.first() else {
+        return Ok(());
+    };
+    let p = ck.dir.join(n);
+    let why = if own.is_none() {
+        "a shard given on its own is renamed without its directory's index"
+    } else {
+        "--in-place rewrites only the checkpoint's `model.safetensors.index.json`"
+    };
+    Err(Error::unsupported(format!(
+        "{why}: the index `{}` lists these shards by tensor name and would keep the old names (nothing was changed)",
+        escape_path(Path::new(n))
+    ))
+    .file(&p)
+    .hint(if n == INDEX_NAME {
+        "run it on the checkpoint directory (all shards and the index together), or without --in-place"
+    } else {
+        "run without --in-place to write a converted copy"
+    }))
 }
 
 fn file_edit(dir: &Path, name: &str, new: Vec<u8>) -> Result<FileEdit> {
