@@ -136,7 +136,7 @@ fn logits_out_never_replaces_an_input_or_a_special_file() {
         let t = text(&o);
         assert!(t.contains("error[cannot-create]"), "{}: {t}", out.display());
         assert!(t.contains(want), "{}: want {want:?}: {t}", out.display());
-        assert!(!t.contains("ckpt-logits"), "no temp name: {t}");
+        assert!(!t.contains("ckpt-tmp"), "no temp name: {t}");
         assert_eq!(sc.snap(), before, "{}", out.display());
     }
     assert!(
@@ -1161,4 +1161,50 @@ fn running_out_of_descriptors_or_file_size_leaves_nothing_behind() {
             .keys()
             .all(|k| !k.as_os_str().as_bytes().starts_with(b".big"))
     );
+}
+
+#[test]
+fn a_killed_logits_out_leaves_only_what_clean_removes() {
+    use std::os::unix::process::CommandExt;
+    let sc = Scene::new();
+    let dir = sc.root().join("outdir");
+    std::fs::create_dir(&dir).unwrap();
+    let out = dir.join("l.safetensors");
+    // The first write past 100 bytes raises SIGXFSZ, whose default action kills the process
+    // mid-write, as `kill -9` would.
+    let mut c = Command::new(BIN);
+    c.args([
+        "logits".as_ref(),
+        sc.ck.as_os_str(),
+        "--ids".as_ref(),
+        "1,2,3".as_ref(),
+    ])
+    .arg("--out")
+    .arg(&out);
+    unsafe {
+        c.pre_exec(|| {
+            for (res, lim) in [(libc::RLIMIT_FSIZE, 100), (libc::RLIMIT_CORE, 0)] {
+                let r = libc::rlimit {
+                    rlim_cur: lim,
+                    rlim_max: lim,
+                };
+                libc::setrlimit(res, &r);
+            }
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let o = c.output().unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(!out.exists());
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert_eq!(left.len(), 1, "the killed run leaves its temporary");
+    let o = ckpt!("convert", "--clean", &dir);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "--clean leaves {left:?}");
 }

@@ -243,9 +243,12 @@ fn write_logits(d: &guard::Output, batch: &[Vec<u32>], l: &Logits) -> Result<()>
         ],
     )?;
     let dir = d.parent.as_path();
+    // `.<name>.ckpt-tmp-<random>`: the name `ckpt convert --clean DIR` removes after a kill.
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(&d.name);
+    prefix.push(".ckpt-tmp-");
     let tmp = tempfile::Builder::new()
-        .prefix(".ckpt-logits-")
-        .suffix(".tmp")
+        .prefix(&prefix)
         .tempfile_in(dir)
         .map_err(|e| {
             // tempfile appends the temporary name to its errors; show only the OS error.
