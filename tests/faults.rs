@@ -295,3 +295,36 @@ fn kill_9_at_every_step_of_an_in_place_run_is_recoverable() {
     }
     assert!(killed >= 5, "only {killed} kill points");
 }
+
+#[test]
+fn clean_restores_the_old_copy_of_a_force_run_killed_between_its_two_renames() {
+    // Without RENAME_EXCHANGE, `--force` moves the old destination aside, then the new one in; a
+    // kill between the two leaves only `.out.ckpt-old-*` (the old checkpoint) and the staging.
+    let t = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/llama-mha");
+    let old = t.path().join(".out.ckpt-old-0123456789ab");
+    let staging = t.path().join(".out.ckpt-tmp-Ab12Cd");
+    for d in [&old, &staging] {
+        std::fs::create_dir(d).unwrap();
+        for f in ["config.json", "model.safetensors"] {
+            std::fs::copy(fixture.join(f), d.join(f)).unwrap();
+        }
+    }
+    std::fs::create_dir(t.path().join(".other.ckpt-old-0000")).unwrap();
+    std::fs::create_dir(t.path().join("other")).unwrap();
+    let o = Command::new(BIN)
+        .args(["convert", "--clean", s(t.path())])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let out = t.path().join("out");
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        std::fs::read(fixture.join("model.safetensors")).unwrap(),
+        "the old checkpoint is back under its name"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("restored"));
+    // The staging and the old copy of a destination that exists are leftovers as before.
+    assert_eq!(leftovers(t.path()), Vec::<String>::new());
+    assert!(t.path().join("other").is_dir());
+}

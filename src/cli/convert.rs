@@ -191,12 +191,25 @@ pub fn run(a: Args) -> CmdResult {
         return recover(dir, a.common.quiet);
     }
     if let Some(dir) = &a.clean {
-        let removed = write::clean(dir)?;
-        if removed.is_empty() {
+        let done = write::clean(dir)?;
+        if done == write::Cleaned::default() {
             out(&format!("nothing to clean in {}", dir.display()));
         }
-        for p in removed {
+        for (from, to) in &done.restored {
+            out(&format!(
+                "restored {} from {} (a --force run was interrupted before the new copy was in place)",
+                to.display(),
+                from.display()
+            ));
+        }
+        for p in &done.removed {
             out(&format!("removed {}", p.display()));
+        }
+        for p in &done.kept {
+            out(&format!(
+                "kept {}: one of several old copies of a missing destination; rename the right one back by hand",
+                p.display()
+            ));
         }
         return Ok(EXIT_OK);
     }

@@ -477,14 +477,63 @@ pub fn leftovers(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Remove leftovers of killed runs in `dir` (`ckpt convert --clean DIR`); returns what was removed.
-pub fn clean(dir: &Path) -> Result<Vec<PathBuf>> {
+/// What [`clean`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    /// Leftovers removed.
+    pub removed: Vec<PathBuf>,
+    /// `(leftover, destination)`: the old copy of a `--force` run killed after moving the old
+    /// destination aside and before moving the new one in, renamed back (it was the only copy).
+    pub restored: Vec<(PathBuf, PathBuf)>,
+    /// Old copies of a missing destination left in place because there are several of them.
+    pub kept: Vec<PathBuf>,
+}
+
+/// The destination name `.<name>.ckpt-old-<random>` was the old copy of.
+fn old_copy_of(leftover: &Path) -> Option<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    let b = leftover.file_name()?.as_bytes();
+    let pat = b".ckpt-old-";
+    let pos = b.windows(pat.len()).rposition(|w| w == pat)?;
+    let name = b.get(1..pos).filter(|n| !n.is_empty())?;
+    Some(std::ffi::OsStr::from_bytes(name).to_os_string())
+}
+
+/// Remove leftovers of killed runs in `dir` (`ckpt convert --clean DIR`). An old copy
+/// (`.<name>.ckpt-old-*` directory) whose destination `<name>` is missing is the only copy of that
+/// destination (a `--force` run was killed between moving it aside and moving the new one in): it
+/// is renamed back to `<name>`, never deleted.
+pub fn clean(dir: &Path) -> Result<Cleaned> {
     let m = std::fs::metadata(dir).map_err(|e| Error::io(dir, "cannot open", e))?;
     if !m.is_dir() {
         return Err(Error::usage("not a directory").file(dir));
     }
-    let mut removed = Vec::new();
-    for p in leftovers(dir) {
+    let mut done = Cleaned::default();
+    let found = leftovers(dir);
+    let orphan = |p: &Path| -> Option<std::ffi::OsString> {
+        let name = old_copy_of(p)?;
+        let is_dir = std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+        (is_dir && std::fs::symlink_metadata(dir.join(&name)).is_err()).then_some(name)
+    };
+    for p in &found {
+        let Some(name) = orphan(p) else { continue };
+        let twins = found
+            .iter()
+            .filter(|q| orphan(q).as_ref() == Some(&name))
+            .count();
+        if twins > 1 {
+            done.kept.push(p.clone());
+            continue;
+        }
+        let to = dir.join(&name);
+        fsio::rename_noreplace(p, &to)
+            .map_err(|e| Error::io_write(&to, "cannot restore the old copy", e).file(p))?;
+        done.restored.push((p.clone(), to));
+    }
+    for p in found {
+        if done.kept.contains(&p) || done.restored.iter().any(|(q, _)| *q == p) {
+            continue;
+        }
         let lm = std::fs::symlink_metadata(&p).map_err(|e| Error::io(&p, "cannot stat", e))?;
         let r = if lm.is_dir() {
             std::fs::remove_dir_all(&p)
@@ -492,12 +541,12 @@ pub fn clean(dir: &Path) -> Result<Vec<PathBuf>> {
             std::fs::remove_file(&p)
         };
         r.map_err(|e| Error::io_write(&p, "cannot remove", e))?;
-        removed.push(p);
+        done.removed.push(p);
     }
-    if !removed.is_empty() {
+    if !done.removed.is_empty() || !done.restored.is_empty() {
         fsio::sync_dir(dir).map_err(|e| Error::io_write(dir, "cannot sync directory", e))?;
     }
-    Ok(removed)
+    Ok(done)
 }
 
 /// Write `view` as a checkpoint directory at `dst`. See the module documentation for the protocol.
