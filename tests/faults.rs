@@ -311,6 +311,9 @@ fn clean_restores_the_old_copy_of_a_force_run_killed_between_its_two_renames() {
         }
     }
     std::fs::create_dir(t.path().join(".other.ckpt-old-0000")).unwrap();
+    // Not a checkpoint: never something `--force` moved aside, so not restored.
+    std::fs::create_dir(t.path().join(".stray.ckpt-old-0000")).unwrap();
+    std::fs::write(t.path().join(".stray.ckpt-old-0000/notes.txt"), b"x").unwrap();
     std::fs::create_dir(t.path().join("other")).unwrap();
     let o = Command::new(BIN)
         .args(["convert", "--clean", s(t.path())])
@@ -327,4 +330,5 @@ fn clean_restores_the_old_copy_of_a_force_run_killed_between_its_two_renames() {
     // The staging and the old copy of a destination that exists are leftovers as before.
     assert_eq!(leftovers(t.path()), Vec::<String>::new());
     assert!(t.path().join("other").is_dir());
+    assert!(!t.path().join("stray").exists());
 }

@@ -512,8 +512,12 @@ pub fn clean(dir: &Path) -> Result<Cleaned> {
     let found = leftovers(dir);
     let orphan = |p: &Path| -> Option<std::ffi::OsString> {
         let name = old_copy_of(p)?;
+        // Only what `--force` could have moved aside: a directory that is a checkpoint or empty.
         let is_dir = std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
-        (is_dir && std::fs::symlink_metadata(dir.join(&name)).is_err()).then_some(name)
+        (is_dir
+            && guard::replaceable_dir(p).is_ok()
+            && std::fs::symlink_metadata(dir.join(&name)).is_err())
+        .then_some(name)
     };
     for p in &found {
         let Some(name) = orphan(p) else { continue };
