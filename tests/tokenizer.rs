@@ -637,3 +637,122 @@ fn hostile_tokenizer_files_are_findings_naming_the_file() {
         b"{\"auto_map\": [1, 2"
     );
 }
+
+/// transformers 5.23 reads the legacy `special_tokens_map.json` (overriding `tokenizer_config.json`)
+/// and `added_tokens.json` when `tokenizer_config.json` has no `added_tokens_decoder`, and refuses a
+/// special token that is not a string or `{"content": ...}`. Measured on a tiny LLaMA with
+/// `AutoTokenizer.from_pretrained`: a `pad_token` "<pad>" missing from the vocabulary became id 256
+/// of a 256-row embedding; `added_tokens.json` ids 256/257 made `len(tok)` 258; `bos_token: 5`
+/// raised TypeError. `check` said ok to all three.
+#[test]
+fn legacy_special_tokens_map_added_tokens_and_bad_special_values() {
+    let file_of = |f: &(String, Vec<String>, String), v: &Value, id: &str| -> String {
+        let found = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == id && x["message"] == f.2.as_str())
+            .unwrap();
+        Path::new(found["file"].as_str().unwrap())
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    copy_dir(&tok_fixture("yi-sp"), &src);
+    let cfg = serde_json::json!({
+        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"
+    });
+    write_json(&src.join("tokenizer_config.json"), &cfg);
+    let (_, v) = check_json(&src, &[]);
+    assert!(findings(&v, "K005-tokenizer-vocab").is_empty(), "{v:#}");
+    assert!(findings(&v, "K006-special-token-id").is_empty(), "{v:#}");
+
+    // special_tokens_map.json names a token the vocabulary lacks; added_tokens.json goes past the rows.
+    write_json(
+        &src.join("special_tokens_map.json"),
+        &serde_json::json!({"bos_token": "<s>", "pad_token": "<pad>"}),
+    );
+    write_json(
+        &src.join("added_tokens.json"),
+        &serde_json::json!({"<|im_start|>": 320, "<|im_end|>": 321}),
+    );
+    let (code, v) = check_json(&src, &[]);
+    assert_eq!(code, 1);
+    let k6 = findings(&v, "K006-special-token-id");
+    assert_eq!(k6.len(), 1, "{v:#}");
+    assert!(k6[0].2.contains("\"<pad>\""), "{v:#}");
+    assert_eq!(
+        file_of(&k6[0], &v, "K006-special-token-id"),
+        "special_tokens_map.json"
+    );
+    let k5 = findings(&v, "K005-tokenizer-vocab");
+    assert_eq!(k5.len(), 1, "{v:#}");
+    assert!(k5[0].2.contains("322 tokens"), "{v:#}");
+
+    // With `added_tokens_decoder`, transformers ignores both legacy files.
+    let mut with_decoder = cfg.clone();
+    with_decoder["added_tokens_decoder"] = serde_json::json!({
+        "0": {"content": "<unk>", "special": true}
+    });
+    write_json(&src.join("tokenizer_config.json"), &with_decoder);
+    let (_, v) = check_json(&src, &[]);
+    assert!(findings(&v, "K005-tokenizer-vocab").is_empty(), "{v:#}");
+    assert!(findings(&v, "K006-special-token-id").is_empty(), "{v:#}");
+
+    // A special token transformers cannot build.
+    let mut bad = cfg.clone();
+    bad["bos_token"] = serde_json::json!(5);
+    bad["eos_token"] = serde_json::json!({"id": 2});
+    write_json(&src.join("tokenizer_config.json"), &bad);
+    std::fs::remove_file(src.join("special_tokens_map.json")).unwrap();
+    let (code, v) = check_json(&src, &[]);
+    assert_eq!(code, 1);
+    let k6 = findings(&v, "K006-special-token-id");
+    assert_eq!(k6.len(), 2, "{v:#}");
+    for f in &k6 {
+        assert_eq!(f.0, "error");
+        assert_eq!(f.1, ["transformers", "vllm"], "{v:#}");
+        assert!(f.2.contains("AutoTokenizer` refuses it"), "{v:#}");
+        assert_eq!(
+            file_of(f, &v, "K006-special-token-id"),
+            "tokenizer_config.json"
+        );
+    }
+}
+
+/// transformers 5.23's `AutoTokenizer` falls back to `TokenizersBackend` for a `tokenizer_class` it
+/// does not know (measured: `FooTokenizer` loads); with a `tokenizer.json` that backend loads the
+/// file as written, so only transformers 4 (vLLM) fails. Without `tokenizer.json` it builds a
+/// tokenizer from `tokenizer.model` whose ids differ from SentencePiece's (measured), so
+/// transformers stays affected. `check` said "`AutoTokenizer` fails" for both.
+#[test]
+fn unknown_tokenizer_class_fails_in_transformers_4_only_when_tokenizer_json_is_shipped() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    copy_dir(&tok_fixture("llama-tokjson"), &src);
+    let mut tc = read_json(&src.join("tokenizer_config.json"));
+    tc.as_object_mut().unwrap().remove("auto_map");
+    tc["tokenizer_class"] = "FooTokenizer".into();
+    write_json(&src.join("tokenizer_config.json"), &tc);
+    let (_, v) = check_json(&src, &[]);
+    let f = findings(&v, "K004-tokenizer-class");
+    assert_eq!(f.len(), 1, "{v:#}");
+    assert_eq!(f[0].1, ["vllm"], "{v:#}");
+    assert!(f[0].2.contains("transformers 4 (vLLM) fails"), "{}", f[0].2);
+    let (_, v) = check_json(&src, &["--target", "transformers"]);
+    assert!(findings(&v, "K004-tokenizer-class").is_empty(), "{v:#}");
+    // SentencePiece only: transformers 5 loads a tokenizer that tokenizes differently.
+    let yi = d.path().join("yi");
+    copy_dir(&tok_fixture("yi-sp"), &yi);
+    let mut tc = read_json(&yi.join("tokenizer_config.json"));
+    tc.as_object_mut().unwrap().remove("auto_map");
+    tc["tokenizer_class"] = "FooTokenizer".into();
+    write_json(&yi.join("tokenizer_config.json"), &tc);
+    let (_, v) = check_json(&yi, &["--target", "transformers"]);
+    let f = findings(&v, "K004-tokenizer-class");
+    assert_eq!(f.len(), 1, "{v:#}");
+    assert!(f[0].2.contains("does not tokenize like"), "{}", f[0].2);
+}

@@ -79,9 +79,13 @@ pub fn rules(ck: &Checkpoint, out: &mut Vec<Finding>) {
         );
     }
     if let Some(Err(e)) = &t.config {
+        // The legacy special_tokens_map.json / added_tokens.json errors name their own file.
+        let file = e
+            .path()
+            .map_or_else(|| dir.join(CONFIG_FILE), std::path::Path::to_path_buf);
         out.push(
             Finding::error(ids::KIND, format!("cannot be read: {}", e.message()))
-                .file(dir.join(CONFIG_FILE))
+                .file(file)
                 .loaders(VOCAB_READERS),
         );
     }
@@ -158,6 +162,20 @@ pub fn rules(ck: &Checkpoint, out: &mut Vec<Finding>) {
     }
     // K003 / K004: auto_map and tokenizer_class.
     if let Some(cfg) = t.cfg() {
+        // K006: a special token transformers cannot build (`bos_token: 5`, an object without content).
+        for (file, key) in &cfg.bad_special {
+            out.push(
+                Finding::error(
+                    ids::SPECIAL_ID,
+                    format!(
+                        "`{}` is neither a token string nor {{\"content\": \"...\"}}: `AutoTokenizer` refuses it (TypeError: special token has to be either str or AddedToken)",
+                        crate::error::escape(key)
+                    ),
+                )
+                .file(dir.join(file))
+                .loaders(AUTO_TOKENIZER),
+            );
+        }
         let cfile = dir.join(CONFIG_FILE);
         let mut dangling = Vec::new();
         let mut remote = Vec::new();
@@ -197,16 +215,31 @@ pub fn rules(ck: &Checkpoint, out: &mut Vec<Finding>) {
         if cfg.auto_map.is_empty()
             && let Some(c) = cfg.class.as_deref().filter(|c| !is_stock_class(c))
         {
+            // transformers 5.23 falls back to `TokenizersBackend` for a class it does not know
+            // (`AutoTokenizer.from_pretrained`, `tokenization_auto.py`): that loads `tokenizer.json`
+            // as written, but built from `tokenizer.model` alone it tokenizes differently (measured).
+            // transformers 4, which vLLM runs on, raises "does not exist or is not currently imported".
+            let (loaders, v5) = if t.tj().is_some() {
+                (
+                    Loaders::VLLM,
+                    "transformers 5 falls back to `TokenizersBackend`, which loads `tokenizer.json` as written",
+                )
+            } else {
+                (
+                    AUTO_TOKENIZER,
+                    "transformers 5 falls back to `TokenizersBackend`, which without `tokenizer.json` does not tokenize like the SentencePiece `tokenizer.model`",
+                )
+            };
             out.push(
                 Finding::error(
                     ids::CLASS,
                     format!(
-                        "`tokenizer_class` \"{}\" is not a transformers class and no `auto_map` provides it: `AutoTokenizer` fails (\"tokenizer class does not exist\"); use `LlamaTokenizer` (SentencePiece) or `PreTrainedTokenizerFast` (`tokenizer.json`)",
+                        "`tokenizer_class` \"{}\" is not a transformers class and no `auto_map` provides it: transformers 4 (vLLM) fails (\"Tokenizer class ... does not exist or is not currently imported\"); {v5}; use `LlamaTokenizer` (SentencePiece) or `PreTrainedTokenizerFast` (`tokenizer.json`)",
                         crate::error::escape(c)
                     ),
                 )
                 .file(&cfile)
-                .loaders(AUTO_TOKENIZER),
+                .loaders(loaders),
             );
         }
     }
@@ -326,7 +359,14 @@ fn special_ids(
             match id {
                 Some(id) => {
                     let ids = vec![id as u64];
-                    check_range(key, &ids, rows, vocab, &dir.join(CONFIG_FILE), out);
+                    check_range(
+                        key,
+                        &ids,
+                        rows,
+                        vocab,
+                        &dir.join(t.cfg().map_or(CONFIG_FILE, |c| c.special_file(tok))),
+                        out,
+                    );
                     seen.push((
                         format!(
                             "the tokenizer (`{}`)",
@@ -343,7 +383,7 @@ fn special_ids(
                             crate::error::escape(&text.unwrap_or_default())
                         ),
                     )
-                    .file(dir.join(CONFIG_FILE))
+                    .file(dir.join(t.cfg().map_or(CONFIG_FILE, |c| c.special_file(tok))))
                     .loaders(VOCAB_READERS),
                 ),
                 None => {}

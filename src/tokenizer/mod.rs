@@ -264,8 +264,30 @@ pub struct TokConfig {
     pub class: Option<String>,
     /// `auto_map` entries: (key, class reference `module.Class` or `repo--module.Class`).
     pub auto_map: Vec<(String, String)>,
-    /// `added_tokens_decoder`: (id, content).
+    /// `added_tokens_decoder`: (id, content); without it, the legacy `added_tokens.json` entries.
     pub added: Vec<(usize, String)>,
+    /// Special tokens of the legacy `special_tokens_map.json`, read (as transformers 5.23 does in
+    /// `PreTrainedTokenizerBase._from_pretrained`) only when there is no `added_tokens_decoder`;
+    /// they override the keys of `tokenizer_config.json`.
+    pub legacy_special: Map<String, Value>,
+    /// Special-token keys whose value transformers refuses (neither a string nor
+    /// `{"content": "..."}`), with the file holding it.
+    pub bad_special: Vec<(&'static str, String)>,
+}
+
+/// `special_tokens_map.json` (legacy, read when `tokenizer_config.json` has no `added_tokens_decoder`).
+pub const SPECIAL_MAP_FILE: &str = "special_tokens_map.json";
+/// `added_tokens.json` (legacy, read when `tokenizer_config.json` has no `added_tokens_decoder`).
+pub const ADDED_FILE: &str = "added_tokens.json";
+
+/// transformers refuses a special token that is neither a string nor `{"content": "...", ...}`
+/// (`TypeError: Special token ... has to be either str or AddedToken`).
+fn special_value_ok(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::String(_) => true,
+        Value::Object(o) => o.get("content").is_some_and(Value::is_string),
+        _ => false,
+    }
 }
 
 /// The special-token keys of a tokenizer config.
@@ -285,6 +307,11 @@ impl TokConfig {
             Some(_) => return Err("`tokenizer_class` is not a string".into()),
         };
         let auto_map = auto_map_entries(raw.get("auto_map"))?;
+        let bad_special = SPECIAL_KEYS
+            .iter()
+            .filter(|k| raw.get(**k).is_some_and(|v| !special_value_ok(v)))
+            .map(|k| (CONFIG_FILE, (*k).to_string()))
+            .collect();
         let mut added = Vec::new();
         if let Some(d) = raw.get("added_tokens_decoder") {
             let d = d
@@ -305,12 +332,56 @@ impl TokConfig {
             class,
             auto_map,
             added,
+            legacy_special: Map::new(),
+            bad_special,
         })
+    }
+
+    /// Merge the legacy `special_tokens_map.json` and `added_tokens.json` of `dir`, which
+    /// transformers 5.23 reads only when `tokenizer_config.json` has no `added_tokens_decoder`.
+    pub fn merge_legacy(&mut self, dir: &Path) -> Result<()> {
+        if self.raw.contains_key("added_tokens_decoder") {
+            return Ok(());
+        }
+        let p = dir.join(SPECIAL_MAP_FILE);
+        if p.is_file() {
+            for (k, v) in read_json_object(&p)? {
+                if SPECIAL_KEYS.contains(&k.as_str()) {
+                    if !special_value_ok(&v) {
+                        self.bad_special.push((SPECIAL_MAP_FILE, k.clone()));
+                    }
+                    self.legacy_special.insert(k, v);
+                }
+            }
+        }
+        let p = dir.join(ADDED_FILE);
+        if p.is_file() {
+            for (k, v) in read_json_object(&p)? {
+                let id = v
+                    .as_u64()
+                    .and_then(|i| usize::try_from(i).ok())
+                    .ok_or_else(|| {
+                        Error::bad_data(format!("the id of `{}` is not an integer", escape(&k)))
+                            .file(&p)
+                    })?;
+                self.added.push((id, k));
+            }
+        }
+        Ok(())
+    }
+
+    /// The file a special token's value comes from (`special_tokens_map.json` overrides).
+    pub fn special_file(&self, key: &str) -> &'static str {
+        if self.legacy_special.contains_key(key) {
+            SPECIAL_MAP_FILE
+        } else {
+            CONFIG_FILE
+        }
     }
 
     /// A special token's text (`"<s>"` or `{"content": "<s>", ...}`).
     pub fn special(&self, key: &str) -> Option<&str> {
-        match self.raw.get(key)? {
+        match self.legacy_special.get(key).or_else(|| self.raw.get(key))? {
             Value::String(s) => Some(s),
             Value::Object(o) => o.get("content").and_then(Value::as_str),
             _ => None,
@@ -485,7 +556,10 @@ impl Tokenizer {
         }
         let p = dir.join(CONFIG_FILE);
         if p.exists() {
-            t.config = Some(read_parsed(&p, MAX_SMALL_JSON_BYTES, TokConfig::parse));
+            t.config = Some(
+                read_parsed(&p, MAX_SMALL_JSON_BYTES, TokConfig::parse)
+                    .and_then(|mut c| c.merge_legacy(dir).map(|()| c)),
+            );
         }
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.flatten() {
@@ -582,7 +656,10 @@ impl Tokenizer {
         if let Some(text) = self.cfg().and_then(|c| c.special(key)) {
             return Some((Some(text.to_string()), self.id_of(text)));
         }
-        if self.cfg().is_some_and(|c| c.raw.contains_key(key)) {
+        if self
+            .cfg()
+            .is_some_and(|c| c.raw.contains_key(key) || c.legacy_special.contains_key(key))
+        {
             return None; // explicitly null
         }
         let sp = self.spm()?;
