@@ -601,25 +601,39 @@ fn incomplete_checkpoint_is_named_but_not_detected() {
 /// names are LLaMA's, gate and up swapped) and the `LlamaForCausalLM` architecture a conversion
 /// kept is that family, not llama because `architectures` also matches (which printed "config
 /// model_type=swapgu decides" above a llama verdict).
-#[test]
-fn model_type_decides_over_architectures() {
-    let dir = tempfile::tempdir().unwrap();
+/// A user family `name` claiming `model_type` with LLaMA's names but gate and up swapped (its
+/// mapping file), and a sparse TinyLlama-shaped checkpoint whose config says that `model_type`
+/// with the `LlamaForCausalLM` architecture, both under `dir`.
+fn swapped_family(
+    dir: &std::path::Path,
+    name: &str,
+    model_type: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let d = Dims::TINYLLAMA;
-    let m = dir.path().join("swapgu.toml");
+    let m = dir.join(format!("{name}.toml"));
     std::fs::write(
         &m,
-        "name = \"swapgu\"\nsummary = \"gate and up swapped\"\nbase = \"llama\"\nexact = true\nsources = [\"test\"]\n[config]\nmodel_type = \"swapgu\"\n[tensors]\n\"model.layers.{i}.mlp.gate_proj.weight\" = \"model.layers.{i}.mlp.up_proj.weight\"\n\"model.layers.{i}.mlp.up_proj.weight\" = \"model.layers.{i}.mlp.gate_proj.weight\"\n",
+        format!(
+            "name = \"{name}\"\nsummary = \"gate and up swapped\"\nbase = \"llama\"\nexact = true\nsources = [\"test\"]\n[config]\nmodel_type = \"{model_type}\"\n[tensors]\n\"model.layers.{{i}}.mlp.gate_proj.weight\" = \"model.layers.{{i}}.mlp.up_proj.weight\"\n\"model.layers.{{i}}.mlp.up_proj.weight\" = \"model.layers.{{i}}.mlp.gate_proj.weight\"\n"
+        ),
     )
     .unwrap();
-    let ck = dir.path().join("ck");
+    let ck = dir.join("ck");
     write_checkpoint(
         &ck,
-        Some(&d.config_json("swapgu", "LlamaForCausalLM", "bfloat16")),
+        Some(&d.config_json(model_type, "LlamaForCausalLM", "bfloat16")),
         &llama_tensors(&d, Dtype::BF16, false),
         1,
         Fill::Sparse,
     )
     .unwrap();
+    (m, ck)
+}
+
+#[test]
+fn model_type_decides_over_architectures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, ck) = swapped_family(dir.path(), "swapgu", "swapgu");
     let (code, out, _) = ckpt_cmd(&[
         "detect",
         ck.to_str().unwrap(),
@@ -637,22 +651,7 @@ fn model_type_decides_over_architectures() {
 #[test]
 fn a_family_reading_the_same_names_differently_is_not_told_apart_by_order() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Dims::TINYLLAMA;
-    let m = dir.path().join("clash.toml");
-    std::fs::write(
-        &m,
-        "name = \"clash\"\nsummary = \"gate and up swapped\"\nbase = \"llama\"\nexact = true\nsources = [\"test\"]\n[config]\nmodel_type = \"llama\"\n[tensors]\n\"model.layers.{i}.mlp.gate_proj.weight\" = \"model.layers.{i}.mlp.up_proj.weight\"\n\"model.layers.{i}.mlp.up_proj.weight\" = \"model.layers.{i}.mlp.gate_proj.weight\"\n",
-    )
-    .unwrap();
-    let ck = dir.path().join("ck");
-    write_checkpoint(
-        &ck,
-        Some(&d.config_json("llama", "LlamaForCausalLM", "bfloat16")),
-        &llama_tensors(&d, Dtype::BF16, false),
-        1,
-        Fill::Sparse,
-    )
-    .unwrap();
+    let (m, ck) = swapped_family(dir.path(), "clash", "llama");
     let (code, out, _) = ckpt_cmd(&[
         "detect",
         ck.to_str().unwrap(),
