@@ -208,7 +208,8 @@ pub struct Detection {
     /// What converting the winner to LLaMA needs (`None` when its math is not known).
     pub to_llama: Option<crate::mapping::math::Bridge>,
     /// Required names of the winner that a plain checkpoint lacks (per layer): such a checkpoint
-    /// has the family's names but does not load or compute as it is.
+    /// has the family's names but not every tensor its computation needs (ckpt does not run it;
+    /// which loaders refuse it is `check`'s to say).
     pub missing_required: usize,
 }
 
