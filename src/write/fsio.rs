@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Largest unit of work between two cancel checks / progress reports, and the fallback buffer size.
 pub const CHUNK: usize = 16 << 20;
 
+/// How far ahead of the copy the source is read (see `CopyCtx::read_ahead`).
+const READ_AHEAD: u64 = 64 << 20;
+
 /// State shared by every copy of one write: the cancel flag, progress, the fallback buffer, and
 /// (debug builds) the injected failure.
 pub struct CopyCtx<'a> {
@@ -36,6 +39,8 @@ pub struct CopyCtx<'a> {
     /// the fallback; debug builds only).
     pub cfr_fail: Option<(i32, u64)>,
     buf: Vec<u8>,
+    /// Per source file (by descriptor): the end of the range already asked to be read ahead.
+    ahead: Vec<(std::os::unix::io::RawFd, u64)>,
 }
 
 impl<'a> CopyCtx<'a> {
@@ -65,6 +70,7 @@ impl<'a> CopyCtx<'a> {
             fail_after,
             cfr_fail,
             buf: Vec::new(),
+            ahead: Vec::new(),
         }
     }
 
@@ -141,6 +147,7 @@ impl<'a> CopyCtx<'a> {
             let want = (len - done).min(CHUNK as u64);
             self.before_write(want)?;
             let so = src_off.saturating_add(done);
+            self.read_ahead(src, so);
             let oo = out_off.saturating_add(done);
             let n = if self.use_cfr {
                 let r = match self.cfr_fail {
@@ -178,6 +185,33 @@ impl<'a> CopyCtx<'a> {
         Ok(())
     }
 
+    /// Keep the source's reads [`READ_AHEAD`] bytes ahead of the copy at `pos`
+    /// (`POSIX_FADV_WILLNEED`, which queues the reads and returns): the disk then reads the next
+    /// part while this part is written, where the copy alone reads and writes in turn.
+    fn read_ahead(&mut self, src: &File, pos: u64) {
+        let fd = src.as_raw_fd();
+        let slot = match self.ahead.iter().position(|&(f, _)| f == fd) {
+            Some(i) => i,
+            None => {
+                self.ahead.push((fd, 0));
+                self.ahead.len() - 1
+            }
+        };
+        let Some((_, until)) = self.ahead.get_mut(slot) else {
+            return;
+        };
+        let Some((from, len)) = read_ahead_step(*until, pos) else {
+            return;
+        };
+        if let (Ok(o), Ok(l)) = (libc::off_t::try_from(from), libc::off_t::try_from(len)) {
+            // SAFETY: plain syscall on an open fd; the result is deliberately ignored (a hint).
+            unsafe {
+                libc::posix_fadvise(fd, o, l, libc::POSIX_FADV_WILLNEED);
+            }
+        }
+        *until = from.saturating_add(len);
+    }
+
     fn copy_buffered(
         &mut self,
         src: &File,
@@ -195,6 +229,22 @@ impl<'a> CopyCtx<'a> {
         out.write_all_at(buf, out_off)?;
         Ok(n as u64)
     }
+}
+
+/// The range `(from, len)` to read ahead when the copy reaches `pos` of a source whose reads were
+/// already asked for up to `until`, or `None` when what was asked covers enough: the advice keeps
+/// [`READ_AHEAD`] bytes ahead of `pos`, topped up in steps of at least half of it (a few large
+/// requests, not one per chunk), and starts over at `pos` when the copy jumps outside the advised
+/// window (a source whose tensors are copied out of file order).
+fn read_ahead_step(until: u64, pos: u64) -> Option<(u64, u64)> {
+    let target = pos.saturating_add(READ_AHEAD);
+    let from = if until < pos || until > target {
+        pos
+    } else {
+        until
+    };
+    let len = target.saturating_sub(from);
+    (len >= READ_AHEAD / 2).then_some((from, len))
 }
 
 fn cfr_unsupported(e: &io::Error) -> bool {
@@ -402,5 +452,51 @@ pub fn raise_fd_limit() {
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sequential copy in 16 MiB chunks asks for every byte ahead exactly once, in a few large
+    /// steps, and never more than `READ_AHEAD` past the copy.
+    #[test]
+    fn read_ahead_covers_a_sequential_copy_once_in_large_steps() {
+        let (mut until, mut asked, mut calls) = (0u64, 0u64, 0);
+        let total = 1u64 << 30;
+        for pos in (0..total).step_by(CHUNK) {
+            if let Some((from, len)) = read_ahead_step(until, pos) {
+                assert_eq!(from, until.max(pos), "contiguous with what was asked");
+                assert!(len >= READ_AHEAD / 2);
+                assert!(from + len <= pos + READ_AHEAD);
+                asked += len;
+                calls += 1;
+                until = from + len;
+            }
+            assert!(
+                until >= pos + CHUNK as u64,
+                "the chunk being copied was asked for"
+            );
+        }
+        assert_eq!(asked, until, "no byte asked twice");
+        assert!(
+            calls <= (total / (READ_AHEAD / 2)) as usize + 1,
+            "{calls} calls"
+        );
+    }
+
+    /// A jump backwards or far forwards (tensors copied out of file order) starts over at the
+    /// new position.
+    #[test]
+    fn read_ahead_starts_over_after_a_jump() {
+        let until = 10 * READ_AHEAD;
+        assert_eq!(read_ahead_step(until, 0), Some((0, READ_AHEAD)));
+        let far = 20 * READ_AHEAD;
+        assert_eq!(read_ahead_step(until, far), Some((far, READ_AHEAD)));
+        // Within the window: topped up only once half of it was used.
+        assert_eq!(read_ahead_step(until, until - READ_AHEAD + 1), None);
+        let half = until - READ_AHEAD / 2;
+        assert_eq!(read_ahead_step(until, half), Some((until, READ_AHEAD / 2)));
     }
 }
