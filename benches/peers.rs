@@ -4,6 +4,10 @@
 //! ```text
 //! peers write DIR f32|bf16      TinyLlama-1.1B-shaped checkpoint, random weights (seed 1)
 //! peers forward DIR TOKENS REPS one warm-up, then REPS timed `Model::forward`; prints the median s
+//! peers pair A B TOKENS REPS ROUNDS
+//!                               both models loaded in one process, ROUNDS rounds alternating which
+//!                               goes first, each the median of REPS forwards; one line per round:
+//!                               A s, B s
 //! peers peak                    f32 FMA peak on all rayon threads, GFLOP/s
 //! peers stream FILE             seconds to stream FILE once from the (warm) page cache, and the
 //!                               memory read bandwidth on all rayon threads
@@ -36,6 +40,12 @@ fn main() -> R<()> {
     match a.as_slice() {
         ["write", dir, dtype] => write(Path::new(dir), dtype),
         ["forward", dir, tokens, reps] => forward(Path::new(dir), tokens.parse()?, reps.parse()?),
+        ["pair", a, b, tokens, reps, rounds] => pair(
+            [Path::new(a), Path::new(b)],
+            tokens.parse()?,
+            reps.parse()?,
+            rounds.parse()?,
+        ),
         ["peak"] => {
             println!("{:.1}", peak_gflops(kernels::active_isa()));
             Ok(())
@@ -76,24 +86,53 @@ fn ids(tokens: usize, vocab: usize) -> Vec<u32> {
 }
 
 fn forward(dir: &Path, tokens: usize, reps: usize) -> R<()> {
-    let isa = kernels::active_isa();
     let ck = Checkpoint::open(dir)?;
     let view = View::identity(&ck);
     // Forward-only as the peers measure it: weights resident between passes (llama.cpp keeps its
     // mmap mapped, candle holds the tensors in memory). The process column includes the faults.
     let model = Model::new(&view)?.keep_mapped(true);
     let batch = vec![ids(tokens, Dims::TINYLLAMA.vocab)];
-    black_box(model.forward(&batch, isa)?); // warm-up: page the weights in
+    black_box(model.forward(&batch, kernels::active_isa())?); // warm-up: page the weights in
+    println!("{:.6}", median_forward(&model, &batch, reps)?);
+    Ok(())
+}
+
+/// The median of `reps` timed forwards of a loaded model.
+fn median_forward(model: &Model<'_>, batch: &[Vec<u32>], reps: usize) -> R<f64> {
+    let isa = kernels::active_isa();
     let mut s: Vec<f64> = (0..reps.max(1))
         .map(|_| {
             let t = Instant::now();
-            let l = model.forward(&batch, isa);
+            let l = model.forward(batch, isa);
             let e = t.elapsed().as_secs_f64();
             black_box(l).map(|_| e)
         })
         .collect::<Result<_, _>>()?;
     s.sort_by(f64::total_cmp);
-    println!("{:.6}", s[s.len() / 2]);
+    Ok(s[s.len() / 2])
+}
+
+/// Two models' forward-only times paired round by round in one process (the bf16 and f32 files of
+/// the same weights): measured minutes apart, as the main table's rows are, the machine's drift
+/// between them can be larger than the difference.
+fn pair(dirs: [&Path; 2], tokens: usize, reps: usize, rounds: usize) -> R<()> {
+    let cks = [Checkpoint::open(dirs[0])?, Checkpoint::open(dirs[1])?];
+    let views = [View::identity(&cks[0]), View::identity(&cks[1])];
+    let models = [
+        Model::new(&views[0])?.keep_mapped(true),
+        Model::new(&views[1])?.keep_mapped(true),
+    ];
+    let batch = vec![ids(tokens, Dims::TINYLLAMA.vocab)];
+    for m in &models {
+        black_box(m.forward(&batch, kernels::active_isa())?);
+    }
+    for r in 0..rounds.max(1) {
+        let mut s = [0.0; 2];
+        for i in [r % 2, 1 - r % 2] {
+            s[i] = median_forward(&models[i], &batch, reps)?;
+        }
+        println!("{:.6} {:.6}", s[0], s[1]);
+    }
     Ok(())
 }
 

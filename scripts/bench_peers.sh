@@ -163,6 +163,21 @@ for dt in $DTYPES; do
     done
 done
 
+# bf16 against f32, paired in one process round by round (the rows above are minutes apart).
+if [[ " $DTYPES " == *" bf16 "* && " $DTYPES " == *" f32 "* ]]; then
+    for n in $TOKENS; do
+        ((n > 1)) || continue
+        log "bf16 against f32, $n tokens, $PAIRS rounds in one process"
+        out=$("$PEERS" pair "$CACHE/models/st-bf16" "$CACHE/models/st-f32" "$n" "$REPS" "$PAIRS")
+        p=0
+        while read -r b f; do
+            p=$((p + 1))
+            record ckpt pair-bf16 pair "$n" "$p" "$b"
+            record ckpt pair-f32 pair "$n" "$p" "$f"
+        done <<<"$out"
+    done
+fi
+
 # The peak again, after the runs, keeping the larger: one probe can land while a core is still
 # busy (a sample of 102 GFLOP/s against 202 was once recorded this way).
 log "machine: FMA peak again"
@@ -189,7 +204,8 @@ for line in open(results):
 
 tools = [t for t in ("ckpt", "llama.cpp", "candle") if any(k[0] == t for k in data)]
 peers = [t for t in tools if t != "ckpt"]
-rows = sorted({(k[2], k[3]) for k in data if k[0] != "stream"}, key=lambda r: (r[0], r[1]))
+rows = sorted({(k[2], k[3]) for k in data if k[0] != "stream" and k[2] != "pair"},
+              key=lambda r: (r[0], r[1]))
 med = lambda d: statistics.median(d.values())
 
 
@@ -226,4 +242,17 @@ for dt, tok in rows:
     c += [cell(t, "fwd", dt, tok) for t in tools] + [ratio(p, "fwd", dt, tok) for p in peers]
     c += [cell(t, "proc", dt, tok) for t in tools] + [ratio(p, "proc", dt, tok) for p in peers]
     print("| " + " | ".join(c) + " |")
+pairs_tok = sorted({k[3] for k in data if k[2] == "pair"})
+if pairs_tok:
+    print()
+    print("bf16 / f32 forward-only, paired in one process (each round: both models, alternating which goes "
+          "first, median of REPS forwards each):")
+    print()
+    print("| tokens | bf16 s | f32 s | bf16 / f32 per round | median | rounds bf16 not slower |")
+    print("|---|---|---|---|---|---|")
+    for tok in pairs_tok:
+        b, f = data[("ckpt", "pair-bf16", "pair", tok)], data[("ckpt", "pair-f32", "pair", tok)]
+        r = [b[p] / f[p] for p in sorted(b) if p in f]
+        print(f"| {tok} | {med(b):.3f} | {med(f):.3f} | {' '.join(f'{x:.2f}' for x in r)} | "
+              f"{statistics.median(r):.2f} | {sum(x <= 1.0 for x in r)} of {len(r)} |")
 EOF
