@@ -686,14 +686,62 @@ impl Checkpoint {
         self.shards.get(t.shard)
     }
 
-    /// Total number of parameters (elements over all tensors).
-    pub fn parameter_count(&self) -> u128 {
-        self.tensors.iter().map(|t| t.numel() as u128).sum()
+    /// For each tensor, the index of an earlier tensor stored as the very same bytes (same file,
+    /// same byte range, dtype, shape and layout), if any: a tied weight that `torch.save` wrote
+    /// once under two names (`lm_head.weight` and `model.embed_tokens.weight` of a tied model's
+    /// `pytorch_model.bin`). Rank-merged tensors are never aliases.
+    pub fn aliases(&self) -> Vec<Option<usize>> {
+        type Key<'a> = (usize, usize, usize, Dtype, &'a [usize], Option<&'a [usize]>);
+        let mut seen: HashMap<Key, usize> = HashMap::new();
+        self.tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let strides = match &t.placement {
+                    Placement::Contiguous => None,
+                    Placement::Strided { strides } => Some(strides.as_slice()),
+                    Placement::Concat { .. } => return None,
+                };
+                let key = (
+                    t.shard,
+                    t.begin,
+                    t.end,
+                    t.dtype,
+                    t.shape.as_slice(),
+                    strides,
+                );
+                match seen.get(&key) {
+                    Some(&j) => Some(j),
+                    None => {
+                        seen.insert(key, i);
+                        None
+                    }
+                }
+            })
+            .collect()
     }
 
-    /// Total bytes of tensor data.
+    /// Total number of parameters: elements over all tensors, a tensor stored as the same bytes
+    /// as an earlier one ([`Checkpoint::aliases`], a tied weight) counted once, as
+    /// transformers' `num_parameters()` counts a tied weight once.
+    pub fn parameter_count(&self) -> u128 {
+        self.tensors
+            .iter()
+            .zip(self.aliases())
+            .filter(|(_, a)| a.is_none())
+            .map(|(t, _)| t.numel() as u128)
+            .sum()
+    }
+
+    /// Total bytes of tensor data the files hold: bytes two names share
+    /// ([`Checkpoint::aliases`]) counted once.
     pub fn data_bytes(&self) -> u64 {
-        self.tensors.iter().map(|t| t.nbytes() as u64).sum()
+        self.tensors
+            .iter()
+            .zip(self.aliases())
+            .filter(|(_, a)| a.is_none())
+            .map(|(t, _)| t.nbytes() as u64)
+            .sum()
     }
 
     /// Number of transformer layers, from the highest `layers.{i}` index in tensor names.

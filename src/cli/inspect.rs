@@ -120,16 +120,20 @@ fn summary(ck: &Checkpoint) -> Vec<String> {
         ));
     }
     let params = ck.parameter_count();
+    let aliases = ck.aliases();
     lines.push(format!(
-        "tensors     {}    parameters {} ({})",
+        "tensors     {}    parameters {} ({}){}",
         ck.tensors.len(),
         thousands(params),
-        human_count(params)
+        human_count(params),
+        shared_clause(&aliases)
     ));
     let mut by_dtype: BTreeMap<String, (u64, usize)> = BTreeMap::new();
-    for t in &ck.tensors {
+    for (t, a) in ck.tensors.iter().zip(&aliases) {
         let e = by_dtype.entry(t.dtype.to_string()).or_default();
-        e.0 += t.nbytes() as u64;
+        if a.is_none() {
+            e.0 += t.nbytes() as u64;
+        }
         e.1 += 1;
     }
     let dt: Vec<String> = by_dtype
@@ -265,14 +269,47 @@ fn tensor_table(ck: &Checkpoint, selected: &[usize], all: bool) -> comfy_table::
     t
 }
 
+/// `; N tensors share an earlier tensor's bytes (tied), counted once` when some do.
+fn shared_clause(aliases: &[Option<usize>]) -> String {
+    match aliases.iter().filter(|a| a.is_some()).count() {
+        0 => String::new(),
+        n => format!(
+            "; {} the bytes of another (tied), counted once in parameters and bytes",
+            if n == 1 {
+                "1 tensor shares".to_string()
+            } else {
+                format!("{n} tensors share")
+            }
+        ),
+    }
+}
+
+/// One note per tensor stored as the same bytes as an earlier one.
+fn alias_notes(ck: &Checkpoint, aliases: &[Option<usize>]) -> Vec<String> {
+    aliases
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            a.map(|j| {
+                format!(
+                    "{} is stored as the same bytes as {} (a tied weight); counted once in parameters and data_bytes",
+                    ck.tensors[i].name, ck.tensors[j].name
+                )
+            })
+        })
+        .collect()
+}
+
 fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
     use serde_json::json;
+    let aliases = ck.aliases();
     let mut by_dtype = serde_json::Map::new();
-    for t in &ck.tensors {
+    for (t, a) in ck.tensors.iter().zip(&aliases) {
         let e = by_dtype
             .entry(t.dtype.to_string())
             .or_insert_with(|| json!({"bytes": 0u64, "tensors": 0u64}));
-        e["bytes"] = json!(e["bytes"].as_u64().unwrap_or(0) + t.nbytes() as u64);
+        let b = if a.is_none() { t.nbytes() as u64 } else { 0 };
+        e["bytes"] = json!(e["bytes"].as_u64().unwrap_or(0) + b);
         e["tensors"] = json!(e["tensors"].as_u64().unwrap_or(0) + 1);
     }
     let files: Vec<_> = ck
@@ -336,7 +373,7 @@ fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
         "config": ck.config.as_ref().map(config_json),
         "tensors": tensors,
         "warnings": ck.warnings,
-        "notes": ck.notes,
+        "notes": ck.notes.iter().cloned().chain(alias_notes(ck, &aliases)).collect::<Vec<_>>(),
     })
 }
 
