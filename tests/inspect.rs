@@ -430,3 +430,21 @@ fn a_pickled_tied_weight_is_counted_once_in_parameters_and_bytes() {
         Checkpoint::open(&st).unwrap().parameter_count()
     );
 }
+
+/// Views over one storage (`w`, `w.t()`, `w[0]`, from scripts/make_torch_fixtures.py --overlap):
+/// the file holds the 4x8 float32 matrix's 128 bytes once; `data_bytes` and the dtype bytes say
+/// 128, not the 288 of three separate tensors.
+#[test]
+fn overlapping_torch_views_count_their_bytes_once() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/torch-good/overlap.pth");
+    let (code, out, err) = ckpt(&["inspect", "--json", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["tensor_count"], 3);
+    assert_eq!(j["data_bytes"], 128, "{j:#}");
+    assert_eq!(j["dtypes"]["F32"]["bytes"], 128);
+    assert_eq!(j["dtypes"]["F32"]["tensors"], 3);
+    let (code, out, _) = ckpt(&["inspect", f.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("F32 128 B (3 tensors)"), "{out}");
+}

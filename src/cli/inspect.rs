@@ -128,14 +128,7 @@ fn summary(ck: &Checkpoint) -> Vec<String> {
         human_count(params),
         shared_clause(&aliases)
     ));
-    let mut by_dtype: BTreeMap<String, (u64, usize)> = BTreeMap::new();
-    for (t, a) in ck.tensors.iter().zip(&aliases) {
-        let e = by_dtype.entry(t.dtype.to_string()).or_default();
-        if a.is_none() {
-            e.0 += t.nbytes() as u64;
-        }
-        e.1 += 1;
-    }
+    let by_dtype: BTreeMap<String, (u64, usize)> = ck.data_bytes_by_dtype();
     let dt: Vec<String> = by_dtype
         .iter()
         .map(|(d, (b, n))| format!("{d} {} ({})", human_bytes(*b), report::count(*n, "tensor")))
@@ -303,15 +296,11 @@ fn alias_notes(ck: &Checkpoint, aliases: &[Option<usize>]) -> Vec<String> {
 fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
     use serde_json::json;
     let aliases = ck.aliases();
-    let mut by_dtype = serde_json::Map::new();
-    for (t, a) in ck.tensors.iter().zip(&aliases) {
-        let e = by_dtype
-            .entry(t.dtype.to_string())
-            .or_insert_with(|| json!({"bytes": 0u64, "tensors": 0u64}));
-        let b = if a.is_none() { t.nbytes() as u64 } else { 0 };
-        e["bytes"] = json!(e["bytes"].as_u64().unwrap_or(0) + b);
-        e["tensors"] = json!(e["tensors"].as_u64().unwrap_or(0) + 1);
-    }
+    let by_dtype: serde_json::Map<String, serde_json::Value> = ck
+        .data_bytes_by_dtype()
+        .into_iter()
+        .map(|(d, (b, n))| (d, json!({"bytes": b, "tensors": n})))
+        .collect();
     let files: Vec<_> = ck
         .shards
         .iter()
