@@ -29,6 +29,7 @@ ever ran.
 
 Usage:  python scripts/make_torch_fixtures.py                 # fixtures + corpus
         python scripts/make_torch_fixtures.py --tied          # only torch-tied/
+        python scripts/make_torch_fixtures.py --overlap       # only tests/corpus/torch-good/overlap.pth
         python scripts/make_torch_fixtures.py --bench-ranks DIR  # 673 MB of random bf16 Meta ranks
                                                                  # for the README's memory figure
 """
@@ -377,6 +378,18 @@ def good():
     assert not back["t"].is_contiguous() and back["slice"].storage_offset() == 5
     torch.save({"t": a.t(), "slice": base[5:11].view(2, 3), "b": torch.ones(3, dtype=torch.bfloat16)},
                os.path.join(GOOD, "views-legacy.pth"), _use_new_zipfile_serialization=False)
+    overlap()
+
+
+def overlap():
+    """torch-good/overlap.pth: three names over one 4x8 float32 storage (128 bytes): the matrix, its
+    transpose and its first row. The file holds 128 bytes of tensor data, not 3 * 128 - 96."""
+    os.makedirs(GOOD, exist_ok=True)
+    w = torch.arange(32, dtype=torch.float32).reshape(4, 8)
+    torch.save({"w": w, "wt": w.t(), "row": w[0]}, os.path.join(GOOD, "overlap.pth"))
+    back = torch.load(os.path.join(GOOD, "overlap.pth"), weights_only=True)
+    assert back["wt"].untyped_storage().data_ptr() == back["w"].untyped_storage().data_ptr()
+    print("  torch-good/overlap.pth: a matrix, its transpose and a row over one storage")
 
 
 def bench_ranks(out, dim=2048, ffn=5632, layers=4, vocab=32000, ranks=2):
@@ -410,6 +423,8 @@ def main():
         return bench_ranks(sys.argv[2])
     if sys.argv[1:] == ["--tied"]:
         return tied_case()
+    if sys.argv[1:] == ["--overlap"]:
+        return overlap()
     print("torch fixtures (torch %s)" % torch.__version__)
     hf_cases()
     meta_cases()

@@ -374,3 +374,77 @@ fn fifo_is_not_a_regular_file() {
     assert_eq!(code, 2);
     assert!(err.contains("not a regular file (a fifo)"), "{err}");
 }
+
+/// A tied model pickled by `torch.save` (transformers 4's `pytorch_model.bin`) stores
+/// `lm_head.weight` as the embedding's own storage: one set of bytes under two names. inspect
+/// counts those bytes and parameters once, as transformers' `num_parameters()` does and as the
+/// safetensors twin (which has no `lm_head.weight`) shows, and says so; the data bytes never exceed
+/// the file.
+#[test]
+fn a_pickled_tied_weight_is_counted_once_in_parameters_and_bytes() {
+    let bin = fixture("torch-tied");
+    let st = bin.join("st");
+    let json = |p: &Path| -> serde_json::Value {
+        let (code, out, err) = ckpt(&["inspect", "--json", p.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let (jb, js) = (json(&bin), json(&st));
+    assert_eq!(jb["tensor_count"], js["tensor_count"].as_u64().unwrap() + 1);
+    assert_eq!(jb["parameters"], js["parameters"], "{jb:#}");
+    assert_eq!(jb["data_bytes"], js["data_bytes"]);
+    let file = std::fs::metadata(bin.join("pytorch_model.bin"))
+        .unwrap()
+        .len();
+    assert!(jb["data_bytes"].as_u64().unwrap() <= file);
+    let dtype_bytes: u64 = jb["dtypes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|d| d["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(dtype_bytes, jb["data_bytes"].as_u64().unwrap());
+    let notes = jb["notes"].to_string();
+    assert!(
+        notes.contains("lm_head.weight is stored as the same bytes as model.embed_tokens.weight"),
+        "{notes}"
+    );
+    // The text summary gives the same figure as the safetensors twin's, and says why.
+    let tensors_line = |p: &Path| {
+        let (code, out, err) = ckpt(&["inspect", p.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        let line = out.lines().find(|l| l.starts_with("tensors")).unwrap();
+        line.split("parameters ").nth(1).unwrap().to_string()
+    };
+    let (lb, ls) = (tensors_line(&bin), tensors_line(&st));
+    assert!(lb.starts_with(&ls), "{lb} / {ls}");
+    assert!(
+        lb.contains("1 tensor shares the bytes of another (tied)"),
+        "{lb}"
+    );
+    // Through the library too.
+    let ck = Checkpoint::open(&bin).unwrap();
+    assert_eq!(ck.aliases().iter().filter(|a| a.is_some()).count(), 1);
+    assert_eq!(
+        ck.parameter_count(),
+        Checkpoint::open(&st).unwrap().parameter_count()
+    );
+}
+
+/// Views over one storage (`w`, `w.t()`, `w[0]`, from scripts/make_torch_fixtures.py --overlap):
+/// the file holds the 4x8 float32 matrix's 128 bytes once; `data_bytes` and the dtype bytes say
+/// 128, not the 288 of three separate tensors.
+#[test]
+fn overlapping_torch_views_count_their_bytes_once() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/torch-good/overlap.pth");
+    let (code, out, err) = ckpt(&["inspect", "--json", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["tensor_count"], 3);
+    assert_eq!(j["data_bytes"], 128, "{j:#}");
+    assert_eq!(j["dtypes"]["F32"]["bytes"], 128);
+    assert_eq!(j["dtypes"]["F32"]["tensors"], 3);
+    let (code, out, _) = ckpt(&["inspect", f.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("F32 128 B (3 tensors)"), "{out}");
+}

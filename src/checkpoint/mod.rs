@@ -686,14 +686,141 @@ impl Checkpoint {
         self.shards.get(t.shard)
     }
 
-    /// Total number of parameters (elements over all tensors).
-    pub fn parameter_count(&self) -> u128 {
-        self.tensors.iter().map(|t| t.numel() as u128).sum()
+    /// For each tensor, the index of an earlier tensor stored as the very same bytes (same file,
+    /// same byte range, dtype, shape and layout), if any: a tied weight that `torch.save` wrote
+    /// once under two names (`lm_head.weight` and `model.embed_tokens.weight` of a tied model's
+    /// `pytorch_model.bin`). Rank-merged tensors are never aliases.
+    pub fn aliases(&self) -> Vec<Option<usize>> {
+        type Key<'a> = (usize, usize, usize, Dtype, &'a [usize], Option<&'a [usize]>);
+        let mut seen: HashMap<Key, usize> = HashMap::new();
+        self.tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let strides = match &t.placement {
+                    Placement::Contiguous => None,
+                    Placement::Strided { strides } => Some(strides.as_slice()),
+                    Placement::Concat { .. } => return None,
+                };
+                let key = (
+                    t.shard,
+                    t.begin,
+                    t.end,
+                    t.dtype,
+                    t.shape.as_slice(),
+                    strides,
+                );
+                match seen.get(&key) {
+                    Some(&j) => Some(j),
+                    None => {
+                        seen.insert(key, i);
+                        None
+                    }
+                }
+            })
+            .collect()
     }
 
-    /// Total bytes of tensor data.
+    /// Total number of parameters: elements over all tensors, a tensor stored as the same bytes
+    /// as an earlier one ([`Checkpoint::aliases`], a tied weight) counted once, as
+    /// transformers' `num_parameters()` counts a tied weight once.
+    pub fn parameter_count(&self) -> u128 {
+        self.tensors
+            .iter()
+            .zip(self.aliases())
+            .filter(|(_, a)| a.is_none())
+            .map(|(t, _)| t.numel() as u128)
+            .sum()
+    }
+
+    /// Total bytes of tensor data the files hold: bytes two tensors share (a tied weight pickled
+    /// once, a view of another tensor's storage) counted once. The sum of
+    /// [`Checkpoint::data_bytes_by_dtype`].
     pub fn data_bytes(&self) -> u64 {
-        self.tensors.iter().map(|t| t.nbytes() as u64).sum()
+        self.data_bytes_by_dtype().values().map(|&(b, _)| b).sum()
+    }
+
+    /// Per dtype: the bytes of tensor data the files hold (bytes two tensors share counted once)
+    /// and the number of tensors.
+    pub fn data_bytes_by_dtype(&self) -> std::collections::BTreeMap<String, (u64, usize)> {
+        let mut groups: std::collections::BTreeMap<String, Vec<&TensorInfo>> = Default::default();
+        for t in &self.tensors {
+            groups.entry(t.dtype.to_string()).or_default().push(t);
+        }
+        groups
+            .into_iter()
+            .map(|(d, ts)| (d, (self.distinct_bytes(&ts), ts.len())))
+            .collect()
+    }
+
+    /// The bytes a set of tensors covers, each byte once. A tensor whose extent overlaps no
+    /// other's counts its own bytes; overlapping ones count the union of their byte runs.
+    fn distinct_bytes(&self, ts: &[&TensorInfo]) -> u64 {
+        // (shard, begin, end, index) of every extent: one per part of a rank-merged tensor.
+        let mut ext: Vec<(usize, usize, usize, usize)> = Vec::new();
+        for (i, t) in ts.iter().enumerate() {
+            match &t.placement {
+                Placement::Concat { parts, .. } => {
+                    ext.extend(parts.iter().map(|p| (p.shard, p.begin, p.end, i)))
+                }
+                _ => ext.push((t.shard, t.begin, t.end, i)),
+            }
+        }
+        ext.retain(|e| e.2 > e.1);
+        ext.sort_unstable();
+        let mut overlapping = vec![false; ts.len()];
+        let mut reach: Option<(usize, usize, usize)> = None; // (shard, end, index) reaching furthest
+        for &(shard, begin, end, i) in &ext {
+            match reach {
+                Some((s, e, j)) if s == shard && begin < e => {
+                    overlapping[i] = true;
+                    overlapping[j] = true;
+                    if end > e {
+                        reach = Some((shard, end, i));
+                    }
+                }
+                _ => reach = Some((shard, end, i)),
+            }
+        }
+        let mut total: u64 = 0;
+        let mut runs: Vec<(usize, u64, u64)> = Vec::new();
+        for (i, t) in ts.iter().enumerate() {
+            if !overlapping[i] {
+                total = total.saturating_add(t.nbytes() as u64);
+                continue;
+            }
+            let rows = t.shape.first().copied().unwrap_or(1);
+            let ok = self.for_each_run(t, 0, rows, &mut |shard, off, len| {
+                runs.push((shard, off, off.saturating_add(len as u64)));
+                Ok(())
+            });
+            if ok.is_err() {
+                // Unreachable for an opened checkpoint; its extent stands in.
+                let start = self.shards.get(t.shard).map_or(0, |s| s.data_start()) as u64;
+                runs.push((
+                    t.shard,
+                    start.saturating_add(t.begin as u64),
+                    start.saturating_add(t.end as u64),
+                ));
+            }
+        }
+        runs.sort_unstable();
+        let mut cur: Option<(usize, u64, u64)> = None;
+        for (shard, b, e) in runs {
+            match cur {
+                Some((s, cb, ce)) if s == shard && b <= ce => cur = Some((s, cb, ce.max(e))),
+                _ => {
+                    if let Some((_, cb, ce)) = cur {
+                        total = total.saturating_add(ce - cb);
+                    }
+                    cur = Some((shard, b, e));
+                }
+            }
+        }
+        if let Some((_, cb, ce)) = cur {
+            total = total.saturating_add(ce - cb);
+        }
+        total
     }
 
     /// Number of transformer layers, from the highest `layers.{i}` index in tensor names.

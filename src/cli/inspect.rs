@@ -120,18 +120,15 @@ fn summary(ck: &Checkpoint) -> Vec<String> {
         ));
     }
     let params = ck.parameter_count();
+    let aliases = ck.aliases();
     lines.push(format!(
-        "tensors     {}    parameters {} ({})",
+        "tensors     {}    parameters {} ({}){}",
         ck.tensors.len(),
         thousands(params),
-        human_count(params)
+        human_count(params),
+        shared_clause(&aliases)
     ));
-    let mut by_dtype: BTreeMap<String, (u64, usize)> = BTreeMap::new();
-    for t in &ck.tensors {
-        let e = by_dtype.entry(t.dtype.to_string()).or_default();
-        e.0 += t.nbytes() as u64;
-        e.1 += 1;
-    }
+    let by_dtype: BTreeMap<String, (u64, usize)> = ck.data_bytes_by_dtype();
     let dt: Vec<String> = by_dtype
         .iter()
         .map(|(d, (b, n))| format!("{d} {} ({})", human_bytes(*b), report::count(*n, "tensor")))
@@ -265,16 +262,45 @@ fn tensor_table(ck: &Checkpoint, selected: &[usize], all: bool) -> comfy_table::
     t
 }
 
+/// `; N tensors share an earlier tensor's bytes (tied), counted once` when some do.
+fn shared_clause(aliases: &[Option<usize>]) -> String {
+    match aliases.iter().filter(|a| a.is_some()).count() {
+        0 => String::new(),
+        n => format!(
+            "; {} the bytes of another (tied), counted once in parameters and bytes",
+            if n == 1 {
+                "1 tensor shares".to_string()
+            } else {
+                format!("{n} tensors share")
+            }
+        ),
+    }
+}
+
+/// One note per tensor stored as the same bytes as an earlier one.
+fn alias_notes(ck: &Checkpoint, aliases: &[Option<usize>]) -> Vec<String> {
+    aliases
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            a.map(|j| {
+                format!(
+                    "{} is stored as the same bytes as {} (a tied weight); counted once in parameters and data_bytes",
+                    ck.tensors[i].name, ck.tensors[j].name
+                )
+            })
+        })
+        .collect()
+}
+
 fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
     use serde_json::json;
-    let mut by_dtype = serde_json::Map::new();
-    for t in &ck.tensors {
-        let e = by_dtype
-            .entry(t.dtype.to_string())
-            .or_insert_with(|| json!({"bytes": 0u64, "tensors": 0u64}));
-        e["bytes"] = json!(e["bytes"].as_u64().unwrap_or(0) + t.nbytes() as u64);
-        e["tensors"] = json!(e["tensors"].as_u64().unwrap_or(0) + 1);
-    }
+    let aliases = ck.aliases();
+    let by_dtype: serde_json::Map<String, serde_json::Value> = ck
+        .data_bytes_by_dtype()
+        .into_iter()
+        .map(|(d, (b, n))| (d, json!({"bytes": b, "tensors": n})))
+        .collect();
     let files: Vec<_> = ck
         .shards
         .iter()
@@ -336,7 +362,7 @@ fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
         "config": ck.config.as_ref().map(config_json),
         "tensors": tensors,
         "warnings": ck.warnings,
-        "notes": ck.notes,
+        "notes": ck.notes.iter().cloned().chain(alias_notes(ck, &aliases)).collect::<Vec<_>>(),
     })
 }
 
