@@ -468,3 +468,48 @@ fn injected_nan_inf_zeros_and_unrelated_weights_are_reported_as_differing() {
     let (code, _) = diff_json(&x, &x, &[]);
     assert_eq!(code, 0);
 }
+
+/// Two Meta-layout checkpoints (params.json) that differ only in a key the mapping renames
+/// (`norm_eps` -> `rms_norm_eps`) or drops into another setting (`use_scaled_rope` ->
+/// `rope_scaling`): the raw key is absent from both canonical configs, which once made the
+/// difference "rewritten by the family mapping" and the diff `identical`. A key the mapping drops
+/// without a trace (`max_batch_size`) is still ignored.
+#[test]
+fn meta_params_renamed_or_dropped_key_difference_is_not_ignored() {
+    let d = tempfile::tempdir().unwrap();
+    let src = fixture("llama-meta");
+    let copy = |name: &str, edit: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let dst = d.path().join(name);
+        std::fs::create_dir_all(&dst).unwrap();
+        for f in ["consolidated.safetensors", "params.json"] {
+            std::fs::copy(src.join(f), dst.join(f)).unwrap();
+        }
+        let p = dst.join("params.json");
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        edit(v.as_object_mut().unwrap());
+        std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        dst
+    };
+    let a = copy("a", &|_| {});
+    let (code, v) = diff_json(&a, &a, &[]);
+    assert_eq!((code, v["identical"].clone()), (0, Value::Bool(true)));
+    for (name, key, val) in [
+        ("eps", "norm_eps", Value::from(1e-6)),
+        ("scaled", "use_scaled_rope", Value::Bool(true)),
+    ] {
+        let b = copy(name, &|m| {
+            m.insert(key.into(), val.clone());
+        });
+        let (code, v) = diff_json(&a, &b, &[]);
+        assert_eq!(code, 1, "{key}: {v}");
+        assert_eq!(v["identical"], false, "{key}: {v}");
+        let rows = v["config"]["differing"].as_array().unwrap();
+        let r = rows.iter().find(|r| r["key"] == key).unwrap();
+        assert_eq!(r["ignored"], false, "{key}: {r}");
+    }
+    let b = copy("batch", &|m| {
+        m.insert("max_batch_size".into(), Value::from(4));
+    });
+    let (code, v) = diff_json(&a, &b, &[]);
+    assert_eq!(code, 0, "{v}");
+}

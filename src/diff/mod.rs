@@ -306,6 +306,22 @@ pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
     };
     let mut keys: Vec<&String> = ra.keys().collect();
     keys.extend(rb.keys().filter(|k| !ra.contains_key(*k)));
+    // Canonical keys that differ and that neither raw config has: what the mapping made of
+    // renamed or dropped keys (params.json `norm_eps` -> `rms_norm_eps`, `use_scaled_rope` ->
+    // `rope_scaling`). A raw key the mapping renamed or dropped can only be ignored when these
+    // agree.
+    let empty = serde_json::Map::new();
+    let (na, nb) = (ca.map_or(&empty, |c| &c.raw), cb.map_or(&empty, |c| &c.raw));
+    let mut rewritten: Vec<&String> = na.keys().collect();
+    rewritten.extend(nb.keys().filter(|k| !na.contains_key(*k)));
+    rewritten.retain(|k| {
+        let spelled_alike = SPELLINGS.contains(&k.as_str()) && same_setting(k);
+        na.get(*k) != nb.get(*k)
+            && !(ra.contains_key(*k)
+                || rb.contains_key(*k)
+                || INFORMATIONAL_KEYS.contains(&k.as_str())
+                || spelled_alike)
+    });
     for k in keys {
         let (va, vb) = (ra.get(k), rb.get(k));
         if va == vb {
@@ -318,8 +334,10 @@ pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
             Some("informational")
         } else if SPELLINGS.contains(&k.as_str()) && same_setting(k) {
             Some("same setting, other spelling")
-        } else if canon(ca) == canon(cb) {
-            // Identity views show the raw config, so this only happens through a mapping.
+        } else if canon(ca) == canon(cb) && (canon(ca).is_some() || rewritten.is_empty()) {
+            // Identity views show the raw config, so this only happens through a mapping. A key
+            // the mapping renamed or dropped (absent from both canonical configs) is ignored only
+            // when the keys the mapping wrote agree.
             Some("rewritten by the family mapping")
         } else {
             None
@@ -330,6 +348,18 @@ pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
             b: vb.cloned(),
             ignored,
         });
+    }
+    if out.rows.iter().all(|r| r.ignored.is_some()) {
+        // Every raw difference was ignored but the canonical configs still differ (a value the
+        // mapping derived): show those keys as read.
+        for k in rewritten {
+            out.rows.push(ConfigRow {
+                key: k.clone(),
+                a: na.get(k).cloned(),
+                b: nb.get(k).cloned(),
+                ignored: None,
+            });
+        }
     }
     out
 }
