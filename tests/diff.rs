@@ -513,3 +513,64 @@ fn meta_params_renamed_or_dropped_key_difference_is_not_ignored() {
     let (code, v) = diff_json(&a, &b, &[]);
     assert_eq!(code, 0, "{v}");
 }
+
+/// Rotary settings that differ in a field the parsed rope settings do not carry (yarn's
+/// `attention_factor` and `beta_fast`, which transformers reads) were ignored as "same setting,
+/// other spelling" and the diff said `identical`. The same yarn settings in the transformers 4
+/// spelling (`rope_theta` + `rope_scaling` with `type`) and the transformers 5 one
+/// (`rope_parameters`) are still the same setting.
+#[test]
+fn rope_fields_outside_the_parsed_settings_are_compared() {
+    let d = tempfile::tempdir().unwrap();
+    let yarn = |extra: Value| {
+        let mut p = serde_json::json!({
+            "rope_theta": 10000.0, "rope_type": "yarn", "factor": 4.0,
+            "original_max_position_embeddings": 64, "beta_fast": 32.0, "beta_slow": 1.0,
+        });
+        p.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        p
+    };
+    let write = |name: &str, edit: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let dst = d.path().join(name);
+        rewrite(
+            &fixture("llama-mha"),
+            &dst,
+            |n| n.to_string(),
+            |c| {
+                let m = c.as_object_mut().unwrap();
+                m.remove("rope_theta");
+                m.remove("rope_scaling");
+                edit(m);
+            },
+        );
+        dst
+    };
+    let a = write("a", &|m| {
+        m.insert("rope_parameters".into(), yarn(serde_json::json!({})));
+    });
+    for (name, extra) in [
+        ("attn", serde_json::json!({"attention_factor": 2.0})),
+        ("beta", serde_json::json!({"beta_fast": 8.0})),
+    ] {
+        let b = write(name, &|m| {
+            m.insert("rope_parameters".into(), yarn(extra.clone()));
+        });
+        let (code, v) = diff_json(&a, &b, &[]);
+        assert_eq!(code, 1, "{name}: {}", v["config"]);
+        let rows = v["config"]["differing"].as_array().unwrap();
+        let r = rows.iter().find(|r| r["key"] == "rope_parameters").unwrap();
+        assert_eq!(r["ignored"], false, "{name}: {r}");
+    }
+    let v4 = write("v4", &|m| {
+        m.insert("rope_theta".into(), Value::from(10000));
+        m.insert(
+            "rope_scaling".into(),
+            serde_json::json!({"type": "yarn", "factor": 4, "original_max_position_embeddings": 64,
+                "beta_fast": 32.0, "beta_slow": 1.0}),
+        );
+    });
+    let (code, v) = diff_json(&a, &v4, &[]);
+    assert_eq!(code, 0, "{}", v["config"]);
+}

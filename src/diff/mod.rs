@@ -284,6 +284,47 @@ const SPELLINGS: &[&str] = &[
     "rope_parameters",
 ];
 
+/// Every rotary field a raw config states, whichever spelling it uses (top-level `rope_theta` and
+/// `rope_scaling` of transformers 4, `rope_parameters` of transformers 5; `type` read as
+/// `rope_type`, a `default` rope type as no type, numbers as f64), with `theta` (the parsed value,
+/// which may be a family default) when no rope_theta is written. Two spellings say the same thing
+/// only when these agree: the parsed settings alone do not carry every field (yarn's
+/// `attention_factor`, `beta_fast`, ...).
+fn rope_fields(
+    raw: &serde_json::Map<String, Value>,
+    theta: Option<f64>,
+) -> std::collections::BTreeMap<String, Value> {
+    fn norm(v: &Value) -> Value {
+        match v {
+            Value::Number(n) => n.as_f64().map_or_else(|| v.clone(), Value::from),
+            Value::Array(a) => Value::Array(a.iter().map(norm).collect()),
+            Value::Object(o) => {
+                Value::Object(o.iter().map(|(k, v)| (k.clone(), norm(v))).collect())
+            }
+            _ => v.clone(),
+        }
+    }
+    let mut m = std::collections::BTreeMap::new();
+    if let Some(t) = raw.get("rope_theta").filter(|t| !t.is_null()) {
+        m.insert("rope_theta".to_string(), norm(t));
+    }
+    for key in ["rope_scaling", "rope_parameters"] {
+        if let Some(Value::Object(o)) = raw.get(key) {
+            for (k, v) in o {
+                let k = if k == "type" { "rope_type" } else { k.as_str() };
+                m.insert(k.to_string(), norm(v));
+            }
+        }
+    }
+    if m.get("rope_type").and_then(Value::as_str) == Some("default") {
+        m.remove("rope_type");
+    }
+    if let Some(t) = theta {
+        m.entry("rope_theta".to_string()).or_insert(Value::from(t));
+    }
+    m
+}
+
 /// Compare the raw configs key by key; a differing key is ignored when the views' (mapping-rewritten)
 /// configs agree on it, it is informational, or it is a spelling of a setting both sides agree on.
 pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
@@ -301,7 +342,11 @@ pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
         };
         match k {
             "torch_dtype" | "dtype" => x.dtype == y.dtype,
-            _ => x.rope_theta == y.rope_theta && x.rope_scaling == y.rope_scaling,
+            _ => {
+                x.rope_theta == y.rope_theta
+                    && x.rope_scaling == y.rope_scaling
+                    && rope_fields(&ra, x.rope_theta) == rope_fields(&rb, y.rope_theta)
+            }
         }
     };
     let mut keys: Vec<&String> = ra.keys().collect();
