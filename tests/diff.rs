@@ -472,8 +472,8 @@ fn injected_nan_inf_zeros_and_unrelated_weights_are_reported_as_differing() {
 /// Two Meta-layout checkpoints (params.json) that differ only in a key the mapping renames
 /// (`norm_eps` -> `rms_norm_eps`) or drops into another setting (`use_scaled_rope` ->
 /// `rope_scaling`): the raw key is absent from both canonical configs, which once made the
-/// difference "rewritten by the family mapping" and the diff `identical`. A key the mapping drops
-/// without a trace (`max_batch_size`) is still ignored.
+/// difference "rewritten by the family mapping" and the diff `identical`. Read through the same
+/// mapping, even a key it drops without a trace (`max_batch_size`) is a difference of the files.
 #[test]
 fn meta_params_renamed_or_dropped_key_difference_is_not_ignored() {
     let d = tempfile::tempdir().unwrap();
@@ -511,7 +511,33 @@ fn meta_params_renamed_or_dropped_key_difference_is_not_ignored() {
         m.insert("max_batch_size".into(), Value::from(4));
     });
     let (code, v) = diff_json(&a, &b, &[]);
-    assert_eq!(code, 0, "{v}");
+    assert_eq!(code, 1, "{v}");
+}
+
+/// Two Hugging Face LLaMA checkpoints with the same tensors whose configs differ in
+/// `attention_bias` / `mlp_bias` (transformers builds bias parameters the files do not have): the
+/// llama mapping sets both from the tensors, so the canonical configs agreed and the difference was
+/// ignored as "rewritten by the family mapping" (`identical`, exit 0). Between two sides read
+/// through the same family it is a difference.
+#[test]
+fn same_family_config_difference_the_mapping_overrides_is_not_ignored() {
+    let d = tempfile::tempdir().unwrap();
+    for key in ["attention_bias", "mlp_bias"] {
+        let b = d.path().join(key);
+        rewrite(
+            &fixture("llama-mha"),
+            &b,
+            |n| n.to_string(),
+            |c| {
+                c[key] = true.into();
+            },
+        );
+        let (code, v) = diff_json(&fixture("llama-mha"), &b, &[]);
+        assert_eq!(code, 1, "{key}: {}", v["config"]);
+        let rows = v["config"]["differing"].as_array().unwrap();
+        let r = rows.iter().find(|r| r["key"] == key).unwrap();
+        assert_eq!(r["ignored"], false, "{key}: {r}");
+    }
 }
 
 /// Rotary settings that differ in a field the parsed rope settings do not carry (yarn's

@@ -379,10 +379,16 @@ pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
             Some("informational")
         } else if SPELLINGS.contains(&k.as_str()) && same_setting(k) {
             Some("same setting, other spelling")
-        } else if canon(ca) == canon(cb) && (canon(ca).is_some() || rewritten.is_empty()) {
+        } else if a.family != b.family
+            && canon(ca) == canon(cb)
+            && (canon(ca).is_some() || rewritten.is_empty())
+        {
             // Identity views show the raw config, so this only happens through a mapping. A key
             // the mapping renamed or dropped (absent from both canonical configs) is ignored only
-            // when the keys the mapping wrote agree.
+            // when the keys the mapping wrote agree. Two sides read through the same mapping say
+            // the same thing in the same words: a raw difference there is one the mapping
+            // discarded (an `attention_bias` the tensors override, a dropped `multiple_of`), not
+            // another spelling.
             Some("rewritten by the family mapping")
         } else {
             None
