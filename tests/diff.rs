@@ -468,3 +468,135 @@ fn injected_nan_inf_zeros_and_unrelated_weights_are_reported_as_differing() {
     let (code, _) = diff_json(&x, &x, &[]);
     assert_eq!(code, 0);
 }
+
+/// Two Meta-layout checkpoints (params.json) that differ only in a key the mapping renames
+/// (`norm_eps` -> `rms_norm_eps`) or drops into another setting (`use_scaled_rope` ->
+/// `rope_scaling`): the raw key is absent from both canonical configs, which once made the
+/// difference "rewritten by the family mapping" and the diff `identical`. Read through the same
+/// mapping, even a key it drops without a trace (`max_batch_size`) is a difference of the files.
+#[test]
+fn meta_params_renamed_or_dropped_key_difference_is_not_ignored() {
+    let d = tempfile::tempdir().unwrap();
+    let src = fixture("llama-meta");
+    let copy = |name: &str, edit: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let dst = d.path().join(name);
+        std::fs::create_dir_all(&dst).unwrap();
+        for f in ["consolidated.safetensors", "params.json"] {
+            std::fs::copy(src.join(f), dst.join(f)).unwrap();
+        }
+        let p = dst.join("params.json");
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        edit(v.as_object_mut().unwrap());
+        std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        dst
+    };
+    let a = copy("a", &|_| {});
+    let (code, v) = diff_json(&a, &a, &[]);
+    assert_eq!((code, v["identical"].clone()), (0, Value::Bool(true)));
+    for (name, key, val) in [
+        ("eps", "norm_eps", Value::from(1e-6)),
+        ("scaled", "use_scaled_rope", Value::Bool(true)),
+    ] {
+        let b = copy(name, &|m| {
+            m.insert(key.into(), val.clone());
+        });
+        let (code, v) = diff_json(&a, &b, &[]);
+        assert_eq!(code, 1, "{key}: {v}");
+        assert_eq!(v["identical"], false, "{key}: {v}");
+        let rows = v["config"]["differing"].as_array().unwrap();
+        let r = rows.iter().find(|r| r["key"] == key).unwrap();
+        assert_eq!(r["ignored"], false, "{key}: {r}");
+    }
+    let b = copy("batch", &|m| {
+        m.insert("max_batch_size".into(), Value::from(4));
+    });
+    let (code, v) = diff_json(&a, &b, &[]);
+    assert_eq!(code, 1, "{v}");
+}
+
+/// Two Hugging Face LLaMA checkpoints with the same tensors whose configs differ in
+/// `attention_bias` / `mlp_bias` (transformers builds bias parameters the files do not have): the
+/// llama mapping sets both from the tensors, so the canonical configs agreed and the difference was
+/// ignored as "rewritten by the family mapping" (`identical`, exit 0). Between two sides read
+/// through the same family it is a difference.
+#[test]
+fn same_family_config_difference_the_mapping_overrides_is_not_ignored() {
+    let d = tempfile::tempdir().unwrap();
+    for key in ["attention_bias", "mlp_bias"] {
+        let b = d.path().join(key);
+        rewrite(
+            &fixture("llama-mha"),
+            &b,
+            |n| n.to_string(),
+            |c| {
+                c[key] = true.into();
+            },
+        );
+        let (code, v) = diff_json(&fixture("llama-mha"), &b, &[]);
+        assert_eq!(code, 1, "{key}: {}", v["config"]);
+        let rows = v["config"]["differing"].as_array().unwrap();
+        let r = rows.iter().find(|r| r["key"] == key).unwrap();
+        assert_eq!(r["ignored"], false, "{key}: {r}");
+    }
+}
+
+/// Rotary settings that differ in a field the parsed rope settings do not carry (yarn's
+/// `attention_factor` and `beta_fast`, which transformers reads) were ignored as "same setting,
+/// other spelling" and the diff said `identical`. The same yarn settings in the transformers 4
+/// spelling (`rope_theta` + `rope_scaling` with `type`) and the transformers 5 one
+/// (`rope_parameters`) are still the same setting.
+#[test]
+fn rope_fields_outside_the_parsed_settings_are_compared() {
+    let d = tempfile::tempdir().unwrap();
+    let yarn = |extra: Value| {
+        let mut p = serde_json::json!({
+            "rope_theta": 10000.0, "rope_type": "yarn", "factor": 4.0,
+            "original_max_position_embeddings": 64, "beta_fast": 32.0, "beta_slow": 1.0,
+        });
+        p.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        p
+    };
+    let write = |name: &str, edit: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let dst = d.path().join(name);
+        rewrite(
+            &fixture("llama-mha"),
+            &dst,
+            |n| n.to_string(),
+            |c| {
+                let m = c.as_object_mut().unwrap();
+                m.remove("rope_theta");
+                m.remove("rope_scaling");
+                edit(m);
+            },
+        );
+        dst
+    };
+    let a = write("a", &|m| {
+        m.insert("rope_parameters".into(), yarn(serde_json::json!({})));
+    });
+    for (name, extra) in [
+        ("attn", serde_json::json!({"attention_factor": 2.0})),
+        ("beta", serde_json::json!({"beta_fast": 8.0})),
+    ] {
+        let b = write(name, &|m| {
+            m.insert("rope_parameters".into(), yarn(extra.clone()));
+        });
+        let (code, v) = diff_json(&a, &b, &[]);
+        assert_eq!(code, 1, "{name}: {}", v["config"]);
+        let rows = v["config"]["differing"].as_array().unwrap();
+        let r = rows.iter().find(|r| r["key"] == "rope_parameters").unwrap();
+        assert_eq!(r["ignored"], false, "{name}: {r}");
+    }
+    let v4 = write("v4", &|m| {
+        m.insert("rope_theta".into(), Value::from(10000));
+        m.insert(
+            "rope_scaling".into(),
+            serde_json::json!({"type": "yarn", "factor": 4, "original_max_position_embeddings": 64,
+                "beta_fast": 32.0, "beta_slow": 1.0}),
+        );
+    });
+    let (code, v) = diff_json(&a, &v4, &[]);
+    assert_eq!(code, 0, "{}", v["config"]);
+}

@@ -284,6 +284,47 @@ const SPELLINGS: &[&str] = &[
     "rope_parameters",
 ];
 
+/// Every rotary field a raw config states, whichever spelling it uses (top-level `rope_theta` and
+/// `rope_scaling` of transformers 4, `rope_parameters` of transformers 5; `type` read as
+/// `rope_type`, a `default` rope type as no type, numbers as f64), with `theta` (the parsed value,
+/// which may be a family default) when no rope_theta is written. Two spellings say the same thing
+/// only when these agree: the parsed settings alone do not carry every field (yarn's
+/// `attention_factor`, `beta_fast`, ...).
+fn rope_fields(
+    raw: &serde_json::Map<String, Value>,
+    theta: Option<f64>,
+) -> std::collections::BTreeMap<String, Value> {
+    fn norm(v: &Value) -> Value {
+        match v {
+            Value::Number(n) => n.as_f64().map_or_else(|| v.clone(), Value::from),
+            Value::Array(a) => Value::Array(a.iter().map(norm).collect()),
+            Value::Object(o) => {
+                Value::Object(o.iter().map(|(k, v)| (k.clone(), norm(v))).collect())
+            }
+            _ => v.clone(),
+        }
+    }
+    let mut m = std::collections::BTreeMap::new();
+    if let Some(t) = raw.get("rope_theta").filter(|t| !t.is_null()) {
+        m.insert("rope_theta".to_string(), norm(t));
+    }
+    for key in ["rope_scaling", "rope_parameters"] {
+        if let Some(Value::Object(o)) = raw.get(key) {
+            for (k, v) in o {
+                let k = if k == "type" { "rope_type" } else { k.as_str() };
+                m.insert(k.to_string(), norm(v));
+            }
+        }
+    }
+    if m.get("rope_type").and_then(Value::as_str) == Some("default") {
+        m.remove("rope_type");
+    }
+    if let Some(t) = theta {
+        m.entry("rope_theta".to_string()).or_insert(Value::from(t));
+    }
+    m
+}
+
 /// Compare the raw configs key by key; a differing key is ignored when the views' (mapping-rewritten)
 /// configs agree on it, it is informational, or it is a spelling of a setting both sides agree on.
 pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
@@ -301,11 +342,31 @@ pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
         };
         match k {
             "torch_dtype" | "dtype" => x.dtype == y.dtype,
-            _ => x.rope_theta == y.rope_theta && x.rope_scaling == y.rope_scaling,
+            _ => {
+                x.rope_theta == y.rope_theta
+                    && x.rope_scaling == y.rope_scaling
+                    && rope_fields(&ra, x.rope_theta) == rope_fields(&rb, y.rope_theta)
+            }
         }
     };
     let mut keys: Vec<&String> = ra.keys().collect();
     keys.extend(rb.keys().filter(|k| !ra.contains_key(*k)));
+    // Canonical keys that differ and that neither raw config has: what the mapping made of
+    // renamed or dropped keys (params.json `norm_eps` -> `rms_norm_eps`, `use_scaled_rope` ->
+    // `rope_scaling`). A raw key the mapping renamed or dropped can only be ignored when these
+    // agree.
+    let empty = serde_json::Map::new();
+    let (na, nb) = (ca.map_or(&empty, |c| &c.raw), cb.map_or(&empty, |c| &c.raw));
+    let mut rewritten: Vec<&String> = na.keys().collect();
+    rewritten.extend(nb.keys().filter(|k| !na.contains_key(*k)));
+    rewritten.retain(|k| {
+        let spelled_alike = SPELLINGS.contains(&k.as_str()) && same_setting(k);
+        na.get(*k) != nb.get(*k)
+            && !(ra.contains_key(*k)
+                || rb.contains_key(*k)
+                || INFORMATIONAL_KEYS.contains(&k.as_str())
+                || spelled_alike)
+    });
     for k in keys {
         let (va, vb) = (ra.get(k), rb.get(k));
         if va == vb {
@@ -318,8 +379,16 @@ pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
             Some("informational")
         } else if SPELLINGS.contains(&k.as_str()) && same_setting(k) {
             Some("same setting, other spelling")
-        } else if canon(ca) == canon(cb) {
-            // Identity views show the raw config, so this only happens through a mapping.
+        } else if a.family != b.family
+            && canon(ca) == canon(cb)
+            && (canon(ca).is_some() || rewritten.is_empty())
+        {
+            // Identity views show the raw config, so this only happens through a mapping. A key
+            // the mapping renamed or dropped (absent from both canonical configs) is ignored only
+            // when the keys the mapping wrote agree. Two sides read through the same mapping say
+            // the same thing in the same words: a raw difference there is one the mapping
+            // discarded (an `attention_bias` the tensors override, a dropped `multiple_of`), not
+            // another spelling.
             Some("rewritten by the family mapping")
         } else {
             None
@@ -330,6 +399,18 @@ pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
             b: vb.cloned(),
             ignored,
         });
+    }
+    if out.rows.iter().all(|r| r.ignored.is_some()) {
+        // Every raw difference was ignored but the canonical configs still differ (a value the
+        // mapping derived): show those keys as read.
+        for k in rewritten {
+            out.rows.push(ConfigRow {
+                key: k.clone(),
+                a: na.get(k).cloned(),
+                b: nb.get(k).cloned(),
+                ignored: None,
+            });
+        }
     }
     out
 }
