@@ -600,3 +600,47 @@ fn rope_fields_outside_the_parsed_settings_are_compared() {
     let (code, v) = diff_json(&a, &v4, &[]);
     assert_eq!(code, 0, "{}", v["config"]);
 }
+
+/// A tensor whose bytes differ while every value is equal (a +0 stored as -0; a NaN with another
+/// payload) is `values differ` (the bytes differ, exit 1), and the `--values` summary says why
+/// no value differs instead of "1 values differ ... 0 with different values" alone.
+#[test]
+fn bytes_only_differences_are_named_in_the_values_summary() {
+    let d = tempfile::tempdir().unwrap();
+    let t = "model.layers.0.self_attn.q_proj.weight";
+    let base = d.path().join("base");
+    rewrite(&fixture("llama-gqa"), &base, |n| n.to_string(), |_| {});
+    // Element 5 is +0 in A and -0 in B; element 9 is a NaN in both, with other payloads.
+    patch(&base, t, |b| {
+        b[20..24].copy_from_slice(&0.0f32.to_le_bytes());
+        b[36..40].copy_from_slice(&0x7fc0_0001u32.to_le_bytes());
+    });
+    let other = d.path().join("other");
+    rewrite(&base, &other, |n| n.to_string(), |_| {});
+    patch(&other, t, |b| {
+        b[20..24].copy_from_slice(&(-0.0f32).to_le_bytes());
+        b[36..40].copy_from_slice(&0x7fc0_0002u32.to_le_bytes());
+    });
+    let (a, b) = (base.to_str().unwrap(), other.to_str().unwrap());
+    let (code, out, err) = ckpt(&["diff", a, b, "--values"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(
+            "differ: 21 tensors (20 same, 1 values differ); 0 with different values, 1 with the \
+             same values in other bytes (-0 against +0, or NaNs with other payloads)"
+        ),
+        "{out}"
+    );
+    // A real value difference is counted as one, and the bytes-only clause goes away.
+    patch(&other, t, |b| {
+        b[20..24].copy_from_slice(&1.0f32.to_le_bytes())
+    });
+    let (code, out, _) = ckpt(&["diff", a, b, "--values"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("differ: 21 tensors (20 same, 1 values differ); 1 with different values\n")
+            || out.trim_end().ends_with("1 with different values"),
+        "{out}"
+    );
+    assert!(!out.contains("other bytes"), "{out}");
+}

@@ -354,10 +354,30 @@ fn summary(rep: &DiffReport) -> String {
         .iter()
         .filter(|r| r.values.is_some_and(|v| v.differing > 0))
         .count();
-    let vals = if rep.values {
-        format!("; {valdiff} with different values")
-    } else {
-        String::new()
+    // Same-dtype tensors whose bytes differ while every value decodes equal: for the float dtypes
+    // that is only -0 against +0 or NaNs with other payloads (distinct bit patterns of f32, f16
+    // and bf16 are otherwise distinct numbers).
+    // (A GGUF block type can also encode equal values in other bytes.)
+    let bytes_only: Vec<&ckpt::diff::TensorRow> = rep
+        .tensors
+        .iter()
+        .filter(|r| r.status == Status::ValuesDiffer && r.values.is_some_and(|v| v.differing == 0))
+        .collect();
+    let floats = bytes_only.iter().all(|r| {
+        r.a.as_ref()
+            .is_some_and(|s| ckpt::check::scan::is_float(s.dtype))
+    });
+    let vals = match (rep.values, bytes_only.len()) {
+        (false, _) => String::new(),
+        (true, 0) => format!("; {valdiff} with different values"),
+        (true, n) => format!(
+            "; {valdiff} with different values, {n} with the same values in other bytes ({})",
+            if floats {
+                "-0 against +0, or NaNs with other payloads"
+            } else {
+                "equal once decoded"
+            }
+        ),
     };
     format!(
         "{}: {} tensors ({}){vals}",
