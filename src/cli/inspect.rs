@@ -296,8 +296,10 @@ fn alias_notes(ck: &Checkpoint, aliases: &[Option<usize>]) -> Vec<String> {
 fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
     use serde_json::json;
     let aliases = ck.aliases();
-    let by_dtype: serde_json::Map<String, serde_json::Value> = ck
-        .data_bytes_by_dtype()
+    let dtype_bytes = ck.data_bytes_by_dtype();
+    // `Checkpoint::data_bytes` is this sum; taken here so the shared-byte union runs once.
+    let data_bytes: u64 = dtype_bytes.values().map(|&(b, _)| b).sum();
+    let by_dtype: serde_json::Map<String, serde_json::Value> = dtype_bytes
         .into_iter()
         .map(|(d, (b, n))| (d, json!({"bytes": b, "tensors": n})))
         .collect();
@@ -357,7 +359,7 @@ fn to_json(ck: &Checkpoint, selected: &[usize]) -> serde_json::Value {
         "files": files,
         "tensor_count": ck.tensors.len(),
         "parameters": ck.parameter_count() as u64,
-        "data_bytes": ck.data_bytes(),
+        "data_bytes": data_bytes,
         "dtypes": by_dtype,
         "config": ck.config.as_ref().map(config_json),
         "tensors": tensors,
