@@ -37,8 +37,30 @@ pub fn from_slice_nonfinite(bytes: &[u8]) -> Result<Value, serde_json::Error> {
             let Some(fixed) = rewrite_tokens(bytes) else {
                 return Err(first);
             };
-            serde_json::from_slice(&fixed)
+            let v: Value = serde_json::from_slice(&fixed)?;
+            // A bare token where a key belongs (`{NaN: 1}`) is not JSON, and no writer could
+            // give it back as a bare key: refuse it, as every JSON reader does.
+            if let Some(k) = token_key(&v) {
+                return Err(serde::de::Error::custom(format!(
+                    "`{}` (a bare number token) where an object key is expected",
+                    k.strip_prefix(NONFINITE_SENTINEL).unwrap_or(k)
+                )));
+            }
+            Ok(v)
         }
+    }
+}
+
+/// An object key that a bare non-finite token was read as, at any depth.
+fn token_key(v: &Value) -> Option<&str> {
+    match v {
+        Value::Array(a) => a.iter().find_map(token_key),
+        Value::Object(o) => o.iter().find_map(|(k, x)| {
+            (k.starts_with(NONFINITE_SENTINEL) && !k.starts_with(SENTINEL_ESCAPE))
+                .then_some(k.as_str())
+                .or_else(|| token_key(x))
+        }),
+        _ => None,
     }
 }
 
@@ -489,6 +511,18 @@ mod tests {
         let s = to_string_pretty_nonfinite(&v);
         assert!(s.contains("-Infinity") && s.contains("NaN") && s.contains("\"NaN Infinity\""));
         assert!(!s.contains(NONFINITE_SENTINEL));
+    }
+
+    #[test]
+    fn a_bare_token_as_a_key_is_refused() {
+        // Found by the config_json fuzz target: the key came back as a string, not a token.
+        for src in [&br#"{Infinity: NaN}"#[..], br#"{"a": [{"b": 1, NaN: 2}]}"#] {
+            let e = from_slice_nonfinite(src).unwrap_err().to_string();
+            assert!(e.contains("where an object key is expected"), "{e}");
+        }
+        // As values and as quoted keys they still read.
+        let v = from_slice_nonfinite(br#"{"Infinity": NaN, "x": [-Infinity]}"#).unwrap();
+        assert_eq!(v["Infinity"], "__ckpt_nonfinite__:NaN");
     }
 
     #[test]
