@@ -9,7 +9,9 @@
 //! one-thread peak, also in CPU time) is what the kernel achieves on the cycles it actually got.
 //!
 //! To iterate on one case, comma-separated lists narrow the table: `CKPT_BENCH_N` (4096, 11008),
-//! `CKPT_BENCH_DTYPE` (F32, BF16, F16), `CKPT_BENCH_T` (token counts, any). When one is set the
+//! `CKPT_BENCH_DTYPE` (F32, BF16, F16), `CKPT_BENCH_T` (token counts, any), `CKPT_BENCH_SHAPES`
+//! (`KxN` pairs in place of the two LLaMA-7B shapes, e.g. `2048x256,5632x2048` for TinyLlama's
+//! K/V and down projections). When one is set the
 //! scalar rows are left out and each row runs until its time budget, `CKPT_BENCH_MS` (default
 //! 600), is spent.
 
@@ -156,10 +158,21 @@ fn main() {
         list("CKPT_BENCH_T"),
     );
     let filtered = n_only.is_some() || dtype_only.is_some() || t_only.is_some();
-    let shapes: Vec<(usize, usize)> = [(4096usize, 4096usize), (4096, 11008)]
-        .into_iter()
-        .filter(|(_, n)| n_only.as_ref().is_none_or(|l| l.contains(&n.to_string())))
-        .collect();
+    let shapes_only = list("CKPT_BENCH_SHAPES");
+    let filtered = filtered || shapes_only.is_some();
+    let shapes: Vec<(usize, usize)> = match &shapes_only {
+        Some(l) => l
+            .iter()
+            .filter_map(|s| {
+                let (k, n) = s.split_once('x')?;
+                Some((k.parse().ok()?, n.parse().ok()?))
+            })
+            .collect(),
+        None => vec![(4096usize, 4096usize), (4096, 11008)],
+    }
+    .into_iter()
+    .filter(|(_, n)| n_only.as_ref().is_none_or(|l| l.contains(&n.to_string())))
+    .collect();
     let dtypes: Vec<WDtype> = [WDtype::F32, WDtype::Bf16, WDtype::F16]
         .into_iter()
         .filter(|d| match &dtype_only {

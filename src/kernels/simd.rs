@@ -19,6 +19,16 @@ pub(crate) trait Simd: Copy + Send + Sync {
     const LANES: usize;
     /// The vector type.
     type V: Copy;
+    /// The GEMM (`gemm.rs`) broadcasts bf16 weights straight from the tensor bytes
+    /// ([`Simd::splat_bf16_hi`]) in token blocks of at most this many tokens, and decodes them
+    /// a row group at a time into L1 in larger ones; 0 = always decode. The broadcast costs an
+    /// AND per weight per token panel, the decode a widening per weight per block: the decode
+    /// wins once it is shared by enough panels. Measured on AVX2 (Zen 3, TinyLlama's
+    /// projections; `cargo bench --bench kernels`): broadcasting is 5-15 points of the FMA peak
+    /// ahead at 16-48 tokens, 2 ahead at 64, level at 128 (where the whole forward pass was
+    /// 10% slower with it). Where it was not measured (AVX-512, whose ANDs share the FMA ports
+    /// on Intel; NEON) it stays 0.
+    const BF16_DIRECT_MAX_TOKENS: usize = 0;
     fn zero(self) -> Self::V;
     fn splat(self, v: f32) -> Self::V;
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
@@ -61,6 +71,29 @@ pub(crate) trait Simd: Copy + Send + Sync {
     /// # Safety
     /// `p` is readable for `2 * LANES` bytes (any alignment).
     unsafe fn load_f16(self, p: *const u8) -> Self::V;
+    /// Every lane's bits `0xFFFF_0000`, for [`Simd::splat_bf16_hi`]. Opaque to the optimiser:
+    /// with a constant mask LLVM moves the AND before the broadcast, where it becomes a blend
+    /// and a register broadcast on the shuffle unit (3 uops instead of a broadcast load and an
+    /// AND; measured 1.6x slower in the GEMM).
+    #[inline(always)]
+    fn bf16_hi_mask(self) -> Self::V {
+        std::hint::black_box(self.splat(f32::from_bits(0xFFFF_0000)))
+    }
+    /// The bf16 value in the high half of the little-endian `u32` at `p`, widened to f32 and
+    /// broadcast: `p` points 2 bytes before the element, whose neighbour in the low half is
+    /// masked off with `mask` (from [`Simd::bf16_hi_mask`]): a broadcast load and an AND, no
+    /// shift. The GEMM broadcasts bf16 weights this way straight from the tensor bytes. ISAs
+    /// override it to mask in a vector register; this default masks the scalar.
+    ///
+    /// # Safety
+    /// `p` is readable for 4 bytes (any alignment).
+    #[inline(always)]
+    unsafe fn splat_bf16_hi(self, p: *const u8, mask: Self::V) -> Self::V {
+        let _ = mask;
+        // SAFETY: the caller guarantees 4 readable bytes.
+        let bits = u32::from_le_bytes(unsafe { p.cast::<[u8; 4]>().read_unaligned() });
+        self.splat(f32::from_bits(bits & 0xFFFF_0000))
+    }
     /// `LANES` signed bytes widened to f32 (ggml's Q8_0 values). The default goes through a stack
     /// buffer; ISAs with a widening instruction override it.
     ///

@@ -546,6 +546,39 @@ fn matmul_matches_scalar_at_the_gemm_edges() {
 }
 
 #[test]
+fn gemm_bits_do_not_depend_on_the_token_count() {
+    // Each output is summed over K blocks in order and over `k` in order within a lane, whatever
+    // else is in the call; so the first tokens of a long prompt get the bits they get alone.
+    // This also pins the two ways the GEMM reads bf16 weights against each other: broadcast
+    // straight from the bytes in small token blocks (on ISAs that do), decoded a row group at a
+    // time in large ones; and the tile holding the tensor's first element, always decoded.
+    for_each_available_isa(|isa| {
+        for (k, n) in [(600, 101), (256, 6), (33, 49)] {
+            for dtype in DTYPES {
+                for offset in [0, 1] {
+                    let mut rng = Rng(k as u64 * 31 + n as u64);
+                    let x = rng.vec(160 * k, -1.0, 1.0);
+                    let bytes = encode(dtype, &rng.vec(n * k, -1.0, 1.0), offset);
+                    let w = Weights::new(dtype, &bytes[offset..]);
+                    let run = |t: usize| {
+                        let mut out = vec![f32::NAN; t * n];
+                        matmul(isa, &x[..t * k], t, k, w, n, &mut out).unwrap();
+                        out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                    };
+                    let long = run(160);
+                    for t in [16, 24, 32, 40, 64, 65, 128] {
+                        assert!(
+                            run(t) == long[..t * n],
+                            "{isa} {dtype:?} k={k} n={n} off={offset}: {t} tokens"
+                        );
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[test]
 fn small_t_matmul_reads_ragged_rows_in_place() {
     // Fewer than 16 tokens: f32 and bf16 rows are read in place, so a K block that ends mid-vector
     // (K not a multiple of 8 or 16, also past the 1024-wide K block) takes the zero-padded tail,

@@ -55,6 +55,7 @@ fn reduce4_256(_: Avx2, a: __m256, b: __m256, c: __m256, d: __m256) -> [f32; 4] 
 impl Simd for Avx2 {
     const LANES: usize = 8;
     type V = __m256;
+    const BF16_DIRECT_MAX_TOKENS: usize = 64;
 
     // SAFETY (every `unsafe` block in this impl): `self` proves the CPU has AVX2, FMA and F16C,
     // the only requirement of these intrinsics besides the pointer contracts of the trait.
@@ -172,6 +173,12 @@ impl Simd for Avx2 {
             let h = _mm_loadu_si128(p.cast());
             _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
         }
+    }
+    #[inline(always)]
+    unsafe fn splat_bf16_hi(self, p: *const u8, mask: __m256) -> __m256 {
+        // SAFETY: see the impl comment; the caller guarantees 4 readable bytes (unaligned
+        // read). On x86 (little-endian) the element is the f32's high half.
+        unsafe { _mm256_and_ps(_mm256_set1_ps(p.cast::<f32>().read_unaligned()), mask) }
     }
     #[inline(always)]
     unsafe fn load_f16(self, p: *const u8) -> __m256 {
