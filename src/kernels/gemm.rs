@@ -26,14 +26,17 @@
 //! - the microkernel computes 6 weight rows x 2 vectors of tokens with 12 vector accumulators:
 //!   per `k`, 2 vector loads of x and 6 broadcasts of weights feed 12 FMAs (15 of AVX2's 16
 //!   registers);
-//! - the next tile's weight bytes are prefetched a few lines per microkernel call.
+//! - no other software prefetch: prefetching the next tile's weight rows a few lines per
+//!   microkernel call (as this file did until 2026-11-30) made the TinyLlama forward pass 5-6%
+//!   slower at 32 tokens and 0-2% at 128 (3 alternating runs each, bf16 and f32): the rows are
+//!   sequential streams the hardware prefetchers already follow.
 //!
 //! Every output element is the sum over K blocks in order of the block sums, each accumulated in
 //! order of `k` in one lane: the result does not depend on the number of threads.
 
 use rayon::prelude::*;
 
-use super::matmul::{Prefetch, PrefetchCursor, TileKernel};
+use super::matmul::TileKernel;
 use super::simd::{Simd, decode};
 use super::{WDtype, Weights};
 
@@ -75,8 +78,6 @@ pub(crate) struct GemmJob<'s> {
     pub acc: &'s mut [f32],
     /// Row stride of `acc`.
     pub stride: usize,
-    /// Weight bytes to prefetch while computing (the next tile's rows).
-    pub prefetch: Option<Prefetch<'s>>,
 }
 
 /// `acc[r * stride + v * LANES + i] += sum_k w[r * wstride + k] * x[k * NV * LANES + v * LANES + i]`
@@ -136,7 +137,7 @@ unsafe fn micro<S: Simd, const M: usize, const NV: usize, const BF16: bool>(
 }
 
 /// The body of [`TileKernel::gemm_tile`]: the microkernel over every (token panel, row group)
-/// of the tile, with the prefetches of the next tile spread over the calls.
+/// of the tile.
 ///
 /// f32 weights (and bf16 ones in small token blocks) are broadcast straight from the tensor
 /// bytes, token panel by token panel (each panel stays in L1 while the rows stream past it).
@@ -157,10 +158,8 @@ pub(crate) fn tile<S: Simd>(s: S, job: &mut GemmJob<'_>) {
         ref mut scratch,
         ref mut acc,
         stride,
-        prefetch,
     } = *job;
     let l = S::LANES;
-    let mut pf = PrefetchCursor::new(prefetch, tcount.div_ceil(2 * l) * nrows.div_ceil(MR));
     assert!(tcount % l == 0 && tcount <= stride);
     assert!(x.len() >= tcount * kc);
     assert!(nrows == 0 || acc.len() >= (nrows - 1) * stride + tcount);
@@ -184,7 +183,6 @@ pub(crate) fn tile<S: Simd>(s: S, job: &mut GemmJob<'_>) {
                 usize,
                 bool,
             ) = ($ws, $wstride, $r0, $m, $t0, $nv, $bf16);
-            pf.step(s);
             // SAFETY: the panel at `t0` holds `kc * nv * l` floats within `tcount * kc`
             // (asserted); `acc` holds `nrows` rows of `stride >= tcount` floats and
             // `t0 + nv * l <= tcount`.
@@ -338,7 +336,6 @@ pub(crate) fn matmul<K: TileKernel>(
 
     let tasks = super::matmul::split_columns(out, t, n, TASK_ROWS);
     let xp = &*xp;
-    let bytes_of = |elements: usize| w.dtype.bytes_of(elements);
     let init = || {
         (
             vec![0.0f32; MR * KC + ALIGN_F32],
@@ -352,40 +349,25 @@ pub(crate) fn matmul<K: TileKernel>(
             let j0 = c * TASK_ROWS;
             let rows = outs.first().map_or(0, |o| o.len());
             acc.fill(0.0);
-            let mut tiles = Vec::new();
+            let wbuf = aligned(wbuf_store);
             for tb0 in (0..tp).step_by(TOKEN_BLOCK) {
                 for kb in 0..nkb {
-                    tiles.push((tb0, kb));
+                    let tcount = TOKEN_BLOCK.min(tp - tb0);
+                    let (k0, kc) = block(kb);
+                    let xblk = &xp[k0 * tp + tb0 * kc..k0 * tp + (tb0 + tcount) * kc];
+                    kern.gemm_tile(&mut GemmJob {
+                        x: xblk,
+                        tcount,
+                        kc,
+                        w,
+                        w0: j0 * k_dim + k0,
+                        k_dim,
+                        nrows: rows,
+                        scratch: &mut *wbuf,
+                        acc: &mut acc[tb0..],
+                        stride: tp,
+                    });
                 }
-            }
-            let wbuf = aligned(wbuf_store);
-            for (i, &(tb0, kb)) in tiles.iter().enumerate() {
-                let tcount = TOKEN_BLOCK.min(tp - tb0);
-                let (k0, kc) = block(kb);
-                let xblk = &xp[k0 * tp + tb0 * kc..k0 * tp + (tb0 + tcount) * kc];
-                let prefetch = tiles.get(i + 1).map(|&(_, nkb_)| {
-                    let (nk0, nkc) = block(nkb_);
-                    Prefetch {
-                        bytes: w.bytes,
-                        start: bytes_of(j0 * k_dim + nk0),
-                        stride: bytes_of(k_dim),
-                        row_bytes: bytes_of(nkc),
-                        rows,
-                    }
-                });
-                kern.gemm_tile(&mut GemmJob {
-                    x: xblk,
-                    tcount,
-                    kc,
-                    w,
-                    w0: j0 * k_dim + k0,
-                    k_dim,
-                    nrows: rows,
-                    scratch: &mut *wbuf,
-                    acc: &mut acc[tb0..],
-                    stride: tp,
-                    prefetch,
-                });
             }
             for (tok, o) in outs.iter_mut().enumerate() {
                 for (r, v) in o.iter_mut().enumerate() {
