@@ -14,8 +14,8 @@
 //! - bf16 weights in token blocks of up to `Simd::BF16_DIRECT_MAX_TOKENS` (64 on AVX2, where it
 //!   was measured) are broadcast the same way: each element is the high half of the 32-bit word
 //!   2 bytes before it, so a broadcast load and an AND widen it exactly, with no decode pass
-//!   (at 32 tokens on a 2-core Zen 3: 77-81% of the FMA peak against 71-72% decoded, and the
-//!   TinyLlama forward pass 8% faster, 9 of 10 alternating runs);
+//!   (at 32 tokens on a 2-core Zen 3, TinyLlama's projections: 77-83% of the FMA peak against
+//!   64-75% decoded, and the forward pass 8% faster, 9 of 10 alternating runs);
 //! - otherwise bf16 / f16 (and block-quantised) weights are decoded one row group ([`MR`] rows,
 //!   `MR * KC` floats = 6 KiB) at a time into an L1-resident buffer, and every token panel of
 //!   the block runs against that group before the next one is decoded: each weight is decoded
