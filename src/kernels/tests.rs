@@ -558,7 +558,22 @@ fn gemm_bits_do_not_depend_on_the_token_count() {
                 for offset in [0, 1] {
                     let mut rng = Rng(k as u64 * 31 + n as u64);
                     let x = rng.vec(160 * k, -1.0, 1.0);
-                    let bytes = encode(dtype, &rng.vec(n * k, -1.0, 1.0), offset);
+                    let mut wv = rng.vec(n * k, -1.0, 1.0);
+                    // Values whose bits a wrong widening would change, spread over the rows
+                    // and K blocks (the last weight of the tensor too).
+                    let special = [
+                        f32::NAN,
+                        -0.0,
+                        f32::INFINITY,
+                        f32::NEG_INFINITY,
+                        1e-40,
+                        -3e-39,
+                    ];
+                    for (i, &v) in special.iter().enumerate() {
+                        wv[(i * 7919 + k - 1) % (n * k)] = v;
+                    }
+                    *wv.last_mut().unwrap() = f32::NAN;
+                    let bytes = encode(dtype, &wv, offset);
                     let w = Weights::new(dtype, &bytes[offset..]);
                     let run = |t: usize| {
                         let mut out = vec![f32::NAN; t * n];
@@ -576,6 +591,48 @@ fn gemm_bits_do_not_depend_on_the_token_count() {
             }
         }
     });
+}
+
+/// `splat_bf16_hi` on one ISA token: every lane holds the bf16 element of the word's high half,
+/// widened exactly, whatever the low half (the previous element) holds.
+fn check_splat_bf16_hi<S: simd::Simd>(s: S) {
+    let patterns: [u16; 10] = [
+        0x0000, 0x8000, 0x3F80, 0xBF80, 0x7F80, 0xFF80, 0x7FC1, 0xFFA5, 0x0001, 0x807F,
+    ];
+    for &hi in &patterns {
+        for &lo in &[0x0000u16, 0xFFFF, 0x7FC0, 0x1234] {
+            let bytes = [lo.to_le_bytes(), hi.to_le_bytes()].concat();
+            let mut got = [0.0f32; 16];
+            // SAFETY: `bytes` holds the 4 bytes read; `got` has room for 16 >= LANES floats.
+            unsafe {
+                let v = s.splat_bf16_hi(bytes.as_ptr(), s.bf16_hi_mask());
+                s.store(got.as_mut_ptr(), v);
+            }
+            let want = u32::from(hi) << 16;
+            for (lane, g) in got.iter().take(S::LANES).enumerate() {
+                assert_eq!(g.to_bits(), want, "hi {hi:#06x} lo {lo:#06x} lane {lane}");
+            }
+        }
+    }
+}
+
+#[test]
+fn splat_bf16_hi_widens_exactly_on_every_isa() {
+    // Signed zeros, infinities, NaNs with payloads and subnormals keep their bits; the
+    // neighbour in the low half never leaks in.
+    #[cfg(target_arch = "x86_64")]
+    {
+        if let Some(s) = x86::Avx2::new() {
+            check_splat_bf16_hi(s);
+        }
+        if let Some(s) = x86::Avx512::new() {
+            check_splat_bf16_hi(s);
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(s) = neon::Neon::new() {
+        check_splat_bf16_hi(s);
+    }
 }
 
 #[test]
