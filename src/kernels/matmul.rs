@@ -19,7 +19,8 @@
 //! - no software prefetch: the weight rows are sequential streams the hardware prefetchers
 //!   follow. Prefetching the next tile's rows a few lines per microkernel call (as this file did
 //!   until 2026-11-30) made the TinyLlama forward pass slower at every token count below 16
-//!   (1 token: bf16 0.104 against 0.100 s, f32 0.162 against 0.139 s; 5 alternating runs);
+//!   (1 token, medians of 5 alternating runs: bf16 0.104 against 0.100 s, f32 0.161 against
+//!   0.141 s);
 //! - the microkernel computes 4 tokens x 3 rows with 12 vector accumulators (AVX2 has 16
 //!   registers): per step 7 loads feed 12 FMAs, the 4-token x block sits in L1 and is reused by
 //!   every row of the tile; the accumulators are reduced four at a time once per K block.
