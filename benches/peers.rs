@@ -11,6 +11,8 @@
 //! peers peak                    f32 FMA peak on all rayon threads, GFLOP/s
 //! peers stream FILE             seconds to stream FILE once from the (warm) page cache, and the
 //!                               memory read bandwidth on all rayon threads
+//! peers settle FILE...          drop each FILE's pages from the page cache, then read it once in
+//!                               order: the state a model is in after its first load from disk
 //! ```
 //!
 //! The f32 and bf16 checkpoints draw the same random sequence, so the bf16 one is the f32 one
@@ -51,6 +53,7 @@ fn main() -> R<()> {
             Ok(())
         }
         ["stream", file] => stream(Path::new(file)),
+        ["settle", files @ ..] => files.iter().try_for_each(|f| settle(Path::new(f))),
         _ => {
             println!(
                 "peers: driven by scripts/bench_peers.sh (docs/PERFORMANCE.md); nothing to do"
@@ -177,6 +180,34 @@ fn stream(file: &Path) -> R<()> {
         min(&mmap_s),
         mem.len() as f64 / mem_s / 1e9
     );
+    Ok(())
+}
+
+/// Put `file`'s pages in the state of a first load from disk: written back, dropped from the page
+/// cache, then read once in order, so the kernel's readahead fills the cache in its own (large)
+/// pieces. How a file's cached pages were made decides what mapping them costs: the pages a
+/// `write(2)` leaves behind can be small, and faulting them in takes about twice as long as those
+/// of a readahead (docs/PERFORMANCE.md). Every tool's model file goes through this, so they
+/// compete from the same state. Prints the file and the seconds the read took.
+fn settle(file: &Path) -> R<()> {
+    use std::os::fd::AsRawFd;
+    let mut f = std::fs::File::open(file)?;
+    f.sync_all()?;
+    // SAFETY: a plain syscall on a descriptor this function owns; no memory is passed.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        return Err(format!(
+            "{}: posix_fadvise(DONTNEED) failed: errno {rc}",
+            file.display()
+        )
+        .into());
+    }
+    let mut buf = vec![0u8; 16 << 20];
+    let t = Instant::now();
+    while f.read(&mut buf)? > 0 {
+        black_box(&buf);
+    }
+    println!("{} {:.2}", file.display(), t.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -102,6 +102,17 @@ for dt in $DTYPES; do
     fi
 done
 
+# Every model file starts from the state of a first load from disk: written back, dropped from
+# the page cache and read once in order. The pages a write leaves in the cache can be small, and
+# mapping those costs every tool about twice as many page faults (docs/PERFORMANCE.md).
+settle_files=()
+for dt in $DTYPES; do
+    settle_files+=("$CACHE/models/st-$dt/model.safetensors")
+    skipped llama.cpp || settle_files+=("$CACHE/models/$dt.gguf")
+done
+log "page cache: dropping and reading once each model file"
+"$PEERS" settle "${settle_files[@]}" >&2
+
 # --- measurements -----------------------------------------------------------------------------
 RESULTS=$CACHE/results.tsv
 : >"$RESULTS"
@@ -230,6 +241,8 @@ print(f"{params / 1e9:.3f} B parameters; {threads} threads; {pairs} rounds, forw
       f"{reps} after a warm-up; llama.cpp from llama-cpp-python {lcp}")
 print(f"f32 FMA peak (AVX2, {threads} threads): {float(peak):.0f} GFLOP/s; memory read bandwidth: "
       f"{data[('stream', 'mem', rows[0][0], 0)][0]:.1f} GB/s")
+print("page cache: every model file dropped and read once in order before the runs (as after a first "
+      "load from disk)")
 print()
 head = ["dtype", "tokens", "weights once s (read / mmap)"]
 head += [f"{t} fwd s (GFLOP/s)" for t in tools] + [f"ckpt / {p} fwd" for p in peers]

@@ -316,22 +316,16 @@ pub(crate) fn matmul<K: TileKernel>(
         .enumerate()
         .for_each(|(kb, xblock)| {
             let (k0, kc) = block(kb);
-            let mut t0 = 0;
-            while t0 < tp {
-                let width = if tp - t0 >= 2 * lanes {
-                    2 * lanes
-                } else {
-                    lanes
-                };
-                let panel = &mut xblock[t0 * kc..(t0 + width) * kc];
-                for i in 0..width.min(t.saturating_sub(t0)) {
-                    let row = &x[(t0 + i) * k_dim + k0..(t0 + i) * k_dim + k0 + kc];
-                    for (dst, &v) in panel[i..].iter_mut().step_by(width).zip(row) {
-                        *dst = v;
-                    }
-                }
-                t0 += width;
-            }
+            kern.gemm_pack(&mut PackJob {
+                x,
+                t,
+                k_dim,
+                k0,
+                kc,
+                lanes,
+                tp,
+                xblock,
+            });
         });
 
     let tasks = super::matmul::split_columns(out, t, n, TASK_ROWS);
@@ -369,10 +363,113 @@ pub(crate) fn matmul<K: TileKernel>(
                     });
                 }
             }
-            for (tok, o) in outs.iter_mut().enumerate() {
-                for (r, v) in o.iter_mut().enumerate() {
-                    *v = acc[r * tp + tok];
+            kern.gemm_scatter(acc, tp, &mut outs);
+        });
+}
+
+/// One K block of `x` to pack: see [`pack`].
+pub(crate) struct PackJob<'a> {
+    /// The `[t, k_dim]` activations.
+    pub x: &'a [f32],
+    /// Tokens.
+    pub t: usize,
+    /// Row length of `x`.
+    pub k_dim: usize,
+    /// First column of the block.
+    pub k0: usize,
+    /// Columns in the block.
+    pub kc: usize,
+    /// f32 lanes of the ISA.
+    pub lanes: usize,
+    /// Tokens rounded up to `lanes`.
+    pub tp: usize,
+    /// The block's packed panels, `tp * kc` floats; tokens past `t` must already be 0.
+    pub xblock: &'a mut [f32],
+}
+
+/// Pack columns `[k0, k0 + kc)` of `x` into token panels of `2 * lanes` tokens (the last may be
+/// `lanes`): the panel of token `t0` starts at `t0 * kc` and holds, for each `k` in order, its
+/// `width` tokens. 8x8 blocks go through [`Simd::transpose8`], the ragged edges one element at a
+/// time; tokens past `t` are not written.
+#[inline(always)]
+pub(crate) fn pack<S: Simd>(s: S, job: &mut PackJob<'_>) {
+    let PackJob {
+        x,
+        t,
+        k_dim,
+        k0,
+        kc,
+        lanes,
+        tp,
+        ..
+    } = *job;
+    let xblock = &mut *job.xblock;
+    let mut t0 = 0;
+    while t0 < tp {
+        let width = if tp - t0 >= 2 * lanes {
+            2 * lanes
+        } else {
+            lanes
+        };
+        let panel = &mut xblock[t0 * kc..(t0 + width) * kc];
+        let real = width.min(t.saturating_sub(t0)); // tokens of this panel that exist
+        let row = |i: usize| &x[(t0 + i) * k_dim + k0..][..kc];
+        let (full_i, full_k) = (real / 8 * 8, kc / 8 * 8);
+        for i0 in (0..full_i).step_by(8) {
+            // The last row this block reads; indexing it checks the whole block is in `x`.
+            let _ = row(i0 + 7);
+            // From `x` itself: the block reads 8 of its rows, not only row `i0`'s columns.
+            let src = x[(t0 + i0) * k_dim + k0..].as_ptr();
+            let p = panel.as_mut_ptr();
+            for k in (0..full_k).step_by(8) {
+                let dst: [*mut f32; 8] =
+                    std::array::from_fn(|c| p.wrapping_add((k + c) * width + i0));
+                // SAFETY: rows `i0..i0 + 8` of this panel exist in `x` (checked above), each
+                // read `[k, k + 8)` within its `kc` columns; `dst[c]` is 8 floats of panel
+                // row `k + c` starting at token `i0`, with `i0 + 8 <= real <= width` and
+                // `k + c < kc`, inside `panel` (`width * kc` floats), which `x` cannot alias.
+                unsafe { s.transpose8(src.add(k), k_dim, dst) };
+            }
+            for i in i0..i0 + 8 {
+                for (k, &v) in row(i).iter().enumerate().skip(full_k) {
+                    panel[k * width + i] = v;
                 }
             }
-        });
+        }
+        for i in full_i..real {
+            for (dst, &v) in panel[i..].iter_mut().step_by(width).zip(row(i)) {
+                *dst = v;
+            }
+        }
+        t0 += width;
+    }
+}
+
+/// `outs[tok][r] = acc[r * tp + tok]`: a task's transposed accumulators back into the rows of
+/// `out`, 8x8 blocks through [`Simd::transpose8`] and the ragged edges one element at a time.
+#[inline(always)]
+pub(crate) fn scatter<S: Simd>(s: S, acc: &[f32], tp: usize, outs: &mut [&mut [f32]]) {
+    let rows = outs.iter().map(|o| o.len()).min().unwrap_or(0);
+    let ntok = outs.len().min(tp);
+    if rows == 0 || acc.len() < (rows - 1) * tp + ntok {
+        return; // nothing to write (the caller sizes `acc` as `rows * tp`)
+    }
+    let (full_t, full_r) = (ntok / 8 * 8, rows / 8 * 8);
+    for tok0 in (0..full_t).step_by(8) {
+        let dst0: [*mut f32; 8] = std::array::from_fn(|c| outs[tok0 + c].as_mut_ptr());
+        for r0 in (0..full_r).step_by(8) {
+            let dst = dst0.map(|d| d.wrapping_add(r0));
+            // SAFETY: reads rows `r0..r0 + 8 <= rows` of `acc` at tokens `tok0..tok0 + 8 <=
+            // ntok <= tp`, inside `rows * tp`; `dst[c]` is elements `r0..r0 + 8` of token
+            // `tok0 + c`'s output slice (`rows` long), distinct slices that `acc` cannot alias.
+            unsafe { s.transpose8(acc.as_ptr().add(r0 * tp + tok0), tp, dst) };
+        }
+    }
+    for (tok, o) in outs.iter_mut().enumerate().take(ntok) {
+        // Rows past the 8x8 blocks for every token; all rows for the tokens past them.
+        let from = if tok < full_t { full_r } else { 0 };
+        for (r, v) in o.iter_mut().enumerate().take(rows).skip(from) {
+            *v = acc[r * tp + tok];
+        }
+    }
 }

@@ -114,6 +114,10 @@ pub(crate) trait TileKernel: Copy + Send + Sync {
     fn tile(self, job: &mut TileJob<'_, '_>);
     /// The GEMM tile of `gemm.rs` (many tokens).
     fn gemm_tile(self, job: &mut super::gemm::GemmJob<'_>);
+    /// Pack one K block of activations for the GEMM (`gemm::pack`).
+    fn gemm_pack(self, job: &mut super::gemm::PackJob<'_>);
+    /// Write a GEMM task's transposed accumulators into its output rows (`gemm::scatter`).
+    fn gemm_scatter(self, acc: &[f32], tp: usize, outs: &mut [&mut [f32]]);
     /// f32 lanes per vector.
     fn lanes(self) -> usize;
 }

@@ -530,6 +530,53 @@ pub fn softmax_inplace(isa: Isa, x: &mut [f32]) {
     dispatch!(isa, scalar::softmax_inplace(x), |s| softmax_inplace(s, x))
 }
 
+/// One query's attention for one head, over `scores.len()` keys: with `hd = q.len()` and row `j`
+/// of a strided matrix `m` being `m[j * stride..][..hd]`,
+/// `scores[j] = cap(scale * (q . keys_j))`, where `cap(s) = c * tanh(s / c)` when `softcap` is
+/// `Some(c)` and `s` otherwise; then [`softmax_inplace`] of the scores, and
+/// `out = sum_j scores[j] * values_j`, added in key order.
+///
+/// The same bits as [`dot`] per key, [`softmax_inplace`] and, on a zeroed `out`, [`axpy`] per
+/// key on the same ISA; one call instead of two per key. `scores` is left holding the
+/// probabilities.
+#[allow(clippy::too_many_arguments)]
+pub fn attend(
+    isa: Isa,
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    stride: usize,
+    scale: f32,
+    softcap: Option<f32>,
+    scores: &mut [f32],
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    const K: &str = "attend";
+    let hd = q.len();
+    check_len(K, "out", hd, out.len())?;
+    if let Some(last) = scores.len().checked_sub(1) {
+        let need = mul_len(K, "keys", last, stride)?
+            .checked_add(hd)
+            .ok_or_else(|| KernelError::new(format!("kernel `{K}`: size of `keys` overflows")))?;
+        for (what, m) in [("keys", keys), ("values", values)] {
+            if m.len() < need {
+                return Err(KernelError::new(format!(
+                    "kernel `{K}`: `{what}` has length {}, expected at least {need} ({} rows \
+                     of {hd}, {stride} apart)",
+                    m.len(),
+                    scores.len()
+                )));
+            }
+        }
+    }
+    dispatch!(
+        isa,
+        scalar::attend(q, keys, values, stride, scale, softcap, scores, out),
+        |s| attend(s, q, keys, values, stride, scale, softcap, scores, out)
+    );
+    Ok(())
+}
+
 /// SwiGLU gate: `gate[i] = silu(gate[i]) * up[i]` with `silu(v) = v / (1 + exp(-v))`.
 pub fn silu_mul(isa: Isa, gate: &mut [f32], up: &[f32]) -> Result<(), KernelError> {
     check_len("silu_mul", "up", gate.len(), up.len())?;

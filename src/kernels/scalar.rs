@@ -257,6 +257,33 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+/// See [`super::attend`]: the spec, one [`dot`] per key, [`softmax_inplace`], then `out` zeroed
+/// and one [`axpy`] per key in key order.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    stride: usize,
+    scale: f32,
+    softcap: Option<f32>,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    for (j, sc) in scores.iter_mut().enumerate() {
+        *sc = dot(q, &keys[j * stride..][..hd]) * scale;
+    }
+    if let Some(cap) = softcap {
+        scores.iter_mut().for_each(|x| *x = (*x / cap).tanh() * cap);
+    }
+    softmax_inplace(scores);
+    out.fill(0.0);
+    for (j, &p) in scores.iter().enumerate() {
+        axpy(p, &values[j * stride..][..hd], out);
+    }
+}
+
 /// `y += alpha * x`.
 pub(crate) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     for (yi, xi) in y.iter_mut().zip(x) {

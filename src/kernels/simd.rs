@@ -94,6 +94,22 @@ pub(crate) trait Simd: Copy + Send + Sync {
         let bits = u32::from_le_bytes(unsafe { p.cast::<[u8; 4]>().read_unaligned() });
         self.splat(f32::from_bits(bits & 0xFFFF_0000))
     }
+    /// `*dst[c].add(r) = *src.add(r * src_stride + c)` for `r, c < 8`: an 8x8 transpose, as the
+    /// GEMM packs activations into token panels and scatters its results back to token rows.
+    /// Element by element unless an ISA overrides it; a move, so every bit is kept.
+    ///
+    /// # Safety
+    /// `src` is readable for 8 f32 at `r * src_stride` for every `r < 8`; every `dst[c]` is
+    /// writable for 8 f32; no destination overlaps the source.
+    #[inline(always)]
+    unsafe fn transpose8(self, src: *const f32, src_stride: usize, dst: [*mut f32; 8]) {
+        for (c, d) in dst.into_iter().enumerate() {
+            for r in 0..8 {
+                // SAFETY: the caller's contract.
+                unsafe { *d.add(r) = *src.add(r * src_stride + c) };
+            }
+        }
+    }
     /// `LANES` signed bytes widened to f32 (ggml's Q8_0 values). The default goes through a stack
     /// buffer; ISAs with a widening instruction override it.
     ///
@@ -292,6 +308,78 @@ pub(crate) fn rmsnorm<S: Simd>(
     }
 }
 
+/// See [`super::attend`]. The scores are [`dot`]s and the softmax is [`softmax_inplace`], so every
+/// bit is what those kernels give one call at a time; the weighted sum keeps a block of `out` in
+/// registers across the keys, adding in key order with the FMA [`axpy`] uses (and its unfused
+/// tail), so it equals `out.fill(0)` followed by one `axpy` per key, without reloading and storing
+/// `out` per key.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend<S: Simd>(
+    s: S,
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    stride: usize,
+    scale: f32,
+    softcap: Option<f32>,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = q.len().min(out.len());
+    // Keys (and values) that fit; the public entry point checked that all of them do.
+    let rows = |m: &[f32]| match m.len().checked_sub(hd) {
+        Some(rest) if stride > 0 => rest / stride + 1,
+        Some(_) => usize::MAX,
+        None => 0,
+    };
+    let n = scores.len().min(rows(keys)).min(rows(values));
+    let scores = &mut scores[..n];
+    for (j, sc) in scores.iter_mut().enumerate() {
+        *sc = dot(s, &q[..hd], &keys[j * stride..][..hd]) * scale;
+    }
+    if let Some(cap) = softcap {
+        scores.iter_mut().for_each(|x| *x = (*x / cap).tanh() * cap);
+    }
+    softmax_inplace(s, scores);
+    let l = S::LANES;
+    let (pv, po) = (values.as_ptr(), out.as_mut_ptr());
+    let mut c = 0;
+    while c + 4 * l <= hd {
+        let mut acc = [s.zero(); 4];
+        for (j, &p) in scores.iter().enumerate() {
+            let a = s.splat(p);
+            for (u, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: row `j < n` of `values` holds `hd` floats from `j * stride`, and
+                // `c + 4 * l <= hd`.
+                *acc = unsafe { s.fma(a, s.load(pv.add(j * stride + c + u * l)), *acc) };
+            }
+        }
+        for (u, acc) in acc.iter().enumerate() {
+            // SAFETY: `c + 4 * l <= hd <= out.len()`.
+            unsafe { s.store(po.add(c + u * l), *acc) };
+        }
+        c += 4 * l;
+    }
+    while c + l <= hd {
+        let mut acc = s.zero();
+        for (j, &p) in scores.iter().enumerate() {
+            // SAFETY: as above, with `c + l <= hd`.
+            acc = unsafe { s.fma(s.splat(p), s.load(pv.add(j * stride + c)), acc) };
+        }
+        // SAFETY: `c + l <= hd <= out.len()`.
+        unsafe { s.store(po.add(c), acc) };
+        c += l;
+    }
+    for (i, o) in out.iter_mut().enumerate().take(hd).skip(c) {
+        let mut y = 0.0f32;
+        for (j, &p) in scores.iter().enumerate() {
+            y += p * values[j * stride + i];
+        }
+        *o = y;
+    }
+}
+
 /// See [`super::softmax_inplace`].
 #[inline(always)]
 pub(crate) fn softmax_inplace<S: Simd>(s: S, x: &mut [f32]) {
@@ -448,6 +536,9 @@ macro_rules! entry_points {
             (x: &[f32], w: Weights<'_>, offset: f32, eps: f32, out: &mut [f32]));
         $crate::kernels::simd::entry_points!(@one $tok, $features, gelu_tanh_mul, (gate: &mut [f32], up: &[f32]));
         $crate::kernels::simd::entry_points!(@one $tok, $features, softmax_inplace, (x: &mut [f32]));
+        $crate::kernels::simd::entry_points!(@one $tok, $features, attend,
+            (q: &[f32], keys: &[f32], values: &[f32], stride: usize, scale: f32,
+             softcap: Option<f32>, scores: &mut [f32], out: &mut [f32]));
         $crate::kernels::simd::entry_points!(@one $tok, $features, silu_mul, (gate: &mut [f32], up: &[f32]));
         $crate::kernels::simd::entry_points!(@one $tok, $features, rope_half,
             (x: &mut [f32], cos: &[f32], sin: &[f32]));
@@ -493,6 +584,24 @@ macro_rules! entry_points {
                 unsafe { tf(self, job) }
             }
 
+            fn gemm_pack(self, job: &mut crate::kernels::gemm::PackJob<'_>) {
+                #[target_feature(enable = $features)]
+                unsafe fn tf(s: $tok, job: &mut crate::kernels::gemm::PackJob<'_>) {
+                    crate::kernels::gemm::pack(s, job)
+                }
+                // SAFETY: a token exists only when the CPU has every feature in `$features`.
+                unsafe { tf(self, job) }
+            }
+
+            fn gemm_scatter(self, acc: &[f32], tp: usize, outs: &mut [&mut [f32]]) {
+                #[target_feature(enable = $features)]
+                unsafe fn tf(s: $tok, acc: &[f32], tp: usize, outs: &mut [&mut [f32]]) {
+                    crate::kernels::gemm::scatter(s, acc, tp, outs)
+                }
+                // SAFETY: a token exists only when the CPU has every feature in `$features`.
+                unsafe { tf(self, acc, tp, outs) }
+            }
+
             fn lanes(self) -> usize {
                 <$tok as body::Simd>::LANES
             }
@@ -500,8 +609,10 @@ macro_rules! entry_points {
     };
     (@one $tok:ty, $features:literal, $name:ident, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
         /// Safe entry point; the token proves the CPU has the features.
+        #[allow(clippy::too_many_arguments)]
         pub(crate) fn $name(s: $tok, $($arg: $ty),*) $(-> $ret)? {
             #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
             unsafe fn tf(s: $tok, $($arg: $ty),*) $(-> $ret)? {
                 body::$name(s, $($arg),*)
             }

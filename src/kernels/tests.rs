@@ -207,6 +207,63 @@ fn dot_and_axpy_match_scalar() {
     });
 }
 
+/// `attend` on every ISA (the scalar one too) against the composition it replaces on that ISA:
+/// `dot` per key, the softcap, `softmax_inplace`, then `axpy` per key into a zeroed output. Bit
+/// for bit, for head sizes around the lane counts, strides wider than the head, overflowing
+/// scores (softcap) and NaN or infinite inputs.
+#[test]
+fn attend_is_dot_softmax_and_axpy_bit_for_bit() {
+    let mut rng = Rng(17);
+    for isa in available_isas() {
+        let l = lanes(isa);
+        for hd in [1, 3, l, 4 * l - 1, 4 * l, 4 * l + 3, 64, 80, 128] {
+            for n in [0usize, 1, 2, 7, 33] {
+                for (pad, softcap, poison) in [
+                    (0, None, None),
+                    (5, Some(30.0), None),
+                    (3, None, Some(f32::NAN)),
+                    (0, None, Some(f32::INFINITY)),
+                    (1, Some(50.0), Some(f32::NEG_INFINITY)),
+                ] {
+                    let stride = hd + pad;
+                    let q = rng.vec(hd, -3.0, 3.0);
+                    let rows = n.saturating_sub(1) * stride + hd;
+                    let mut keys = rng.vec(rows, -3.0, 3.0);
+                    let mut values = rng.vec(rows, -2.0, 2.0);
+                    if let (Some(x), true) = (poison, n > 1) {
+                        keys[stride + hd / 2] = x; // key 1
+                        values[(n - 1) * stride] = x; // the last value
+                    }
+                    let scale = 0.7f32;
+                    let mut want_p = vec![0.0f32; n];
+                    for (j, p) in want_p.iter_mut().enumerate() {
+                        *p = dot(isa, &q, &keys[j * stride..][..hd]).unwrap() * scale;
+                    }
+                    if let Some(cap) = softcap {
+                        want_p.iter_mut().for_each(|x| *x = (*x / cap).tanh() * cap);
+                    }
+                    softmax_inplace(isa, &mut want_p);
+                    let mut want = vec![0.0f32; hd];
+                    for (j, &p) in want_p.iter().enumerate() {
+                        axpy(isa, p, &values[j * stride..][..hd], &mut want).unwrap();
+                    }
+                    let mut got_p = vec![f32::NAN; n];
+                    let mut got = vec![f32::NAN; hd];
+                    let what =
+                        format!("{isa} hd={hd} n={n} stride={stride} {softcap:?} {poison:?}");
+                    attend(
+                        isa, &q, &keys, &values, stride, scale, softcap, &mut got_p, &mut got,
+                    )
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got_p), bits(&want_p), "{what}: probabilities");
+                    assert_eq!(bits(&got), bits(&want), "{what}: output");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn rmsnorm_matches_scalar_for_every_dtype_and_offset() {
     let mut rng = Rng(3);
@@ -635,6 +692,60 @@ fn splat_bf16_hi_widens_exactly_on_every_isa() {
     }
 }
 
+fn check_transpose8<S: simd::Simd>(s: S) {
+    // Every element a distinct bit pattern (NaN payloads and signed zeros among them), read
+    // from rows `stride` apart and written to 8 separate rows: each lands exactly once, intact.
+    for stride in [8usize, 9, 13, 64] {
+        let src: Vec<f32> = (0..8 * stride)
+            .map(|i| f32::from_bits(0x7FC0_0000 ^ (i as u32).wrapping_mul(0x9E37_79B1)))
+            .collect();
+        let mut out = vec![f32::from_bits(0xDEAD_BEEF); 8 * 10];
+        let base = out.as_mut_ptr();
+        let dst: [*mut f32; 8] = std::array::from_fn(|c| base.wrapping_add(c * 10 + 1));
+        // SAFETY: 8 rows of 8 readable floats `stride >= 8` apart; each destination is 8
+        // floats of its own 10-float row of `out`.
+        unsafe { s.transpose8(src.as_ptr(), stride, dst) };
+        for c in 0..8 {
+            let row = &out[c * 10..c * 10 + 10];
+            assert_eq!(
+                row[0].to_bits(),
+                0xDEAD_BEEF,
+                "stride {stride}: wrote before row {c}"
+            );
+            assert_eq!(
+                row[9].to_bits(),
+                0xDEAD_BEEF,
+                "stride {stride}: wrote after row {c}"
+            );
+            for r in 0..8 {
+                assert_eq!(
+                    row[1 + r].to_bits(),
+                    src[r * stride + c].to_bits(),
+                    "stride {stride}: column {c} of row {r}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn transpose8_moves_every_bit_on_every_isa() {
+    // NEON runs the trait's element-by-element default; AVX2 and AVX-512 the shuffles.
+    #[cfg(target_arch = "x86_64")]
+    {
+        if let Some(s) = x86::Avx2::new() {
+            check_transpose8(s);
+        }
+        if let Some(s) = x86::Avx512::new() {
+            check_transpose8(s);
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(s) = neon::Neon::new() {
+        check_transpose8(s);
+    }
+}
+
 #[test]
 fn small_t_matmul_reads_ragged_rows_in_place() {
     // Fewer than 16 tokens: f32 and bf16 rows are read in place, so a K block that ends mid-vector
@@ -695,6 +806,35 @@ fn length_mismatches_are_errors_naming_both_lengths() {
         assert!(e.message().contains("overflows"), "{e}");
         assert!(dot(isa, &[1.0; 3], &[1.0; 2]).is_err());
         assert!(axpy(isa, 1.0, &[1.0; 3], &mut [1.0; 2]).is_err());
+        // 3 keys of 4, 6 apart, need 16 floats of keys and of values; `out` is one head.
+        let (q, kv) = ([1.0f32; 4], [1.0f32; 16]);
+        let mut p = [0.0f32; 3];
+        assert!(attend(isa, &q, &kv, &kv, 6, 1.0, None, &mut p, &mut [0.0; 4]).is_ok());
+        let e = attend(isa, &q, &kv[..15], &kv, 6, 1.0, None, &mut p, &mut [0.0; 4]).unwrap_err();
+        assert!(
+            e.message()
+                .contains("`keys` has length 15, expected at least 16"),
+            "{e}"
+        );
+        let e = attend(isa, &q, &kv, &kv[..15], 6, 1.0, None, &mut p, &mut [0.0; 4]).unwrap_err();
+        assert!(e.message().contains("`values` has length 15"), "{e}");
+        let e = attend(isa, &q, &kv, &kv, 6, 1.0, None, &mut p, &mut [0.0; 3]).unwrap_err();
+        assert!(
+            e.message().contains("`out` has length 3, expected 4"),
+            "{e}"
+        );
+        let e = attend(
+            isa,
+            &q,
+            &kv,
+            &kv,
+            usize::MAX,
+            1.0,
+            None,
+            &mut p,
+            &mut [0.0; 4],
+        );
+        assert!(e.unwrap_err().message().contains("overflows"));
         assert!(silu_mul(isa, &mut [1.0; 3], &[1.0; 2]).is_err());
         assert!(rope_half(isa, &mut [1.0; 3], &[1.0], &[1.0]).is_err());
         assert!(rope_half(isa, &mut [1.0; 4], &[1.0], &[1.0; 2]).is_err());

@@ -52,6 +52,50 @@ fn reduce4_256(_: Avx2, a: __m256, b: __m256, c: __m256, d: __m256) -> [f32; 4] 
     out
 }
 
+/// [`Simd::transpose8`] with AVX: 8 row loads, 24 in-lane shuffles, 8 row stores.
+///
+/// # Safety
+/// The CPU has AVX (the callers hold an `Avx2` or `Avx512` token) and the pointer contract of
+/// [`Simd::transpose8`] holds.
+#[inline(always)]
+unsafe fn transpose8_avx(src: *const f32, stride: usize, dst: [*mut f32; 8]) {
+    // SAFETY: the caller's contract: AVX is available, each row load reads 8 floats at
+    // `r * stride` and each store writes 8 floats at `dst[c]`.
+    unsafe {
+        let r = |i: usize| _mm256_loadu_ps(src.add(i * stride));
+        let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
+        let (r4, r5, r6, r7) = (r(4), r(5), r(6), r(7));
+        // pairs of rows interleaved: t0 = a0 b0 a1 b1 | a4 b4 a5 b5, ...
+        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+        let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+        let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+        // four rows' column c within each 128-bit half: u0 = a0 b0 c0 d0 | a4 b4 c4 d4, ...
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        // low halves give columns 0-3, high halves columns 4-7
+        let cols = [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ];
+        for (d, v) in dst.into_iter().zip(cols) {
+            _mm256_storeu_ps(d, v);
+        }
+    }
+}
+
 impl Simd for Avx2 {
     const LANES: usize = 8;
     type V = __m256;
@@ -179,6 +223,11 @@ impl Simd for Avx2 {
         // SAFETY: see the impl comment; the caller guarantees 4 readable bytes (unaligned
         // read). On x86 (little-endian) the element is the f32's high half.
         unsafe { _mm256_and_ps(_mm256_set1_ps(p.cast::<f32>().read_unaligned()), mask) }
+    }
+    #[inline(always)]
+    unsafe fn transpose8(self, src: *const f32, src_stride: usize, dst: [*mut f32; 8]) {
+        // SAFETY: `self` proves AVX; the caller guarantees the pointer contract.
+        unsafe { transpose8_avx(src, src_stride, dst) }
     }
     #[inline(always)]
     unsafe fn load_f16(self, p: *const u8) -> __m256 {
@@ -313,6 +362,11 @@ impl Simd for Avx512 {
             let h = _mm256_loadu_si256(p.cast());
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
         }
+    }
+    #[inline(always)]
+    unsafe fn transpose8(self, src: *const f32, src_stride: usize, dst: [*mut f32; 8]) {
+        // SAFETY: `self` proves AVX-512F and so AVX; the caller guarantees the pointer contract.
+        unsafe { transpose8_avx(src, src_stride, dst) }
     }
     #[inline(always)]
     unsafe fn load_f16(self, p: *const u8) -> __m512 {

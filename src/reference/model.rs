@@ -697,20 +697,18 @@ fn attention(
             for (h, out_h) in out.chunks_exact_mut(hd).enumerate() {
                 let q_h = &q_row[h * hd..][..hd];
                 let kv_off = (h / group) * hd;
-                let scores = &mut scores[..=pos - start];
-                for (j, s) in scores.iter_mut().enumerate() {
-                    let k_j = &k[(first + start + j) * kv_dim + kv_off..][..hd];
-                    *s = kernels::dot(isa, q_h, k_j)? * sc.scale;
-                }
-                if let Some(cap) = sc.softcap {
-                    scores.iter_mut().for_each(|s| *s = (*s / cap).tanh() * cap);
-                }
-                kernels::softmax_inplace(isa, scores);
-                out_h.fill(0.0);
-                for (j, &p) in scores.iter().enumerate() {
-                    let v_j = &v[(first + start + j) * kv_dim + kv_off..][..hd];
-                    kernels::axpy(isa, p, v_j, out_h)?;
-                }
+                let row0 = (first + start) * kv_dim + kv_off; // the first visible key's row
+                kernels::attend(
+                    isa,
+                    q_h,
+                    &k[row0..],
+                    &v[row0..],
+                    kv_dim,
+                    sc.scale,
+                    sc.softcap,
+                    &mut scores[..=pos - start],
+                    out_h,
+                )?;
             }
             Ok(())
         },
