@@ -102,17 +102,6 @@ for dt in $DTYPES; do
     fi
 done
 
-# Every model file starts from the state of a first load from disk: written back, dropped from
-# the page cache and read once in order. The pages a write leaves in the cache can be small, and
-# mapping those costs every tool about twice as many page faults (docs/PERFORMANCE.md).
-settle_files=()
-for dt in $DTYPES; do
-    settle_files+=("$CACHE/models/st-$dt/model.safetensors")
-    skipped llama.cpp || settle_files+=("$CACHE/models/$dt.gguf")
-done
-log "page cache: dropping and reading once each model file"
-"$PEERS" settle "${settle_files[@]}" >&2
-
 # --- measurements -----------------------------------------------------------------------------
 RESULTS=$CACHE/results.tsv
 : >"$RESULTS"
@@ -136,19 +125,26 @@ print(f"{m / 1e9:.6f}")'
 
 ids() { "$PY" -c "print(','.join(str((i * 7919 + 1) % 32000) for i in range($1)))"; }
 
-log "machine: FMA peak and memory/page-cache bandwidth"
+log "machine: FMA peak"
 PEAK=$("$PEERS" peak)
-for dt in $DTYPES; do
-    out=$("$PEERS" stream "$CACHE/models/st-$dt/model.safetensors")
-    read -r read_s mmap_s mem_gbs <<<"$out"
-    record stream read "$dt" 0 0 "$read_s"
-    record stream mmap "$dt" 0 0 "$mmap_s"
-    record stream mem "$dt" 0 0 "$mem_gbs"
-done
 
 for dt in $DTYPES; do
     st=$CACHE/models/st-$dt
     gg=$CACHE/models/$dt.gguf
+    # Each dtype's model files start from the state of a first load from disk: written back,
+    # dropped from the page cache and read once in order, right before that dtype's runs. The
+    # pages a write leaves in the cache can be small, and mapping those costs every tool about
+    # twice the page-fault time; and a file left idle may be partly paged out meanwhile (this
+    # VM's DAMON pages out memory idle for a minute). docs/PERFORMANCE.md has the figures.
+    log "$dt: page cache: dropping and reading once each model file; memory/page-cache bandwidth"
+    files=("$st/model.safetensors")
+    skipped llama.cpp || files+=("$gg")
+    "$PEERS" settle "${files[@]}" >&2
+    out=$("$PEERS" stream "$st/model.safetensors")
+    read -r read_s mmap_s mem_gbs <<<"$out"
+    record stream read "$dt" 0 0 "$read_s"
+    record stream mmap "$dt" 0 0 "$mmap_s"
+    record stream mem "$dt" 0 0 "$mem_gbs"
     for n in $TOKENS; do
         tok=$(ids "$n")
         for ((p = 1; p <= PAIRS; p++)); do
@@ -241,8 +237,8 @@ print(f"{params / 1e9:.3f} B parameters; {threads} threads; {pairs} rounds, forw
       f"{reps} after a warm-up; llama.cpp from llama-cpp-python {lcp}")
 print(f"f32 FMA peak (AVX2, {threads} threads): {float(peak):.0f} GFLOP/s; memory read bandwidth: "
       f"{data[('stream', 'mem', rows[0][0], 0)][0]:.1f} GB/s")
-print("page cache: every model file dropped and read once in order before the runs (as after a first "
-      "load from disk)")
+print("page cache: each dtype's model files dropped and read once in order right before its runs (as "
+      "after a first load from disk)")
 print()
 head = ["dtype", "tokens", "weights once s (read / mmap)"]
 head += [f"{t} fwd s (GFLOP/s)" for t in tools] + [f"ckpt / {p} fwd" for p in peers]
