@@ -38,6 +38,8 @@ use super::{WDtype, Weights, scalar};
 /// K block: floats of one row per pass. The 4-token x group (16 KiB) stays in L1, the decoded
 /// weight tile (`ROW_TILE * KC` floats, 192 KiB) in L2.
 pub(crate) const KC: usize = 1024;
+/// Floats of packed x (32 KiB) up to which in-place weight rows are read whole, in one K block.
+const X_L1_FLOATS: usize = 8192;
 /// Weight rows decoded together; every 4-token x group is reused across all of them.
 pub(crate) const ROW_TILE: usize = 48;
 /// Weight rows per rayon task (a multiple of `ROW_TILE`).
@@ -158,20 +160,31 @@ pub(crate) fn matmul<K: TileKernel>(
         super::gemm::matmul(kern, kern.lanes(), x, t, k_dim, w, n, out);
         return;
     }
-    let nkb = k_dim.div_ceil(KC);
+    // f32 and bf16 weights are widened in registers straight from the tensor: every weight is
+    // used by at most `GEMM_MIN_T - 1` tokens, so a decoded copy would cost more than it saves.
+    let in_place = matches!(w.dtype, WDtype::F32 | WDtype::Bf16) && cfg!(target_endian = "little");
+    // Read in place, a weight row is one K block when all of x fits in L1 beside it (one token of
+    // any real width): each microkernel call then streams its rows end to end, which the
+    // hardware prefetchers follow, instead of `KC` slices of many rows in turn.
+    let kcb = if in_place && t * k_dim <= X_L1_FLOATS {
+        k_dim
+    } else {
+        KC
+    };
+    let nkb = k_dim.div_ceil(kcb);
     let block = |kb: usize| {
-        let k0 = kb * KC;
-        let kc = KC.min(k_dim - k0);
+        let k0 = kb * kcb;
+        let kc = kcb.min(k_dim - k0);
         (k0, kc, round_up(kc, PAD))
     };
-    // Packed x: K block `kb` starts at `kb * KC * t` (every earlier block is a full `KC`); within
+    // Packed x: K block `kb` starts at `kb * kcb * t` (every earlier block is a full `kcb`); within
     // it token `i` starts at `i * kcp`; padding is zero so it adds nothing to the dot products.
     let (_, _, last_kcp) = block(nkb - 1);
-    let mut xp_store = vec![0.0f32; (nkb - 1) * KC * t + last_kcp * t + ALIGN_F32];
+    let mut xp_store = vec![0.0f32; (nkb - 1) * kcb * t + last_kcp * t + ALIGN_F32];
     let xp = aligned(&mut xp_store);
     for kb in 0..nkb {
         let (k0, kc, kcp) = block(kb);
-        let base = kb * KC * t;
+        let base = kb * kcb * t;
         for (i, row) in x.chunks_exact(k_dim).enumerate() {
             xp[base + i * kcp..base + i * kcp + kc].copy_from_slice(&row[k0..k0 + kc]);
         }
@@ -181,9 +194,6 @@ pub(crate) fn matmul<K: TileKernel>(
     let xp = &*xp;
     // The weight buffer is made once per rayon split, not per task (a fresh 192 KiB allocation is
     // an mmap with page faults every time).
-    // f32 and bf16 weights are widened in registers straight from the tensor: every weight is
-    // used by at most `GEMM_MIN_T - 1` tokens, so a decoded copy would cost more than it saves.
-    let in_place = matches!(w.dtype, WDtype::F32 | WDtype::Bf16) && cfg!(target_endian = "little");
     let init = || vec![0.0f32; if in_place { 0 } else { ROW_TILE * KC } + ALIGN_F32];
     tasks
         .into_par_iter()
@@ -203,7 +213,7 @@ pub(crate) fn matmul<K: TileKernel>(
             for (tb0, kb, r0) in tiles {
                 let tcount = TOKEN_BLOCK.min(t - tb0);
                 let (k0, kc, kcp) = block(kb);
-                let base = kb * KC * t;
+                let base = kb * kcb * t;
                 let xblk = &xp[base + tb0 * kcp..base + (tb0 + tcount) * kcp];
                 let nr = ROW_TILE.min(rows - r0);
                 let rows_w = if in_place {

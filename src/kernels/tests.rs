@@ -567,9 +567,19 @@ fn matmul_matches_scalar_on_the_shape_grid() {
 
 #[test]
 fn matmul_matches_scalar_across_blocks() {
-    // Several K blocks (with a ragged last one), several rayon tasks, several token blocks.
+    // Several K blocks (with a ragged last one), several rayon tasks, several token blocks; and
+    // f32 / bf16 rows read whole, in one K block longer than `KC`, when x fits in L1 (1 token at
+    // TinyLlama's 5632, 3 tokens at a width that leaves a ragged vector tail).
     for_each_available_isa(|isa| {
-        for (t, k, n) in [(5, 600, 101), (131, 257, 50), (2, 1030, 7), (9, 2100, 97)] {
+        let shapes = [
+            (5, 600, 101),
+            (131, 257, 50),
+            (2, 1030, 7),
+            (9, 2100, 97),
+            (1, 5632, 13),
+            (3, 2731, 5),
+        ];
+        for (t, k, n) in shapes {
             for dtype in DTYPES {
                 check_matmul(isa, t, k, n, dtype, 1, 99);
             }
