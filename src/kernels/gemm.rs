@@ -451,8 +451,13 @@ pub(crate) fn pack<S: Simd>(s: S, job: &mut PackJob<'_>) {
 pub(crate) fn scatter<S: Simd>(s: S, acc: &[f32], tp: usize, outs: &mut [&mut [f32]]) {
     let rows = outs.iter().map(|o| o.len()).min().unwrap_or(0);
     let ntok = outs.len().min(tp);
-    if rows == 0 || acc.len() < (rows - 1) * tp + ntok {
-        return; // nothing to write (the caller sizes `acc` as `rows * tp`)
+    if rows == 0 {
+        return;
+    }
+    // The caller sizes `acc` as `TASK_ROWS * tp`, at least `rows * tp`.
+    debug_assert!(acc.len() >= rows * tp, "acc {} < {rows} x {tp}", acc.len());
+    if acc.len() < (rows - 1) * tp + ntok {
+        return; // cannot happen (above); the transposes below rely on it, so it is checked
     }
     let (full_t, full_r) = (ntok / 8 * 8, rows / 8 * 8);
     for tok0 in (0..full_t).step_by(8) {
