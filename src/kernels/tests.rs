@@ -683,23 +683,30 @@ fn check_splat_bf16_hi<S: simd::Simd>(s: S) {
     }
 }
 
+/// Call a function generic over `simd::Simd` with the token of every SIMD ISA this CPU has.
+macro_rules! on_every_simd_token {
+    ($f:ident) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(s) = x86::Avx2::new() {
+                $f(s);
+            }
+            if let Some(s) = x86::Avx512::new() {
+                $f(s);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(s) = neon::Neon::new() {
+            $f(s);
+        }
+    }};
+}
+
 #[test]
 fn splat_bf16_hi_widens_exactly_on_every_isa() {
     // Signed zeros, infinities, NaNs with payloads and subnormals keep their bits; the
     // neighbour in the low half never leaks in.
-    #[cfg(target_arch = "x86_64")]
-    {
-        if let Some(s) = x86::Avx2::new() {
-            check_splat_bf16_hi(s);
-        }
-        if let Some(s) = x86::Avx512::new() {
-            check_splat_bf16_hi(s);
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    if let Some(s) = neon::Neon::new() {
-        check_splat_bf16_hi(s);
-    }
+    on_every_simd_token!(check_splat_bf16_hi);
 }
 
 fn check_transpose8<S: simd::Simd>(s: S) {
@@ -741,19 +748,7 @@ fn check_transpose8<S: simd::Simd>(s: S) {
 #[test]
 fn transpose8_moves_every_bit_on_every_isa() {
     // NEON runs the trait's element-by-element default; AVX2 and AVX-512 the shuffles.
-    #[cfg(target_arch = "x86_64")]
-    {
-        if let Some(s) = x86::Avx2::new() {
-            check_transpose8(s);
-        }
-        if let Some(s) = x86::Avx512::new() {
-            check_transpose8(s);
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    if let Some(s) = neon::Neon::new() {
-        check_transpose8(s);
-    }
+    on_every_simd_token!(check_transpose8);
 }
 
 #[test]
