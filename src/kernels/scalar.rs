@@ -275,13 +275,19 @@ pub(crate) fn attend(
         *sc = dot(q, &keys[j * stride..][..hd]) * scale;
     }
     if let Some(cap) = softcap {
-        scores.iter_mut().for_each(|x| *x = (*x / cap).tanh() * cap);
+        softcap_inplace(scores, cap);
     }
     softmax_inplace(scores);
     out.fill(0.0);
     for (j, &p) in scores.iter().enumerate() {
         axpy(p, &values[j * stride..][..hd], out);
     }
+}
+
+/// `x = cap * tanh(x / cap)` for every score (Gemma2's attention softcap), in plain f32 on every
+/// ISA, so [`attend`] and its SIMD bodies round it alike.
+pub(crate) fn softcap_inplace(x: &mut [f32], cap: f32) {
+    x.iter_mut().for_each(|v| *v = (*v / cap).tanh() * cap);
 }
 
 /// `y += alpha * x`.

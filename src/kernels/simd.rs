@@ -339,7 +339,7 @@ pub(crate) fn attend<S: Simd>(
         *sc = dot(s, &q[..hd], &keys[j * stride..][..hd]) * scale;
     }
     if let Some(cap) = softcap {
-        scores.iter_mut().for_each(|x| *x = (*x / cap).tanh() * cap);
+        scalar::softcap_inplace(scores, cap);
     }
     softmax_inplace(s, scores);
     let l = S::LANES;
