@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! peers write DIR f32|bf16      TinyLlama-1.1B-shaped checkpoint, random weights (seed 1)
-//! peers forward DIR TOKENS REPS one warm-up, then REPS timed `Model::forward`; prints the median s
+//! peers forward DIR TOKENS REPS one warm-up, then REPS timed forwards (logits of the last
+//!                               position, as llama-bench and candle compute); prints the median s
 //! peers pair A B TOKENS REPS ROUNDS
 //!                               both models loaded in one process, ROUNDS rounds alternating which
 //!                               goes first, each the median of REPS forwards; one line per round:
@@ -27,7 +28,7 @@ use ckpt::Checkpoint;
 use ckpt::checkpoint::header::Dtype;
 use ckpt::kernels::{self, Isa};
 use ckpt::mapping::View;
-use ckpt::reference::Model;
+use ckpt::reference::{Logits, Model, Outputs};
 use ckpt::synth::{Dims, Fill, llama_tensors, write_checkpoint};
 use rayon::prelude::*;
 
@@ -95,18 +96,24 @@ fn forward(dir: &Path, tokens: usize, reps: usize) -> R<()> {
     // mmap mapped, candle holds the tensors in memory). The process column includes the faults.
     let model = Model::new(&view)?.keep_mapped(true);
     let batch = vec![ids(tokens, Dims::TINYLLAMA.vocab)];
-    black_box(model.forward(&batch, kernels::active_isa())?); // warm-up: page the weights in
+    black_box(last(&model, &batch)?); // warm-up: page the weights in
     println!("{:.6}", median_forward(&model, &batch, reps)?);
     Ok(())
 }
 
+/// One forward pass computing the logits of each sequence's last position: the work of
+/// llama-bench's prompt processing (which outputs the last token's logits) and of the candle
+/// runner (`Llama::forward` returns the last position's).
+fn last(model: &Model<'_>, batch: &[Vec<u32>]) -> ckpt::Result<Logits> {
+    model.forward_outputs(batch, kernels::active_isa(), Outputs::Last, &|_, _| {})
+}
+
 /// The median of `reps` timed forwards of a loaded model.
 fn median_forward(model: &Model<'_>, batch: &[Vec<u32>], reps: usize) -> R<f64> {
-    let isa = kernels::active_isa();
     let mut s: Vec<f64> = (0..reps.max(1))
         .map(|_| {
             let t = Instant::now();
-            let l = model.forward(batch, isa);
+            let l = last(model, batch);
             let e = t.elapsed().as_secs_f64();
             black_box(l).map(|_| e)
         })
@@ -127,7 +134,7 @@ fn pair(dirs: [&Path; 2], tokens: usize, reps: usize, rounds: usize) -> R<()> {
     ];
     let batch = vec![ids(tokens, Dims::TINYLLAMA.vocab)];
     for m in &models {
-        black_box(m.forward(&batch, kernels::active_isa())?);
+        black_box(last(m, &batch)?);
     }
     for r in 0..rounds.max(1) {
         let mut s = [0.0; 2];

@@ -297,6 +297,7 @@ fn every_look_alike_computes_its_own_class_logits_through_detection() {
         assert_eq!(got_family, family, "{name}");
         let (batch, want) = golden(name);
         let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        let model = ckpt::reference::Model::new(&view).unwrap();
         for isa in [ckpt::kernels::Isa::Scalar, ckpt::kernels::best_isa()] {
             let got = ckpt::reference::forward(&view, &batch, isa)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -305,6 +306,7 @@ fn every_look_alike_computes_its_own_class_logits_through_detection() {
                 err <= 1e-4 * scale,
                 "{name} on {isa:?}: max abs error {err}"
             );
+            common::check_last_rows(name, &model, &batch, isa, &got, &want, 1e-4 * scale);
         }
     }
 }

@@ -70,6 +70,9 @@ fn plain_llama_fixtures_match_transformers_on_every_isa() {
     for name in PLAIN {
         let (batch, shape, want) = expected(name);
         let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        let ck = Checkpoint::open(fixture(name)).unwrap();
+        let view = View::identity(&ck);
+        let model = reference::Model::new(&view).unwrap();
         for isa in isas() {
             let got = run(&fixture(name), &batch, isa).unwrap();
             assert_eq!(vec![got.batch, got.seq, got.vocab], shape, "{name}");
@@ -83,6 +86,7 @@ fn plain_llama_fixtures_match_transformers_on_every_isa() {
                 "{name} on {}: max abs error {err}",
                 isa.name()
             );
+            common::check_last_rows(name, &model, &batch, isa, &got, &want, 1e-4 * scale);
         }
     }
 }
@@ -110,6 +114,7 @@ fn every_llama_exact_family_matches_transformers_through_its_view() {
         let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
         let ck = Checkpoint::open(fixture(name)).unwrap();
         let (view, family) = ckpt::detect::open_view(&ck, &reg, None, &[]).unwrap();
+        let model = reference::Model::new(&view).unwrap();
         for isa in isas() {
             let got = reference::forward(&view, &batch, isa).unwrap();
             let err = max_abs_diff(&got.data, &want);
@@ -122,6 +127,7 @@ fn every_llama_exact_family_matches_transformers_through_its_view() {
                 "{name} on {}: max abs error {err}",
                 isa.name()
             );
+            common::check_last_rows(name, &model, &batch, isa, &got, &want, 1e-4 * scale);
         }
         seen += 1;
     }
@@ -288,6 +294,7 @@ fn cli_prints_top_k_table_of_last_position() {
         batch: 2,
         seq: 16,
         vocab: 256,
+        outputs: ckpt::reference::Outputs::Every,
         data: want,
     };
     for b in 0..2 {
@@ -327,6 +334,7 @@ fn cli_json_lists_top_k_per_sequence() {
         batch: 2,
         seq: 16,
         vocab: 256,
+        outputs: ckpt::reference::Outputs::Every,
         data: want,
     };
     let top = v["sequences"][0]["top"].as_array().unwrap();
@@ -402,6 +410,7 @@ fn cli_runs_other_families_through_their_mapping_and_refuses_gpt2() {
         batch: 2,
         seq: 16,
         vocab: 256,
+        outputs: ckpt::reference::Outputs::Every,
         data: want,
     };
     let p = fixture("yi");

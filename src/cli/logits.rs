@@ -8,7 +8,7 @@ use ckpt::checkpoint::header::{Dtype, serialize_header};
 use ckpt::detect::open_view;
 use ckpt::kernels::{self, Isa};
 use ckpt::mapping::{Registry, RenameRule};
-use ckpt::reference::{self, Logits};
+use ckpt::reference::{self, Logits, Outputs};
 use ckpt::report::esc;
 use ckpt::write::guard::{self, OutputKind};
 use ckpt::{Error, Result};
@@ -126,7 +126,12 @@ pub fn run(a: Args) -> CmdResult {
     let config_file = view.config.as_ref().map(|c| c.path.clone());
     let bar = progress(a.quiet, Unit::Steps);
     bar.set_message("forward pass");
-    let logits = reference::forward_with_progress(&view, &req.batch, req.isa, &|done, total| {
+    // The top tokens need only each sequence's last position; `--out` writes every position.
+    let outputs = match dest {
+        Some(_) => Outputs::Every,
+        None => Outputs::Last,
+    };
+    let logits = reference::forward_outputs(&view, &req.batch, req.isa, outputs, &|done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })
@@ -139,8 +144,12 @@ pub fn run(a: Args) -> CmdResult {
     // The results are still shown (and written): they are what the weights compute.
     let code = if nonfinite > 0 {
         let nan = logits.data.iter().filter(|x| x.is_nan()).count();
+        let which = match logits.outputs {
+            Outputs::Every => "",
+            Outputs::Last => "; computed after each sequence's last position",
+        };
         eprintln!(
-            "warning: {nonfinite} of {} logits are not finite ({nan} NaN, {} infinite): the weights or the computation overflow or hold NaN/Inf (`ckpt check --scan-values` names the tensors)",
+            "warning: {nonfinite} of {} logits are not finite ({nan} NaN, {} infinite{which}): the weights or the computation overflow or hold NaN/Inf (`ckpt check --scan-values` names the tensors)",
             logits.data.len(),
             nonfinite - nan
         );

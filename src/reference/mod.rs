@@ -32,8 +32,21 @@ use crate::error::Result;
 use crate::kernels::Isa;
 use crate::mapping::View;
 
-/// Logits of a batch: `data[(b * seq + i) * vocab + v]` is the logit of token `v` after position
-/// `i` of sequence `b`.
+/// Which positions a forward pass computes logits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Outputs {
+    /// Every position of every sequence (what `verify` compares and `logits --out` writes).
+    #[default]
+    Every,
+    /// Only each sequence's last position: the next-token prediction of a prompt (`ckpt logits`'
+    /// top tokens), as llama.cpp's prompt processing computes. The last layer's work after its
+    /// attention and `lm_head` then run on one row per sequence.
+    Last,
+}
+
+/// Logits of a batch. With [`Outputs::Every`], `data[(b * seq + i) * vocab + v]` is the logit of
+/// token `v` after position `i` of sequence `b`; with [`Outputs::Last`], `data[b * vocab + v]` is
+/// the logit after the last position (`seq - 1`) of sequence `b`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Logits {
     /// Number of sequences.
@@ -42,21 +55,24 @@ pub struct Logits {
     pub seq: usize,
     /// Vocabulary size.
     pub vocab: usize,
-    /// `[batch, seq, vocab]`, row-major.
+    /// The positions computed.
+    pub outputs: Outputs,
+    /// `[batch, seq, vocab]` (every position) or `[batch, vocab]` (last positions), row-major.
     pub data: Vec<f32>,
 }
 
 impl Logits {
-    /// The logits row `[vocab]` after position `pos` of sequence `b` (empty when out of range).
+    /// The logits row `[vocab]` after position `pos` of sequence `b` (empty when out of range or
+    /// not computed).
     pub fn row(&self, b: usize, pos: usize) -> &[f32] {
         if pos >= self.seq {
             return &[];
         }
-        let start = b
-            .checked_mul(self.seq)
-            .and_then(|r| r.checked_add(pos))
-            .and_then(|r| r.checked_mul(self.vocab));
-        start
+        let row = match self.outputs {
+            Outputs::Every => b.checked_mul(self.seq).and_then(|r| r.checked_add(pos)),
+            Outputs::Last => Some(b).filter(|_| pos + 1 == self.seq),
+        };
+        row.and_then(|r| r.checked_mul(self.vocab))
             .and_then(|s| self.data.get(s..s.checked_add(self.vocab)?))
             .unwrap_or(&[])
     }
@@ -115,8 +131,19 @@ pub fn forward_with_progress(
     isa: Isa,
     on_layer: &dyn Fn(usize, usize),
 ) -> Result<Logits> {
-    let model = Model::new(view)?;
-    model.forward_with_progress(batch, isa, on_layer)
+    forward_outputs(view, batch, isa, Outputs::Every, on_layer)
+}
+
+/// [`forward_with_progress`], computing the logits of the positions `outputs` asks for (see
+/// [`Model::forward_outputs`]).
+pub fn forward_outputs(
+    view: &View<'_>,
+    batch: &[Vec<u32>],
+    isa: Isa,
+    outputs: Outputs,
+    on_layer: &dyn Fn(usize, usize),
+) -> Result<Logits> {
+    Model::new(view)?.forward_outputs(batch, isa, outputs, on_layer)
 }
 
 /// Run the reference forward in a family's math (see [`Model::with_math`]) over a batch of
@@ -143,7 +170,7 @@ pub fn forward_with_math_progress(
 
 #[cfg(test)]
 mod tests {
-    use super::Logits;
+    use super::{Logits, Outputs};
 
     #[test]
     fn rows_out_of_range_are_empty_not_another_row() {
@@ -151,6 +178,7 @@ mod tests {
             batch: 2,
             seq: 2,
             vocab: 3,
+            outputs: Outputs::Every,
             data: (0..12).map(|v| v as f32).collect(),
         };
         assert_eq!(l.row(1, 0), [6.0, 7.0, 8.0]);
@@ -158,5 +186,24 @@ mod tests {
         assert!(l.row(2, 0).is_empty());
         assert!(l.row(usize::MAX, 1).is_empty());
         assert_eq!(l.top_k(1, 1, 2), [(2, 11.0), (1, 10.0)]);
+    }
+
+    #[test]
+    fn last_position_logits_have_one_row_per_sequence() {
+        let l = Logits {
+            batch: 2,
+            seq: 3,
+            vocab: 2,
+            outputs: Outputs::Last,
+            data: vec![1.0, 2.0, 3.0, 4.0],
+        };
+        assert_eq!(l.row(0, 2), [1.0, 2.0]);
+        assert_eq!(l.row(1, 2), [3.0, 4.0]);
+        // Earlier positions were not computed: never another row's values.
+        assert!(l.row(1, 0).is_empty());
+        assert!(l.row(0, 1).is_empty());
+        assert!(l.row(2, 2).is_empty());
+        assert!(l.row(usize::MAX, 2).is_empty());
+        assert_eq!(l.top_k(1, 2, 1), [(1, 4.0)]);
     }
 }

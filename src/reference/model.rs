@@ -18,12 +18,12 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use super::Logits;
 use super::config::Config;
 use super::math::{Activation, Math, NormKind, NormPlacement, QkNorm, RopeLayout};
 use super::tensors::{
     LayerTensors, Linear, Norm, check_math, config_of, find_layers, find_norm, wdtype, weight,
 };
+use super::{Logits, Outputs};
 use crate::error::{Error, Result};
 use crate::kernels::{self, Isa, KernelError, WDtype, Weights};
 use crate::mapping::{Segment, View, ViewTensor};
@@ -95,8 +95,12 @@ struct State {
 }
 
 impl State {
-    /// Allocate the buffers (after [`Model::check_input_size`] has bounded their total size).
-    fn new(c: &Config, t: usize) -> Result<State> {
+    /// Allocate the buffers for `t` tokens and `out_rows` rows of logits (after
+    /// [`Model::check_input_size`] has bounded their total size).
+    fn new(c: &Config, t: usize, out_rows: usize) -> Result<State> {
+        let n = out_rows.checked_mul(c.vocab).ok_or_else(|| {
+            Error::usage(format!("{out_rows} rows x {} logits overflow", c.vocab))
+        })?;
         let buf = |width: usize| -> Result<Vec<f32>> {
             let n = t.checked_mul(width).ok_or_else(|| {
                 Error::usage(format!("{t} tokens x {width} activations overflow"))
@@ -113,8 +117,31 @@ impl State {
             xb2: buf(c.hidden)?,
             hb: buf(c.intermediate)?,
             hb2: buf(c.intermediate)?,
-            logits: buf(c.vocab)?,
+            logits: vec![0.0; n],
         })
+    }
+
+    /// Keep only the last row of each sequence of `seq` tokens, in order, in every buffer the
+    /// rest of the last layer reads or writes (`x`, the residual; `att`, the attention output;
+    /// `xb`, which holds the parallel placement's shared input), and shorten the block buffers to
+    /// the rows kept: after the last layer's attention, nothing reads the other rows.
+    fn keep_last_rows(&mut self, c: &Config, rows: usize, seq: usize) {
+        for (buf, width) in [
+            (&mut self.x, c.hidden),
+            (&mut self.xb, c.hidden),
+            (&mut self.att, c.q_dim),
+        ] {
+            // Row b takes row b * seq + seq - 1: never behind it, so no source is overwritten
+            // before it is read.
+            for b in 0..rows {
+                let from = (b * seq + seq - 1) * width;
+                buf.copy_within(from..from + width, b * width);
+            }
+            buf.truncate(rows * width);
+        }
+        self.xb2.truncate(rows * c.hidden);
+        self.hb.truncate(rows * c.intermediate);
+        self.hb2.truncate(rows * c.intermediate);
     }
 }
 
@@ -317,6 +344,24 @@ impl<'a> Model<'a> {
         isa: Isa,
         on_layer: &dyn Fn(usize, usize),
     ) -> Result<Logits> {
+        self.forward_outputs(batch, isa, Outputs::Every, on_layer)
+    }
+
+    /// The forward pass, computing the logits of the positions `outputs` asks for.
+    ///
+    /// With [`Outputs::Last`], the last decoder layer computes keys and values for every position
+    /// (the last position attends to them) but carries only each sequence's last row past its
+    /// attention: the output projection, the MLP, the final norm and `lm_head` run on `batch` rows
+    /// instead of `batch * seq`, as llama.cpp does for a prompt. The rows kept get the same values
+    /// as in an [`Outputs::Every`] pass, up to the order of the sums in the matmuls (which depends on
+    /// the number of rows on SIMD ISAs; the scalar ISA's sums do not, and gives the same bits).
+    pub fn forward_outputs(
+        &self,
+        batch: &[Vec<u32>],
+        isa: Isa,
+        outputs: Outputs,
+        on_layer: &dyn Fn(usize, usize),
+    ) -> Result<Logits> {
         let (c, m) = (&self.config, &self.math);
         let seq = check_batch(batch, c.vocab)?;
         if self.llama_window_check {
@@ -324,9 +369,15 @@ impl<'a> Model<'a> {
         }
         self.check_input_size(batch.len(), seq)?;
         let t = batch.len() * seq; // every token of every sequence goes through each matmul together
+        // Rows carried past the last layer's attention: every token, or each sequence's last.
+        let out_rows = match outputs {
+            Outputs::Every => t,
+            Outputs::Last => batch.len(),
+        };
         let (h, hd, rd) = (c.hidden, c.head_dim, c.rotary_dim);
         let (q_dim, kv_dim) = (c.q_dim, c.kv_dim);
-        let mut s = State::new(c, t)?;
+        let mut s = State::new(c, t, out_rows)?;
+        let mut rows = t; // rows of x (and the block buffers) in use
 
         // Token embeddings: decode only the rows of the ids used; times the embedding scale
         // (Granite's `embedding_multiplier`, Gemma's `sqrt(hidden_size)`), in f32.
@@ -394,8 +445,14 @@ impl<'a> Model<'a> {
                 window,
             };
             attention(isa, c, scores, seq, &s.q, &s.k, &s.v, &mut s.att)?;
+            // Only the last positions' logits wanted: past the last layer's attention, nothing
+            // reads the other rows.
+            if li + 1 == self.layers.len() && out_rows < rows {
+                s.keep_last_rows(c, batch.len(), seq);
+                rows = out_rows;
+            }
             // out = att Wo^T (+ bo); post-norm / sandwich: norm(out)
-            linear(isa, &s.att, t, q_dim, &w.o_proj, h, &mut s.xb2)?;
+            linear(isa, &s.att, rows, q_dim, &w.o_proj, h, &mut s.xb2)?;
             if let Some(n) = &w.attn_post {
                 self.norm_rows(isa, n, &s.xb2, h, &mut s.xb)?;
             }
@@ -415,15 +472,23 @@ impl<'a> Model<'a> {
                 &s.x
             };
             // hb = act(in Wgate^T) * (in Wup^T)
-            linear(isa, input, t, h, &w.gate_proj, c.intermediate, &mut s.hb)?;
-            linear(isa, input, t, h, &w.up_proj, c.intermediate, &mut s.hb2)?;
+            linear(isa, input, rows, h, &w.gate_proj, c.intermediate, &mut s.hb)?;
+            linear(isa, input, rows, h, &w.up_proj, c.intermediate, &mut s.hb2)?;
             match m.activation {
                 Activation::Silu => kernels::silu_mul(isa, &mut s.hb, &s.hb2)?,
                 Activation::GeluTanh => kernels::gelu_tanh_mul(isa, &mut s.hb, &s.hb2)?,
                 Activation::Gelu => kernels::gelu_mul(isa, &mut s.hb, &s.hb2)?,
             }
             // out = hb Wdown^T (+ bdown); post-norm / sandwich: norm(out); x += scale * out
-            linear(isa, &s.hb, t, c.intermediate, &w.down_proj, h, &mut s.xb2)?;
+            linear(
+                isa,
+                &s.hb,
+                rows,
+                c.intermediate,
+                &w.down_proj,
+                h,
+                &mut s.xb2,
+            )?;
             if let Some(n) = &w.mlp_post {
                 self.norm_rows(isa, n, &s.xb2, h, &mut s.xb)?;
             }
@@ -439,13 +504,13 @@ impl<'a> Model<'a> {
             on_layer(li + 1, self.layers.len());
         }
 
-        // Final norm, then the output projection for every position.
+        // Final norm, then the output projection for every row kept.
         let norm = self.read_norm(&self.norm)?;
         self.norm_rows(isa, &norm, &s.x, h, &mut s.xb)?;
         drop(norm);
         let lm_head = self.view.read(self.lm_head)?;
         let head = weights(self.lm_head, &lm_head)?;
-        kernels::matmul(isa, &s.xb, t, h, head, c.vocab, &mut s.logits)?;
+        kernels::matmul(isa, &s.xb, rows, h, head, c.vocab, &mut s.logits)?;
         // NormHead: logits against L2-normalised rows = logits / row norm.
         if m.norm_head {
             let norms = row_norms(head, c.vocab, h)?;
@@ -482,6 +547,7 @@ impl<'a> Model<'a> {
             batch: batch.len(),
             seq,
             vocab: c.vocab,
+            outputs,
             data: s.logits,
         })
     }

@@ -1083,6 +1083,7 @@ mod tests {
             batch: 1,
             seq: 2,
             vocab: 3,
+            outputs: crate::reference::Outputs::Every,
             data: vec![1.0, 2.0, 3.0, 0.0, -1.0, 5.0],
         };
         let same = logits_metrics(&a, &a.clone(), 0.0, 0.0).unwrap();
@@ -1103,6 +1104,7 @@ mod tests {
             batch: 1,
             seq: 2,
             vocab: 3,
+            outputs: crate::reference::Outputs::Every,
             data,
         }
     }

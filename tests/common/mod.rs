@@ -77,3 +77,59 @@ pub fn golden(dir: &Path) -> (Vec<Vec<u32>>, Vec<f32>) {
         .collect();
     (flat.chunks(seq).map(<[u32]>::to_vec).collect(), logits)
 }
+
+/// The last-position pass of `model` ([`ckpt::reference::Outputs::Last`]) against the
+/// every-position pass `every` of the same batch and the golden logits `want` (`[batch, seq,
+/// vocab]`): one row per sequence, each within `tol` of the golden last row; on the scalar ISA
+/// (whose sums do not depend on the number of rows) bit-identical to `every`'s last rows, on the
+/// others within a millionth of the largest logit. `what` names the case in failures.
+pub fn check_last_rows(
+    what: &str,
+    model: &ckpt::reference::Model<'_>,
+    batch: &[Vec<u32>],
+    isa: ckpt::kernels::Isa,
+    every: &ckpt::reference::Logits,
+    want: &[f32],
+    tol: f32,
+) {
+    use ckpt::reference::Outputs;
+    let last = model
+        .forward_outputs(batch, isa, Outputs::Last, &|_, _| {})
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let (b, seq, vocab) = (every.batch, every.seq, every.vocab);
+    assert_eq!(
+        (last.batch, last.seq, last.vocab),
+        (b, seq, vocab),
+        "{what}"
+    );
+    assert_eq!(last.outputs, Outputs::Last, "{what}");
+    assert_eq!(last.data.len(), b * vocab, "{what}: one row per sequence");
+    let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+    for s in 0..b {
+        let (got, all) = (last.row(s, seq - 1), every.row(s, seq - 1));
+        let gold = &want[(s * seq + seq - 1) * vocab..][..vocab];
+        let off = |x: &[f32], y: &[f32]| {
+            x.iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max)
+        };
+        assert!(
+            off(got, gold) <= tol,
+            "{what} on {}: sequence {s}'s last row is {} from the golden one",
+            isa.name(),
+            off(got, gold)
+        );
+        if isa == ckpt::kernels::Isa::Scalar {
+            let bits = |r: &[f32]| r.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(got), bits(all), "{what}: sequence {s}, scalar bits");
+        } else {
+            assert!(
+                off(got, all) <= 1e-6 * scale,
+                "{what} on {}: sequence {s}'s last row moved by {}",
+                isa.name(),
+                off(got, all)
+            );
+        }
+    }
+}
