@@ -281,20 +281,30 @@ impl<'a> Model<'a> {
     }
 
     /// Bytes of activation memory a forward over `batch` sequences of `seq` tokens allocates
-    /// (state buffers, logits, rotary tables, attention scores, NormHead's row norms); `None`
-    /// when the count overflows.
+    /// (state buffers, logits, rotary tables, attention scores, NormHead's row norms), logits at
+    /// every position; `None` when the count overflows.
     pub fn activation_bytes(&self, batch: usize, seq: usize) -> Option<u64> {
+        self.activation_bytes_for(batch, seq, Outputs::Every)
+    }
+
+    /// [`Model::activation_bytes`] with logits for the positions `outputs` asks for.
+    pub fn activation_bytes_for(&self, batch: usize, seq: usize, outputs: Outputs) -> Option<u64> {
         let c = &self.config;
         let t = batch.checked_mul(seq)? as u64;
+        let logit_rows = match outputs {
+            Outputs::Every => t,
+            Outputs::Last => batch as u64,
+        };
         let per_token = [
             c.hidden, c.hidden, c.hidden, c.q_dim, c.q_dim, c.kv_dim, c.kv_dim,
         ]
         .iter()
-        .chain(&[c.intermediate, c.intermediate, c.vocab])
+        .chain(&[c.intermediate, c.intermediate])
         .try_fold(0u64, |acc, &w| acc.checked_add(w as u64))?;
         let threads = rayon::current_num_threads().max(1) as u64;
         let floats = t
             .checked_mul(per_token)?
+            .checked_add(logit_rows.checked_mul(c.vocab as u64)?)?
             .checked_add((seq as u64).checked_mul(c.rotary_dim as u64)?)? // cos, sin
             .checked_add(threads.checked_mul(seq as u64)?)? // attention scores per worker
             .checked_add(c.vocab as u64)? // NormHead row norms
@@ -303,9 +313,14 @@ impl<'a> Model<'a> {
     }
 
     /// Refuse, as a usage error, an input whose activations would exceed [`ACTIVATION_LIMIT`]
-    /// (or whose size overflows). Callers that build large inputs can call it before building
-    /// them; [`Model::forward`] calls it before allocating.
+    /// (or whose size overflows), logits at every position. Callers that build large inputs can
+    /// call it before building them; [`Model::forward`] calls it before allocating.
     pub fn check_input_size(&self, batch: usize, seq: usize) -> Result<()> {
+        self.check_input_size_for(batch, seq, Outputs::Every)
+    }
+
+    /// [`Model::check_input_size`] with logits for the positions `outputs` asks for.
+    pub fn check_input_size_for(&self, batch: usize, seq: usize, outputs: Outputs) -> Result<()> {
         let gib = |b: u64| format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30));
         let too_big = |what: String| {
             Error::usage(format!(
@@ -315,7 +330,7 @@ impl<'a> Model<'a> {
             ))
             .hint("run fewer or shorter sequences (`--batch`, `--seq-len`, fewer `--ids`)")
         };
-        match self.activation_bytes(batch, seq) {
+        match self.activation_bytes_for(batch, seq, outputs) {
             None => Err(too_big("more than 2^64 bytes".into())),
             Some(b) if b > ACTIVATION_LIMIT => Err(too_big(gib(b))),
             Some(_) => Ok(()),
@@ -367,7 +382,7 @@ impl<'a> Model<'a> {
         if self.llama_window_check {
             c.check_seq_len(seq)?;
         }
-        self.check_input_size(batch.len(), seq)?;
+        self.check_input_size_for(batch.len(), seq, outputs)?;
         let t = batch.len() * seq; // every token of every sequence goes through each matmul together
         // Rows carried past the last layer's attention: every token, or each sequence's last.
         let out_rows = match outputs {
