@@ -14,12 +14,17 @@
 //!   ([`MEANINGLESS`], each with its reason and the condition under which it is meaningless); every
 //!   other key is kept. [`describe`] lists what changed for the convert output.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde_json::{Map, Value};
 
 use crate::checkpoint::ModelConfig;
-use crate::tokenizer::{GENERATION_FILE, Tokenizer, ids_of, read_json_object};
+use crate::tokenizer::{
+    ADDED_FILE, CONFIG_FILE, GENERATION_FILE, JSON_FILE, SP_FILE, SPECIAL_MAP_FILE, Tokenizer,
+    ids_of, read_json_object,
+};
 
 /// When a source key is meaningless for LLaMA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,10 +260,79 @@ pub fn special_id(src: &ModelConfig, key: &str, token: &str) -> Option<Value> {
 }
 
 /// The id the tokenizer files in `dir` give a special token, when resolvable.
+///
+/// Remembered for the process, per directory and the identity of every file that decides it
+/// (device, inode, size, modification time: an edited or replaced file is read again). Detection
+/// maps a config once per family it scores, twice each (bos, eos), and a Llama-3-sized
+/// `tokenizer.json` (9 MB) takes about 0.1 s to parse: read every time, that was 2-3 s of
+/// `ckpt detect`.
 pub fn tokenizer_special_id(dir: &Path, token: &str) -> Option<u64> {
+    let key = TokenizerFiles::of(dir);
+    let mut memo = SPECIAL_IDS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, ids)) = memo.iter().find(|(k, _)| *k == key)
+        && let Some(id) = ids.get(token)
+    {
+        return *id;
+    }
     let t = Tokenizer::read(dir);
-    let (_, id) = t.special_id(token)?;
-    id.map(|i| i as u64)
+    let resolve = |tok: &str| t.special_id(tok).and_then(|(_, id)| id).map(|i| i as u64);
+    let mut ids: HashMap<String, Option<u64>> = MEMO_TOKENS
+        .iter()
+        .map(|&tok| (tok.to_string(), resolve(tok)))
+        .collect();
+    let id = *ids
+        .entry(token.to_string())
+        .or_insert_with(|| resolve(token));
+    // One entry per directory: the latest state of its files.
+    memo.retain(|(k, _)| k.dir != key.dir);
+    if memo.len() >= MEMO_DIRS {
+        memo.remove(0);
+    }
+    memo.push((key, ids));
+    id
+}
+
+/// The special tokens resolved together from one read of the tokenizer files.
+const MEMO_TOKENS: [&str; 4] = ["bos_token", "eos_token", "pad_token", "unk_token"];
+/// Directories remembered by [`tokenizer_special_id`] (a process opens one or two checkpoints).
+const MEMO_DIRS: usize = 8;
+
+/// Special-token ids already read, by the tokenizer files they were read from.
+type SpecialIds = Vec<(TokenizerFiles, HashMap<String, Option<u64>>)>;
+static SPECIAL_IDS: Mutex<SpecialIds> = Mutex::new(Vec::new());
+
+/// A directory and the identity of each file [`Tokenizer::read`] takes special tokens from
+/// (`None` where there is no such file).
+#[derive(Debug, PartialEq, Eq)]
+struct TokenizerFiles {
+    dir: PathBuf,
+    files: Vec<Option<(u64, u64, u64, i64, i64)>>,
+}
+
+impl TokenizerFiles {
+    fn of(dir: &Path) -> TokenizerFiles {
+        use std::os::unix::fs::MetadataExt;
+        let files = [
+            SP_FILE,
+            JSON_FILE,
+            CONFIG_FILE,
+            SPECIAL_MAP_FILE,
+            ADDED_FILE,
+        ]
+        .iter()
+        .map(|f| {
+            std::fs::metadata(dir.join(f))
+                .ok()
+                .map(|m| (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+        })
+        .collect();
+        TokenizerFiles {
+            dir: dir.to_path_buf(),
+            files,
+        }
+    }
 }
 
 /// The `generation_config.json` to write next to a config generated from Meta's `params.json`
@@ -330,6 +404,47 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    /// The remembered special ids follow the files: an edited `tokenizer_config.json` (another
+    /// bos token) and a replaced `tokenizer.json` (another id for it) are read again.
+    #[test]
+    fn special_ids_are_remembered_per_state_of_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let tok = |ids: [u64; 2]| {
+            serde_json::json!({
+                "added_tokens": [
+                    {"id": ids[0], "content": "<s>", "special": true},
+                    {"id": ids[1], "content": "</s>", "special": true}
+                ],
+                "model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []}
+            })
+            .to_string()
+        };
+        let cfg =
+            |bos: &str| serde_json::json!({"bos_token": bos, "eos_token": "</s>"}).to_string();
+        std::fs::write(d.join(JSON_FILE), tok([5, 6])).unwrap();
+        std::fs::write(d.join(CONFIG_FILE), cfg("<s>")).unwrap();
+        assert_eq!(tokenizer_special_id(d, "bos_token"), Some(5));
+        assert_eq!(tokenizer_special_id(d, "eos_token"), Some(6));
+        assert_eq!(tokenizer_special_id(d, "bos_token"), Some(5));
+        // another bos token (a longer file)
+        std::fs::write(d.join(CONFIG_FILE), cfg("</s>  ")).unwrap();
+        assert_eq!(
+            tokenizer_special_id(d, "bos_token"),
+            None,
+            "`</s>  ` is no token"
+        );
+        std::fs::write(d.join(CONFIG_FILE), cfg("</s>")).unwrap();
+        assert_eq!(tokenizer_special_id(d, "bos_token"), Some(6));
+        // tokenizer.json replaced by rename (a new inode, the same size)
+        let tmp = d.join("t.tmp");
+        std::fs::write(&tmp, tok([7, 8])).unwrap();
+        std::fs::rename(&tmp, d.join(JSON_FILE)).unwrap();
+        assert_eq!(tokenizer_special_id(d, "eos_token"), Some(8));
+        // a token outside the ones resolved together is resolved on its own
+        assert_eq!(tokenizer_special_id(d, "cls_token"), None);
     }
 
     #[test]
