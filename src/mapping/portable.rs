@@ -308,8 +308,11 @@ static SPECIAL_IDS: Mutex<SpecialIds> = Mutex::new(Vec::new());
 #[derive(Debug, PartialEq, Eq)]
 struct TokenizerFiles {
     dir: PathBuf,
-    files: Vec<Option<(u64, u64, u64, i64, i64)>>,
+    files: Vec<Option<FileId>>,
 }
+
+/// A file's device, inode, size and modification time (seconds, nanoseconds).
+type FileId = (u64, u64, u64, i64, i64);
 
 impl TokenizerFiles {
     fn of(dir: &Path) -> TokenizerFiles {
