@@ -1,14 +1,20 @@
 //! Opening a checkpoint reads headers only: time `Checkpoint::open`, family detection and
 //! `check` on sparse real-shaped layouts (a 7-shard 60-layer Yi-34B with Yi names and config, and a
 //! 4-shard Llama-3-8B, data left as holes) and show that peak memory does not grow with the model size.
+//! Then the Llama-3 layout again with a Llama-3-sized `tokenizer.json` (128,000 tokens, 280,000 merges,
+//! about 6 MB) and a config without bos/eos ids, which detection resolves from the tokenizer: the
+//! first `detect` in a process, and `ckpt detect DIR` as a whole process (release build).
 //!
 //! Run: `cargo bench --bench inspect`
 
+use std::process::Command;
 use std::time::Instant;
 
 use ckpt::checkpoint::Checkpoint;
 use ckpt::checkpoint::header::Dtype;
 use ckpt::synth::{self, Dims, Fill};
+
+mod common;
 
 fn peak_rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -87,4 +93,64 @@ fn main() {
             peak_rss_kb() as f64 / 1024.0
         );
     }
+    with_tokenizer(&reg);
+}
+
+/// Detection of a Llama-3-shaped checkpoint whose config has no bos/eos ids beside a
+/// `tokenizer.json` of Llama 3's size.
+fn with_tokenizer(reg: &ckpt::mapping::Registry) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dims = Dims::LLAMA3_8B;
+    let specs = synth::llama_tensors(&dims, Dtype::BF16, false);
+    let mut cfg = dims.config_json("llama", "LlamaForCausalLM", "bfloat16");
+    if let Some(o) = cfg.as_object_mut() {
+        o.remove("bos_token_id");
+        o.remove("eos_token_id");
+    }
+    synth::write_checkpoint(dir.path(), Some(&cfg), &specs, 4, Fill::Sparse).expect("write");
+    // Byte-level-BPE-like: tokens `t<i>`, merges of two earlier tokens, two special tokens.
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..128_000u64)
+        .map(|i| (format!("t{i}"), i.into()))
+        .collect();
+    let merges: Vec<String> = (0..280_000u64)
+        .map(|i| format!("t{} t{}", (i * 7919) % 128_000, (i * 104_729) % 128_000))
+        .collect();
+    let special = |id: u64, s: &str| serde_json::json!({"id": id, "content": s, "special": true});
+    let tok = serde_json::json!({
+        "version": "1.0",
+        "added_tokens": [special(128_000, "<|begin_of_text|>"), special(128_001, "<|end_of_text|>")],
+        "pre_tokenizer": {"type": "ByteLevel"},
+        "decoder": {"type": "ByteLevel"},
+        "model": {"type": "BPE", "vocab": vocab, "merges": merges}
+    });
+    let text = tok.to_string();
+    std::fs::write(dir.path().join("tokenizer.json"), &text).expect("tokenizer.json");
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        r#"{"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}"#,
+    )
+    .expect("tokenizer_config.json");
+    let ck = Checkpoint::open(dir.path()).expect("open");
+    let t = Instant::now();
+    let d = ckpt::detect::detect(&ck, reg);
+    let first = t.elapsed().as_secs_f64();
+    assert_eq!(d.winner.as_deref(), Some("llama"));
+    let bin = common::release_binary();
+    let mut process = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let o = Command::new(&bin)
+            .arg("detect")
+            .arg(dir.path())
+            .output()
+            .expect("run ckpt");
+        process = process.min(t.elapsed().as_secs_f64());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    println!(
+        "\nllama3-8b with a {:.1} MB tokenizer.json, no bos/eos in config.json: first detect in a process {:.1} ms; `ckpt detect DIR` whole process, best of 5: {:.1} ms",
+        text.len() as f64 / 1e6,
+        first * 1e3,
+        process * 1e3
+    );
 }

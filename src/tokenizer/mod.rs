@@ -8,6 +8,7 @@
 //! `auto_map`) when the files are a standard kind, or keep the remote code when nothing else can
 //! load them. The `check` rules built on this are in `check/tokenizer.rs`.
 
+mod parts;
 pub mod sentencepiece;
 
 use std::path::{Path, PathBuf};
@@ -172,32 +173,38 @@ impl TokJson {
 
     /// Parse `tokenizer.json` bytes.
     pub fn parse(bytes: &[u8]) -> std::result::Result<TokJson, String> {
-        let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
-        let o = v.as_object().ok_or("not a JSON object")?;
-        let model = o
-            .get("model")
-            .and_then(Value::as_object)
-            .ok_or("no `model` object: not a tokenizers `tokenizer.json`")?;
+        // Only the parts read are built (see `parts`): the merges are most of a BPE file.
+        let o = parts::Parts::parse(bytes)
+            .map_err(|e| format!("not valid JSON: {e}"))?
+            .ok_or("not a JSON object")?;
+        let Some(parts::Model::Object(model)) = o.model else {
+            return Err("no `model` object: not a tokenizers `tokenizer.json`".into());
+        };
+        let parts::ModelFields {
+            ty,
+            byte_fallback,
+            vocab,
+        } = *model;
         let mut t = TokJson {
-            model_type: model
-                .get("type")
+            model_type: ty
+                .as_ref()
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string(),
-            byte_fallback: model.get("byte_fallback").and_then(Value::as_bool) == Some(true),
+            byte_fallback: byte_fallback.as_ref().and_then(Value::as_bool) == Some(true),
             ..TokJson::default()
         };
-        match model.get("vocab") {
+        match vocab {
             Some(Value::Object(m)) => {
                 for (tok, id) in m {
                     let id = id
                         .as_u64()
                         .and_then(|i| usize::try_from(i).ok())
                         .ok_or_else(|| {
-                            format!("`model.vocab` id of `{}` is not an integer", escape(tok))
+                            format!("`model.vocab` id of `{}` is not an integer", escape(&tok))
                         })?;
                     t.base = t.base.max(id.saturating_add(1));
-                    t.vocab.push((tok.clone(), id));
+                    t.vocab.push((tok, id));
                 }
             }
             // Unigram: [[piece, score], ...], ids are positions.
@@ -215,7 +222,7 @@ impl TokJson {
             Some(_) => return Err("`model.vocab` is neither an object nor a list".into()),
             None => return Err("no `model.vocab`".into()),
         }
-        if let Some(added) = o.get("added_tokens") {
+        if let Some(added) = &o.added_tokens {
             let a = added.as_array().ok_or("`added_tokens` is not a list")?;
             for (i, e) in a.iter().enumerate() {
                 let id = e
@@ -231,9 +238,10 @@ impl TokJson {
                 t.added.push((id, content.to_string(), special));
             }
         }
-        t.byte_level = has_type(o.get("pre_tokenizer"), "ByteLevel");
+        t.byte_level = has_type(o.pre_tokenizer.as_ref(), "ByteLevel");
         t.decoder_type = o
-            .get("decoder")
+            .decoder
+            .as_ref()
             .and_then(|d| d.get("type"))
             .and_then(Value::as_str)
             .unwrap_or_default()
@@ -859,6 +867,95 @@ pub fn ids_of(v: &Value) -> Option<Vec<u64>> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// `TokJson::parse` reads only the parts it needs, with the answers and errors a whole `Value`
+    /// would give: non-objects, a `model` that is not an object, repeated keys (the last wins),
+    /// `null`s, invalid JSON inside a skipped value, nesting past the recursion limit.
+    #[test]
+    fn tokenizer_json_parts_read_as_a_whole_value_would() {
+        let ok = |j: &str| TokJson::parse(j.as_bytes()).unwrap_or_else(|e| panic!("{j}: {e}"));
+        let err = |j: &str| match TokJson::parse(j.as_bytes()) {
+            Ok(t) => panic!("{j}: read as {t:?}"),
+            Err(e) => e,
+        };
+        let t = ok(r#"{"version": "1.0", "truncation": null,
+            "added_tokens": [{"id": 3, "content": "<s>", "special": true}],
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "ByteLevel"}]},
+            "decoder": {"type": "ByteLevel"},
+            "model": {"type": "BPE", "byte_fallback": true, "ignore_merges": true,
+                "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b", ["a", "b"], {"x": [1]}]}}"#);
+        assert_eq!(
+            (t.model_type.as_str(), t.base, t.byte_fallback),
+            ("BPE", 3, true)
+        );
+        assert_eq!(t.added, [(3, "<s>".to_string(), true)]);
+        assert!(t.byte_level);
+        assert_eq!(t.decoder_type, "ByteLevel");
+        assert_eq!(
+            (t.id_of("ab"), t.id_of("<s>"), t.id_of("c")),
+            (Some(2), Some(3), None)
+        );
+        // a Unigram vocabulary
+        let t = ok(r#"{"model": {"type": "Unigram", "vocab": [["<unk>", 0.0], ["x", -1.5]]}}"#);
+        assert_eq!((t.base, t.id_of("x")), (2, Some(1)));
+        // repeated keys: the last value, at both levels
+        let t = ok(r#"{"model": {"type": "WordPiece", "vocab": {}},
+            "model": {"type": "A", "type": "BPE", "vocab": {"q": 7}}}"#);
+        assert_eq!((t.model_type.as_str(), t.base), ("BPE", 8));
+        for j in ["[1, 2]", "\"x\"", "3", "null", "true"] {
+            assert_eq!(err(j), "not a JSON object", "{j}");
+        }
+        for j in [
+            "{}",
+            r#"{"model": "BPE"}"#,
+            r#"{"model": null}"#,
+            r#"{"model": [{"vocab": {}}]}"#,
+            r#"{"model": {"vocab": {}}, "model": 1}"#,
+        ] {
+            assert_eq!(
+                err(j),
+                "no `model` object: not a tokenizers `tokenizer.json`",
+                "{j}"
+            );
+        }
+        assert_eq!(
+            err(r#"{"model": {"vocab": null}}"#),
+            "`model.vocab` is neither an object nor a list"
+        );
+        assert_eq!(err(r#"{"model": {"type": "BPE"}}"#), "no `model.vocab`");
+        assert_eq!(
+            err(r#"{"model": {"vocab": {"a": -1}}}"#),
+            "`model.vocab` id of `a` is not an integer"
+        );
+        assert_eq!(
+            err(r#"{"model": {"vocab": {}}, "added_tokens": null}"#),
+            "`added_tokens` is not a list"
+        );
+        // invalid JSON inside a value that is skipped, or after the parts read
+        for j in [
+            r#"{"model": {"vocab": {}, "merges": [1, }}"#,
+            r#"{"model": {"vocab": {}}, "normalizer": {"a" 1}}"#,
+            r#"{"model": {"vocab": {}}} trailing"#,
+            r#"{"model": {"vocab": {}}"#,
+            "",
+        ] {
+            assert!(err(j).starts_with("not valid JSON"), "{j}: {}", err(j));
+        }
+        // Deep nesting: in a part kept, past serde_json's recursion limit, an error; in a part
+        // skipped, read without recursion (serde_json's `IgnoredAny` keeps its own stack). Never
+        // a stack overflow.
+        let nest = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let kept = format!(
+            r#"{{"model": {{"vocab": {{}}}}, "decoder": {}}}"#,
+            nest(100_000)
+        );
+        assert!(err(&kept).starts_with("not valid JSON"), "{}", err(&kept));
+        let skipped = format!(
+            r#"{{"model": {{"vocab": {{"a": 0}}, "merges": {}}}}}"#,
+            nest(100_000)
+        );
+        assert_eq!(ok(&skipped).base, 1);
+    }
 
     #[test]
     fn stock_classes() {
