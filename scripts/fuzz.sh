@@ -28,6 +28,7 @@ TARGETS=(
   parse_gguf         # GGUF parser + metadata config: no panic; accepted tensors aligned, inside, disjoint
   journal            # --in-place rollback journal (plantable): only shard/config/index names, exact re-serialisation
   torch_pickle       # restricted pickle interpreter / torch.save archive reader: no panic, bounded, ranges in file
+  tokenizer_json     # tokenizer.json, only the parts read built: no panic; valid JSON accepted; reformatting changes nothing
 )
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -50,6 +51,9 @@ seed() {
         -exec sh -c 'cp "$1" "$2/$(echo "$1" | cksum | cut -d" " -f1).json"' _ {} "$dir" \; ;;
     config_json)
       find "$ROOT/tests/corpus" "$ROOT/fixtures" \( -name config.json -o -name params.json \) -type f \
+        -exec sh -c 'cp "$1" "$2/$(echo "$1" | cksum | cut -d" " -f1).json"' _ {} "$dir" \; ;;
+    tokenizer_json)
+      find "$ROOT/fixtures" "$ROOT/tests/corpus" -name 'tokenizer*.json' -type f -size -64k \
         -exec sh -c 'cp "$1" "$2/$(echo "$1" | cksum | cut -d" " -f1).json"' _ {} "$dir" \; ;;
     parse_gguf)
       find "$ROOT/fixtures/gguf" -name '*.gguf' -type f -size -512k -exec cp {} "$dir/" \; ;;
