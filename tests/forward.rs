@@ -501,9 +501,21 @@ fn cli_refuses_activations_above_the_limit_instead_of_aborting() {
     let cfg = dims.config_json("llama", "LlamaForCausalLM", "bfloat16");
     ckpt::synth::write_checkpoint(dir.path(), Some(&cfg), &specs, 1, ckpt::synth::Fill::Sparse)
         .unwrap();
+    // `--out` writes every position's logits: 40,000 x 10^6 of them, 160 GB. (The top tokens
+    // alone need one row per sequence; `tests/math.rs` runs that at 20,000 tokens.)
     let ids = ids_arg(&vec![5u32; 40_000]);
-    let (code, out, err) = ckpt(&["logits", dir.path().to_str().unwrap(), "--ids", &ids]);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out_file = out_dir.path().join("logits.safetensors");
+    let (code, out, err) = ckpt(&[
+        "logits",
+        dir.path().to_str().unwrap(),
+        "--ids",
+        &ids,
+        "--out",
+        out_file.to_str().unwrap(),
+    ]);
     assert_eq!(code, 2, "{out}{err}");
+    assert!(!out_file.exists());
     assert!(
         err.contains("40000 tokens") && err.contains("above the limit of 16.0 GiB"),
         "{err}"
