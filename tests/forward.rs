@@ -502,7 +502,7 @@ fn cli_refuses_activations_above_the_limit_instead_of_aborting() {
     ckpt::synth::write_checkpoint(dir.path(), Some(&cfg), &specs, 1, ckpt::synth::Fill::Sparse)
         .unwrap();
     // `--out` writes every position's logits: 40,000 x 10^6 of them, 160 GB. (The top tokens
-    // alone need one row per sequence; `tests/math.rs` runs that at 20,000 tokens.)
+    // alone need one row per sequence; `tests/math.rs` runs that where every position is refused.)
     let ids = ids_arg(&vec![5u32; 40_000]);
     let out_dir = tempfile::tempdir().unwrap();
     let out_file = out_dir.path().join("logits.safetensors");
