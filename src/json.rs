@@ -22,6 +22,62 @@ pub const NONFINITE_SENTINEL: &str = "__ckpt_nonfinite__:";
 /// on output. Every value round-trips exactly.
 pub const SENTINEL_ESCAPE: &str = "__ckpt_nonfinite__:str:";
 
+/// Whether `bytes`, as plain JSON, are an object with the top-level key `key`: `Some(false)` for
+/// any other JSON value too, `None` when they are not plain JSON (invalid, or holding the
+/// non-finite tokens [`from_slice_nonfinite`] reads: the caller parses them in full). Values are
+/// skipped unbuilt (`IgnoredAny`), so asking this of a multi-megabyte `tokenizer.json` costs a
+/// scan, not a `Value` of every entry.
+pub fn has_top_level_key(bytes: &[u8], key: &str) -> Option<bool> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Find<'k>(&'k str);
+    impl<'de> DeserializeSeed<'de> for Find<'_> {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Find<'_> {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<bool, A::Error> {
+            let mut found = false;
+            while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                found |= k == self.0;
+                m.next_value::<IgnoredAny>()?;
+            }
+            Ok(found)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<bool, A::Error> {
+            while s.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(false)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_unit<E>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let found = Find(key).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(found)
+}
+
 /// Parse JSON that may contain the bare tokens `Infinity`, `-Infinity` and `NaN` outside strings.
 /// They become the strings `"__ckpt_nonfinite__:Infinity"` etc.; a string of the file that starts
 /// with `__ckpt_nonfinite__:` is kept distinct (prefixed with [`SENTINEL_ESCAPE`]).
@@ -500,6 +556,32 @@ fn write_spelled(
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_level_key_is_found_without_building_values() {
+        let has = |j: &str| has_top_level_key(j.as_bytes(), "auto_map");
+        assert_eq!(
+            has(r#"{"a": [1, {"b": 2}], "auto_map": {"x": "m.C"}}"#),
+            Some(true)
+        );
+        assert_eq!(
+            has(r#"{"auto\u005fmap": 1}"#),
+            Some(true),
+            "an escaped key is the key"
+        );
+        assert_eq!(has(r#"{"auto_map": 1, "auto_map": 2}"#), Some(true));
+        assert_eq!(
+            has(r#"{"model": {"auto_map": {}}, "x": "auto_map"}"#),
+            Some(false)
+        );
+        for other in ["[1, 2]", "\"auto_map\"", "3", "null", "{}"] {
+            assert_eq!(has(other), Some(false), "{other}");
+        }
+        // not plain JSON: the caller parses it in full (non-finite tokens, or an error)
+        for bad in [r#"{"a": NaN, "auto_map": 1}"#, r#"{"a": 1"#, "{} x", ""] {
+            assert_eq!(has(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn nonfinite_round_trip() {

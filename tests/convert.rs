@@ -1291,3 +1291,48 @@ fn converting_to_a_family_without_model_type_says_what_the_config_names() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(!text(&o).contains("names no `model_type`"), "{}", text(&o));
 }
+
+/// A top-level JSON file whose `auto_map` names code that is not shipped loses those entries (and
+/// the convert output says so); other JSON files, the large `tokenizer.json` kind with no
+/// `auto_map` (skipped without being parsed in full) or with `NaN` tokens, are copied byte for byte.
+#[test]
+fn dangling_auto_map_entries_are_removed_and_other_json_copied_as_is() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    copy_dir(&fixture("llama-gqa"), &src);
+    let proc_cfg = r#"{"auto_map": {"AutoProcessor": "processing_x.ProcessorX", "AutoImageProcessor": "image_x.ImageX"}, "size": 3}"#;
+    std::fs::write(src.join("processor_config.json"), proc_cfg).unwrap();
+    std::fs::write(src.join("image_x.py"), "class ImageX: pass\n").unwrap();
+    let vocab: Vec<String> = (0..20_000).map(|i| format!("\"t{i}\": {i}")).collect();
+    let tok = format!(
+        r#"{{"model": {{"type": "BPE", "vocab": {{{}}}, "merges": []}}, "note": "auto_map"}}"#,
+        vocab.join(", ")
+    );
+    std::fs::write(src.join("extra_vocab.json"), &tok).unwrap();
+    let nonfinite = r#"{"limit": NaN, "scale": 1.0}"#;
+    std::fs::write(src.join("extra_limits.json"), nonfinite).unwrap();
+    let dst = t.path().join("dst");
+    let o = ckpt(&["convert", s(&src), s(&dst), "--to", "yi"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(
+            "processor_config.json: removed auto_map entries naming code that is not shipped: AutoProcessor"
+        ),
+        "{out}"
+    );
+    let got: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dst.join("processor_config.json")).unwrap()).unwrap();
+    assert_eq!(
+        got,
+        serde_json::json!({"auto_map": {"AutoImageProcessor": "image_x.ImageX"}, "size": 3})
+    );
+    assert_eq!(
+        std::fs::read(dst.join("extra_vocab.json")).unwrap(),
+        tok.as_bytes()
+    );
+    assert_eq!(
+        std::fs::read(dst.join("extra_limits.json")).unwrap(),
+        nonfinite.as_bytes()
+    );
+}

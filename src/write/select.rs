@@ -201,6 +201,11 @@ fn strip_dangling_auto_map(
     ships: &dyn Fn(&str) -> bool,
 ) -> Option<(String, Vec<String>)> {
     let bytes = crate::checkpoint::config::read_limited(path, MAX_SMALL_JSON_BYTES).ok()?;
+    // Most such files (`tokenizer.json` above all, megabytes) have no `auto_map`: find out without
+    // building their values.
+    if crate::json::has_top_level_key(&bytes, "auto_map") == Some(false) {
+        return None;
+    }
     let Ok(Value::Object(mut map)) = crate::json::from_slice_nonfinite(&bytes) else {
         return None;
     };
