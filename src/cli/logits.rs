@@ -230,6 +230,9 @@ fn to_json(a: &Args, path: &str, req: &Request, family: &str, l: &Logits) -> ser
 /// synced, then renamed over `path`, so a failure never leaves a partial file under that name.
 fn write_logits(d: &guard::Output, batch: &[Vec<u32>], l: &Logits) -> Result<()> {
     let path = d.given.as_path();
+    if l.outputs != Outputs::Every {
+        return Err(Error::internal("`--out` needs every position's logits").file(path));
+    }
     let ids_bytes = l.batch * l.seq * 8;
     let logit_bytes = l.data.len() * 4;
     let header = serialize_header(

@@ -262,7 +262,8 @@ pub fn special_id(src: &ModelConfig, key: &str, token: &str) -> Option<Value> {
 /// The id the tokenizer files in `dir` give a special token, when resolvable.
 ///
 /// Remembered for the process, per directory and the identity of every file that decides it
-/// (device, inode, size, modification time: an edited or replaced file is read again). Detection
+/// (device, inode, size, modification time: a file replaced or edited later is read again, unless
+/// an edit in place keeps its size within the filesystem's timestamp granularity). Detection
 /// maps a config once per family it scores, twice each (bos, eos), and a Llama-3-sized
 /// `tokenizer.json` (9 MB) takes about 0.1 s to parse: read every time, that was 2-3 s of
 /// `ckpt detect`.
