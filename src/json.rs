@@ -22,6 +22,44 @@ pub const NONFINITE_SENTINEL: &str = "__ckpt_nonfinite__:";
 /// on output. Every value round-trips exactly.
 pub const SENTINEL_ESCAPE: &str = "__ckpt_nonfinite__:str:";
 
+/// The `Visitor` methods of a value read as `$other` unless it is an object: every scalar, and an
+/// array (its elements checked as JSON and dropped, without recursion). For visitors that pick
+/// keys out of an object and skip the rest unbuilt (`has_top_level_key`, `tokenizer::parts`);
+/// the visitor defines `visit_map` itself.
+macro_rules! visit_non_objects_as {
+    ($other:expr) => {
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut s: A,
+        ) -> Result<Self::Value, A::Error> {
+            while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok($other)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+    };
+}
+pub(crate) use visit_non_objects_as;
+
 /// Whether `bytes`, as plain JSON, are an object with the top-level key `key`: `Some(false)` for
 /// any other JSON value too, `None` when they are not plain JSON (invalid, or holding the
 /// non-finite tokens [`from_slice_nonfinite`] reads: the caller parses them in full). Values are
@@ -38,9 +76,7 @@ pub fn has_top_level_key(bytes: &[u8], key: &str) -> Option<bool> {
     }
     impl<'de> Visitor<'de> for Find<'_> {
         type Value = bool;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("any JSON value")
-        }
+        visit_non_objects_as!(false);
         fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<bool, A::Error> {
             let mut found = false;
             while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
@@ -48,28 +84,6 @@ pub fn has_top_level_key(bytes: &[u8], key: &str) -> Option<bool> {
                 m.next_value::<IgnoredAny>()?;
             }
             Ok(found)
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<bool, A::Error> {
-            while s.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(false)
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-            Ok(false)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-            Ok(false)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-            Ok(false)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
-            Ok(false)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<bool, E> {
-            Ok(false)
-        }
-        fn visit_unit<E>(self) -> Result<bool, E> {
-            Ok(false)
         }
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);

@@ -44,6 +44,16 @@ pub enum Outputs {
     Last,
 }
 
+impl Outputs {
+    /// Rows of logits a pass over `sequences` sequences of `tokens` tokens in all computes.
+    pub fn rows(self, sequences: usize, tokens: usize) -> usize {
+        match self {
+            Outputs::Every => tokens,
+            Outputs::Last => sequences,
+        }
+    }
+}
+
 /// Logits of a batch. With [`Outputs::Every`], `data[(b * seq + i) * vocab + v]` is the logit of
 /// token `v` after position `i` of sequence `b`; with [`Outputs::Last`], `data[b * vocab + v]` is
 /// the logit after the last position (`seq - 1`) of sequence `b`.

@@ -290,11 +290,9 @@ impl<'a> Model<'a> {
     /// [`Model::activation_bytes`] with logits for the positions `outputs` asks for.
     pub fn activation_bytes_for(&self, batch: usize, seq: usize, outputs: Outputs) -> Option<u64> {
         let c = &self.config;
-        let t = batch.checked_mul(seq)? as u64;
-        let logit_rows = match outputs {
-            Outputs::Every => t,
-            Outputs::Last => batch as u64,
-        };
+        let t = batch.checked_mul(seq)?;
+        let logit_rows = outputs.rows(batch, t) as u64;
+        let t = t as u64;
         let per_token = [
             c.hidden, c.hidden, c.hidden, c.q_dim, c.q_dim, c.kv_dim, c.kv_dim,
         ]
@@ -385,10 +383,7 @@ impl<'a> Model<'a> {
         self.check_input_size_for(batch.len(), seq, outputs)?;
         let t = batch.len() * seq; // every token of every sequence goes through each matmul together
         // Rows carried past the last layer's attention: every token, or each sequence's last.
-        let out_rows = match outputs {
-            Outputs::Every => t,
-            Outputs::Last => batch.len(),
-        };
+        let out_rows = outputs.rows(batch.len(), t);
         let (h, hd, rd) = (c.hidden, c.head_dim, c.rotary_dim);
         let (q_dim, kv_dim) = (c.q_dim, c.kv_dim);
         let mut s = State::new(c, t, out_rows)?;

@@ -11,9 +11,7 @@
 //! not by recursion, so a value skipped may nest deeper than the 128 levels a kept one may, and
 //! still cannot overflow the stack. A repeated key keeps its last value, as a `Value` object does.
 
-use std::fmt;
-
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
 /// The top level of a `tokenizer.json`: `None` for a key that is absent (a JSON `null` is
@@ -73,41 +71,9 @@ impl<'de> Deserialize<'de> for Model {
 struct TopVisitor;
 struct ModelVisitor;
 
-/// The visitor methods of a value that is read as `None` unless it is an object: every scalar,
-/// and an array (whose elements are checked as JSON and dropped).
-macro_rules! none_unless_object {
-    () => {
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("any JSON value")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
-            while s.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(None)
-        }
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-    };
-}
-
 impl<'de> Visitor<'de> for TopVisitor {
     type Value = Option<Parts>;
-    none_unless_object!();
+    crate::json::visit_non_objects_as!(None);
 
     fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Option<Parts>, A::Error> {
         let mut p = Parts {
@@ -133,7 +99,7 @@ impl<'de> Visitor<'de> for TopVisitor {
 
 impl<'de> Visitor<'de> for ModelVisitor {
     type Value = Option<Model>;
-    none_unless_object!();
+    crate::json::visit_non_objects_as!(None);
 
     fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Option<Model>, A::Error> {
         let (mut ty, mut byte_fallback, mut vocab) = (None, None, None);
