@@ -394,6 +394,28 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
             }
         }
     }
+    // The family the config names could not read the checkpoint (a bias its class does not
+    // compute, a split that does not fit): a family whose names merely fit is not chosen instead.
+    if undecided.is_none()
+        && let Some(b) = best
+            .as_ref()
+            .filter(|b| matches!(b.config, ConfigAgreement::Mismatch(_)))
+        && let Some(named) = ranked.iter().find(|s| {
+            matches!(s.config, ConfigAgreement::Match(_))
+                && s.shapes_ok == Some(false)
+                && s.shape_note
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("cannot be read"))
+        })
+    {
+        undecided = Some(format!(
+            "the config names {}, which {}; the names also fit {}, but ckpt does not assume the checkpoint computes what {} computes",
+            named.family,
+            named.shape_note.as_deref().unwrap_or_default(),
+            b.family,
+            b.family
+        ));
+    }
     if let Some(why) = &undecided {
         evidence.push(why.clone());
     }
@@ -463,6 +485,21 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
             ));
         }
     } else if let Some(top) = ranked.first() {
+        // The family the config names, refused for a reason of its own, says the most.
+        if undecided.is_none()
+            && let Some(named) = ranked.iter().find(|s| {
+                matches!(s.config, ConfigAgreement::Match(_))
+                    && s.shape_note
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with("cannot be read"))
+            })
+        {
+            evidence.push(format!(
+                "the config names {}, which {}",
+                named.family,
+                named.shape_note.as_deref().unwrap_or_default()
+            ));
+        }
         evidence.push(format!("no family fits well; closest {}", top.summary()));
         if !top.unmatched.is_empty() {
             evidence.push(format!(

@@ -590,3 +590,193 @@ fn regression_rope_parameters_per_layer_type_are_unmodelled() {
     assert_eq!(code, 2, "{err}");
     assert!(!dst.exists());
 }
+
+/// Bias tensors are computed only where the family's own class computes them (`[biases]`): a
+/// class without them (Mistral), or a config that switches them off (`attention_bias: false`),
+/// means its loader drops the tensors while a LLaMA loader of the same names adds them. Every
+/// command that computes or converts refuses, naming the tensor and why; none computes one
+/// reading silently. The case the config allows still runs.
+#[test]
+fn bias_tensors_the_class_does_not_compute_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let ids = "1,2,3";
+    // LLaMA's biases stored, the config switching them off.
+    let off = variant(t.path(), "llama-bias", "off", |c| {
+        c["attention_bias"] = false.into();
+    });
+    // Qwen2's q/k/v biases under a config naming Mistral, whose class has none.
+    let mistral = variant(t.path(), "qwen2", "mistral", |c| {
+        c["model_type"] = "mistral".into();
+        c["architectures"] = serde_json::json!(["MistralForCausalLM"]);
+    });
+    for (dir, key) in [
+        (&off, "`attention_bias`"),
+        (&mistral, "has no q/k/v biases"),
+    ] {
+        for cmd in [vec!["logits", s(dir), "--ids", ids], vec!["detect", s(dir)]] {
+            let (code, out, err) = ckpt(&cmd);
+            let text = format!("{out}{err}");
+            assert_ne!(code, 0, "{cmd:?}: {text}");
+            assert!(
+                text.contains(key) && text.contains("bias"),
+                "{cmd:?}: {text}"
+            );
+        }
+        let dst = t.path().join("converted");
+        let (code, _, err) = ckpt(&["convert", s(dir), s(&dst), "--to", "llama"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(key), "{err}");
+        assert!(!dst.exists());
+    }
+    // The same llama-bias checkpoint with MLP biases off only: the MLP tensors are named.
+    let mlp_off = variant(t.path(), "llama-bias", "mlp-off", |c| {
+        c["mlp_bias"] = false.into();
+    });
+    let (code, _, err) = ckpt(&["logits", s(&mlp_off), "--ids", ids]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("mlp_bias") && err.contains("mlp."), "{err}");
+    // As stored, llama-bias runs (its goldens are checked in tests/forward.rs).
+    let (code, _, err) = ckpt(&["logits", s(&fixture("llama-bias")), "--ids", ids]);
+    assert_eq!(code, 0, "{err}");
+    // Converting Qwen2 to Mistral would write biases MistralForCausalLM drops.
+    let dst = t.path().join("to-mistral");
+    let (code, _, err) = ckpt(&["convert", s(&fixture("qwen2")), s(&dst), "--to", "mistral"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("mistral") && err.contains("no q/k/v biases") && err.contains("q_proj.bias")
+            || err.contains("k_proj.bias"),
+        "{err}"
+    );
+    assert!(!dst.exists());
+    // ... while Qwen2 to LLaMA keeps them, as LLaMA's attention_bias computes them.
+    let dst = t.path().join("to-llama");
+    let (code, _, err) = ckpt(&[
+        "convert",
+        s(&fixture("qwen2")),
+        s(&dst),
+        "--to",
+        "llama",
+        "--verify",
+    ]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// A config with both RoPE spellings that say different things (transformers 5's
+/// `rope_parameters` beside transformers 4's top-level `rope_theta` / `rope_scaling`) has no one
+/// meaning: transformers 4 reads the top level, transformers 5 merges them. Refused by every
+/// command that computes or converts; both spellings agreeing is fine.
+#[test]
+fn rope_spellings_that_disagree_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let ids = "1,2,3";
+    let theta = variant(t.path(), "llama-mha", "theta", |c| {
+        c["rope_parameters"] = serde_json::json!({"rope_type": "default", "rope_theta": 10000.0});
+        c["rope_theta"] = 50000.0.into();
+    });
+    let scaling = variant(t.path(), "llama-mha", "scaling", |c| {
+        c["rope_parameters"] = serde_json::json!({"rope_type": "default", "rope_theta": 10000.0});
+        c["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": 2.0});
+    });
+    for (dir, what) in [
+        (&theta, "`rope_theta` 50000"),
+        (&scaling, "`linear` factor 2"),
+    ] {
+        let (code, _, err) = ckpt(&["logits", s(dir), "--ids", ids]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("both ways") && err.contains(what), "{err}");
+        let dst = t.path().join("out");
+        let (code, _, err) = ckpt(&["convert", s(dir), s(&dst), "--to", "llama"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("both ways"), "{err}");
+        assert!(!dst.exists());
+        // `check` still reads it and reports the spellings.
+        let (code, out, _) = ckpt(&["check", s(dir)]);
+        assert_ne!(code, 0);
+        assert!(out.contains("L001"), "{out}");
+    }
+    // The two spellings agreeing: the same logits as the fixture's own config.
+    let agree = variant(t.path(), "llama-mha", "agree", |c| {
+        c["rope_parameters"] =
+            serde_json::json!({"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0});
+        c["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0});
+        c["rope_theta"] = 10000.0.into();
+    });
+    let legacy = variant(t.path(), "llama-mha", "legacy", |c| {
+        c.as_object_mut().unwrap().remove("rope_parameters");
+        c["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0});
+        c["rope_theta"] = 10000.0.into();
+    });
+    let (c1, a, e1) = ckpt(&["logits", s(&agree), "--ids", ids, "--json"]);
+    let (c2, b, e2) = ckpt(&["logits", s(&legacy), "--ids", ids, "--json"]);
+    assert_eq!((c1, c2), (0, 0), "{e1}{e2}");
+    let strip = |j: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(j).unwrap();
+        v.as_object_mut().unwrap().remove("checkpoint");
+        v
+    };
+    assert_eq!(strip(&a), strip(&b));
+}
+
+/// StableLM's `use_qkv_bias` (stablelm-2-1_6b ships it on) gives q/k/v a bias and o_proj none: read
+/// through LLaMA's `attention_bias`, the canonical view adds an all-zero o_proj bias (as Qwen2's
+/// does) instead of asking for one. The stablelm fixture with all-zero q/k/v biases added and the
+/// switch on computes the fixture's own transformers logits; with the switch off they are refused.
+#[test]
+fn stablelm_qkv_biases_run_without_an_o_proj_bias() {
+    let t = tempfile::tempdir().unwrap();
+    let src = ckpt::checkpoint::Checkpoint::open(fixture("stablelm")).unwrap();
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = src
+        .tensors
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.shape.clone(),
+                src.read(t).unwrap().into_owned(),
+            )
+        })
+        .collect();
+    for (name, _, bytes) in owned.clone() {
+        let Some(p) = name.strip_suffix("_proj.weight") else {
+            continue;
+        };
+        if ["q", "k", "v"]
+            .iter()
+            .any(|x| p.ends_with(&format!("self_attn.{x}")))
+        {
+            let rows = bytes.len() / 4 / 64;
+            owned.push((format!("{p}_proj.bias"), vec![rows], vec![0u8; rows * 4]));
+        }
+    }
+    let write = |dir: &Path| {
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
+            .iter()
+            .map(|(n, shape, b)| {
+                let v =
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b);
+                (n.clone(), v.unwrap())
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    };
+    let on = variant(t.path(), "stablelm", "on", |c| {
+        c["use_qkv_bias"] = true.into()
+    });
+    write(&on);
+    let off = variant(t.path(), "stablelm", "off", |c| {
+        c["use_qkv_bias"] = false.into()
+    });
+    write(&off);
+    let reg = ckpt::mapping::Registry::builtin().unwrap();
+    let ck = ckpt::checkpoint::Checkpoint::open(&on).unwrap();
+    assert_eq!(ck.tensors.len(), 26 + 6);
+    let (view, family) = ckpt::detect::open_view(&ck, &reg, None, &[]).unwrap();
+    assert_eq!(family, "stablelm");
+    let (batch, want) = golden("stablelm");
+    let got = ckpt::reference::forward(&view, &batch, ckpt::kernels::best_isa()).unwrap();
+    let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+    assert!(max_abs(&got.data, &want) <= 1e-4 * scale);
+    let (code, _, err) = ckpt(&["logits", s(&off), "--ids", "1,2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("use_qkv_bias"), "{err}");
+}

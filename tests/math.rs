@@ -451,12 +451,51 @@ fn mystery_is_llama_when_asserted() {
         assert_eq!(same, got, "{isa}");
     }
     assert!(Model::new(&view).unwrap().unused_tensors().is_empty());
-    // an untied lm_head under a config that says tied is reported, not silently dropped
+    // A config that says tied beside a stored lm_head that differs from the embeddings: loaders
+    // disagree on the logits (transformers 5 keeps the stored one, transformers 4 ties), so the
+    // model is refused, naming the tensor.
     let dir = tempfile::tempdir().unwrap();
     copy_with_config("mystery", dir.path(), |c| {
         c["tie_word_embeddings"] = true.into()
     });
     let ck = Checkpoint::open(dir.path()).unwrap();
+    let view = View::identity(&ck);
+    let Err(e) = Model::new(&view) else {
+        panic!("a differing stored lm_head is refused")
+    };
+    assert_eq!(e.tensor_name(), Some("lm_head.weight"));
+    assert!(e.message().contains("transformers 5"), "{}", e.message());
+    // A stored copy of the embeddings means the same to every loader: it runs, and the copy is
+    // reported as unused rather than dropped silently.
+    let same = tempfile::tempdir().unwrap();
+    copy_with_config("mystery", same.path(), |c| {
+        c["tie_word_embeddings"] = true.into()
+    });
+    let src = Checkpoint::open(fixture("mystery")).unwrap();
+    let emb = src
+        .read(src.get("model.embed_tokens.weight").unwrap())
+        .unwrap()
+        .into_owned();
+    let owned: Vec<(String, Vec<usize>, Vec<u8>)> = src
+        .tensors
+        .iter()
+        .map(|t| {
+            let bytes = match t.name.as_str() {
+                "lm_head.weight" => emb.clone(),
+                _ => src.read(t).unwrap().into_owned(),
+            };
+            (t.name.clone(), t.shape.clone(), bytes)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, shape, b)| {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b);
+            (n.clone(), v.unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &same.path().join("model.safetensors")).unwrap();
+    let ck = Checkpoint::open(same.path()).unwrap();
     let view = View::identity(&ck);
     assert_eq!(
         Model::new(&view).unwrap().unused_tensors(),

@@ -78,6 +78,9 @@ pub struct ModelConfig {
     pub rope_theta: Option<f64>,
     /// RoPE scaling, from either spelling; `None` for the default rotary embedding.
     pub rope_scaling: Option<RopeScaling>,
+    /// How the two RoPE spellings contradict each other, when the config has both and they do
+    /// (loaders then read different positions: see [`rope_conflict`]).
+    pub rope_conflict: Option<String>,
     /// `tie_word_embeddings`.
     pub tie_word_embeddings: Option<bool>,
     /// `torch_dtype` or `dtype`.
@@ -158,6 +161,7 @@ impl ModelConfig {
             rms_norm_eps: g.f64("rms_norm_eps")?,
             rope_theta,
             rope_scaling,
+            rope_conflict: rope_conflict(&raw)?,
             tie_word_embeddings: g.bool("tie_word_embeddings")?,
             dtype: match g.string("torch_dtype")? {
                 Some(d) => Some(d),
@@ -209,6 +213,7 @@ impl ModelConfig {
             rms_norm_eps: g.f64("norm_eps")?,
             rope_theta: Some(g.f64("rope_theta")?.unwrap_or(10000.0)),
             rope_scaling,
+            rope_conflict: None,
             tie_word_embeddings: Some(false),
             dtype: None,
             hidden_act: Some("silu".into()),
@@ -259,6 +264,61 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
         .read_to_end(&mut buf)
         .map_err(|e| Error::io(path, "cannot read", e))?;
     Ok(buf)
+}
+
+/// Where a config that spells RoPE both ways (transformers 5's `rope_parameters` beside the top-level
+/// `rope_theta` / `rope_scaling` of transformers 4) says two different things: transformers 4 and
+/// candle read only the top-level keys, transformers 5 merges the two (a non-null `rope_scaling`
+/// wins, the theta comes from either), so such a file has no one meaning. `None` when the spellings
+/// agree or only one is there (a transformers 5 config with only `rope_parameters` is read the
+/// same by every transformers 5 loader; `ckpt check` L001 reports what legacy readers make of it).
+pub fn rope_conflict(raw: &Map<String, Value>) -> Result<Option<String>> {
+    let Some(params @ Value::Object(p)) = raw.get("rope_parameters") else {
+        return Ok(None);
+    };
+    let mut why = Vec::new();
+    if let (Some(t4), Some(t5)) = (Getter(raw).f64("rope_theta")?, Getter(p).f64("rope_theta")?)
+        && t4 != t5
+    {
+        why.push(format!(
+            "top-level `rope_theta` {t4} against `rope_parameters.rope_theta` {t5}"
+        ));
+    }
+    if let Some(s4) = raw.get("rope_scaling").filter(|v| !v.is_null()) {
+        let (a, b) = (
+            parse_scaling(s4, "rope_scaling")?,
+            parse_scaling(params, "rope_parameters")?,
+        );
+        if a != b {
+            let show = |s: &Option<RopeScaling>| match s {
+                None => "default (unscaled)".to_string(),
+                Some(s) => match s.factor {
+                    Some(f) => format!("`{}` factor {f}", s.rope_type),
+                    None => format!("`{}`", s.rope_type),
+                },
+            };
+            why.push(format!(
+                "`rope_scaling` {} against `rope_parameters` {}{}",
+                show(&a),
+                show(&b),
+                if a.as_ref().map(|s| &s.rope_type) == b.as_ref().map(|s| &s.rope_type) {
+                    " (other parameters differ)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    Ok((!why.is_empty()).then(|| why.join("; ")))
+}
+
+/// The refusal of a config whose two RoPE spellings disagree ([`rope_conflict`]).
+pub fn rope_conflict_error(c: &ModelConfig, why: &str) -> Error {
+    Error::unsupported(format!(
+        "the config spells RoPE both ways and they disagree ({}): transformers 4 and candle read the top-level keys, transformers 5 merges them, so the checkpoint's positions mean different things to different loaders and ckpt will not pick one (write one consistent pair; `ckpt check` reports it as L001)",
+        crate::error::escape(why)
+    ))
+    .file(&c.path)
 }
 
 fn parse_scaling(v: &Value, key: &str) -> Result<Option<RopeScaling>> {

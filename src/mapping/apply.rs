@@ -177,6 +177,12 @@ pub fn canonical_view<'a>(
             {
                 facts.intermediate = t.shape.first().copied();
             }
+            // A bias the family's own class does not compute: its loader drops it, a LLaMA
+            // loader of the converted names would use it.
+            family
+                .biases
+                .check(&family.name, &name, ck.config.as_ref().map(|c| &c.raw))
+                .map_err(|why| unexpected_bias(&t.name, why, family).file(&ck.path))?;
             facts.attention_bias |= name.ends_with(".self_attn.q_proj.bias")
                 || name.ends_with(".self_attn.o_proj.bias");
             facts.mlp_bias |= name.ends_with(".mlp.gate_proj.bias");
@@ -737,6 +743,22 @@ pub fn to_family<'a>(canonical: &View<'a>, family: &Family) -> Result<View<'a>> 
         .as_ref()
         .map(|c| configmap::from_llama(c, family))
         .transpose()?;
+    // Every bias written must be one the family's class computes under the written config.
+    for t in &canonical.tensors {
+        if dropped.iter().any(|(n, _)| *n == t.name) {
+            continue;
+        }
+        family
+            .biases
+            .check(&family.name, &t.name, config.as_ref().map(|c| &c.raw))
+            .map_err(|why| {
+                Error::unsupported(format!(
+                    "{why}: its loader would drop this tensor, so the converted checkpoint would compute something else"
+                ))
+                .file(ck_path)
+                .tensor(&t.name)
+            })?;
+    }
     let mut names: HashMap<&str, usize> = HashMap::new();
     for (i, t) in out.iter().enumerate() {
         if let Some(j) = names.insert(t.name.as_str(), i) {
@@ -755,6 +777,22 @@ pub fn to_family<'a>(canonical: &View<'a>, family: &Family) -> Result<View<'a>> 
         config,
         dropped,
     )
+}
+
+/// The refusal of a stored bias the family's class does not compute.
+fn unexpected_bias(tensor: &str, why: String, family: &Family) -> Error {
+    Error::unsupported(format!(
+        "`{}`: {why}; its loader drops this tensor while a LLaMA loader would add it, so the checkpoint computes different things in different tools and ckpt will not pick one{}",
+        escape(tensor),
+        if family.file.starts_with("mappings/") {
+            String::new()
+        } else {
+            format!(
+                " (a family file says which biases its class computes in `[biases]`: {})",
+                family.file
+            )
+        }
+    ))
 }
 
 /// Every non-optional tensor of the family must be produced (for `{i}` names, in every layer): a

@@ -116,6 +116,9 @@ pub fn renamed(cfg: &ModelConfig, family: &Family) -> Result<ModelConfig> {
 
 /// The LLaMA `config.json` for a checkpoint of `family` whose config is `cfg`.
 pub fn to_llama(cfg: &ModelConfig, family: &Family, facts: &TensorFacts) -> Result<ModelConfig> {
+    if let Some(why) = &cfg.rope_conflict {
+        return Err(crate::checkpoint::config::rope_conflict_error(cfg, why));
+    }
     let from_params = cfg.source == Some(ConfigSource::ParamsJson)
         || family.config.format == ConfigFormat::ParamsJson;
     let mut map = Map::new();

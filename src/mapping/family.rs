@@ -352,8 +352,82 @@ pub struct Family {
     pub config: ConfigRules,
     /// Detection hints.
     pub detect: DetectRules,
+    /// The bias tensors its own class computes (`[biases]`, not inherited).
+    pub biases: Biases,
     /// The computation its checkpoints mean (`[math]`, inherited from the base).
     pub math: super::math::MathSpec,
+}
+
+/// When a family's class gives a group of projections a bias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BiasSwitch {
+    /// Always (Qwen2's q/k/v).
+    Always,
+    /// When this config key is `true` (`attention_bias`); absent or `null` means `false`.
+    Key(String),
+}
+
+/// The bias tensors a family's own class computes, by group; `None`: never. A bias tensor the
+/// class does not compute is dropped by its loader (transformers reports it as unexpected), while
+/// other loaders of the same names use it: a checkpoint carrying one means different things to
+/// different tools, so it is refused, never computed one way silently.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Biases {
+    /// `q_proj`, `k_proj`, `v_proj`.
+    pub qkv: Option<BiasSwitch>,
+    /// `o_proj`.
+    pub o: Option<BiasSwitch>,
+    /// `gate_proj`, `up_proj`, `down_proj`.
+    pub mlp: Option<BiasSwitch>,
+}
+
+impl Biases {
+    /// Which group a canonical (LLaMA) tensor name is the bias of, with the group's switch.
+    fn group(&self, canonical: &str) -> Option<(&'static str, &Option<BiasSwitch>)> {
+        let proj = canonical.strip_suffix(".bias")?.rsplit('.').next()?;
+        Some(match proj {
+            "q_proj" | "k_proj" | "v_proj" => ("q/k/v", &self.qkv),
+            "o_proj" => ("o_proj", &self.o),
+            "gate_proj" | "up_proj" | "down_proj" => ("MLP", &self.mlp),
+            _ => return None,
+        })
+    }
+
+    /// `Ok` when the family's class computes the bias `canonical` under `config` (the
+    /// family-side config, raw), or `canonical` is no projection bias; otherwise why not.
+    pub fn check(
+        &self,
+        family: &str,
+        canonical: &str,
+        config: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> std::result::Result<(), String> {
+        let Some((group, switch)) = self.group(canonical) else {
+            return Ok(());
+        };
+        match switch {
+            Some(BiasSwitch::Always) => Ok(()),
+            Some(BiasSwitch::Key(k)) => match config.and_then(|c| c.get(k)) {
+                Some(serde_json::Value::Bool(true)) => Ok(()),
+                None | Some(serde_json::Value::Bool(false) | serde_json::Value::Null) => {
+                    Err(format!(
+                        "family `{family}` computes {group} biases only when the config's `{}` is true, and it is {}",
+                        escape(k),
+                        match config.and_then(|c| c.get(k)) {
+                            None => "absent (false)".to_string(),
+                            Some(v) => v.to_string(),
+                        }
+                    ))
+                }
+                Some(v) => Err(format!(
+                    "family `{family}` switches {group} biases with the config's `{}`, which is {v}, not a boolean",
+                    escape(k)
+                )),
+            },
+            None => Err(format!(
+                "family `{family}`'s own class has no {group} biases"
+            )),
+        }
+    }
 }
 
 impl Family {

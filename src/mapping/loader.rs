@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::family::{
-    ConfigFormat, ConfigRules, DetectRules, Family, MAX_RULES, Quantity, Registry, Rule, RuleEntry,
+    BiasSwitch, Biases, ConfigFormat, ConfigRules, DetectRules, Family, MAX_RULES, Quantity,
+    Registry, Rule, RuleEntry,
 };
 use super::math::MathFile;
 use super::pattern::Pattern;
@@ -55,7 +56,39 @@ pub(crate) struct FileSpec {
     #[serde(default)]
     zeros: Vec<ZerosSpec>,
     #[serde(default)]
+    biases: BiasesSpec,
+    #[serde(default)]
     math: MathFile,
+}
+
+/// `[biases]`: which bias tensors the family's own class computes. Not inherited from the base.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BiasesSpec {
+    #[serde(default)]
+    qkv: Option<SwitchSpec>,
+    #[serde(default)]
+    o: Option<SwitchSpec>,
+    #[serde(default)]
+    mlp: Option<SwitchSpec>,
+}
+
+/// `true` / `false`, or the config key that switches it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SwitchSpec {
+    Fixed(bool),
+    Key(String),
+}
+
+impl SwitchSpec {
+    fn compile(s: &Option<SwitchSpec>) -> Option<BiasSwitch> {
+        match s {
+            None | Some(SwitchSpec::Fixed(false)) => None,
+            Some(SwitchSpec::Fixed(true)) => Some(BiasSwitch::Always),
+            Some(SwitchSpec::Key(k)) => Some(BiasSwitch::Key(k.clone())),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -513,6 +546,11 @@ pub(crate) fn compile(
             required,
             remote_code: spec.detect.remote_code,
             not_remote_code: spec.detect.not_remote_code,
+        },
+        biases: Biases {
+            qkv: SwitchSpec::compile(&spec.biases.qkv),
+            o: SwitchSpec::compile(&spec.biases.o),
+            mlp: SwitchSpec::compile(&spec.biases.mlp),
         },
         math,
     })

@@ -110,6 +110,9 @@ impl Config {
     /// activation, the rotary dimensions and the attention windows. Unknown rope scaling types
     /// and inconsistent or overflowing sizes are still refused.
     pub fn resolve(c: &ModelConfig) -> Result<Config> {
+        if let Some(why) = &c.rope_conflict {
+            return Err(crate::checkpoint::config::rope_conflict_error(c, why));
+        }
         let need = |v: Option<usize>, key: &str| {
             v.ok_or_else(|| {
                 Error::bad_data(format!(

@@ -183,7 +183,8 @@ impl<'a> Model<'a> {
             let m = Model::with_math(view, math)?;
             // Weights the family's math would leave out mean the checkpoint computes something
             // the family does not model: never silently drop them. (A stored lm_head beside tied
-            // embeddings is what transformers ignores too; `check` reports it.)
+            // embeddings is left out only when it is a copy of them, which every loader reads
+            // the same; one that differs is refused by `assemble`. `check` reports both.)
             let unused: Vec<&str> = m
                 .unused_tensors()
                 .into_iter()
@@ -245,6 +246,23 @@ impl<'a> Model<'a> {
             true => embed_tokens,
             false => weight(view, "lm_head.weight".into(), &[c.vocab, c.hidden])?,
         };
+        // Tied, yet a stored output layer that is not the embeddings: transformers 5 and
+        // llama.cpp compute with the stored one, transformers 4 and candle with the embeddings.
+        // The checkpoint means different things to different loaders; none is assumed.
+        if c.tie_word_embeddings
+            && let Some(head) = view.get("lm_head.weight")
+        {
+            let same = head.dtype == embed_tokens.dtype
+                && head.shape == embed_tokens.shape
+                && view.read(head)? == view.read(embed_tokens)?;
+            if !same {
+                return Err(Error::unsupported(
+                    "`tie_word_embeddings` is true but the stored `lm_head.weight` differs from the embeddings: transformers 5 and llama.cpp compute the logits with the stored one, transformers 4 and candle with the embeddings, so the checkpoint's logits depend on the loader and ckpt will not pick one (`ckpt check` reports it as T007)",
+                )
+                .file(&view.ckpt.path)
+                .tensor("lm_head.weight"));
+            }
+        }
         Ok(Model {
             view,
             config: c,
