@@ -404,12 +404,21 @@ fn hostile_ggufs_are_refused_without_panic() {
     let valid = common::fixture("llama-gqa");
     for f in &files {
         let p = f.to_str().unwrap();
+        // A well-formed file of another architecture is listed (see
+        // `other_gguf_architectures_are_read_but_never_computed_as_llama`), never computed.
+        let other_arch = f.ends_with("arch-qwen2.gguf");
+        if other_arch {
+            assert_eq!(ckpt(&["inspect", p]).0, 0, "{p}");
+            assert_eq!(ckpt(&["detect", p]).0, 1, "{p}");
+        }
+        let listing = [vec!["inspect", p], vec!["detect", p]];
         for args in [
-            vec!["inspect", p],
-            vec!["detect", p],
             vec!["logits", p, "--ids", "1,2"],
             vec!["verify", valid.to_str().unwrap(), p],
-        ] {
+        ]
+        .into_iter()
+        .chain(listing.into_iter().filter(|_| !other_arch))
+        {
             let (code, out, err) = ckpt(&args);
             assert_eq!(code, 2, "{args:?}: {out}{err}");
             assert!(
@@ -423,4 +432,85 @@ fn hostile_ggufs_are_refused_without_panic() {
             );
         }
     }
+}
+
+/// A GGUF of another architecture (the gqa-q8_0 fixture with `general.architecture` rewritten to
+/// `qwen2`, every `blk.N` name still llama's): inspect and diff read it; detection names the
+/// architecture and does not assume LLaMA although every name fits; computing and converting
+/// refuse.
+#[test]
+fn other_gguf_architectures_are_read_but_never_computed_as_llama() {
+    let mut bytes = std::fs::read(gguf("gqa-q8_0.gguf")).unwrap();
+    let key = b"general.architecture";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    // value: type (u32, 8 = string), length (u64), then the bytes
+    assert_eq!(&bytes[at + 12..at + 17], b"llama");
+    bytes[at + 12..at + 17].copy_from_slice(b"qwen2");
+    let t = tempfile::tempdir().unwrap();
+    let f = t.path().join("qwen2.gguf");
+    std::fs::write(&f, &bytes).unwrap();
+    let p = f.to_str().unwrap();
+    let (code, out, err) = ckpt(&["inspect", p]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("model_type=gguf-qwen2") && out.contains("blk.0.attn_q.weight"),
+        "{out}"
+    );
+    let (code, out, _) = ckpt(&["diff", p, gguf("gqa-q8_0.gguf").to_str().unwrap()]);
+    assert!(out.contains("blk.0.attn_q.weight"), "{code} {out}");
+    let (code, out, _) = ckpt(&["detect", p]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("none detected") && out.contains("gguf-qwen2"),
+        "{out}"
+    );
+    for cmd in [
+        vec!["logits", p, "--ids", "1,2"],
+        vec![
+            "convert",
+            p,
+            t.path().join("out").to_str().unwrap(),
+            "--to",
+            "llama",
+        ],
+    ] {
+        let (code, _, err) = ckpt(&cmd);
+        assert_eq!(code, 2, "{cmd:?}: {err}");
+        assert!(err.contains("gguf-qwen2"), "{cmd:?}: {err}");
+    }
+    assert!(!t.path().join("out").exists());
+}
+
+/// A checkpoint given as one file brings nothing else of its directory along, so the output may be
+/// created next to it, inside that directory; an output that is or contains that directory is
+/// still refused (replacing it would delete the source).
+#[test]
+fn convert_writes_next_to_a_single_file_source_but_never_over_it() {
+    let t = tempfile::tempdir().unwrap();
+    let f = t.path().join("model.gguf");
+    std::fs::copy(gguf("gqa-f32.gguf"), &f).unwrap();
+    let before = std::fs::read(&f).unwrap();
+    let out = t.path().join("hf");
+    let (code, _, err) = ckpt(&[
+        "convert",
+        f.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--to",
+        "llama",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.join("model.safetensors").exists() && out.join("config.json").exists());
+    // (Only the temporary directory itself: a broken guard must not be able to reach further.)
+    let dst = t.path();
+    let (code, _, err) = ckpt(&[
+        "convert",
+        f.to_str().unwrap(),
+        dst.to_str().unwrap(),
+        "--to",
+        "llama",
+        "--force",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("contains the source"), "{err}");
+    assert_eq!(std::fs::read(&f).unwrap(), before);
 }

@@ -707,12 +707,24 @@ pub fn parse(bytes: &[u8]) -> Result<GgufFile> {
     })
 }
 
+/// The config of a GGUF of another architecture than `llama` (`qwen2`, `gemma`, ...): only its
+/// `model_type`, `gguf-ARCH`, which no family claims. The file is listed, inspected and diffed like
+/// any other; detection names the architecture and every command that computes or converts
+/// refuses it (the `blk.N` names are shared by every architecture, the math is not), never reads it
+/// as LLaMA.
+fn other_architecture_config(arch: &str) -> Map<String, Json> {
+    let mut m = Map::new();
+    m.insert("model_type".into(), Json::from(format!("gguf-{arch}")));
+    m
+}
+
 /// Most layers accepted from `block_count` (llama.cpp's `LLAMA_MAX_LAYERS`).
 pub const MAX_LAYERS: u64 = 512;
 
 /// The Hugging Face `config.json` a `llama`-architecture GGUF implies, from its metadata and (for
 /// the vocabulary size and the FFN width when metadata lacks them) its tensor shapes. Other
-/// architectures are refused with the reason.
+/// architectures are refused with the reason (a file of one is opened with
+/// [`other_architecture_config`] instead).
 pub fn llama_config(g: &GgufFile, file: &[u8]) -> Result<Map<String, Json>> {
     let arch = g.architecture().ok_or_else(|| {
         Error::bad_data("metadata key \"general.architecture\" is missing or not a string")
@@ -1105,7 +1117,10 @@ pub(super) fn open_checkpoint(path: &std::path::Path) -> Result<super::Checkpoin
     let mut config = None;
     let shard = super::Shard::open_mapped(path, |bytes| {
         let g = parse(bytes)?;
-        let map = llama_config(&g, bytes)?;
+        let map = match g.architecture() {
+            Some(arch) if arch != "llama" => other_architecture_config(arch),
+            _ => llama_config(&g, bytes)?,
+        };
         config = Some(map);
         let mut tensors: Vec<HeaderTensor> = g
             .tensors

@@ -42,6 +42,10 @@ pub struct Inputs {
     /// Canonical checkpoint directories given as inputs: a file output is not written into one
     /// (it would become part of that checkpoint, e.g. an extra shard).
     pub ckpt_dirs: Vec<PathBuf>,
+    /// Canonical directories holding a checkpoint given as one file (`model.gguf`, `ckpt.pth`):
+    /// nothing else in them is read, so an output directory may be created inside one (next to
+    /// the file), but must not be or contain one.
+    pub file_dirs: Vec<PathBuf>,
 }
 
 impl Inputs {
@@ -54,12 +58,16 @@ impl Inputs {
 
     /// Add the files and directories of another checkpoint.
     pub fn add_checkpoint(&mut self, ck: &Checkpoint) {
+        let single_file = !ck.path.is_dir();
         for s in &ck.shards {
             self.ids.push(s.dev_ino);
             if let Ok(real) = std::fs::canonicalize(&s.path)
                 && let Some(p) = real.parent()
             {
-                self.dirs.push(p.to_path_buf());
+                match single_file {
+                    true => self.file_dirs.push(p.to_path_buf()),
+                    false => self.dirs.push(p.to_path_buf()),
+                }
             }
         }
         let small = [
@@ -216,6 +224,14 @@ pub fn check_output(dst: &Path, kind: OutputKind, inputs: &Inputs, force: bool) 
                 ))
                 .hint("write the output next to the source, not into it"));
             }
+            if meta.is_some() && root.starts_with(&path) {
+                return Err(cannot(format!(
+                    "the destination contains the source `{}`; replacing it would delete the source",
+                    escape_path(root)
+                )));
+            }
+        }
+        for root in &inputs.file_dirs {
             if meta.is_some() && root.starts_with(&path) {
                 return Err(cannot(format!(
                     "the destination contains the source `{}`; replacing it would delete the source",
