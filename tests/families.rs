@@ -780,3 +780,62 @@ fn stablelm_qkv_biases_run_without_an_o_proj_bias() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("use_qkv_bias"), "{err}");
 }
+
+/// Converting into a family writes a config its own class loads as the same shapes and rotary, or
+/// refuses: Phi3Config accepts no RoPE scaling but longrope; Helium's o_proj is hidden x hidden and
+/// its head_dim defaults to 128, so it is written, and a head size it cannot hold is refused.
+#[test]
+fn conversions_write_configs_the_target_class_accepts_or_refuse() {
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("phi3");
+    let (code, _, err) = ckpt(&[
+        "convert",
+        s(&fixture("llama3-scaling")),
+        s(&dst),
+        "--to",
+        "phi3",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("cannot express rope scaling `llama3`"),
+        "{err}"
+    );
+    assert!(!dst.exists());
+    // Qwen2 (no head_dim key) to Helium: head_dim written as hidden / heads, not left to 128.
+    let dst = t.path().join("helium");
+    let (code, _, err) = ckpt(&[
+        "convert",
+        s(&fixture("qwen2")),
+        s(&dst),
+        "--to",
+        "helium",
+        "--verify",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dst.join("config.json")).unwrap()).unwrap();
+    let want = c["hidden_size"].as_u64().unwrap() / c["num_attention_heads"].as_u64().unwrap();
+    assert_eq!(c["head_dim"].as_u64(), Some(want), "{c}");
+    // A head size Helium's square o_proj cannot hold.
+    let cfg = serde_json::json!({
+        "model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 32, "num_hidden_layers": 2,
+        "intermediate_size": 96, "vocab_size": 256
+    });
+    let cfg = ckpt::checkpoint::ModelConfig::parse(
+        &serde_json::to_vec(&cfg).unwrap(),
+        ckpt::checkpoint::ConfigSource::ConfigJson,
+    )
+    .unwrap();
+    let reg = ckpt::mapping::Registry::builtin().unwrap();
+    let e = ckpt::mapping::configmap::from_llama(&cfg, reg.get("helium").unwrap()).unwrap_err();
+    assert!(
+        e.message().contains("heads x head_dim must equal"),
+        "{}",
+        e.message()
+    );
+    let mut ok = cfg.clone();
+    ok.head_dim = Some(16);
+    ok.raw.insert("head_dim".into(), 16.into());
+    assert!(ckpt::mapping::configmap::from_llama(&ok, reg.get("helium").unwrap()).is_ok());
+}

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::family::{ConfigFormat, Family};
 use crate::checkpoint::header::Dtype;
 use crate::checkpoint::{ConfigSource, ModelConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, escape};
 
 /// Keys always removed when converting to LLaMA: they point transformers at remote code.
 pub const REMOTE_CODE_KEYS: &[&str] = &["auto_map"];
@@ -184,6 +184,12 @@ pub fn to_llama(cfg: &ModelConfig, family: &Family, facts: &TensorFacts) -> Resu
             map.insert(k.clone(), v.clone());
         }
     }
+    // The class's own head size when its config leaves it out (Helium: 128).
+    if let Some(d) = family.config.head_dim_default
+        && map.get("head_dim").is_none_or(Value::is_null)
+    {
+        set(&mut map, "head_dim", Value::from(d));
+    }
     if facts.attention_bias || map.contains_key("attention_bias") {
         set(
             &mut map,
@@ -231,7 +237,43 @@ pub fn from_llama(cfg: &ModelConfig, family: &Family) -> Result<ModelConfig> {
         }
         return reparse(map, ConfigSource::ParamsJson, cfg);
     }
+    // What the family's config class can hold: its RoPE scaling types, its head size.
+    let rope_type = cfg
+        .rope_scaling
+        .as_ref()
+        .map_or("default", |s| s.rope_type.as_str());
+    if !family.config.rope_types.is_empty()
+        && !family.config.rope_types.iter().any(|t| t == rope_type)
+    {
+        return Err(Error::unsupported(format!(
+            "family `{}` cannot express rope scaling `{}` (its config class accepts {})",
+            family.name,
+            escape(rope_type),
+            family.config.rope_types.join(", ")
+        ))
+        .file(&cfg.path));
+    }
+    let head_dim = cfg.resolved_head_dim();
+    if family.config.square_o_proj
+        && let (Some(hd), Some(heads), Some(hidden)) =
+            (head_dim, cfg.num_attention_heads, cfg.hidden_size)
+        && heads.checked_mul(hd) != Some(hidden)
+    {
+        return Err(Error::unsupported(format!(
+            "family `{}` cannot express head_dim {hd} with {heads} heads and hidden size {hidden}: its o_proj is hidden x hidden, so heads x head_dim must equal the hidden size",
+            family.name
+        ))
+        .file(&cfg.path));
+    }
     let mut map = rename_keys(cfg.raw.clone(), &family.config.rename, false, cfg)?;
+    // A class whose head size defaults to something else than hidden / heads (Helium: 128)
+    // gets it written, or a loader would expect other shapes.
+    if family.config.head_dim_default.is_some()
+        && let Some(hd) = head_dim
+        && map.get("head_dim").is_none_or(Value::is_null)
+    {
+        set(&mut map, "head_dim", Value::from(hd));
+    }
     if let Some(mt) = &family.config.model_type {
         set(&mut map, "model_type", Value::from(mt.clone()));
     }

@@ -304,6 +304,12 @@ pub struct ConfigRules {
     pub rename: Vec<(String, String)>,
     /// LLaMA keys added (when absent) on the way to LLaMA, with the value the family implies.
     pub defaults: Vec<(String, Value)>,
+    /// RoPE scaling types the family's config class accepts (`default` for none); empty: any.
+    pub rope_types: Vec<String>,
+    /// The class's o_proj is `hidden x hidden` (Helium): `heads x head_dim` must equal `hidden`.
+    pub square_o_proj: bool,
+    /// The class's `head_dim` when the config has none, if not `hidden / heads` (Helium: 128).
+    pub head_dim_default: Option<usize>,
 }
 
 /// What detection looks for besides the tensor rules.

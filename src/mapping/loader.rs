@@ -106,6 +106,12 @@ struct ConfigSpec {
     rename: BTreeMap<String, String>,
     #[serde(default)]
     defaults: toml::Table,
+    #[serde(default)]
+    rope_types: Vec<String>,
+    #[serde(default)]
+    square_o_proj: bool,
+    #[serde(default)]
+    head_dim_default: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -538,6 +544,9 @@ pub(crate) fn compile(
             drop: config_drop,
             rename,
             defaults,
+            rope_types: spec.config.rope_types,
+            square_o_proj: spec.config.square_o_proj,
+            head_dim_default: spec.config.head_dim_default,
         },
         detect: DetectRules {
             model_types: spec.detect.model_types,
