@@ -839,3 +839,32 @@ fn conversions_write_configs_the_target_class_accepts_or_refuse() {
     ok.raw.insert("head_dim".into(), 16.into());
     assert!(ckpt::mapping::configmap::from_llama(&ok, reg.get("helium").unwrap()).is_ok());
 }
+
+/// Qwen2's class always has q/k/v biases: a LLaMA without them converted to Qwen2 stores all-zero
+/// ones (a loader would otherwise report them missing and initialise them its own way), the
+/// output reads back as Qwen2, and verify calls the two equivalent (an absent bias is a zero one).
+#[test]
+fn converting_into_a_family_with_fixed_biases_writes_zero_ones() {
+    let t = tempfile::tempdir().unwrap();
+    let src = fixture("llama-gqa");
+    let dst = t.path().join("qwen2");
+    let (code, _, err) = ckpt(&["convert", s(&src), s(&dst), "--to", "qwen2", "--verify"]);
+    assert_eq!(code, 0, "{err}");
+    let ck = ckpt::checkpoint::Checkpoint::open(&dst).unwrap();
+    for l in 0..2 {
+        for p in ["q", "k", "v"] {
+            let name = format!("model.layers.{l}.self_attn.{p}_proj.bias");
+            let b = ck.get(&name).unwrap_or_else(|| panic!("{name} missing"));
+            assert!(ck.read(b).unwrap().iter().all(|&x| x == 0), "{name}");
+        }
+        assert!(
+            ck.get(&format!("model.layers.{l}.self_attn.o_proj.bias"))
+                .is_none()
+        );
+    }
+    let (code, out, _) = ckpt(&["detect", s(&dst)]);
+    assert!(code == 0 && out.contains("family      qwen2"), "{out}");
+    let (code, out, err) = ckpt(&["verify", s(&src), s(&dst)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("verdict: equivalent"), "{out}");
+}

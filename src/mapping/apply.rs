@@ -11,6 +11,7 @@ use super::configmap::{self, TensorFacts};
 use super::family::{Family, Quantity, Rule, RuleEntry};
 use super::pattern::{Bindings, RenameRule, apply_renames};
 use super::view::{Segment, View, ViewTensor, merge_segments, row_bytes, rows_of};
+use crate::checkpoint::header::Dtype;
 use crate::checkpoint::{Checkpoint, ModelConfig};
 use crate::error::{Error, Result, escape};
 
@@ -553,7 +554,10 @@ pub fn to_family<'a>(canonical: &View<'a>, family: &Family) -> Result<View<'a>> 
     let mut dropped = canonical.dropped.clone();
     let mut done: HashSet<&str> = HashSet::new();
     let ck_path = &canonical.ckpt.path;
-    for t in &canonical.tensors {
+    // Biases the family's class always has, written as zeros where the checkpoint has none
+    // (LLaMA -> Qwen2): a loader would otherwise report them missing and initialise them its way.
+    let zero_biases = missing_biases(canonical, family)?;
+    for t in canonical.tensors.iter().chain(&zero_biases) {
         if done.contains(t.name.as_str()) {
             continue;
         }
@@ -777,6 +781,38 @@ pub fn to_family<'a>(canonical: &View<'a>, family: &Family) -> Result<View<'a>> 
         config,
         dropped,
     )
+}
+
+/// All-zero canonical biases for the projections whose bias the family's class always has
+/// (`[biases]` `true`) and the checkpoint does not store, in the weight's float dtype (f32 for a
+/// block-quantised weight).
+fn missing_biases(canonical: &View<'_>, family: &Family) -> Result<Vec<ViewTensor>> {
+    let mut extra = Vec::new();
+    for t in &canonical.tensors {
+        let Some(stem) = t.name.strip_suffix(".weight") else {
+            continue;
+        };
+        let name = format!("{stem}.bias");
+        if !family.biases.always(&name) || canonical.get(&name).is_some() {
+            continue;
+        }
+        let rows = t.shape.first().copied().unwrap_or(0);
+        let dtype = match t.dtype {
+            d @ (Dtype::F32 | Dtype::F16 | Dtype::BF16) => d,
+            _ => Dtype::F32,
+        };
+        let bytes = crate::checkpoint::header::checked_nbytes(dtype, &[rows])
+            .map_err(|m| Error::bad_data(m).tensor(&name))?;
+        extra.push(ViewTensor {
+            name,
+            dtype,
+            shape: vec![rows],
+            segments: vec![Segment::Zeros { bytes }],
+            sources: Vec::new(),
+            transform: "zeros",
+        });
+    }
+    Ok(extra)
 }
 
 /// The refusal of a stored bias the family's class does not compute.

@@ -367,8 +367,11 @@ pub struct Family {
 /// When a family's class gives a group of projections a bias.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BiasSwitch {
-    /// Always (Qwen2's q/k/v).
+    /// Always: the class has the parameter (Qwen2's q/k/v), so a converted checkpoint stores it
+    /// (all zeros when the source has none).
     Always,
+    /// When the file stores one (llama.cpp adds any bias present).
+    Stored,
     /// When this config key is `true` (`attention_bias`); absent or `null` means `false`.
     Key(String),
 }
@@ -399,6 +402,12 @@ impl Biases {
         })
     }
 
+    /// Whether the family's class always has the bias `canonical` (a `true` group).
+    pub fn always(&self, canonical: &str) -> bool {
+        self.group(canonical)
+            .is_some_and(|(_, s)| *s == Some(BiasSwitch::Always))
+    }
+
     /// `Ok` when the family's class computes the bias `canonical` under `config` (the
     /// family-side config, raw), or `canonical` is no projection bias; otherwise why not.
     pub fn check(
@@ -411,7 +420,7 @@ impl Biases {
             return Ok(());
         };
         match switch {
-            Some(BiasSwitch::Always) => Ok(()),
+            Some(BiasSwitch::Always | BiasSwitch::Stored) => Ok(()),
             Some(BiasSwitch::Key(k)) => match config.and_then(|c| c.get(k)) {
                 Some(serde_json::Value::Bool(true)) => Ok(()),
                 None | Some(serde_json::Value::Bool(false) | serde_json::Value::Null) => {

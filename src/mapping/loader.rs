@@ -73,7 +73,8 @@ struct BiasesSpec {
     mlp: Option<SwitchSpec>,
 }
 
-/// `true` / `false`, or the config key that switches it.
+/// `true` / `false`, `"stored"` (computed when the file has one), or the config key that
+/// switches it.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum SwitchSpec {
@@ -86,6 +87,7 @@ impl SwitchSpec {
         match s {
             None | Some(SwitchSpec::Fixed(false)) => None,
             Some(SwitchSpec::Fixed(true)) => Some(BiasSwitch::Always),
+            Some(SwitchSpec::Key(k)) if k == "stored" => Some(BiasSwitch::Stored),
             Some(SwitchSpec::Key(k)) => Some(BiasSwitch::Key(k.clone())),
         }
     }

@@ -579,6 +579,7 @@ pub fn compare_structure(a: &View<'_>, b: &View<'_>) -> Structure {
     for ta in &a.tensors {
         match b.get(&ta.name) {
             None if redundant_tied_head(a, ta) && redundant_pair(b) => {}
+            None if zero_bias(a, ta) => {}
             None => s.only_a.push(pair(&ta.name, Some(ta), None)),
             Some(tb) => {
                 s.common += 1;
@@ -591,7 +592,10 @@ pub fn compare_structure(a: &View<'_>, b: &View<'_>) -> Structure {
         }
     }
     for tb in &b.tensors {
-        if a.get(&tb.name).is_none() && !(redundant_tied_head(b, tb) && redundant_pair(a)) {
+        if a.get(&tb.name).is_none()
+            && !(redundant_tied_head(b, tb) && redundant_pair(a))
+            && !zero_bias(b, tb)
+        {
             s.only_b.push(pair(&tb.name, None, Some(tb)));
         }
     }
@@ -631,6 +635,15 @@ fn redundant_tied_head(v: &View<'_>, t: &ViewTensor) -> bool {
         return false;
     };
     e.shape == t.shape && tensor_bytes_equal(v, t, v, e).unwrap_or(false)
+}
+
+/// Whether `t` is an all-zero projection bias (`..._proj.bias`, every byte 0): what a projection
+/// without a bias computes, as Qwen2's class stores for a LLaMA converted to it. Not a structural
+/// difference from the same model without it.
+fn zero_bias(v: &View<'_>, t: &ViewTensor) -> bool {
+    t.name.ends_with("_proj.bias")
+        && matches!(t.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16)
+        && v.read(t).is_ok_and(|b| b.iter().all(|&x| x == 0))
 }
 
 /// Whether the other side ties its embedding too (so it computes with the embedding as its head).
