@@ -485,20 +485,37 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
             ));
         }
     } else if let Some(top) = ranked.first() {
-        // The family the config names, refused for a reason of its own, says the most.
+        // The family the config names, refused for a reason of its own, says the most; so do
+        // the switches it sets that the family does not model (StableLM's parallel residual
+        // leaves a norm out, its q/k LayerNorms add tensors: the names then do not fit).
         if undecided.is_none()
-            && let Some(named) = ranked.iter().find(|s| {
-                matches!(s.config, ConfigAgreement::Match(_))
-                    && s.shape_note
-                        .as_deref()
-                        .is_some_and(|n| n.starts_with("cannot be read"))
-            })
+            && let Some(named) = ranked
+                .iter()
+                .find(|s| matches!(s.config, ConfigAgreement::Match(_)))
         {
-            evidence.push(format!(
-                "the config names {}, which {}",
-                named.family,
-                named.shape_note.as_deref().unwrap_or_default()
-            ));
+            if let Some(note) = named
+                .shape_note
+                .as_deref()
+                .filter(|n| n.starts_with("cannot be read"))
+            {
+                evidence.push(format!("the config names {}, which {note}", named.family));
+            }
+            let unmodelled = reg
+                .get(&named.family)
+                .map(|f| crate::mapping::math::for_checkpoint(f, cfg).unmodelled)
+                .unwrap_or_default();
+            if !unmodelled.is_empty() {
+                evidence.push(format!(
+                    "the config names {} and sets what {} does not model: {}",
+                    named.family,
+                    named.family,
+                    unmodelled
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
         }
         evidence.push(format!("no family fits well; closest {}", top.summary()));
         if !top.unmatched.is_empty() {

@@ -748,17 +748,7 @@ fn stablelm_qkv_biases_run_without_an_o_proj_bias() {
             owned.push((format!("{p}_proj.bias"), vec![rows], vec![0u8; rows * 4]));
         }
     }
-    let write = |dir: &Path| {
-        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
-            .iter()
-            .map(|(n, shape, b)| {
-                let v =
-                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b);
-                (n.clone(), v.unwrap())
-            })
-            .collect();
-        safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
-    };
+    let write = |dir: &Path| common::write_f32_safetensors(&dir.join("model.safetensors"), &owned);
     let on = variant(t.path(), "stablelm", "on", |c| {
         c["use_qkv_bias"] = true.into()
     });
@@ -867,4 +857,37 @@ fn converting_into_a_family_with_fixed_biases_writes_zero_ones() {
     let (code, out, err) = ckpt(&["verify", s(&src), s(&dst)]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("verdict: equivalent"), "{out}");
+}
+
+/// StableLM's parallel residual has no post-attention norm, so its names do not fit the stablelm
+/// family; detection still names the switch the family does not model, not only a missing tensor.
+#[test]
+fn unfitting_names_still_name_the_unmodelled_switch() {
+    let t = tempfile::tempdir().unwrap();
+    let src = ckpt::checkpoint::Checkpoint::open(fixture("stablelm")).unwrap();
+    let owned: Vec<(String, Vec<usize>, Vec<u8>)> = src
+        .tensors
+        .iter()
+        .filter(|t| !t.name.contains("post_attention_layernorm"))
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.shape.clone(),
+                src.read(t).unwrap().into_owned(),
+            )
+        })
+        .collect();
+    let dir = variant(t.path(), "stablelm", "parallel", |c| {
+        c["use_parallel_residual"] = true.into()
+    });
+    common::write_f32_safetensors(&dir.join("model.safetensors"), &owned);
+    let (code, out, _) = ckpt(&["detect", s(&dir)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("does not model: `use_parallel_residual` = true"),
+        "{out}"
+    );
+    let (code, _, err) = ckpt(&["logits", s(&dir), "--ids", "1,2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("use_parallel_residual"), "{err}");
 }

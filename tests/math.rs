@@ -487,14 +487,7 @@ fn mystery_is_llama_when_asserted() {
             (t.name.clone(), t.shape.clone(), bytes)
         })
         .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
-        .iter()
-        .map(|(n, shape, b)| {
-            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b);
-            (n.clone(), v.unwrap())
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &same.path().join("model.safetensors")).unwrap();
+    common::write_f32_safetensors(&same.path().join("model.safetensors"), &owned);
     let ck = Checkpoint::open(same.path()).unwrap();
     let view = View::identity(&ck);
     assert_eq!(

@@ -133,3 +133,15 @@ pub fn check_last_rows(
         }
     }
 }
+
+/// Write `tensors` (name, shape, little-endian f32 bytes) as `path`, a safetensors file.
+pub fn write_f32_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<u8>)]) {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, shape, b)| {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b);
+            (n.clone(), v.unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
