@@ -395,6 +395,21 @@ fn config_rules() {
     let p = synth_ckpt(d.path(), 1, |_, c| c["num_key_value_heads"] = 3.into());
     expect(&p, 1, "C008-heads", "error");
 
+    for (key, value, says) in [
+        ("rms_norm_eps", -1e-6, "`rms_norm_eps` is -0.000001"),
+        ("rope_theta", 0.0, "`rope_theta` is 0"),
+        ("rope_theta", -10000.0, "`rope_theta` is -10000"),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let p = synth_ckpt(d.path(), 1, |_, c| {
+            c[key] = value.into();
+            c.as_object_mut().unwrap().remove("rope_parameters");
+        });
+        let v = expect(&p, 1, "C010-config-value", "error");
+        let m = finding(&v, "C010-config-value")["message"].clone();
+        assert!(m.as_str().unwrap().contains(says), "{m}");
+    }
+
     let d = tempfile::tempdir().unwrap();
     let p = synth_ckpt(d.path(), 1, |_, c| c["torch_dtype"] = "bfloat16".into());
     let v = expect(&p, 0, "C009-config-dtype", "warning");

@@ -27,6 +27,9 @@ pub mod ids {
     pub const NOT_LLAMA_MATH: &str = "C005-not-llama-math";
     /// A hyperparameter the tensor set is derived from is missing.
     pub const CONFIG_FIELD: &str = "C006-config-field";
+    /// A numeric hyperparameter outside its domain (a negative norm epsilon, a non-positive
+    /// `rope_theta`).
+    pub const CONFIG_VALUE: &str = "C010-config-value";
     /// `hidden_act` is not `silu`.
     pub const HIDDEN_ACT: &str = "C007-hidden-act";
     /// Heads, kv heads, head_dim and hidden size do not fit together.
@@ -293,6 +296,19 @@ pub fn config_identity(ck: &Checkpoint, target: Target, out: &mut Vec<Finding>) 
             )
             .file(&cfile),
         );
+    }
+    // Values no forward pass can use: sqrt(variance + eps) of a negative eps is NaN for
+    // near-constant rows, and the rotary frequencies theta^(-2i/d) need theta > 0.
+    let bad = [
+        c.rms_norm_eps
+            .filter(|e| !(e.is_finite() && *e >= 0.0))
+            .map(|e| format!("`rms_norm_eps` is {e}: the norm divides by sqrt(variance + eps), NaN or infinite for some rows (the reference forward pass refuses it)")),
+        c.rope_theta
+            .filter(|t| !(t.is_finite() && *t > 0.0))
+            .map(|t| format!("`rope_theta` is {t}: the rotary frequencies theta^(-2i/d) need a finite positive base (the reference forward pass refuses it)")),
+    ];
+    for msg in bad.into_iter().flatten() {
+        out.push(Finding::error(ids::CONFIG_VALUE, msg).file(&cfile));
     }
     if let (Some(h), Some(n)) = (c.hidden_size, c.num_attention_heads) {
         if c.head_dim.is_none() && (n == 0 || h % n != 0) {
