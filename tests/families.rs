@@ -231,6 +231,23 @@ fn impossible_conversions_are_refused_with_the_reason() {
         "{err}"
     );
     assert!(!out_dir.exists());
+    // Baichuan's W_pack holds three hidden-size blocks: grouped-query k/v do not fit, and that is
+    // the model's limit, not a fault of the mapping file.
+    let (code, _, err) = ckpt(&[
+        "convert",
+        s(&fixture("llama-gqa")),
+        s(&out_dir),
+        "--to",
+        "baichuan",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("error[unsupported]")
+            && err.contains("family `baichuan` cannot hold this checkpoint")
+            && err.contains("grouped-query attention: 2 key/value heads for 4 query heads"),
+        "{err}"
+    );
+    assert!(!out_dir.exists());
 }
 
 /// A `[math]` table is input like the rest of a mapping file: unknown keys and values are errors

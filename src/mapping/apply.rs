@@ -631,7 +631,26 @@ pub fn to_family<'a>(canonical: &View<'a>, family: &Family) -> Result<View<'a>> 
                     .iter()
                     .map(|p| p.shape.first().copied().unwrap_or(1))
                     .sum();
-                let layout = split_parts(total, sizes, *grouped, &q, family, r, &fused)?;
+                // Parts that do not fill the family's fused layout (grouped-query k/v into
+                // Baichuan's three hidden-size blocks) are a model the family cannot hold, not a
+                // fault of its mapping file.
+                let layout = split_parts(total, sizes, *grouped, &q, family, r, &fused).map_err(
+                    |e| {
+                        Error::unsupported(format!(
+                            "family `{}` cannot hold this checkpoint: {}{}",
+                            family.name,
+                            e.message(),
+                            match (q.value(Quantity::Heads), q.value(Quantity::KvHeads)) {
+                                (Some(h), Some(kv)) if h != kv => format!(
+                                    " (grouped-query attention: {kv} key/value heads for {h} query heads)"
+                                ),
+                                _ => String::new(),
+                            }
+                        ))
+                        .file(ck_path)
+                        .tensor(&fused)
+                    },
+                )?;
                 let mut segs = Vec::new();
                 let mut sources = Vec::new();
                 // Each part's rows, taken in the fused layout's order.
