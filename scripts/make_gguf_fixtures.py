@@ -13,6 +13,8 @@ What it writes (all small, deterministic):
   `convert_hf_to_gguf.py` writes for the `llama` architecture (names `token_embd`, `blk.N.attn_q`,
   ...; q/k rows permuted to the interleaved rotary order by the same formula as `LlamaModel.permute`;
   1-D norms kept in f32 as llama.cpp does), with the `llama.*` metadata and a byte-level token list.
+* `fixtures/gguf/bias-f32.gguf` from `fixtures/llama-bias`: q/k/v/o and MLP biases, the q/k ones
+  permuted like their weights (llama.cpp's conversion/llama.py).
 * `fixtures/gguf/k-src/`: a dedicated HF LLaMA (hidden 256, so every matmul row is whole 256-element
   super-blocks) in f16, and `k-mix.gguf` from it with Q4_K, Q5_K, Q6_K and Q8_0 tensors (the mix of a
   Q4_K_M file). gguf-py has no K-quant quantizer, so this script packs the blocks itself (a plain
@@ -64,6 +66,8 @@ def gguf_name(hf):
         return "output_norm.weight"
     if hf == "lm_head.weight":
         return "output.weight"
+    if hf.endswith("_proj.bias"):  # projection biases: the weight's name with .bias
+        return gguf_name(hf[: -len("bias")] + "weight")[: -len("weight")] + "bias"
     parts = hf.split(".")
     i = parts[2]
     rest = ".".join(parts[3:])
@@ -89,6 +93,8 @@ def hf_name(g):
     }
     if g in inv:
         return inv[g]
+    if g.endswith(".bias"):
+        return hf_name(g[: -len("bias")] + "weight")[: -len("weight")] + "bias"
     _, i, rest = g.split(".", 2)
     table = {
         "attn_norm.weight": "input_layernorm.weight",
@@ -260,10 +266,11 @@ def write_gguf(path, cfg, sd, types, stored=None):
         w.add_tensor("rope_freqs.weight", np.array(out, dtype=np.float32))
     for name, t in sd.items():
         a = t.to(torch.float32).numpy()
-        if name.endswith("q_proj.weight"):
+        # conversion/llama.py permutes q/k biases like their weights.
+        if name.endswith(("q_proj.weight", "q_proj.bias")):
             a = permute(a, heads)
             t = torch.from_numpy(np.ascontiguousarray(a)).to(t.dtype)
-        elif name.endswith("k_proj.weight"):
+        elif name.endswith(("k_proj.weight", "k_proj.bias")):
             a = permute(a, kv)
             t = torch.from_numpy(np.ascontiguousarray(a)).to(t.dtype)
         g = gguf_name(name)
@@ -301,9 +308,9 @@ def dequantized_state_dict(written, cfg):
         else:
             a = quants.dequantize(data, q).astype(np.float32)
         hf = hf_name(g)
-        if hf.endswith("q_proj.weight"):
+        if hf.endswith(("q_proj.weight", "q_proj.bias")):
             a = unpermute(a, heads)
-        elif hf.endswith("k_proj.weight"):
+        elif hf.endswith(("k_proj.weight", "k_proj.bias")):
             a = unpermute(a, kv)
         sd[hf] = torch.from_numpy(np.ascontiguousarray(a))
     return sd
@@ -510,6 +517,7 @@ def main():
     case("f16", os.path.join(FIX, "llama-f16"), lambda n, t: T.F16, tol_src=1e-5)
     case("bf16", os.path.join(FIX, "llama-bf16"), lambda n, t: T.BF16, tol_src=1e-5)
     case("llama3-f32", os.path.join(FIX, "llama3-scaling"), f32, tol_src=1e-5)
+    case("bias-f32", os.path.join(FIX, "llama-bias"), f32, tol_src=1e-5)
     case("tied-q8_0", os.path.join(FIX, "llama-tied"), lambda n, t: T.Q8_0)
     for q in (T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1):
         case(f"gqa-{q.name.lower()}", gqa, lambda n, t, q=q: q)

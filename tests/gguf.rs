@@ -143,6 +143,7 @@ fn logits_match_gguf_py_dequantization_plus_transformers() {
         "f16",
         "bf16",
         "llama3-f32",
+        "bias-f32",
         "tied-q8_0",
         "gqa-q8_0",
         "gqa-q4_0",
@@ -224,6 +225,8 @@ fn verify_against_the_hf_source() {
         ("llama-f16", "f16.gguf"),
         ("llama-bf16", "bf16.gguf"),
         ("llama3-scaling", "llama3-f32.gguf"),
+        // q/k biases permuted like their weights, undone by the mapping: bytes identical
+        ("llama-bias", "bias-f32.gguf"),
     ] {
         let (code, out, err) = ckpt(&[
             "verify",
