@@ -652,6 +652,42 @@ fn bias_tensors_the_class_does_not_compute_are_refused() {
     let (code, _, err) = ckpt(&["logits", s(&mlp_off), "--ids", ids]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("mlp_bias") && err.contains("mlp."), "{err}");
+    // Qwen2's class has no o_proj bias: a stored one is refused as such (not as a gap in the
+    // mapping file), by every command.
+    let src = ckpt::checkpoint::Checkpoint::open(fixture("qwen2")).unwrap();
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = src
+        .tensors
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.shape.clone(),
+                src.read(t).unwrap().into_owned(),
+            )
+        })
+        .collect();
+    let hidden = src.get("model.norm.weight").unwrap().shape[0];
+    for l in 0..2 {
+        let one = 1.0f32.to_le_bytes().repeat(hidden);
+        owned.push((
+            format!("model.layers.{l}.self_attn.o_proj.bias"),
+            vec![hidden],
+            one,
+        ));
+    }
+    let o_bias = variant(t.path(), "qwen2", "o-bias", |_| {});
+    common::write_f32_safetensors(&o_bias.join("model.safetensors"), &owned);
+    for cmd in [
+        vec!["logits", s(&o_bias), "--ids", ids],
+        vec!["verify", s(&fixture("qwen2")), s(&o_bias)],
+    ] {
+        let (code, _, err) = ckpt(&cmd);
+        assert_eq!(code, 2, "{cmd:?}: {err}");
+        assert!(
+            err.contains("error[unsupported]") && err.contains("has no o_proj biases"),
+            "{cmd:?}: {err}"
+        );
+    }
     // As stored, llama-bias runs (its goldens are checked in tests/forward.rs).
     let (code, _, err) = ckpt(&["logits", s(&fixture("llama-bias")), "--ids", ids]);
     assert_eq!(code, 0, "{err}");
@@ -805,6 +841,23 @@ fn conversions_write_configs_the_target_class_accepts_or_refuse() {
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("cannot express rope scaling `llama3`"),
+        "{err}"
+    );
+    assert!(!dst.exists());
+    // Meta's params.json says only `use_scaled_rope` (llama3 with Meta's constants): other
+    // llama3 parameters (this fixture's original_max_position_embeddings is 32) are refused,
+    // not written as 8192.
+    let dst = t.path().join("meta");
+    let (code, _, err) = ckpt(&[
+        "convert",
+        s(&fixture("llama3-scaling")),
+        s(&dst),
+        "--to",
+        "llama-meta",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("can say only `use_scaled_rope`") && err.contains("has 32, 1 and 4"),
         "{err}"
     );
     assert!(!dst.exists());

@@ -124,6 +124,15 @@ pub fn match_tensors<'f>(
     let mut entries = Vec::with_capacity(names.len());
     for (i, n) in names.into_iter().enumerate() {
         let Some(r) = family.rule_for(&n)? else {
+            // A projection bias the family's class does not have (Qwen2's o_proj) is that, not a
+            // gap in the mapping file.
+            if let Err(why) =
+                family
+                    .biases
+                    .check(&family.name, &n, ck.config.as_ref().map(|c| &c.raw))
+            {
+                return Err(unexpected_bias(&ck.tensors[i].name, why, family).file(&ck.path));
+            }
             return Err(Error::bad_data(format!(
                 "no rule of family `{}` ({}) maps this tensor",
                 family.name, family.file

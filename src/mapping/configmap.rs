@@ -225,6 +225,24 @@ pub fn from_llama(cfg: &ModelConfig, family: &Family) -> Result<ModelConfig> {
                 ))
                 .file(&cfg.path));
             }
+            // `use_scaled_rope` means Meta's fixed constants; other llama3 parameters would be
+            // read back as these and rotate differently.
+            let fixed = (Some(8192), Some(1.0), Some(4.0));
+            let got = (
+                s.original_max_position_embeddings,
+                s.low_freq_factor,
+                s.high_freq_factor,
+            );
+            if got != fixed {
+                return Err(Error::unsupported(format!(
+                    "family `{}` (params.json) can say only `use_scaled_rope`, which means llama3 scaling with original_max_position_embeddings 8192, low_freq_factor 1 and high_freq_factor 4; this checkpoint has {}, {} and {}",
+                    family.name,
+                    got.0.map_or("none".into(), |v| v.to_string()),
+                    got.1.map_or("none".into(), |v| v.to_string()),
+                    got.2.map_or("none".into(), |v| v.to_string()),
+                ))
+                .file(&cfg.path));
+            }
             map.insert("use_scaled_rope".into(), Value::from(true));
             if let Some(f) = s.factor {
                 map.insert("rope_scaling_factor".into(), Value::from(f));
