@@ -30,6 +30,19 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `ckpt convert SRC DST ARGS...` is refused (exit 2) with every one of `wants` in its message,
+/// and nothing is written at `DST`.
+fn convert_refused(src: &Path, dst: &Path, args: &[&str], wants: &[&str]) {
+    let mut cmd = vec!["convert", s(src), s(dst)];
+    cmd.extend_from_slice(args);
+    let (code, _, err) = ckpt(&cmd);
+    assert_eq!(code, 2, "{cmd:?}: {err}");
+    for w in wants {
+        assert!(err.contains(w), "{cmd:?}: no `{w}` in {err}");
+    }
+    assert!(!dst.exists(), "{cmd:?} wrote {}", dst.display());
+}
+
 /// Granite's multipliers left in a config that says `llama`: LlamaForCausalLM would ignore them and
 /// compute something else. Every command that relies on the math refuses and names the key; the
 /// user can assert the family; `check` reports it.
@@ -233,21 +246,16 @@ fn impossible_conversions_are_refused_with_the_reason() {
     assert!(!out_dir.exists());
     // Baichuan's W_pack holds three hidden-size blocks: grouped-query k/v do not fit, and that is
     // the model's limit, not a fault of the mapping file.
-    let (code, _, err) = ckpt(&[
-        "convert",
-        s(&fixture("llama-gqa")),
-        s(&out_dir),
-        "--to",
-        "baichuan",
-    ]);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("error[unsupported]")
-            && err.contains("family `baichuan` cannot hold this checkpoint")
-            && err.contains("grouped-query attention: 2 key/value heads for 4 query heads"),
-        "{err}"
+    convert_refused(
+        &fixture("llama-gqa"),
+        &out_dir,
+        &["--to", "baichuan"],
+        &[
+            "error[unsupported]",
+            "family `baichuan` cannot hold this checkpoint",
+            "grouped-query attention: 2 key/value heads for 4 query heads",
+        ],
     );
-    assert!(!out_dir.exists());
 }
 
 /// A `[math]` table is input like the rest of a mapping file: unknown keys and values are errors
@@ -639,11 +647,7 @@ fn bias_tensors_the_class_does_not_compute_are_refused() {
                 "{cmd:?}: {text}"
             );
         }
-        let dst = t.path().join("converted");
-        let (code, _, err) = ckpt(&["convert", s(dir), s(&dst), "--to", "llama"]);
-        assert_eq!(code, 2, "{err}");
-        assert!(err.contains(key), "{err}");
-        assert!(!dst.exists());
+        convert_refused(dir, &t.path().join("converted"), &["--to", "llama"], &[key]);
     }
     // The same llama-bias checkpoint with MLP biases off only: the MLP tensors are named.
     let mlp_off = variant(t.path(), "llama-bias", "mlp-off", |c| {
@@ -654,19 +658,8 @@ fn bias_tensors_the_class_does_not_compute_are_refused() {
     assert!(err.contains("mlp_bias") && err.contains("mlp."), "{err}");
     // Qwen2's class has no o_proj bias: a stored one is refused as such (not as a gap in the
     // mapping file), by every command.
-    let src = ckpt::checkpoint::Checkpoint::open(fixture("qwen2")).unwrap();
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = src
-        .tensors
-        .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                t.shape.clone(),
-                src.read(t).unwrap().into_owned(),
-            )
-        })
-        .collect();
-    let hidden = src.get("model.norm.weight").unwrap().shape[0];
+    let mut owned = common::fixture_tensors("qwen2");
+    let hidden = owned.iter().find(|t| t.0 == "model.norm.weight").unwrap().1[0];
     for l in 0..2 {
         let one = 1.0f32.to_le_bytes().repeat(hidden);
         owned.push((
@@ -693,14 +686,15 @@ fn bias_tensors_the_class_does_not_compute_are_refused() {
     assert_eq!(code, 0, "{err}");
     // Converting Qwen2 to Mistral would write biases MistralForCausalLM drops.
     let dst = t.path().join("to-mistral");
-    let (code, _, err) = ckpt(&["convert", s(&fixture("qwen2")), s(&dst), "--to", "mistral"]);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("mistral") && err.contains("no q/k/v biases") && err.contains("q_proj.bias")
-            || err.contains("k_proj.bias"),
-        "{err}"
+    convert_refused(
+        &fixture("qwen2"),
+        &dst,
+        &["--to", "mistral"],
+        &[
+            "family `mistral`'s own class has no q/k/v biases",
+            "_proj.bias",
+        ],
     );
-    assert!(!dst.exists());
     // ... while Qwen2 to LLaMA keeps them, as LLaMA's attention_bias computes them.
     let dst = t.path().join("to-llama");
     let (code, _, err) = ckpt(&[
@@ -737,11 +731,12 @@ fn rope_spellings_that_disagree_are_refused() {
         let (code, _, err) = ckpt(&["logits", s(dir), "--ids", ids]);
         assert_eq!(code, 2, "{err}");
         assert!(err.contains("both ways") && err.contains(what), "{err}");
-        let dst = t.path().join("out");
-        let (code, _, err) = ckpt(&["convert", s(dir), s(&dst), "--to", "llama"]);
-        assert_eq!(code, 2, "{err}");
-        assert!(err.contains("both ways"), "{err}");
-        assert!(!dst.exists());
+        convert_refused(
+            dir,
+            &t.path().join("out"),
+            &["--to", "llama"],
+            &["both ways"],
+        );
         // `check` still reads it and reports the spellings.
         let (code, out, _) = ckpt(&["check", s(dir)]);
         assert_ne!(code, 0);
@@ -777,18 +772,7 @@ fn rope_spellings_that_disagree_are_refused() {
 #[test]
 fn stablelm_qkv_biases_run_without_an_o_proj_bias() {
     let t = tempfile::tempdir().unwrap();
-    let src = ckpt::checkpoint::Checkpoint::open(fixture("stablelm")).unwrap();
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = src
-        .tensors
-        .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                t.shape.clone(),
-                src.read(t).unwrap().into_owned(),
-            )
-        })
-        .collect();
+    let mut owned = common::fixture_tensors("stablelm");
     for (name, _, bytes) in owned.clone() {
         let Some(p) = name.strip_suffix("_proj.weight") else {
             continue;
@@ -830,37 +814,21 @@ fn stablelm_qkv_biases_run_without_an_o_proj_bias() {
 #[test]
 fn conversions_write_configs_the_target_class_accepts_or_refuse() {
     let t = tempfile::tempdir().unwrap();
-    let dst = t.path().join("phi3");
-    let (code, _, err) = ckpt(&[
-        "convert",
-        s(&fixture("llama3-scaling")),
-        s(&dst),
-        "--to",
-        "phi3",
-    ]);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("cannot express rope scaling `llama3`"),
-        "{err}"
+    convert_refused(
+        &fixture("llama3-scaling"),
+        &t.path().join("phi3"),
+        &["--to", "phi3"],
+        &["cannot express rope scaling `llama3`"],
     );
-    assert!(!dst.exists());
     // Meta's params.json says only `use_scaled_rope` (llama3 with Meta's constants): other
     // llama3 parameters (this fixture's original_max_position_embeddings is 32) are refused,
     // not written as 8192.
-    let dst = t.path().join("meta");
-    let (code, _, err) = ckpt(&[
-        "convert",
-        s(&fixture("llama3-scaling")),
-        s(&dst),
-        "--to",
-        "llama-meta",
-    ]);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("can say only `use_scaled_rope`") && err.contains("has 32, 1 and 4"),
-        "{err}"
+    convert_refused(
+        &fixture("llama3-scaling"),
+        &t.path().join("meta"),
+        &["--to", "llama-meta"],
+        &["can say only `use_scaled_rope`", "has 32, 1 and 4"],
     );
-    assert!(!dst.exists());
     // Qwen2 (no head_dim key) to Helium: head_dim written as hidden / heads, not left to 128.
     let dst = t.path().join("helium");
     let (code, _, err) = ckpt(&[

@@ -435,20 +435,8 @@ fn add_zeros(out: &mut Vec<ViewTensor>, family: &Family, q: &Quantities) -> Resu
                 let name = to.render(&b);
                 if !out.iter().any(|t| t.name == name) {
                     let n = q.need(*rows, family, r, &name)?;
-                    let dtype = out[k].dtype;
-                    let bytes = crate::checkpoint::header::checked_nbytes(dtype, &[n])
-                        .map_err(|m| Error::bad_data(m).tensor(&name))?;
-                    out.insert(
-                        k + 1,
-                        ViewTensor {
-                            name,
-                            dtype,
-                            shape: vec![n],
-                            segments: vec![Segment::Zeros { bytes }],
-                            sources: Vec::new(),
-                            transform: "zeros",
-                        },
-                    );
+                    let z = zeros_tensor(name, out[k].dtype, n)?;
+                    out.insert(k + 1, z);
                 }
             }
             k += 1;
@@ -811,6 +799,20 @@ pub fn to_family<'a>(canonical: &View<'a>, family: &Family) -> Result<View<'a>> 
     )
 }
 
+/// An all-zero vector of `rows` elements, made by the view (no file bytes).
+fn zeros_tensor(name: String, dtype: Dtype, rows: usize) -> Result<ViewTensor> {
+    let bytes = crate::checkpoint::header::checked_nbytes(dtype, &[rows])
+        .map_err(|m| Error::bad_data(m).tensor(&name))?;
+    Ok(ViewTensor {
+        name,
+        dtype,
+        shape: vec![rows],
+        segments: vec![Segment::Zeros { bytes }],
+        sources: Vec::new(),
+        transform: "zeros",
+    })
+}
+
 /// All-zero canonical biases for the projections whose bias the family's class always has
 /// (`[biases]` `true`) and the checkpoint does not store, in the weight's float dtype (f32 for a
 /// block-quantised weight).
@@ -829,16 +831,7 @@ fn missing_biases(canonical: &View<'_>, family: &Family) -> Result<Vec<ViewTenso
             d @ (Dtype::F32 | Dtype::F16 | Dtype::BF16) => d,
             _ => Dtype::F32,
         };
-        let bytes = crate::checkpoint::header::checked_nbytes(dtype, &[rows])
-            .map_err(|m| Error::bad_data(m).tensor(&name))?;
-        extra.push(ViewTensor {
-            name,
-            dtype,
-            shape: vec![rows],
-            segments: vec![Segment::Zeros { bytes }],
-            sources: Vec::new(),
-            transform: "zeros",
-        });
+        extra.push(zeros_tensor(name, dtype, rows)?);
     }
     Ok(extra)
 }

@@ -145,3 +145,19 @@ pub fn write_f32_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<u8
         .collect();
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
+
+/// Every tensor of a bundled fixture as (name, shape, bytes), to edit and write back with
+/// [`write_f32_safetensors`].
+pub fn fixture_tensors(name: &str) -> Vec<(String, Vec<usize>, Vec<u8>)> {
+    let ck = ckpt::checkpoint::Checkpoint::open(fixture(name)).unwrap();
+    ck.tensors
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.shape.clone(),
+                ck.read(t).unwrap().into_owned(),
+            )
+        })
+        .collect()
+}
