@@ -265,6 +265,28 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
             {
                 check_shapes(ck, f, s, renames);
             }
+            // An unmatched name that is a projection bias the family's class does not have
+            // (Qwen2's o_proj) rules the family out for that reason, not as a name to map.
+            if !s.detect_only
+                && s.matched < s.total
+                && renames.is_empty()
+                && let Some(f) = reg.get(&s.family)
+                && let Some(note) = ck.tensors.iter().find_map(|t| {
+                    if !matches!(f.rule_for(&t.name), Ok(None)) {
+                        return None;
+                    }
+                    let raw = cfg.map(|c| &c.raw);
+                    let why = f.biases.check(&f.name, &t.name, raw).err()?;
+                    Some(format!(
+                        "cannot be read as {}: `{}`: {why}",
+                        f.name,
+                        escape(&t.name)
+                    ))
+                })
+            {
+                s.shapes_ok = Some(false);
+                s.shape_note = Some(note);
+            }
         }
         // A shape conflict between the tensors and config.json belongs to the checkpoint, not to one
         // family: a detect-only family that reads the same names (gemma's are llama's) shares it, or

@@ -677,10 +677,24 @@ fn bias_tensors_the_class_does_not_compute_are_refused() {
         let (code, _, err) = ckpt(&cmd);
         assert_eq!(code, 2, "{cmd:?}: {err}");
         assert!(
-            err.contains("error[unsupported]") && err.contains("has no o_proj biases"),
+            err.contains("family `qwen2`'s own class has no o_proj biases"),
             "{cmd:?}: {err}"
         );
     }
+    // Detection says why it names no family (it named qwen2, LLaMA-exact, before).
+    let (code, out, _) = ckpt(&["detect", s(&o_bias)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("none detected") && out.contains("has no o_proj biases"),
+        "{out}"
+    );
+    // ... and asserting the family gives the same reason as an error of the family.
+    let (code, _, err) = ckpt(&["logits", s(&o_bias), "--ids", ids, "--family", "qwen2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("error[unsupported]") && err.contains("has no o_proj biases"),
+        "{err}"
+    );
     // As stored, llama-bias runs (its goldens are checked in tests/forward.rs).
     let (code, _, err) = ckpt(&["logits", s(&fixture("llama-bias")), "--ids", ids]);
     assert_eq!(code, 0, "{err}");
