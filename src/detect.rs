@@ -96,6 +96,9 @@ pub struct FamilyScore {
     pub shape_note: Option<String>,
     /// A few tensors no rule of the family matches.
     pub unmatched: Vec<String>,
+    /// Why the first unmatched tensor that is a projection bias the family's class does not have
+    /// (Qwen2's o_proj) rules the family out, if there is one.
+    pub unexpected_bias: Option<String>,
     /// A few required names that are missing.
     pub missing: Vec<String>,
     /// LLaMA-exact.
@@ -105,6 +108,15 @@ pub struct FamilyScore {
 }
 
 impl FamilyScore {
+    /// Why the family could not read the checkpoint at all (`cannot be read as ...`: its view
+    /// failed to build, or a bias its class does not have), as opposed to shapes that disagree
+    /// with the config.
+    pub fn refusal(&self) -> Option<&str> {
+        self.shape_note
+            .as_deref()
+            .filter(|n| self.shapes_ok == Some(false) && n.starts_with("cannot be read"))
+    }
+
     /// Share of tensors matched.
     pub fn name_share(&self) -> f64 {
         if self.total == 0 {
@@ -268,21 +280,7 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
             // An unmatched name that is a projection bias the family's class does not have
             // (Qwen2's o_proj) rules the family out for that reason, not as a name to map.
             if !s.detect_only
-                && s.matched < s.total
-                && renames.is_empty()
-                && let Some(f) = reg.get(&s.family)
-                && let Some(note) = ck.tensors.iter().find_map(|t| {
-                    if !matches!(f.rule_for(&t.name), Ok(None)) {
-                        return None;
-                    }
-                    let raw = cfg.map(|c| &c.raw);
-                    let why = f.biases.check(&f.name, &t.name, raw).err()?;
-                    Some(format!(
-                        "cannot be read as {}: `{}`: {why}",
-                        f.name,
-                        escape(&t.name)
-                    ))
-                })
+                && let Some(note) = s.unexpected_bias.clone()
             {
                 s.shapes_ok = Some(false);
                 s.shape_note = Some(note);
@@ -297,9 +295,8 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
                 !s.detect_only
                     && s.shapes_ok == Some(false)
                     && s.matched == s.total
-                    && s.shape_note
-                        .as_deref()
-                        .is_some_and(|n| !n.starts_with("cannot be read"))
+                    && s.shape_note.is_some()
+                    && s.refusal().is_none()
             })
             .map(|s| (s.family.clone(), s.shape_note.clone()));
         if let Some((fam, note)) = conflict {
@@ -422,20 +419,14 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
         && let Some(b) = best
             .as_ref()
             .filter(|b| matches!(b.config, ConfigAgreement::Mismatch(_)))
-        && let Some(named) = ranked.iter().find(|s| {
-            matches!(s.config, ConfigAgreement::Match(_))
-                && s.shapes_ok == Some(false)
-                && s.shape_note
-                    .as_deref()
-                    .is_some_and(|n| n.starts_with("cannot be read"))
+        && let Some((named, why)) = ranked.iter().find_map(|s| {
+            let why = s.refusal()?;
+            matches!(s.config, ConfigAgreement::Match(_)).then_some((s, why))
         })
     {
         undecided = Some(format!(
-            "the config names {}, which {}; the names also fit {}, but ckpt does not assume the checkpoint computes what {} computes",
-            named.family,
-            named.shape_note.as_deref().unwrap_or_default(),
-            b.family,
-            b.family
+            "the config names {}, which {why}; the names also fit {}, but ckpt does not assume the checkpoint computes what {} computes",
+            named.family, b.family, b.family
         ));
     }
     if let Some(why) = &undecided {
@@ -515,11 +506,7 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
                 .iter()
                 .find(|s| matches!(s.config, ConfigAgreement::Match(_)))
         {
-            if let Some(note) = named
-                .shape_note
-                .as_deref()
-                .filter(|n| n.starts_with("cannot be read"))
-            {
+            if let Some(note) = named.refusal() {
                 evidence.push(format!("the config names {}, which {note}", named.family));
             }
             let unmodelled = reg
@@ -935,11 +922,23 @@ fn score(
 ) -> FamilyScore {
     let mut matched = 0;
     let mut unmatched = Vec::new();
+    let mut unexpected_bias = None;
     for n in names {
         if f.covers(n) {
             matched += 1;
-        } else if unmatched.len() < EXAMPLES {
+            continue;
+        }
+        if unmatched.len() < EXAMPLES {
             unmatched.push(n.clone());
+        }
+        if unexpected_bias.is_none()
+            && let Err(why) = f.biases.check(&f.name, n, cfg.map(|c| &c.raw))
+        {
+            unexpected_bias = Some(format!(
+                "cannot be read as {}: `{}`: {why}",
+                f.name,
+                escape(n)
+            ));
         }
     }
     let (mut present, mut expected, mut missing) = (0usize, 0usize, Vec::new());
@@ -1000,6 +999,7 @@ fn score(
         shapes_ok: None,
         shape_note: None,
         unmatched,
+        unexpected_bias,
         missing,
         exact: f.exact,
         detect_only: f.detect_only,

@@ -724,7 +724,7 @@ pub const MAX_LAYERS: u64 = 512;
 /// The Hugging Face `config.json` a `llama`-architecture GGUF implies, from its metadata and (for
 /// the vocabulary size and the FFN width when metadata lacks them) its tensor shapes. Other
 /// architectures are refused with the reason (a file of one is opened with
-/// [`other_architecture_config`] instead).
+/// `other_architecture_config` instead).
 pub fn llama_config(g: &GgufFile, file: &[u8]) -> Result<Map<String, Json>> {
     let arch = g.architecture().ok_or_else(|| {
         Error::bad_data("metadata key \"general.architecture\" is missing or not a string")
