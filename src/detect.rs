@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use crate::checkpoint::header::dtype_name;
 use crate::checkpoint::{Checkpoint, ModelConfig};
-use crate::error::{Error, Result, escape};
+use crate::error::{Error, ErrorKind, Result, escape};
 use crate::mapping::apply::match_tensors;
 use crate::mapping::family::Registry;
 use crate::mapping::pattern::apply_renames;
@@ -94,6 +94,9 @@ pub struct FamilyScore {
     pub shapes_ok: Option<bool>,
     /// Why shapes disagree.
     pub shape_note: Option<String>,
+    /// The kind of error the family's refusal ([`FamilyScore::refusal`]) was: bad data (RoPE
+    /// spelled two ways that disagree) or unsupported (a bias its class does not compute).
+    pub refusal_kind: Option<ErrorKind>,
     /// A few tensors no rule of the family matches.
     pub unmatched: Vec<String>,
     /// Why the first unmatched tensor that is a projection bias the family's class does not have
@@ -219,10 +222,27 @@ pub struct Detection {
     pub math: Option<crate::mapping::math::Resolved>,
     /// What converting the winner to LLaMA needs (`None` when its math is not known).
     pub to_llama: Option<crate::mapping::math::Bridge>,
+    /// Without a winner: why the family the config names refused the checkpoint (its config
+    /// sets what the family does not model, or the checkpoint cannot be read as it). Commands
+    /// report this rather than "cannot tell which family": the config told, and the family
+    /// refused for a reason no other family would answer.
+    pub config_refusal: Option<ConfigRefusal>,
     /// Required names of the winner that a plain checkpoint lacks (per layer): such a checkpoint
     /// has the family's names but not every tensor its computation needs (ckpt does not run it;
     /// which loaders refuse it is `check`'s to say).
     pub missing_required: usize,
+}
+
+/// Why the family a checkpoint's config names refused it ([`Detection::config_refusal`]).
+#[derive(Debug, Clone)]
+pub struct ConfigRefusal {
+    /// The family the config names.
+    pub family: String,
+    /// The kind of the refusal: bad data or unsupported.
+    pub kind: ErrorKind,
+    /// The reasons, each in words that continue "the config names FAMILY" (", which cannot be
+    /// read as ...", " and sets what ... does not model: ...").
+    pub reasons: Vec<String>,
 }
 
 /// Detect the family of a checkpoint.
@@ -243,6 +263,7 @@ pub fn detect(ck: &Checkpoint, reg: &Registry) -> Detection {
             math: None,
             to_llama: None,
             missing_required: 0,
+            config_refusal: None,
         },
     }
 }
@@ -253,6 +274,7 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
     let names = apply_renames(&raw, renames).map_err(|e| e.file(&ck.path))?;
     let kind = classify(ck, &names);
     let mut evidence = Vec::new();
+    let mut config_refusal: Option<ConfigRefusal> = None;
     // For quantised and adapter checkpoints, score the underlying model's names.
     let scored_names: Vec<String> = match &kind {
         CheckpointKind::Plain => names.clone(),
@@ -284,6 +306,7 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
             {
                 s.shapes_ok = Some(false);
                 s.shape_note = Some(note);
+                s.refusal_kind = Some(ErrorKind::Unsupported);
             }
         }
         // A shape conflict between the tensors and config.json belongs to the checkpoint, not to one
@@ -428,6 +451,11 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
             "the config names {}, which {why}; the names also fit {}, but ckpt does not assume the checkpoint computes what {} computes",
             named.family, b.family, b.family
         ));
+        config_refusal = Some(ConfigRefusal {
+            family: named.family.clone(),
+            kind: named.refusal_kind.unwrap_or(ErrorKind::Unsupported),
+            reasons: vec![format!(", which {why}")],
+        });
     }
     if let Some(why) = &undecided {
         evidence.push(why.clone());
@@ -506,17 +534,19 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
                 .iter()
                 .find(|s| matches!(s.config, ConfigAgreement::Match(_)))
         {
+            let mut reasons = Vec::new();
+            let mut kind = ErrorKind::Unsupported;
             if let Some(note) = named.refusal() {
-                evidence.push(format!("the config names {}, which {note}", named.family));
+                reasons.push(format!(", which {note}"));
+                kind = named.refusal_kind.unwrap_or(ErrorKind::Unsupported);
             }
             let unmodelled = reg
                 .get(&named.family)
                 .map(|f| crate::mapping::math::for_checkpoint(f, cfg).unmodelled)
                 .unwrap_or_default();
             if !unmodelled.is_empty() {
-                evidence.push(format!(
-                    "the config names {} and sets what {} does not model: {}",
-                    named.family,
+                reasons.push(format!(
+                    " and sets what {} does not model: {}",
                     named.family,
                     unmodelled
                         .iter()
@@ -525,9 +555,28 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
                         .join(", ")
                 ));
             }
+            if !reasons.is_empty() {
+                evidence.push(format!(
+                    "the config names {}{}",
+                    named.family,
+                    reasons.concat()
+                ));
+                config_refusal = Some(ConfigRefusal {
+                    family: named.family.clone(),
+                    kind,
+                    reasons,
+                });
+            }
         }
-        evidence.push(format!("no family fits well; closest {}", top.summary()));
-        if !top.unmatched.is_empty() {
+        // Another family that happens to come closest on names says nothing once the family the
+        // config names has refused (a LLaMA whose RoPE keys disagree is no Gemma3 "missing" its
+        // q_norm); the named family's own unmatched and missing names still explain it.
+        let named_refused = config_refusal.as_ref().map(|r| r.family.as_str());
+        if named_refused.is_none() {
+            evidence.push(format!("no family fits well; closest {}", top.summary()));
+        }
+        let about_top = named_refused.is_none_or(|f| f == top.family);
+        if about_top && !top.unmatched.is_empty() {
             evidence.push(format!(
                 "unmatched names, e.g. {}",
                 top.unmatched
@@ -537,7 +586,7 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
                     .join(", ")
             ));
         }
-        if !top.missing.is_empty() {
+        if about_top && !top.missing.is_empty() {
             evidence.push(format!(
                 "missing, e.g. {}",
                 top.missing
@@ -684,6 +733,7 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
         missing_required,
         math,
         to_llama,
+        config_refusal,
     })
 }
 
@@ -729,6 +779,17 @@ pub fn open_view<'a>(
                     "this is {article} {kind} checkpoint: {}",
                     d.evidence.first().cloned().unwrap_or_default()
                 ))
+                .file(&ck.path));
+            }
+            if d.winner.is_none()
+                && let Some(r) = &d.config_refusal
+            {
+                // The config told the family and the family refused: naming another family or
+                // renaming tensors is no way out, so no hint offers one.
+                return Err(Error::new(
+                    r.kind,
+                    format!("the config names {}{}", r.family, r.reasons.concat()),
+                )
                 .file(&ck.path));
             }
             let Some(w) = d.winner else {
@@ -998,6 +1059,7 @@ fn score(
         code,
         shapes_ok: None,
         shape_note: None,
+        refusal_kind: None,
         unmatched,
         unexpected_bias,
         missing,
@@ -1082,6 +1144,7 @@ fn check_shapes(ck: &Checkpoint, f: &Family, s: &mut FamilyScore, renames: &[Ren
             }
             s.shapes_ok = Some(false);
             s.shape_note = Some(format!("cannot be read as {}: {}", f.name, e.message()));
+            s.refusal_kind = Some(e.kind());
             return;
         }
     };

@@ -283,6 +283,27 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// Print a JSON value taken from a file: its JSON text, whose quotes and backslashes are the
+/// value's own syntax (a string shows as `"64"`, not `\"64\"`); serde_json already escapes
+/// control characters inside strings, and invisible layout characters are escaped like
+/// [`escape`] does. Cut at [`MAX_PRINTED_NAME`] characters like [`escape`].
+pub fn escape_value(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    let mut out = String::with_capacity(text.len().min(MAX_PRINTED_NAME + 16));
+    for (count, c) in text.chars().enumerate() {
+        if count == MAX_PRINTED_NAME {
+            out.push_str(&format!("...({} chars)", text.chars().count()));
+            return out;
+        }
+        if c.is_control() || is_invisible_format(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Characters that change how a terminal lays text out without being control characters: bidi
 /// embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069, the marks U+200E/U+200F,
 /// U+061C), zero-width characters (U+200B–U+200D, U+2060, U+FEFF) and line/paragraph separators.
@@ -360,6 +381,16 @@ mod tests {
         let e = escape(&long);
         assert!(e.ends_with("...(1000 chars)"));
         assert!(e.len() < 230);
+    }
+
+    #[test]
+    fn values_print_as_json_without_doubled_escapes() {
+        let v = serde_json::json!("64");
+        assert_eq!(escape_value(&v), "\"64\"");
+        let v = serde_json::json!({"k": "a\"b\u{1b}c\u{202e}"});
+        assert_eq!(escape_value(&v), "{\"k\":\"a\\\"b\\u001bc\\u{202e}\"}");
+        let long = serde_json::json!("x".repeat(1000));
+        assert!(escape_value(&long).ends_with("...(1002 chars)"));
     }
 
     #[test]

@@ -745,6 +745,16 @@ fn rope_spellings_that_disagree_are_refused() {
         let (code, _, err) = ckpt(&["logits", s(dir), "--ids", ids]);
         assert_eq!(code, 2, "{err}");
         assert!(err.contains("both ways") && err.contains(what), "{err}");
+        // The config named the family and the family refused: the error says so, and offers no
+        // other family or renaming as a way out (nor the family some other names came closest to).
+        assert!(
+            err.contains("the config names llama, which cannot be read as llama"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("--family") && !err.contains("--rename") && !err.contains("closest"),
+            "{err}"
+        );
         convert_refused(
             dir,
             &t.path().join("out"),
@@ -942,4 +952,7 @@ fn unfitting_names_still_name_the_unmodelled_switch() {
     let (code, _, err) = ckpt(&["logits", s(&dir), "--ids", "1,2"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("use_parallel_residual"), "{err}");
+    // Unsupported, not a usage error: no flag makes ckpt compute a parallel residual.
+    assert!(err.starts_with("error[unsupported]"), "{err}");
+    assert!(!err.contains("--family"), "{err}");
 }

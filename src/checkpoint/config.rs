@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result, escape};
+use crate::error::{Error, Result};
 
 /// Largest config file read, in bytes.
 pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
@@ -415,21 +415,12 @@ impl Getter<'_> {
 }
 
 fn type_error(key: &str, expected: &str, found: &Value) -> Error {
-    let mut shown = found.to_string();
-    if shown.len() > 60 {
-        // Cut on a character boundary: `truncate` panics inside a multi-byte character (found by
-        // the config_json fuzz target).
-        let cut = (0..=60)
-            .rev()
-            .find(|&i| shown.is_char_boundary(i))
-            .unwrap_or(0);
-        shown.truncate(cut);
+    let mut shown = crate::error::escape_value(found);
+    if shown.chars().count() > 60 {
+        shown = shown.chars().take(60).collect();
         shown.push_str("...");
     }
-    Error::bad_data(format!(
-        "key `{key}` must be {expected}, found {}",
-        escape(&shown)
-    ))
+    Error::bad_data(format!("key `{key}` must be {expected}, found {shown}"))
 }
 
 #[cfg(test)]

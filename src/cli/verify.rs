@@ -268,7 +268,7 @@ pub fn render(rep: &Report, a: &Path, b: &Path, hint: &str) -> Vec<String> {
             if v.is_null() {
                 "(not set)".to_string()
             } else {
-                esc(&v.to_string())
+                ckpt::error::escape_value(v)
             }
         };
         l.push(format!("  config {k}: A {}, B {}", shown(x), shown(y)));

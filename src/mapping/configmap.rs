@@ -78,8 +78,8 @@ fn rename_keys(
                     crate::error::escape(&first),
                     crate::error::escape(&k),
                     crate::error::escape(&new),
-                    crate::error::escape(&prev.to_string()),
-                    crate::error::escape(&v.to_string()),
+                    crate::error::escape_value(prev),
+                    crate::error::escape_value(&v),
                 ))
                 .file(&cfg.path)
                 .hint("remove one of the two keys from the config"));

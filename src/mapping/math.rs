@@ -657,7 +657,7 @@ fn key_number(cfg: &ModelConfig, key: &str) -> Result<Option<f64>> {
                 Error::bad_data(format!(
                     "config key `{}` must be a finite number, found {}",
                     escape(key),
-                    escape(&v.to_string())
+                    crate::error::escape_value(v)
                 ))
             }),
     }
@@ -691,7 +691,7 @@ fn key_usize(cfg: &ModelConfig, key: &str) -> Result<Option<usize>> {
                 Error::bad_data(format!(
                     "config key `{}` must be a non-negative integer, found {}",
                     escape(key),
-                    escape(&v.to_string())
+                    crate::error::escape_value(v)
                 ))
             }),
     }
@@ -763,7 +763,7 @@ pub fn resolve(spec: &MathSpec, cfg: &ModelConfig, d: Dims) -> Result<Math> {
                             return Err(Error::bad_data(format!(
                                 "config key `{}` must list 0 (no rotary) or 1 (rotary) per layer, found {}",
                                 escape(key),
-                                escape(&v.to_string())
+                                crate::error::escape_value(v)
                             )));
                         }
                     };
@@ -773,7 +773,7 @@ pub fn resolve(spec: &MathSpec, cfg: &ModelConfig, d: Dims) -> Result<Math> {
                 return Err(Error::bad_data(format!(
                     "config key `{}` must be a list, found {}",
                     escape(key),
-                    escape(&other.to_string())
+                    crate::error::escape_value(other)
                 )));
             }
         }
@@ -851,7 +851,7 @@ pub fn resolve(spec: &MathSpec, cfg: &ModelConfig, d: Dims) -> Result<Math> {
                     return Err(Error::bad_data(format!(
                         "config key `{}` must be an activation name, found {}",
                         escape(key),
-                        escape(&other.to_string())
+                        crate::error::escape_value(other)
                     )));
                 }
             },
@@ -929,7 +929,7 @@ fn windows(cfg: &ModelConfig, w: &WindowSpec, layers: usize) -> Result<Vec<Optio
                 _ => Err(Error::unsupported(format!(
                     "config key `{}` names attention type {}; the reference knows full_attention and sliding_attention",
                     escape(lt),
-                    escape(&t.to_string())
+                    crate::error::escape_value(t)
                 ))),
             })
             .collect();
