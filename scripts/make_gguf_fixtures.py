@@ -36,7 +36,7 @@ import struct
 import numpy as np
 import torch
 from gguf import GGMLQuantizationType as T
-from gguf import GGUFWriter, quants
+from gguf import GGUFValueType, GGUFWriter, quants
 from safetensors.numpy import load_file as np_load
 from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -216,14 +216,16 @@ def quantize(arr, qtype):
 # Writing a GGUF the way convert_hf_to_gguf.py does for `llama`
 
 
-def write_gguf(path, cfg, sd, types, stored=None):
-    """`sd`: HF name -> torch tensor (stored values); `types(hf_name, tensor)` -> GGML type.
-    Returns {gguf name: (qtype, bytes or array)} as written."""
+def write_gguf(path, cfg, sd, types, stored=None, extra_kv=(), split_max_tensors=0):
+    """`sd`: HF name -> torch tensor (stored values); `types(hf_name, tensor)` -> GGML type;
+    `extra_kv`: (key, value, GGUFValueType) added after the standard metadata; `split_max_tensors`:
+    gguf-py's own split into `-0000N-of-0000M.gguf` parts. Returns {gguf name: (qtype, bytes or
+    array)} as written."""
     heads = cfg["num_attention_heads"]
     kv = cfg.get("num_key_value_heads") or heads
     hidden = cfg["hidden_size"]
     hd = cfg.get("head_dim") or hidden // heads
-    w = GGUFWriter(path, "llama")
+    w = GGUFWriter(path, "llama", split_max_tensors=split_max_tensors)
     w.add_name(os.path.basename(path))
     w.add_context_length(cfg["max_position_embeddings"])
     w.add_embedding_length(hidden)
@@ -245,6 +247,8 @@ def write_gguf(path, cfg, sd, types, stored=None):
     w.add_token_types([6] * len(toks))
     w.add_bos_token_id(cfg.get("bos_token_id") or 1)
     w.add_eos_token_id(cfg.get("eos_token_id") or 2)
+    for key, value, vtype in extra_kv:
+        w.add_key_value(key, value, vtype)
     written = {}
     rp = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
     if rp.get("rope_type") == "llama3":
@@ -340,12 +344,14 @@ def load_hf(d):
     return cfg, sd, ids
 
 
-def case(name, src_dir, types, tol_src=None):
+def case(name, src_dir, types, tol_src=None, extra_kv=(), cfg_update=None):
+    """`extra_kv`: metadata added to the file; `cfg_update`: what llama.cpp makes of it, as
+    transformers config keys for the golden logits (None when it computes the source's model)."""
     cfg, sd, ids = load_hf(src_dir)
     path = os.path.join(OUT, f"{name}.gguf")
-    written = write_gguf(path, cfg, sd, types)
+    written = write_gguf(path, cfg, sd, types, extra_kv=extra_kv)
     deq = dequantized_state_dict(written, cfg)
-    lg = logits(cfg, deq, ids)
+    lg = logits({**cfg, **(cfg_update or {})}, deq, ids)
     save_file({"input_ids": ids, "logits": lg}, os.path.join(OUT, f"{name}.expected.safetensors"))
     src = load_file(os.path.join(src_dir, "expected.safetensors"))["logits"]
     d = (lg - src).abs().max().item()
@@ -499,11 +505,20 @@ def hostile():
                                         ("llama.embedding_length", 4, struct.pack("<I", 4)),
                                         ("llama.attention.head_count", 4, struct.pack("<I", 1))], ok_t, data=b"\0" * 64),
         "arch-qwen2": gguf_bytes([("general.architecture", 8, struct.pack("<Q", 5) + b"qwen2")], ok_t, data=b"\0" * 64),
+        # llama.cpp refuses a key of the wrong type; read leniently, the scaling would be skipped.
+        "rope-type-uint32": gguf_bytes([arch, ("llama.block_count", 4, struct.pack("<I", 1)),
+                                        ("llama.embedding_length", 4, struct.pack("<I", 4)),
+                                        ("llama.attention.head_count", 4, struct.pack("<I", 1)),
+                                        ("llama.rope.scaling.type", 4, struct.pack("<I", 1))], ok_t, data=b"\0" * 64),
     }
     for n, b in files.items():
         with open(os.path.join(d, f"{n}.gguf"), "wb") as f:
             f.write(b)
-    print(f"  {len(files)} hostile files")
+    # Both parts of a split GGUF (gguf-py's own splitting): each holds only some tensors, and the
+    # first one, without `output.weight`, would read as a tied model.
+    cfg, sd, _ = load_hf(os.path.join(FIX, "llama-gqa"))
+    write_gguf(os.path.join(d, "split.gguf"), cfg, sd, lambda n, t: T.Q8_0, split_max_tensors=12)
+    print(f"  {len(files)} hostile files and a split GGUF")
 
 
 def main():
@@ -521,6 +536,18 @@ def main():
     case("tied-q8_0", os.path.join(FIX, "llama-tied"), lambda n, t: T.Q8_0)
     for q in (T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1):
         case(f"gqa-{q.name.lower()}", gqa, lambda n, t, q=q: q)
+    # Rotary metadata as llama.cpp's load_hparams reads it (src/llama-model.cpp): the scaling
+    # type defaults to "linear", and the factor comes from `rope.scaling.factor` or else the
+    # older `rope.scale_linear`. Both files compute linear scaling by 4 in llama.cpp, so their
+    # golden logits are transformers' with `rope_scaling` linear 4.
+    linear4 = {"rope_scaling": {"rope_type": "linear", "factor": 4.0}, "rope_parameters": None}
+    for name, key in (("rope-factor", "llama.rope.scaling.factor"), ("rope-scale-linear", "llama.rope.scale_linear")):
+        case(f"{name}-q8_0", gqa, lambda n, t: T.Q8_0, extra_kv=[(key, 4.0, GGUFValueType.FLOAT32)], cfg_update=linear4)
+    # A key llama.cpp computes with and ckpt does not model (it scales q and k): no golden logits,
+    # every command that computes refuses it by name.
+    cfg, sd, _ = load_hf(gqa)
+    write_gguf(os.path.join(OUT, "attn-factor-q8_0.gguf"), cfg, sd, lambda n, t: T.Q8_0,
+               extra_kv=[("llama.rope.scaling.attn_factor", 1.5, GGUFValueType.FLOAT32)])
     k = k_source()
     case("k-mix", k, k_mix)
     dequant_fixture()

@@ -288,7 +288,12 @@ pub fn escape(s: &str) -> String {
 /// control characters inside strings, and invisible layout characters are escaped like
 /// [`escape`] does. Cut at [`MAX_PRINTED_NAME`] characters like [`escape`].
 pub fn escape_value(v: &serde_json::Value) -> String {
-    let text = v.to_string();
+    escape_json_text(&v.to_string())
+}
+
+/// Escape JSON text for printing, as [`escape_value`] does: quotes and backslashes are kept (they
+/// are the text's own syntax), control and invisible layout characters escaped, long text cut.
+pub fn escape_json_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_PRINTED_NAME + 16));
     for (count, c) in text.chars().enumerate() {
         if count == MAX_PRINTED_NAME {

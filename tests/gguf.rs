@@ -151,6 +151,9 @@ fn logits_match_gguf_py_dequantization_plus_transformers() {
         "gqa-q5_0",
         "gqa-q5_1",
         "k-mix",
+        // a rotary factor without a type, and under the older key: linear scaling, as llama.cpp
+        "rope-factor-q8_0",
+        "rope-scale-linear-q8_0",
     ] {
         let exp = Checkpoint::open(gguf(&format!("{name}.expected.safetensors"))).unwrap();
         let ids_t = exp.get("input_ids").unwrap();
@@ -404,6 +407,12 @@ fn hostile_ggufs_are_refused_without_panic() {
         .collect();
     files.sort();
     assert!(files.len() >= 25, "{} hostile files", files.len());
+    // Both parts of a split GGUF are refused as parts (the first would read as a tied model).
+    for part in ["split-00001-of-00002.gguf", "split-00002-of-00002.gguf"] {
+        let (code, _, err) = ckpt(&["inspect", dir.join(part).to_str().unwrap()]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("split GGUF (split.count = 2)"), "{err}");
+    }
     let valid = common::fixture("llama-gqa");
     for f in &files {
         let p = f.to_str().unwrap();
@@ -516,4 +525,45 @@ fn convert_writes_next_to_a_single_file_source_but_never_over_it() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("contains the source"), "{err}");
     assert_eq!(std::fs::read(&f).unwrap(), before);
+}
+
+/// Rotary metadata is read as llama.cpp reads it: a scaling factor without a type (or under the
+/// older `rope.scale_linear`) is linear scaling, so such a file is not the unscaled source model;
+/// a key llama.cpp computes with that ckpt does not model (`rope.scaling.attn_factor`, which
+/// scales q and k) is listed by `inspect` and refused by name by every command that computes.
+#[test]
+fn rotary_metadata_is_read_as_llama_cpp_reads_it() {
+    let src = common::fixture("llama-gqa");
+    for name in ["rope-factor-q8_0", "rope-scale-linear-q8_0"] {
+        let p = gguf(&format!("{name}.gguf"));
+        let (code, out, err) = ckpt(&["inspect", p.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("linear"), "{name}: {out}");
+        // Not the source model: a verdict of equivalence would be false.
+        let (code, out, err) = ckpt(&["verify", src.to_str().unwrap(), p.to_str().unwrap()]);
+        assert_eq!(code, 1, "{name}: {out}{err}");
+        assert!(!out.contains("verdict: equivalent"), "{out}");
+    }
+    let p = gguf("attn-factor-q8_0.gguf");
+    let p = p.to_str().unwrap();
+    let (code, out, err) = ckpt(&["inspect", p]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out2, _) = ckpt(&["detect", p]);
+    assert_eq!(code, 1, "{out}{out2}");
+    assert!(
+        out2.contains("gguf.llama.rope.scaling.attn_factor"),
+        "{out2}"
+    );
+    for args in [
+        vec!["logits", p, "--ids", "1,2"],
+        vec!["verify", src.to_str().unwrap(), p],
+    ] {
+        // verify: inconclusive, exit 2, the reason in its report
+        let (code, out, err) = ckpt(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            format!("{out}{err}").contains("`gguf.llama.rope.scaling.attn_factor` = 1.5"),
+            "{args:?}: {out}{err}"
+        );
+    }
 }

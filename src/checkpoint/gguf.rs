@@ -866,6 +866,25 @@ pub fn llama_config(g: &GgufFile, file: &[u8]) -> Result<Map<String, Json>> {
     if let Some(v) = vocab {
         m.insert("vocab_size".into(), Json::from(v));
     }
+    // Every other `llama.*` key is one llama.cpp may compute with (`attention.causal` false, a
+    // rotary `attn_factor` that scales q and k, experts) and ckpt does not model: it goes into the
+    // config under its own name, `gguf.llama.KEY`, which the family does not understand, so that
+    // every command that computes refuses it by name (as for an unmodelled `config.json` key).
+    let prefix = format!("{arch}.");
+    for (k, v) in &g.kv {
+        if let Some(rest) = k.strip_prefix(&prefix)
+            && !READ_KEYS.contains(&rest)
+            && !at_default(rest, v, hidden)
+        {
+            // Numbers as numbers; anything else (a `false` would read as "switched off") as text.
+            let shown = match (v.as_u64(), v.as_f64()) {
+                (Some(n), _) => Json::from(n),
+                (None, Some(f)) => float_json(f),
+                _ => Json::from(v.display()),
+            };
+            m.insert(format!("gguf.{k}"), shown);
+        }
+    }
     m.insert("hidden_act".into(), Json::from("silu"));
     m.insert("attention_bias".into(), Json::from(false));
     m.insert("mlp_bias".into(), Json::from(false));
@@ -899,21 +918,53 @@ fn float_json(v: f64) -> Json {
     Json::from(v)
 }
 
-/// `rope_scaling` from `{arch}.rope.scaling.*`: `linear` (and `yarn`, which the reference then
-/// refuses by name). llama3 frequency factors live in the `rope_freqs` tensor instead.
+/// `rope_scaling` from `{arch}.rope.scaling.*`, read as llama.cpp's `load_hparams` reads it: the
+/// type defaults to `linear`; the factor is `rope.scaling.factor`, else the older
+/// `rope.scale_linear`, and 0 or absent means 1 (no scaling); type `none` never scales. So a factor
+/// without a type is linear scaling (llama.cpp applies it), a linear type without a factor is
+/// none. `yarn` is passed on for the reference to refuse by name. A key of the wrong type is bad
+/// data (llama.cpp refuses to load it), never skipped.
 fn rope_scaling(g: &GgufFile, arch: &str) -> Result<Option<Json>> {
-    let ty = g
-        .get(&format!("{arch}.rope.scaling.type"))
-        .and_then(Value::as_str);
-    let factor = g
-        .get(&format!("{arch}.rope.scaling.factor"))
-        .and_then(Value::as_f64);
-    let orig = g
-        .get(&format!("{arch}.rope.scaling.original_context_length"))
-        .and_then(Value::as_u64);
+    let wrong = |k: &str, want: &str, v: &Value| {
+        Error::bad_data(format!(
+            "metadata key \"{arch}.{k}\" must be {want}, found {}",
+            v.display()
+        ))
+    };
+    let ty = match g.get(&format!("{arch}.rope.scaling.type")) {
+        None => "linear",
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| wrong("rope.scaling.type", "a string", v))?,
+    };
+    let mut factor = None;
+    for k in ["rope.scaling.factor", "rope.scale_linear"] {
+        if let Some(v) = g.get(&format!("{arch}.{k}")) {
+            let f = v.as_f64().ok_or_else(|| wrong(k, "a float", v))?;
+            if !f.is_finite() || f < 0.0 {
+                return Err(Error::bad_data(format!(
+                    "metadata key \"{arch}.{k}\" must be a finite non-negative float, found {f}"
+                )));
+            }
+            factor = Some(f);
+            break;
+        }
+    }
+    let factor = factor.filter(|&f| f != 0.0);
+    let orig = match g.get(&format!("{arch}.rope.scaling.original_context_length")) {
+        None => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            wrong(
+                "rope.scaling.original_context_length",
+                "a non-negative integer",
+                v,
+            )
+        })?),
+    };
     match ty {
-        None | Some("none") => Ok(None),
-        Some(t @ ("linear" | "yarn")) => {
+        "none" => Ok(None),
+        "linear" if factor.is_none_or(|f| f == 1.0) => Ok(None),
+        t @ ("linear" | "yarn") => {
             let mut s = Map::new();
             s.insert("rope_type".into(), Json::from(t));
             if let Some(f) = factor {
@@ -924,10 +975,52 @@ fn rope_scaling(g: &GgufFile, arch: &str) -> Result<Option<Json>> {
             }
             Ok(Some(Json::Object(s)))
         }
-        Some(other) => Err(Error::unsupported(format!(
+        other => Err(Error::unsupported(format!(
             "metadata key \"{arch}.rope.scaling.type\": rope scaling \"{}\" is not supported",
             escape(other)
         ))),
+    }
+}
+
+/// The `{arch}.*` metadata keys [`llama_config`] reads into the config.
+const READ_KEYS: &[&str] = &[
+    "embedding_length",
+    "block_count",
+    "attention.head_count",
+    "attention.head_count_kv",
+    "attention.layer_norm_rms_epsilon",
+    "rope.freq_base",
+    "context_length",
+    "attention.key_length",
+    "attention.value_length",
+    "vocab_size",
+    "feed_forward_length",
+    "rope.dimension_count",
+    "rope.scaling.type",
+    "rope.scaling.factor",
+    "rope.scale_linear",
+    "rope.scaling.original_context_length",
+    // Whether the model was fine-tuned with its scaling: llama.cpp reads it and computes nothing
+    // differently.
+    "rope.scaling.finetuned",
+];
+
+/// Whether an `{arch}.*` key that [`llama_config`] does not read holds the value llama.cpp assumes
+/// when it is absent, so that it changes nothing (`attention.causal` true, no experts, no
+/// next-token-prediction layers, a rotary attention factor of 1, ...).
+fn at_default(key: &str, v: &Value, hidden: u64) -> bool {
+    match key {
+        "attention.causal" => matches!(v, Value::Bool(true)),
+        "expert_count"
+        | "expert_used_count"
+        | "expert_group_count"
+        | "expert_group_used_count"
+        | "nextn_predict_layers"
+        | "pooling_type" => v.as_u64() == Some(0),
+        "embedding_length_out" => matches!(v.as_u64(), Some(0)) || v.as_u64() == Some(hidden),
+        "rope.scaling.attn_factor" => v.as_f64() == Some(1.0),
+        "rope.scaling.alpha" => v.as_f64() == Some(0.0),
+        _ => false,
     }
 }
 
@@ -1117,6 +1210,20 @@ pub(super) fn open_checkpoint(path: &std::path::Path) -> Result<super::Checkpoin
     let mut config = None;
     let shard = super::Shard::open_mapped(path, |bytes| {
         let g = parse(bytes)?;
+        if let Some(n) = g.get("split.count")
+            && n.as_u64() != Some(1)
+        {
+            // A part of a split GGUF (`gguf-split`, or the converter's `--split-max-*`): its
+            // tensors are only some of the model's, and its metadata describes all of them (a
+            // part without `output.weight` reads as a tied model).
+            let no = g.get("split.no").map(Value::display);
+            return Err(Error::unsupported(format!(
+                "this file is {} of a split GGUF (split.count = {}): ckpt reads a GGUF as one file, and a part holds only some of the model's tensors",
+                no.map_or_else(|| "a part".to_string(), |n| format!("part {n} (counting from 0)")),
+                n.display()
+            ))
+            .hint("merge the parts into one file first: llama-gguf-split --merge FIRST-PART OUT.gguf"));
+        }
         let map = match g.architecture() {
             Some(arch) if arch != "llama" => other_architecture_config(arch),
             _ => llama_config(&g, bytes)?,

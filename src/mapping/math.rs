@@ -629,7 +629,7 @@ pub fn unmodelled_keys(cfg: &ModelConfig, understood: &[&str]) -> Vec<Unmodelled
             }
             Unmodelled {
                 key: k,
-                value: escape(&value),
+                value: crate::error::escape_json_text(&value),
             }
         })
         .collect()
