@@ -206,6 +206,10 @@ K_QUANT = {T.Q4_K: quant_q4_k, T.Q5_K: quant_q5_k, T.Q6_K: quant_q6_k}
 
 def quantize(arr, qtype):
     """float32 (rows, cols) -> uint8 bytes of `qtype` (rows, bytes per row)."""
+    if qtype == T.IQ4_NL:
+        # gguf-py has no IQ4_NL quantizer and ckpt does not decode the type: all-zero blocks
+        # (scale 0) stand for a file whose values nothing can compare.
+        return np.zeros((arr.shape[0], arr.shape[1] // 32 * 18), dtype=np.uint8)
     if qtype in K_QUANT:
         rows = arr.reshape(-1, QK_K).astype(np.float32)
         return K_QUANT[qtype](rows).reshape(arr.shape[0], -1)
@@ -543,6 +547,19 @@ def main():
     linear4 = {"rope_scaling": {"rope_type": "linear", "factor": 4.0}, "rope_parameters": None}
     for name, key in (("rope-factor", "llama.rope.scaling.factor"), ("rope-scale-linear", "llama.rope.scale_linear")):
         case(f"{name}-q8_0", gqa, lambda n, t: T.Q8_0, extra_kv=[(key, 4.0, GGUFValueType.FLOAT32)], cfg_update=linear4)
+    # A Q8_0 file whose embedding llama.cpp's converter kept in F16 (the source's values rounded
+    # to f16): equivalent within the Q8_0 bands; the same with an embedding that is not the
+    # source's rounded (1e-3 noise added) is not.
+    embd_f16 = lambda n, t: T.F16 if n == "model.embed_tokens.weight" else T.Q8_0  # noqa: E731
+    case("q8_0-f16-embd", gqa, embd_f16)
+    cfg, sd, _ = load_hf(gqa)
+    g = torch.Generator().manual_seed(7)
+    noisy = dict(sd)
+    e = sd["model.embed_tokens.weight"]
+    noisy["model.embed_tokens.weight"] = e + 1e-3 * torch.randn(e.shape, generator=g, dtype=e.dtype)
+    write_gguf(os.path.join(OUT, "q8_0-f16-embd-changed.gguf"), cfg, noisy, embd_f16)
+    # Every matrix in a type ckpt does not decode (IQ4_NL): nothing can compare its values.
+    write_gguf(os.path.join(OUT, "iq4_nl-undecoded.gguf"), cfg, sd, lambda n, t: T.IQ4_NL)
     # A key llama.cpp computes with and ckpt does not model (it scales q and k): no golden logits,
     # every command that computes refuses it by name.
     cfg, sd, _ = load_hf(gqa)

@@ -1021,7 +1021,8 @@ fn score(
             }
         } else {
             expected += 1;
-            if names.iter().any(|n| p.is_match(n)) {
+            if names.iter().any(|n| p.is_match(n)) || head_is_the_tied_embeddings(f, p, names, cfg)
+            {
                 present += 1;
             } else if missing.len() < EXAMPLES {
                 missing.push(p.text().to_string());
@@ -1066,6 +1067,21 @@ fn score(
         exact: f.exact,
         detect_only: f.detect_only,
     }
+}
+
+/// Whether the missing required tensor `p` is the embeddings of a tied model stored as its output
+/// layer only (`safetensors.torch.save_model`'s choice of name), which the canonical view reads as
+/// the embeddings (`tied_head_as_embeddings` in `mapping::apply`).
+fn head_is_the_tied_embeddings(
+    f: &Family,
+    p: &crate::mapping::pattern::Pattern,
+    names: &[String],
+    cfg: Option<&ModelConfig>,
+) -> bool {
+    cfg.and_then(|c| c.tie_word_embeddings) == Some(true)
+        && f.source_of("model.embed_tokens.weight") == Some(p)
+        && f.source_of("lm_head.weight")
+            .is_some_and(|h| names.iter().any(|n| h.is_match(n)))
 }
 
 fn code_agreement(f: &Family, code: Option<&str>) -> CodeAgreement {

@@ -154,6 +154,7 @@ fn logits_match_gguf_py_dequantization_plus_transformers() {
         // a rotary factor without a type, and under the older key: linear scaling, as llama.cpp
         "rope-factor-q8_0",
         "rope-scale-linear-q8_0",
+        "q8_0-f16-embd",
     ] {
         let exp = Checkpoint::open(gguf(&format!("{name}.expected.safetensors"))).unwrap();
         let ids_t = exp.get("input_ids").unwrap();
@@ -298,6 +299,9 @@ fn quantized_verify_uses_bands_and_catches_a_swap() {
         ("llama-gqa", "gqa-q4_0.gguf"),
         ("llama-gqa", "gqa-q5_1.gguf"),
         ("llama-tied", "tied-q8_0.gguf"),
+        // the embedding kept in F16 (llama.cpp's converter does so for some types): the source's
+        // values rounded to f16 and nothing else
+        ("llama-gqa", "q8_0-f16-embd.gguf"),
     ] {
         let (code, out, err) = ckpt(&[
             "verify",
@@ -336,6 +340,27 @@ fn quantized_verify_uses_bands_and_catches_a_swap() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("k_proj.weight (Q8_0): weight NMSE"), "{out}");
     assert!(out.contains("NOT equivalent"), "{out}");
+    let src = common::fixture("llama-gqa");
+    // An F16 embedding that is not the source's rounded: not equivalent, though within the bands.
+    let (code, out, err) = ckpt(&[
+        "verify",
+        src.to_str().unwrap(),
+        gguf("q8_0-f16-embd-changed.gguf").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("NOT equivalent (a tensor that is not quantized differs"),
+        "{out}"
+    );
+    // A type ckpt cannot decode (IQ4_NL): its bytes differing says nothing, and the logits cannot
+    // run, so the run is inconclusive (exit 2), never "not equivalent".
+    let (code, out, err) = ckpt(&[
+        "verify",
+        src.to_str().unwrap(),
+        gguf("iq4_nl-undecoded.gguf").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("verdict: inconclusive"), "{out}");
 }
 
 /// `check` judges releases against LLaMA loaders' rules (llama.cpp through its converter); a GGUF

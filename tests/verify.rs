@@ -742,3 +742,75 @@ fn a_side_no_family_reads_is_an_error_with_verify_flags() {
     assert!(!out.contains("verdict"), "{out}");
     assert!(err.contains("--family-b FAMILY"), "{err}");
 }
+
+/// `safetensors.torch.save_model` keeps one name of each shared tensor, and for a tied LLaMA that
+/// is `lm_head.weight`: no `model.embed_tokens.weight` is stored. transformers ties the embeddings
+/// to it on load (measured: the same logits as the `save_pretrained` copy). ckpt reads it as the
+/// same tied model: detected with every required tensor, the fixture's golden logits, equivalent
+/// to the fixture, and converted to the `save_pretrained` form. Untied, the embeddings are missing.
+#[test]
+fn a_tied_model_stored_as_its_lm_head_is_the_tied_model() {
+    let t = tempfile::tempdir().unwrap();
+    let src = fixture("llama-tied");
+    let head_only = t.path().join("head-only");
+    let rename = |ts: &mut Tensors| {
+        for e in ts.iter_mut() {
+            if e.0 == "model.embed_tokens.weight" {
+                e.0 = "lm_head.weight".into();
+            }
+        }
+    };
+    rewrite(&src, &head_only, rename, |_| {});
+    std::fs::copy(
+        src.join("expected.safetensors"),
+        head_only.join("expected.safetensors"),
+    )
+    .unwrap();
+    let p = head_only.to_str().unwrap();
+    let (code, out, err) = ckpt(&["detect", p]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (ids, want) = common::golden(&src);
+    let args: Vec<String> = ids
+        .iter()
+        .map(|s| s.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+        .collect();
+    let out_file = t.path().join("logits.safetensors");
+    let mut cmd = vec!["logits", p, "-q", "--out", out_file.to_str().unwrap()];
+    for a in &args {
+        cmd.extend(["--ids", a.as_str()]);
+    }
+    let (code, _, err) = ckpt(&cmd);
+    assert_eq!(code, 0, "{err}");
+    let got = Checkpoint::open(&out_file).unwrap();
+    let got: Vec<f32> = got
+        .data(got.get("logits").unwrap())
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        got.len() == want.len() && d <= 1e-4 * scale,
+        "max |diff| {d}"
+    );
+    let (code, out, err) = ckpt(&["verify", src.to_str().unwrap(), p]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("verdict: equivalent"), "{out}");
+    let conv = t.path().join("converted");
+    let (code, _, err) = ckpt(&["convert", p, conv.to_str().unwrap(), "--to", "llama"]);
+    assert_eq!(code, 0, "{err}");
+    let c = Checkpoint::open(conv.join("model.safetensors")).unwrap();
+    assert!(c.get("model.embed_tokens.weight").is_some() && c.get("lm_head.weight").is_none());
+    // Untied, the stored head is the output layer and the embeddings are missing.
+    let untied = t.path().join("untied");
+    rewrite(&src, &untied, rename, |c| {
+        c["tie_word_embeddings"] = false.into()
+    });
+    let (code, _, err) = ckpt(&["logits", untied.to_str().unwrap(), "--ids", "1,2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("model.embed_tokens.weight"), "{err}");
+}

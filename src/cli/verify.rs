@@ -501,7 +501,21 @@ pub fn verdict_text(rep: &Report) -> String {
                 Some(Err(_)) => why.push("logits could not run".into()),
                 _ => {}
             }
-            if let Some(b) = &rep.bytes
+            if let Some(q) = &rep.quant
+                && rep.structure.pass
+            {
+                // Quantized: the bands decided, not exactness.
+                if q.over > 0 {
+                    why.push(format!(
+                        "{} quantized tensor{} over {} band",
+                        q.over,
+                        if q.over == 1 { "" } else { "s" },
+                        if q.over == 1 { "its" } else { "their" }
+                    ));
+                } else if logits_ok {
+                    why.push("a tensor that is not quantized differs from the source by more than a change of float type".into());
+                }
+            } else if let Some(b) = &rep.bytes
                 && !b.values_equal()
                 && (logits_ok || rep.logits.as_ref().is_some_and(|l| l.is_err()))
                 && rep.structure.pass

@@ -298,6 +298,7 @@ pub fn canonical_view<'a>(
         }
     }
     add_zeros(&mut out, family, &q)?;
+    tied_head_as_embeddings(&mut out, config.as_ref());
     let mut v = View::new(ck, family.name.clone(), "llama", out, config, dropped)
         .map_err(|e| e.file(&ck.path))?;
     // A family view always carries the computation its family means (never LLaMA by default);
@@ -305,6 +306,23 @@ pub fn canonical_view<'a>(
     let r = super::math::for_checkpoint(family, ck.config.as_ref());
     v.math = Some(r.usable(&family.name, false).cloned());
     Ok(v)
+}
+
+/// A tied model stored as its output layer only: `safetensors.torch.save_model` keeps one name of
+/// each shared tensor, and for a tied LLaMA that is `lm_head.weight` (its metadata then records
+/// `model.embed_tokens.weight=lm_head.weight`). transformers ties the embeddings to it on load, so
+/// the view reads it as the embeddings of a tied model, the form `save_pretrained` writes. Only
+/// when the config ties and no embeddings are stored.
+fn tied_head_as_embeddings(out: &mut [ViewTensor], config: Option<&ModelConfig>) {
+    if config.and_then(|c| c.tie_word_embeddings) != Some(true)
+        || out.iter().any(|t| t.name == "model.embed_tokens.weight")
+    {
+        return;
+    }
+    if let Some(head) = out.iter_mut().find(|t| t.name == "lm_head.weight") {
+        head.name = "model.embed_tokens.weight".into();
+        head.transform = "rename";
+    }
 }
 
 /// Rows per head for a rotary permutation of a tensor of `rows` rows over `n` heads.

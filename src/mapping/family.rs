@@ -474,6 +474,17 @@ impl Family {
             || self.detect.tensors.iter().any(|p| p.is_match(name))
     }
 
+    /// The family-side name a plain rename rule gives the canonical tensor `canonical` (one
+    /// without placeholders: `model.embed_tokens.weight`, `lm_head.weight`), if there is one.
+    pub fn source_of(&self, canonical: &str) -> Option<&Pattern> {
+        self.rules.iter().find_map(|r| match &r.rule {
+            Rule::Rename { from, to } if to.text() == canonical && to.placeholders().is_empty() => {
+                Some(from)
+            }
+            _ => None,
+        })
+    }
+
     /// The family-side patterns that must be present: every rule source and detection tensor not
     /// listed as optional (drops excluded), plus `[detect] required`.
     pub fn required(&self) -> Vec<&Pattern> {

@@ -522,16 +522,34 @@ pub fn verify_with_progress(
     if let (Some(q), Some(Ok(l))) = (&quant, logits.as_mut()) {
         l.pass = l.nmse <= q.logits_band;
     }
+    // Tensors of a block type ckpt cannot decode (IQ*, TQ*, MXFP4) against the source's floats:
+    // their bytes differ whatever the model, so they rule nothing out; with the logits unable to
+    // run on them, such a run is inconclusive, never "not equivalent" on their account.
+    let judged = bytes.as_ref().map(|b| {
+        let mut b = b.clone();
+        b.differing
+            .retain(|(p, _)| !quant::unjudged(p.a_dtype, p.b_dtype));
+        b
+    });
     let verdict = match &quant {
-        None => decide(&structure, bytes.as_ref(), logits.as_ref(), exact),
+        None => decide(&structure, judged.as_ref(), logits.as_ref(), exact),
         Some(q) => {
-            let bytes_ok = bytes.as_ref().is_none_or(|b| {
-                b.differing.iter().all(|(p, d)| {
-                    d.as_ref().is_some_and(|v| v.max_abs == 0.0)
-                        || p.a_dtype.is_some_and(|d| d.is_block())
-                            != p.b_dtype.is_some_and(|d| d.is_block())
-                })
-            });
+            let mut bytes_ok = true;
+            for (p, d) in judged.iter().flat_map(|b| &b.differing) {
+                let ok = d.as_ref().is_some_and(|v| v.max_abs == 0.0)
+                    || p.a_dtype.is_some_and(|d| d.is_block())
+                        != p.b_dtype.is_some_and(|d| d.is_block())
+                    // A float tensor stored narrower (llama.cpp keeps some in F16): the source's
+                    // values rounded to that type and nothing else.
+                    || match (a.get(&p.canonical), b.get(&p.canonical)) {
+                        (Some(ta), Some(tb)) => quant::narrowed_exactly(a, ta, b, tb)?,
+                        _ => false,
+                    };
+                if !ok {
+                    bytes_ok = false;
+                    break;
+                }
+            }
             match decide(&structure, bytes.as_ref(), logits.as_ref(), false) {
                 Verdict::Equivalent if !(q.weights_pass() && bytes_ok) => Verdict::NotEquivalent,
                 v => v,

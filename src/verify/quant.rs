@@ -136,6 +136,50 @@ fn decode(v: &View<'_>, t: &ViewTensor) -> Result<Vec<f32>> {
     Ok(out)
 }
 
+/// Whether a pair of tensors is a block type ckpt has no band for (IQ*, TQ*, MXFP4: inspected, not
+/// decoded) on one side against another type: their bytes differing says nothing about the
+/// model, so values cannot rule equivalence in or out.
+pub fn unjudged(a: Option<Dtype>, b: Option<Dtype>) -> bool {
+    let unbanded = |d: Option<Dtype>| d.is_some_and(|d| d.is_block() && band(d).is_none());
+    a != b && (unbanded(a) || unbanded(b))
+}
+
+/// Whether `narrow` holds exactly `wide`'s values rounded to its float type (F32 to F16 or BF16,
+/// round to nearest even, as llama.cpp's converter and gguf-py write them; NaN for NaN): a float
+/// tensor a quantized file stores in a narrower float type (llama.cpp keeps some tensors in F16)
+/// is then the source's tensor, changed only by that rounding.
+pub fn narrowed_exactly(
+    va: &View<'_>,
+    ta: &ViewTensor,
+    vb: &View<'_>,
+    tb: &ViewTensor,
+) -> Result<bool> {
+    let width = |d: Dtype| match d {
+        Dtype::F32 => Some(32),
+        Dtype::F16 | Dtype::BF16 => Some(16),
+        _ => None,
+    };
+    let ((vw, tw), (vn, tn)) = match (width(ta.dtype), width(tb.dtype)) {
+        (Some(32), Some(16)) => ((va, ta), (vb, tb)),
+        (Some(16), Some(32)) => ((vb, tb), (va, ta)),
+        _ => return Ok(false),
+    };
+    if tw.shape != tn.shape {
+        return Ok(false);
+    }
+    let (w, n) = (decode(vw, tw)?, decode(vn, tn)?);
+    let round = |x: f32| -> f32 {
+        match tn.dtype {
+            Dtype::F16 => half::f16::from_f32(x).to_f32(),
+            _ => half::bf16::from_f32(x).to_f32(),
+        }
+    };
+    Ok(w.len() == n.len()
+        && w.iter()
+            .zip(&n)
+            .all(|(&x, &y)| round(x).to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())))
+}
+
 /// Compare every tensor that is block-quantized on one side and a float on the other (same shape),
 /// one tensor at a time. The non-quantized side is the reference. `None` when neither view is
 /// quantized.
