@@ -268,6 +268,14 @@ fn nested_state_dicts_are_found_listed_and_picked_by_key() {
         out.contains("`epoch` is not a tensor (int 3); skipped"),
         "{out}"
     );
+    // The file given directly says so too (it was silent outside a directory).
+    let file = fixture("torch-nested").join("model.pth");
+    let (code, out, err) = common::ckpt(&["inspect", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        format!("{out}{err}").contains("`epoch` is not a tensor (int 3); skipped"),
+        "{out}{err}"
+    );
     let two = corpus("torch-good/two-dicts.pth");
     let (code, _, err) = common::ckpt(&["inspect", two.to_str().unwrap()]);
     assert_eq!(code, 2);

@@ -170,17 +170,6 @@ impl Checkpoint {
                 }
             }
         };
-        for s in &ck.shards {
-            if let Some(a) = s.torch() {
-                for (name, what) in &a.skipped {
-                    ck.warnings.push(format!(
-                        "{}: `{}` is not a tensor ({what}); skipped",
-                        s.file_name,
-                        escape(name)
-                    ));
-                }
-            }
-        }
         ck.other_files = super::others(raw_listing, &ck);
         Ok(ck)
     }

@@ -561,8 +561,21 @@ impl Checkpoint {
         shards: Vec<Shard>,
         config: Option<ModelConfig>,
         index: Option<IndexFile>,
-        warnings: Vec<String>,
+        mut warnings: Vec<String>,
     ) -> Result<Checkpoint> {
+        // Entries of a PyTorch file that are not tensors (`epoch: int 3`, a list) are skipped,
+        // and said so, whatever the layout the file came in.
+        for s in &shards {
+            if let Some(a) = s.torch() {
+                for (name, what) in &a.skipped {
+                    warnings.push(format!(
+                        "{}: `{}` is not a tensor ({what}); skipped",
+                        s.file_name,
+                        escape(name)
+                    ));
+                }
+            }
+        }
         let mut tensors = Vec::new();
         let mut by_name: HashMap<String, usize> = HashMap::new();
         for (si, s) in shards.iter().enumerate() {

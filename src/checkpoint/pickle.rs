@@ -79,6 +79,16 @@ fn known_unsupported_global(module: &str, name: &str) -> Option<&'static str> {
         ("torch._utils", "_rebuild_sparse_tensor") | ("torch._utils", "_rebuild_sparse_csr") => {
             "a sparse torch tensor, which ckpt does not read"
         }
+        // Storage types torch's weights-only unpickler accepts (so the file runs no code) whose
+        // element types ckpt does not read.
+        ("torch", "ComplexFloatStorage" | "ComplexDoubleStorage" | "ComplexHalfStorage") => {
+            "a complex-valued storage, which ckpt does not read"
+        }
+        (
+            "torch",
+            "QInt8Storage" | "QUInt8Storage" | "QInt32Storage" | "QUInt4x2Storage"
+            | "QUInt2x4Storage",
+        ) => "a quantized torch storage, which ckpt does not read",
         ("torch._utils", "_rebuild_meta_tensor_no_storage") => {
             "a tensor on the `meta` device, which holds no data"
         }
@@ -966,6 +976,11 @@ mod tests {
         );
         assert!(!msg.contains("refused global"), "{msg}");
         assert_eq!(e.kind(), crate::error::ErrorKind::Unsupported);
+        // a complex storage (torch.load(weights_only=True) reads it: no code runs)
+        let p = b"\x80\x02ctorch\nComplexFloatStorage\nq\x00.";
+        let e = run(p, &mut ok).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::Unsupported, "{e}");
+        assert!(e.to_string().contains("complex-valued"), "{e}");
         // an unknown global is still refused as one
         let p = b"\x80\x02ctorch._utils\n_rebuild_tensor_v9\nq\x00.";
         let msg = run(p, &mut ok).unwrap_err().to_string();
