@@ -750,6 +750,29 @@ pub fn llama_math(
         .ok()
 }
 
+/// A first name component every tensor shares (`module.` from `DistributedDataParallel`,
+/// `_orig_mod.` from `torch.compile`) that no family's names start with, when detection finds a
+/// family once it is removed: the advice for a checkpoint no family fits as it is.
+fn strippable_prefix(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> Option<String> {
+    if !renames.is_empty() {
+        return None;
+    }
+    let first = ck.tensors.first()?.name.split_once('.')?.0;
+    if ck
+        .tensors
+        .iter()
+        .any(|t| t.name.split_once('.').map(|(p, _)| p) != Some(first))
+    {
+        return None;
+    }
+    let prefix = format!("{first}.");
+    let rule = RenameRule::parse(&format!("{}(.*)=$1", regex::escape(&prefix))).ok()?;
+    detect_with(ck, reg, std::slice::from_ref(&rule))
+        .ok()?
+        .winner
+        .map(|_| prefix)
+}
+
 fn m_family(winner: &Option<String>) -> String {
     winner.clone().unwrap_or_default()
 }
@@ -798,7 +821,9 @@ pub fn open_view<'a>(
                     d.evidence.join("; ")
                 ))
                 .file(&ck.path)
-                .cause(crate::error::Cause::FamilyUndetected));
+                .cause(crate::error::Cause::FamilyUndetected {
+                    strip: strippable_prefix(ck, reg, renames),
+                }));
             };
             reg.get(&w)
                 .ok_or_else(|| Error::internal("detected family vanished"))?

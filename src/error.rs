@@ -62,7 +62,11 @@ impl ErrorKind {
 #[non_exhaustive]
 pub enum Cause {
     /// No family fits the checkpoint (detection found none).
-    FamilyUndetected,
+    FamilyUndetected {
+        /// A prefix every tensor name shares (`module.`, as `DistributedDataParallel` saves
+        /// them) whose removal lets detection find a family, if there is one.
+        strip: Option<String>,
+    },
     /// A tensor matched no rule of the family the checkpoint was read through.
     TensorUnmapped {
         /// The family whose rules were tried.

@@ -666,3 +666,30 @@ fn a_family_reading_the_same_names_differently_is_not_told_apart_by_order() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("family      llama  (LLaMA-exact)"), "{out}");
 }
+
+/// A checkpoint whose every name carries a wrapper's prefix (`DistributedDataParallel` saves
+/// `module.model.layers...`) fits no family as it is; the error says which `--rename` removes the
+/// prefix, and that rename then reads it.
+#[test]
+fn a_shared_wrapper_prefix_is_named_with_the_rename_that_removes_it() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("ddp");
+    std::fs::create_dir_all(&d).unwrap();
+    let tensors: Vec<_> = common::fixture_tensors("llama-gqa")
+        .into_iter()
+        .map(|(n, s, b)| (format!("module.{n}"), s, b))
+        .collect();
+    common::write_f32_safetensors(&d.join("model.safetensors"), &tensors);
+    std::fs::copy(
+        common::fixture("llama-gqa").join("config.json"),
+        d.join("config.json"),
+    )
+    .unwrap();
+    let p = d.to_str().unwrap();
+    let (code, _, err) = common::ckpt(&["logits", p, "--ids", "1,2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(r"--rename 'module\.(.*)=$1'"), "{err}");
+    let (code, out, err) = common::ckpt(&["detect", p, "--rename", r"module\.(.*)=$1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("llama"), "{out}");
+}

@@ -35,7 +35,14 @@ pub fn advise(e: &mut Error, name: &str) {
     };
     let mut ways: Vec<String> = Vec::new();
     let hint = match cause {
-        Cause::FamilyUndetected => {
+        Cause::FamilyUndetected { strip } => {
+            if let Some(p) = strip.as_deref().filter(|_| has("rename")) {
+                // Detection found a family once the shared prefix was removed: the one way out.
+                return e.set_hint(Some(format!(
+                    "every tensor name starts with `{p}` (a wrapper's prefix, e.g. DistributedDataParallel's `module.`); without it the names fit a family: --rename '{}(.*)=$1'",
+                    regex::escape(&p)
+                )));
+            }
             if let Some(f) = family_flag {
                 ways.push(format!(
                     "name its family with {f} (`ckpt families` lists them)"
