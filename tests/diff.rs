@@ -1,5 +1,6 @@
 //! `ckpt diff` as a user runs it: identical checkpoints, MHA vs GQA, dtype changes, a Yi fixture
-//! against a LLaMA-named copy written here, values, and sparse real-shaped layouts.
+//! against a LLaMA-named copy written here, values, sparse real-shaped layouts, RoPE spellings that
+//! disagree within a side, and the files beside the weights (generation config, tokenizer).
 
 use std::path::Path;
 
@@ -58,6 +59,12 @@ fn rewrite(src: &Path, dst: &Path, rename: impl Fn(&str) -> String, cfg: impl Fn
         serde_json::to_string_pretty(&c).unwrap(),
     )
     .unwrap();
+    // The files `diff` compares beside the weights go along unchanged.
+    for f in ckpt::diff::files::COMPARED_FILES {
+        if src.join(f).is_file() {
+            std::fs::copy(src.join(f), dst.join(f)).unwrap();
+        }
+    }
 }
 
 #[test]
@@ -643,4 +650,371 @@ fn bytes_only_differences_are_named_in_the_values_summary() {
         "{out}"
     );
     assert!(!out.contains("other bytes"), "{out}");
+}
+
+/// The transformers 5 config of `llama-sharded` (`rope_parameters` with theta 10000) with a
+/// top-level `rope_theta` added: equal to the merged one it is another spelling of the same setting
+/// (exit 0); different (50000), the side's two spellings disagree (transformers 4, candle and vLLM
+/// read 50000, transformers 5 the merged value), which `diff` once ignored as "same setting, other
+/// spelling" and called `identical`. Both directions, and a conflict on both sides.
+#[test]
+fn rope_spellings_that_disagree_within_a_side_are_a_difference() {
+    let d = tempfile::tempdir().unwrap();
+    let with_theta = |name: &str, theta: Option<f64>| {
+        let dst = d.path().join(name);
+        rewrite(
+            &fixture("llama-sharded"),
+            &dst,
+            |n| n.to_string(),
+            |c| {
+                assert!(c["rope_parameters"].is_object() && c.get("rope_theta").is_none());
+                if let Some(t) = theta {
+                    c["rope_theta"] = t.into();
+                }
+            },
+        );
+        dst
+    };
+    let a = with_theta("a", None);
+    let agree = with_theta("agree", Some(10000.0));
+    let conflict = with_theta("conflict", Some(50000.0));
+
+    // The spellings agree within each side: another spelling of the same setting.
+    let (code, v) = diff_json(&a, &agree, &[]);
+    assert_eq!(code, 0, "{}", v["config"]);
+    let r = &v["config"]["differing"][0];
+    assert_eq!(
+        (r["key"].as_str(), r["reason"].as_str()),
+        (Some("rope_theta"), Some("same setting, other spelling")),
+        "{r}"
+    );
+    assert!(r["note"].is_null(), "{r}");
+
+    // B's spellings disagree, then A's.
+    for (x, y, side) in [(&a, &conflict, "B"), (&conflict, &a, "A")] {
+        let (code, v) = diff_json(x, y, &[]);
+        assert_eq!(code, 1, "{side}: {}", v["config"]);
+        assert_eq!(v["identical"], false);
+        let rows = v["config"]["differing"].as_array().unwrap();
+        let r = rows.iter().find(|r| r["key"] == "rope_theta").unwrap();
+        assert_eq!(r["ignored"], false, "{side}: {r}");
+        let note = r["note"].as_str().unwrap_or_default();
+        assert!(
+            note.starts_with(&format!("{side}'s two RoPE spellings disagree"))
+                && note.contains("50000")
+                && note.contains("10000"),
+            "{side}: {note}"
+        );
+        let (code, out, err) = ckpt(&["diff", x.to_str().unwrap(), y.to_str().unwrap()]);
+        assert_eq!(code, 1, "{out}{err}");
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("rope_theta"))
+            .expect(&out);
+        assert!(
+            line.contains(&format!("{side}'s two RoPE spellings disagree"))
+                && !line.contains("ignored"),
+            "{line}"
+        );
+        assert!(out.contains("differ: 21 tensors (21 same)"), "{out}");
+    }
+
+    // Against a side that agrees with itself, the conflicting side is still named.
+    let (code, v) = diff_json(&agree, &conflict, &[]);
+    assert_eq!(code, 1);
+    let r = &v["config"]["differing"].as_array().unwrap()[0];
+    assert!(
+        r["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("B's two RoPE")),
+        "{r}"
+    );
+    // Both sides in conflict, differently: both named.
+    let other = with_theta("other", Some(20000.0));
+    let (code, v) = diff_json(&conflict, &other, &[]);
+    assert_eq!(code, 1);
+    let r = &v["config"]["differing"].as_array().unwrap()[0];
+    let note = r["note"].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with("A's two RoPE") && note.contains("; B's two RoPE"),
+        "{note}"
+    );
+}
+
+/// A copy of a fixture directory (files only).
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn edit_json(p: &Path, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    edit(v.as_object_mut().unwrap());
+    std::fs::write(p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+fn file_row<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["files"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no file row {name}: {}", v["files"]))
+}
+
+fn differing_keys(row: &Value) -> Vec<&str> {
+    row["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["ignored"] == false)
+        .map(|k| k["key"].as_str().unwrap())
+        .collect()
+}
+
+/// Same tensors and config, but a file loaders read beside the weights changed: `diff` compared
+/// tensors and config.json only and said `identical` (exit 0). Each change is a difference now
+/// (exit 1) named in the table and in `--json`: generation_config.json's eos and sampling
+/// settings, tokenizer.json's vocabulary ids permuted, tokenizer.model deleted,
+/// tokenizer_config.json's bos_token / add_bos_token, merges.txt's bytes, a chat template added.
+#[test]
+fn files_beside_the_weights_are_compared() {
+    let d = tempfile::tempdir().unwrap();
+    let src = fixture("tokenizers/llama-tokjson");
+    let a = d.path().join("a");
+    copy_dir(&src, &a);
+    std::fs::copy(
+        fixture("tokenizers/yi-sp").join("tokenizer.model"),
+        a.join("tokenizer.model"),
+    )
+    .unwrap();
+    std::fs::write(a.join("merges.txt"), "#version: 0.2\nh e\nl l\n").unwrap();
+    let (code, v) = diff_json(&a, &a, &[]);
+    assert_eq!(code, 0, "{}", v["files"]);
+    assert_eq!(v["files"]["compared"], true);
+    let names: Vec<&str> = v["files"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "generation_config.json",
+            "merges.txt",
+            "tokenizer.json",
+            "tokenizer.model",
+            "tokenizer_config.json"
+        ]
+    );
+    assert!(
+        v["files"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "same")
+    );
+
+    type Edit = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, &str, &str, Vec<&str>, Edit)> = vec![
+        (
+            "generation",
+            "generation_config.json",
+            "differs",
+            vec!["eos_token_id", "temperature", "top_p"],
+            Box::new(|b: &Path| {
+                edit_json(&b.join("generation_config.json"), |m| {
+                    m.insert("eos_token_id".into(), Value::from(7));
+                    m.insert("temperature".into(), Value::from(0.6));
+                    m.insert("top_p".into(), Value::from(0.9));
+                })
+            }),
+        ),
+        (
+            "vocab",
+            "tokenizer.json",
+            "differs",
+            vec!["model"],
+            Box::new(|b: &Path| {
+                edit_json(&b.join("tokenizer.json"), |m| {
+                    let vocab = m["model"]["vocab"].as_object_mut().unwrap();
+                    let keys: Vec<String> = vocab.keys().skip(10).take(2).cloned().collect();
+                    let (x, y) = (vocab[&keys[0]].clone(), vocab[&keys[1]].clone());
+                    vocab.insert(keys[0].clone(), y);
+                    vocab.insert(keys[1].clone(), x);
+                })
+            }),
+        ),
+        (
+            "deleted",
+            "tokenizer.model",
+            "only in A",
+            vec![],
+            Box::new(|b: &Path| std::fs::remove_file(b.join("tokenizer.model")).unwrap()),
+        ),
+        (
+            "bos",
+            "tokenizer_config.json",
+            "differs",
+            vec!["bos_token", "add_bos_token"],
+            Box::new(|b: &Path| {
+                edit_json(&b.join("tokenizer_config.json"), |m| {
+                    m.insert("bos_token".into(), Value::from("<|begin|>"));
+                    m.insert("add_bos_token".into(), Value::Bool(false));
+                })
+            }),
+        ),
+        (
+            "merges",
+            "merges.txt",
+            "differs",
+            vec![],
+            Box::new(|b: &Path| {
+                std::fs::write(b.join("merges.txt"), "#version: 0.2\nl l\nh e\n").unwrap()
+            }),
+        ),
+        (
+            "template",
+            "chat_template.jinja",
+            "only in B",
+            vec![],
+            Box::new(|b: &Path| {
+                std::fs::write(b.join("chat_template.jinja"), "{{ messages }}").unwrap()
+            }),
+        ),
+    ];
+    for (what, file, status, keys, edit) in cases {
+        let b = d.path().join(what);
+        copy_dir(&a, &b);
+        edit(&b);
+        let (code, v) = diff_json(&a, &b, &[]);
+        assert_eq!(code, 1, "{what}: {}", v["files"]);
+        assert_eq!(v["identical"], false, "{what}");
+        let r = file_row(&v, file);
+        assert_eq!(r["status"], status, "{what}: {r}");
+        assert_eq!(differing_keys(r), keys, "{what}: {r}");
+        // Every other file, the tensors and the config are the same.
+        for o in v["files"]["rows"].as_array().unwrap() {
+            if o["name"] != file {
+                assert_eq!(o["status"], "same", "{what}: {o}");
+            }
+        }
+        assert!(
+            v["tensors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| t["status"] == "same")
+        );
+        assert_eq!(v["config"]["differing"], serde_json::json!([]));
+        // The text names the file and, for JSON, the keys, and does not say identical.
+        let (code, out, err) = ckpt(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+        assert_eq!(code, 1, "{what}: {out}{err}");
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(file))
+            .expect(&out);
+        let want = if keys.is_empty() {
+            status.to_string()
+        } else {
+            format!("differs: {}", keys.join(", "))
+        };
+        assert!(line.contains(&want), "{what}: {line}");
+        assert!(
+            out.contains("differ: 21 tensors (21 same)") && !out.contains("identical"),
+            "{what}: {out}"
+        );
+        if what == "generation" {
+            let l = out
+                .lines()
+                .find(|l| l.contains("generation_config.json: eos_token_id"))
+                .expect(&out);
+            assert!(l.contains(" 2 ") && l.contains(" 7"), "{l}");
+        }
+        if what == "vocab" {
+            let k = &r["keys"][0];
+            assert_eq!(k["inner_keys"], serde_json::json!(["vocab"]), "{k}");
+            assert!(out.contains("differs in: vocab"), "{out}");
+        }
+    }
+}
+
+/// What does not change what loaders see is not a difference: the same JSON in other bytes
+/// (reformatted, keys reordered), and a `transformers_version` alone (shown as ignored).
+#[test]
+fn files_beside_the_weights_equal_in_value_are_the_same() {
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("a");
+    copy_dir(&fixture("tokenizers/llama-tokjson"), &a);
+    let b = d.path().join("b");
+    copy_dir(&a, &b);
+    // Compact, keys in reverse order.
+    let p = b.join("tokenizer_config.json");
+    let v: serde_json::Map<String, Value> =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let rev: serde_json::Map<String, Value> = v.into_iter().rev().collect();
+    std::fs::write(&p, serde_json::to_string(&rev).unwrap()).unwrap();
+    edit_json(&b.join("generation_config.json"), |m| {
+        m.insert("transformers_version".into(), Value::from("9.9.9"));
+    });
+    let (code, v) = diff_json(&a, &b, &[]);
+    assert_eq!(code, 0, "{}", v["files"]);
+    assert_eq!(v["identical"], true);
+    let r = file_row(&v, "tokenizer_config.json");
+    assert_eq!(r["status"], "same");
+    assert_ne!(r["size_a"], r["size_b"]);
+    assert_eq!(r["note"], "same JSON values in other bytes");
+    let r = file_row(&v, "generation_config.json");
+    assert_eq!(r["status"], "same", "{r}");
+    assert_eq!(r["keys"][0]["key"], "transformers_version");
+    assert_eq!(r["keys"][0]["reason"], "informational");
+    let (code, out, _) = ckpt(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("files beside the weights: 3 same")
+            && out.contains("identical: 21 tensors (21 same)"),
+        "{out}"
+    );
+}
+
+/// A side given as a single file (a `.safetensors` or `.gguf` file, not a directory) has no files
+/// beside the weights to compare: the output says they were not compared rather than that they
+/// match, and they do not change the verdict.
+#[test]
+fn files_beside_the_weights_of_a_single_file_are_not_compared() {
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("a");
+    copy_dir(&fixture("tokenizers/llama-tokjson"), &a);
+    let file = a.join("model.safetensors");
+    for (x, y, who) in [
+        (&file, &a, "A was given as a file"),
+        (&a, &file, "B was given as a file"),
+        (&file, &file, "A and B were given as files"),
+    ] {
+        let (code, out, err) = ckpt(&["diff", x.to_str().unwrap(), y.to_str().unwrap()]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(
+            out.contains(&format!(
+                "files beside the weights: not compared ({who}, not"
+            )),
+            "{out}"
+        );
+        assert!(!out.contains("3 same"), "{out}");
+        let (_, v) = diff_json(x, y, &[]);
+        assert_eq!(v["files"]["compared"], false, "{v}");
+        assert!(v["files"]["reason"].as_str().unwrap().starts_with(who));
+        assert_eq!(v["files"]["rows"], serde_json::json!([]));
+    }
+    let gguf = fixture("gguf").join("gqa-f32.gguf");
+    let (_, out, _) = ckpt(&["diff", gguf.to_str().unwrap(), gguf.to_str().unwrap()]);
+    assert!(
+        out.contains("files beside the weights: not compared (A and B were given as files"),
+        "{out}"
+    );
 }

@@ -1,11 +1,13 @@
 //! `ckpt diff A B`: two checkpoints aligned through their families, one row per canonical tensor
-//! (per-layer rows collapsed unless `--all`), a config table, optional value differences.
+//! (per-layer rows collapsed unless `--all`), a config table, a table of the files beside the
+//! weights (generation config, tokenizer, chat template), optional value differences.
 
 use std::path::PathBuf;
 
 use ckpt::Result;
 use ckpt::checkpoint::Checkpoint;
-use ckpt::diff::{self, DiffReport, Options, Side, Status, TensorRow, ValueDiff};
+use ckpt::diff::files::KeyValue;
+use ckpt::diff::{self, DiffReport, FileStatus, Options, Side, Status, TensorRow, ValueDiff};
 use ckpt::mapping::{Registry, RenameRule, View};
 use ckpt::report::{self, esc, format_layers, layer_pattern};
 
@@ -14,12 +16,15 @@ use super::{
     CmdResult, EXIT_FINDINGS, EXIT_OK, JSON_SCHEMA_VERSION, json_number, out, public_value,
 };
 
-/// Compare two checkpoints tensor by tensor (aligned by canonical name) and config key by key.
+/// Compare two checkpoints tensor by tensor (aligned by canonical name), config key by key, and
+/// the files loaders read beside the weights (generation_config.json, tokenizer files, chat
+/// template) file by file.
 ///
 /// Every pair of tensors with the same shape and dtype has its bytes compared (zero-copy over the
 /// mmaps): `same` / `renamed` mean equal bytes, `values differ` means the bytes differ. Exit 0 when
 /// identical (same canonical tensors, shapes, dtypes and bytes; configs equal apart from keys the
-/// family mapping rewrites), 1 when they differ, 2 on error.
+/// family mapping rewrites; the same files beside the weights, when both sides are directories),
+/// 1 when they differ, 2 on error.
 #[derive(clap::Args, Debug)]
 #[command(after_help = exit_codes::DIFF)]
 pub struct Args {
@@ -293,6 +298,7 @@ fn render(rep: &DiffReport, all: bool) {
                 value(&r.b),
                 r.ignored
                     .map(|why| format!("ignored: {why}"))
+                    .or_else(|| r.note.as_ref().map(|n| esc(n)))
                     .unwrap_or_default(),
             ]);
         }
@@ -305,7 +311,108 @@ fn render(rep: &DiffReport, all: bool) {
         if c.rows.len() == 1 { "s" } else { "" },
         c.equal
     ));
+    render_files(&rep.files);
     out(&summary(rep));
+}
+
+/// `1,234 B`, or `-` for a file a side does not have.
+fn file_size(n: Option<u64>) -> String {
+    n.map_or_else(
+        || "-".into(),
+        |n| format!("{} B", report::thousands(n.into())),
+    )
+}
+
+/// A JSON file's differing key as shown in the key table.
+fn key_value(v: &KeyValue) -> String {
+    match v {
+        KeyValue::Absent => "(absent)".into(),
+        KeyValue::Value(v) => value(&Some(v.clone())),
+        // The start of the JSON text (control characters already escaped), cut like `value`.
+        KeyValue::Large(head) => format!("{}...", head.chars().take(60).collect::<String>()),
+    }
+}
+
+/// The files beside the weights: one row per file present on either side, the differing top-level
+/// keys of JSON files (like config keys), and a count line.
+fn render_files(f: &diff::FilesDiff) {
+    const WHAT: &str = "files beside the weights";
+    if let Some(why) = &f.not_compared {
+        out(&format!("{WHAT}: not compared ({why})"));
+        return;
+    }
+    if f.rows.is_empty() {
+        out(&format!("{WHAT}: none on either side"));
+        return;
+    }
+    let mut t = report::table(&["file", "A", "B", "status"]);
+    let mut keys: Vec<Vec<String>> = Vec::new();
+    for r in &f.rows {
+        let named: Vec<String> = r
+            .keys
+            .iter()
+            .filter(|k| k.ignored.is_none())
+            .map(|k| esc(&k.key))
+            .collect();
+        let more = r.keys_differing.saturating_sub(r.keys.len());
+        let status = match r.status {
+            FileStatus::Differs if !named.is_empty() => format!(
+                "differs: {}{}",
+                named.join(", "),
+                if more > 0 {
+                    format!(", ... and {more} more")
+                } else {
+                    String::new()
+                }
+            ),
+            s => match &r.note {
+                Some(n) => format!("{} ({n})", s.name()),
+                None => s.name().to_string(),
+            },
+        };
+        t.add_row(vec![esc(&r.name), file_size(r.a), file_size(r.b), status]);
+        for k in &r.keys {
+            keys.push(vec![
+                format!("{}: {}", esc(&r.name), esc(&k.key)),
+                key_value(&k.a),
+                key_value(&k.b),
+                match (k.ignored, k.inner.as_slice()) {
+                    (Some(why), _) => format!("ignored: {why}"),
+                    (None, []) => String::new(),
+                    (None, inner) => format!(
+                        "differs in: {}",
+                        inner.iter().map(|i| esc(i)).collect::<Vec<_>>().join(", ")
+                    ),
+                },
+            ]);
+        }
+    }
+    out(&t.to_string());
+    if !keys.is_empty() {
+        let mut kt = report::table(&["file: key", "A", "B", "note"]);
+        for k in keys {
+            kt.add_row(k);
+        }
+        out(&kt.to_string());
+    }
+    let parts: Vec<String> = [
+        (FileStatus::Differs, "differ"),
+        (FileStatus::OnlyA, "only in A"),
+        (FileStatus::OnlyB, "only in B"),
+        (FileStatus::Same, "same"),
+    ]
+    .iter()
+    .map(|(s, word)| (f.count(*s), word))
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, word)| {
+        if *word == "differ" && n == 1 {
+            "1 differs".to_string()
+        } else {
+            format!("{n} {word}")
+        }
+    })
+    .collect();
+    out(&format!("{WHAT}: {}", parts.join(", ")));
 }
 
 fn value(v: &Option<serde_json::Value>) -> String {
@@ -436,6 +543,7 @@ fn to_json(rep: &DiffReport) -> serde_json::Value {
             }
             row.insert("ignored".into(), json!(r.ignored.is_some()));
             row.insert("reason".into(), json!(r.ignored));
+            row.insert("note".into(), json!(r.note));
             serde_json::Value::Object(row)
         })
         .collect();
@@ -451,6 +559,56 @@ fn to_json(rep: &DiffReport) -> serde_json::Value {
             "equal": rep.config.equal,
         },
         "values": rep.values,
+        "files": files_json(&rep.files),
         "identical": rep.identical(),
+    })
+}
+
+/// `files` of the JSON: whether the files beside the weights were compared (and why not), and one
+/// row per file present on either side.
+fn files_json(f: &diff::FilesDiff) -> serde_json::Value {
+    use serde_json::json;
+    let rows: Vec<_> = f
+        .rows
+        .iter()
+        .map(|r| {
+            let keys: Vec<_> = r
+                .keys
+                .iter()
+                .map(|k| {
+                    // As in `config.differing`: a member is absent when that side does not have
+                    // the key; a value whose JSON text is over 4 KiB is left out too (`in_a` /
+                    // `in_b` say whether the key is there).
+                    let mut row = serde_json::Map::new();
+                    row.insert("key".into(), json!(k.key));
+                    row.insert("in_a".into(), json!(k.a != KeyValue::Absent));
+                    row.insert("in_b".into(), json!(k.b != KeyValue::Absent));
+                    if let KeyValue::Value(v) = &k.a {
+                        row.insert("a".into(), public_value(v));
+                    }
+                    if let KeyValue::Value(v) = &k.b {
+                        row.insert("b".into(), public_value(v));
+                    }
+                    row.insert("inner_keys".into(), json!(k.inner));
+                    row.insert("ignored".into(), json!(k.ignored.is_some()));
+                    row.insert("reason".into(), json!(k.ignored));
+                    serde_json::Value::Object(row)
+                })
+                .collect();
+            json!({
+                "name": r.name,
+                "size_a": r.a,
+                "size_b": r.b,
+                "status": r.status.name(),
+                "keys_differing": r.keys_differing,
+                "keys": keys,
+                "note": r.note,
+            })
+        })
+        .collect();
+    json!({
+        "compared": f.not_compared.is_none(),
+        "reason": f.not_compared,
+        "rows": rows,
     })
 }

@@ -40,7 +40,7 @@ pub fn advise(e: &mut Error, name: &str) {
                 // Detection found a family once the shared prefix was removed: the one way out.
                 return e.set_hint(Some(format!(
                     "every tensor name starts with `{p}` (a wrapper's prefix, e.g. DistributedDataParallel's `module.`); without it the names fit a family: --rename '{}(.*)=$1'",
-                    regex::escape(&p)
+                    regex::escape(p)
                 )));
             }
             if let Some(f) = family_flag {

@@ -65,8 +65,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Check that a checkpoint will load in LLaMA-compatible tooling (CI gate; exit 1 on findings).
     Check(check::Args),
-    /// Compare two checkpoints tensor by tensor (aligned by family, bytes compared) and config key by
-    /// key.
+    /// Compare two checkpoints tensor by tensor (aligned by family, bytes compared), config key by
+    /// key, and the tokenizer, chat template and generation config files beside the weights.
     Diff(diff::Args),
     /// Convert a checkpoint to another naming family as a Hub-ready directory (crash-safe).
     ///

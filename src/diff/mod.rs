@@ -6,10 +6,13 @@
 //! mmaps, with verify's [`crate::verify::tensor_bytes_equal`]), so `same` and `renamed` mean equal
 //! bytes and `values differ` means they are not; the configs are compared key by key, and with
 //! `values` every pair of same-shape float tensors is also compared element by element ([`values`]).
+//! The files loaders read beside the weights (`generation_config.json`, the tokenizer files, the
+//! chat template) are compared too, when both sides are directories ([`files`]).
 //!
 //! Only data is produced here; `ckpt diff` renders it (collapsing layers with
 //! [`crate::report::collapse`]).
 
+pub mod files;
 pub mod values;
 
 use serde_json::Value;
@@ -18,6 +21,7 @@ use crate::checkpoint::header::Dtype;
 use crate::error::Result;
 use crate::mapping::{View, ViewTensor};
 
+pub use files::{FileRow, FileStatus, FilesDiff};
 pub use values::ValueDiff;
 
 /// How a canonical tensor compares between the two sides.
@@ -117,6 +121,10 @@ pub struct ConfigRow {
     /// same thing in two spellings (`torch_dtype` / `dtype`, top-level `rope_theta` /
     /// `rope_parameters`).
     pub ignored: Option<&'static str>,
+    /// What else a reader should know about a difference that counts: for a RoPE key, that a
+    /// side spells RoPE both ways and the spellings disagree (so the key is not merely another
+    /// spelling of the other side's setting).
+    pub note: Option<String>,
 }
 
 /// The config comparison.
@@ -158,6 +166,8 @@ pub struct DiffReport {
     pub config: ConfigDiff,
     /// Whether values were compared.
     pub values: bool,
+    /// The files beside the weights (generation config, tokenizer, chat template).
+    pub files: FilesDiff,
 }
 
 /// Config keys that describe the file rather than the model.
@@ -165,13 +175,15 @@ pub const INFORMATIONAL_KEYS: &[&str] = &["transformers_version", "_name_or_path
 
 impl DiffReport {
     /// Same canonical tensors, shapes, dtypes and bytes (every pair's bytes compared), equal values
-    /// (when compared), and configs equal apart from ignored keys.
+    /// (when compared), configs equal apart from ignored keys, and no file beside the weights that
+    /// differs or is on one side only (when they were compared: see [`FilesDiff::not_compared`]).
     pub fn identical(&self) -> bool {
         self.tensors
             .iter()
             .all(|r| r.status.is_equal() && r.values.as_ref().is_none_or(|v| v.differing == 0))
             && self.config.rows.iter().all(|r| r.ignored.is_some())
             && self.config.present.0 == self.config.present.1
+            && self.files.rows.iter().all(|r| r.status == FileStatus::Same)
     }
 
     /// Number of rows with each status.
@@ -271,6 +283,7 @@ pub fn diff(a: &View, b: &View, opts: &Options) -> Result<DiffReport> {
         tensors: rows,
         config: config_diff(a, b),
         values: opts.values,
+        files: files::files_diff(a.ckpt, b.ckpt)?,
     })
 }
 
@@ -325,8 +338,36 @@ fn rope_fields(
     m
 }
 
+/// The RoPE keys: two spellings of one setting only while each side's spellings agree.
+const ROPE_KEYS: &[&str] = &["rope_theta", "rope_scaling", "rope_parameters"];
+
+/// How a side's config contradicts itself on RoPE ([`crate::checkpoint::ModelConfig::rope_conflict`]:
+/// both spellings, disagreeing), read from the file as stored.
+fn rope_conflict<'v>(v: &'v View) -> Option<&'v str> {
+    v.ckpt
+        .config
+        .as_ref()
+        .and_then(|c| c.rope_conflict.as_deref())
+}
+
+/// The note of a differing RoPE key when a side's two spellings disagree: that side's settings
+/// mean different things to different loaders, so the key is a difference, not another spelling.
+fn rope_conflict_note(a: Option<&str>, b: Option<&str>) -> Option<String> {
+    let side = |s: &str, why: &str| format!("{s}'s two RoPE spellings disagree: {why}");
+    let what = match (a, b) {
+        (None, None) => return None,
+        (Some(x), None) => side("A", x),
+        (None, Some(y)) => side("B", y),
+        (Some(x), Some(y)) => format!("{}; {}", side("A", x), side("B", y)),
+    };
+    Some(format!(
+        "{what} (transformers 4, candle and vLLM read the top-level keys, transformers 5 merges them)"
+    ))
+}
+
 /// Compare the raw configs key by key; a differing key is ignored when the views' (mapping-rewritten)
-/// configs agree on it, it is informational, or it is a spelling of a setting both sides agree on.
+/// configs agree on it, it is informational, or it is a spelling of a setting both sides agree on
+/// (for the RoPE keys, only while neither side's two RoPE spellings disagree).
 pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
     let raw = |v: &View| v.ckpt.config.as_ref().map(|c| c.raw.clone());
     let (ra, rb) = (raw(a), raw(b));
@@ -336,12 +377,15 @@ pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
     };
     let (ra, rb) = (ra.unwrap_or_default(), rb.unwrap_or_default());
     let (ca, cb) = (a.config.as_ref(), b.config.as_ref());
+    let conflicts = (rope_conflict(a), rope_conflict(b));
     let same_setting = |k: &str| -> bool {
         let (Some(x), Some(y)) = (ca, cb) else {
             return false;
         };
         match k {
             "torch_dtype" | "dtype" => x.dtype == y.dtype,
+            // A side whose two spellings disagree has no one setting to be the same as.
+            _ if conflicts.0.is_some() || conflicts.1.is_some() => false,
             _ => {
                 x.rope_theta == y.rope_theta
                     && x.rope_scaling == y.rope_scaling
@@ -379,6 +423,10 @@ pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
             Some("informational")
         } else if SPELLINGS.contains(&k.as_str()) && same_setting(k) {
             Some("same setting, other spelling")
+        } else if ROPE_KEYS.contains(&k.as_str())
+            && (conflicts.0.is_some() || conflicts.1.is_some())
+        {
+            None
         } else if a.family != b.family
             && canon(ca) == canon(cb)
             && (canon(ca).is_some() || rewritten.is_empty())
@@ -393,11 +441,17 @@ pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
         } else {
             None
         };
+        let note = if ignored.is_none() && ROPE_KEYS.contains(&k.as_str()) {
+            rope_conflict_note(conflicts.0, conflicts.1)
+        } else {
+            None
+        };
         out.rows.push(ConfigRow {
             key: k.clone(),
             a: va.cloned(),
             b: vb.cloned(),
             ignored,
+            note,
         });
     }
     if out.rows.iter().all(|r| r.ignored.is_some()) {
@@ -409,6 +463,7 @@ pub fn config_diff(a: &View, b: &View) -> ConfigDiff {
                 a: na.get(k).cloned(),
                 b: nb.get(k).cloned(),
                 ignored: None,
+                note: None,
             });
         }
     }
