@@ -361,6 +361,15 @@ fn quantized_verify_uses_bands_and_catches_a_swap() {
     ]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(out.contains("verdict: inconclusive"), "{out}");
+    // diff --values says it compared none of them, rather than "0 with different values" alone.
+    let (code, out, err) = ckpt(&[
+        "diff",
+        src.to_str().unwrap(),
+        gguf("iq4_nl-undecoded.gguf").to_str().unwrap(),
+        "--values",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("16 not compared by value"), "{out}");
 }
 
 /// `check` judges releases against LLaMA loaders' rules (llama.cpp through its converter); a GGUF

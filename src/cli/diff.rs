@@ -474,11 +474,23 @@ fn summary(rep: &DiffReport) -> String {
         r.a.as_ref()
             .is_some_and(|s| ckpt::check::scan::is_float(s.dtype))
     });
+    // Pairs --values could not compare (a block type ckpt does not decode, a non-float dtype):
+    // said, so that the count of differing values is not read as "the rest agree".
+    let unvalued = rep
+        .tensors
+        .iter()
+        .filter(|r| r.a.is_some() && r.b.is_some() && !r.status.is_equal() && r.values.is_none())
+        .count();
+    let not_compared = if rep.values && unvalued > 0 {
+        format!("; {unvalued} not compared by value (a dtype --values does not decode)")
+    } else {
+        String::new()
+    };
     let vals = match (rep.values, bytes_only.len()) {
         (false, _) => String::new(),
-        (true, 0) => format!("; {valdiff} with different values"),
+        (true, 0) => format!("; {valdiff} with different values{not_compared}"),
         (true, n) => format!(
-            "; {valdiff} with different values, {n} with the same values in other bytes ({})",
+            "; {valdiff} with different values, {n} with the same values in other bytes ({}){not_compared}",
             if floats {
                 "-0 against +0, or NaNs with other payloads"
             } else {
