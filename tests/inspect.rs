@@ -159,6 +159,13 @@ fn opening_errors_name_the_file_and_exit_2() {
             "never unpickles",
         ),
         (
+            // torch.save(sd, f, _use_new_zipfile_serialization=False, pickle_protocol=4): the
+            // legacy magic number after a protocol-4 frame
+            "legacy-proto4.bin",
+            b"\x80\x04\x95\x0d\x00\x00\x00\x00\x00\x00\x00\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e".to_vec(),
+            "legacy (non-zip) torch.save file written with pickle protocol 4",
+        ),
+        (
             "zip.bin.safetensors",
             b"PK\x03\x04\x14\x00\x00\x00\x00\x00".to_vec(),
             "zip archive",

@@ -382,6 +382,23 @@ fn diagnose(file: &File, size: u64, path: &Path) -> Option<Error> {
     if let [0x80, proto, ..] = head
         && (2..=5).contains(proto)
     {
+        // The legacy format's magic number (a pickled long) after another protocol's frame:
+        // `torch.save(..., _use_new_zipfile_serialization=False, pickle_protocol=N)`.
+        let number = &super::torch::LEGACY_MAGIC[2..];
+        if head
+            .iter()
+            .take(64)
+            .collect::<Vec<_>>()
+            .windows(number.len())
+            .any(|w| w.iter().copied().eq(number.iter()))
+        {
+            return wrong(
+                &format!(
+                    "this is a legacy (non-zip) torch.save file written with pickle protocol {proto}; ckpt reads that format with protocol 2 only (torch.save's default)"
+                ),
+                "re-save it with a current PyTorch (torch.save, zip format) or convert it to safetensors in an isolated environment",
+            );
+        }
         return wrong(
             "this is a bare Python pickle: neither safetensors nor a torch.save file (zip, or the legacy format with its magic number); ckpt never unpickles",
             "re-save it with a current PyTorch (torch.save) or convert it to safetensors in an isolated environment",
