@@ -795,3 +795,253 @@ fn runs_on_sparse_real_shaped_layouts() {
     let (_, v) = check_json(&yi, &[]);
     assert_eq!(v["errors"].as_u64(), Some(2 + 4 * 60));
 }
+
+/// Copy the files of fixture `name` except `expected.safetensors` (golden logits, not part of the
+/// checkpoint) into `to`, renaming `rename = (from, to)` on the way.
+fn copy_fixture(name: &str, to: &Path, rename: &[(&str, &str)]) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(fixture(name)).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        if n == "expected.safetensors" {
+            continue;
+        }
+        let dst = rename
+            .iter()
+            .find(|(f, _)| *f == n)
+            .map_or(n.as_str(), |(_, t)| t);
+        std::fs::copy(fixture(name).join(&n), to.join(dst)).unwrap();
+    }
+}
+
+fn loaders_of(f: &Value) -> Vec<&str> {
+    f["loaders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect()
+}
+
+/// QA: a directory whose only weights file has a name the loaders do not look for passed `check`
+/// (`ok`, exit 0), while transformers' `from_pretrained` raises `OSError: Error no file named ...`
+/// and llama.cpp's converter writes a GGUF without tensors. A lone `model.bin` was exit 2.
+#[test]
+fn regression_weights_under_names_loaders_do_not_look_for() {
+    let d = tempfile::tempdir().unwrap();
+    for (fx, from, to) in [
+        ("llama-mha", "model.safetensors", "weights.safetensors"),
+        ("llama-mha", "model.safetensors", "consolidated.safetensors"),
+        ("torch-bin", "pytorch_model.bin", "model.pth"),
+        ("torch-bin", "pytorch_model.bin", "model.bin"),
+    ] {
+        let p = d.path().join(to);
+        copy_fixture(fx, &p, &[(from, to)]);
+        let (code, v) = check_json(&p, &["--target", "llama"]);
+        assert_eq!(code, 1, "{to}: {v:#}");
+        let f = finding(&v, "W002-weights-name");
+        assert_eq!(f["severity"], "error", "{to}");
+        assert_eq!(loaders_of(f), ["transformers", "llama.cpp"], "{to}");
+        assert!(f["file"].as_str().unwrap().ends_with(to), "{to}: {f:#}");
+        let m = f["message"].as_str().unwrap();
+        for needle in [
+            &format!("`{to}`") as &str,
+            "`model.safetensors`, `model.safetensors.index.json`, `pytorch_model.bin` and `pytorch_model.bin.index.json`",
+            "`_get_resolved_checkpoint_files`",
+            "`model*.safetensors` or `pytorch_model*.bin`",
+            "GGUF without tensors",
+        ] {
+            assert!(m.contains(needle), "{to}: {needle}: {m}");
+        }
+        // Each target that shares the finding fails on it alone.
+        for target in ["transformers", "llama.cpp"] {
+            let (_, v) = check_json(&p, &["--target", target]);
+            assert!(
+                ids(&v).contains(&"W002-weights-name".into()),
+                "{to} {target}: {v:#}"
+            );
+        }
+    }
+    // `model.bin` cannot be opened by ckpt: the finding explains it (exit 1, F009 beside it); for
+    // a target the name does not concern (candle, which takes the files its caller passes) the
+    // open error stands, exit 2, naming the reason.
+    let p = d.path().join("model.bin");
+    let (_, v) = check_json(&p, &[]);
+    assert!(ids(&v).contains(&"F009-unopenable".into()), "{v:#}");
+    let (code, _, err) = ckpt(&["check", p.to_str().unwrap(), "--target", "candle"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no .safetensors files in the directory"),
+        "{err}"
+    );
+
+    // The names the loaders look for, and shards under another prefix with the index listing
+    // them (both transformers and llama.cpp's converter follow the index), are fine.
+    let ok = d.path().join("ok-torch");
+    copy_fixture("torch-bin", &ok, &[]);
+    assert!(!ids(&check_json(&ok, &["--target", "llama"]).1).contains(&"W002-weights-name".into()));
+    let sh = d.path().join("weights-shards");
+    let renames = [
+        (
+            "model-00001-of-00002.safetensors",
+            "weights-00001-of-00002.safetensors",
+        ),
+        (
+            "model-00002-of-00002.safetensors",
+            "weights-00002-of-00002.safetensors",
+        ),
+    ];
+    copy_fixture("llama-sharded", &sh, &renames);
+    let ip = sh.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&ip)
+        .unwrap()
+        .replace("\"model-0000", "\"weights-0000");
+    std::fs::write(&ip, text).unwrap();
+    let (code, v) = check_json(&sh, &["--target", "llama"]);
+    let got = ids(&v);
+    assert!(
+        !got.contains(&"W002-weights-name".into()) && !got.contains(&"W003-two-weight-sets".into()),
+        "{v:#}"
+    );
+    let (code_t, _) = check_json(&sh, &[]);
+    assert_eq!(ids(&v), ["K001-tokenizer-missing"], "{v:#}"); // the fixture has no tokenizer
+    assert_eq!((code, code_t), (1, 0), "{v:#}");
+    // Meta's layout (`consolidated.safetensors` + `params.json`) stays C001's finding: llama.cpp's
+    // `--mistral-format` reads it.
+    let meta = d.path().join("meta");
+    copy_fixture("llama-meta", &meta, &[]);
+    let (_, v) = check_json(&meta, &["--target", "llama"]);
+    assert!(ids(&v).contains(&"C001-config-missing".into()), "{v:#}");
+    assert!(!ids(&v).contains(&"W002-weights-name".into()), "{v:#}");
+}
+
+/// QA: `model.safetensors` beside an index and its shards was a W001 warning ("index-driven
+/// loaders ignore it"), then `ok`; transformers 5.23 reads `model.safetensors` before the index,
+/// llama.cpp's converter the index, so the two load different weights.
+#[test]
+fn regression_single_file_beside_an_index_is_two_weight_sets() {
+    let d = tempfile::tempdir().unwrap();
+    for (fx, single, extra) in [
+        (
+            "llama-sharded",
+            "model.safetensors",
+            "llama-mha/model.safetensors",
+        ),
+        (
+            "torch-sharded",
+            "pytorch_model.bin",
+            "torch-bin/pytorch_model.bin",
+        ),
+    ] {
+        let p = d.path().join(fx);
+        copy_fixture(fx, &p, &[]);
+        assert_eq!(check_json(&p, &[]).0, 0, "{fx}");
+        std::fs::copy(fixture(extra), p.join(single)).unwrap();
+        let (code, v) = check_json(&p, &[]);
+        assert_eq!(code, 1, "{fx}: {v:#}");
+        let f = finding(&v, "W003-two-weight-sets");
+        assert_eq!(f["severity"], "error");
+        assert!(f["file"].as_str().unwrap().ends_with(single), "{f:#}");
+        let m = f["message"].as_str().unwrap();
+        assert!(
+            m.contains(&format!("transformers' `from_pretrained` reads `{single}`"))
+                && m.contains("llama.cpp's converter the files the index lists")
+                && m.contains("-00001-of-00002."),
+            "{m}"
+        );
+        let (_, v) = check_json(&p, &["--target", "llama"]);
+        assert_eq!(
+            loaders_of(finding(&v, "W003-two-weight-sets")),
+            ["transformers", "llama.cpp"]
+        );
+        // Reported once, not also as an extra file.
+        assert!(
+            !ids(&v).contains(&"W001-extra-weights".into()),
+            "{fx}: {v:#}"
+        );
+    }
+    // An index that lists only `model.safetensors` is one set.
+    let p = d.path().join("one");
+    copy_fixture("llama-mha", &p, &[]);
+    let ck = Checkpoint::open(&p).unwrap();
+    let map: serde_json::Map<String, Value> = ck
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), Value::from("model.safetensors")))
+        .collect();
+    drop(ck);
+    let idx = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(p.join("model.safetensors.index.json"), idx.to_string()).unwrap();
+    let (code, v) = check_json(&p, &[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert!(!ids(&v).contains(&"W003-two-weight-sets".into()), "{v:#}");
+}
+
+/// QA: C011 said "LLaMA loaders ignore the key" for keys loaders use or refuse.
+#[test]
+fn regression_unmodelled_key_messages_say_what_loaders_do() {
+    let d = tempfile::tempdir().unwrap();
+    let with = |name: &str, fx: &str, edit: &dyn Fn(&mut Value)| {
+        let p = d.path().join(name);
+        copy_fixture(fx, &p, &[]);
+        let mut c: Value =
+            serde_json::from_str(&std::fs::read_to_string(p.join("config.json")).unwrap()).unwrap();
+        edit(&mut c);
+        std::fs::write(p.join("config.json"), c.to_string()).unwrap();
+        check_json(&p, &[])
+    };
+    let c011 = |v: &Value| {
+        finding(v, "C011-unmodelled-key")["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // (a) top-level original_max_position_embeddings beside llama3 scaling with another value.
+    let (code, v) = with("orig", "llama3-scaling", &|c| {
+        c["original_max_position_embeddings"] = 64.into();
+    });
+    assert_eq!(code, 1);
+    let m = c011(&v);
+    assert!(!m.contains("LLaMA loaders ignore"), "{m}");
+    assert!(
+        m.contains(
+            "transformers 5 uses it for the `llama3` scaling, over the scaling's own value 32"
+        ) && m.contains("llama.cpp's converter keeps the scaling's value"),
+        "{m}"
+    );
+    // The same value as the scaling's changes nothing in any loader: not reported.
+    let (code, v) = with("orig-same", "llama3-scaling", &|c| {
+        c["original_max_position_embeddings"] = 32.into();
+    });
+    assert_eq!(code, 0, "{v:#}");
+    // (b) quantization_config on plain weights.
+    let (_, v) = with("bnb", "llama-mha", &|c| {
+        c["quantization_config"] =
+            serde_json::json!({"quant_method": "bitsandbytes", "load_in_4bit": true});
+    });
+    let m = c011(&v);
+    assert!(!m.contains("ignore"), "{m}");
+    assert!(
+        m.contains("plain floats")
+            && m.contains("`ImportError`")
+            && m.contains("`NotImplementedError`")
+            && m.contains("'bitsandbytes'"),
+        "{m}"
+    );
+    let (_, v) = with("fp8", "llama-mha", &|c| {
+        c["quantization_config"] = serde_json::json!({"quant_method": "fp8"});
+    });
+    let m = c011(&v);
+    assert!(
+        m.contains("\"fp8\"") && !m.contains("NotImplementedError"),
+        "{m}"
+    );
+    // Any other key: what is known, generically.
+    let (_, v) = with("resid", "llama-mha", &|c| {
+        c["residual_multiplier"] = 0.22.into();
+    });
+    let m = c011(&v);
+    assert!(
+        m.contains("loaders differ") && !m.contains("ignore it and"),
+        "{m}"
+    );
+}

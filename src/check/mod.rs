@@ -306,6 +306,12 @@ pub fn run(path: &Path, opts: &Options) -> Result<Report> {
     let ck = match Checkpoint::open_with(path, &open_opts) {
         Ok(ck) => ck,
         Err(e) => {
+            // Weights under names no loader looks for (a lone `model.bin`) are a finding, not
+            // only an open error.
+            if let Some(dir) = loaders_dir(path, &open_opts) {
+                loaders::weight_files(&dir, None, &mut findings);
+            }
+            findings.retain(|f| f.loaders.intersects(opts.target.loaders()));
             if findings.iter().any(|f| f.severity == Severity::Error) {
                 let mut f = Finding::error(
                     files::ids::UNOPENABLE,
@@ -358,6 +364,23 @@ pub fn run(path: &Path, opts: &Options) -> Result<Report> {
     })
 }
 
+/// The directory loaders would be given for `path` (a directory, a cache repository's snapshot, an
+/// index's directory); `None` for a single weights file given directly.
+fn loaders_dir(path: &Path, opts: &crate::checkpoint::OpenOptions) -> Option<PathBuf> {
+    let r = crate::checkpoint::resolve::resolve(path, opts).ok()?;
+    if r.path.is_dir() {
+        return Some(r.path);
+    }
+    let name = r.path.file_name()?.to_string_lossy().into_owned();
+    if !name.ends_with(".index.json") {
+        return None;
+    }
+    match r.path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => Some(p.to_path_buf()),
+        _ => Some(PathBuf::from(".")),
+    }
+}
+
 /// "this looks like yi (LLaMA-exact): run `ckpt convert ...`", when detection finds a family other
 /// than the target that converts to it exactly.
 pub fn convert_hint(ck: &Checkpoint, target: Target) -> Option<String> {
@@ -386,6 +409,10 @@ pub fn convert_hint_with(
 pub fn check_opened(ck: &Checkpoint, opts: &Options) -> Result<Vec<Finding>> {
     let mut out = Vec::new();
     files::check_opened(ck, &mut out);
+    if ck.layout != crate::checkpoint::Layout::File {
+        let read: Vec<String> = ck.shards.iter().map(|s| s.file_name.clone()).collect();
+        loaders::weight_files(&ck.dir, Some(&read), &mut out);
+    }
     loaders::extra_weights(ck, &mut out);
     rules::config_identity(ck, opts.target, &mut out);
     rules::tensor_set(ck, &mut out)?;

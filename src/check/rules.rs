@@ -140,9 +140,10 @@ const KNOWN_ALIASES: &[(&str, &str)] = &[
 ];
 
 /// Keys of a LLaMA config that LLaMA's computation does not model (Granite's multipliers left in
-/// place, SmolLM3's `no_rope_layers`, a sliding window, ...): a loader ignores them, so the model it
-/// runs is not the one that was trained.
-fn unmodelled(c: &crate::checkpoint::ModelConfig, cfile: &std::path::Path, out: &mut Vec<Finding>) {
+/// place, SmolLM3's `no_rope_layers`, a sliding window, ...): the model a loader runs is then not
+/// the one that was trained. What each loader does with the key is said only where it is known
+/// ([`super::loaders::unmodelled_message`]).
+fn unmodelled(ck: &Checkpoint, c: &ModelConfig, cfile: &std::path::Path, out: &mut Vec<Finding>) {
     let mut reg = crate::mapping::Registry::empty();
     let Some((file, text)) = crate::mapping::family::BUILTIN.first() else {
         return;
@@ -155,11 +156,14 @@ fn unmodelled(c: &crate::checkpoint::ModelConfig, cfile: &std::path::Path, out: 
     };
     for k in crate::mapping::math::unmodelled_keys(c, &crate::mapping::math::understood_keys(llama))
     {
+        let Some(why) = super::loaders::unmodelled_message(ck, c, &k.key) else {
+            continue;
+        };
         out.push(
             Finding::error(
                 ids::UNMODELLED,
                 format!(
-                    "config key {k} changes the computation in a way LLaMA does not model: LLaMA loaders ignore it and compute something else"
+                    "config key {k} is not part of LLaMA's computation as ckpt models it: {why}"
                 ),
             )
             .file(cfile),
@@ -199,7 +203,7 @@ pub fn config_identity(ck: &Checkpoint, target: Target, out: &mut Vec<Finding>) 
     }
     let want = target.model_type();
     if c.model_type.as_deref() == Some(want) {
-        unmodelled(c, &cfile, out);
+        unmodelled(ck, c, &cfile, out);
     }
     match c.model_type.as_deref() {
         Some(m) if m == want => {}

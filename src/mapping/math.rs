@@ -464,6 +464,8 @@ pub const NEUTRAL_KEYS: &[&str] = &[
     "auto_map",
     "_name_or_path",
     "transformers_version",
+    // the weights file `from_pretrained` reads (check's W002 judges the name)
+    "transformers_weights",
     "torch_dtype",
     "dtype",
     "use_bfloat16",
