@@ -384,14 +384,8 @@ fn diagnose(file: &File, size: u64, path: &Path) -> Option<Error> {
     {
         // The legacy format's magic number (a pickled long) after another protocol's frame:
         // `torch.save(..., _use_new_zipfile_serialization=False, pickle_protocol=N)`.
-        let number = &super::torch::LEGACY_MAGIC[2..];
-        if head
-            .iter()
-            .take(64)
-            .collect::<Vec<_>>()
-            .windows(number.len())
-            .any(|w| w.iter().copied().eq(number.iter()))
-        {
+        let number = super::torch::LEGACY_MAGIC.get(2..).unwrap_or_default();
+        if head.windows(number.len()).take(64).any(|w| w == number) {
             return wrong(
                 &format!(
                     "this is a legacy (non-zip) torch.save file written with pickle protocol {proto}; ckpt reads that format with protocol 2 only (torch.save's default)"
