@@ -1173,6 +1173,31 @@ pub fn sub_byte_tensor(ck: &Checkpoint) -> Option<&crate::checkpoint::TensorInfo
         .find(|t| !t.dtype.is_block() && crate::checkpoint::header::dtype_bits(t.dtype) < 8)
 }
 
+/// Whether a view whose config ties the embeddings also stores an `lm_head.weight` that is not
+/// them: another shape or dtype, or bytes that differ in its first, middle or last row. Detection
+/// samples three rows (an 8B model's head is 1 GB); a head that passes is compared in full where
+/// logits are computed (`reference::Model`), and `ckpt check` compares it too (T007).
+fn tied_head_differs(v: &View<'_>) -> bool {
+    let (Some(h), Some(e)) = (v.get("lm_head.weight"), v.get("model.embed_tokens.weight")) else {
+        return false;
+    };
+    if h.shape != e.shape || h.dtype != e.dtype {
+        return true;
+    }
+    let rows = h.shape.first().copied().unwrap_or(0);
+    let row = |t: &crate::mapping::ViewTensor, r: usize| -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        for seg in v.resolve_rows(t, r, 1).ok()? {
+            out.extend_from_slice(&v.segment_bytes(&seg).ok()?);
+        }
+        Some(out)
+    };
+    [0, rows / 2, rows.saturating_sub(1)]
+        .into_iter()
+        .filter(|&r| r < rows)
+        .any(|r| row(h, r) != row(e, r))
+}
+
 fn check_shapes(ck: &Checkpoint, f: &Family, s: &mut FamilyScore, renames: &[RenameRule]) {
     let v = match canonical_view(ck, f, renames) {
         Ok(v) => v,
@@ -1193,6 +1218,15 @@ fn check_shapes(ck: &Checkpoint, f: &Family, s: &mut FamilyScore, renames: &[Ren
         s.shapes_ok = Some(true);
         return;
     };
+    if c.tie_word_embeddings == Some(true) && tied_head_differs(&v) {
+        s.shapes_ok = Some(false);
+        s.shape_note = Some(format!(
+            "cannot be read as {}: `tie_word_embeddings` is true but the stored `lm_head.weight` differs from the embeddings (transformers 5 and llama.cpp compute with the stored one, transformers 4 and candle with the embeddings; `ckpt check` reports it as T007)",
+            f.name
+        ));
+        s.refusal_kind = Some(ErrorKind::Unsupported);
+        return;
+    }
     let mut problems = Vec::new();
     let mut want = |name: &str, dim: usize, expect: Option<usize>| {
         if let (Some(t), Some(e)) = (v.get(name), expect)

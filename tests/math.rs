@@ -465,6 +465,23 @@ fn mystery_is_llama_when_asserted() {
     };
     assert_eq!(e.tensor_name(), Some("lm_head.weight"));
     assert!(e.message().contains("transformers 5"), "{}", e.message());
+    // Detection samples rows of the two and rules the family out, so `detect` does not call it
+    // LLaMA and `convert` without `--verify` does not pass the ambiguity on to its output.
+    let dir = tempfile::tempdir().unwrap();
+    copy_with_config("mystery", dir.path(), |c| {
+        c["tie_word_embeddings"] = true.into();
+        c["model_type"] = "llama".into();
+    });
+    let p = dir.path().to_str().unwrap();
+    let (code, out, _) = common::ckpt(&["detect", p]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("differs from the embeddings"), "{out}");
+    let outside = tempfile::tempdir().unwrap();
+    let dst = outside.path().join("out");
+    let (code, _, err) = common::ckpt(&["convert", p, dst.to_str().unwrap(), "--to", "llama"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("differs from the embeddings"), "{err}");
+    assert!(!dst.exists());
     // A stored copy of the embeddings means the same to every loader: it runs, and the copy is
     // reported as unused rather than dropped silently.
     let same = tempfile::tempdir().unwrap();
