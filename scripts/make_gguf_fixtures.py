@@ -558,8 +558,10 @@ def main():
     e = sd["model.embed_tokens.weight"]
     noisy["model.embed_tokens.weight"] = e + 1e-3 * torch.randn(e.shape, generator=g, dtype=e.dtype)
     write_gguf(os.path.join(OUT, "q8_0-f16-embd-changed.gguf"), cfg, noisy, embd_f16)
-    # Every matrix in a type ckpt does not decode (IQ4_NL): nothing can compare its values.
-    write_gguf(os.path.join(OUT, "iq4_nl-undecoded.gguf"), cfg, sd, lambda n, t: T.IQ4_NL)
+    # Every matrix but the embedding in a type ckpt does not decode (IQ4_NL), the embedding in F16
+    # (as llama.cpp's TQ1_0/TQ2_0 outputs keep it): nothing can compare the matrices' values.
+    undecoded = lambda n, t: T.F16 if n == "model.embed_tokens.weight" else T.IQ4_NL  # noqa: E731
+    write_gguf(os.path.join(OUT, "iq4_nl-undecoded.gguf"), cfg, sd, undecoded)
     # A key llama.cpp computes with and ckpt does not model (it scales q and k): no golden logits,
     # every command that computes refuses it by name.
     cfg, sd, _ = load_hf(gqa)

@@ -970,6 +970,17 @@ fn files_beside_the_weights_equal_in_value_are_the_same() {
     assert_eq!(r["status"], "same");
     assert_ne!(r["size_a"], r["size_b"]);
     assert_eq!(r["note"], "same JSON values in other bytes");
+    // How the tokenizer was loaded before it was saved (transformers 5 records it) is not the
+    // tokenizer: the same tokenizer loaded with `local_files_only=True` is the same.
+    let c = d.path().join("c");
+    copy_dir(&a, &c);
+    edit_json(&c.join("tokenizer_config.json"), |m| {
+        m.insert("local_files_only".into(), Value::from(true));
+        m.insert("is_local".into(), Value::from(true));
+    });
+    let (code, vc) = diff_json(&a, &c, &[]);
+    assert_eq!(code, 0, "{}", vc["files"]);
+    assert_eq!(file_row(&vc, "tokenizer_config.json")["status"], "same");
     let r = file_row(&v, "generation_config.json");
     assert_eq!(r["status"], "same", "{r}");
     assert_eq!(r["keys"][0]["key"], "transformers_version");

@@ -877,9 +877,10 @@ pub fn llama_config(g: &GgufFile, file: &[u8]) -> Result<Map<String, Json>> {
             && !at_default(rest, v, hidden)
         {
             // Numbers as numbers; anything else (a `false` would read as "switched off") as text.
-            let shown = match (v.as_u64(), v.as_f64()) {
-                (Some(n), _) => Json::from(n),
-                (None, Some(f)) => float_json(f),
+            let shown = match (v.as_u64(), v.as_f64(), v.as_str()) {
+                (Some(n), _, _) => Json::from(n),
+                (None, Some(f), _) => float_json(f),
+                (None, None, Some(text)) => Json::from(text),
                 _ => Json::from(v.display()),
             };
             m.insert(format!("gguf.{k}"), shown);
@@ -1003,6 +1004,12 @@ const READ_KEYS: &[&str] = &[
     // Whether the model was fine-tuned with its scaling: llama.cpp reads it and computes nothing
     // differently.
     "rope.scaling.finetuned",
+    // Keys llama.cpp does not read for the llama architecture (`load_hparams` and
+    // `llama_model_llama::load_arch_hparams`): the old converter's layout label ("Meta AI original
+    // pth"), and the LayerNorm epsilon (the llama graph normalises with RMSNorm and its own
+    // epsilon) that llama.cpp's own model saver writes.
+    "tensor_data_layout",
+    "attention.layer_norm_epsilon",
 ];
 
 /// Whether an `{arch}.*` key that [`llama_config`] does not read holds the value llama.cpp assumes
@@ -1019,6 +1026,8 @@ fn at_default(key: &str, v: &Value, hidden: u64) -> bool {
         | "pooling_type" => v.as_u64() == Some(0),
         "embedding_length_out" => matches!(v.as_u64(), Some(0)) || v.as_u64() == Some(hidden),
         "rope.scaling.attn_factor" => v.as_f64() == Some(1.0),
+        "attention.sliding_window" => v.as_u64() == Some(0),
+        "rope.scaling.yarn_log_multiplier" => v.as_f64() == Some(0.0),
         "rope.scaling.alpha" => v.as_f64() == Some(0.0),
         _ => false,
     }

@@ -46,6 +46,11 @@ pub const COMPARED_FILES: &[&str] = &[
     "chat_template.json",
 ];
 
+/// Keys transformers 5 writes into `tokenizer_config.json` from how the tokenizer was loaded, not
+/// from the tokenizer (`from_pretrained(..., local_files_only=True)` saves `local_files_only: true`):
+/// the same tokenizer loaded two ways must not differ.
+pub const SAVE_CONTEXT_KEYS: &[&str] = &["is_local", "local_files_only"];
+
 /// Most differing keys of one JSON file kept as rows (a permuted `vocab.json` differs in every
 /// token); [`FileRow::keys_differing`] has the full count.
 pub const MAX_KEY_ROWS: usize = 20;
@@ -339,9 +344,9 @@ fn key_rows(mut oa: Map<String, Value>, mut ob: Map<String, Value>) -> (Vec<KeyR
         if rows.len() >= MAX_KEY_ROWS {
             continue;
         }
-        let ignored = INFORMATIONAL_KEYS
-            .contains(&k.as_str())
-            .then_some("informational");
+        let ignored = (INFORMATIONAL_KEYS.contains(&k.as_str())
+            || SAVE_CONTEXT_KEYS.contains(&k.as_str()))
+        .then_some("informational");
         let inner = match (oa.get(&k), ob.get(&k)) {
             (Some(Value::Object(x)), Some(Value::Object(y))) => x
                 .keys()

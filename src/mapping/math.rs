@@ -622,10 +622,7 @@ pub fn unmodelled_keys(cfg: &ModelConfig, understood: &[&str]) -> Vec<Unmodelled
         .chain(per_layer_type)
         .map(|(k, v)| {
             // Compact JSON, with non-finite tokens shown as the file spelled them.
-            let mut value = crate::json::to_string_pretty_nonfinite(v)
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join("");
+            let mut value = compact_json(&crate::json::to_string_pretty_nonfinite(v));
             if value.chars().count() > 60 {
                 value = value.chars().take(57).collect::<String>() + "...";
             }
@@ -635,6 +632,26 @@ pub fn unmodelled_keys(cfg: &ModelConfig, understood: &[&str]) -> Vec<Unmodelled
             }
         })
         .collect()
+}
+
+/// JSON text without the whitespace between tokens; the spaces inside strings are kept.
+fn compact_json(text: &str) -> String {
+    let (mut out, mut in_string, mut escaped) = (String::with_capacity(text.len()), false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if !c.is_whitespace() {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1207,4 +1224,31 @@ pub fn for_checkpoint(fam: &crate::mapping::Family, cfg: Option<&ModelConfig>) -
     })()
     .map_err(|e| e.message().to_string());
     Resolved { math, unmodelled }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmodelled_values_print_as_compact_json_with_their_strings_intact() {
+        let cfg = ModelConfig::parse(
+            br#"{"layout": "Meta AI original pth", "list": [1, 2], "obj": {"a b": "c d"}}"#,
+            crate::checkpoint::ConfigSource::ConfigJson,
+        )
+        .unwrap();
+        let shown: Vec<String> = unmodelled_keys(&cfg, &[])
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                r#"`layout` = "Meta AI original pth""#,
+                "`list` = [1,2]",
+                r#"`obj` = {"a b":"c d"}"#
+            ]
+        );
+    }
 }

@@ -525,12 +525,25 @@ pub fn verify_with_progress(
     // Tensors of a block type ckpt cannot decode (IQ*, TQ*, MXFP4) against the source's floats:
     // their bytes differ whatever the model, so they rule nothing out; with the logits unable to
     // run on them, such a run is inconclusive, never "not equivalent" on their account.
-    let judged = bytes.as_ref().map(|b| {
-        let mut b = b.clone();
-        b.differing
-            .retain(|(p, _)| !quant::unjudged(p.a_dtype, p.b_dtype));
-        b
-    });
+    // Beside quantized weights (a GGUF), a float tensor stored narrower (llama.cpp keeps some in
+    // F16) whose values are exactly the source's rounded to that type is the source's tensor too.
+    let quantized = quant::is_quantized(a) || quant::is_quantized(b);
+    let mut judged = bytes.clone();
+    if let Some(j) = judged.as_mut() {
+        let mut kept = Vec::with_capacity(j.differing.len());
+        for (p, d) in std::mem::take(&mut j.differing) {
+            let narrowed = exact
+                && quantized
+                && match (a.get(&p.canonical), b.get(&p.canonical)) {
+                    (Some(ta), Some(tb)) => quant::narrowed_exactly(a, ta, b, tb)?,
+                    _ => false,
+                };
+            if !narrowed && !quant::unjudged(p.a_dtype, p.b_dtype) {
+                kept.push((p, d));
+            }
+        }
+        j.differing = kept;
+    }
     let verdict = match &quant {
         None => decide(&structure, judged.as_ref(), logits.as_ref(), exact),
         Some(q) => {
@@ -538,13 +551,7 @@ pub fn verify_with_progress(
             for (p, d) in judged.iter().flat_map(|b| &b.differing) {
                 let ok = d.as_ref().is_some_and(|v| v.max_abs == 0.0)
                     || p.a_dtype.is_some_and(|d| d.is_block())
-                        != p.b_dtype.is_some_and(|d| d.is_block())
-                    // A float tensor stored narrower (llama.cpp keeps some in F16): the source's
-                    // values rounded to that type and nothing else.
-                    || match (a.get(&p.canonical), b.get(&p.canonical)) {
-                        (Some(ta), Some(tb)) => quant::narrowed_exactly(a, ta, b, tb)?,
-                        _ => false,
-                    };
+                        != p.b_dtype.is_some_and(|d| d.is_block());
                 if !ok {
                     bytes_ok = false;
                     break;
