@@ -599,6 +599,16 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
     } else {
         evidence.push("no family's rules match any tensor name".into());
     }
+    if best.is_none()
+        && config_refusal.is_none()
+        && let Some((prefix, family)) = strippable_prefix(ck, reg, renames)
+    {
+        evidence.push(format!(
+            "every tensor name starts with `{}` (a wrapper's prefix, e.g. DistributedDataParallel's `module.`); without it the names fit {family}: --rename '{}'",
+            escape(&prefix),
+            strip_rule(&prefix)
+        ));
+    }
     let fam = best.as_ref().and_then(|b| reg.get(&b.family));
     let dims_cfg = match (fam, cfg) {
         (Some(f), Some(c)) => crate::mapping::configmap::renamed(c, f).ok(),
@@ -750,10 +760,20 @@ pub fn llama_math(
         .ok()
 }
 
+/// The rename rule that removes `prefix` from every name (`module[.](.*)=$1`: dots as `[.]`, so
+/// the rule prints the same escaped or not).
+pub fn strip_rule(prefix: &str) -> String {
+    format!("{}(.*)=$1", regex::escape(prefix).replace("\\.", "[.]"))
+}
+
 /// A first name component every tensor shares (`module.` from `DistributedDataParallel`,
 /// `_orig_mod.` from `torch.compile`) that no family's names start with, when detection finds a
 /// family once it is removed: the advice for a checkpoint no family fits as it is.
-fn strippable_prefix(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> Option<String> {
+fn strippable_prefix(
+    ck: &Checkpoint,
+    reg: &Registry,
+    renames: &[RenameRule],
+) -> Option<(String, String)> {
     if !renames.is_empty() {
         return None;
     }
@@ -766,11 +786,11 @@ fn strippable_prefix(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) ->
         return None;
     }
     let prefix = format!("{first}.");
-    let rule = RenameRule::parse(&format!("{}(.*)=$1", regex::escape(&prefix))).ok()?;
+    let rule = RenameRule::parse(&strip_rule(&prefix)).ok()?;
     detect_with(ck, reg, std::slice::from_ref(&rule))
         .ok()?
         .winner
-        .map(|_| prefix)
+        .map(|w| (prefix, w))
 }
 
 fn m_family(winner: &Option<String>) -> String {
@@ -822,7 +842,7 @@ pub fn open_view<'a>(
                 ))
                 .file(&ck.path)
                 .cause(crate::error::Cause::FamilyUndetected {
-                    strip: strippable_prefix(ck, reg, renames),
+                    strip: strippable_prefix(ck, reg, renames).map(|(p, _)| p),
                 }));
             };
             reg.get(&w)
@@ -1283,6 +1303,15 @@ fn infer_dims(
                 shape_of.insert(to.render(b), ck.tensors[i].shape.clone());
             }
         }
+    }
+    // A tied model stored as its head only (`safetensors.torch.save_model`): the canonical view
+    // reads it as the embeddings (`tied_head_as_embeddings` in `mapping::apply`), and so do the
+    // dimensions.
+    if cfg.and_then(|c| c.tie_word_embeddings) == Some(true)
+        && !shape_of.contains_key("model.embed_tokens.weight")
+        && let Some(s) = shape_of.remove("lm_head.weight")
+    {
+        shape_of.insert("model.embed_tokens.weight".to_string(), s);
     }
     let dim = |name: &str, k: usize| {
         shape_of

@@ -769,6 +769,7 @@ fn a_tied_model_stored_as_its_lm_head_is_the_tied_model() {
     let p = head_only.to_str().unwrap();
     let (code, out, err) = ckpt(&["detect", p]);
     assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("tied=true"), "{out}");
     let (ids, want) = common::golden(&src);
     let args: Vec<String> = ids
         .iter()

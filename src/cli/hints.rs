@@ -39,8 +39,8 @@ pub fn advise(e: &mut Error, name: &str) {
             if let Some(p) = strip.as_deref().filter(|_| has("rename")) {
                 // Detection found a family once the shared prefix was removed: the one way out.
                 return e.set_hint(Some(format!(
-                    "every tensor name starts with `{p}` (a wrapper's prefix, e.g. DistributedDataParallel's `module.`); without it the names fit a family: --rename '{}(.*)=$1'",
-                    regex::escape(p)
+                    "every tensor name starts with `{p}` (a wrapper's prefix, e.g. DistributedDataParallel's `module.`); without it the names fit a family: --rename '{}'",
+                    ckpt::detect::strip_rule(p)
                 )));
             }
             if let Some(f) = family_flag {
