@@ -64,7 +64,8 @@ pub fn preflight(path: &Path, out: &mut Vec<Finding>) {
     }
 }
 
-fn list(dir: &Path) -> Vec<String> {
+/// The file names of a directory, sorted, without ckpt's temporaries.
+pub(super) fn list(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())

@@ -19,6 +19,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use super::files::list as listing;
 use super::{Finding, Loaders};
 use crate::checkpoint::header::Dtype;
 use crate::checkpoint::{Checkpoint, INDEX_NAME, IndexFile, ModelConfig, Shard, TORCH_INDEX_NAME};
@@ -144,20 +145,6 @@ const TRANSFORMERS_NAMES: [&str; 4] = [
 
 /// Extensions of files that hold weights a loader could be meant to read.
 const WEIGHT_EXT: &[&str] = &[".safetensors", ".bin", ".pth", ".pt"];
-
-/// The file names of a directory, sorted, without ckpt's temporaries.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.contains(".ckpt-tmp-") && !n.contains(".ckpt-old-"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
 
 /// What transformers reads: `transformers_weights` from `config.json` when it names a file of the
 /// directory (`from_pretrained` passes it as the explicit file name), else the first of
