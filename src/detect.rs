@@ -222,6 +222,9 @@ pub struct Detection {
     pub math: Option<crate::mapping::math::Resolved>,
     /// What converting the winner to LLaMA needs (`None` when its math is not known).
     pub to_llama: Option<crate::mapping::math::Bridge>,
+    /// Without a winner: a first name component every tensor shares (`module.`) whose removal
+    /// lets detection find a family (`--rename` with [`strip_rule`] removes it).
+    pub wrapper_prefix: Option<String>,
     /// Without a winner: why the family the config names refused the checkpoint (its config
     /// sets what the family does not model, or the checkpoint cannot be read as it). Commands
     /// report this rather than "cannot tell which family": the config told, and the family
@@ -263,6 +266,7 @@ pub fn detect(ck: &Checkpoint, reg: &Registry) -> Detection {
             math: None,
             to_llama: None,
             missing_required: 0,
+            wrapper_prefix: None,
             config_refusal: None,
         },
     }
@@ -599,14 +603,19 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
     } else {
         evidence.push("no family's rules match any tensor name".into());
     }
+    // Computed once, for the evidence (nothing fits) and for the error `open_view` gives a plain
+    // checkpoint without a winner (nothing fits, or look-alikes undecided).
+    let wrapper = (config_refusal.is_none()
+        && (best.is_none() || (matches!(kind, CheckpointKind::Plain) && undecided.is_some())))
+    .then(|| strippable_prefix(ck, reg, renames))
+    .flatten();
     if best.is_none()
-        && config_refusal.is_none()
-        && let Some((prefix, family)) = strippable_prefix(ck, reg, renames)
+        && let Some((prefix, family)) = &wrapper
     {
         evidence.push(format!(
             "every tensor name starts with `{}` (a wrapper's prefix, e.g. DistributedDataParallel's `module.`); without it the names fit {family}: --rename '{}'",
-            escape(&prefix),
-            strip_rule(&prefix)
+            escape(prefix),
+            strip_rule(prefix)
         ));
     }
     let fam = best.as_ref().and_then(|b| reg.get(&b.family));
@@ -743,6 +752,7 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
         missing_required,
         math,
         to_llama,
+        wrapper_prefix: wrapper.map(|(p, _)| p),
         config_refusal,
     })
 }
@@ -842,7 +852,7 @@ pub fn open_view<'a>(
                 ))
                 .file(&ck.path)
                 .cause(crate::error::Cause::FamilyUndetected {
-                    strip: strippable_prefix(ck, reg, renames).map(|(p, _)| p),
+                    strip: d.wrapper_prefix.clone(),
                 }));
             };
             reg.get(&w)

@@ -28,9 +28,11 @@ use crate::tokenizer::{
 
 use super::INFORMATIONAL_KEYS;
 
-/// The files compared beside the weights (besides `*.tiktoken` rank files): what transformers,
-/// vLLM, candle and llama.cpp's converter read from a checkpoint directory to build the tokenizer,
-/// the chat template and the generation defaults.
+/// The files compared beside the weights, besides the tokenizer module's other tokenizer files
+/// (`vocab.json`, `merges.txt`, `vocab.txt`, `spiece.model`, `*.tiktoken`:
+/// [`crate::tokenizer::is_other_tokenizer_file`]): what transformers, vLLM, candle and llama.cpp's
+/// converter read from a checkpoint directory to build the tokenizer, the chat template and the
+/// generation defaults.
 pub const COMPARED_FILES: &[&str] = &[
     GENERATION_FILE,
     JSON_FILE,
@@ -38,10 +40,6 @@ pub const COMPARED_FILES: &[&str] = &[
     CONFIG_FILE,
     SPECIAL_MAP_FILE,
     ADDED_FILE,
-    "vocab.json",
-    "merges.txt",
-    "vocab.txt",
-    "spiece.model",
     "chat_template.jinja",
     "chat_template.json",
 ];
@@ -59,9 +57,9 @@ pub const MAX_KEY_ROWS: usize = 20;
 /// `model`, the whole vocabulary) keeps only its first bytes, for display.
 pub const MAX_KEPT_VALUE: usize = 4096;
 
-/// Whether a file name is one [`COMPARED_FILES`] names, or a `*.tiktoken` rank file.
+/// Whether a file name is one [`COMPARED_FILES`] names, or another tokenizer file.
 pub fn is_compared(name: &str) -> bool {
-    COMPARED_FILES.contains(&name) || (name.ends_with(".tiktoken") && !name.contains('/'))
+    COMPARED_FILES.contains(&name) || crate::tokenizer::is_other_tokenizer_file(name)
 }
 
 /// How a file beside the weights compares.

@@ -538,6 +538,13 @@ impl UpToNewline for [u8] {
 /// Names of other tokenizer files recognised (for "a tokenizer is present" and its kind).
 const OTHER_TOKENIZER_FILES: &[&str] = &["vocab.json", "merges.txt", "vocab.txt", "spiece.model"];
 
+/// Whether a file name (in the checkpoint directory) is one of the other tokenizer files: a BPE
+/// `vocab.json` / `merges.txt`, a WordPiece `vocab.txt`, a T5 `spiece.model`, or a `*.tiktoken`
+/// rank file.
+pub fn is_other_tokenizer_file(name: &str) -> bool {
+    OTHER_TOKENIZER_FILES.contains(&name) || (name.ends_with(".tiktoken") && !name.contains('/'))
+}
+
 impl Tokenizer {
     /// Read the tokenizer files in `dir` (absent files are `None`; unreadable ones are errors).
     pub fn read(dir: &Path) -> Tokenizer {
@@ -572,7 +579,7 @@ impl Tokenizer {
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if OTHER_TOKENIZER_FILES.contains(&n.as_str()) || n.ends_with(".tiktoken") {
+                if is_other_tokenizer_file(&n) {
                     t.others.push(n);
                 }
             }
