@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use ckpt::kernels::{self, Isa, WDtype, Weights};
 
 mod common;
-use common::peak::peak_run;
+use common::peak::{bf16_dot_run, peak_run};
 
 /// Seconds of CPU time used by this process so far (all threads).
 fn cpu_time() -> f64 {
@@ -50,6 +50,18 @@ fn peak_gflops(isa: Isa, threads: usize) -> (f64, f64) {
         best_cpu = best_cpu.max(flops / (cpu_time() - cpu0) / 1e9);
     }
     (best_wall, best_cpu)
+}
+
+/// One-thread GFLOP/s of the `vdpbf16ps` loop, best of 5; `None` without AVX512_BF16.
+fn bf16_dot_gflops() -> Option<f64> {
+    let iters = 20_000_000u64;
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let flops = bf16_dot_run(iters)?;
+        best = best.max(flops / start.elapsed().as_secs_f64() / 1e9);
+    }
+    Some(best)
 }
 
 /// A cheap deterministic pseudo-random f32 in [-1, 1).
@@ -135,6 +147,14 @@ fn main() {
          {threads} threads {pall:.1} GFLOP/s",
         isa.name()
     );
+    if let Some(dot) = bf16_dot_gflops() {
+        println!(
+            "bf16 dot-product peak (vdpbf16ps, AVX512_BF16): 1 thread {dot:.1} GFLOP/s = {:.2} x \
+             the f32 FMA peak; a bf16 x bf16 kernel pays off only where this is above 1 \
+             (it also rounds the activations to bf16)",
+            dot / p1
+        );
+    }
     println!(
         "% peak = wall GFLOP/s / {threads}-thread peak; cpu eff = GFLOP per CPU-second / 1-thread peak"
     );

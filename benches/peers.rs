@@ -10,6 +10,9 @@
 //!                               goes first, each the median of REPS forwards; one line per round:
 //!                               A s, B s
 //! peers peak                    f32 FMA peak on all rayon threads, GFLOP/s
+//! peers isa                     the active ISA's name (the one the peak loop and the kernels use)
+//! peers bf16-dot-peak           the `vdpbf16ps` (AVX512_BF16) loop's peak on all rayon threads,
+//!                               GFLOP/s, or `n/a` when the CPU lacks it
 //! peers stream FILE             seconds to stream FILE once from the (warm) page cache, and the
 //!                               memory read bandwidth on all rayon threads
 //! peers settle FILE...          drop each FILE's pages from the page cache, then read it once in
@@ -26,14 +29,14 @@ use std::time::Instant;
 
 use ckpt::Checkpoint;
 use ckpt::checkpoint::header::Dtype;
-use ckpt::kernels::{self, Isa};
+use ckpt::kernels;
 use ckpt::mapping::View;
 use ckpt::reference::{Logits, Model, Outputs};
 use ckpt::synth::{Dims, Fill, llama_tensors, write_checkpoint};
 use rayon::prelude::*;
 
 mod common;
-use common::peak::peak_run;
+use common::peak::{bf16_dot_run, peak_run};
 
 type R<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -50,7 +53,22 @@ fn main() -> R<()> {
             rounds.parse()?,
         ),
         ["peak"] => {
-            println!("{:.1}", peak_gflops(kernels::active_isa()));
+            let isa = kernels::active_isa();
+            println!("{:.1}", all_threads_best(|iters| peak_run(isa, iters)));
+            Ok(())
+        }
+        ["isa"] => {
+            println!("{}", kernels::active_isa().name());
+            Ok(())
+        }
+        ["bf16-dot-peak"] => {
+            match bf16_dot_run(0) {
+                Some(_) => println!(
+                    "{:.1}",
+                    all_threads_best(|i| bf16_dot_run(i).unwrap_or(0.0))
+                ),
+                None => println!("n/a"),
+            }
             Ok(())
         }
         ["stream", file] => stream(Path::new(file)),
@@ -229,19 +247,18 @@ fn sum_words(b: &[u8]) -> u64 {
         .reduce(|| 0, u64::wrapping_add)
 }
 
-/// The f32 FMA peak loop of `benches/kernels.rs` (`common::peak`), on every rayon thread at once,
-/// best of 20 short samples (about 2 s in all, so one busy moment cannot set the figure);
-/// GFLOP/s. 0 when the CPU has no AVX2+FMA.
-fn peak_gflops(isa: Isa) -> f64 {
+/// A peak loop of `common::peak` (`run(iters)` returns the FLOPs it did) on every rayon thread at
+/// once, best of 20 short samples (about 2 s in all, so one busy moment cannot set the figure);
+/// GFLOP/s. 0 when the CPU lacks the loop's instructions.
+fn all_threads_best(run: impl Fn(u64) -> f64 + Sync) -> f64 {
     let threads = rayon::current_num_threads();
     let iters = 25_000_000u64;
+    let run = &run;
     (0..20)
         .map(|_| {
             let t = Instant::now();
             let flops: f64 = std::thread::scope(|s| {
-                let hs: Vec<_> = (0..threads)
-                    .map(|_| s.spawn(move || peak_run(isa, iters)))
-                    .collect();
+                let hs: Vec<_> = (0..threads).map(|_| s.spawn(move || run(iters))).collect();
                 hs.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
             });
             flops / t.elapsed().as_secs_f64() / 1e9

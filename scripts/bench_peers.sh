@@ -41,12 +41,15 @@ mkdir -p "$CACHE/models"
 
 # --- tools ------------------------------------------------------------------------------------
 PY=$CACHE/venv/bin/python
-if [[ ! -x $PY ]]; then
+# Built in place (a venv's scripts name its path in their `#!` line, so it cannot be moved) and
+# marked complete by a stamp file, so an interrupted install is redone.
+if [[ ! -f $CACHE/venv/.complete ]]; then
     log "python venv -> $CACHE/venv"
-    python3 -m venv "$CACHE/venv.tmp"
-    "$CACHE/venv.tmp/bin/pip" install -q --upgrade pip
-    "$CACHE/venv.tmp/bin/pip" install -q cmake==4.4.5 gguf==0.19.0 numpy scikit-build-core
-    mv "$CACHE/venv.tmp" "$CACHE/venv"
+    rm -rf "$CACHE/venv"
+    python3 -m venv "$CACHE/venv"
+    "$CACHE/venv/bin/pip" install -q --upgrade pip
+    "$CACHE/venv/bin/pip" install -q cmake==4.4.5 gguf==0.19.0 numpy scikit-build-core
+    touch "$CACHE/venv/.complete"
 fi
 
 LLAMA_BENCH=$CACHE/llama-build/bin/llama-bench
@@ -190,14 +193,16 @@ fi
 log "machine: FMA peak again"
 PEAK2=$("$PEERS" peak)
 PEAK=$("$PY" -c "print(max($PEAK, $PEAK2))")
+ISA=$("$PEERS" isa)
+BF16_DOT=$("$PEERS" bf16-dot-peak)
 
 # --- table ------------------------------------------------------------------------------------
 CPU="$(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, $(grep -owE 'avx2|fma|f16c|avx512f|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')"
 st_any=$CACHE/models/st-${DTYPES%% *}/model.safetensors
-"$PY" - "$RESULTS" "$st_any" "$PEAK" "$THREADS" "$PAIRS" "$REPS" "$LLAMA_CPP_PYTHON" "$CPU" <<'EOF'
+"$PY" - "$RESULTS" "$st_any" "$PEAK" "$THREADS" "$PAIRS" "$REPS" "$LLAMA_CPP_PYTHON" "$CPU" "$ISA" "$BF16_DOT" <<'EOF'
 import collections, json, statistics, struct, sys
 
-results, st, peak, threads, pairs, reps, lcp, cpu = sys.argv[1:]
+results, st, peak, threads, pairs, reps, lcp, cpu, isa, bf16_dot = sys.argv[1:]
 with open(st, "rb") as f:
     (n,) = struct.unpack("<Q", f.read(8))
     header = json.loads(f.read(n))
@@ -235,8 +240,12 @@ def ratio(peer, kind, dt, tok):
 print(f"cpu: {cpu.strip()}")
 print(f"{params / 1e9:.3f} B parameters; {threads} threads; {pairs} rounds, forward-only = median of "
       f"{reps} after a warm-up; llama.cpp from llama-cpp-python {lcp}")
-print(f"f32 FMA peak (AVX2, {threads} threads): {float(peak):.0f} GFLOP/s; memory read bandwidth: "
+isa_name = {"avx512": "AVX-512", "avx2": "AVX2"}.get(isa, isa)
+print(f"f32 FMA peak ({isa_name}, {threads} threads): {float(peak):.0f} GFLOP/s; memory read bandwidth: "
       f"{data[('stream', 'mem', rows[0][0], 0)][0]:.1f} GB/s")
+if bf16_dot != "n/a":
+    print(f"bf16 dot-product peak (vdpbf16ps, AVX512_BF16, {threads} threads): {float(bf16_dot):.0f} "
+          f"GFLOP/s = {float(bf16_dot) / float(peak):.2f} x the f32 FMA peak")
 print("page cache: each dtype's model files dropped and read once in order right before its runs (as "
       "after a first load from disk)")
 print()

@@ -46,6 +46,42 @@ mod fma {
         }
         _mm512_reduce_add_ps(s)
     }
+
+    /// 24 independent `vdpbf16ps` chains (AVX512_BF16): each instruction does 16 lanes x 2
+    /// bf16 products, accumulated in f32. `a` and `b` are rounded to bf16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn avx512_bf16(iters: u64, a: f32, b: f32) -> f32 {
+        let va = _mm512_cvtne2ps_pbh(_mm512_set1_ps(a), _mm512_set1_ps(a));
+        let vb = _mm512_cvtne2ps_pbh(_mm512_set1_ps(b), _mm512_set1_ps(b));
+        let mut acc = [_mm512_setzero_ps(); 24];
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm512_dpbf16_ps(*v, va, vb);
+            }
+        }
+        let mut s = _mm512_setzero_ps();
+        for v in acc {
+            s = _mm512_add_ps(s, v);
+        }
+        _mm512_reduce_add_ps(s)
+    }
+}
+
+/// Run the `vdpbf16ps` loop (the bf16 dot-product instruction of AVX512_BF16, what llama.cpp's
+/// BF16 path uses where the CPU has it) on one thread for `iters` iterations; returns FLOPs done,
+/// or `None` when this CPU lacks AVX512_BF16.
+pub fn bf16_dot_run(iters: u64) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
+            // Products of 1.0 and 2^-20: the sums grow slowly and stay finite.
+            // SAFETY: the CPU has AVX-512F and AVX512_BF16 (checked above).
+            black_box(unsafe { fma::avx512_bf16(iters, black_box(1.0), black_box(9.5e-7)) });
+            return Some(iters as f64 * 24.0 * 16.0 * 2.0 * 2.0);
+        }
+    }
+    let _ = iters;
+    None
 }
 
 /// Run the peak loop on one thread for `iters` iterations; returns FLOPs done.

@@ -591,8 +591,8 @@ fn matmul_matches_scalar_across_blocks() {
 fn matmul_matches_scalar_at_the_gemm_edges() {
     // The GEMM path (16 tokens and more): token counts between one and two panels and not a
     // multiple of the vector width, K not a multiple of its 256-wide K block or of the lanes, row
-    // counts that leave a partial 6-row group and a partial 48-row task, every weight dtype
-    // (f32 read in place, the others decoded one row group at a time).
+    // counts that leave a partial 6-row group and a partial 48-row task (58 = 48 + 6 + 4), every
+    // weight dtype (f32 read in place, the others decoded one row group at a time).
     for_each_available_isa(|isa| {
         let shapes = [
             (16, 1, 1),
@@ -603,6 +603,8 @@ fn matmul_matches_scalar_at_the_gemm_edges() {
             (40, 255, 49),
             (47, 1, 13),
             (64, 770, 12),
+            (20, 100, 23),
+            (33, 300, 58),
         ];
         for (t, k, n) in shapes {
             for dtype in DTYPES {
