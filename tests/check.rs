@@ -914,6 +914,53 @@ fn regression_weights_under_names_loaders_do_not_look_for() {
     assert!(!ids(&v).contains(&"W002-weights-name".into()), "{v:#}");
 }
 
+/// A weights file given to `check` on its own is judged in its directory (the config and the
+/// tokenizer come from there): under a name the loaders do not look for, or beside the weights
+/// they read instead, it is W002, not `will load`.
+#[test]
+fn a_weights_file_given_alone_is_judged_by_its_name_in_its_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("m");
+    copy_fixture(
+        "llama-mha",
+        &dir,
+        &[("model.safetensors", "weights.safetensors")],
+    );
+    let file = dir.join("weights.safetensors");
+    let (code, v) = check_json(&file, &["--target", "llama"]);
+    assert_eq!(code, 1, "{v:#}");
+    let f = finding(&v, "W002-weights-name");
+    assert_eq!(loaders_of(f), ["transformers", "llama.cpp"], "{f:#}");
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .contains("`weights.safetensors`"),
+        "{f:#}"
+    );
+
+    // Beside the `model.safetensors` the loaders read, another file is not what they load.
+    std::fs::copy(&file, dir.join("model.safetensors")).unwrap();
+    let (code, v) = check_json(&file, &["--target", "llama"]);
+    assert_eq!(code, 1, "{v:#}");
+    let f = finding(&v, "W002-weights-name");
+    let m = f["message"].as_str().unwrap();
+    for needle in [
+        "`weights.safetensors` is not the file the loaders read",
+        "transformers' `from_pretrained` reads `model.safetensors`",
+        "llama.cpp's converter reads `model.safetensors`",
+    ] {
+        assert!(m.contains(needle), "{needle}: {m}");
+    }
+    // The file they read, given alone, has no such finding (only the missing tokenizer).
+    std::fs::remove_file(&file).unwrap();
+    let (code, v) = check_json(&dir.join("model.safetensors"), &["--target", "llama"]);
+    assert_eq!(ids(&v), ["K001-tokenizer-missing"], "{v:#}");
+    assert_eq!(code, 1);
+    let (code, v) = check_json(&dir.join("model.safetensors"), &[]);
+    assert_eq!((code, ids(&v).len()), (0, 0), "{v:#}");
+}
+
 /// QA: `model.safetensors` beside an index and its shards was a W001 warning ("index-driven
 /// loaders ignore it"), then `ok`; transformers 5.23 reads `model.safetensors` before the index,
 /// llama.cpp's converter the index, so the two load different weights.

@@ -347,6 +347,63 @@ pub fn weight_files(dir: &Path, read: Option<&[String]>, out: &mut Vec<Finding>)
     );
 }
 
+/// W002 for a weights file given to `check` on its own: its directory is what a loader is given
+/// (the config and tokenizer are read from there too), so the file's name is judged as in a
+/// directory ([`weight_files`]), and a file the loaders pass over for other weights in that
+/// directory (`other.safetensors` beside a `model.safetensors`) is named as such: the verdict
+/// would otherwise be about a file no loader reads.
+pub fn file_given(dir: &Path, file: &str, out: &mut Vec<Finding>) {
+    let before = out.len();
+    weight_files(dir, Some(&[file.to_string()]), out);
+    if out[before..]
+        .iter()
+        .any(|f| f.id == ids::WEIGHTS_NAME || f.id == ids::TWO_WEIGHT_SETS)
+    {
+        return; // the name, or the two sets the loaders choose between, is already the finding
+    }
+    let names = listing(dir);
+    let has = |n: &str| names.iter().any(|f| f == n);
+    // As in `weight_files`: a Meta layout and a PEFT adapter are loaded otherwise.
+    if (!has("config.json") && has("params.json")) || has("adapter_config.json") {
+        return;
+    }
+    let listed_by = |index: &str| {
+        IndexFile::load(&dir.join(index)).is_ok_and(|i| i.files.iter().any(|f| f == file))
+    };
+    let mut others = Vec::new();
+    let mut broken = Loaders(0);
+    if let Some(t) = transformers_reads(dir)
+        && t != file
+        && !((t == INDEX_NAME || t == TORCH_INDEX_NAME) && listed_by(&t))
+    {
+        broken = broken.or(Loaders::TRANSFORMERS);
+        others.push(format!(
+            "transformers' `from_pretrained` reads `{}`",
+            escape(&t)
+        ));
+    }
+    let cpp = llama_cpp_reads(dir, &names);
+    if !cpp.is_empty() && !cpp.iter().any(|f| f == file) {
+        broken = broken.or(Loaders::LLAMA_CPP);
+        others.push(format!("llama.cpp's converter reads {}", some_names(&cpp)));
+    }
+    if broken.0 == 0 {
+        return;
+    }
+    out.push(
+        Finding::error(
+            ids::WEIGHTS_NAME,
+            format!(
+                "`{}` is not the file the loaders read from its directory: {}; the verdict below is about this file, which they would not load: check the directory, or remove the other weights and name this file `model.safetensors`",
+                escape(file),
+                others.join(", ")
+            ),
+        )
+        .file(dir.join(file))
+        .loaders(broken),
+    );
+}
+
 fn num(v: Option<&Value>) -> Option<f64> {
     v.and_then(Value::as_f64)
 }

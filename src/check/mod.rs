@@ -409,9 +409,12 @@ pub fn convert_hint_with(
 pub fn check_opened(ck: &Checkpoint, opts: &Options) -> Result<Vec<Finding>> {
     let mut out = Vec::new();
     files::check_opened(ck, &mut out);
-    if ck.layout != crate::checkpoint::Layout::File {
-        let read: Vec<String> = ck.shards.iter().map(|s| s.file_name.clone()).collect();
-        loaders::weight_files(&ck.dir, Some(&read), &mut out);
+    let read: Vec<String> = ck.shards.iter().map(|s| s.file_name.clone()).collect();
+    match read.as_slice() {
+        [file] if ck.layout == crate::checkpoint::Layout::File => {
+            loaders::file_given(&ck.dir, file, &mut out)
+        }
+        _ => loaders::weight_files(&ck.dir, Some(&read), &mut out),
     }
     loaders::extra_weights(ck, &mut out);
     rules::config_identity(ck, opts.target, &mut out);
