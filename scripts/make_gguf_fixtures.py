@@ -518,11 +518,7 @@ def hostile():
     for n, b in files.items():
         with open(os.path.join(d, f"{n}.gguf"), "wb") as f:
             f.write(b)
-    # Both parts of a split GGUF (gguf-py's own splitting): each holds only some tensors, and the
-    # first one, without `output.weight`, would read as a tied model.
-    cfg, sd, _ = load_hf(os.path.join(FIX, "llama-gqa"))
-    write_gguf(os.path.join(d, "split.gguf"), cfg, sd, lambda n, t: T.Q8_0, split_max_tensors=12)
-    print(f"  {len(files)} hostile files and a split GGUF")
+    print(f"  {len(files)} hostile files")
 
 
 def main():
@@ -567,6 +563,10 @@ def main():
     cfg, sd, _ = load_hf(gqa)
     write_gguf(os.path.join(OUT, "attn-factor-q8_0.gguf"), cfg, sd, lambda n, t: T.Q8_0,
                extra_kv=[("llama.rope.scaling.attn_factor", 1.5, GGUFValueType.FLOAT32)])
+    # gqa-q8_0 split in two parts by gguf-py itself (`split_max_tensors`, as llama-gguf-split and
+    # the converter's `--split-max-tensors` name them: `-00001-of-00002.gguf`): the first part holds
+    # the metadata and 12 tensors, the second 9. Read from its first part it is gqa-q8_0.
+    write_gguf(os.path.join(OUT, "gqa-q8_0-split.gguf"), cfg, sd, lambda n, t: T.Q8_0, split_max_tensors=12)
     k = k_source()
     case("k-mix", k, k_mix)
     dequant_fixture()

@@ -442,12 +442,6 @@ fn hostile_ggufs_are_refused_without_panic() {
         .collect();
     files.sort();
     assert!(files.len() >= 25, "{} hostile files", files.len());
-    // Both parts of a split GGUF are refused as parts (the first would read as a tied model).
-    for part in ["split-00001-of-00002.gguf", "split-00002-of-00002.gguf"] {
-        let (code, _, err) = ckpt(&["inspect", dir.join(part).to_str().unwrap()]);
-        assert_eq!(code, 2, "{err}");
-        assert!(err.contains("split GGUF (split.count = 2)"), "{err}");
-    }
     let valid = common::fixture("llama-gqa");
     for f in &files {
         let p = f.to_str().unwrap();
@@ -479,6 +473,116 @@ fn hostile_ggufs_are_refused_without_panic() {
             );
         }
     }
+}
+
+/// A split GGUF (gguf-py's `split_max_tensors`, named as llama-gguf-split names the parts) is read
+/// from its first part as llama.cpp reads it: every part one shard, the first part's metadata. It
+/// is then the unsplit file. A later part given alone, a missing or miscounted part, a first part
+/// under another name and a wrong tensor count are refused with the reason, exit 2.
+#[test]
+fn a_split_gguf_is_read_from_its_first_part() {
+    let first = gguf("gqa-q8_0-split-00001-of-00002.gguf");
+    let second = gguf("gqa-q8_0-split-00002-of-00002.gguf");
+    let whole = gguf("gqa-q8_0.gguf");
+    let (code, out, err) = ckpt(&["inspect", first.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("2 files") && out.contains("tensors     21"),
+        "{out}"
+    );
+    let (code, out, err) = ckpt(&["verify", first.to_str().unwrap(), whole.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("21/21 tensors identical"), "{out}");
+    assert!(out.contains("max abs 0.000e0"), "{out}");
+    // The same logits as the unsplit file, bit for bit.
+    let reg = Registry::builtin().unwrap();
+    let batch = vec![vec![1u32, 5, 9, 200, 3]];
+    let run = |p: &Path| {
+        let ck = Checkpoint::open(p).unwrap();
+        let (view, fam) = ckpt::detect::open_view(&ck, &reg, None, &[]).unwrap();
+        assert_eq!(fam, "llama-gguf");
+        ckpt::reference::forward(&view, &batch, kernels::active_isa())
+            .unwrap()
+            .data
+    };
+    let (a, b) = (run(&first), run(&whole));
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+
+    // A later part alone: refused, naming the first part.
+    let (code, _, err) = ckpt(&["inspect", second.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("part 2 of 2 of a split GGUF"), "{err}");
+    assert!(
+        err.contains("`gqa-q8_0-split-00001-of-00002.gguf`"),
+        "{err}"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let put = |name: &str, bytes: &[u8]| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let (b1, b2) = (
+        std::fs::read(&first).unwrap(),
+        std::fs::read(&second).unwrap(),
+    );
+    let refused = |p: &Path, needles: &[&str]| {
+        for args in [vec!["inspect"], vec!["logits", "--ids", "1,2"]] {
+            let mut args = args.clone();
+            args.insert(1, p.to_str().unwrap());
+            let (code, out, err) = ckpt(&args);
+            assert_eq!(code, 2, "{args:?}: {out}{err}");
+            for n in needles {
+                assert!(err.contains(n), "{args:?}: {n}: {err}");
+            }
+            assert!(
+                !err.contains("panicked") && !err.contains("internal"),
+                "{err}"
+            );
+        }
+    };
+    // The second part missing: the error names the file it looked for.
+    let lone = put("m-00001-of-00002.gguf", &b1);
+    refused(
+        &lone,
+        &["m-00002-of-00002.gguf", "part 2 of 2 of the split GGUF"],
+    );
+    // The first part under another name: the others cannot be found.
+    let renamed = put("model.gguf", &b1);
+    refused(
+        &renamed,
+        &["model.gguf", "does not end in `-00001-of-00002.gguf`"],
+    );
+    // The first part twice: the second file says it is part 1, not 2.
+    put("d-00001-of-00002.gguf", &b1);
+    let twice = put("d-00002-of-00002.gguf", &b1);
+    refused(
+        &tmp.path().join("d-00001-of-00002.gguf"),
+        &[
+            "d-00002-of-00002.gguf",
+            "should be part 2 of 2",
+            "split.no = 0",
+        ],
+    );
+    drop(twice);
+    // `split.tensors.count` that disagrees with the parts (21 -> 20, the low byte of the integer).
+    let mut miscounted = b1.clone();
+    let key = b"split.tensors.count";
+    let at = miscounted
+        .windows(key.len())
+        .position(|w| w == key)
+        .unwrap();
+    let value = at + key.len() + 4; // after the 4-byte value type
+    assert_eq!(miscounted[value], 21);
+    miscounted[value] = 20;
+    let c1 = put("c-00001-of-00002.gguf", &miscounted);
+    put("c-00002-of-00002.gguf", &b2);
+    refused(&c1, &["split.tensors.count", "hold 21 tensors"]);
+    // Both parts beside each other under the llama.cpp names: read.
+    let ok = put("ok-00001-of-00002.gguf", &b1);
+    put("ok-00002-of-00002.gguf", &b2);
+    assert_eq!(ckpt(&["logits", ok.to_str().unwrap(), "--ids", "1,2"]).0, 0);
 }
 
 /// A GGUF of another architecture (the gqa-q8_0 fixture with `general.architecture` rewritten to

@@ -726,6 +726,15 @@ pub const MAX_LAYERS: u64 = 512;
 /// architectures are refused with the reason (a file of one is opened with
 /// `other_architecture_config` instead).
 pub fn llama_config(g: &GgufFile, file: &[u8]) -> Result<Map<String, Json>> {
+    config_with(g, &|t| rope_freq_factors(g, t, file))
+}
+
+/// [`llama_config`] with the data of the `rope_freqs` tensor read by `rope_freqs` (from the file,
+/// or from the part of a split GGUF that holds it).
+fn config_with(
+    g: &GgufFile,
+    rope_freqs: &dyn Fn(&GgufTensor) -> Result<Vec<f32>>,
+) -> Result<Map<String, Json>> {
     let arch = g.architecture().ok_or_else(|| {
         Error::bad_data("metadata key \"general.architecture\" is missing or not a string")
     })?;
@@ -845,7 +854,7 @@ pub fn llama_config(g: &GgufFile, file: &[u8]) -> Result<Map<String, Json>> {
         head_dim,
     ) {
         (Some(t), Some(hd)) => {
-            let factors = rope_freq_factors(g, t, file)?;
+            let factors = rope_freqs(t)?;
             llama3_from_factors(&factors, theta.unwrap_or(10000.0), hd)
                 .map_err(|m| Error::unsupported(m).tensor(&t.name))?
         }
@@ -1212,67 +1221,205 @@ pub fn sniff(path: &std::path::Path) -> bool {
     f.read_exact(&mut head).is_ok() && &head == MAGIC
 }
 
-/// Open a GGUF file as a [`Checkpoint`]: one mapped file whose tensors carry GGUF's types and
-/// row-major shapes, and a `config.json` built from the metadata ([`llama_config`]).
-pub(super) fn open_checkpoint(path: &std::path::Path) -> Result<super::Checkpoint> {
+/// The [`Header`](super::header::Header) of a parsed GGUF: its tensors in data order, the data
+/// section located.
+fn header_of(g: &GgufFile) -> Result<super::header::Header> {
     use super::header::{Header, HeaderTensor};
-    let mut config = None;
+    let mut tensors: Vec<HeaderTensor> = g
+        .tensors
+        .iter()
+        .map(|t| HeaderTensor {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            begin: t.begin,
+            end: t.end,
+            unknown_fields: Vec::new(),
+        })
+        .collect();
+    tensors.sort_by_key(|t| (t.begin, t.end));
+    Ok(Header {
+        // The data section starts at `header_len + 8`: GGUF's aligned data offset.
+        header_len: g
+            .data_start
+            .checked_sub(8)
+            .ok_or_else(|| Error::internal("GGUF data section inside the magic"))?,
+        tensors,
+        metadata: None,
+        data_len: g.data_len,
+    })
+}
+
+/// Map and parse one GGUF file: its shard and its parsed header.
+fn open_part(path: &std::path::Path) -> Result<(super::Shard, GgufFile)> {
+    let mut parsed = None;
     let shard = super::Shard::open_mapped(path, |bytes| {
         let g = parse(bytes)?;
-        if let Some(n) = g.get("split.count")
-            && n.as_u64() != Some(1)
-        {
-            // A part of a split GGUF (`gguf-split`, or the converter's `--split-max-*`): its
-            // tensors are only some of the model's, and its metadata describes all of them (a
-            // part without `output.weight` reads as a tied model).
-            let no = g.get("split.no").map(Value::display);
-            return Err(Error::unsupported(format!(
-                "this file is {} of a split GGUF (split.count = {}): ckpt reads a GGUF as one file, and a part holds only some of the model's tensors",
-                no.map_or_else(|| "a part".to_string(), |n| format!("part {n} (counting from 0)")),
-                n.display()
-            ))
-            .hint("merge the parts into one file first: llama-gguf-split --merge FIRST-PART OUT.gguf"));
-        }
-        let map = match g.architecture() {
-            Some(arch) if arch != "llama" => other_architecture_config(arch),
-            _ => llama_config(&g, bytes)?,
-        };
-        config = Some(map);
-        let mut tensors: Vec<HeaderTensor> = g
-            .tensors
-            .into_iter()
-            .map(|t| HeaderTensor {
-                name: t.name,
-                dtype: t.dtype,
-                shape: t.shape,
-                begin: t.begin,
-                end: t.end,
-                unknown_fields: Vec::new(),
-            })
-            .collect();
-        tensors.sort_by_key(|t| (t.begin, t.end));
-        Ok(Header {
-            // The data section starts at `header_len + 8`: GGUF's aligned data offset.
-            header_len: g
-                .data_start
-                .checked_sub(8)
-                .ok_or_else(|| Error::internal("GGUF data section inside the magic"))?,
-            tensors,
-            metadata: None,
-            data_len: g.data_len,
-        })
+        let h = header_of(&g)?;
+        parsed = Some(g);
+        Ok(h)
     })?;
-    let cfg = match config {
-        Some(map) => {
-            let bytes = serde_json::to_vec(&Json::Object(map))
-                .map_err(|e| Error::internal(format!("cannot serialise the GGUF config: {e}")))?;
-            let mut c = super::ModelConfig::parse(&bytes, super::ConfigSource::ConfigJson)
-                .map_err(|e| e.file(path))?;
-            c.path = path.to_path_buf();
-            Some(c)
+    let g = parsed.ok_or_else(|| Error::internal("GGUF header not kept").file(path))?;
+    Ok((shard, g))
+}
+
+/// Most parts of a split GGUF (the five digits of llama.cpp's part names).
+pub const MAX_SPLIT_PARTS: u64 = 99_999;
+
+/// `split.count` of a GGUF when it says the file is one part of several (`gguf-split`, or the
+/// converter's `--split-max-*`); `None` for a whole file (`split.count` absent or 1).
+fn split_count(g: &GgufFile) -> Result<Option<u64>> {
+    match g.get("split.count") {
+        None => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(0) | None => Err(Error::bad_data(format!(
+                "metadata key \"split.count\" must be a positive integer, found {}",
+                v.display()
+            ))),
+            Some(1) => Ok(None),
+            Some(n) if n > MAX_SPLIT_PARTS => Err(Error::bad_data(format!(
+                "metadata key \"split.count\": {n} parts is over the limit of {MAX_SPLIT_PARTS}"
+            ))),
+            Some(n) => Ok(Some(n)),
+        },
+    }
+}
+
+/// The file-name ending of part `i` (from 0) of `n`: llama.cpp's `llama_split_path` format,
+/// `PREFIX-%05d-of-%05d.gguf`, counting from 1.
+fn part_suffix(i: u64, n: u64) -> String {
+    format!("-{:05}-of-{n:05}.gguf", i.saturating_add(1))
+}
+
+/// Every part of a split GGUF whose first part, `first` (parsed as `g`, `split.count` = `n`), is
+/// at `path`, in order, as llama.cpp's loader finds them: the metadata is the first part's; the
+/// others are named `PREFIX-0000K-of-0000N.gguf` beside it (`llama_split_prefix` /
+/// `llama_split_path`) and each must say it is part `K - 1` of `n`. When the first part records
+/// `split.tensors.count`, the parts must hold that many tensors together. A part given in place of
+/// the first is refused, naming the first (llama.cpp refuses it too).
+fn open_split(
+    path: &std::path::Path,
+    first: super::Shard,
+    g: GgufFile,
+    n: u64,
+) -> Result<(Vec<super::Shard>, Vec<GgufFile>)> {
+    let merge = "or merge the parts into one file: llama-gguf-split --merge FIRST-PART OUT.gguf";
+    let name = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or_default();
+    let no = g.get("split.no");
+    match no.and_then(Value::as_u64) {
+        Some(0) => {}
+        Some(k) if k < n => {
+            let first_name = name
+                .strip_suffix(&part_suffix(k, n))
+                .map(|prefix| format!("{prefix}{}", part_suffix(0, n)));
+            return Err(Error::unsupported(format!(
+                "this file is part {} of {n} of a split GGUF: a split GGUF is read from its first part, which holds the model's metadata (llama.cpp loads it from there too)",
+                k.saturating_add(1)
+            ))
+            .hint(match first_name {
+                Some(f) => format!("open the first part, `{}`", escape(&f)),
+                None => format!("open the first part; {merge}"),
+            }));
         }
-        None => None,
+        _ => {
+            return Err(Error::bad_data(format!(
+                "metadata key \"split.no\" must be an integer below split.count = {n}, found {}",
+                no.map_or_else(|| "nothing".to_string(), Value::display)
+            )));
+        }
+    }
+    let prefix = name.strip_suffix(&part_suffix(0, n)).ok_or_else(|| {
+        Error::unsupported(format!(
+            "this file is the first of {n} parts of a split GGUF, but its name does not end in `{}`: the other parts are found by that name (llama.cpp's `llama_split_prefix`)",
+            part_suffix(0, n)
+        ))
+        .hint(format!("rename the parts as llama-gguf-split names them, {merge}"))
+    })?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
     };
+    let mut shards = vec![first];
+    let mut parts = vec![g];
+    for i in 1..n {
+        let p = dir.join(format!("{prefix}{}", part_suffix(i, n)));
+        let (shard, pg) = open_part(&p).map_err(|e| {
+            e.hint(format!(
+                "part {} of {n} of the split GGUF `{}`; the parts are read from beside the first, by name",
+                i.saturating_add(1),
+                escape(name)
+            ))
+        })?;
+        let (count, part_no) = (split_count(&pg), pg.get("split.no").and_then(Value::as_u64));
+        if !matches!(count, Ok(Some(c)) if c == n) || part_no != Some(i) {
+            return Err(Error::bad_data(format!(
+                "this file should be part {} of {n} of a split GGUF (split.no = {i}, split.count = {n}) but its metadata says split.no = {}, split.count = {}",
+                i.saturating_add(1),
+                pg.get("split.no").map_or_else(|| "nothing".to_string(), Value::display),
+                pg.get("split.count").map_or_else(|| "nothing".to_string(), Value::display)
+            ))
+            .file(&p));
+        }
+        shards.push(shard);
+        parts.push(pg);
+    }
+    let total: usize = parts.iter().map(|p| p.tensors.len()).sum();
+    if let Some(v) = parts.first().and_then(|p| p.get("split.tensors.count"))
+        && v.as_u64() != u64::try_from(total).ok()
+    {
+        return Err(Error::bad_data(format!(
+            "metadata key \"split.tensors.count\" is {} but the {n} parts hold {total} tensors",
+            v.display()
+        ))
+        .file(path));
+    }
+    Ok((shards, parts))
+}
+
+/// Open a GGUF file as a [`Checkpoint`]: one mapped file (or, for the first part of a split GGUF,
+/// every part, one shard each) whose tensors carry GGUF's types and row-major shapes, and a
+/// `config.json` built from the (first part's) metadata ([`llama_config`]).
+pub(super) fn open_checkpoint(path: &std::path::Path) -> Result<super::Checkpoint> {
+    let (shard, g) = open_part(path)?;
+    let (shards, parts) = match split_count(&g).map_err(|e| e.file(path))? {
+        None => (vec![shard], vec![g]),
+        Some(n) => open_split(path, shard, g, n).map_err(|e| e.file(path))?,
+    };
+    let first = parts
+        .first()
+        .ok_or_else(|| Error::internal("a GGUF without parts"))?;
+    let map = match first.architecture() {
+        Some(arch) if arch != "llama" => Ok(other_architecture_config(arch)),
+        _ if parts.len() == 1 => llama_config(first, shards.first().map_or(&[], |s| s.bytes())),
+        _ => {
+            // The first part's metadata with every part's tensors (for the shapes the config
+            // reads); `rope_freqs` is read from the part that holds it.
+            let mut all = first.clone();
+            all.tensors = parts
+                .iter()
+                .flat_map(|p| p.tensors.iter().cloned())
+                .collect();
+            config_with(&all, &|t| {
+                parts
+                    .iter()
+                    .zip(&shards)
+                    .find_map(|(p, s)| {
+                        let pt = p.tensors.iter().find(|x| x.name == t.name)?;
+                        Some(rope_freq_factors(p, pt, s.bytes()))
+                    })
+                    .unwrap_or_else(|| Err(Error::internal("rope_freqs in no part")))
+            })
+        }
+    }
+    .map_err(|e| e.file(path))?;
+    let bytes = serde_json::to_vec(&Json::Object(map))
+        .map_err(|e| Error::internal(format!("cannot serialise the GGUF config: {e}")))?;
+    let mut cfg = super::ModelConfig::parse(&bytes, super::ConfigSource::ConfigJson)
+        .map_err(|e| e.file(path))?;
+    cfg.path = path.to_path_buf();
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -1281,8 +1428,8 @@ pub(super) fn open_checkpoint(path: &std::path::Path) -> Result<super::Checkpoin
         path,
         &dir,
         super::Layout::File,
-        vec![shard],
-        cfg,
+        shards,
+        Some(cfg),
         None,
         Vec::new(),
     )
