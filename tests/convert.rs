@@ -192,6 +192,31 @@ fn dry_run_writes_nothing() {
     assert!(std::fs::read_dir(t.path()).unwrap().next().is_none());
 }
 
+/// Converting into a family whose class is not in transformers (Yi, InternLM2) says that the
+/// output needs the model's own code, which ckpt does not write; a family transformers has
+/// (Mistral) gets no such note.
+#[test]
+fn converting_to_a_remote_code_class_says_so() {
+    let t = tempfile::tempdir().unwrap();
+    for (to, class, noted) in [
+        ("yi", "YiForCausalLM", true),
+        ("internlm2", "InternLM2ForCausalLM", true),
+        ("mistral", "MistralForCausalLM", false),
+    ] {
+        let dst = t.path().join(to);
+        let o = ckpt(&["convert", s(&fixture("llama-gqa")), s(&dst), "--to", to]);
+        assert!(o.status.success(), "{to}: {}", text(&o));
+        let out = text(&o);
+        let note = format!("note: `{class}` is not a transformers class");
+        assert_eq!(out.contains(&note), noted, "{to}: {out}");
+        if noted {
+            assert!(out.contains("`trust_remote_code=True`"), "{out}");
+        }
+        let cfg = std::fs::read_to_string(dst.join("config.json")).unwrap();
+        assert!(cfg.contains(class), "{to}: {cfg}");
+    }
+}
+
 #[test]
 fn existing_destination_is_refused_without_force_and_replaced_with_it() {
     let t = tempfile::tempdir().unwrap();

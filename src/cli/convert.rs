@@ -341,6 +341,17 @@ fn build_view<'a>(
     }
     let v = to_family(&canonical, target)?;
     let mut conv = conv;
+    if target.config.remote_code_class {
+        // The written config names a class transformers does not have, and no code for it.
+        conv.notes.push(format!(
+            "`{}` is not a transformers class: transformers loads the output only with the model's own modeling code (an `auto_map` and `trust_remote_code=True`), which ckpt does not write; `ckpt convert DST OUT --to llama` gives back a checkpoint transformers and llama.cpp load",
+            target
+                .config
+                .architectures
+                .first()
+                .map_or(to, String::as_str)
+        ));
+    }
     if target.config.model_type.is_none() {
         // Nothing in the written config names the target: it keeps the source's model_type (or
         // LLaMA's), and loaders and `ckpt detect` go by that.

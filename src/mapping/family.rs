@@ -310,6 +310,9 @@ pub struct ConfigRules {
     pub square_o_proj: bool,
     /// The class's `head_dim` when the config has none, if not `hidden / heads` (Helium: 128).
     pub head_dim_default: Option<usize>,
+    /// The class the family's `architectures` names is not in transformers: it ships as the
+    /// model's own code (`auto_map`, `trust_remote_code=True`), which a conversion does not write.
+    pub remote_code_class: bool,
 }
 
 /// What detection looks for besides the tensor rules.

@@ -114,6 +114,8 @@ struct ConfigSpec {
     square_o_proj: bool,
     #[serde(default)]
     head_dim_default: Option<usize>,
+    #[serde(default)]
+    remote_code_class: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -549,6 +551,7 @@ pub(crate) fn compile(
             rope_types: spec.config.rope_types,
             square_o_proj: spec.config.square_o_proj,
             head_dim_default: spec.config.head_dim_default,
+            remote_code_class: spec.config.remote_code_class,
         },
         detect: DetectRules {
             model_types: spec.detect.model_types,
