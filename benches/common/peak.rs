@@ -30,6 +30,16 @@ mod fma {
         out.iter().sum()
     }
 
+    /// The sum of every lane of the chains: a value that depends on all of them.
+    #[target_feature(enable = "avx512f")]
+    fn sum(acc: [__m512; 24]) -> f32 {
+        let mut s = _mm512_setzero_ps();
+        for v in acc {
+            s = _mm512_add_ps(s, v);
+        }
+        _mm512_reduce_add_ps(s)
+    }
+
     /// 24 independent 16-lane FMA chains.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn avx512(iters: u64, a: f32, b: f32) -> f32 {
@@ -40,11 +50,7 @@ mod fma {
                 *v = _mm512_fmadd_ps(va, vb, *v);
             }
         }
-        let mut s = _mm512_setzero_ps();
-        for v in acc {
-            s = _mm512_add_ps(s, v);
-        }
-        _mm512_reduce_add_ps(s)
+        sum(acc)
     }
 
     /// 24 independent `vdpbf16ps` chains (AVX512_BF16): each instruction does 16 lanes x 2
@@ -59,11 +65,7 @@ mod fma {
                 *v = _mm512_dpbf16_ps(*v, va, vb);
             }
         }
-        let mut s = _mm512_setzero_ps();
-        for v in acc {
-            s = _mm512_add_ps(s, v);
-        }
-        _mm512_reduce_add_ps(s)
+        sum(acc)
     }
 }
 

@@ -1228,14 +1228,7 @@ fn header_of(g: &GgufFile) -> Result<super::header::Header> {
     let mut tensors: Vec<HeaderTensor> = g
         .tensors
         .iter()
-        .map(|t| HeaderTensor {
-            name: t.name.clone(),
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-            begin: t.begin,
-            end: t.end,
-            unknown_fields: Vec::new(),
-        })
+        .map(|t| HeaderTensor::located(&t.name, t.dtype, &t.shape, t.begin, t.end))
         .collect();
     tensors.sort_by_key(|t| (t.begin, t.end));
     Ok(Header {

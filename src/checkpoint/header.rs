@@ -277,6 +277,21 @@ pub struct HeaderTensor {
     pub unknown_fields: Vec<String>,
 }
 
+impl HeaderTensor {
+    /// A tensor of another container (GGUF, a PyTorch archive) at `[begin, end)` of its data
+    /// section: no safetensors fields of its own.
+    pub fn located(name: &str, dtype: Dtype, shape: &[usize], begin: usize, end: usize) -> Self {
+        HeaderTensor {
+            name: name.to_string(),
+            dtype,
+            shape: shape.to_vec(),
+            begin,
+            end,
+            unknown_fields: Vec::new(),
+        }
+    }
+}
+
 /// A parsed and validated header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {

@@ -141,14 +141,7 @@ impl Shard {
         let tensors = archive
             .tensors
             .iter()
-            .map(|t| HeaderTensor {
-                name: t.name.clone(),
-                dtype: t.dtype,
-                shape: t.shape.clone(),
-                begin: t.begin,
-                end: t.end,
-                unknown_fields: Vec::new(),
-            })
+            .map(|t| HeaderTensor::located(&t.name, t.dtype, &t.shape, t.begin, t.end))
             .collect();
         let header = Header {
             header_len: 0,
