@@ -600,6 +600,8 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
                     .join(", ")
             ));
         }
+    } else if ck.tensors.is_empty() {
+        evidence.push(no_tensors(ck));
     } else {
         evidence.push("no family's rules match any tensor name".into());
     }
@@ -807,15 +809,28 @@ fn m_family(winner: &Option<String>) -> String {
     winner.clone().unwrap_or_default()
 }
 
+/// Why a checkpoint without tensors is no model: it has no weights (a GGUF written with
+/// `convert_hf_to_gguf.py --vocab-only` carries only the vocabulary).
+fn no_tensors(ck: &Checkpoint) -> String {
+    if ck.container() == "gguf" {
+        "the checkpoint holds no tensors: a GGUF without tensors (as `convert_hf_to_gguf.py --vocab-only` writes) carries only metadata and the vocabulary, no weights".to_string()
+    } else {
+        "the checkpoint holds no tensors: there are no weights to read as a model".to_string()
+    }
+}
+
 /// A view of the checkpoint under canonical names: through `family` when given, else through the
 /// detected one. Errors (usage / unsupported) when nothing fits, the checkpoint is quantised or an
-/// adapter, or the family is detect-only.
+/// adapter, or the family is detect-only; missing-input when it holds no tensors.
 pub fn open_view<'a>(
     ck: &'a Checkpoint,
     reg: &Registry,
     family: Option<&str>,
     renames: &[RenameRule],
 ) -> Result<(View<'a>, String)> {
+    if ck.tensors.is_empty() {
+        return Err(Error::new(ErrorKind::MissingInput, no_tensors(ck)).file(&ck.path));
+    }
     let asserted = family.is_some();
     let fam = match family {
         Some(name) => reg.require(name)?,

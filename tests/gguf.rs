@@ -585,6 +585,59 @@ fn a_split_gguf_is_read_from_its_first_part() {
     assert_eq!(ckpt(&["logits", ok.to_str().unwrap(), "--ids", "1,2"]).0, 0);
 }
 
+/// A GGUF without tensors (what `convert_hf_to_gguf.py --vocab-only` writes: metadata and the
+/// vocabulary) is listed, and every command that needs weights says there are none, exit 2,
+/// instead of "cannot tell which family" with a `--family` hint that cannot help.
+#[test]
+fn a_gguf_without_tensors_is_named_as_such() {
+    let mut b = Vec::new();
+    b.extend(b"GGUF");
+    b.extend(3u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes()); // tensors
+    b.extend(4u64.to_le_bytes()); // key/values
+    let key = |b: &mut Vec<u8>, k: &str| {
+        b.extend((k.len() as u64).to_le_bytes());
+        b.extend(k.as_bytes());
+    };
+    key(&mut b, "general.architecture");
+    b.extend(8u32.to_le_bytes()); // string
+    b.extend(5u64.to_le_bytes());
+    b.extend(b"llama");
+    for (k, v) in [
+        ("llama.block_count", 2u32),
+        ("llama.embedding_length", 64),
+        ("llama.attention.head_count", 4),
+    ] {
+        key(&mut b, k);
+        b.extend(4u32.to_le_bytes()); // uint32
+        b.extend(v.to_le_bytes());
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("vocab-only.gguf");
+    std::fs::write(&p, &b).unwrap();
+    let f = p.to_str().unwrap();
+    let (code, out, err) = ckpt(&["inspect", f]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("0 tensors"), "{out}");
+    let (_, out, _) = ckpt(&["detect", f]);
+    assert!(out.contains("holds no tensors"), "{out}");
+    for args in [
+        vec!["logits", f, "--ids", "1,2"],
+        vec!["convert", f, tmp.path().join("out").to_str().unwrap()],
+        vec!["logits", f, "--ids", "1,2", "--family", "llama-gguf"],
+    ] {
+        let (code, out, err) = ckpt(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(
+            err.contains("vocab-only.gguf") && err.contains("holds no tensors"),
+            "{err}"
+        );
+        assert!(err.contains("--vocab-only"), "{err}");
+        assert!(!err.contains("--family FAMILY"), "{err}");
+    }
+    assert!(!tmp.path().join("out").exists());
+}
+
 /// A GGUF of another architecture (the gqa-q8_0 fixture with `general.architecture` rewritten to
 /// `qwen2`, every `blk.N` name still llama's): inspect and diff read it; detection names the
 /// architecture and does not assume LLaMA although every name fits; computing and converting
