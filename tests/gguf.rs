@@ -579,6 +579,21 @@ fn a_split_gguf_is_read_from_its_first_part() {
     let c1 = put("c-00001-of-00002.gguf", &miscounted);
     put("c-00002-of-00002.gguf", &b2);
     refused(&c1, &["split.tensors.count", "hold 21 tensors"]);
+    // `split.count` 0, as `llama-gguf-split --merge` writes into the merged file: one whole file
+    // (here the first part's 12 tensors alone, named for what they are).
+    let mut merged = b1.clone();
+    let key = b"split.count";
+    let at = merged.windows(key.len()).position(|w| w == key).unwrap();
+    let value = at + key.len() + 4;
+    assert_eq!(merged[value], 2);
+    merged[value] = 0;
+    let m = put("merged.gguf", &merged);
+    let (code, out, err) = ckpt(&["inspect", m.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("1 file") && out.contains("tensors     12"),
+        "{out}"
+    );
     // Both parts beside each other under the llama.cpp names: read.
     let ok = put("ok-00001-of-00002.gguf", &b1);
     put("ok-00002-of-00002.gguf", &b2);

@@ -1260,16 +1260,18 @@ fn open_part(path: &std::path::Path) -> Result<(super::Shard, GgufFile)> {
 pub const MAX_SPLIT_PARTS: u64 = 99_999;
 
 /// `split.count` of a GGUF when it says the file is one part of several (`gguf-split`, or the
-/// converter's `--split-max-*`); `None` for a whole file (`split.count` absent or 1).
+/// converter's `--split-max-*`); `None` for a whole file: `split.count` absent, 1, or 0 (what
+/// `llama-gguf-split --merge` writes into the merged file; llama.cpp's loader treats a count
+/// below 2 as one file).
 fn split_count(g: &GgufFile) -> Result<Option<u64>> {
     match g.get("split.count") {
         None => Ok(None),
         Some(v) => match v.as_u64() {
-            Some(0) | None => Err(Error::bad_data(format!(
-                "metadata key \"split.count\" must be a positive integer, found {}",
+            None => Err(Error::bad_data(format!(
+                "metadata key \"split.count\" must be a non-negative integer, found {}",
                 v.display()
             ))),
-            Some(1) => Ok(None),
+            Some(0 | 1) => Ok(None),
             Some(n) if n > MAX_SPLIT_PARTS => Err(Error::bad_data(format!(
                 "metadata key \"split.count\": {n} parts is over the limit of {MAX_SPLIT_PARTS}"
             ))),
