@@ -1294,6 +1294,7 @@ fn part_suffix(i: u64, n: u64) -> String {
 /// the first is refused, naming the first (llama.cpp refuses it too).
 fn open_split(
     path: &std::path::Path,
+    dir: &std::path::Path,
     first: super::Shard,
     g: GgufFile,
     n: u64,
@@ -1333,10 +1334,6 @@ fn open_split(
         ))
         .hint(format!("rename the parts as llama-gguf-split names them, {merge}"))
     })?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
     let mut shards = vec![first];
     let mut parts = vec![g];
     for i in 1..n {
@@ -1379,9 +1376,13 @@ fn open_split(
 /// `config.json` built from the (first part's) metadata ([`llama_config`]).
 pub(super) fn open_checkpoint(path: &std::path::Path) -> Result<super::Checkpoint> {
     let (shard, g) = open_part(path)?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
     let (shards, parts) = match split_count(&g).map_err(|e| e.file(path))? {
         None => (vec![shard], vec![g]),
-        Some(n) => open_split(path, shard, g, n).map_err(|e| e.file(path))?,
+        Some(n) => open_split(path, &dir, shard, g, n).map_err(|e| e.file(path))?,
     };
     let first = parts
         .first()
@@ -1415,10 +1416,6 @@ pub(super) fn open_checkpoint(path: &std::path::Path) -> Result<super::Checkpoin
     let mut cfg = super::ModelConfig::parse(&bytes, super::ConfigSource::ConfigJson)
         .map_err(|e| e.file(path))?;
     cfg.path = path.to_path_buf();
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
     super::Checkpoint::assemble(
         path,
         &dir,
