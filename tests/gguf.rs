@@ -594,6 +594,23 @@ fn a_split_gguf_is_read_from_its_first_part() {
         out.contains("1 file") && out.contains("tensors     12"),
         "{out}"
     );
+    // A directory of GGUF files is not a checkpoint: the hint names the file to give, the first
+    // part for a split one.
+    for (files, needle) in [
+        (
+            vec![&first, &second],
+            "give its first part, `gqa-q8_0-split-00001-of-00002.gguf`",
+        ),
+        (vec![&whole], "give the file, `gqa-q8_0.gguf`"),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        for f in files {
+            std::fs::copy(f, d.path().join(f.file_name().unwrap())).unwrap();
+        }
+        let (code, _, err) = ckpt(&["inspect", d.path().to_str().unwrap()]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
     // Both parts beside each other under the llama.cpp names: read.
     let ok = put("ok-00001-of-00002.gguf", &b1);
     put("ok-00002-of-00002.gguf", &b2);

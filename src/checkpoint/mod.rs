@@ -36,6 +36,26 @@ pub use shard::{Container, Shard};
 
 use crate::error::{Error, ErrorKind, Result, escape};
 
+/// What to give instead of a directory that holds GGUF files: the file, or the first part of a
+/// split GGUF (`-00001-of-0000N.gguf`), named when there is one.
+fn gguf_in_dir_hint(listing: &[OsString]) -> String {
+    let names: Vec<String> = listing
+        .iter()
+        .filter_map(|f| f.to_str())
+        .filter(|f| f.ends_with(".gguf"))
+        .map(str::to_string)
+        .collect();
+    let firsts: Vec<&String> = names.iter().filter(|f| f.contains("-00001-of-")).collect();
+    match (firsts.as_slice(), names.as_slice()) {
+        ([first], _) => format!(
+            "this directory holds a split GGUF: give its first part, `{}` (the other parts are read from beside it)",
+            escape(first)
+        ),
+        (_, [one]) => format!("this directory holds a GGUF file: give the file, `{}`", escape(one)),
+        _ => "this directory holds GGUF files: give the `.gguf` file itself (for a split GGUF, its first part, `...-00001-of-0000N.gguf`)".to_string(),
+    }
+}
+
 /// How the checkpoint is laid out on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -371,11 +391,12 @@ impl Checkpoint {
             (Layout::Single, st.iter().map(|s| (*s).clone()).collect())
         } else if st.is_empty() {
             let hint = if ends(".bin") || ends(".pth") || ends(".pt") {
-                "ckpt reads PyTorch weights named pytorch_model.bin, pytorch_model-0000K-of-0000N.bin with pytorch_model.bin.index.json, consolidated.NN.pth, or a single .pth/.pt file; give another file directly"
+                "ckpt reads PyTorch weights named pytorch_model.bin, pytorch_model-0000K-of-0000N.bin with pytorch_model.bin.index.json, consolidated.NN.pth, or a single .pth/.pt file; give another file directly".to_string()
             } else if ends(".gguf") {
-                "this directory holds GGUF files: give the `.gguf` file itself"
+                gguf_in_dir_hint(listing)
             } else {
                 "give a directory with model.safetensors or shards and model.safetensors.index.json"
+                    .to_string()
             };
             return Err(Error::new(
                 ErrorKind::MissingInput,
