@@ -217,6 +217,32 @@ fn converting_to_a_remote_code_class_says_so() {
     }
 }
 
+/// Converting a llama3-scaled model into Qwen2 is exact in transformers' Qwen2 class, but
+/// llama.cpp's converter drops llama3 scaling for that class (`[config] llama_cpp_rope_types`):
+/// convert says so. Into Mistral (a LLaMA-like class in llama.cpp, which writes the factors) and
+/// for an unscaled model into Qwen2, nothing is said.
+#[test]
+fn converting_llama3_scaling_to_a_class_llama_cpp_runs_unscaled_says_so() {
+    let t = tempfile::tempdir().unwrap();
+    for (src, to, noted) in [
+        ("llama3-scaling", "qwen2", true),
+        ("llama3-scaling", "mistral", false),
+        ("llama-gqa", "qwen2", false),
+    ] {
+        let dst = t.path().join(format!("{src}-{to}"));
+        let o = ckpt(&["convert", s(&fixture(src)), s(&dst), "--to", to]);
+        assert!(o.status.success(), "{src} {to}: {}", text(&o));
+        let out = text(&o);
+        let note = "llama.cpp's converter does not carry rope scaling `llama3` over for `Qwen2ForCausalLM` (only linear and yarn there";
+        assert_eq!(out.contains(note), noted, "{src} {to}: {out}");
+        assert_eq!(
+            out.contains("llama.cpp's converter does not carry"),
+            noted,
+            "{out}"
+        );
+    }
+}
+
 #[test]
 fn existing_destination_is_refused_without_force_and_replaced_with_it() {
     let t = tempfile::tempdir().unwrap();

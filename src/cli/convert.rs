@@ -352,6 +352,25 @@ fn build_view<'a>(
                 .map_or(to, String::as_str)
         ));
     }
+    let rope_type = v
+        .config
+        .as_ref()
+        .and_then(|c| c.rope_scaling.as_ref())
+        .map_or("default", |s| s.rope_type.as_str());
+    let cpp = &target.config.llama_cpp_rope_types;
+    if !cpp.is_empty() && !cpp.iter().any(|t| t == rope_type) {
+        let kept: Vec<&str> = cpp
+            .iter()
+            .map(String::as_str)
+            .filter(|t| *t != "default")
+            .collect();
+        conv.notes.push(format!(
+            "llama.cpp's converter does not carry rope scaling `{}` over for `{}` (only {} there, and no `rope_freqs` for this class): a GGUF made from the output runs without it and computes other logits than the model; transformers' class computes it as written",
+            ckpt::error::escape(rope_type),
+            target.config.architectures.first().map_or(to, String::as_str),
+            if kept.is_empty() { "none".to_string() } else { kept.join(" and ") }
+        ));
+    }
     if target.config.model_type.is_none() {
         // Nothing in the written config names the target: it keeps the source's model_type (or
         // LLaMA's), and loaders and `ckpt detect` go by that.

@@ -313,6 +313,10 @@ pub struct ConfigRules {
     /// The class the family's `architectures` names is not in transformers: it ships as the
     /// model's own code (`auto_map`, `trust_remote_code=True`), which a conversion does not write.
     pub remote_code_class: bool,
+    /// RoPE scaling types (`default` for none) llama.cpp's converter carries over for the
+    /// family's class; empty: not stated. Converting into the family with another one says that a
+    /// GGUF made from the output computes other logits.
+    pub llama_cpp_rope_types: Vec<String>,
 }
 
 /// What detection looks for besides the tensor rules.

@@ -116,6 +116,8 @@ struct ConfigSpec {
     head_dim_default: Option<usize>,
     #[serde(default)]
     remote_code_class: bool,
+    #[serde(default)]
+    llama_cpp_rope_types: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -552,6 +554,7 @@ pub(crate) fn compile(
             square_o_proj: spec.config.square_o_proj,
             head_dim_default: spec.config.head_dim_default,
             remote_code_class: spec.config.remote_code_class,
+            llama_cpp_rope_types: spec.config.llama_cpp_rope_types,
         },
         detect: DetectRules {
             model_types: spec.detect.model_types,
