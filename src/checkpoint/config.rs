@@ -225,6 +225,13 @@ impl ModelConfig {
         })
     }
 
+    /// The RoPE scaling type (`rope_type`, or the older `type`), `default` when there is none.
+    pub fn rope_type(&self) -> &str {
+        self.rope_scaling
+            .as_ref()
+            .map_or("default", |s| s.rope_type.as_str())
+    }
+
     /// The head dimension: explicit `head_dim`, else `hidden_size / num_attention_heads` when it divides.
     pub fn resolved_head_dim(&self) -> Option<usize> {
         if let Some(h) = self.head_dim {

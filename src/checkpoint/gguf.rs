@@ -1286,6 +1286,16 @@ fn part_suffix(i: u64, n: u64) -> String {
     format!("-{:05}-of-{n:05}.gguf", i.saturating_add(1))
 }
 
+/// Whether `name` is llama.cpp's name for the first part of a split GGUF,
+/// `PREFIX-00001-of-NNNNN.gguf` ([`part_suffix`] of part 0 of some count).
+pub fn is_first_part_name(name: &str) -> bool {
+    name.strip_suffix(".gguf")
+        .and_then(|n| n.len().checked_sub(15).and_then(|i| n.get(i..)))
+        .and_then(|tail| tail.strip_prefix("-00001-of-"))
+        .and_then(|count| count.parse::<u64>().ok())
+        .is_some_and(|n| n >= 1 && name.ends_with(&part_suffix(0, n)))
+}
+
 /// Every part of a split GGUF whose first part, `first` (parsed as `g`, `split.count` = `n`), is
 /// at `path`, in order, as llama.cpp's loader finds them: the metadata is the first part's; the
 /// others are named `PREFIX-0000K-of-0000N.gguf` beside it (`llama_split_prefix` /
@@ -1656,6 +1666,24 @@ mod tests {
             }
         }
         assert!(accepted > 0);
+    }
+
+    #[test]
+    fn first_part_names_are_llama_cpp_s() {
+        assert!(is_first_part_name("m-00001-of-00002.gguf"));
+        assert!(is_first_part_name("-00001-of-00001.gguf"));
+        for n in [
+            "m-00002-of-00002.gguf",
+            "m-00001-of-0002.gguf",
+            "m-00001-of-00000.gguf",
+            "m-00001-of-00002.gguf.part",
+            "m-00001-of-0000x.gguf",
+            "00001-of-00002.gguf",
+            "model.gguf",
+            "",
+        ] {
+            assert!(!is_first_part_name(n), "{n}");
+        }
     }
 
     #[test]

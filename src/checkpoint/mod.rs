@@ -45,7 +45,10 @@ fn gguf_in_dir_hint(listing: &[OsString]) -> String {
         .filter(|f| f.ends_with(".gguf"))
         .map(str::to_string)
         .collect();
-    let firsts: Vec<&String> = names.iter().filter(|f| f.contains("-00001-of-")).collect();
+    let firsts: Vec<&String> = names
+        .iter()
+        .filter(|f| gguf::is_first_part_name(f))
+        .collect();
     match (firsts.as_slice(), names.as_slice()) {
         ([first], _) => format!(
             "this directory holds a split GGUF: give its first part, `{}` (the other parts are read from beside it)",

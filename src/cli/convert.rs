@@ -341,22 +341,19 @@ fn build_view<'a>(
     }
     let v = to_family(&canonical, target)?;
     let mut conv = conv;
+    // The class the written config names.
+    let class = target
+        .config
+        .architectures
+        .first()
+        .map_or(to, String::as_str);
     if target.config.remote_code_class {
         // The written config names a class transformers does not have, and no code for it.
         conv.notes.push(format!(
-            "`{}` is not a transformers class: transformers loads the output only with the model's own modeling code (an `auto_map` and `trust_remote_code=True`), which ckpt does not write; `ckpt convert DST OUT --to llama` gives back a checkpoint transformers and llama.cpp load",
-            target
-                .config
-                .architectures
-                .first()
-                .map_or(to, String::as_str)
+            "`{class}` is not a transformers class: transformers loads the output only with the model's own modeling code (an `auto_map` and `trust_remote_code=True`), which ckpt does not write; `ckpt convert DST OUT --to llama` gives back a checkpoint transformers and llama.cpp load"
         ));
     }
-    let rope_type = v
-        .config
-        .as_ref()
-        .and_then(|c| c.rope_scaling.as_ref())
-        .map_or("default", |s| s.rope_type.as_str());
+    let rope_type = v.config.as_ref().map_or("default", |c| c.rope_type());
     let cpp = &target.config.llama_cpp_rope_types;
     if !cpp.is_empty() && !cpp.iter().any(|t| t == rope_type) {
         let kept: Vec<&str> = cpp
@@ -367,7 +364,7 @@ fn build_view<'a>(
         conv.notes.push(format!(
             "llama.cpp's converter does not carry rope scaling `{}` over for `{}` (only {} there, and no `rope_freqs` for this class): a GGUF made from the output runs without it and computes other logits than the model; transformers' class computes it as written",
             ckpt::error::escape(rope_type),
-            target.config.architectures.first().map_or(to, String::as_str),
+            class,
             if kept.is_empty() { "none".to_string() } else { kept.join(" and ") }
         ));
     }

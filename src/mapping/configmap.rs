@@ -256,10 +256,7 @@ pub fn from_llama(cfg: &ModelConfig, family: &Family) -> Result<ModelConfig> {
         return reparse(map, ConfigSource::ParamsJson, cfg);
     }
     // What the family's config class can hold: its RoPE scaling types, its head size.
-    let rope_type = cfg
-        .rope_scaling
-        .as_ref()
-        .map_or("default", |s| s.rope_type.as_str());
+    let rope_type = cfg.rope_type();
     if !family.config.rope_types.is_empty()
         && !family.config.rope_types.iter().any(|t| t == rope_type)
     {
