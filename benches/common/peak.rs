@@ -91,7 +91,7 @@ pub fn peak_run(isa: Isa, iters: u64) -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
         match isa {
-            Isa::Avx512 => {
+            Isa::Avx512 | Isa::Amx => {
                 // SAFETY: `isa` is the active ISA, so the CPU has AVX-512F.
                 black_box(unsafe { fma::avx512(iters, black_box(1e-9), black_box(1.0)) });
                 return iters as f64 * 24.0 * 16.0 * 2.0;

@@ -1287,7 +1287,7 @@ fn part_suffix(i: u64, n: u64) -> String {
 }
 
 /// Whether `name` is llama.cpp's name for the first part of a split GGUF,
-/// `PREFIX-00001-of-NNNNN.gguf` ([`part_suffix`] of part 0 of some count).
+/// `PREFIX-00001-of-NNNNN.gguf` (the suffix `part_suffix` gives part 0 of some count).
 pub fn is_first_part_name(name: &str) -> bool {
     name.strip_suffix(".gguf")
         .and_then(|n| n.len().checked_sub(15).and_then(|i| n.get(i..)))

@@ -18,13 +18,15 @@
 //!   best CPU-time figures of `cargo bench --bench kernels`: about 71-77% of the FMA peak for 32
 //!   tokens and 81-89% for 128, f32 and bf16 alike; bf16 is ahead below 16 tokens).
 //!
-//! The ISA is detected once and cached; `CKPT_ISA=scalar|avx2|avx512|neon` forces one. Every kernel
+//! The ISA is detected once and cached; `CKPT_ISA=scalar|avx2|avx512|amx|neon` forces one. Every kernel
 //! takes the ISA explicitly (so tests and benchmarks can compare them); an ISA this CPU lacks is
 //! never executed: the call runs on the fastest available one instead.
 //!
 //! Lengths are checked by every entry point and reported as a [`KernelError`]; the kernels never
 //! panic on a length that came from a file.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod gemm;
 mod matmul;
 mod quant;
@@ -50,13 +52,17 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512F (plus the AVX2, FMA and F16C features every AVX-512 CPU has).
     Avx512,
+    /// x86-64 AVX-512F with Intel AMX-TILE and AMX-BF16 granted by the OS: bf16 weights in products
+    /// of 16 or more tokens multiply on AMX tiles (the activations split exactly into three bf16
+    /// parts, see `amx.rs`); every other kernel is AVX-512's.
+    Amx,
     /// aarch64 Advanced SIMD.
     Neon,
 }
 
 impl Isa {
     /// Every ISA, from slowest to fastest within an architecture.
-    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
+    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx, Isa::Neon];
 
     /// The lower-case name used by `CKPT_ISA` and in reports.
     pub fn name(self) -> &'static str {
@@ -64,6 +70,7 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Amx => "amx",
             Isa::Neon => "neon",
         }
     }
@@ -96,6 +103,9 @@ fn detected() -> &'static [Isa] {
             if x86::Avx512::new().is_some() {
                 v.push(Isa::Avx512);
             }
+            if amx::Amx::new().is_some() {
+                v.push(Isa::Amx);
+            }
         }
         #[cfg(target_arch = "aarch64")]
         {
@@ -126,7 +136,7 @@ pub fn best_isa() -> Isa {
 /// The ISA the kernels use by default, chosen once per process.
 ///
 /// It is the fastest ISA this CPU supports, unless the environment variable `CKPT_ISA` names one
-/// (`scalar`, `avx2`, `avx512`, `neon`). A `CKPT_ISA` value that is unknown or names an ISA this CPU
+/// (`scalar`, `avx2`, `avx512`, `amx`, `neon`). A `CKPT_ISA` value that is unknown or names an ISA this CPU
 /// lacks is ignored here and the fastest available ISA is used; the CLI calls [`isa_from_env`]
 /// first so that such a value is refused loudly instead.
 pub fn active_isa() -> Isa {
@@ -165,7 +175,7 @@ fn isa_from_value(s: &str) -> Result<Option<Isa>, String> {
     };
     match Isa::parse(s) {
         None => Err(format!(
-            "unknown `CKPT_ISA` value `{}`: expected one of scalar, avx2, avx512, neon",
+            "unknown `CKPT_ISA` value `{}`: expected one of scalar, avx2, avx512, amx, neon",
             s.escape_debug()
         )),
         Some(isa) if !is_available(isa) => Err(format!(
@@ -423,7 +433,7 @@ macro_rules! dispatch {
                 None => $scalar,
             },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => match x86::Avx512::new() {
+            Isa::Avx512 | Isa::Amx => match x86::Avx512::new() {
                 Some($tok) => x86::avx512::$f($($arg),*),
                 None => $scalar,
             },
@@ -462,6 +472,17 @@ pub fn matmul(
         )));
     }
     check_len(K, "out", mul_len(K, "out", t, n)?, out.len())?;
+    #[cfg(target_arch = "x86_64")]
+    if resolve(isa) == Isa::Amx
+        && w.dtype == WDtype::Bf16
+        && t >= gemm::GEMM_MIN_T
+        && k_dim > 0
+        && n > 0
+        && let Some(tok) = amx::Amx::new()
+    {
+        amx::matmul(tok, x, t, k_dim, w, n, out);
+        return Ok(());
+    }
     dispatch!(isa, scalar::matmul(x, t, k_dim, w, n, out), |s| matmul(
         s, x, t, k_dim, w, n, out
     ));

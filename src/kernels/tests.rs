@@ -19,7 +19,7 @@ fn lanes(isa: Isa) -> usize {
     match isa {
         Isa::Scalar => 1,
         Isa::Avx2 => 8,
-        Isa::Avx512 => 16,
+        Isa::Avx512 | Isa::Amx => 16,
         Isa::Neon => 4,
     }
 }
@@ -1134,5 +1134,65 @@ fn rope_interleaved_is_rope_half_on_permuted_pairs() {
             }
         }
         y.clear();
+    }
+}
+
+/// The AMX path (bf16 weights, 16 or more tokens) against the scalar spec on the shapes that reach
+/// its edges: `K` not a multiple of 32 (zero-padded rows), row counts not a multiple of 32 or 16
+/// (the padded last task), token counts that leave a tile or a pair of tiles partly empty, odd
+/// byte offsets of the weights (unaligned tile loads), and `K` of real models.
+#[test]
+fn amx_matmul_matches_scalar_on_its_edges() {
+    if !is_available(Isa::Amx) {
+        return;
+    }
+    let mut seed = 900;
+    for (t, k, n) in [
+        (16, 32, 32),
+        (17, 33, 17),
+        (31, 64, 48),
+        (32, 2048, 64),
+        (33, 100, 33),
+        (47, 31, 5),
+        (64, 96, 1),
+        (128, 256, 96),
+        (20, 5632, 40),
+    ] {
+        for offset in [0, 1, 3] {
+            check_matmul(Isa::Amx, t, k, n, WDtype::Bf16, offset, seed);
+            seed += 1;
+        }
+    }
+}
+
+/// An activation that bf16 does not hold goes through the AMX path as three exact parts: a
+/// product with one weight of 1 returns the activation bit for bit (one bf16 product would keep
+/// only its top 8 significant bits).
+#[test]
+fn amx_matmul_keeps_every_bit_of_the_activations() {
+    if !is_available(Isa::Amx) {
+        return;
+    }
+    let (t, k, n) = (32, 64, 32);
+    let mut rng = Rng(77);
+    let x = rng.vec(t * k, -3.0, 3.0);
+    // Row j of W is the unit vector e_(j mod k): out[tok][j] = x[tok][j mod k], exactly.
+    let mut wv = vec![0.0f32; n * k];
+    for j in 0..n {
+        wv[j * k + (j * 5) % k] = 1.0;
+    }
+    let wb = encode(WDtype::Bf16, &wv, 0);
+    let w = Weights::new(WDtype::Bf16, &wb);
+    let mut got = vec![f32::NAN; t * n];
+    matmul(Isa::Amx, &x, t, k, w, n, &mut got).unwrap();
+    for tok in 0..t {
+        for j in 0..n {
+            let want = x[tok * k + (j * 5) % k];
+            assert_eq!(
+                got[tok * n + j].to_bits(),
+                want.to_bits(),
+                "token {tok} row {j}"
+            );
+        }
     }
 }
