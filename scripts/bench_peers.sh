@@ -240,7 +240,7 @@ def ratio(peer, kind, dt, tok):
 print(f"cpu: {cpu.strip()}")
 print(f"{params / 1e9:.3f} B parameters; {threads} threads; {pairs} rounds, forward-only = median of "
       f"{reps} after a warm-up; llama.cpp from llama-cpp-python {lcp}")
-isa_name = {"avx512": "AVX-512", "avx2": "AVX2"}.get(isa, isa)
+isa_name = {"avx512": "AVX-512", "avx2": "AVX2", "amx": "AVX-512; ckpt's bf16 matmuls of 16+ tokens on AMX tiles"}.get(isa, isa)
 print(f"f32 FMA peak ({isa_name}, {threads} threads): {float(peak):.0f} GFLOP/s; memory read bandwidth: "
       f"{data[('stream', 'mem', rows[0][0], 0)][0]:.1f} GB/s")
 if bf16_dot != "n/a":

@@ -243,6 +243,55 @@ fn converting_llama3_scaling_to_a_class_llama_cpp_runs_unscaled_says_so() {
     }
 }
 
+/// llama.cpp builds Qwen2's q and o projections hidden x hidden (`[config]
+/// llama_cpp_square_attention`): converting a model whose heads x head_dim is not the hidden size
+/// into Qwen2 says that a GGUF of the output does not load there. Into Mistral (built from
+/// heads x head_dim in llama.cpp), and for a model whose attention is hidden wide, nothing is said.
+#[test]
+fn converting_wide_heads_to_a_class_llama_cpp_builds_square_says_so() {
+    let t = tempfile::tempdir().unwrap();
+    let d = Dims {
+        hidden: 64,
+        layers: 1,
+        heads: 4,
+        kv_heads: 2,
+        intermediate: 96,
+        vocab: 256,
+        tied: false,
+    };
+    let hd = 32;
+    let mut specs = synth::llama_tensors(&d, Dtype::F32, false);
+    for (name, _, shape) in &mut specs {
+        if name.ends_with("q_proj.weight") {
+            *shape = vec![d.heads * hd, d.hidden];
+        } else if name.ends_with("k_proj.weight") || name.ends_with("v_proj.weight") {
+            *shape = vec![d.kv_heads * hd, d.hidden];
+        } else if name.ends_with("o_proj.weight") {
+            *shape = vec![d.hidden, d.heads * hd];
+        }
+    }
+    let mut config = d.config_json("llama", "LlamaForCausalLM", "float32");
+    config["head_dim"] = serde_json::json!(hd);
+    let src = t.path().join("wide");
+    synth::write_checkpoint(&src, Some(&config), &specs, 1, Fill::Random(5)).unwrap();
+    let note = "llama.cpp builds `Qwen2ForCausalLM`'s q and o projections as hidden x hidden (64), but this model's attention is heads x head_dim = 4 x 32";
+    for (from, to, noted) in [
+        (src.clone(), "qwen2", true),
+        (src.clone(), "mistral", false),
+        (fixture("llama-gqa"), "qwen2", false),
+    ] {
+        let dst = t.path().join(format!(
+            "{}-{to}",
+            from.file_name().unwrap().to_string_lossy()
+        ));
+        let o = ckpt(&["convert", s(&from), s(&dst), "--to", to, "--verify"]);
+        assert!(o.status.success(), "{to}: {}", text(&o));
+        let out = text(&o);
+        assert_eq!(out.contains(note), noted, "{to}: {out}");
+        assert_eq!(out.contains("does not load in llama.cpp"), noted, "{out}");
+    }
+}
+
 #[test]
 fn existing_destination_is_refused_without_force_and_replaced_with_it() {
     let t = tempfile::tempdir().unwrap();

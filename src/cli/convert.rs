@@ -368,6 +368,16 @@ fn build_view<'a>(
             if kept.is_empty() { "none".to_string() } else { kept.join(" and ") }
         ));
     }
+    if target.config.llama_cpp_square_attention
+        && let Some(c) = v.config.as_ref()
+        && let (Some(hidden), Some(heads), Some(hd)) =
+            (c.hidden_size, c.num_attention_heads, c.head_dim)
+        && heads.checked_mul(hd) != Some(hidden)
+    {
+        conv.notes.push(format!(
+            "llama.cpp builds `{class}`'s q and o projections as hidden x hidden ({hidden}), but this model's attention is heads x head_dim = {heads} x {hd}: a GGUF made from the output does not load in llama.cpp; transformers' class computes it as written"
+        ));
+    }
     if target.config.model_type.is_none() {
         // Nothing in the written config names the target: it keeps the source's model_type (or
         // LLaMA's), and loaders and `ckpt detect` go by that.

@@ -317,6 +317,10 @@ pub struct ConfigRules {
     /// family's class; empty: not stated. Converting into the family with another one says that a
     /// GGUF made from the output computes other logits.
     pub llama_cpp_rope_types: Vec<String>,
+    /// llama.cpp builds the class's q and o projections `hidden x hidden` (Qwen2, Phi-3,
+    /// InternLM2, Baichuan): converting into the family a model whose `heads x head_dim` is not
+    /// the hidden size says that a GGUF made from the output does not load there.
+    pub llama_cpp_square_attention: bool,
 }
 
 /// What detection looks for besides the tensor rules.

@@ -118,6 +118,8 @@ struct ConfigSpec {
     remote_code_class: bool,
     #[serde(default)]
     llama_cpp_rope_types: Vec<String>,
+    #[serde(default)]
+    llama_cpp_square_attention: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -555,6 +557,7 @@ pub(crate) fn compile(
             head_dim_default: spec.config.head_dim_default,
             remote_code_class: spec.config.remote_code_class,
             llama_cpp_rope_types: spec.config.llama_cpp_rope_types,
+            llama_cpp_square_attention: spec.config.llama_cpp_square_attention,
         },
         detect: DetectRules {
             model_types: spec.detect.model_types,
