@@ -11,6 +11,8 @@
 //! - `x86.rs` (AVX2+FMA+F16C, AVX-512F) and `neon.rs` (aarch64) implement the vocabulary and hold the
 //!   thin `#[target_feature]` wrappers, reachable only with a token that proves the CPU has the
 //!   features (the dispatch scheme of the `memchr` crate).
+//! - `amx.rs` is the matrix product of bf16 weights and 16+ tokens on Intel AMX tiles ([`Isa::Amx`]),
+//!   the activations split exactly into three bf16 parts; tested against the scalar spec like the rest.
 //! - `matmul.rs` is the blocked, multi-threaded matrix product: below 16 tokens a dot-product
 //!   kernel that widens f32 and bf16 weights in registers straight from the tensor, from 16 tokens
 //!   on the GEMM microkernel of `gemm.rs`, where bf16 / f16 rows are decoded a 6-row group at a
