@@ -18,16 +18,21 @@
 //!   `±inf` (a corrupt checkpoint either way; both are non-finite).
 //!
 //! Layout (`out[T,N] = x[T,K] * W[N,K]^T`, computed as `W * x^T` like `gemm.rs`):
-//! - tile A is 16 weight rows x 32 `k`, read in place from the tensor bytes (64 bytes of each row,
-//!   `2 * K` bytes apart), or from a zero-padded copy of the rows for the last rows of the matrix
-//!   and for rows whose length is not a multiple of 32;
+//! - tile A is 16 weight rows x 32 `k`: read in place from the tensor bytes (64 bytes of each row,
+//!   `2 * K` bytes apart) when each is used once (up to 32 tokens, whole rows of whole 32-`k`
+//!   steps), else from a packed, zero-padded copy of the task's rows (`pack_a`), which the token
+//!   pairs after the first read from L1;
 //! - tile B is 16 pairs of `k` x 16 tokens of one part, packed once per call ("VNNI": the 32-bit
 //!   word of pair `p`, token `n` holds `x[n][2p]` in its low half and `x[n][2p + 1]` in its high);
 //! - a rayon task owns [`ROWS`] = 32 weight rows (two A tiles) and runs every pair of token tiles
 //!   against them: four accumulator tiles (32 rows x 32 tokens) take, per 32 `k`, two A loads, six
-//!   B loads (three parts x two token tiles) and twelve `tdpbf16ps`. The accumulators hold the whole
-//!   sum over `K`, so each output element is written once.
-//!
+//!   B loads (three parts x two token tiles) and twelve `tdpbf16ps`;
+//! - above 32 tokens `K` is taken in blocks of [`KC`], each a parallel pass over the tasks, so the
+//!   packed activations of a block stay in L2 while every task runs against them; the accumulator
+//!   tiles are stored between blocks (exactly: the sum is the same, in the same order, as in one
+//!   pass, tested). When the stored accumulators of all tasks would pass [`ACC_MAX_BYTES`] (they
+//!   are as large as the output), and up to 32 tokens, `K` is one pass.
+
 //! The tiles are reached through inline assembly (Rust's AMX intrinsics are not stable); the
 //! registers `tmm0`-`tmm7` are invisible to the compiler, which never emits AMX itself, so their
 //! contents persist between the `asm!` blocks of one task. Linux hands out the tile state only
@@ -49,6 +54,8 @@ const TROWS: usize = 16;
 const TK: usize = 32;
 /// Tokens per B tile.
 const TT: usize = 16;
+/// Largest accumulator buffer for every task together, in bytes (see `matmul`).
+const ACC_MAX_BYTES: usize = 64 << 20;
 /// `k` per block of the outer loop (a multiple of [`TK`]).
 const KC: usize = 512;
 /// Parts an activation is split into.
@@ -246,10 +253,10 @@ unsafe fn pack_a(
 /// The product for `t >= GEMM_MIN_T` tokens with bf16 weights. Lengths were validated by
 /// `kernels::matmul`; `t`, `n` and `k_dim` are not 0.
 ///
-/// `K` is taken in blocks of [`KC`], each a parallel pass over the row tasks: the packed
-/// activations of one block (`T * KC * 6` bytes, 384 KiB at 128 tokens) stay in L2 while every
-/// task runs against them, and a task's rows of the block (32 KiB) sit in L1. Between blocks the
-/// accumulator tiles go to `acc`; after the last they are written to `out`.
+/// Above 32 tokens `K` is taken in blocks of [`KC`], each a parallel pass over the row tasks: the
+/// packed activations of one block (`T * KC * 6` bytes, 384 KiB at 128 tokens) stay in L2 while
+/// every task runs against them, and a task's rows of the block (32 KiB) sit in L1. Between blocks
+/// the accumulator tiles are stored; after the last they are written to `out`.
 pub(crate) fn matmul(
     tok: Amx,
     x: &[f32],
@@ -258,6 +265,21 @@ pub(crate) fn matmul(
     w: Weights<'_>,
     n: usize,
     out: &mut [f32],
+) {
+    matmul_with_limit(tok, x, t, k_dim, w, n, out, ACC_MAX_BYTES)
+}
+
+/// [`matmul`] with `acc_max` in place of [`ACC_MAX_BYTES`] (tests reach both schedules with it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_with_limit(
+    tok: Amx,
+    x: &[f32],
+    t: usize,
+    k_dim: usize,
+    w: Weights<'_>,
+    n: usize,
+    out: &mut [f32],
+    acc_max: usize,
 ) {
     assert_eq!(w.dtype, WDtype::Bf16);
     assert!(x.len() >= t * k_dim && out.len() >= t * n && w.bytes.len() >= 2 * n * k_dim);
@@ -272,12 +294,22 @@ pub(crate) fn matmul(
         .for_each(|(tile, dst)| pack_tile(x, t, k_dim, pairs, tile, dst));
     let xb = &*xb;
     const TILE_F32: usize = TROWS * TT;
-    // Accumulators of every task: per token pair, four tiles.
+    // A task's accumulators: per pair of token tiles, four tiles.
     let per_task = tiles / 2 * 4 * TILE_F32;
     let mut tasks = super::matmul::split_columns(out, t, n, ROWS);
-    let mut acc = vec![0.0f32; tasks.len() * per_task];
-    // One pair of token tiles reads each A tile once, so blocking `K` would only add passes.
-    let block = if tiles == 2 { kp } else { KC };
+    let ntasks = tasks.len();
+    // Above one pair of token tiles, `K` is taken in blocks when the accumulators of every task
+    // (as large as `out`) stay under `acc_max`; otherwise, and for one pair (which reads
+    // each A tile once, so blocks would only add passes), in one pass with a task's accumulators
+    // in a per-thread buffer.
+    let blocked = tiles > 2 && ntasks * per_task * 4 <= acc_max;
+    let block = if blocked { KC } else { kp };
+    let mut shared = vec![0.0f32; if blocked { ntasks * per_task } else { 0 }];
+    let mut accs: Vec<&mut [f32]> = if blocked {
+        shared.chunks_mut(per_task).collect()
+    } else {
+        (0..ntasks).map(|_| <&mut [f32]>::default()).collect()
+    };
     let nkb = kp.div_ceil(block);
     for kb in 0..nkb {
         let k0 = kb * block;
@@ -285,9 +317,17 @@ pub(crate) fn matmul(
         let (first, last) = (kb == 0, kb + 1 == nkb);
         tasks
             .par_iter_mut()
-            .zip(acc.par_chunks_mut(per_task))
+            .zip(accs.par_iter_mut())
             .enumerate()
-            .for_each_init(Vec::<u8>::new, |pad, (c, (outs, acc))| {
+            .for_each_init(
+                || (Vec::<u8>::new(), Vec::<f32>::new()),
+                |(pad, local), (c, (outs, acc))| {
+                let acc: &mut [f32] = if blocked {
+                    acc
+                } else {
+                    local.resize(per_task, 0.0);
+                    local
+                };
                 let j0 = c * ROWS;
                 let rows = outs.first().map_or(0, |o| o.len());
                 // With one pair of token tiles each A tile is used once: read it in place (whole

@@ -28,7 +28,7 @@
 //! panic on a length that came from a file.
 
 #[cfg(target_arch = "x86_64")]
-mod amx;
+pub(crate) mod amx;
 mod gemm;
 mod matmul;
 mod quant;

@@ -1196,3 +1196,46 @@ fn amx_matmul_keeps_every_bit_of_the_activations() {
         }
     }
 }
+
+/// Both schedules of the AMX product give the same bits: `K` in blocks with every task's
+/// accumulators in one buffer (what 33 or more tokens get while that buffer stays under 64 MiB)
+/// and one pass over `K` with a task's accumulators per thread (larger outputs), and both match
+/// the scalar spec.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_matmul_schedules_agree() {
+    let Some(tok) = amx::Amx::new() else {
+        return;
+    };
+    let mut rng = Rng(78);
+    for (t, k, n) in [(33, 1100, 40), (64, 2048, 64), (128, 600, 33)] {
+        let x = rng.vec(t * k, -1.0, 1.0);
+        let wb = encode(WDtype::Bf16, &rng.vec(n * k, -1.0, 1.0), 1);
+        let w = Weights::new(WDtype::Bf16, &wb[1..]);
+        let mut blocked = vec![f32::NAN; t * n];
+        amx::matmul_with_limit(tok, &x, t, k, w, n, &mut blocked, usize::MAX);
+        let mut one_pass = vec![f32::NAN; t * n];
+        amx::matmul_with_limit(tok, &x, t, k, w, n, &mut one_pass, 0);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&blocked), bits(&one_pass), "t={t} k={k} n={n}");
+        let mut want = vec![f32::NAN; t * n];
+        scalar::matmul(&x, t, k, w, n, &mut want);
+        let mut wf = vec![0.0f32; n * k];
+        scalar::to_f32(w, &mut wf);
+        let scale: Vec<f32> = (0..t * n)
+            .map(|i| {
+                let (tok, j) = (i / n, i % n);
+                (0..k)
+                    .map(|kk| (x[tok * k + kk] * wf[j * k + kk]).abs())
+                    .sum()
+            })
+            .collect();
+        assert_close(
+            &one_pass,
+            &want,
+            1e-5,
+            &scale,
+            &format!("amx t={t} k={k} n={n}"),
+        );
+    }
+}
