@@ -299,7 +299,8 @@ impl<'a> Model<'a> {
     }
 
     /// Bytes of activation memory a forward over `batch` sequences of `seq` tokens allocates
-    /// (state buffers, logits, rotary tables, attention scores, NormHead's row norms), logits at
+    /// (state buffers, logits, rotary tables, attention scores, NormHead's row norms, a matmul's
+    /// packed activations and accumulators), logits at
     /// every position; `None` when the count overflows.
     pub fn activation_bytes(&self, batch: usize, seq: usize) -> Option<u64> {
         self.activation_bytes_for(batch, seq, Outputs::Every)
@@ -318,13 +319,18 @@ impl<'a> Model<'a> {
         .chain(&[c.intermediate, c.intermediate])
         .try_fold(0u64, |acc, &w| acc.checked_add(w as u64))?;
         let threads = rayon::current_num_threads().max(1) as u64;
+        let widest = c.hidden.max(c.q_dim).max(c.intermediate) as u64;
         let floats = t
             .checked_mul(per_token)?
             .checked_add(logit_rows.checked_mul(c.vocab as u64)?)?
             .checked_add((seq as u64).checked_mul(c.rotary_dim as u64)?)? // cos, sin
             .checked_add(threads.checked_mul(seq as u64)?)? // attention scores per worker
             .checked_add(c.vocab as u64)? // NormHead row norms
-            .checked_add(c.q_dim.max(c.kv_dim) as u64)?; // q/k norm scratch
+            .checked_add(c.q_dim.max(c.kv_dim) as u64)? // q/k norm scratch
+            // One matmul's packed activations, of the widest input (the AMX path's three bf16
+            // parts take 1.5 floats each), and its stored accumulators (at most 64 MiB).
+            .checked_add(t.checked_mul(widest)?.checked_mul(3)? / 2)?
+            .checked_add(16 << 20)?;
         floats.checked_mul(4)
     }
 
