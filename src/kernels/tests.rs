@@ -533,18 +533,23 @@ fn check_matmul(isa: Isa, t: usize, k: usize, n: usize, dtype: WDtype, offset: u
     scalar::matmul(&x, t, k, w, n, &mut want);
     let mut got = vec![f32::NAN; t * n];
     matmul(isa, &x, t, k, w, n, &mut got).unwrap();
+    let what = format!("{isa} matmul t={t} k={k} n={n} {dtype:?} off={offset}");
+    assert_close(&got, &want, 1e-5, &matmul_scale(&x, t, k, w, n), &what);
+}
+
+/// Per output element of `x * W^T`, the sum of the magnitudes of its products: the scale a
+/// rounding error of the sum is measured against.
+fn matmul_scale(x: &[f32], t: usize, k: usize, w: Weights<'_>, n: usize) -> Vec<f32> {
     let mut wf = vec![0.0f32; n * k];
     scalar::to_f32(w, &mut wf);
-    let scale: Vec<f32> = (0..t * n)
+    (0..t * n)
         .map(|i| {
             let (tok, j) = (i / n, i % n);
             (0..k)
                 .map(|kk| (x[tok * k + kk] * wf[j * k + kk]).abs())
                 .sum()
         })
-        .collect();
-    let what = format!("{isa} matmul t={t} k={k} n={n} {dtype:?} off={offset}");
-    assert_close(&got, &want, 1e-5, &scale, &what);
+        .collect()
 }
 
 #[test]
@@ -1220,16 +1225,7 @@ fn amx_matmul_schedules_agree() {
         assert_eq!(bits(&blocked), bits(&one_pass), "t={t} k={k} n={n}");
         let mut want = vec![f32::NAN; t * n];
         scalar::matmul(&x, t, k, w, n, &mut want);
-        let mut wf = vec![0.0f32; n * k];
-        scalar::to_f32(w, &mut wf);
-        let scale: Vec<f32> = (0..t * n)
-            .map(|i| {
-                let (tok, j) = (i / n, i % n);
-                (0..k)
-                    .map(|kk| (x[tok * k + kk] * wf[j * k + kk]).abs())
-                    .sum()
-            })
-            .collect();
+        let scale = matmul_scale(&x, t, k, w, n);
         assert_close(
             &one_pass,
             &want,
