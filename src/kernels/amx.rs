@@ -32,7 +32,7 @@
 //!   tiles are stored between blocks (exactly: the sum is the same, in the same order, as in one
 //!   pass, tested). When the stored accumulators of all tasks would pass [`ACC_MAX_BYTES`] (they
 //!   are as large as the output), and up to 32 tokens, `K` is one pass.
-
+//!
 //! The tiles are reached through inline assembly (Rust's AMX intrinsics are not stable); the
 //! registers `tmm0`-`tmm7` are invisible to the compiler, which never emits AMX itself, so their
 //! contents persist between the `asm!` blocks of one task. Linux hands out the tile state only
@@ -79,13 +79,17 @@ impl Amx {
 /// grants the tile data state (Linux 5.16 and later).
 fn detect() -> bool {
     use std::arch::x86_64::__cpuid_count;
-    // `cpuid` exists on every x86-64 CPU; leaves above the maximum return zeros.
-    let (max, l7) = (__cpuid_count(0, 0).eax, __cpuid_count(7, 0));
+    // `cpuid` exists on every x86-64 CPU; leaves above the maximum return zeros. (The intrinsic
+    // is safe since Rust 1.87 and `unsafe` before: the block serves both.)
+    #[allow(unused_unsafe)]
+    // SAFETY: see above.
+    let cpuid = |leaf, sub| unsafe { __cpuid_count(leaf, sub) };
+    let (max, l7) = (cpuid(0, 0).eax, cpuid(7, 0));
     if max < 0x1d || l7.edx & (1 << 24) == 0 || l7.edx & (1 << 22) == 0 {
         return false;
     }
     // Leaf 0x1D, sub-leaf 1: palette 1's geometry.
-    let p1 = __cpuid_count(0x1d, 1);
+    let p1 = cpuid(0x1d, 1);
     let bytes_per_row = p1.ebx & 0xffff;
     let names = p1.ebx >> 16;
     let max_rows = p1.ecx & 0xffff;
