@@ -55,7 +55,7 @@ const TK: usize = 32;
 /// Tokens per B tile.
 const TT: usize = 16;
 /// Largest accumulator buffer for every task together, in bytes (see `matmul`).
-const ACC_MAX_BYTES: usize = 64 << 20;
+pub(crate) const ACC_MAX_BYTES: usize = 64 << 20;
 /// `k` per block of the outer loop (a multiple of [`TK`]).
 const KC: usize = 512;
 /// Parts an activation is split into.
@@ -261,21 +261,11 @@ unsafe fn pack_a(
 /// packed activations of one block (`T * KC * 6` bytes, 384 KiB at 128 tokens) stay in L2 while
 /// every task runs against them, and a task's rows of the block (32 KiB) sit in L1. Between blocks
 /// the accumulator tiles are stored; after the last they are written to `out`.
-pub(crate) fn matmul(
-    tok: Amx,
-    x: &[f32],
-    t: usize,
-    k_dim: usize,
-    w: Weights<'_>,
-    n: usize,
-    out: &mut [f32],
-) {
-    matmul_with_limit(tok, x, t, k_dim, w, n, out, ACC_MAX_BYTES)
-}
-
-/// [`matmul`] with `acc_max` in place of [`ACC_MAX_BYTES`] (tests reach both schedules with it).
+///
+/// `acc_max` bounds the accumulators of the blocked schedule: [`ACC_MAX_BYTES`] (tests pass 0 and
+/// `usize::MAX` to reach both schedules).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_with_limit(
+pub(crate) fn matmul(
     tok: Amx,
     x: &[f32],
     t: usize,

@@ -482,7 +482,7 @@ pub fn matmul(
         && n > 0
         && let Some(tok) = amx::Amx::new()
     {
-        amx::matmul(tok, x, t, k_dim, w, n, out);
+        amx::matmul(tok, x, t, k_dim, w, n, out, amx::ACC_MAX_BYTES);
         return Ok(());
     }
     dispatch!(isa, scalar::matmul(x, t, k_dim, w, n, out), |s| matmul(

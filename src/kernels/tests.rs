@@ -1218,9 +1218,9 @@ fn amx_matmul_schedules_agree() {
         let wb = encode(WDtype::Bf16, &rng.vec(n * k, -1.0, 1.0), 1);
         let w = Weights::new(WDtype::Bf16, &wb[1..]);
         let mut blocked = vec![f32::NAN; t * n];
-        amx::matmul_with_limit(tok, &x, t, k, w, n, &mut blocked, usize::MAX);
+        amx::matmul(tok, &x, t, k, w, n, &mut blocked, usize::MAX);
         let mut one_pass = vec![f32::NAN; t * n];
-        amx::matmul_with_limit(tok, &x, t, k, w, n, &mut one_pass, 0);
+        amx::matmul(tok, &x, t, k, w, n, &mut one_pass, 0);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&blocked), bits(&one_pass), "t={t} k={k} n={n}");
         let mut want = vec![f32::NAN; t * n];
