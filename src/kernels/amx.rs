@@ -266,7 +266,7 @@ unsafe fn pack_a(
 /// `usize::MAX` to reach both schedules).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
-    tok: Amx,
+    _proof: Amx,
     x: &[f32],
     t: usize,
     k_dim: usize,
@@ -337,7 +337,6 @@ pub(crate) fn matmul(
                     unsafe { pack_a(w.bytes, k_dim, j0, rows, k0, kc, pad) };
                     (pad.as_ptr(), 64, ROWS * 64)
                 };
-                let _ = tok;
                 // SAFETY: the token proves AMX with permission; every tile load reads 16 rows of
                 // 64 bytes: A rows within the weights (32 whole rows from `j0`, `kc` elements from
                 // `k0`) or within `pad` (`kc / 32` steps of 32 rows), B
