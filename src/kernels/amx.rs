@@ -15,7 +15,8 @@
 //! - a non-finite activation goes in whole as `x1` (a NaN as the canonical NaN) with `x2 = x3 = 0`,
 //!   so it poisons its token's outputs as in the spec; but an infinite *weight* meets the zero `x2`
 //!   and `x3` of an activation that bf16 holds exactly, and `inf * 0` is NaN where the spec gives
-//!   `±inf` (a corrupt checkpoint either way; both are non-finite).
+//!   `±inf`. `kernels::matmul` therefore recomputes every output column holding a NaN on
+//!   AVX-512 after this product (every other NaN of the tiles is one of the spec's too).
 //!
 //! Layout (`out[T,N] = x[T,K] * W[N,K]^T`, computed as `W * x^T` like `gemm.rs`):
 //! - tile A is 16 weight rows x 32 `k`: read in place from the tensor bytes (64 bytes of each row,
@@ -40,6 +41,7 @@
 
 use std::arch::asm;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
@@ -264,6 +266,8 @@ unsafe fn pack_a(
 ///
 /// `acc_max` bounds the accumulators of the blocked schedule: [`ACC_MAX_BYTES`] (tests pass 0 and
 /// `usize::MAX` to reach both schedules).
+///
+/// Returns whether an output is NaN (seen while scattering, so the caller need not scan `out`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     _proof: Amx,
@@ -274,7 +278,7 @@ pub(crate) fn matmul(
     n: usize,
     out: &mut [f32],
     acc_max: usize,
-) {
+) -> bool {
     assert_eq!(w.dtype, WDtype::Bf16);
     assert!(x.len() >= t * k_dim && out.len() >= t * n && w.bytes.len() >= 2 * n * k_dim);
     let kp = k_dim.div_ceil(TK) * TK;
@@ -305,6 +309,7 @@ pub(crate) fn matmul(
         (0..ntasks).map(|_| <&mut [f32]>::default()).collect()
     };
     let nkb = kp.div_ceil(block);
+    let saw_nan = AtomicBool::new(false);
     for kb in 0..nkb {
         let k0 = kb * block;
         let kc = block.min(kp - k0);
@@ -384,26 +389,31 @@ pub(crate) fn matmul(
                     }
                     asm!("tilerelease", options(nostack, nomem, preserves_flags));
                 }
-                if last {
-                    scatter(acc, outs);
+                if last && scatter(acc, outs) {
+                    saw_nan.store(true, Ordering::Relaxed);
                 }
             });
     }
+    saw_nan.into_inner()
 }
 
 /// Write a task's accumulator tiles into its output rows: pair `p`'s tile `2 * a + b` holds
 /// weight rows `16 * a ..` (row `m` of the tile) against the tokens of token tile `2 * p + b`
-/// (column `n`).
-fn scatter(acc: &[f32], outs: &mut [&mut [f32]]) {
+/// (column `n`). Returns whether a value written is NaN.
+fn scatter(acc: &[f32], outs: &mut [&mut [f32]]) -> bool {
     const TILE_F32: usize = TROWS * TT;
+    let mut nan = false;
     for (i, tile) in acc.chunks_exact(TILE_F32).enumerate() {
         let (pair, a, b) = (i / 4, (i % 4) / 2, i % 2);
         let tok0 = (2 * pair + b) * TT;
         for (nn, o) in outs.iter_mut().skip(tok0).take(TT).enumerate() {
             let cols = o.len().saturating_sub(a * TROWS).min(TROWS);
             for m in 0..cols {
-                o[a * TROWS + m] = tile[m * TT + nn];
+                let v = tile[m * TT + nn];
+                nan |= v.is_nan();
+                o[a * TROWS + m] = v;
             }
         }
     }
+    nan
 }

@@ -482,12 +482,61 @@ pub fn matmul(
         && n > 0
         && let Some(tok) = amx::Amx::new()
     {
-        amx::matmul(tok, x, t, k_dim, w, n, out, amx::ACC_MAX_BYTES);
+        if amx::matmul(tok, x, t, k_dim, w, n, out, amx::ACC_MAX_BYTES) {
+            redo_nan_columns(x, t, k_dim, w, n, out)?;
+        }
         return Ok(());
     }
     dispatch!(isa, scalar::matmul(x, t, k_dim, w, n, out), |s| matmul(
         s, x, t, k_dim, w, n, out
     ));
+    Ok(())
+}
+
+/// After the AMX product: recompute on AVX-512 every output column (weight row) holding a NaN.
+///
+/// The tiles multiply the three bf16 parts of each activation separately, so an infinite weight
+/// meets the zero second and third part of an activation that bf16 holds exactly and gives
+/// `inf * 0 = NaN`, where the spec's one product `inf * x` is an infinity. Every other NaN of the
+/// tiles is one of the spec's too (a NaN input, `inf * 0`, `inf - inf`), so the columns with a NaN
+/// are exactly the ones that may differ, and the AVX-512 path (which multiplies each `w * x`
+/// whole) computes them as the spec does. A checkpoint without non-finite weights or activations
+/// has no NaN output, and `amx::matmul` reports NaNs as it writes `out`, so this runs only then.
+#[cfg(target_arch = "x86_64")]
+fn redo_nan_columns(
+    x: &[f32],
+    t: usize,
+    k_dim: usize,
+    w: Weights<'_>,
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let mut bad = vec![false; n];
+    for row in out.chunks_exact(n) {
+        for (b, v) in bad.iter_mut().zip(row) {
+            *b |= v.is_nan();
+        }
+    }
+    let row_bytes = 2 * k_dim;
+    let mut col = vec![0.0f32; t];
+    for (j, _) in bad.iter().enumerate().filter(|(_, b)| **b) {
+        let bytes = w
+            .bytes
+            .get(j * row_bytes..(j + 1) * row_bytes)
+            .ok_or_else(|| KernelError::new("kernel `matmul`: weight row out of range".into()))?;
+        matmul(
+            Isa::Avx512,
+            x,
+            t,
+            k_dim,
+            Weights::new(WDtype::Bf16, bytes),
+            1,
+            &mut col,
+        )?;
+        for (tok, v) in col.iter().enumerate() {
+            out[tok * n + j] = *v;
+        }
+    }
     Ok(())
 }
 

@@ -453,6 +453,12 @@ fn every_kernel_propagates_nan_and_inf() {
                     x[(t - 1) * k + k / 2] = poison;
                     let mut wv = rng.vec(n * k, 0.1, 1.0);
                     wv[3 * k + k - 1] = f32::NAN;
+                    // An infinite weight against activations bf16 holds exactly (AMX splits an
+                    // activation into bf16 parts; the zero ones must not turn `inf * x` into NaN).
+                    wv[5 * k + 2] = f32::NEG_INFINITY;
+                    for tok in 0..t {
+                        x[tok * k + 2] = if tok % 2 == 0 { 0.5 } else { -1.25 };
+                    }
                     let wb = encode(dtype, &wv, 0);
                     let w = Weights::new(dtype, &wb);
                     let mut want = vec![0.0; t * n];
@@ -462,6 +468,14 @@ fn every_kernel_propagates_nan_and_inf() {
                     assert_same_nonfinite(&got, &want, &what);
                     for tok in 0..t {
                         assert!(got[tok * n + 3].is_nan(), "{what}: column 3, token {tok}");
+                        if tok + 1 < t {
+                            let sign = if tok % 2 == 0 { -1.0 } else { 1.0 };
+                            assert_eq!(
+                                got[tok * n + 5],
+                                sign * f32::INFINITY,
+                                "{what}: column 5, token {tok}"
+                            );
+                        }
                     }
                     assert!(
                         got[(t - 1) * n..].iter().all(|v| !v.is_finite()),
@@ -1218,9 +1232,11 @@ fn amx_matmul_schedules_agree() {
         let wb = encode(WDtype::Bf16, &rng.vec(n * k, -1.0, 1.0), 1);
         let w = Weights::new(WDtype::Bf16, &wb[1..]);
         let mut blocked = vec![f32::NAN; t * n];
-        amx::matmul(tok, &x, t, k, w, n, &mut blocked, usize::MAX);
+        let nan = amx::matmul(tok, &x, t, k, w, n, &mut blocked, usize::MAX);
         let mut one_pass = vec![f32::NAN; t * n];
-        amx::matmul(tok, &x, t, k, w, n, &mut one_pass, 0);
+        let nan_too = amx::matmul(tok, &x, t, k, w, n, &mut one_pass, 0);
+        // Finite inputs: every output written (the NaN prefill gone), and none reported NaN.
+        assert!(!nan && !nan_too, "t={t} k={k} n={n}: a NaN reported");
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&blocked), bits(&one_pass), "t={t} k={k} n={n}");
         let mut want = vec![f32::NAN; t * n];
