@@ -587,6 +587,31 @@ fn regression_partial_rotary_in_rope_parameters_is_unmodelled() {
     });
     let (code, out, _) = ckpt(&["detect", s(&one)]);
     assert_eq!(code, 0, "{out}");
+    // The same at the top level, where transformers 4 saves it (a Phi-3 config always has it):
+    // 1.0 is not reported, 0.5 is.
+    for (v, want) in [(1.0, 0), (0.5, 1)] {
+        let top = variant(t.path(), "llama-theta", &format!("llama-top-{v}"), |c| {
+            c["partial_rotary_factor"] = serde_json::json!(v);
+        });
+        let (code, out, _) = ckpt(&["detect", s(&top)]);
+        assert_eq!(code, want, "top-level {v}: {out}");
+        assert_eq!(
+            out.contains("`partial_rotary_factor`"),
+            want == 1,
+            "{v}: {out}"
+        );
+    }
+    // Regression (a Phi-3 saved by transformers 4.57): converted to LLaMA it keeps the 1.0, and
+    // `check` of the output must not refuse what `convert` produced.
+    let phi3 = variant(t.path(), "phi3", "phi3-top-one", |c| {
+        c["partial_rotary_factor"] = serde_json::json!(1.0);
+    });
+    let dst = t.path().join("phi3-llama");
+    let (code, out, err) = ckpt(&["convert", s(&phi3), s(&dst), "--to", "llama", "--verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("verdict: equivalent"), "{out}");
+    let (_, out, err) = ckpt(&["check", s(&dst), "--target", "transformers"]);
+    assert!(!out.contains("C011"), "{out}{err}");
     // a family that models it (Phi-3) still runs it
     let (code, out, err) = ckpt(&["logits", s(&fixture("phi3-partial")), "--ids", "1,2,3"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -955,4 +980,48 @@ fn unfitting_names_still_name_the_unmodelled_switch() {
     // Unsupported, not a usage error: no flag makes ckpt compute a parallel residual.
     assert!(err.starts_with("error[unsupported]"), "{err}");
     assert!(!err.contains("--family"), "{err}");
+}
+
+/// Regression: transformers 4's `save_pretrained` leaves out `tie_word_embeddings` when it equals
+/// the default of both its config class and the base class, so a tied Gemma, Gemma 2, Cohere or
+/// SmolLM3 saved by it has no such key (and no `lm_head.weight`). Read as LLaMA's default (untied),
+/// `logits` refused it for a missing `lm_head`, `verify` called it different from the same model
+/// saved by transformers 5, and `convert --to llama` wrote a config without the key, which
+/// `LlamaForCausalLM` loads with a random output layer. The class default is now read.
+#[test]
+fn regression_a_missing_tie_key_means_the_classs_default() {
+    let t = tempfile::tempdir().unwrap();
+    let reg = ckpt::mapping::Registry::builtin().unwrap();
+    for name in ["gemma", "gemma2", "smollm3", "cohere"] {
+        let ck = variant(t.path(), name, &format!("{name}-tf4"), |c| {
+            c.as_object_mut().unwrap().remove("tie_word_embeddings");
+        });
+        let opened = ckpt::checkpoint::Checkpoint::open(&ck).unwrap();
+        let (view, _) = ckpt::detect::open_view(&opened, &reg, None, &[])
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (batch, want) = golden(name);
+        let got = ckpt::reference::forward(&view, &batch, ckpt::kernels::best_isa())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        assert!(max_abs(&got.data, &want) <= 1e-4 * scale, "{name}");
+        let (code, out, err) = ckpt(&["verify", s(&fixture(name)), s(&ck)]);
+        assert_eq!(code, 0, "{name}: {out}{err}");
+    }
+    // Converted to LLaMA (whose class does not tie), the output says it ties.
+    let ck = t.path().join("smollm3-tf4");
+    let dst = t.path().join("smollm3-llama");
+    let (code, out, err) = ckpt(&["convert", s(&ck), s(&dst), "--to", "llama", "--allow-lossy"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dst.join("config.json")).unwrap()).unwrap();
+    assert_eq!(c["tie_word_embeddings"], serde_json::json!(true), "{c}");
+    let (_, out, _) = ckpt(&["check", s(&dst), "--target", "transformers"]);
+    assert!(!out.contains("T008"), "{out}");
+    // LLaMA's class does not tie: without the key, a LLaMA without `lm_head` is refused.
+    let ck = variant(t.path(), "llama-tied", "llama-tied-nokey", |c| {
+        c.as_object_mut().unwrap().remove("tie_word_embeddings");
+    });
+    let (code, _, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("lm_head.weight"), "{err}");
 }

@@ -45,6 +45,46 @@ pub struct RopeScaling {
     pub high_freq_factor: Option<f64>,
 }
 
+/// The `model_type`s whose transformers config class defaults `tie_word_embeddings` to true
+/// (`CONFIG_MAPPING[model_type]().tie_word_embeddings`, the same in transformers 4.57.1 and
+/// 5.24.0; every other class ckpt models, LLaMA's among them, defaults to false). The default
+/// matters: transformers 4's `save_pretrained` leaves out every key equal to both its class's and
+/// the base class's default, so a tied Gemma 2, Cohere or SmolLM3 saved by it has no
+/// `tie_word_embeddings` at all, and no `lm_head.weight`.
+const TIED_BY_DEFAULT: &[&str] = &[
+    "bloom",
+    "cohere",
+    "cohere2",
+    "ernie4_5",
+    "falcon",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "gemma3_text",
+    "gemma3n_text",
+    "gpt2",
+    "gpt_bigcode",
+    "gpt_neo",
+    "jetmoe",
+    "lfm2",
+    "minicpm3",
+    "mpt",
+    "opt",
+    "recurrent_gemma",
+    "smollm3",
+    "starcoder2",
+    "vaultgemma",
+    "zamba2",
+];
+
+/// `tie_word_embeddings` of a config that does not write it: true where the `model_type`'s
+/// transformers class says so ([`TIED_BY_DEFAULT`]), else unknown (read as false, LLaMA's default).
+pub(crate) fn tied_by_default(model_type: Option<&str>) -> Option<bool> {
+    model_type
+        .filter(|m| TIED_BY_DEFAULT.contains(m))
+        .map(|_| true)
+}
+
 /// The hyperparameters the tool consults, plus the raw JSON.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModelConfig {
@@ -81,7 +121,8 @@ pub struct ModelConfig {
     /// How the two RoPE spellings contradict each other, when the config has both and they do
     /// (loaders then read different positions: see [`rope_conflict`]).
     pub rope_conflict: Option<String>,
-    /// `tie_word_embeddings`.
+    /// `tie_word_embeddings`; when `config.json` leaves it out, the default of the `model_type`'s
+    /// transformers class where that is true (Gemma, Cohere, SmolLM3, GPT-2, ...), else `None`.
     pub tie_word_embeddings: Option<bool>,
     /// `torch_dtype` or `dtype`.
     pub dtype: Option<String>,
@@ -162,7 +203,10 @@ impl ModelConfig {
             rope_theta,
             rope_scaling,
             rope_conflict: rope_conflict(&raw)?,
-            tie_word_embeddings: g.bool("tie_word_embeddings")?,
+            tie_word_embeddings: match g.bool("tie_word_embeddings")? {
+                Some(tied) => Some(tied),
+                None => tied_by_default(g.string("model_type")?.as_deref()),
+            },
             dtype: match g.string("torch_dtype")? {
                 Some(d) => Some(d),
                 None => g.string("dtype")?,

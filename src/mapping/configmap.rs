@@ -203,6 +203,11 @@ pub fn to_llama(cfg: &ModelConfig, family: &Family, facts: &TensorFacts) -> Resu
     if from_params {
         set(&mut map, "tie_word_embeddings", Value::from(!facts.lm_head));
     }
+    // A source class that ties by default (Gemma, SmolLM3, ...) and a config that leaves the key
+    // out: LLaMA's class does not tie, so the output says it.
+    if !map.contains_key("tie_word_embeddings") && cfg.tie_word_embeddings == Some(true) {
+        map.insert("tie_word_embeddings".into(), Value::from(true));
+    }
     super::portable::apply(&mut map, cfg);
     reparse(map, ConfigSource::ConfigJson, cfg)
 }
@@ -294,6 +299,15 @@ pub fn from_llama(cfg: &ModelConfig, family: &Family) -> Result<ModelConfig> {
     }
     if let Some(a) = family.config.architectures.first() {
         set(&mut map, "architectures", Value::from(vec![a.clone()]));
+    }
+    // A target class that ties by default reads a missing key as tied: say what LLaMA meant.
+    if !map.contains_key("tie_word_embeddings")
+        && crate::checkpoint::config::tied_by_default(family.config.model_type.as_deref()).is_some()
+    {
+        map.insert(
+            "tie_word_embeddings".into(),
+            Value::from(cfg.tie_word_embeddings.unwrap_or(false)),
+        );
     }
     for (k, v) in &family.config.defaults {
         if map.get(k) == Some(v) {

@@ -596,13 +596,15 @@ impl std::fmt::Display for Unmodelled {
 /// value that switches something on.
 pub fn unmodelled_keys(cfg: &ModelConfig, understood: &[&str]) -> Vec<Unmodelled> {
     // transformers 5 writes `partial_rotary_factor` inside `rope_parameters` (which every family
-    // reads for its rotary base and scaling): it is judged as the top-level key would be, except
-    // that 1.0 (Phi-3's default, written by every save) changes nothing.
+    // reads for its rotary base and scaling): it is judged as the top-level key is. At either
+    // place 1.0 (Phi-3's default, written by every save of transformers 4 at the top level and of
+    // 5 in `rope_parameters`) rotates whole heads, which every family does: it changes nothing.
+    let whole_heads = |k: &str, v: &Value| k == "partial_rotary_factor" && v.as_f64() == Some(1.0);
     let nested = cfg
         .get("rope_parameters")
         .and_then(|p| p.get("partial_rotary_factor"))
         .filter(|v| !understood.contains(&"partial_rotary_factor") && !is_off(v))
-        .filter(|v| v.as_f64() != Some(1.0))
+        .filter(|v| !whole_heads("partial_rotary_factor", v))
         .map(|v| ("rope_parameters.partial_rotary_factor".to_string(), v));
     // Rotary parameters per layer type (`{"full_attention": {...}, "sliding_attention": {...}}`, as
     // Gemma 3 saves them): no family reads that shape, and read flat it would give every layer the
@@ -616,7 +618,12 @@ pub fn unmodelled_keys(cfg: &ModelConfig, understood: &[&str]) -> Vec<Unmodelled
         .map(|(k, v)| (format!("rope_parameters.{k}"), v));
     cfg.raw
         .iter()
-        .filter(|(k, v)| !is_neutral_key(k) && !understood.contains(&k.as_str()) && !is_off(v))
+        .filter(|(k, v)| {
+            !is_neutral_key(k)
+                && !understood.contains(&k.as_str())
+                && !is_off(v)
+                && !whole_heads(k, v)
+        })
         .map(|(k, v)| (k.clone(), v))
         .chain(nested)
         .chain(per_layer_type)
