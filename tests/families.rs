@@ -1025,3 +1025,92 @@ fn regression_a_missing_tie_key_means_the_classs_default() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("lm_head.weight"), "{err}");
 }
+
+/// Regression (a sweep of checkpoints saved by transformers, one config key left out): a key the
+/// config does not write means its class's default, not LLaMA's. ckpt computed Phi-3 and OLMo 2
+/// with `rms_norm_eps` 1e-6 (their classes: 1e-5), Helium with LLaMA's eps and rotary base, SmolLM3
+/// with base 10000 (class: 2000000), Cohere without its 0.0625 logit scale, and a Gemma 2 without
+/// soft-caps, with head size ** -0.5 instead of 256 ** -0.5, and (without `layer_types`, as
+/// transformers 4.44 saved it) with the window on every layer instead of every other one; all with
+/// exit 0, and `convert --to llama --verify` said `equivalent` for outputs that transformers
+/// computes differently. Each key left out must now compute exactly as the key set to the
+/// class's default, and differently from LLaMA's default.
+#[test]
+fn regression_missing_config_keys_mean_the_classs_defaults() {
+    use serde_json::json;
+    let t = tempfile::tempdir().unwrap();
+    let reg = ckpt::mapping::Registry::builtin().unwrap();
+    let logits = |dir: &Path, name: &str| {
+        let ck = ckpt::checkpoint::Checkpoint::open(dir).unwrap();
+        let (view, _) = ckpt::detect::open_view(&ck, &reg, None, &[])
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let (batch, _) = golden(name);
+        let out = ckpt::reference::forward(&view, &batch, ckpt::kernels::Isa::Scalar)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        out.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    // (fixture, keys to leave out, the class default, another value that computes differently)
+    let remove_rope = |c: &mut serde_json::Value| {
+        c.as_object_mut().unwrap().remove("rope_parameters");
+    };
+    let cases: Vec<(&str, &str, serde_json::Value, serde_json::Value)> = vec![
+        ("phi3", "rms_norm_eps", json!(1e-5), json!(1e-6)),
+        ("olmo2", "rms_norm_eps", json!(1e-5), json!(1e-6)),
+        ("helium", "rms_norm_eps", json!(1e-8), json!(1e-6)),
+        ("helium", "rope_theta", json!(100000.0), json!(10000.0)),
+        ("smollm3", "rope_theta", json!(2000000.0), json!(10000.0)),
+        ("stablelm", "layer_norm_eps", json!(1e-5), json!(1e-6)),
+        ("cohere", "layer_norm_eps", json!(1e-5), json!(1e-6)),
+        ("cohere", "logit_scale", json!(0.0625), json!(1.0)),
+        ("gemma2", "attn_logit_softcapping", json!(50.0), json!(null)),
+        (
+            "gemma2",
+            "final_logit_softcapping",
+            json!(30.0),
+            json!(null),
+        ),
+        ("gemma2", "query_pre_attn_scalar", json!(256), json!(16)),
+        (
+            "gemma2",
+            "layer_types",
+            json!(["sliding_attention", "full_attention"]),
+            json!(["sliding_attention", "sliding_attention"]),
+        ),
+    ];
+    for (i, (name, key, class, other)) in cases.into_iter().enumerate() {
+        // `rope_theta` lives in `rope_parameters` in these fixtures: remove that, and state the
+        // base (when stated) at the top level.
+        let rope = key == "rope_theta";
+        let make = |tag: &str, v: Option<&serde_json::Value>| {
+            variant(t.path(), name, &format!("{name}-{i}-{tag}"), |c| {
+                if rope {
+                    remove_rope(c);
+                }
+                c.as_object_mut().unwrap().remove(key);
+                if let Some(v) = v {
+                    c[key] = v.clone();
+                }
+            })
+        };
+        let absent = logits(&make("absent", None), name);
+        let stated = logits(&make("class", Some(&class)), name);
+        let llama = logits(&make("other", Some(&other)), name);
+        assert!(absent == stated, "{name}: `{key}` left out is not {class}");
+        assert!(
+            stated != llama,
+            "{name}: `{key}` = {other} computes the same (a useless case)"
+        );
+    }
+    // Without `head_dim`, Qwen 3's and Gemma's classes read 128 and 256, not hidden / heads; the
+    // fixtures' tensors (head size 16) then do not fit, as in transformers, which refuses them.
+    for name in ["qwen3", "gemma", "gemma2"] {
+        let ck = variant(t.path(), name, &format!("{name}-no-head-dim"), |c| {
+            c.as_object_mut().unwrap().remove("head_dim");
+        });
+        let (code, _, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3"]);
+        assert_eq!(code, 2, "{name}: {err}");
+        let (code, _, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3", "--family", name]);
+        assert_eq!(code, 2, "{name}: {err}");
+        assert!(err.contains("but the config implies"), "{name}: {err}");
+    }
+}

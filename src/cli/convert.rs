@@ -429,8 +429,14 @@ fn classify<'a>(
         }
         None => return Ok((canonical, conv)),
     };
-    // The target's computation with the converted config (LLaMA keys, the target's defaults).
-    let dst = for_checkpoint(target, canonical.config.as_ref())
+    // The target's computation with the config the output will have (the target's spelling, the
+    // LLaMA values its class would default otherwise written out).
+    let written = canonical
+        .config
+        .as_ref()
+        .map(|c| ckpt::mapping::configmap::from_llama(c, target))
+        .transpose()?;
+    let dst = for_checkpoint(target, written.as_ref())
         .math
         .map_err(|why| {
             Error::unsupported(format!("target `{}`: {why}", target.name)).file(&path)

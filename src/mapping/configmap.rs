@@ -104,6 +104,53 @@ fn reparse(
     Ok(c)
 }
 
+/// The config with the family's `[config.defaults]` (its class's defaults, in LLaMA's spelling)
+/// written in wherever the file leaves the key out, under the name the file would use (the
+/// source side of a `[config.rename]` pair): what the family's class reads. A key present as
+/// `null` stays null (the class reads null, not its default); a `rope_theta` given in
+/// `rope_parameters` is present.
+pub fn with_class_defaults(cfg: &ModelConfig, family: &Family) -> Result<ModelConfig> {
+    if family.config.defaults.is_empty() || cfg.source == Some(ConfigSource::ParamsJson) {
+        return Ok(cfg.clone());
+    }
+    let mut raw = cfg.raw.clone();
+    let mut added = false;
+    for (k, v) in &family.config.defaults {
+        let spelled = family
+            .config
+            .rename
+            .iter()
+            .find(|(_, llama)| llama == k)
+            .map_or(k.as_str(), |(theirs, _)| theirs.as_str());
+        let theta_elsewhere = k == "rope_theta"
+            && raw
+                .get("rope_parameters")
+                .and_then(|p| p.get("rope_theta"))
+                .is_some();
+        if !raw.contains_key(spelled) && !raw.contains_key(k) && !theta_elsewhere {
+            raw.insert(spelled.to_string(), v.clone());
+            added = true;
+        }
+    }
+    if !added {
+        return Ok(cfg.clone());
+    }
+    reparse(raw, ConfigSource::ConfigJson, cfg)
+}
+
+/// LLaMA's class default of a key (`LlamaConfig()` in transformers 4.57 and 5.24), for the keys
+/// other families default differently.
+fn llama_default(key: &str) -> Option<Value> {
+    Some(match key {
+        "rms_norm_eps" => Value::from(1e-6),
+        "rope_theta" => Value::from(10000.0),
+        "tie_word_embeddings" | "attention_bias" | "mlp_bias" => Value::from(false),
+        "hidden_act" => Value::from("silu"),
+        "sliding_window" => Value::Null,
+        _ => return None,
+    })
+}
+
 /// The config with only the family's key renames applied (typed fields in LLaMA's spelling), for
 /// reading hyperparameters of families that are never converted (GPT-2's `n_embd`, ...).
 pub fn renamed(cfg: &ModelConfig, family: &Family) -> Result<ModelConfig> {
@@ -180,7 +227,9 @@ pub fn to_llama(cfg: &ModelConfig, family: &Family, facts: &TensorFacts) -> Resu
                 .get("rope_parameters")
                 .and_then(|p| p.get("rope_theta"))
                 .is_some();
-        if !map.contains_key(k) && !theta_elsewhere {
+        // A key the conversion drops (Mistral's `sliding_window`, judged by the math) stays out.
+        let dropped = family.config.drop.iter().any(|d| d == k);
+        if !map.contains_key(k) && !theta_elsewhere && !dropped {
             map.insert(k.clone(), v.clone());
         }
     }
@@ -310,6 +359,21 @@ pub fn from_llama(cfg: &ModelConfig, family: &Family) -> Result<ModelConfig> {
         );
     }
     for (k, v) in &family.config.defaults {
+        // The LLaMA config leaves the key out, so it means LLaMA's default: the target class
+        // would read its own, so write LLaMA's (then dropped below if the two agree).
+        let theta_elsewhere = k == "rope_theta"
+            && map
+                .get("rope_parameters")
+                .and_then(|p| p.get("rope_theta"))
+                .is_some();
+        let renamed = family.config.rename.iter().any(|(_, llama)| llama == k);
+        if !map.contains_key(k)
+            && !theta_elsewhere
+            && !renamed
+            && let Some(ours) = llama_default(k)
+        {
+            map.insert(k.clone(), ours);
+        }
         if map.get(k) == Some(v) {
             map.shift_remove(k);
         }

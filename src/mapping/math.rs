@@ -65,6 +65,10 @@ pub struct WindowSpec {
     pub layer_types: Option<String>,
     /// Qwen2's `max_window_layers`: layers at or above it use the window.
     pub max_window_layers: Option<String>,
+    /// Without a `layer_types` list (absent or null), even layers (0, 2, ...) use the window and
+    /// odd ones attend fully: Gemma 2's class default (`is_sliding = not layer_idx % 2` in
+    /// transformers 4.44, the default `layer_types` since).
+    pub alternate: bool,
 }
 
 /// Which layers apply rotary embeddings: a per-layer list in the config (1 = rotary, 0 = none), or,
@@ -206,6 +210,8 @@ struct WindowFile {
     layer_types: Option<String>,
     #[serde(default)]
     max_window_layers: Option<String>,
+    #[serde(default)]
+    alternate: bool,
 }
 
 fn bad(field: &str, msg: impl std::fmt::Display) -> Error {
@@ -374,6 +380,7 @@ impl MathFile {
                 switch: w.switch,
                 layer_types: w.layer_types,
                 max_window_layers: w.max_window_layers,
+                alternate: w.alternate,
             }),
             keys: self.keys,
         })
@@ -960,6 +967,9 @@ fn windows(cfg: &ModelConfig, w: &WindowSpec, layers: usize) -> Result<Vec<Optio
             })
             .collect();
     }
+    if w.alternate {
+        return Ok((0..layers).map(|i| (i % 2 == 0).then_some(span)).collect());
+    }
     if let Some(mk) = &w.max_window_layers
         && let Some(first) = key_usize(cfg, mk)?
     {
@@ -1204,6 +1214,8 @@ pub fn for_checkpoint(fam: &crate::mapping::Family, cfg: Option<&ModelConfig>) -
     };
     let unmodelled = unmodelled_keys(cfg, &understood_keys(fam));
     let math = (|| -> Result<Math> {
+        // What the family's class reads: its own defaults where the file leaves keys out.
+        let cfg = &crate::mapping::configmap::with_class_defaults(cfg, fam)?;
         let named = crate::mapping::configmap::renamed(cfg, fam)?;
         // The reference's own resolution names the precise problem (heads that do not divide, an
         // overflow) before any family switch is read; a Meta `params.json` lacks the FFN size (it
