@@ -122,11 +122,7 @@ pub fn with_class_defaults(cfg: &ModelConfig, family: &Family) -> Result<ModelCo
             .iter()
             .find(|(_, llama)| llama == k)
             .map_or(k.as_str(), |(theirs, _)| theirs.as_str());
-        let theta_elsewhere = k == "rope_theta"
-            && raw
-                .get("rope_parameters")
-                .and_then(|p| p.get("rope_theta"))
-                .is_some();
+        let theta_elsewhere = theta_in_parameters(&raw, k);
         if !raw.contains_key(spelled) && !raw.contains_key(k) && !theta_elsewhere {
             raw.insert(spelled.to_string(), v.clone());
             added = true;
@@ -136,6 +132,15 @@ pub fn with_class_defaults(cfg: &ModelConfig, family: &Family) -> Result<ModelCo
         return Ok(cfg.clone());
     }
     reparse(raw, ConfigSource::ConfigJson, cfg)
+}
+
+/// `key` is `rope_theta` and the config gives it in transformers 5's `rope_parameters`.
+fn theta_in_parameters(map: &Map<String, Value>, key: &str) -> bool {
+    key == "rope_theta"
+        && map
+            .get("rope_parameters")
+            .and_then(|p| p.get("rope_theta"))
+            .is_some()
 }
 
 /// LLaMA's class default of a key (`LlamaConfig()` in transformers 4.57 and 5.24), for the keys
@@ -222,11 +227,7 @@ pub fn to_llama(cfg: &ModelConfig, family: &Family, facts: &TensorFacts) -> Resu
         }
     }
     for (k, v) in &family.config.defaults {
-        let theta_elsewhere = k == "rope_theta"
-            && map
-                .get("rope_parameters")
-                .and_then(|p| p.get("rope_theta"))
-                .is_some();
+        let theta_elsewhere = theta_in_parameters(&map, k);
         // A key the conversion drops (Mistral's `sliding_window`, judged by the math) stays out.
         let dropped = family.config.drop.iter().any(|d| d == k);
         if !map.contains_key(k) && !theta_elsewhere && !dropped {
@@ -361,11 +362,7 @@ pub fn from_llama(cfg: &ModelConfig, family: &Family) -> Result<ModelConfig> {
     for (k, v) in &family.config.defaults {
         // The LLaMA config leaves the key out, so it means LLaMA's default: the target class
         // would read its own, so write LLaMA's (then dropped below if the two agree).
-        let theta_elsewhere = k == "rope_theta"
-            && map
-                .get("rope_parameters")
-                .and_then(|p| p.get("rope_theta"))
-                .is_some();
+        let theta_elsewhere = theta_in_parameters(&map, k);
         let renamed = family.config.rename.iter().any(|(_, llama)| llama == k);
         if !map.contains_key(k)
             && !theta_elsewhere
