@@ -464,6 +464,24 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
     if let Some(why) = &undecided {
         evidence.push(why.clone());
     }
+    // The family the config names did not fit the tensors' shapes (its class's `head_dim`
+    // default where the config has none, ...): say so, or the evidence names only the look-alikes.
+    if best
+        .as_ref()
+        .is_none_or(|b| !matches!(b.config, ConfigAgreement::Match(_)))
+        && let Some((named, note)) = ranked.iter().find_map(|s| {
+            let note = s
+                .shape_note
+                .as_ref()
+                .filter(|_| s.shapes_ok == Some(false))?;
+            matches!(s.config, ConfigAgreement::Match(_)).then_some((s, note))
+        })
+    {
+        evidence.push(format!(
+            "the config names {}, whose shapes do not fit: {note}",
+            named.family
+        ));
+    }
     let mut config_decided = false;
     let mut missing_required = 0;
     if let Some(b) = &best {

@@ -1109,6 +1109,10 @@ fn regression_missing_config_keys_mean_the_classs_defaults() {
         });
         let (code, _, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3"]);
         assert_eq!(code, 2, "{name}: {err}");
+        let (code, out, _) = ckpt(&["detect", s(&ck)]);
+        assert_eq!(code, 1, "{name}: {out}");
+        let why = format!("the config names {name}, whose shapes do not fit");
+        assert!(out.contains(&why), "{name}: {out}");
         let (code, _, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3", "--family", name]);
         assert_eq!(code, 2, "{name}: {err}");
         assert!(err.contains("but the config implies"), "{name}: {err}");
