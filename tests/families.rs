@@ -1118,3 +1118,58 @@ fn regression_missing_config_keys_mean_the_classs_defaults() {
         assert!(err.contains("but the config implies"), "{name}: {err}");
     }
 }
+
+/// Regression: Gemma's activation is read differently by transformers generations (4.44 reads
+/// `hidden_activation`, default the tanh GELU; 4.57 `hidden_act` as written; 5 `hidden_act` with
+/// the legacy `"gelu"` read as the tanh GELU). ckpt computed 4.57's exact GELU for the legacy
+/// `hidden_act: "gelu"`, unlike 4.44 and 5 (and `verify` called it different from the same model
+/// saying `gelu_pytorch_tanh`). Where the generations disagree it now refuses, naming the keys.
+#[test]
+fn regression_gemma_activation_the_generations_disagree_on_is_refused() {
+    use serde_json::json;
+    let t = tempfile::tempdir().unwrap();
+    let cases = [
+        ("legacy", json!("gelu"), None, false),
+        (
+            "legacy-both",
+            json!("gelu"),
+            Some(json!("gelu_pytorch_tanh")),
+            false,
+        ),
+        (
+            "split",
+            json!("gelu_pytorch_tanh"),
+            Some(json!("gelu")),
+            false,
+        ),
+        (
+            "agree",
+            json!("gelu_pytorch_tanh"),
+            Some(json!("gelu_pytorch_tanh")),
+            true,
+        ),
+        (
+            "agree-null",
+            json!("gelu_pytorch_tanh"),
+            Some(json!(null)),
+            true,
+        ),
+    ];
+    for (tag, act, other, runs) in cases {
+        let ck = variant(t.path(), "gemma", &format!("gemma-{tag}"), |c| {
+            c["hidden_act"] = act.clone();
+            if let Some(o) = &other {
+                c["hidden_activation"] = o.clone();
+            }
+        });
+        let (code, out, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3"]);
+        if runs {
+            assert_eq!(code, 0, "{tag}: {out}{err}");
+            let (code, out, err) = ckpt(&["verify", s(&fixture("gemma")), s(&ck)]);
+            assert_eq!(code, 0, "{tag}: {out}{err}");
+        } else {
+            assert_eq!(code, 2, "{tag}: {out}{err}");
+            assert!(err.contains("the loaders disagree"), "{tag}: {err}");
+        }
+    }
+}

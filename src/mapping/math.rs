@@ -51,6 +51,12 @@ pub enum Word {
         key: String,
         /// Value when the key is absent or null.
         default: String,
+        /// A key another generation of the class's code reads instead (absent or null: the same
+        /// `default`): when the two name different values, loaders disagree and nothing computes.
+        other_key: Option<String>,
+        /// Values of `key` that generations of the class's code read as different functions
+        /// (Gemma's legacy `"gelu"`): refused, naming the value.
+        ambiguous: Vec<String>,
     },
 }
 
@@ -197,7 +203,14 @@ enum ScalarFile {
 #[serde(untagged)]
 enum WordFile {
     Word(String),
-    Key { key: String, default: String },
+    Key {
+        key: String,
+        default: String,
+        #[serde(default)]
+        other_key: Option<String>,
+        #[serde(default)]
+        ambiguous: Vec<String>,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,7 +339,17 @@ impl MathFile {
                 }
                 Some(Word::Literal(w))
             }
-            Some(WordFile::Key { key, default }) => Some(Word::Key { key, default }),
+            Some(WordFile::Key {
+                key,
+                default,
+                other_key,
+                ambiguous,
+            }) => Some(Word::Key {
+                key,
+                default,
+                other_key,
+                ambiguous,
+            }),
         };
         if let Some(o) = self.norm_offset
             && !o.is_finite()
@@ -443,8 +466,9 @@ impl MathSpec {
                 out.push(key);
             }
         }
-        if let Some(Word::Key { key, .. }) = &self.activation {
+        if let Some(Word::Key { key, other_key, .. }) = &self.activation {
             out.push(key);
+            out.extend(other_key.as_deref());
         }
         if let Some(w) = &self.sliding_window {
             out.push(&w.key);
@@ -872,22 +896,50 @@ pub fn resolve(spec: &MathSpec, cfg: &ModelConfig, d: Dims) -> Result<Math> {
     let default_act = Word::Key {
         key: "hidden_act".into(),
         default: "silu".into(),
+        other_key: None,
+        ambiguous: Vec::new(),
     };
     {
         let a = spec.activation.as_ref().unwrap_or(&default_act);
+        let read = |key: &String, default: &String| match cfg.get(key) {
+            None | Some(Value::Null) => Ok(default.clone()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) => Err(Error::bad_data(format!(
+                "config key `{}` must be an activation name, found {}",
+                escape(key),
+                crate::error::escape_value(other)
+            ))),
+        };
         let (name, key) = match a {
             Word::Literal(w) => (w.clone(), None),
-            Word::Key { key, default } => match cfg.get(key) {
-                None | Some(Value::Null) => (default.clone(), Some(key)),
-                Some(Value::String(s)) => (s.clone(), Some(key)),
-                Some(other) => {
-                    return Err(Error::bad_data(format!(
-                        "config key `{}` must be an activation name, found {}",
+            Word::Key {
+                key,
+                default,
+                other_key,
+                ambiguous,
+            } => {
+                let name = read(key, default)?;
+                if ambiguous.contains(&name) {
+                    return Err(Error::unsupported(format!(
+                        "config key `{}` is `{}`, which generations of the class's transformers code read as different activations; the loaders disagree, so ckpt does not pick one (write the one meant under a name all read alike, such as `gelu_pytorch_tanh`)",
                         escape(key),
-                        crate::error::escape_value(other)
+                        escape(&name)
                     )));
                 }
-            },
+                if let Some(o) = other_key {
+                    let theirs = read(o, default)?;
+                    if Activation::parse(&theirs) != Activation::parse(&name) {
+                        return Err(Error::unsupported(format!(
+                            "config keys `{}` (`{}`) and `{}` (`{}`) name different activations, and generations of the class's transformers code read different ones of the two; the loaders disagree, so ckpt does not pick one",
+                            escape(key),
+                            escape(&name),
+                            escape(o),
+                            escape(&theirs)
+                        )));
+                    }
+                }
+                (name, Some(key))
+            }
         };
         m.activation = Activation::parse(&name).ok_or_else(|| {
             Error::unsupported(format!(
