@@ -1154,6 +1154,8 @@ fn regression_gemma_activation_the_generations_disagree_on_is_refused() {
             Some(json!(null)),
             true,
         ),
+        // `gelu_new` is the same tanh GELU under another name: the same model.
+        ("gelu-new", json!("gelu_new"), None, true),
     ];
     for (tag, act, other, runs) in cases {
         let ck = variant(t.path(), "gemma", &format!("gemma-{tag}"), |c| {
@@ -1172,4 +1174,66 @@ fn regression_gemma_activation_the_generations_disagree_on_is_refused() {
             assert!(err.contains("the loaders disagree"), "{tag}: {err}");
         }
     }
+}
+
+/// Regression (a sweep of configs with one key set to null): transformers' classes read a null
+/// `rms_norm_eps`, `hidden_act`, `rope_theta` (not given in `rope_parameters`), multiplier, logit
+/// scale, window span of sliding layers or (Qwen 2, Gemma, ...) `head_dim` as None and cannot
+/// build the model (4.57 and 5.24 raise); ckpt computed its own default with exit 0, and
+/// `convert --verify` called the result equivalent. Each is now refused by name. A null that
+/// means "off" (a soft-cap, a window without sliding layers) still computes, and a top-level null
+/// `partial_rotary_factor` gives way to the one in `rope_parameters`, as transformers 5 reads it.
+#[test]
+fn regression_null_where_the_class_needs_a_value_is_refused() {
+    use serde_json::json;
+    let t = tempfile::tempdir().unwrap();
+    let refused = [
+        ("llama-theta", "rms_norm_eps"),
+        ("llama-theta", "hidden_act"),
+        ("granite", "embedding_multiplier"),
+        ("cohere", "logit_scale"),
+        ("qwen3", "head_dim"),
+        ("gemma2", "sliding_window"),
+        ("gemma2", "query_pre_attn_scalar"),
+    ];
+    for (name, key) in refused {
+        let ck = variant(t.path(), name, &format!("{name}-null-{key}"), |c| {
+            c[key] = json!(null);
+        });
+        let (code, out, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3"]);
+        assert_eq!(code, 2, "{name} {key}: {out}{err}");
+        let want = format!("config key `{key}` is null where the model needs a value");
+        assert!(err.contains(&want), "{name} {key}: {err}");
+        let dst = t.path().join(format!("{name}-null-{key}-out"));
+        let (code, _, err) = ckpt(&["convert", s(&ck), s(&dst), "--to", "llama"]);
+        assert_eq!(code, 2, "{name} {key}: {err}");
+        assert!(!dst.exists());
+    }
+    // A top-level `rope_theta: null` with none in `rope_parameters` (a transformers 4 config).
+    let ck = variant(t.path(), "llama-theta", "llama-null-theta", |c| {
+        c.as_object_mut().unwrap().remove("rope_parameters");
+        c["rope_theta"] = json!(null);
+    });
+    let (code, _, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`rope_theta` is null"), "{err}");
+    // Null as "off": computes as without the key.
+    for (name, key) in [
+        ("gemma2", "attn_logit_softcapping"),
+        ("mistral", "sliding_window"),
+    ] {
+        let ck = variant(t.path(), name, &format!("{name}-off-{key}"), |c| {
+            c[key] = json!(null);
+        });
+        let (code, out, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3"]);
+        assert_eq!(code, 0, "{name} {key}: {out}{err}");
+    }
+    // Phi-3: a top-level null beside `rope_parameters.partial_rotary_factor` reads the latter.
+    let (code, out, err) = ckpt(&["logits", s(&fixture("phi3-partial")), "--ids", "1,2,3"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let ck = variant(t.path(), "phi3-partial", "phi3-partial-null-top", |c| {
+        c["partial_rotary_factor"] = json!(null);
+    });
+    let (code, _, err) = ckpt(&["verify", s(&fixture("phi3-partial")), s(&ck)]);
+    assert_eq!(code, 0, "{err}");
 }

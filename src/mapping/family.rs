@@ -321,6 +321,9 @@ pub struct ConfigRules {
     /// InternLM2, Baichuan): converting into the family a model whose `heads x head_dim` is not
     /// the hidden size says that a GGUF made from the output does not load there.
     pub llama_cpp_square_attention: bool,
+    /// Config keys the class cannot read as null (its code computes with the value, and None
+    /// raises): a checkpoint with one of them null is not computed.
+    pub not_null: Vec<String>,
 }
 
 /// What detection looks for besides the tensor rules.

@@ -120,6 +120,8 @@ struct ConfigSpec {
     llama_cpp_rope_types: Vec<String>,
     #[serde(default)]
     llama_cpp_square_attention: bool,
+    #[serde(default)]
+    not_null: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -558,6 +560,7 @@ pub(crate) fn compile(
             remote_code_class: spec.config.remote_code_class,
             llama_cpp_rope_types: spec.config.llama_cpp_rope_types,
             llama_cpp_square_attention: spec.config.llama_cpp_square_attention,
+            not_null: spec.config.not_null,
         },
         detect: DetectRules {
             model_types: spec.detect.model_types,

@@ -698,9 +698,18 @@ fn compact_json(text: &str) -> String {
 
 /// A config key at the top level, or inside transformers 5's `rope_parameters` (where rotary keys
 /// such as `partial_rotary_factor` moved).
+/// A key at the top level, else in transformers 5's `rope_parameters` (where 5 moves
+/// `partial_rotary_factor`); a top-level null gives way to a value there, as transformers 5 reads it.
 fn lookup<'c>(cfg: &'c ModelConfig, key: &str) -> Option<&'c Value> {
-    cfg.get(key)
-        .or_else(|| cfg.get("rope_parameters").and_then(|p| p.get(key)))
+    let nested = cfg
+        .get("rope_parameters")
+        .and_then(|p| p.get(key))
+        .filter(|v| !v.is_null());
+    match cfg.get(key) {
+        Some(Value::Null) => nested.or(Some(&Value::Null)),
+        Some(v) => Some(v),
+        None => nested,
+    }
 }
 
 fn key_number(cfg: &ModelConfig, key: &str) -> Result<Option<f64>> {
@@ -725,6 +734,11 @@ fn number(cfg: &ModelConfig, s: &Scalar, hidden: usize, fallback: f64) -> Result
         Scalar::Literal(x) => Ok(*x),
         #[allow(clippy::cast_precision_loss)]
         Scalar::SqrtHidden => Ok((hidden as f64).sqrt()),
+        // Not a switch that null turns off (soft-caps read null as off before this): a
+        // multiplier, scale or rotary fraction the class multiplies by, which None breaks.
+        Scalar::Key { key, .. } if matches!(lookup(cfg, key), Some(Value::Null)) => {
+            Err(crate::reference::config::null_key(key))
+        }
         Scalar::Key {
             key,
             default,
@@ -918,6 +932,10 @@ pub fn resolve(spec: &MathSpec, cfg: &ModelConfig, d: Dims) -> Result<Math> {
                 other_key,
                 ambiguous,
             } => {
+                // The class's own activation key set to null: ACT2FN[None] raises.
+                if matches!(cfg.get(key), Some(Value::Null)) {
+                    return Err(crate::reference::config::null_key(key));
+                }
                 let name = read(key, default)?;
                 if ambiguous.contains(&name) {
                     return Err(Error::unsupported(format!(
@@ -983,6 +1001,20 @@ pub fn resolve(spec: &MathSpec, cfg: &ModelConfig, d: Dims) -> Result<Math> {
 fn windows(cfg: &ModelConfig, w: &WindowSpec, layers: usize) -> Result<Vec<Option<usize>>> {
     let none = vec![None; layers];
     let Some(span) = key_usize(cfg, &w.key)? else {
+        // A null span with layers that slide (listed, or Gemma 2's alternating default):
+        // transformers computes the window with None and raises.
+        let slides = w.alternate
+            && cfg
+                .get(w.layer_types.as_deref().unwrap_or(""))
+                .is_none_or(Value::is_null)
+            || w.layer_types
+                .as_deref()
+                .and_then(|lt| cfg.get(lt))
+                .and_then(Value::as_array)
+                .is_some_and(|l| l.iter().any(|t| t.as_str() == Some("sliding_attention")));
+        if matches!(cfg.get(&w.key), Some(Value::Null)) && slides {
+            return Err(crate::reference::config::null_key(&w.key));
+        }
         return Ok(none);
     };
     if span == 0 {
@@ -1266,6 +1298,14 @@ pub fn for_checkpoint(fam: &crate::mapping::Family, cfg: Option<&ModelConfig>) -
     };
     let unmodelled = unmodelled_keys(cfg, &understood_keys(fam));
     let math = (|| -> Result<Math> {
+        if let Some(k) = fam
+            .config
+            .not_null
+            .iter()
+            .find(|k| matches!(cfg.get(k), Some(Value::Null)))
+        {
+            return Err(crate::reference::config::null_key(k));
+        }
         // What the family's class reads: its own defaults where the file leaves keys out.
         let cfg = &crate::mapping::configmap::with_class_defaults(cfg, fam)?;
         let named = crate::mapping::configmap::renamed(cfg, fam)?;

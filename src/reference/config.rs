@@ -113,6 +113,18 @@ impl Config {
         if let Some(why) = &c.rope_conflict {
             return Err(crate::checkpoint::config::rope_conflict_error(c, why));
         }
+        // Null where every class needs a number: transformers reads None and cannot build the
+        // model (4.57 and 5.24 raise), so there is nothing to compute. (Absent is the class's
+        // default; a `rope_theta` given in `rope_parameters` is not absent.)
+        for key in ["rms_norm_eps", "rope_theta"] {
+            let in_parameters = key == "rope_theta"
+                && c.get("rope_parameters")
+                    .and_then(|p| p.get("rope_theta"))
+                    .is_some_and(|v| !v.is_null());
+            if matches!(c.get(key), Some(serde_json::Value::Null)) && !in_parameters {
+                return Err(null_key(key));
+            }
+        }
         let need = |v: Option<usize>, key: &str| {
             v.ok_or_else(|| {
                 Error::bad_data(format!(
@@ -325,7 +337,11 @@ fn check_partial_rotary(c: &ModelConfig) -> Result<()> {
     let in_params = c
         .get("rope_parameters")
         .and_then(|p| p.get("partial_rotary_factor"));
-    let value = c.get("partial_rotary_factor").or(in_params);
+    // A top-level null gives way to a value in `rope_parameters` (transformers 5 reads it so).
+    let value = c
+        .get("partial_rotary_factor")
+        .filter(|v| !v.is_null())
+        .or(in_params);
     match value.and_then(|v| v.as_f64()) {
         Some(f) if f != 1.0 => Err(Error::unsupported(format!(
             "`partial_rotary_factor` is {f}: the reference rotates whole heads only"
@@ -381,6 +397,14 @@ fn resolve_scaling(c: &ModelConfig) -> Result<RopeScaling> {
             escape(other)
         ))),
     }
+}
+
+/// A config key set to null where transformers' classes need a value.
+pub(crate) fn null_key(key: &str) -> Error {
+    Error::unsupported(format!(
+        "config key `{}` is null where the model needs a value: transformers' class reads None there and cannot build the model; give it a value, or leave the key out for its class's default",
+        escape(key)
+    ))
 }
 
 #[cfg(test)]

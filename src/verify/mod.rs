@@ -742,9 +742,26 @@ fn config_differences(a: &View<'_>, b: &View<'_>) -> Vec<(String, Value, Value)>
     ];
     fields
         .into_iter()
-        .filter(|(k, x, y)| x != y && !(*k == "rope_scaling" && same_llama3_frequencies(ca, cb)))
+        .filter(|(k, x, y)| {
+            x != y
+                && !(*k == "rope_scaling" && same_llama3_frequencies(ca, cb))
+                && !(*k == "hidden_act" && same_activation(x, y))
+        })
         .map(|(k, x, y)| (k.to_string(), x, y))
         .collect()
+}
+
+/// Whether two activation names are one function (`gelu_new` and `gelu_pytorch_tanh` are both the
+/// tanh GELU in transformers' `ACT2FN`).
+fn same_activation(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use reference::math::Activation;
+    match (
+        a.as_str().and_then(Activation::parse),
+        b.as_str().and_then(Activation::parse),
+    ) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
 }
 
 /// Whether two `llama3` rope scalings written with different parameters give the same rotary
