@@ -1003,15 +1003,17 @@ fn windows(cfg: &ModelConfig, w: &WindowSpec, layers: usize) -> Result<Vec<Optio
     let Some(span) = key_usize(cfg, &w.key)? else {
         // A null span with layers that slide (listed, or Gemma 2's alternating default):
         // transformers computes the window with None and raises.
-        let slides = w.alternate
-            && cfg
-                .get(w.layer_types.as_deref().unwrap_or(""))
-                .is_none_or(Value::is_null)
-            || w.layer_types
-                .as_deref()
-                .and_then(|lt| cfg.get(lt))
-                .and_then(Value::as_array)
-                .is_some_and(|l| l.iter().any(|t| t.as_str() == Some("sliding_attention")));
+        let listed = w
+            .layer_types
+            .as_deref()
+            .and_then(|lt| cfg.get(lt))
+            .filter(|v| !v.is_null());
+        let slides = match listed {
+            Some(v) => v
+                .as_array()
+                .is_some_and(|l| l.iter().any(|t| t.as_str() == Some("sliding_attention"))),
+            None => w.alternate,
+        };
         if matches!(cfg.get(&w.key), Some(Value::Null)) && slides {
             return Err(crate::reference::config::null_key(&w.key));
         }
