@@ -696,11 +696,9 @@ fn compact_json(text: &str) -> String {
 // Resolution.
 // ---------------------------------------------------------------------------------------------
 
-/// A config key at the top level, or inside transformers 5's `rope_parameters` (where rotary keys
-/// such as `partial_rotary_factor` moved).
-/// A key at the top level, else in transformers 5's `rope_parameters` (where 5 moves
+/// A config key at the top level, else in transformers 5's `rope_parameters` (where 5 moves
 /// `partial_rotary_factor`); a top-level null gives way to a value there, as transformers 5 reads it.
-fn lookup<'c>(cfg: &'c ModelConfig, key: &str) -> Option<&'c Value> {
+pub(crate) fn lookup<'c>(cfg: &'c ModelConfig, key: &str) -> Option<&'c Value> {
     let nested = cfg
         .get("rope_parameters")
         .and_then(|p| p.get(key))

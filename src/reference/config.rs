@@ -334,14 +334,7 @@ fn check_activation(c: &ModelConfig) -> Result<()> {
 }
 
 fn check_partial_rotary(c: &ModelConfig) -> Result<()> {
-    let in_params = c
-        .get("rope_parameters")
-        .and_then(|p| p.get("partial_rotary_factor"));
-    // A top-level null gives way to a value in `rope_parameters` (transformers 5 reads it so).
-    let value = c
-        .get("partial_rotary_factor")
-        .filter(|v| !v.is_null())
-        .or(in_params);
+    let value = crate::mapping::math::lookup(c, "partial_rotary_factor");
     match value.and_then(|v| v.as_f64()) {
         Some(f) if f != 1.0 => Err(Error::unsupported(format!(
             "`partial_rotary_factor` is {f}: the reference rotates whole heads only"
