@@ -1237,3 +1237,108 @@ fn regression_null_where_the_class_needs_a_value_is_refused() {
     let (code, _, err) = ckpt(&["verify", s(&fixture("phi3-partial")), s(&ck)]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// Regression (found by a sweep of configs with one key removed or null, each loaded by
+/// transformers 4.57 and 5.24):
+/// - a Qwen2 config with a window but no `use_sliding_window` computed the window; the class's
+///   default switch is off (wrong logits, exit 0);
+/// - a `layer_types` naming sliding layers with the switch off was computed; transformers since
+///   4.57 raises;
+/// - a Cohere config with no rotary base was computed with transformers 4's 10000 (5 reads
+///   500000);
+/// - a null in a strictly typed switch (`attention_bias`, `tie_word_embeddings`,
+///   `max_position_embeddings`), refused by transformers 5 and read by truthiness in 4, was
+///   computed;
+/// - an extra null `rms_norm_eps` beside Cohere's `layer_norm_eps` was refused as a rename
+///   conflict, though the class reads only the latter.
+#[test]
+fn regression_config_keys_the_class_reads_otherwise_or_not_at_all() {
+    use serde_json::json;
+    let t = tempfile::tempdir().unwrap();
+    let ids = ["--ids", "1,15,72,9,30,4,33,120"];
+    let runs = std::cell::Cell::new(0);
+    let logits = |ck: &Path| {
+        runs.set(runs.get() + 1);
+        let out = t.path().join(format!("logits-{}.safetensors", runs.get()));
+        let (code, stdout, err) =
+            ckpt(&[&["logits", s(ck), "--out", s(&out), "-q"][..], &ids[..]].concat());
+        assert_eq!(code, 0, "{}: {err}", ck.display());
+        assert_eq!(stdout, "", "-q with --out prints nothing");
+        std::fs::read(&out).unwrap()
+    };
+    // The window: without the switch, as with it off; and on, another computation.
+    let off = variant(t.path(), "qwen2-window", "q-off", |c| {
+        c["use_sliding_window"] = json!(false);
+        c.as_object_mut().unwrap().remove("layer_types");
+    });
+    let absent = variant(t.path(), "qwen2-window", "q-absent", |c| {
+        c.as_object_mut().unwrap().remove("use_sliding_window");
+        c.as_object_mut().unwrap().remove("layer_types");
+    });
+    assert!(
+        logits(&absent) == logits(&off),
+        "no switch is not the switch off"
+    );
+    assert!(
+        logits(&fixture("qwen2-window")) != logits(&off),
+        "a useless case"
+    );
+    let contradiction = variant(t.path(), "qwen2-window", "q-contra", |c| {
+        c.as_object_mut().unwrap().remove("use_sliding_window");
+    });
+    let (code, _, err) = ckpt(&[&["logits", s(&contradiction)][..], &ids[..]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("lists sliding_attention layers while `use_sliding_window` is false"),
+        "{err}"
+    );
+    // Cohere's rotary base must be stated.
+    let no_base = variant(t.path(), "cohere", "cohere-no-base", |c| {
+        c.as_object_mut().unwrap().remove("rope_parameters");
+    });
+    let (code, _, err) = ckpt(&[&["logits", s(&no_base)][..], &ids[..]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("the config has no `rope_theta`"), "{err}");
+    let top_base = variant(t.path(), "cohere", "cohere-top-base", |c| {
+        c.as_object_mut().unwrap().remove("rope_parameters");
+        c["rope_theta"] = json!(500000.0);
+    });
+    assert!(
+        logits(&top_base) == logits(&fixture("cohere")),
+        "a top-level base"
+    );
+    // A null strict switch.
+    for (name, key) in [
+        ("llama-theta", "attention_bias"),
+        ("llama-theta", "mlp_bias"),
+        ("llama-tied", "tie_word_embeddings"),
+        ("gemma", "tie_word_embeddings"),
+        ("llama3-scaling", "max_position_embeddings"),
+    ] {
+        let ck = variant(t.path(), name, &format!("{name}-null-{key}"), |c| {
+            c[key] = json!(null);
+        });
+        let (code, _, err) = ckpt(&[&["logits", s(&ck)][..], &ids[..]].concat());
+        assert_eq!(code, 2, "{name} {key}: {err}");
+        assert!(
+            err.contains(&format!(
+                "config key `{key}` is null: transformers 5 refuses"
+            )),
+            "{name} {key}: {err}"
+        );
+    }
+    // A null in the spelling the class does not read is not a second value.
+    let extra = variant(t.path(), "cohere", "cohere-extra-null", |c| {
+        c["rms_norm_eps"] = json!(null);
+    });
+    assert!(
+        logits(&extra) == logits(&fixture("cohere")),
+        "an extra null"
+    );
+    let extra = variant(t.path(), "cohere", "cohere-extra-value", |c| {
+        c["rms_norm_eps"] = json!(1e-3);
+    });
+    let (code, _, err) = ckpt(&[&["logits", s(&extra)][..], &ids[..]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("both become `rms_norm_eps`"), "{err}");
+}

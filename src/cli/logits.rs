@@ -51,7 +51,7 @@ pub struct Args {
     pub family: Option<String>,
     #[command(flatten)]
     pub mapping: MappingArgs,
-    /// No progress bar.
+    /// No progress bar, and no `wrote logits` line with `--out`.
     #[arg(long, short)]
     pub quiet: bool,
     #[command(flatten)]
@@ -167,6 +167,9 @@ pub fn run(a: Args) -> CmdResult {
         return Ok(code);
     }
     if let Some(path) = &a.out {
+        if a.quiet {
+            return Ok(code);
+        }
         out(&format!(
             "wrote logits [{}, {}, {}] to {}",
             logits.batch,

@@ -54,8 +54,9 @@ fn set(map: &mut Map<String, Value>, key: &str, v: Value) {
 }
 
 /// Rename keys in place, keeping their position. A key renamed onto a key the config already has
-/// (or two keys landing on one name) is an error unless both values are equal: one value would
-/// otherwise be dropped without a word.
+/// (or two keys landing on one name) is an error unless both values are equal, or the key already
+/// in the target spelling is null (the renamed key, the one the class reads, is kept): one value
+/// would otherwise be dropped without a word.
 fn rename_keys(
     map: Map<String, Value>,
     pairs: &[(String, String)],
@@ -71,6 +72,17 @@ fn rename_keys(
             .map(|(a, b)| if forward { b.clone() } else { a.clone() })
             .unwrap_or_else(|| k.clone());
         if let Some(prev) = out.get(&new) {
+            // The class reads the key in its own spelling (the renamed one); a null beside it in
+            // the other spelling is an attribute nothing reads, not a second value.
+            let prev_renamed = origin.get(&new).is_some_and(|o| *o != new);
+            if prev_renamed && k == new && v.is_null() {
+                continue;
+            }
+            if !prev_renamed && k != new && prev.is_null() {
+                origin.insert(new.clone(), k);
+                out.insert(new, v);
+                continue;
+            }
             if *prev != v {
                 let first = origin.get(&new).cloned().unwrap_or_else(|| new.clone());
                 return Err(Error::bad_data(format!(

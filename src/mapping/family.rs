@@ -324,6 +324,10 @@ pub struct ConfigRules {
     /// Config keys the class cannot read as null (its code computes with the value, and None
     /// raises): a checkpoint with one of them null is not computed.
     pub not_null: Vec<String>,
+    /// Config keys a checkpoint must state (at the top level or in `rope_parameters`): the
+    /// class's generations default them differently (Cohere's rotary base: 10000 in transformers
+    /// 4, 500000 in 5), so a config without them computes one thing or another, and is refused.
+    pub required: Vec<String>,
 }
 
 /// What detection looks for besides the tensor rules.

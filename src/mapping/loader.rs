@@ -122,6 +122,8 @@ struct ConfigSpec {
     llama_cpp_square_attention: bool,
     #[serde(default)]
     not_null: Vec<String>,
+    #[serde(default)]
+    required: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -561,6 +563,7 @@ pub(crate) fn compile(
             llama_cpp_rope_types: spec.config.llama_cpp_rope_types,
             llama_cpp_square_attention: spec.config.llama_cpp_square_attention,
             not_null: spec.config.not_null,
+            required: spec.config.required,
         },
         detect: DetectRules {
             model_types: spec.detect.model_types,

@@ -1026,6 +1026,20 @@ fn windows(cfg: &ModelConfig, w: &WindowSpec, layers: usize) -> Result<Vec<Optio
     if let Some(s) = &w.switch
         && matches!(cfg.get(s), Some(Value::Bool(false)))
     {
+        // The window is off, yet the per-layer list names sliding layers: transformers since 4.57
+        // builds those layers' masks with no window and raises (4.44 ignored the list).
+        if let Some(lt) = &w.layer_types
+            && cfg
+                .get(lt)
+                .and_then(Value::as_array)
+                .is_some_and(|l| l.iter().any(|t| t.as_str() == Some("sliding_attention")))
+        {
+            return Err(Error::unsupported(format!(
+                "config key `{}` lists sliding_attention layers while `{}` is false (or absent: its class's default), so they have no window: transformers cannot build their masks; make the two agree",
+                escape(lt),
+                escape(s)
+            )));
+        }
         return Ok(none);
     }
     if let Some(lt) = &w.layer_types
@@ -1288,6 +1302,35 @@ pub fn understood_keys(fam: &crate::mapping::Family) -> Vec<&str> {
     keys
 }
 
+/// The boolean and integer keys every class of transformers 5 types strictly and the computation
+/// reads: the family's bias switches, `tie_word_embeddings`, and the context sizes (which rotary
+/// scalings read). transformers 5 refuses a null in any of them; transformers 4 reads it as false
+/// or absent by Python's truthiness, which for a config in transformers 5's format
+/// (`rope_parameters`, which transformers 4 does not read) is a computation of neither.
+fn typed_switches<'f>(fam: &'f crate::mapping::Family, cfg: &ModelConfig) -> Vec<&'f str> {
+    use crate::mapping::family::BiasSwitch;
+    let b = &fam.biases;
+    let mut keys: Vec<&str> = [&b.qkv, &b.o, &b.mlp]
+        .into_iter()
+        .filter_map(|s| match s {
+            Some(BiasSwitch::Key(k)) => Some(k.as_str()),
+            _ => None,
+        })
+        .collect();
+    keys.extend(["tie_word_embeddings", "max_position_embeddings"]);
+    if cfg.rope_scaling.is_some() {
+        keys.push("original_max_position_embeddings");
+    }
+    keys
+}
+
+fn null_switch(key: &str) -> Error {
+    Error::unsupported(format!(
+        "config key `{}` is null: transformers 5 refuses the file, and transformers 4 reads None as false or absent, so its computation is not known; give it a value, or leave the key out for its class's default",
+        escape(key)
+    ))
+}
+
 /// Resolve `fam`'s computation for a checkpoint whose own config is `cfg`.
 pub fn for_checkpoint(fam: &crate::mapping::Family, cfg: Option<&ModelConfig>) -> Resolved {
     let Some(cfg) = cfg else {
@@ -1305,6 +1348,19 @@ pub fn for_checkpoint(fam: &crate::mapping::Family, cfg: Option<&ModelConfig>) -
             .find(|k| matches!(cfg.get(k), Some(Value::Null)))
         {
             return Err(crate::reference::config::null_key(k));
+        }
+        if let Some(k) = typed_switches(fam, cfg)
+            .into_iter()
+            .find(|k| matches!(cfg.get(k), Some(Value::Null)))
+        {
+            return Err(null_switch(k));
+        }
+        if let Some(k) = fam.config.required.iter().find(|k| lookup(cfg, k).is_none()) {
+            return Err(Error::unsupported(format!(
+                "the config has no `{}`, which the generations of family `{}`'s class (transformers 4 and 5) default differently, so its computation is not known: state the value",
+                escape(k),
+                fam.name
+            )));
         }
         // What the family's class reads: its own defaults where the file leaves keys out.
         let cfg = &crate::mapping::configmap::with_class_defaults(cfg, fam)?;
