@@ -258,6 +258,44 @@ fn impossible_conversions_are_refused_with_the_reason() {
     );
 }
 
+/// An MHA model converts to Baichuan; without Baichuan's modeling code names and config cannot
+/// tell its generations apart on reading back, which convert says, naming the flag that reads it.
+#[test]
+fn converting_to_baichuan_says_how_to_read_it_back() {
+    let t = tempfile::tempdir().unwrap();
+    let bc = t.path().join("to-baichuan");
+    let (code, out, err) = ckpt(&[
+        "convert",
+        s(&fixture("llama-mha")),
+        s(&bc),
+        "--to",
+        "baichuan",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("detection does not read the output back as `baichuan`")
+            && out.contains("`--family baichuan`"),
+        "{out}"
+    );
+    let (code, _, err) = ckpt(&["logits", s(&bc), "--ids", "1,2,3"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = ckpt(&["logits", s(&bc), "--ids", "1,2,3", "--family", "baichuan"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = ckpt(&[
+        "verify",
+        s(&fixture("llama-mha")),
+        s(&bc),
+        "--family-b",
+        "baichuan",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    // A conversion that reads back as its target says nothing of the kind.
+    let yi = t.path().join("to-yi");
+    let (code, out, err) = ckpt(&["convert", s(&fixture("llama-mha")), s(&yi), "--to", "yi"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("detection"), "{out}");
+}
+
 /// A `[math]` table is input like the rest of a mapping file: unknown keys and values are errors
 /// naming them.
 #[test]

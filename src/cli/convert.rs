@@ -241,6 +241,31 @@ pub fn run_rename(a: RenameArgs) -> CmdResult {
     convert(&a.src, a.dst.as_deref(), None, &a.renames, &a.common)
 }
 
+/// Says so when detection does not read the written checkpoint back as the family it was written
+/// in (Baichuan without its modeling code: names and config cannot tell its generations apart),
+/// and how to name the family to the commands that read it.
+fn read_back_note(dst: &Path, f: &FamilyArgs) -> Option<String> {
+    let to = f.to.as_deref().unwrap_or("llama");
+    let reg = super::families::registry(&f.mapping).ok()?;
+    let ck = Checkpoint::open(dst).ok()?;
+    let d = ckpt::detect::detect(&ck, &reg);
+    if d.winner.as_deref() == Some(to) {
+        return None;
+    }
+    let read = match &d.winner {
+        Some(w) => format!("detection reads the output as `{}`, not `{to}`", esc(w)),
+        None => format!("detection does not read the output back as `{to}`"),
+    };
+    let why = d
+        .evidence
+        .first()
+        .map(|e| format!(": {}", esc(e)))
+        .unwrap_or_default();
+    Some(format!(
+        "{read}{why}; name the family to the commands that read it (`--family {to}`, `--family-a`/`--family-b {to}`)"
+    ))
+}
+
 struct FamilyArgs {
     to: Option<String>,
     from: Option<String>,
@@ -676,6 +701,9 @@ fn convert(
         out(&format!("not copied: {}: {why}", esc(f)));
     }
     for n in &s.notes {
+        out(&format!("note: {n}"));
+    }
+    if let Some(n) = family.and_then(|f| read_back_note(&s.dst, f)) {
         out(&format!("note: {n}"));
     }
     for line in config_changes(&view) {
