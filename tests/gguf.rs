@@ -791,3 +791,45 @@ fn rotary_metadata_is_read_as_llama_cpp_reads_it() {
         );
     }
 }
+
+/// llama.cpp's loader reads each hyperparameter key as one GGUF type and refuses a file that
+/// stores it as another ("key ... has wrong type"), even an integer of the same width: ckpt reads
+/// none of those files either (it used to accept any integer or float width). The files are
+/// gguf-py's, with one key's type code patched in place (same value width).
+#[test]
+fn metadata_of_a_type_llama_cpp_refuses_is_refused() {
+    let bytes = std::fs::read(gguf("gqa-f32.gguf")).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    // (key, its type code in the file, the code patched in, the names in the message)
+    for (key, from, to, names) in [
+        ("llama.block_count", 4u32, 5u32, ("i32", "u32")),
+        ("llama.context_length", 4, 6, ("f32", "u32")),
+        ("llama.rope.freq_base", 6, 4, ("u32", "f32")),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            6,
+            5,
+            ("i32", "f32"),
+        ),
+    ] {
+        let mut patched = bytes.clone();
+        let mut pat = (key.len() as u64).to_le_bytes().to_vec();
+        pat.extend(key.as_bytes());
+        let at = patched
+            .windows(pat.len())
+            .position(|w| w == pat.as_slice())
+            .unwrap_or_else(|| panic!("{key} not in the fixture"))
+            + pat.len();
+        assert_eq!(patched[at..at + 4], from.to_le_bytes(), "{key}");
+        patched[at..at + 4].copy_from_slice(&to.to_le_bytes());
+        let p = t.path().join(format!("{key}.gguf"));
+        std::fs::write(&p, &patched).unwrap();
+        let (code, _, err) = ckpt(&["logits", p.to_str().unwrap(), "--ids", "1,2"]);
+        assert_eq!(code, 2, "{key}: {err}");
+        let want = format!("metadata key \"{key}\" is {} ", names.0);
+        assert!(
+            err.contains(&want) && err.contains(&format!("llama.cpp reads {} only", names.1)),
+            "{key}: {err}"
+        );
+    }
+}

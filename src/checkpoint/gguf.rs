@@ -129,6 +129,25 @@ impl Value {
         }
     }
 
+    /// The GGUF type's name as llama.cpp prints it (`u32`, `f32`, `arr`, ...).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::U8(_) => "u8",
+            Value::I8(_) => "i8",
+            Value::U16(_) => "u16",
+            Value::I16(_) => "i16",
+            Value::U32(_) => "u32",
+            Value::I32(_) => "i32",
+            Value::F32(_) => "f32",
+            Value::Bool(_) => "bool",
+            Value::Str(_) => "str",
+            Value::Array(_) => "arr",
+            Value::U64(_) => "u64",
+            Value::I64(_) => "i64",
+            Value::F64(_) => "f64",
+        }
+    }
+
     /// The value as a float, when it is a float.
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
@@ -746,28 +765,20 @@ fn config_with(
         .hint("use the original Hugging Face checkpoint of this model"));
     }
     let key = |k: &str| format!("{arch}.{k}");
+    // llama.cpp's loader reads each of these keys as one GGUF type and refuses the file when it
+    // is stored as another ("key ... has wrong type"), even a wider integer.
     let uint = |k: &str| -> Result<Option<u64>> {
         match g.get(&key(k)) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                Error::bad_data(format!(
-                    "metadata key \"{}\" must be a non-negative integer, found {}",
-                    key(k),
-                    v.display()
-                ))
-            }),
+            Some(Value::U32(v)) => Ok(Some(u64::from(*v))),
+            Some(v) => Err(wrong_type(&key(k), "u32", v)),
         }
     };
     let float = |k: &str| -> Result<Option<f64>> {
         match g.get(&key(k)) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| {
-                Error::bad_data(format!(
-                    "metadata key \"{}\" must be a float, found {}",
-                    key(k),
-                    v.display()
-                ))
-            }),
+            Some(Value::F32(v)) => Ok(Some(f64::from(*v))),
+            Some(v) => Err(wrong_type(&key(k), "f32", v)),
         }
     };
     let need = |k: &str, v: Option<u64>| -> Result<u64> {
@@ -914,6 +925,17 @@ fn config_with(
     Ok(m)
 }
 
+/// A metadata key stored as another GGUF type than the one llama.cpp's loader reads it as: bad
+/// data, as llama.cpp refuses the file.
+fn wrong_type(key: &str, want: &str, v: &Value) -> Error {
+    Error::bad_data(format!(
+        "metadata key \"{}\" is {} {}, where llama.cpp reads {want} only and refuses the file (\"key has wrong type\")",
+        escape(key),
+        v.type_name(),
+        v.display()
+    ))
+}
+
 /// An f32 metadata value as the shortest decimal that reads back to the same f32 (`1e-5`, not
 /// `9.999999747378752e-6`): GGUF stores f32 where `config.json` had a decimal.
 fn float_json(v: f64) -> Json {
@@ -935,22 +957,20 @@ fn float_json(v: f64) -> Json {
 /// none. `yarn` is passed on for the reference to refuse by name. A key of the wrong type is bad
 /// data (llama.cpp refuses to load it), never skipped.
 fn rope_scaling(g: &GgufFile, arch: &str) -> Result<Option<Json>> {
-    let wrong = |k: &str, want: &str, v: &Value| {
-        Error::bad_data(format!(
-            "metadata key \"{arch}.{k}\" must be {want}, found {}",
-            v.display()
-        ))
-    };
+    let wrong = |k: &str, want: &str, v: &Value| wrong_type(&format!("{arch}.{k}"), want, v);
     let ty = match g.get(&format!("{arch}.rope.scaling.type")) {
         None => "linear",
         Some(v) => v
             .as_str()
-            .ok_or_else(|| wrong("rope.scaling.type", "a string", v))?,
+            .ok_or_else(|| wrong("rope.scaling.type", "str", v))?,
     };
     let mut factor = None;
     for k in ["rope.scaling.factor", "rope.scale_linear"] {
         if let Some(v) = g.get(&format!("{arch}.{k}")) {
-            let f = v.as_f64().ok_or_else(|| wrong(k, "a float", v))?;
+            let Value::F32(f) = v else {
+                return Err(wrong(k, "f32", v));
+            };
+            let f = f64::from(*f);
             if !f.is_finite() || f < 0.0 {
                 return Err(Error::bad_data(format!(
                     "metadata key \"{arch}.{k}\" must be a finite non-negative float, found {f}"
@@ -963,13 +983,8 @@ fn rope_scaling(g: &GgufFile, arch: &str) -> Result<Option<Json>> {
     let factor = factor.filter(|&f| f != 0.0);
     let orig = match g.get(&format!("{arch}.rope.scaling.original_context_length")) {
         None => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| {
-            wrong(
-                "rope.scaling.original_context_length",
-                "a non-negative integer",
-                v,
-            )
-        })?),
+        Some(Value::U32(v)) => Some(u64::from(*v)),
+        Some(v) => return Err(wrong("rope.scaling.original_context_length", "u32", v)),
     };
     match ty {
         "none" => Ok(None),
