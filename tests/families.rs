@@ -1107,7 +1107,6 @@ fn regression_missing_config_keys_mean_the_classs_defaults() {
             json!(30.0),
             json!(null),
         ),
-        ("gemma2", "query_pre_attn_scalar", json!(256), json!(16)),
         (
             "gemma2",
             "layer_types",
@@ -1288,7 +1287,9 @@ fn regression_null_where_the_class_needs_a_value_is_refused() {
 ///   `max_position_embeddings`), refused by transformers 5 and read by truthiness in 4, was
 ///   computed;
 /// - an extra null `rms_norm_eps` beside Cohere's `layer_norm_eps` was refused as a rename
-///   conflict, though the class reads only the latter.
+///   conflict, though the class reads only the latter;
+/// - a tied Gemma config with neither `tie_word_embeddings` nor `model_type` was read as untied
+///   (the tie default was looked up by `model_type` only) and refused for a missing `lm_head`.
 #[test]
 fn regression_config_keys_the_class_reads_otherwise_or_not_at_all() {
     use serde_json::json;
@@ -1330,13 +1331,24 @@ fn regression_config_keys_the_class_reads_otherwise_or_not_at_all() {
         err.contains("lists sliding_attention layers while `use_sliding_window` is false"),
         "{err}"
     );
-    // Cohere's rotary base must be stated.
-    let no_base = variant(t.path(), "cohere", "cohere-no-base", |c| {
-        c.as_object_mut().unwrap().remove("rope_parameters");
-    });
-    let (code, _, err) = ckpt(&[&["logits", s(&no_base)][..], &ids[..]].concat());
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("the config has no `rope_theta`"), "{err}");
+    // Cohere's rotary base (10000 in transformers 4.57, 500000 in 5.24) and Gemma 2's
+    // `query_pre_attn_scalar` (224 in 4.44, 256 since) must be stated.
+    for (name, key, remove) in [
+        ("cohere", "rope_theta", "rope_parameters"),
+        ("gemma2", "query_pre_attn_scalar", "query_pre_attn_scalar"),
+    ] {
+        let ck = variant(t.path(), name, &format!("{name}-no-{key}"), |c| {
+            c.as_object_mut().unwrap().remove(remove);
+        });
+        let (code, _, err) = ckpt(&[&["logits", s(&ck)][..], &ids[..]].concat());
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains(&format!(
+                "the config has no `{key}`, and transformers generations"
+            )),
+            "{err}"
+        );
+    }
     let top_base = variant(t.path(), "cohere", "cohere-top-base", |c| {
         c.as_object_mut().unwrap().remove("rope_parameters");
         c["rope_theta"] = json!(500000.0);
@@ -1365,6 +1377,17 @@ fn regression_config_keys_the_class_reads_otherwise_or_not_at_all() {
             "{name} {key}: {err}"
         );
     }
+    // A tied Gemma saved by transformers 4 writes no `tie_word_embeddings`; without a
+    // `model_type` too, the class `architectures` names (which loads it) still ties by default.
+    let no_type = variant(t.path(), "gemma", "gemma-no-type", |c| {
+        let c = c.as_object_mut().unwrap();
+        c.remove("tie_word_embeddings");
+        c.remove("model_type");
+    });
+    assert!(
+        logits(&no_type) == logits(&fixture("gemma")),
+        "tied by default"
+    );
     // A null in the spelling the class does not read is not a second value.
     let extra = variant(t.path(), "cohere", "cohere-extra-null", |c| {
         c["rms_norm_eps"] = json!(null);
@@ -1379,4 +1402,52 @@ fn regression_config_keys_the_class_reads_otherwise_or_not_at_all() {
     let (code, _, err) = ckpt(&[&["logits", s(&extra)][..], &ids[..]].concat());
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("both become `rms_norm_eps`"), "{err}");
+}
+
+/// Regression (found by a sweep of configs edited after saving with transformers 5.24): a
+/// `partial_rotary_factor` both at the top level and in `rope_parameters` with different values
+/// was computed with the top-level one (transformers 5 reads `rope_parameters`, 4 the top level:
+/// rel error up to 0.98, exit 0); and a multiplier found only in `rope_parameters` was computed,
+/// though no class reads it there (transformers 5 warns and computes without it: rel 0.67).
+#[test]
+fn regression_rope_parameters_is_read_only_for_rotary_keys_and_conflicts_are_refused() {
+    use serde_json::json;
+    let t = tempfile::tempdir().unwrap();
+    for (name, top) in [
+        ("phi3-partial", 1.0),
+        ("phi3-partial", 0.25),
+        ("stablelm", 0.25),
+    ] {
+        let ck = variant(t.path(), name, &format!("{name}-top-{top}"), |c| {
+            c["partial_rotary_factor"] = json!(top);
+        });
+        let (code, _, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3"]);
+        assert_eq!(code, 2, "{name} {top}: {err}");
+        assert!(
+            err.contains(&format!("top-level `partial_rotary_factor` {top} against")),
+            "{name} {top}: {err}"
+        );
+    }
+    // The same value at both places is one value.
+    let ck = variant(t.path(), "phi3-partial", "phi3-both-same", |c| {
+        c["partial_rotary_factor"] = c["rope_parameters"]["partial_rotary_factor"].clone();
+    });
+    let (code, out, err) = ckpt(&["verify", s(&fixture("phi3-partial")), s(&ck)]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Granite's multipliers are read at the top level only: moved into `rope_parameters`, the
+    // class computes with its defaults (1.0), as a config without them does.
+    for key in ["embedding_multiplier", "logits_scaling"] {
+        let nested = variant(t.path(), "granite", &format!("granite-nested-{key}"), |c| {
+            let v = c[key].clone();
+            c.as_object_mut().unwrap().remove(key);
+            c["rope_parameters"][key] = v;
+        });
+        let absent = variant(t.path(), "granite", &format!("granite-no-{key}"), |c| {
+            c.as_object_mut().unwrap().remove(key);
+        });
+        let (code, out, err) = ckpt(&["verify", s(&absent), s(&nested)]);
+        assert_eq!(code, 0, "{key}: {out}{err}");
+        let (code, out, err) = ckpt(&["verify", s(&fixture("granite")), s(&nested)]);
+        assert_eq!(code, 1, "{key}: {out}{err}");
+    }
 }

@@ -45,44 +45,50 @@ pub struct RopeScaling {
     pub high_freq_factor: Option<f64>,
 }
 
-/// The `model_type`s whose transformers config class defaults `tie_word_embeddings` to true
+/// The `model_type`s (with their causal-LM class) whose transformers config class defaults
+/// `tie_word_embeddings` to true
 /// (`CONFIG_MAPPING[model_type]().tie_word_embeddings`, the same in transformers 4.57.1 and
 /// 5.24.0; every other class ckpt models, LLaMA's among them, defaults to false). The default
 /// matters: transformers 4's `save_pretrained` leaves out every key equal to both its class's and
 /// the base class's default, so a tied Gemma 2, Cohere or SmolLM3 saved by it has no
 /// `tie_word_embeddings` at all, and no `lm_head.weight`.
-const TIED_BY_DEFAULT: &[&str] = &[
-    "bloom",
-    "cohere",
-    "cohere2",
-    "ernie4_5",
-    "falcon",
-    "gemma",
-    "gemma2",
-    "gemma3",
-    "gemma3_text",
-    "gemma3n_text",
-    "gpt2",
-    "gpt_bigcode",
-    "gpt_neo",
-    "jetmoe",
-    "lfm2",
-    "minicpm3",
-    "mpt",
-    "opt",
-    "recurrent_gemma",
-    "smollm3",
-    "starcoder2",
-    "vaultgemma",
-    "zamba2",
+const TIED_BY_DEFAULT: &[(&str, &str)] = &[
+    ("bloom", "BloomForCausalLM"),
+    ("cohere", "CohereForCausalLM"),
+    ("cohere2", "Cohere2ForCausalLM"),
+    ("ernie4_5", "Ernie4_5ForCausalLM"),
+    ("falcon", "FalconForCausalLM"),
+    ("gemma", "GemmaForCausalLM"),
+    ("gemma2", "Gemma2ForCausalLM"),
+    ("gemma3", "Gemma3ForConditionalGeneration"),
+    ("gemma3_text", "Gemma3ForCausalLM"),
+    ("gemma3n_text", "Gemma3nForCausalLM"),
+    ("gpt2", "GPT2LMHeadModel"),
+    ("gpt_bigcode", "GPTBigCodeForCausalLM"),
+    ("gpt_neo", "GPTNeoForCausalLM"),
+    ("jetmoe", "JetMoeForCausalLM"),
+    ("lfm2", "Lfm2ForCausalLM"),
+    ("minicpm3", "MiniCPM3ForCausalLM"),
+    ("mpt", "MptForCausalLM"),
+    ("opt", "OPTForCausalLM"),
+    ("recurrent_gemma", "RecurrentGemmaForCausalLM"),
+    ("smollm3", "SmolLM3ForCausalLM"),
+    ("starcoder2", "Starcoder2ForCausalLM"),
+    ("vaultgemma", "VaultGemmaForCausalLM"),
+    ("zamba2", "Zamba2ForCausalLM"),
 ];
 
 /// `tie_word_embeddings` of a config that does not write it: true where the `model_type`'s
-/// transformers class says so ([`TIED_BY_DEFAULT`]), else unknown (read as false, LLaMA's default).
-pub(crate) fn tied_by_default(model_type: Option<&str>) -> Option<bool> {
-    model_type
-        .filter(|m| TIED_BY_DEFAULT.contains(m))
-        .map(|_| true)
+/// transformers class says so ([`TIED_BY_DEFAULT`]; without a `model_type`, the class
+/// `architectures` names, which is what loads it), else unknown (read as false, LLaMA's default).
+pub(crate) fn tied_by_default(model_type: Option<&str>, architectures: &[String]) -> Option<bool> {
+    let tied = match model_type {
+        Some(m) => TIED_BY_DEFAULT.iter().any(|(t, _)| *t == m),
+        None => architectures
+            .first()
+            .is_some_and(|a| TIED_BY_DEFAULT.iter().any(|(_, c)| c == a)),
+    };
+    tied.then_some(true)
 }
 
 /// The hyperparameters the tool consults, plus the raw JSON.
@@ -205,7 +211,10 @@ impl ModelConfig {
             rope_conflict: rope_conflict(&raw)?,
             tie_word_embeddings: match g.bool("tie_word_embeddings")? {
                 Some(tied) => Some(tied),
-                None => tied_by_default(g.string("model_type")?.as_deref()),
+                None => tied_by_default(
+                    g.string("model_type")?.as_deref(),
+                    &g.strings("architectures")?,
+                ),
             },
             dtype: match g.string("torch_dtype")? {
                 Some(d) => Some(d),
@@ -335,6 +344,15 @@ pub fn rope_conflict(raw: &Map<String, Value>) -> Result<Option<String>> {
             "top-level `rope_theta` {t4} against `rope_parameters.rope_theta` {t5}"
         ));
     }
+    if let (Some(f4), Some(f5)) = (
+        Getter(raw).f64("partial_rotary_factor")?,
+        Getter(p).f64("partial_rotary_factor")?,
+    ) && f4 != f5
+    {
+        why.push(format!(
+            "top-level `partial_rotary_factor` {f4} against `rope_parameters.partial_rotary_factor` {f5}"
+        ));
+    }
     if let Some(s4) = raw.get("rope_scaling").filter(|v| !v.is_null()) {
         let (a, b) = (
             parse_scaling(s4, "rope_scaling")?,
@@ -366,7 +384,7 @@ pub fn rope_conflict(raw: &Map<String, Value>) -> Result<Option<String>> {
 /// The refusal of a config whose two RoPE spellings disagree ([`rope_conflict`]).
 pub fn rope_conflict_error(c: &ModelConfig, why: &str) -> Error {
     Error::unsupported(format!(
-        "the config spells RoPE both ways and they disagree ({}): transformers 4 and candle read the top-level keys, transformers 5 merges them, so the checkpoint's positions mean different things to different loaders and ckpt will not pick one (write one consistent pair; `ckpt check` reports it as L001)",
+        "the config spells RoPE both ways and they disagree ({}): transformers 4 and candle read the top-level keys, transformers 5 merges them, so the checkpoint's positions mean different things to different loaders and ckpt will not pick one (write one consistent pair; `ckpt check` reports a `rope_theta` or scaling pair as L001)",
         crate::error::escape(why)
     ))
     .file(&c.path)

@@ -364,7 +364,11 @@ pub fn from_llama(cfg: &ModelConfig, family: &Family) -> Result<ModelConfig> {
     }
     // A target class that ties by default reads a missing key as tied: say what LLaMA meant.
     if !map.contains_key("tie_word_embeddings")
-        && crate::checkpoint::config::tied_by_default(family.config.model_type.as_deref()).is_some()
+        && crate::checkpoint::config::tied_by_default(
+            family.config.model_type.as_deref(),
+            &family.config.architectures,
+        )
+        .is_some()
     {
         map.insert(
             "tie_word_embeddings".into(),

@@ -696,11 +696,15 @@ fn compact_json(text: &str) -> String {
 // Resolution.
 // ---------------------------------------------------------------------------------------------
 
-/// A config key at the top level, else in transformers 5's `rope_parameters` (where 5 moves
-/// `partial_rotary_factor`); a top-level null gives way to a value there, as transformers 5 reads it.
+/// A config key at the top level, else, for the rotary keys transformers 5 moves into
+/// `rope_parameters` (`rope_theta`, `partial_rotary_factor`), there; a top-level null gives way to
+/// a value there, as transformers 5 reads it (two values that differ are refused before this:
+/// `ModelConfig::rope_conflict`). Other keys in `rope_parameters` (a multiplier) are read by no
+/// class, which warns about them and computes without.
 pub(crate) fn lookup<'c>(cfg: &'c ModelConfig, key: &str) -> Option<&'c Value> {
     let nested = cfg
         .get("rope_parameters")
+        .filter(|_| matches!(key, "rope_theta" | "partial_rotary_factor"))
         .and_then(|p| p.get(key))
         .filter(|v| !v.is_null());
     match cfg.get(key) {
@@ -1357,7 +1361,7 @@ pub fn for_checkpoint(fam: &crate::mapping::Family, cfg: Option<&ModelConfig>) -
         }
         if let Some(k) = fam.config.required.iter().find(|k| lookup(cfg, k).is_none()) {
             return Err(Error::unsupported(format!(
-                "the config has no `{}`, which the generations of family `{}`'s class (transformers 4 and 5) default differently, so its computation is not known: state the value",
+                "the config has no `{}`, and transformers generations give family `{}`'s class different defaults for it, so its computation is not known: state the value",
                 escape(k),
                 fam.name
             )));
