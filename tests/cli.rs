@@ -379,6 +379,18 @@ fn every_commands_json_validates_against_its_documented_schema() {
         // gpt2 is detected too (as a detect-only family).
         json_of("detect", &["detect", s(&fixture(f)), "--json"], 0);
     }
+    // The text says that a recognised-only family's computation is not read, and only for it.
+    for (f, recognised_only) in [("gpt2", true), ("yi", false)] {
+        let (code, text, err) = ckpt(&["detect", s(&fixture(f))]);
+        assert_eq!(code, 0, "{f}: {err}");
+        assert_eq!(
+            text.contains(
+                "math        not modelled: `gpt2` is recognised by its names and config only"
+            ),
+            recognised_only,
+            "{f}: {text}"
+        );
+    }
     // Nothing detected: the family is null, not absent.
     let one = t.path().join("one.safetensors");
     write_one_tensor(&one);

@@ -146,7 +146,7 @@ pub mod exit_codes {
     /// Commands that only report (inspect, families, logits, completions, man).
     pub const PLAIN: &str = "Exit codes: 0 ok, 2 error (bad input, usage, I/O).";
     /// `detect`.
-    pub const DETECT: &str = "Exit codes: 0 a family was detected and its computation is known, 1 no family fits, look-alikes are undecided, the config has keys the family does not model, required tensors are missing, or the checkpoint is quantised or an adapter, 2 error.";
+    pub const DETECT: &str = "Exit codes: 0 a family was detected and, unless it is one ckpt only recognises (its `math` line says so), its computation is known, 1 no family fits, look-alikes are undecided, the config has keys the family does not model, required tensors are missing, or the checkpoint is quantised or an adapter, 2 error.";
     /// `convert` and `rename`.
     pub const CONVERT: &str = "Exit codes: 0 written (or planned, with --dry-run), 1 --verify found the result not equivalent (nothing written), 2 error.";
     /// `verify`.

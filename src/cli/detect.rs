@@ -127,6 +127,20 @@ fn text(ck: &Checkpoint, d: &Detection) -> Vec<String> {
         ));
     }
     l.extend(report::wrap("dims        ", "            ", &dims_line(d)));
+    let recognised_only = d
+        .ranked
+        .iter()
+        .any(|s| Some(&s.family) == d.winner.as_ref() && s.detect_only);
+    if let Some(w) = d.winner.as_deref().filter(|_| recognised_only) {
+        l.extend(report::wrap(
+            "math        ",
+            "            ",
+            &format!(
+                "not modelled: `{}` is recognised by its names and config only, its config switches are not read, and logits, verify and convert refuse it",
+                esc(w)
+            ),
+        ));
+    }
     if let Some(c) = &d.convert_command {
         l.extend(report::wrap("convert     ", "            ", c));
     } else if d.winner.is_some() && d.missing_required > 0 {
