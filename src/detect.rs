@@ -481,6 +481,13 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
             "the config names {}, whose shapes do not fit: {note}",
             named.family
         ));
+        if config_refusal.is_none() {
+            config_refusal = Some(ConfigRefusal {
+                family: named.family.clone(),
+                kind: ErrorKind::BadData,
+                reasons: vec![format!(", whose shapes do not fit: {note}")],
+            });
+        }
     }
     let mut config_decided = false;
     let mut missing_required = 0;
@@ -867,7 +874,9 @@ pub fn open_view<'a>(
                 ))
                 .file(&ck.path));
             }
-            if d.winner.is_none()
+            // A family whose names fit but which lacks tensors it needs (Qwen 3 saved without
+            // `head_dim` reads as an incomplete OLMo 2) is no way out of that refusal either.
+            if (d.winner.is_none() || d.missing_required > 0)
                 && let Some(r) = &d.config_refusal
             {
                 // The config told the family and the family refused: naming another family or

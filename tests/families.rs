@@ -1144,11 +1144,12 @@ fn regression_missing_config_keys_mean_the_classs_defaults() {
         let ck = variant(t.path(), name, &format!("{name}-no-head-dim"), |c| {
             c.as_object_mut().unwrap().remove("head_dim");
         });
+        let why = format!("the config names {name}, whose shapes do not fit");
         let (code, _, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3"]);
         assert_eq!(code, 2, "{name}: {err}");
+        assert!(err.contains(&why), "{name}: {err}");
         let (code, out, _) = ckpt(&["detect", s(&ck)]);
         assert_eq!(code, 1, "{name}: {out}");
-        let why = format!("the config names {name}, whose shapes do not fit");
         assert!(out.contains(&why), "{name}: {out}");
         let (code, _, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3", "--family", name]);
         assert_eq!(code, 2, "{name}: {err}");
