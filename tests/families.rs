@@ -1290,7 +1290,9 @@ fn regression_null_where_the_class_needs_a_value_is_refused() {
 /// - an extra null `rms_norm_eps` beside Cohere's `layer_norm_eps` was refused as a rename
 ///   conflict, though the class reads only the latter;
 /// - a tied Gemma config with neither `tie_word_embeddings` nor `model_type` was read as untied
-///   (the tie default was looked up by `model_type` only) and refused for a missing `lm_head`.
+///   (the tie default was looked up by `model_type` only) and refused for a missing `lm_head`;
+/// - a Phi-3 config without `pad_token_id` in a small vocabulary was computed, though its class's
+///   default padding index (32000) makes every transformers fail to build the embedding.
 #[test]
 fn regression_config_keys_the_class_reads_otherwise_or_not_at_all() {
     use serde_json::json;
@@ -1389,6 +1391,30 @@ fn regression_config_keys_the_class_reads_otherwise_or_not_at_all() {
         logits(&no_type) == logits(&fixture("gemma")),
         "tied by default"
     );
+    // The class builds its embedding with `pad_token_id` as the padding index: outside the
+    // vocabulary (Phi-3's class default 32000 in a 256-token fixture) no transformers builds it.
+    for (tag, pad, why) in [
+        (
+            "absent",
+            None,
+            "`pad_token_id` 32000 (its class's default) is outside the vocabulary of 256",
+        ),
+        (
+            "past",
+            Some(256),
+            "`pad_token_id` 256 is outside the vocabulary of 256",
+        ),
+    ] {
+        let ck = variant(t.path(), "phi3", &format!("phi3-pad-{tag}"), |c| {
+            c.as_object_mut().unwrap().remove("pad_token_id");
+            if let Some(p) = pad {
+                c["pad_token_id"] = json!(p);
+            }
+        });
+        let (code, _, err) = ckpt(&[&["logits", s(&ck)][..], &ids[..]].concat());
+        assert_eq!(code, 2, "{tag}: {err}");
+        assert!(err.contains(why), "{tag}: {err}");
+    }
     // A null in the spelling the class does not read is not a second value.
     let extra = variant(t.path(), "cohere", "cohere-extra-null", |c| {
         c["rms_norm_eps"] = json!(null);

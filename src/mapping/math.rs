@@ -1366,9 +1366,27 @@ pub fn for_checkpoint(fam: &crate::mapping::Family, cfg: Option<&ModelConfig>) -
                 fam.name
             )));
         }
+        let pad_stated = cfg.raw.contains_key("pad_token_id");
         // What the family's class reads: its own defaults where the file leaves keys out.
         let cfg = &crate::mapping::configmap::with_class_defaults(cfg, fam)?;
         let named = crate::mapping::configmap::renamed(cfg, fam)?;
+        // Every class ckpt computes builds its embedding with `pad_token_id` as the padding
+        // index, which torch refuses outside the table (a class default of 32000 in a small
+        // vocabulary included).
+        if let (Some(pad), Some(vocab)) = (
+            cfg.get("pad_token_id").and_then(Value::as_i64),
+            named.vocab_size.and_then(|v| i64::try_from(v).ok()),
+        ) && !(-vocab..vocab).contains(&pad)
+        {
+            return Err(Error::unsupported(format!(
+                "`pad_token_id` {pad}{} is outside the vocabulary of {vocab}: transformers' class builds its embedding with it as the padding index, which torch refuses (\"Padding_idx must be within num_embeddings\"), so the model cannot be built",
+                if pad_stated {
+                    ""
+                } else {
+                    " (its class's default)"
+                }
+            )));
+        }
         // The reference's own resolution names the precise problem (heads that do not divide, an
         // overflow) before any family switch is read; a Meta `params.json` lacks the FFN size (it
         // comes from the shapes), which the switches do not need.
