@@ -1376,7 +1376,7 @@ pub fn for_checkpoint(fam: &crate::mapping::Family, cfg: Option<&ModelConfig>) -
         if let (Some(pad), Some(vocab)) = (
             cfg.get("pad_token_id").and_then(Value::as_i64),
             named.vocab_size.and_then(|v| i64::try_from(v).ok()),
-        ) && !(-vocab..vocab).contains(&pad)
+        ) && !(vocab.checked_neg().unwrap_or(i64::MIN)..vocab).contains(&pad)
         {
             return Err(Error::unsupported(format!(
                 "`pad_token_id` {pad}{} is outside the vocabulary of {vocab}: transformers' class builds its embedding with it as the padding index, which torch refuses (\"Padding_idx must be within num_embeddings\"), so the model cannot be built",
