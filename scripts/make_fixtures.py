@@ -843,6 +843,38 @@ def math_cases(out):
     add("stablelm", "stablelm", "single", "F32", False,
         "StableLmForCausalLM saved by its own class: LayerNorm with weight and bias (layer_norm_eps), partial rotary (partial_rotary_factor 0.5: the first 8 of 16 dims of each head rotate, frequencies over 8 dims), gated silu MLP, GQA.")
 
+    # stablelm-qk-parallel: StableLM 2 12B's switches, qk_layernorm and use_parallel_residual ---
+    def stablelm_qp(**kw):
+        return StableLmConfig(**{k: v for k, v in common.items() if k != "rms_norm_eps"}, layer_norm_eps=EPS,
+                              rope_parameters=rp, tie_word_embeddings=False,
+                              **{"qk_layernorm": True, "use_parallel_residual": True, **kw})
+    m, lg, d = hf_case(out, "stablelm-qk-parallel", StableLmForCausalLM, stablelm_qp(), seed=35)
+    names = load_file(os.path.join(d, "model.safetensors")).keys()
+    assert "model.layers.0.self_attn.q_layernorm.norms.3.weight" in names
+    assert "model.layers.0.self_attn.k_layernorm.norms.1.weight" in names
+    assert "model.layers.0.post_attention_layernorm.weight" not in names
+    sd = sd_f(m)
+
+    def stablelm_qp_variant(state, **kw):
+        v = StableLmForCausalLM(stablelm_qp(**kw))
+        v.config._attn_implementation = "eager"
+        v.load_state_dict(state, strict=False)
+        return logits_of(v)
+
+    must_differ("stablelm-qk-parallel", "no q/k LayerNorms", lg,
+                stablelm_qp_variant(sd, qk_layernorm=False))
+    as_seq = dict(sd)
+    for i in range(LAYERS):
+        for part in ("weight", "bias"):
+            as_seq[f"model.layers.{i}.post_attention_layernorm.{part}"] = sd[f"model.layers.{i}.input_layernorm.{part}"]
+    must_differ("stablelm-qk-parallel", "sequential blocks (post_attention_layernorm = input_layernorm)", lg,
+                stablelm_qp_variant(as_seq, use_parallel_residual=False))
+    head0 = {k: (sd[k.rsplit(".norms.", 1)[0] + ".norms.0.weight"] if ".norms." in k else v) for k, v in sd.items()}
+    must_differ("stablelm-qk-parallel", "every head with head 0's q/k norm weights", lg,
+                stablelm_qp_variant(head0))
+    add("stablelm-qk-parallel", "stablelm", "single", "F32", False,
+        "StableLmForCausalLM saved by its own class with StableLM 2 12B's switches: qk_layernorm (a LayerNorm without bias of each query and key head, q_layernorm.norms.{h} / k_layernorm.norms.{h}, before the partial rotary) and use_parallel_residual (no post_attention_layernorm; x + attn(ln(x)) + mlp(ln(x))); LayerNorm with bias, partial_rotary_factor 0.5, GQA.")
+
 
     # gemma2: sandwich norms, a sliding window on layer 0 only, soft-capping, attention scale ------
     cfg = Gemma2Config(**common, head_dim=HEAD_DIM, query_pre_attn_scalar=32, sliding_window=6,
@@ -890,6 +922,29 @@ def math_cases(out):
     add("cohere", "cohere", "single", "F32", False,
         "CohereForCausalLM saved by its own class: parallel attention and MLP over one input_layernorm (x + attn(ln(x)) + mlp(ln(x))), LayerNorm without bias (layer_norm_eps), rotary on interleaved pairs, logits times logit_scale 0.0625, tied embeddings, GQA.")
 
+    # cohere-qk: Command R+'s use_qk_norm, a LayerNorm of each query and key head ----------------
+    def cohere_qk(**kw):
+        return CohereConfig(**{k: v for k, v in common.items() if k != "rms_norm_eps"}, layer_norm_eps=EPS,
+                            logit_scale=0.0625, pad_token_id=0, **{"use_qk_norm": True, **kw})
+    m, lg, d = hf_case(out, "cohere-qk", CohereForCausalLM, cohere_qk(), seed=36)
+    shapes = {k: tuple(v.shape) for k, v in load_file(os.path.join(d, "model.safetensors")).items()}
+    assert shapes["model.layers.0.self_attn.q_norm.weight"] == (HEADS, HIDDEN // HEADS)
+    assert shapes["model.layers.0.self_attn.k_norm.weight"] == (KV_GQA, HIDDEN // HEADS)
+    sd = sd_f(m)
+
+    def cohere_qk_variant(state, **kw):
+        v = CohereForCausalLM(cohere_qk(**kw))
+        v.config._attn_implementation = "eager"
+        v.load_state_dict(state, strict=False)
+        return logits_of(v)
+
+    must_differ("cohere-qk", "no q/k LayerNorms", lg, cohere_qk_variant(sd, use_qk_norm=False))
+    head0 = {k: (v[:1].expand_as(v).clone() if k.endswith(("q_norm.weight", "k_norm.weight")) else v)
+             for k, v in sd.items()}
+    must_differ("cohere-qk", "every head with head 0's q/k norm weights", lg, cohere_qk_variant(head0))
+    add("cohere-qk", "cohere", "single", "F32", False,
+        "CohereForCausalLM saved by its own class with Command R+'s use_qk_norm: q_norm.weight [heads, head_dim] and k_norm.weight [kv_heads, head_dim], a LayerNorm without bias of each head with its own row, before the interleaved rotary; otherwise as the cohere case.")
+
 
     # phi3-partial: Phi-3's fused projections with partial_rotary_factor 0.5 -----------------------
     pcfg = Phi3Config(**{**common, "pad_token_id": VOCAB - 1}, original_max_position_embeddings=MAXPOS,
@@ -926,6 +981,7 @@ MATH_CLASSES = {
     "mistral-window": MistralForCausalLM, "qwen3": Qwen3ForCausalLM, "olmo2": Olmo2ForCausalLM,
     "gemma": GemmaForCausalLM, "stablelm": StableLmForCausalLM, "gemma2": Gemma2ForCausalLM,
     "cohere": CohereForCausalLM, "phi3-partial": Phi3ForCausalLM, "qwen2-window": Qwen2ForCausalLM,
+    "stablelm-qk-parallel": StableLmForCausalLM, "cohere-qk": CohereForCausalLM,
 }
 
 

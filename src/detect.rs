@@ -481,6 +481,20 @@ pub fn detect_with(ck: &Checkpoint, reg: &Registry, renames: &[RenameRule]) -> R
             "the config names {}, whose shapes do not fit: {note}",
             named.family
         ));
+        // A family whose names merely fit is not chosen instead (a Qwen 3 without `head_dim`
+        // has every name Cohere's rules allow; Cohere computes something else).
+        if undecided.is_none()
+            && let Some(b) = best
+                .as_ref()
+                .filter(|b| matches!(b.config, ConfigAgreement::Mismatch(_)))
+        {
+            let why = format!(
+                "the names also fit {}, but ckpt does not assume the checkpoint computes what {} computes",
+                b.family, b.family
+            );
+            evidence.push(why.clone());
+            undecided = Some(why);
+        }
         if config_refusal.is_none() {
             config_refusal = Some(ConfigRefusal {
                 family: named.family.clone(),

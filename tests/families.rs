@@ -353,6 +353,9 @@ fn every_look_alike_computes_its_own_class_logits_through_detection() {
         ("gemma2", "gemma2"),
         ("baichuan2", "baichuan2"),
         ("stablelm", "stablelm"),
+        ("stablelm-qk-parallel", "stablelm"),
+        ("cohere", "cohere"),
+        ("cohere-qk", "cohere"),
     ] {
         let ck = ckpt::checkpoint::Checkpoint::open(fixture(name)).unwrap();
         let (view, got_family) =
@@ -984,16 +987,80 @@ fn converting_into_a_family_with_fixed_biases_writes_zero_ones() {
     assert!(out.contains("verdict: equivalent"), "{out}");
 }
 
-/// StableLM's parallel residual has no post-attention norm, so its names do not fit the stablelm
-/// family; detection still names the switch the family does not model, not only a missing tensor.
+/// The parts of a family's computation a boolean config key switches on (`[[math.when]]`):
+/// StableLM's `qk_layernorm` (a LayerNorm of each query and key head, one tensor per head) and
+/// `use_parallel_residual`, Cohere's `use_qk_norm` (one `[heads, head_dim]` weight). The fixtures
+/// saved with them on compute their class's logits (`every_look_alike_...`); here, every config
+/// that does not match its tensors is refused, never computed without the weights it stores or
+/// with weights it lacks, and a switch that is null or not a bool is refused by name.
 #[test]
-fn unfitting_names_still_name_the_unmodelled_switch() {
+fn switched_qk_norms_and_parallel_residual_are_computed_or_refused() {
     let t = tempfile::tempdir().unwrap();
-    let src = ckpt::checkpoint::Checkpoint::open(fixture("stablelm")).unwrap();
+    let refused = |dir: &Path, want: &str| {
+        let (code, out, err) = ckpt(&["logits", s(dir), "--ids", "1,2,3"]);
+        assert_eq!(code, 2, "{}: {out}{err}", dir.display());
+        assert!(
+            err.contains(want),
+            "{}: no `{want}` in {err}",
+            dir.display()
+        );
+    };
+    // The switches left out (their classes' default: off) or off, with the tensors they add
+    // stored: refused, naming the checkpoint's own tensors the family would leave out.
+    for (name, key, stored) in [
+        (
+            "stablelm-qk-parallel",
+            "qk_layernorm",
+            "model.layers.0.self_attn.k_layernorm.norms.0.weight",
+        ),
+        (
+            "cohere-qk",
+            "use_qk_norm",
+            "model.layers.0.self_attn.k_norm.weight",
+        ),
+    ] {
+        let absent = variant(t.path(), name, &format!("{name}-absent"), |c| {
+            c.as_object_mut().unwrap().remove(key);
+        });
+        refused(&absent, stored);
+        let off = variant(t.path(), name, &format!("{name}-off"), |c| {
+            c[key] = false.into()
+        });
+        refused(&off, "does not compute with");
+        let null = variant(t.path(), name, &format!("{name}-null"), |c| {
+            c[key] = serde_json::Value::Null
+        });
+        refused(&null, &format!("config key `{key}` is null"));
+        let text = variant(t.path(), name, &format!("{name}-text"), |c| {
+            c[key] = "yes".into()
+        });
+        refused(&text, &format!("config key `{key}` must be true or false"));
+    }
+    // Sequential blocks asked of a checkpoint without the second norm: the missing tensor named.
+    let seq = variant(t.path(), "stablelm-qk-parallel", "sequential", |c| {
+        c["use_parallel_residual"] = false.into()
+    });
+    refused(&seq, "model.layers.0.post_attention_layernorm.weight");
+    // The switches on for checkpoints without their tensors: the missing weights named.
+    let on = variant(t.path(), "stablelm", "stablelm-parallel-on", |c| {
+        c["use_parallel_residual"] = true.into()
+    });
+    refused(&on, "post_attention_layernorm");
+    for (name, key) in [("stablelm", "qk_layernorm"), ("cohere", "use_qk_norm")] {
+        let on = variant(t.path(), name, &format!("{name}-qk-on"), |c| {
+            c[key] = true.into()
+        });
+        refused(
+            &on,
+            "or one `model.layers.0.self_attn.q_norm.{h}.weight` [16] per head",
+        );
+    }
+    // One head's norm missing: refused, not computed with the others.
+    let src = ckpt::checkpoint::Checkpoint::open(fixture("stablelm-qk-parallel")).unwrap();
     let owned: Vec<(String, Vec<usize>, Vec<u8>)> = src
         .tensors
         .iter()
-        .filter(|t| !t.name.contains("post_attention_layernorm"))
+        .filter(|t| t.name != "model.layers.1.self_attn.q_layernorm.norms.2.weight")
         .map(|t| {
             (
                 t.name.clone(),
@@ -1002,22 +1069,13 @@ fn unfitting_names_still_name_the_unmodelled_switch() {
             )
         })
         .collect();
-    let dir = variant(t.path(), "stablelm", "parallel", |c| {
-        c["use_parallel_residual"] = true.into()
-    });
+    let dir = variant(t.path(), "stablelm-qk-parallel", "head-missing", |_| {});
     common::write_f32_safetensors(&dir.join("model.safetensors"), &owned);
-    let (code, out, _) = ckpt(&["detect", s(&dir)]);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains("does not model: `use_parallel_residual` = true"),
-        "{out}"
-    );
-    let (code, _, err) = ckpt(&["logits", s(&dir), "--ids", "1,2"]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("use_parallel_residual"), "{err}");
-    // Unsupported, not a usage error: no flag makes ckpt compute a parallel residual.
-    assert!(err.starts_with("error[unsupported]"), "{err}");
-    assert!(!err.contains("--family"), "{err}");
+    refused(&dir, "model.layers.1.self_attn.q_norm.2.weight");
+    // With both switches on, the family's math has them: `detect` says nothing is unmodelled.
+    let (code, out, err) = ckpt(&["detect", s(&fixture("stablelm-qk-parallel"))]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("family      stablelm"), "{out}");
 }
 
 /// Regression: transformers 4's `save_pretrained` leaves out `tie_word_embeddings` when it equals
@@ -1155,6 +1213,34 @@ fn regression_missing_config_keys_mean_the_classs_defaults() {
         assert_eq!(code, 2, "{name}: {err}");
         assert!(err.contains("but the config implies"), "{name}: {err}");
     }
+    // Regression: a Qwen 3 without `head_dim` or window keys has only names Cohere's rules allow
+    // (q/k norms, an optional second norm); `detect` named cohere with exit 0. The config names
+    // qwen3: no other family is chosen in its place.
+    let ck = variant(t.path(), "qwen3", "qwen3-bare", |c| {
+        let c = c.as_object_mut().unwrap();
+        for k in [
+            "head_dim",
+            "layer_types",
+            "max_window_layers",
+            "use_sliding_window",
+            "sliding_window",
+        ] {
+            c.remove(k);
+        }
+    });
+    let (code, out, _) = ckpt(&["detect", s(&ck)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("family      none detected"), "{out}");
+    assert!(
+        out.contains("the names also fit cohere, but ckpt does not assume"),
+        "{out}"
+    );
+    let (code, _, err) = ckpt(&["logits", s(&ck), "--ids", "1,2,3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the config names qwen3, whose shapes do not fit"),
+        "{err}"
+    );
 }
 
 /// Regression: Gemma's activation is read differently by transformers generations (4.44 reads

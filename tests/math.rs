@@ -609,14 +609,6 @@ fn with_math_refuses_a_math_that_does_not_fit_the_config() {
         ),
         (
             Math {
-                norm: NormKind::LayerNorm,
-                qk_norm: QkNorm::PerHead,
-                ..base.clone()
-            },
-            "not implemented",
-        ),
-        (
-            Math {
                 final_logit_softcap: Some(0.0),
                 ..base.clone()
             },
@@ -818,7 +810,10 @@ fn every_fixture_in_its_detected_familys_math_is_right_or_refused() {
         "phi3-partial",
         "qwen2-window",
         "stablelm",
+        "stablelm-qk-parallel",
         "gemma2",
+        "cohere",
+        "cohere-qk",
     ] {
         assert!(right.contains(&name), "{name} was refused");
     }

@@ -89,6 +89,18 @@ pub struct RopeLayersSpec {
     pub interval_default: Option<usize>,
 }
 
+/// A part of the computation a boolean config key switches on (StableLM's `qk_layernorm`,
+/// `use_parallel_residual`; Cohere's `use_qk_norm`): absent or false, the table's own value holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WhenSpec {
+    /// The boolean config key (false when the config leaves it out, as every class defaults it).
+    pub key: String,
+    /// The q/k norms when the key is true.
+    pub qk_norm: Option<QkNorm>,
+    /// The norm placement when the key is true.
+    pub placement: Option<NormPlacement>,
+}
+
 /// A family's compiled `[math]` table (inherited field by field from its base).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MathSpec {
@@ -126,6 +138,8 @@ pub struct MathSpec {
     pub norm_head: Option<bool>,
     /// Sliding window.
     pub sliding_window: Option<WindowSpec>,
+    /// Parts switched on by boolean config keys, applied in order after the fields above.
+    pub when: Vec<WhenSpec>,
     /// Other config keys the family reads or knows to be neutral for its computation.
     pub keys: Vec<String>,
 }
@@ -172,7 +186,19 @@ pub(crate) struct MathFile {
     #[serde(default)]
     sliding_window: Option<WindowFile>,
     #[serde(default)]
+    when: Vec<WhenFile>,
+    #[serde(default)]
     keys: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WhenFile {
+    key: String,
+    #[serde(default)]
+    qk_norm: Option<String>,
+    #[serde(default)]
+    placement: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,9 +322,8 @@ impl MathFile {
                 )
             })
             .transpose()?;
-        let placement = self
-            .placement
-            .map(|p| {
+        let placement = |p: Option<String>| {
+            p.map(|p| {
                 one_of(
                     "placement",
                     &p,
@@ -310,21 +335,42 @@ impl MathFile {
                     ],
                 )
             })
-            .transpose()?;
-        let qk_norm = self
-            .qk_norm
-            .map(|q| {
+            .transpose()
+        };
+        let qk_norm = |q: Option<String>| {
+            q.map(|q| {
                 one_of(
                     "qk_norm",
                     &q,
                     &[
                         ("none", QkNorm::None),
                         ("head", QkNorm::PerHead),
+                        ("heads", QkNorm::Heads),
                         ("full", QkNorm::Full),
                     ],
                 )
             })
-            .transpose()?;
+            .transpose()
+        };
+        let when = self
+            .when
+            .into_iter()
+            .map(|w| {
+                if w.qk_norm.is_none() && w.placement.is_none() {
+                    return Err(bad(
+                        "when",
+                        format!("`{}` switches nothing on", escape(&w.key)),
+                    ));
+                }
+                Ok(WhenSpec {
+                    key: w.key,
+                    qk_norm: qk_norm(w.qk_norm)?,
+                    placement: placement(w.placement)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let placement = placement(self.placement)?;
+        let qk_norm = qk_norm(self.qk_norm)?;
         let activation = match self.activation {
             None => None,
             Some(WordFile::Word(w)) => {
@@ -405,6 +451,7 @@ impl MathFile {
                 max_window_layers: w.max_window_layers,
                 alternate: w.alternate,
             }),
+            when,
             keys: self.keys,
         })
     }
@@ -436,6 +483,9 @@ impl MathSpec {
             norm_head,
             sliding_window
         );
+        if self.when.is_empty() {
+            self.when = base.when.clone();
+        }
         for k in &base.keys {
             if !self.keys.contains(k) {
                 self.keys.push(k.clone());
@@ -476,6 +526,7 @@ impl MathSpec {
             out.extend(w.layer_types.as_deref());
             out.extend(w.max_window_layers.as_deref());
         }
+        out.extend(self.when.iter().map(|w| w.key.as_str()));
         out
     }
 }
@@ -908,6 +959,24 @@ pub fn resolve(spec: &MathSpec, cfg: &ModelConfig, d: Dims) -> Result<Math> {
     if let Some(q) = spec.qk_norm {
         m.qk_norm = q;
     }
+    for w in &spec.when {
+        let on = match cfg.get(&w.key) {
+            None | Some(Value::Bool(false)) => false,
+            Some(Value::Bool(true)) => true,
+            Some(Value::Null) => return Err(null_switch(&w.key)),
+            Some(other) => {
+                return Err(Error::bad_data(format!(
+                    "config key `{}` must be true or false, found {}",
+                    escape(&w.key),
+                    crate::error::escape_value(other)
+                )));
+            }
+        };
+        if on {
+            m.qk_norm = w.qk_norm.unwrap_or(m.qk_norm);
+            m.placement = w.placement.unwrap_or(m.placement);
+        }
+    }
     // A family that says nothing reads `hidden_act` like every transformers class does.
     let default_act = Word::Key {
         key: "hidden_act".into(),
@@ -1321,6 +1390,7 @@ fn typed_switches<'f>(fam: &'f crate::mapping::Family, cfg: &ModelConfig) -> Vec
             _ => None,
         })
         .collect();
+    keys.extend(fam.math.when.iter().map(|w| w.key.as_str()));
     keys.extend(["tie_word_embeddings", "max_position_embeddings"]);
     if cfg.rope_scaling.is_some() {
         keys.push("original_max_position_embeddings");

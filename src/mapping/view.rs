@@ -215,6 +215,16 @@ impl<'a> View<'a> {
         Ok(t)
     }
 
+    /// The checkpoint's own name for the view tensor `name`: the stored tensor's name when the
+    /// view tensor is one whole stored tensor (a rename), else `name` (a part of a fused tensor,
+    /// permuted rows, a tensor the view adds).
+    pub fn stored_name<'s>(&'s self, name: &'s str) -> &'s str {
+        self.get(name)
+            .and_then(|t| t.is_whole_tensor(self.ckpt))
+            .and_then(|i| self.ckpt.tensors.get(i))
+            .map_or(name, |t| t.name.as_str())
+    }
+
     /// The bytes of a view tensor: borrowed from the mmap when it is one whole contiguous physical
     /// tensor, gathered into one buffer otherwise.
     pub fn read(&self, t: &ViewTensor) -> Result<Cow<'a, [u8]>> {

@@ -13,8 +13,10 @@
 //! - placement: pre-norm (LLaMA), post-norm on the block outputs (`modeling_olmo2.py`), sandwich
 //!   (pre and post, `modeling_gemma2.py`), parallel attention and MLP over one norm
 //!   (`modeling_cohere.py`);
-//! - q/k norms: per head over `head_dim` (`modeling_qwen3.py`), or over the whole projection
-//!   (`modeling_olmo2.py`), applied before the rotary embedding;
+//! - q/k norms: per head over `head_dim` with one weight shared by the heads (`modeling_qwen3.py`)
+//!   or a weight of each head's own (`modeling_cohere.py` `use_qk_norm`, `modeling_stablelm.py`
+//!   `qk_layernorm`), or over the whole projection (`modeling_olmo2.py`), applied before the
+//!   rotary embedding, in the family's norm kind;
 //! - multipliers: `modeling_granite.py` (`embedding_multiplier`, `residual_multiplier`,
 //!   `attention_multiplier`, `logits_scaling`), Gemma's `sqrt(hidden_size)` embedding normaliser;
 //! - NormHead: Baichuan2's `NormHead` (rows of `lm_head` L2-normalised at inference);
@@ -52,7 +54,8 @@ pub enum NormPlacement {
     /// Gemma2/3: `x += norm2(attn(norm1(x))); x += norm4(mlp(norm3(x)))` with `input_layernorm`,
     /// `post_attention_layernorm`, `pre_feedforward_layernorm`, `post_feedforward_layernorm`.
     Sandwich,
-    /// Cohere (parallel residual): `x = x + attn(norm1(x)) + mlp(norm1(x))` with
+    /// Cohere, StableLM with `use_parallel_residual` (parallel residual):
+    /// `x = x + attn(norm1(x)) + mlp(norm1(x))` with
     /// `input_layernorm` only.
     Parallel,
 }
@@ -68,6 +71,11 @@ pub enum QkNorm {
     /// RMSNorm over the whole projection with weights `q_norm.weight [heads * head_dim]`,
     /// `k_norm.weight [kv_heads * head_dim]` (OLMo2).
     Full,
+    /// A norm of each head over `head_dim`, each head with weights of its own: one tensor
+    /// `q_norm.weight [heads, head_dim]`, `k_norm.weight [kv_heads, head_dim]` (Cohere's
+    /// `use_qk_norm`), or one tensor per head `q_norm.{h}.weight [head_dim]` (StableLM's
+    /// `qk_layernorm`, a `LayerNorm` per head). No bias; the family's norm kind.
+    Heads,
 }
 
 /// The MLP's activation (always gated: `act(gate) * up`).
@@ -112,7 +120,7 @@ pub struct Math {
     pub norm_bias: bool,
     /// Where the norms sit.
     pub placement: NormPlacement,
-    /// Query/key norms.
+    /// Query/key norms (in the norm kind and offset of [`Math::norm`], without biases).
     pub qk_norm: QkNorm,
     /// MLP activation.
     pub activation: Activation,

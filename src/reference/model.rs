@@ -69,8 +69,8 @@ struct LayerWeights<'a> {
     attn_post: Option<NormWeights<'a>>,
     mlp_pre: Option<NormWeights<'a>>,
     mlp_post: Option<NormWeights<'a>>,
-    q_norm: Option<Tensor<'a>>,
-    k_norm: Option<Tensor<'a>>,
+    q_norm: Vec<Tensor<'a>>,
+    k_norm: Vec<Tensor<'a>>,
     q_proj: LinearWeights<'a>,
     k_proj: LinearWeights<'a>,
     v_proj: LinearWeights<'a>,
@@ -189,6 +189,7 @@ impl<'a> Model<'a> {
                 .unused_tensors()
                 .into_iter()
                 .filter(|n| *n != "lm_head.weight")
+                .map(|n| view.stored_name(n))
                 .collect();
             if let Some(first) = unused.first() {
                 return Err(Error::unsupported(format!(
@@ -438,14 +439,11 @@ impl<'a> Model<'a> {
             linear(isa, input, t, h, &w.q_proj, q_dim, &mut s.q)?;
             linear(isa, input, t, h, &w.k_proj, kv_dim, &mut s.k)?;
             linear(isa, input, t, h, &w.v_proj, kv_dim, &mut s.v)?;
-            // q/k norms, before the rotary embedding: per head (Qwen3) or whole rows (OLMo2).
-            if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
-                let width = match m.qk_norm {
-                    QkNorm::PerHead => (hd, hd),
-                    _ => (q_dim, kv_dim),
-                };
-                self.norm_in_place(isa, qn, &mut s.q, width.0)?;
-                self.norm_in_place(isa, kn, &mut s.k, width.1)?;
+            // q/k norms, before the rotary embedding: per head (Qwen3, Cohere, StableLM) or
+            // whole rows (OLMo2).
+            if m.qk_norm != QkNorm::None {
+                self.qk_norm(isa, &w.q_norm, &mut s.q, q_dim)?;
+                self.qk_norm(isa, &w.k_norm, &mut s.k, kv_dim)?;
             }
             // Rotate the first rotary_dim dims of each query and key head by its position, in
             // the math's pair layout; NoPE layers skip this.
@@ -608,13 +606,52 @@ impl<'a> Model<'a> {
         Ok(())
     }
 
-    /// RMSNorm (with the math's offset) of every `width`-wide chunk of `x`, in place: the q/k norms.
-    fn norm_in_place(&self, isa: Isa, w: &Tensor<'_>, x: &mut [f32], width: usize) -> Result<()> {
+    /// The q/k norms of `x`, rows of `row` values (a token's heads), in place, in the math's norm
+    /// kind and offset without a bias: whole rows (OLMo2), or each head over `head_dim` with the
+    /// one weight the heads share (Qwen3), its row of a `[heads, head_dim]` weight (Cohere) or its
+    /// own tensor (StableLM).
+    fn qk_norm(&self, isa: Isa, w: &[Tensor<'_>], x: &mut [f32], row: usize) -> Result<()> {
         let (off, eps) = (self.math.norm_offset, self.config.rms_norm_eps);
-        let mut tmp = vec![0.0f32; width];
-        for chunk in x.chunks_exact_mut(width) {
-            tmp.copy_from_slice(chunk);
-            kernels::rmsnorm_offset(isa, &tmp, w.w(), off, eps, chunk)?;
+        let chunk = match self.math.qk_norm {
+            QkNorm::Full => row,
+            _ => self.config.head_dim,
+        };
+        // The weights of each chunk of a row, in order.
+        let per_chunk: Vec<Weights<'_>> = match w {
+            [one] if one.w().dtype.bytes_of(chunk) == one.bytes.len() => {
+                vec![one.w(); row / chunk]
+            }
+            [one] => {
+                let (block, _) = one.dtype.block();
+                if !chunk.is_multiple_of(block) {
+                    return Err(Error::unsupported(format!(
+                        "a q/k norm weight of {:?} cannot be cut into heads of {chunk}",
+                        one.dtype
+                    )));
+                }
+                one.bytes
+                    .chunks_exact(one.dtype.bytes_of(chunk))
+                    .map(|b| Weights::new(one.dtype, b))
+                    .collect()
+            }
+            many => many.iter().map(Tensor::w).collect(),
+        };
+        if per_chunk.len() != row / chunk {
+            return Err(Error::internal(format!(
+                "q/k norm: {} weights for {} heads",
+                per_chunk.len(),
+                row / chunk
+            )));
+        }
+        let mut tmp = vec![0.0f32; chunk];
+        for r in x.chunks_exact_mut(row) {
+            for (c, w) in r.chunks_exact_mut(chunk).zip(&per_chunk) {
+                tmp.copy_from_slice(c);
+                match self.math.norm {
+                    NormKind::Rms => kernels::rmsnorm_offset(isa, &tmp, *w, off, eps, c)?,
+                    NormKind::LayerNorm => kernels::layernorm(isa, &tmp, *w, None, off, eps, c)?,
+                }
+            }
         }
         Ok(())
     }
@@ -653,14 +690,16 @@ impl<'a> Model<'a> {
             })
         };
         let norm = |n: &Option<Norm<'a>>| n.as_ref().map(|n| self.read_norm(n)).transpose();
-        let tensor = |t: Option<&'a ViewTensor>| t.map(|t| self.tensor(t)).transpose();
+        let tensors = |ts: &[&'a ViewTensor]| -> Result<Vec<Tensor<'a>>> {
+            ts.iter().map(|t| self.tensor(t)).collect()
+        };
         Ok(LayerWeights {
             attn_pre: norm(&l.attn_pre)?,
             attn_post: norm(&l.attn_post)?,
             mlp_pre: norm(&l.mlp_pre)?,
             mlp_post: norm(&l.mlp_post)?,
-            q_norm: tensor(l.q_norm)?,
-            k_norm: tensor(l.k_norm)?,
+            q_norm: tensors(&l.q_norm)?,
+            k_norm: tensors(&l.k_norm)?,
             q_proj: linear(&l.q_proj)?,
             k_proj: linear(&l.k_proj)?,
             v_proj: linear(&l.v_proj)?,

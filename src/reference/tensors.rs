@@ -32,19 +32,22 @@ pub(super) struct Norm<'a> {
 /// Parallel has `attn_pre` (`input_layernorm`) only, whose output both blocks read.
 #[derive(Debug)]
 pub(super) struct LayerTensors<'a> {
-    pub(super) attn_pre: Option<Norm<'a>>,     // [hidden]
-    pub(super) attn_post: Option<Norm<'a>>,    // [hidden]
-    pub(super) mlp_pre: Option<Norm<'a>>,      // [hidden]
-    pub(super) mlp_post: Option<Norm<'a>>,     // [hidden]
-    pub(super) q_norm: Option<&'a ViewTensor>, // [head_dim] per head, or [heads * hd]
-    pub(super) k_norm: Option<&'a ViewTensor>, // [head_dim] per head, or [kv_heads * hd]
-    pub(super) q_proj: Linear<'a>,             // [heads * hd, hidden]
-    pub(super) k_proj: Linear<'a>,             // [kv_heads * hd, hidden]
-    pub(super) v_proj: Linear<'a>,             // [kv_heads * hd, hidden]
-    pub(super) o_proj: Linear<'a>,             // [hidden, heads * hd]
-    pub(super) gate_proj: Linear<'a>,          // [intermediate, hidden]
-    pub(super) up_proj: Linear<'a>,            // [intermediate, hidden]
-    pub(super) down_proj: Linear<'a>,          // [hidden, intermediate]
+    pub(super) attn_pre: Option<Norm<'a>>,  // [hidden]
+    pub(super) attn_post: Option<Norm<'a>>, // [hidden]
+    pub(super) mlp_pre: Option<Norm<'a>>,   // [hidden]
+    pub(super) mlp_post: Option<Norm<'a>>,  // [hidden]
+    /// Query norm weights: none; one `[head_dim]` shared by the heads, one `[heads * hd]`
+    /// (whole rows) or `[heads, hd]` (a row per head); or one `[head_dim]` per head.
+    pub(super) q_norm: Vec<&'a ViewTensor>,
+    /// Key norm weights, as `q_norm` with `kv_heads`.
+    pub(super) k_norm: Vec<&'a ViewTensor>,
+    pub(super) q_proj: Linear<'a>,    // [heads * hd, hidden]
+    pub(super) k_proj: Linear<'a>,    // [kv_heads * hd, hidden]
+    pub(super) v_proj: Linear<'a>,    // [kv_heads * hd, hidden]
+    pub(super) o_proj: Linear<'a>,    // [hidden, heads * hd]
+    pub(super) gate_proj: Linear<'a>, // [intermediate, hidden]
+    pub(super) up_proj: Linear<'a>,   // [intermediate, hidden]
+    pub(super) down_proj: Linear<'a>, // [hidden, intermediate]
 }
 
 impl<'a> LayerTensors<'a> {
@@ -58,8 +61,8 @@ impl<'a> LayerTensors<'a> {
             ts.push(n.weight);
             ts.extend(n.bias);
         }
-        ts.extend(self.q_norm);
-        ts.extend(self.k_norm);
+        ts.extend(&self.q_norm);
+        ts.extend(&self.k_norm);
         for lin in [
             &self.q_proj,
             &self.k_proj,
@@ -132,12 +135,6 @@ pub(super) fn check_math(c: &Config, m: &Math) -> Result<()> {
             ));
         }
     }
-    if m.norm == NormKind::LayerNorm && m.qk_norm != QkNorm::None {
-        return Err(Error::unsupported(
-            "q/k norms with LayerNorm norms (StableLM's `qk_layernorm`, one LayerNorm per head) \
-             are not implemented by the reference",
-        ));
-    }
     if m.norm_bias && m.norm != NormKind::LayerNorm {
         return bad("norm biases are only defined for LayerNorm".into());
     }
@@ -195,11 +192,7 @@ pub(super) fn find_layers<'a>(
             },
         })
     };
-    let (qn, kn) = match m.qk_norm {
-        QkNorm::None => (0, 0),
-        QkNorm::PerHead => (c.head_dim, c.head_dim),
-        QkNorm::Full => (c.q_dim, c.kv_dim),
-    };
+    let hd = c.head_dim;
     let mut layers = Vec::with_capacity(c.layers.min(1 << 12));
     for i in 0..c.layers {
         let p = format!("model.layers.{i}");
@@ -225,9 +218,30 @@ pub(super) fn find_layers<'a>(
                 norm("post_feedforward_layernorm")?,
             ),
         };
-        let qk = |name: &str, width: usize| match m.qk_norm {
-            QkNorm::None => Ok(None),
-            _ => weight(view, format!("{p}.self_attn.{name}.weight"), &[width]).map(Some),
+        // q/k norm weights: `{name}.weight` shaped by the kind, or, for norms with weights of
+        // each head's own, `{name}.{h}.weight` per head when the one tensor is absent.
+        let qk = |name: &str, heads: usize| -> Result<Vec<&'a ViewTensor>> {
+            let one = format!("{p}.self_attn.{name}.weight");
+            let shape = match m.qk_norm {
+                QkNorm::None => return Ok(Vec::new()),
+                QkNorm::PerHead => vec![hd],
+                QkNorm::Full => vec![heads * hd],
+                QkNorm::Heads if view.get(&one).is_none() => {
+                    let each = |h: usize| format!("{p}.self_attn.{name}.{h}.weight");
+                    if view.get(&each(0)).is_none() {
+                        return Err(Error::bad_data(format!(
+                            "the model needs this tensor [{heads}, {hd}], or one `{}` [{hd}] per head (StableLM's `{}`), and the checkpoint has neither",
+                            each(0).replace(".0.weight", ".{h}.weight"),
+                            name.replace("_norm", "_layernorm.norms.{h}")
+                        ))
+                        .file(&view.ckpt.path)
+                        .tensor(&one));
+                    }
+                    return (0..heads).map(|h| weight(view, each(h), &[hd])).collect();
+                }
+                QkNorm::Heads => vec![heads, hd],
+            };
+            Ok(vec![weight(view, one, &shape)?])
         };
         let (ab, mb) = (c.attention_bias, c.mlp_bias);
         layers.push(LayerTensors {
@@ -235,8 +249,8 @@ pub(super) fn find_layers<'a>(
             attn_post,
             mlp_pre,
             mlp_post,
-            q_norm: qk("q_norm", qn)?,
-            k_norm: qk("k_norm", kn)?,
+            q_norm: qk("q_norm", c.heads)?,
+            k_norm: qk("k_norm", c.kv_heads)?,
             q_proj: linear(format!("{p}.self_attn.q_proj"), c.q_dim, h, ab)?,
             k_proj: linear(format!("{p}.self_attn.k_proj"), c.kv_dim, h, ab)?,
             v_proj: linear(format!("{p}.self_attn.v_proj"), c.kv_dim, h, ab)?,
