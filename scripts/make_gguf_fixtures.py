@@ -15,6 +15,9 @@ What it writes (all small, deterministic):
   1-D norms kept in f32 as llama.cpp does), with the `llama.*` metadata and a byte-level token list.
 * `fixtures/gguf/bias-f32.gguf` from `fixtures/llama-bias`: q/k/v/o and MLP biases, the q/k ones
   permuted like their weights (llama.cpp's conversion/llama.py).
+* `fixtures/gguf/qwen2-{f32,q8_0}.gguf` from `fixtures/qwen2`: the `qwen2` architecture as
+  conversion/qwen.py's Qwen2Model writes it (`qwen2.*` metadata, q/k/v biases, rows not
+  permuted: llama.cpp runs qwen2 with half-split rotary), golden logits from Qwen2ForCausalLM.
 * `fixtures/gguf/k-src/`: a dedicated HF LLaMA (hidden 256, so every matmul row is whole 256-element
   super-blocks) in f16, and `k-mix.gguf` from it with Q4_K, Q5_K, Q6_K and Q8_0 tensors (the mix of a
   Q4_K_M file). gguf-py has no K-quant quantizer, so this script packs the blocks itself (a plain
@@ -39,7 +42,7 @@ from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType, GGUFWriter, quants
 from safetensors.numpy import load_file as np_load
 from safetensors.torch import load_file, save_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FIX = os.path.join(ROOT, "fixtures")
@@ -220,16 +223,18 @@ def quantize(arr, qtype):
 # Writing a GGUF the way convert_hf_to_gguf.py does for `llama`
 
 
-def write_gguf(path, cfg, sd, types, stored=None, extra_kv=(), split_max_tensors=0):
+def write_gguf(path, cfg, sd, types, stored=None, extra_kv=(), split_max_tensors=0, arch="llama"):
     """`sd`: HF name -> torch tensor (stored values); `types(hf_name, tensor)` -> GGML type;
     `extra_kv`: (key, value, GGUFValueType) added after the standard metadata; `split_max_tensors`:
-    gguf-py's own split into `-0000N-of-0000M.gguf` parts. Returns {gguf name: (qtype, bytes or
-    array)} as written."""
+    gguf-py's own split into `-0000N-of-0000M.gguf` parts; `arch`: `llama` (q/k rows permuted to
+    the interleaved rotary order, as conversion/llama.py does) or `qwen2` (conversion/qwen.py's
+    Qwen2Model: the same names and metadata keys under `qwen2.`, nothing permuted). Returns
+    {gguf name: (qtype, bytes or array)} as written."""
     heads = cfg["num_attention_heads"]
     kv = cfg.get("num_key_value_heads") or heads
     hidden = cfg["hidden_size"]
     hd = cfg.get("head_dim") or hidden // heads
-    w = GGUFWriter(path, "llama", split_max_tensors=split_max_tensors)
+    w = GGUFWriter(path, arch, split_max_tensors=split_max_tensors)
     w.add_name(os.path.basename(path))
     w.add_context_length(cfg["max_position_embeddings"])
     w.add_embedding_length(hidden)
@@ -255,7 +260,7 @@ def write_gguf(path, cfg, sd, types, stored=None, extra_kv=(), split_max_tensors
         w.add_key_value(key, value, vtype)
     written = {}
     rp = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    if rp.get("rope_type") == "llama3":
+    if rp.get("rope_type") == "llama3" and arch == "llama":
         # convert_hf_to_gguf.py's LlamaModel.generate_extra_tensors: f32 frequencies, f64 math.
         theta = rp.get("rope_theta", cfg.get("rope_theta", 10000.0))
         freqs = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
@@ -275,7 +280,9 @@ def write_gguf(path, cfg, sd, types, stored=None, extra_kv=(), split_max_tensors
     for name, t in sd.items():
         a = t.to(torch.float32).numpy()
         # conversion/llama.py permutes q/k biases like their weights.
-        if name.endswith(("q_proj.weight", "q_proj.bias")):
+        if arch != "llama":
+            pass
+        elif name.endswith(("q_proj.weight", "q_proj.bias")):
             a = permute(a, heads)
             t = torch.from_numpy(np.ascontiguousarray(a)).to(t.dtype)
         elif name.endswith(("k_proj.weight", "k_proj.bias")):
@@ -304,7 +311,7 @@ def write_gguf(path, cfg, sd, types, stored=None, extra_kv=(), split_max_tensors
     return written
 
 
-def dequantized_state_dict(written, cfg):
+def dequantized_state_dict(written, cfg, arch="llama"):
     heads = cfg["num_attention_heads"]
     kv = cfg.get("num_key_value_heads") or heads
     sd = {}
@@ -316,7 +323,9 @@ def dequantized_state_dict(written, cfg):
         else:
             a = quants.dequantize(data, q).astype(np.float32)
         hf = hf_name(g)
-        if hf.endswith(("q_proj.weight", "q_proj.bias")):
+        if arch != "llama":
+            pass
+        elif hf.endswith(("q_proj.weight", "q_proj.bias")):
             a = unpermute(a, heads)
         elif hf.endswith(("k_proj.weight", "k_proj.bias")):
             a = unpermute(a, kv)
@@ -324,13 +333,15 @@ def dequantized_state_dict(written, cfg):
     return sd
 
 
-def logits(cfg_dict, sd, ids):
+def logits(cfg_dict, sd, ids, arch="llama"):
     cfg = dict(cfg_dict)
-    for k in ("dtype", "torch_dtype", "transformers_version"):
+    for k in ("dtype", "torch_dtype", "transformers_version", "model_type", "architectures"):
         cfg.pop(k, None)
-    config = LlamaConfig(**cfg)
+    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM),
+                             "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
+    config = config_cls(**cfg)
     config._attn_implementation = "eager"
-    model = LlamaForCausalLM(config).to(torch.float32)
+    model = model_cls(config).to(torch.float32)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [m for m in missing if "rotary" not in m]
     if config.tie_word_embeddings:
@@ -348,20 +359,30 @@ def load_hf(d):
     return cfg, sd, ids
 
 
-def case(name, src_dir, types, tol_src=None, extra_kv=(), cfg_update=None):
+def case(name, src_dir, types, tol_src=None, extra_kv=(), cfg_update=None, arch="llama"):
     """`extra_kv`: metadata added to the file; `cfg_update`: what llama.cpp makes of it, as
     transformers config keys for the golden logits (None when it computes the source's model)."""
     cfg, sd, ids = load_hf(src_dir)
     path = os.path.join(OUT, f"{name}.gguf")
-    written = write_gguf(path, cfg, sd, types, extra_kv=extra_kv)
-    deq = dequantized_state_dict(written, cfg)
-    lg = logits({**cfg, **(cfg_update or {})}, deq, ids)
+    written = write_gguf(path, cfg, sd, types, extra_kv=extra_kv, arch=arch)
+    deq = dequantized_state_dict(written, cfg, arch=arch)
+    lg = logits({**cfg, **(cfg_update or {})}, deq, ids, arch=arch)
     save_file({"input_ids": ids, "logits": lg}, os.path.join(OUT, f"{name}.expected.safetensors"))
     src = load_file(os.path.join(src_dir, "expected.safetensors"))["logits"]
     d = (lg - src).abs().max().item()
     print(f"  {name}: {os.path.getsize(path)} bytes; max |logit - source logit| = {d:.3e}")
     if tol_src is not None:
         assert d <= tol_src, (name, d)
+
+
+def qwen2_cases():
+    """`qwen2` architecture files from `fixtures/qwen2` (tied, q/k/v biases, rope_theta 1e6), as
+    conversion/qwen.py's Qwen2Model writes them: f32 (converts back bit-exact) and Q8_0 (biases and
+    norms kept in F32, as every 1-D tensor); golden logits from Qwen2ForCausalLM on gguf-py's
+    dequantization. llama.cpp's qwen2 graph computes no sliding window; the source has none."""
+    src = os.path.join(FIX, "qwen2")
+    case("qwen2-f32", src, lambda n, t: T.F32, tol_src=1e-5, arch="qwen2")
+    case("qwen2-q8_0", src, lambda n, t: T.Q8_0, arch="qwen2")
 
 
 def k_source():
@@ -508,7 +529,7 @@ def hostile():
         "block-count-huge": gguf_bytes([arch, ("llama.block_count", 4, struct.pack("<I", 1 << 30)),
                                         ("llama.embedding_length", 4, struct.pack("<I", 4)),
                                         ("llama.attention.head_count", 4, struct.pack("<I", 1))], ok_t, data=b"\0" * 64),
-        "arch-qwen2": gguf_bytes([("general.architecture", 8, struct.pack("<Q", 5) + b"qwen2")], ok_t, data=b"\0" * 64),
+        "arch-gemma": gguf_bytes([("general.architecture", 8, struct.pack("<Q", 5) + b"gemma")], ok_t, data=b"\0" * 64),
         # llama.cpp refuses a key of the wrong type; read leniently, the scaling would be skipped.
         "rope-type-uint32": gguf_bytes([arch, ("llama.block_count", 4, struct.pack("<I", 1)),
                                         ("llama.embedding_length", 4, struct.pack("<I", 4)),
@@ -569,6 +590,7 @@ def main():
     write_gguf(os.path.join(OUT, "gqa-q8_0-split.gguf"), cfg, sd, lambda n, t: T.Q8_0, split_max_tensors=12)
     k = k_source()
     case("k-mix", k, k_mix)
+    qwen2_cases()
     dequant_fixture()
     hostile()
 

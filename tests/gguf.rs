@@ -155,6 +155,9 @@ fn logits_match_gguf_py_dequantization_plus_transformers() {
         "rope-factor-q8_0",
         "rope-scale-linear-q8_0",
         "q8_0-f16-embd",
+        // the `qwen2` architecture: Qwen2ForCausalLM's logits on the dequantized weights
+        "qwen2-f32",
+        "qwen2-q8_0",
     ] {
         let exp = Checkpoint::open(gguf(&format!("{name}.expected.safetensors"))).unwrap();
         let ids_t = exp.get("input_ids").unwrap();
@@ -169,7 +172,11 @@ fn logits_match_gguf_py_dequantization_plus_transformers() {
         let want = f32s(exp.data(exp.get("logits").unwrap()).unwrap());
         let ck = Checkpoint::open(gguf(&format!("{name}.gguf"))).unwrap();
         let (view, fam) = ckpt::detect::open_view(&ck, &reg, None, &[]).unwrap();
-        assert_eq!(fam, "llama-gguf");
+        let want_fam = match name.starts_with("qwen2") {
+            true => "qwen2-gguf",
+            false => "llama-gguf",
+        };
+        assert_eq!(fam, want_fam, "{name}");
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         let model = ckpt::reference::Model::new(&view).unwrap();
         for isa in isas() {
@@ -447,7 +454,7 @@ fn hostile_ggufs_are_refused_without_panic() {
         let p = f.to_str().unwrap();
         // A well-formed file of another architecture is listed (see
         // `other_gguf_architectures_are_read_but_never_computed_as_llama`), never computed.
-        let other_arch = f.ends_with("arch-qwen2.gguf");
+        let other_arch = f.ends_with("arch-gemma.gguf");
         if other_arch {
             assert_eq!(ckpt(&["inspect", p]).0, 0, "{p}");
             assert_eq!(ckpt(&["detect", p]).0, 1, "{p}");
@@ -670,26 +677,45 @@ fn a_gguf_without_tensors_is_named_as_such() {
     assert!(!tmp.path().join("out").exists());
 }
 
-/// A GGUF of another architecture (the gqa-q8_0 fixture with `general.architecture` rewritten to
-/// `qwen2`, every `blk.N` name still llama's): inspect and diff read it; detection names the
-/// architecture and does not assume LLaMA although every name fits; computing and converting
-/// refuse.
-#[test]
-fn other_gguf_architectures_are_read_but_never_computed_as_llama() {
+/// The gqa-q8_0 fixture with `general.architecture` rewritten to another five-letter name (every
+/// `blk.N` name and metadata key still llama's).
+fn relabelled(arch: &str) -> Vec<u8> {
     let mut bytes = std::fs::read(gguf("gqa-q8_0.gguf")).unwrap();
     let key = b"general.architecture";
     let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
     // value: type (u32, 8 = string), length (u64), then the bytes
     assert_eq!(&bytes[at + 12..at + 17], b"llama");
-    bytes[at + 12..at + 17].copy_from_slice(b"qwen2");
+    bytes[at + 12..at + 17].copy_from_slice(arch.as_bytes());
+    // the metadata keys follow the architecture (`llama.block_count` -> `gemma.block_count`)
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(b"llama.") {
+            out.extend_from_slice(arch.as_bytes());
+            out.push(b'.');
+            i += 6;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A GGUF of an architecture ckpt does not compute (the gqa-q8_0 fixture relabelled `gemma`, every
+/// `blk.N` name still llama's): inspect and diff read it; detection names the architecture and
+/// does not assume LLaMA although every name fits; computing and converting refuse.
+#[test]
+fn other_gguf_architectures_are_read_but_never_computed_as_llama() {
+    let bytes = relabelled("gemma");
     let t = tempfile::tempdir().unwrap();
-    let f = t.path().join("qwen2.gguf");
+    let f = t.path().join("gemma.gguf");
     std::fs::write(&f, &bytes).unwrap();
     let p = f.to_str().unwrap();
     let (code, out, err) = ckpt(&["inspect", p]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("model_type=gguf-qwen2") && out.contains("blk.0.attn_q.weight"),
+        out.contains("model_type=gguf-gemma") && out.contains("blk.0.attn_q.weight"),
         "{out}"
     );
     let (code, out, _) = ckpt(&["diff", p, gguf("gqa-q8_0.gguf").to_str().unwrap()]);
@@ -697,7 +723,7 @@ fn other_gguf_architectures_are_read_but_never_computed_as_llama() {
     let (code, out, _) = ckpt(&["detect", p]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("none detected") && out.contains("gguf-qwen2"),
+        out.contains("none detected") && out.contains("gguf-gemma"),
         "{out}"
     );
     for cmd in [
@@ -712,9 +738,66 @@ fn other_gguf_architectures_are_read_but_never_computed_as_llama() {
     ] {
         let (code, _, err) = ckpt(&cmd);
         assert_eq!(code, 2, "{cmd:?}: {err}");
-        assert!(err.contains("gguf-qwen2"), "{cmd:?}: {err}");
+        assert!(err.contains("gguf-gemma"), "{cmd:?}: {err}");
     }
     assert!(!t.path().join("out").exists());
+}
+
+/// llama.cpp's `qwen2` architecture (conversion/qwen.py writes Hugging Face's rows unpermuted, and
+/// its graph rotates them half-split, adding q/k/v biases when stored): the f32 file is the
+/// source's bytes and logits, the Q8_0 one equivalent within its bands, and the f32 file converts
+/// back to a Qwen2 directory whose tensors are the source's, bit for bit. A llama file relabelled
+/// `qwen2` computes what llama.cpp's qwen2 graph makes of it (its q/k rows are in llama's
+/// interleaved order, which that graph does not undo): not the llama model.
+#[test]
+fn qwen2_gguf_computes_llama_cpp_s_qwen2_graph() {
+    let src = common::fixture("qwen2");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (code, out, err) = ckpt(&["verify", &s(&src), &s(&gguf("qwen2-f32.gguf"))]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("28/28 tensors identical") && out.contains("verdict: equivalent"),
+        "{out}"
+    );
+    let (code, out, err) = ckpt(&["verify", &s(&src), &s(&gguf("qwen2-q8_0.gguf"))]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("verdict: equivalent within the quantization bands"),
+        "{out}"
+    );
+    // Back to a Hub directory of the source's family.
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("qwen2");
+    let (code, out, err) = ckpt(&[
+        "convert",
+        &s(&gguf("qwen2-f32.gguf")),
+        &s(&dst),
+        "--to",
+        "qwen2",
+        "--verify",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let a = Checkpoint::open(&src).unwrap();
+    let b = Checkpoint::open(&dst).unwrap();
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for t in &a.tensors {
+        let u = b
+            .get(&t.name)
+            .unwrap_or_else(|| panic!("{} missing", t.name));
+        assert_eq!((t.dtype, &t.shape), (u.dtype, &u.shape), "{}", t.name);
+        assert!(a.data(t).unwrap() == b.data(u).unwrap(), "{}", t.name);
+    }
+    let (code, out, _) = ckpt(&["detect", &s(&dst)]);
+    assert!(code == 0 && out.contains("family      qwen2 "), "{out}");
+    // A llama file relabelled `qwen2`: read as llama.cpp's qwen2 graph reads it, which is not the
+    // llama model (its logits differ), and `verify` says so.
+    let f = t.path().join("relabelled.gguf");
+    std::fs::write(&f, relabelled("qwen2")).unwrap();
+    let (code, out, _) = ckpt(&["detect", &s(&f)]);
+    assert!(code == 0 && out.contains("family      qwen2-gguf"), "{out}");
+    let (code, out, err) = ckpt(&["verify", &s(&gguf("gqa-q8_0.gguf")), &s(&f)]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("verdict: NOT equivalent"), "{out}");
 }
 
 /// A checkpoint given as one file brings nothing else of its directory along, so the output may be

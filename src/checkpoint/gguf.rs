@@ -726,7 +726,16 @@ pub fn parse(bytes: &[u8]) -> Result<GgufFile> {
     })
 }
 
-/// The config of a GGUF of another architecture than `llama` (`qwen2`, `gemma`, ...): only its
+/// The GGUF architectures ckpt computes, with the `model_type` and class their config is written
+/// as: `llama` (llama.cpp's `llama` graph; mappings/gguf-llama.toml) and `qwen2` (its `qwen2`
+/// graph, `src/models/qwen2.cpp`: LLaMA's with optional q/k/v biases and half-split rotary;
+/// mappings/gguf-qwen2.toml).
+pub const COMPUTED_ARCHITECTURES: &[(&str, &str, &str)] = &[
+    ("llama", "llama", "LlamaForCausalLM"),
+    ("qwen2", "qwen2", "Qwen2ForCausalLM"),
+];
+
+/// The config of a GGUF of an architecture ckpt does not compute (`gemma`, `phi3`, ...): only its
 /// `model_type`, `gguf-ARCH`, which no family claims. The file is listed, inspected and diffed like
 /// any other; detection names the architecture and every command that computes or converts
 /// refuses it (the `blk.N` names are shared by every architecture, the math is not), never reads it
@@ -740,9 +749,9 @@ fn other_architecture_config(arch: &str) -> Map<String, Json> {
 /// Most layers accepted from `block_count` (llama.cpp's `LLAMA_MAX_LAYERS`).
 pub const MAX_LAYERS: u64 = 512;
 
-/// The Hugging Face `config.json` a `llama`-architecture GGUF implies, from its metadata and (for
-/// the vocabulary size and the FFN width when metadata lacks them) its tensor shapes. Other
-/// architectures are refused with the reason (a file of one is opened with
+/// The Hugging Face `config.json` a GGUF of one of the [`COMPUTED_ARCHITECTURES`] implies, from
+/// its metadata and (for the vocabulary size and the FFN width when metadata lacks them) its
+/// tensor shapes. Other architectures are refused with the reason (a file of one is opened with
 /// `other_architecture_config` instead).
 pub fn llama_config(g: &GgufFile, file: &[u8]) -> Result<Map<String, Json>> {
     config_with(g, &|t| rope_freq_factors(g, t, file))
@@ -757,13 +766,14 @@ fn config_with(
     let arch = g.architecture().ok_or_else(|| {
         Error::bad_data("metadata key \"general.architecture\" is missing or not a string")
     })?;
-    if arch != "llama" {
+    let Some(&(_, model_type, class)) = COMPUTED_ARCHITECTURES.iter().find(|(a, ..)| *a == arch)
+    else {
         return Err(Error::unsupported(format!(
-            "GGUF architecture \"{}\": ckpt reads the `llama` architecture only (other architectures share the `blk.N` tensor names but not the math)",
+            "GGUF architecture \"{}\": ckpt computes the `llama` and `qwen2` architectures only (other architectures share the `blk.N` tensor names but not the math)",
             escape(arch)
         ))
         .hint("use the original Hugging Face checkpoint of this model"));
-    }
+    };
     let key = |k: &str| format!("{arch}.{k}");
     // llama.cpp's loader reads each of these keys as one GGUF type and refuses the file when it
     // is stored as another ("key ... has wrong type"), even a wider integer.
@@ -829,8 +839,8 @@ fn config_with(
             .map(|&v| v as u64),
     };
     let mut m = Map::new();
-    m.insert("architectures".into(), Json::from(vec!["LlamaForCausalLM"]));
-    m.insert("model_type".into(), Json::from("llama"));
+    m.insert("architectures".into(), Json::from(vec![class]));
+    m.insert("model_type".into(), Json::from(model_type));
     m.insert("hidden_size".into(), Json::from(hidden));
     if let Some(f) = ffn {
         m.insert("intermediate_size".into(), Json::from(f));
@@ -852,6 +862,16 @@ fn config_with(
     }
     m.insert("rope_theta".into(), float_json(theta.unwrap_or(10000.0)));
     let head_dim = key_len.or_else(|| hidden.checked_div(heads));
+    // llama.cpp's qwen2 graph builds q and o as n_embd x n_embd (`src/models/qwen2.cpp`): a file
+    // whose heads x head size is another width does not load there.
+    if arch == "qwen2"
+        && let Some(hd) = head_dim
+        && heads.checked_mul(hd) != Some(hidden)
+    {
+        return Err(Error::unsupported(format!(
+            "{heads} heads of {hd} is not the embedding length {hidden}: llama.cpp's qwen2 graph builds its q and o projections {hidden} x {hidden}, so the file does not load there"
+        )));
+    }
     if let (Some(rd), Some(hd)) = (uint("rope.dimension_count")?, head_dim)
         && rd != hd
     {
@@ -860,8 +880,13 @@ fn config_with(
             key("rope.dimension_count")
         )));
     }
+    // llama.cpp's llama graph reads llama3 scaling from `rope_freqs`; its qwen2 graph reads no such
+    // tensor (a file with one is refused by the family: no rule maps it).
     let llama3 = match (
-        g.tensors.iter().find(|t| t.name == "rope_freqs.weight"),
+        g.tensors
+            .iter()
+            .find(|t| t.name == "rope_freqs.weight")
+            .filter(|_| arch == "llama"),
         head_dim,
     ) {
         (Some(t), Some(hd)) => {
@@ -1413,7 +1438,9 @@ pub(super) fn open_checkpoint(path: &std::path::Path) -> Result<super::Checkpoin
         .first()
         .ok_or_else(|| Error::internal("a GGUF without parts"))?;
     let map = match first.architecture() {
-        Some(arch) if arch != "llama" => Ok(other_architecture_config(arch)),
+        Some(arch) if !COMPUTED_ARCHITECTURES.iter().any(|(a, ..)| *a == arch) => {
+            Ok(other_architecture_config(arch))
+        }
         _ if parts.len() == 1 => llama_config(first, shards.first().map_or(&[], |s| s.bytes())),
         _ => {
             // The first part's metadata with every part's tensors (for the shapes the config
@@ -1636,6 +1663,39 @@ mod tests {
         bad[40] = 2.5;
         assert!(llama3_from_factors(&bad, 5e5, 128).is_err());
         assert!(llama3_from_factors(&[1.0; 3], 1e4, 16).is_err());
+    }
+
+    /// The `qwen2` architecture: its config is a Qwen2 one from the `qwen2.*` keys; heads x head
+    /// size other than the embedding length is refused (llama.cpp's qwen2 graph builds q and o
+    /// square); a `rope_freqs` tensor is not read as llama3 scaling (that graph reads none).
+    #[test]
+    fn qwen2_metadata_is_read_as_llama_cpp_s_qwen2_graph() {
+        let file = |key_len: Option<u32>, rope_freqs: bool| {
+            let mut w = W::default();
+            w.kv_str("general.architecture", "qwen2")
+                .kv_u32("qwen2.block_count", 1)
+                .kv_u32("qwen2.embedding_length", 64)
+                .kv_u32("qwen2.attention.head_count", 4)
+                .tensor("token_embd.weight", &[64, 8], 0, 0);
+            if let Some(k) = key_len {
+                w.kv_u32("qwen2.attention.key_length", k)
+                    .kv_u32("qwen2.attention.value_length", k);
+            }
+            if rope_freqs {
+                w.tensor("rope_freqs.weight", &[8], 0, 2048);
+            }
+            let g = parse(&w.build(2048 + 32)).unwrap();
+            llama_config(&g, &[])
+        };
+        let c = file(None, false).unwrap();
+        assert_eq!(c["model_type"], "qwen2");
+        assert_eq!(c["architectures"][0], "Qwen2ForCausalLM");
+        assert_eq!(c["hidden_size"], 64);
+        assert!(file(Some(16), false).is_ok());
+        let e = file(Some(8), false).unwrap_err();
+        assert!(e.to_string().contains("does not load there"), "{e}");
+        let c = file(None, true).unwrap();
+        assert!(!c.contains_key("rope_scaling"), "{c:?}");
     }
 
     /// Every single-byte mutation of a small valid file (four values per byte) parses or is refused,

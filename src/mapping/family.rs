@@ -124,6 +124,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "mappings/gguf-llama.toml",
         include_str!("../../mappings/gguf-llama.toml"),
     ),
+    (
+        "mappings/gguf-qwen2.toml",
+        include_str!("../../mappings/gguf-qwen2.toml"),
+    ),
 ];
 
 // ---------------------------------------------------------------------------------------------
