@@ -18,6 +18,10 @@ What it writes (all small, deterministic):
 * `fixtures/gguf/qwen2-{f32,q8_0}.gguf` from `fixtures/qwen2`: the `qwen2` architecture as
   conversion/qwen.py's Qwen2Model writes it (`qwen2.*` metadata, q/k/v biases, rows not
   permuted: llama.cpp runs qwen2 with half-split rotary), golden logits from Qwen2ForCausalLM.
+* `fixtures/gguf/qwen3-f32.gguf` from `fixtures/qwen3` and `qwen3-wide-q8_0.gguf` from
+  `fixtures/gguf/qwen3-wide-src/` (a dedicated Qwen3 with heads x head size twice the hidden size):
+  the `qwen3` architecture (per-head `attn_q_norm`/`attn_k_norm`, rows not permuted), golden
+  logits from Qwen3ForCausalLM.
 * `fixtures/gguf/k-src/`: a dedicated HF LLaMA (hidden 256, so every matmul row is whole 256-element
   super-blocks) in f16, and `k-mix.gguf` from it with Q4_K, Q5_K, Q6_K and Q8_0 tensors (the mix of a
   Q4_K_M file). gguf-py has no K-quant quantizer, so this script packs the blocks itself (a plain
@@ -42,7 +46,14 @@ from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType, GGUFWriter, quants
 from safetensors.numpy import load_file as np_load
 from safetensors.torch import load_file, save_file
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FIX = os.path.join(ROOT, "fixtures")
@@ -84,6 +95,8 @@ def gguf_name(hf):
         "mlp.gate_proj.weight": "ffn_gate.weight",
         "mlp.up_proj.weight": "ffn_up.weight",
         "mlp.down_proj.weight": "ffn_down.weight",
+        "self_attn.q_norm.weight": "attn_q_norm.weight",
+        "self_attn.k_norm.weight": "attn_k_norm.weight",
     }
     return f"blk.{i}.{table[rest]}"
 
@@ -109,6 +122,8 @@ def hf_name(g):
         "ffn_gate.weight": "mlp.gate_proj.weight",
         "ffn_up.weight": "mlp.up_proj.weight",
         "ffn_down.weight": "mlp.down_proj.weight",
+        "attn_q_norm.weight": "self_attn.q_norm.weight",
+        "attn_k_norm.weight": "self_attn.k_norm.weight",
     }
     return f"model.layers.{i}.{table[rest]}"
 
@@ -227,8 +242,10 @@ def write_gguf(path, cfg, sd, types, stored=None, extra_kv=(), split_max_tensors
     """`sd`: HF name -> torch tensor (stored values); `types(hf_name, tensor)` -> GGML type;
     `extra_kv`: (key, value, GGUFValueType) added after the standard metadata; `split_max_tensors`:
     gguf-py's own split into `-0000N-of-0000M.gguf` parts; `arch`: `llama` (q/k rows permuted to
-    the interleaved rotary order, as conversion/llama.py does) or `qwen2` (conversion/qwen.py's
-    Qwen2Model: the same names and metadata keys under `qwen2.`, nothing permuted). Returns
+    the interleaved rotary order, as conversion/llama.py does), `qwen2` (conversion/qwen.py's
+    Qwen2Model: the same names and metadata keys under `qwen2.`, nothing permuted) or `qwen3`
+    (Qwen3Model: as qwen2, plus `attn_q_norm`/`attn_k_norm`, and the head size always written, as
+    TextModel.set_gguf_parameters does for a config with `head_dim`). Returns
     {gguf name: (qtype, bytes or array)} as written."""
     heads = cfg["num_attention_heads"]
     kv = cfg.get("num_key_value_heads") or heads
@@ -245,7 +262,7 @@ def write_gguf(path, cfg, sd, types, stored=None, extra_kv=(), split_max_tensors
     w.add_rope_freq_base(float(cfg.get("rope_theta") or cfg.get("rope_parameters", {}).get("rope_theta", 10000.0)))
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_rope_dimension_count(hd)
-    if hd != hidden // heads:
+    if hd != hidden // heads or arch == "qwen3":
         w.add_key_length(hd)
         w.add_value_length(hd)
     w.add_vocab_size(cfg["vocab_size"])
@@ -338,7 +355,8 @@ def logits(cfg_dict, sd, ids, arch="llama"):
     for k in ("dtype", "torch_dtype", "transformers_version", "model_type", "architectures"):
         cfg.pop(k, None)
     config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM),
-                             "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
+                             "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+                             "qwen3": (Qwen3Config, Qwen3ForCausalLM)}[arch]
     config = config_cls(**cfg)
     config._attn_implementation = "eager"
     model = model_cls(config).to(torch.float32)
@@ -387,34 +405,55 @@ def qwen2_cases():
 
 def k_source():
     """A dedicated LLaMA whose matmul inputs are multiples of 256 (K-quant super-blocks)."""
-    d = os.path.join(OUT, "k-src")
-    os.makedirs(d, exist_ok=True)
     config = LlamaConfig(
         hidden_size=256, intermediate_size=256, num_hidden_layers=1, num_attention_heads=4,
         num_key_value_heads=2, vocab_size=256, max_position_embeddings=256, rms_norm_eps=1e-5,
         bos_token_id=1, eos_token_id=2, tie_word_embeddings=False, head_dim=64,
     )
+    return random_source("k-src", config, LlamaForCausalLM, 1313, torch.float16, "llama")
+
+
+def random_source(dirname, config, model_cls, seed, dtype, arch):
+    """A Hugging Face directory `OUT/dirname` of `model_cls(config)` with seeded random weights
+    (norm weights near 1) saved in `dtype`, and its golden logits on the llama-gqa ids."""
+    d = os.path.join(OUT, dirname)
+    os.makedirs(d, exist_ok=True)
     config._attn_implementation = "eager"
-    torch.manual_seed(1313)
-    model = LlamaForCausalLM(config)
-    g = torch.Generator().manual_seed(1313)
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "norm" in n:
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
             else:
                 p.copy_(torch.randn(p.shape, generator=g) * (0.5 / p.shape[-1] ** 0.5) * 4)
-    model = model.to(torch.float16)
+    model = model.to(dtype)
     model.save_pretrained(d, safe_serialization=True)
     ids = load_file(os.path.join(FIX, "llama-gqa", "expected.safetensors"))["input_ids"]
     sd = load_file(os.path.join(d, "model.safetensors"))
     cfg = json.load(open(os.path.join(d, "config.json")))
-    lg = logits(cfg, {k: v.to(torch.float32) for k, v in sd.items()}, ids)
+    lg = logits(cfg, {k: v.to(torch.float32) for k, v in sd.items()}, ids, arch=arch)
     save_file({"input_ids": ids, "logits": lg}, os.path.join(d, "expected.safetensors"))
     for f in os.listdir(d):
         if f not in ("config.json", "model.safetensors", "expected.safetensors"):
             os.remove(os.path.join(d, f))
     return d
+
+
+def qwen3_cases():
+    """`qwen3` architecture files as conversion/qwen.py's Qwen3Model writes them: `qwen3-f32` from
+    `fixtures/qwen3` (converts back bit-exact), and `qwen3-wide-q8_0` from `qwen3-wide-src/`, a
+    dedicated Qwen3 whose heads x head size (4 x 32) is twice its hidden size (64), as in
+    Qwen3-0.6B (16 x 128 over 1024), tied embeddings; golden logits from Qwen3ForCausalLM."""
+    case("qwen3-f32", os.path.join(FIX, "qwen3"), lambda n, t: T.F32, tol_src=1e-5, arch="qwen3")
+    config = Qwen3Config(
+        hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=32, vocab_size=256, max_position_embeddings=256,
+        rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 1e6}, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True,
+    )
+    wide = random_source("qwen3-wide-src", config, Qwen3ForCausalLM, 3333, torch.float32, "qwen3")
+    case("qwen3-wide-q8_0", wide, lambda n, t: T.Q8_0, arch="qwen3")
 
 
 def k_mix(hf, _t):
@@ -591,6 +630,7 @@ def main():
     k = k_source()
     case("k-mix", k, k_mix)
     qwen2_cases()
+    qwen3_cases()
     dequant_fixture()
     hostile()
 

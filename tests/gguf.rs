@@ -158,6 +158,9 @@ fn logits_match_gguf_py_dequantization_plus_transformers() {
         // the `qwen2` architecture: Qwen2ForCausalLM's logits on the dequantized weights
         "qwen2-f32",
         "qwen2-q8_0",
+        // the `qwen3` architecture (per-head q/k norms), square and wide: Qwen3ForCausalLM's
+        "qwen3-f32",
+        "qwen3-wide-q8_0",
     ] {
         let exp = Checkpoint::open(gguf(&format!("{name}.expected.safetensors"))).unwrap();
         let ids_t = exp.get("input_ids").unwrap();
@@ -172,9 +175,10 @@ fn logits_match_gguf_py_dequantization_plus_transformers() {
         let want = f32s(exp.data(exp.get("logits").unwrap()).unwrap());
         let ck = Checkpoint::open(gguf(&format!("{name}.gguf"))).unwrap();
         let (view, fam) = ckpt::detect::open_view(&ck, &reg, None, &[]).unwrap();
-        let want_fam = match name.starts_with("qwen2") {
-            true => "qwen2-gguf",
-            false => "llama-gguf",
+        let want_fam = match name.get(..5) {
+            Some("qwen2") => "qwen2-gguf",
+            Some("qwen3") => "qwen3-gguf",
+            _ => "llama-gguf",
         };
         assert_eq!(fam, want_fam, "{name}");
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -798,6 +802,53 @@ fn qwen2_gguf_computes_llama_cpp_s_qwen2_graph() {
     let (code, out, err) = ckpt(&["verify", &s(&gguf("gqa-q8_0.gguf")), &s(&f)]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("verdict: NOT equivalent"), "{out}");
+}
+
+/// llama.cpp's `qwen3` architecture (conversion/qwen.py's Qwen3Model: rows unpermuted, per-head
+/// `attn_q_norm`/`attn_k_norm`): the f32 file is the source's bytes and logits and converts back to
+/// a Qwen3 directory bit for bit; a file whose heads x head size is twice its width (as
+/// Qwen3-0.6B) in Q8_0 is equivalent to its source within the bands; converting to LLaMA, which
+/// has no q/k norm, is refused and writes nothing.
+#[test]
+fn qwen3_gguf_computes_llama_cpp_s_qwen3_graph() {
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let src = common::fixture("qwen3");
+    let n = Checkpoint::open(&src).unwrap().tensors.len();
+    let (code, out, err) = ckpt(&["verify", &s(&src), &s(&gguf("qwen3-f32.gguf"))]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("{n}/{n} tensors identical")) && out.contains("verdict: equivalent"),
+        "{out}"
+    );
+    let wide = gguf("qwen3-wide-src");
+    let (code, out, err) = ckpt(&["verify", &s(&wide), &s(&gguf("qwen3-wide-q8_0.gguf"))]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("verdict: equivalent within the quantization bands"),
+        "{out}"
+    );
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("qwen3");
+    let f32_file = s(&gguf("qwen3-f32.gguf"));
+    let (code, out, err) = ckpt(&["convert", &f32_file, &s(&dst), "--to", "qwen3", "--verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let a = Checkpoint::open(&src).unwrap();
+    let b = Checkpoint::open(&dst).unwrap();
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for t in &a.tensors {
+        let u = b
+            .get(&t.name)
+            .unwrap_or_else(|| panic!("{} missing", t.name));
+        assert_eq!((t.dtype, &t.shape), (u.dtype, &u.shape), "{}", t.name);
+        assert!(a.data(t).unwrap() == b.data(u).unwrap(), "{}", t.name);
+    }
+    let (code, out, _) = ckpt(&["detect", &s(&dst)]);
+    assert!(code == 0 && out.contains("family      qwen3 "), "{out}");
+    let llama = t.path().join("llama");
+    let (code, out, err) = ckpt(&["convert", &f32_file, &s(&llama), "--to", "llama"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("q_norm"), "{err}");
+    assert!(!llama.exists());
 }
 
 /// A checkpoint given as one file brings nothing else of its directory along, so the output may be

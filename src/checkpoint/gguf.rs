@@ -727,12 +727,14 @@ pub fn parse(bytes: &[u8]) -> Result<GgufFile> {
 }
 
 /// The GGUF architectures ckpt computes, with the `model_type` and class their config is written
-/// as: `llama` (llama.cpp's `llama` graph; mappings/gguf-llama.toml) and `qwen2` (its `qwen2`
+/// as: `llama` (llama.cpp's `llama` graph; mappings/gguf-llama.toml), `qwen2` (its `qwen2`
 /// graph, `src/models/qwen2.cpp`: LLaMA's with optional q/k/v biases and half-split rotary;
-/// mappings/gguf-qwen2.toml).
+/// mappings/gguf-qwen2.toml) and `qwen3` (`src/models/qwen3.cpp`: half-split rotary after a
+/// per-head RMSNorm of q and k; mappings/gguf-qwen3.toml).
 pub const COMPUTED_ARCHITECTURES: &[(&str, &str, &str)] = &[
     ("llama", "llama", "LlamaForCausalLM"),
     ("qwen2", "qwen2", "Qwen2ForCausalLM"),
+    ("qwen3", "qwen3", "Qwen3ForCausalLM"),
 ];
 
 /// The config of a GGUF of an architecture ckpt does not compute (`gemma`, `phi3`, ...): only its
@@ -768,9 +770,14 @@ fn config_with(
     })?;
     let Some(&(_, model_type, class)) = COMPUTED_ARCHITECTURES.iter().find(|(a, ..)| *a == arch)
     else {
+        let known: Vec<String> = COMPUTED_ARCHITECTURES
+            .iter()
+            .map(|(a, ..)| format!("`{a}`"))
+            .collect();
         return Err(Error::unsupported(format!(
-            "GGUF architecture \"{}\": ckpt computes the `llama` and `qwen2` architectures only (other architectures share the `blk.N` tensor names but not the math)",
-            escape(arch)
+            "GGUF architecture \"{}\": ckpt computes the {} architectures only (other architectures share the `blk.N` tensor names but not the math)",
+            escape(arch),
+            known.join(", ")
         ))
         .hint("use the original Hugging Face checkpoint of this model"));
     };
@@ -848,11 +855,14 @@ fn config_with(
     m.insert("num_hidden_layers".into(), Json::from(layers));
     m.insert("num_attention_heads".into(), Json::from(heads));
     m.insert("num_key_value_heads".into(), Json::from(kv_heads));
-    if let Some(k) = key_len {
-        // Only when it is not the default hidden / heads (transformers derives it otherwise).
-        if Some(k) != hidden.checked_div(heads) {
-            m.insert("head_dim".into(), Json::from(k));
-        }
+    // Only when it is not the default hidden / heads (transformers derives it otherwise), except
+    // for Qwen3, whose class reads 128 when `head_dim` is absent: llama.cpp takes hidden / heads
+    // there too, so the config says so.
+    let head_dim = key_len.or_else(|| hidden.checked_div(heads));
+    if let Some(k) = head_dim
+        && (arch == "qwen3" || Some(k) != hidden.checked_div(heads))
+    {
+        m.insert("head_dim".into(), Json::from(k));
     }
     if let Some(c) = ctx {
         m.insert("max_position_embeddings".into(), Json::from(c));
@@ -861,7 +871,6 @@ fn config_with(
         m.insert("rms_norm_eps".into(), float_json(e));
     }
     m.insert("rope_theta".into(), float_json(theta.unwrap_or(10000.0)));
-    let head_dim = key_len.or_else(|| hidden.checked_div(heads));
     // llama.cpp's qwen2 graph builds q and o as n_embd x n_embd (`src/models/qwen2.cpp`): a file
     // whose heads x head size is another width does not load there.
     if arch == "qwen2"
@@ -880,8 +889,8 @@ fn config_with(
             key("rope.dimension_count")
         )));
     }
-    // llama.cpp's llama graph reads llama3 scaling from `rope_freqs`; its qwen2 graph reads no such
-    // tensor (a file with one is refused by the family: no rule maps it).
+    // llama.cpp's llama graph reads llama3 scaling from `rope_freqs`; its qwen2 and qwen3 graphs
+    // read no such tensor (a file with one is refused by the family: no rule maps it).
     let llama3 = match (
         g.tensors
             .iter()
@@ -1696,6 +1705,33 @@ mod tests {
         assert!(e.to_string().contains("does not load there"), "{e}");
         let c = file(None, true).unwrap();
         assert!(!c.contains_key("rope_scaling"), "{c:?}");
+    }
+
+    /// The `qwen3` architecture: a Qwen3 config that always names its head size (the class reads
+    /// 128 without one, llama.cpp hidden / heads), a wider one (heads x head size over the
+    /// embedding length, as Qwen3-0.6B) included.
+    #[test]
+    fn qwen3_metadata_always_names_the_head_size() {
+        let file = |key_len: Option<u32>| {
+            let mut w = W::default();
+            w.kv_str("general.architecture", "qwen3")
+                .kv_u32("qwen3.block_count", 1)
+                .kv_u32("qwen3.embedding_length", 64)
+                .kv_u32("qwen3.attention.head_count", 4)
+                .tensor("token_embd.weight", &[64, 8], 0, 0);
+            if let Some(k) = key_len {
+                w.kv_u32("qwen3.attention.key_length", k)
+                    .kv_u32("qwen3.attention.value_length", k);
+            }
+            let g = parse(&w.build(2048)).unwrap();
+            llama_config(&g, &[]).unwrap()
+        };
+        let c = file(None);
+        assert_eq!(c["model_type"], "qwen3");
+        assert_eq!(c["architectures"][0], "Qwen3ForCausalLM");
+        assert_eq!(c["head_dim"], 16);
+        assert_eq!(file(Some(16))["head_dim"], 16);
+        assert_eq!(file(Some(32))["head_dim"], 32);
     }
 
     /// Every single-byte mutation of a small valid file (four values per byte) parses or is refused,

@@ -128,6 +128,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "mappings/gguf-qwen2.toml",
         include_str!("../../mappings/gguf-qwen2.toml"),
     ),
+    (
+        "mappings/gguf-qwen3.toml",
+        include_str!("../../mappings/gguf-qwen3.toml"),
+    ),
 ];
 
 // ---------------------------------------------------------------------------------------------
