@@ -26,6 +26,9 @@ What it writes (all small, deterministic):
   super-blocks) in f16, and `k-mix.gguf` from it with Q4_K, Q5_K, Q6_K and Q8_0 tensors (the mix of a
   Q4_K_M file). gguf-py has no K-quant quantizer, so this script packs the blocks itself (a plain
   min/max quantizer, not llama.cpp's search); the layout is checked by dequantizing with gguf-py.
+* `fixtures/gguf/gqa-{f16,bf16}-rounded.gguf` from `fixtures/llama-gqa` (f32): `--outtype f16` /
+  `bf16` (every matrix rounded to nearest even, norms in F32); `gqa-f16-truncated.gguf`: the F16 one
+  with layer 0's v_proj truncated toward zero instead of rounded.
 * `<name>.expected.safetensors` next to each GGUF: `input_ids` (the LLaMA fixtures' ids) and the f32
   logits of transformers' LlamaForCausalLM run on gguf-py's dequantization of that file.
 * `fixtures/gguf/dequant.safetensors`: for each block type, random block bytes (`<type>.bytes`) and
@@ -627,6 +630,22 @@ def main():
     # the converter's `--split-max-tensors` name them: `-00001-of-00002.gguf`): the first part holds
     # the metadata and 12 tensors, the second 9. Read from its first part it is gqa-q8_0.
     write_gguf(os.path.join(OUT, "gqa-q8_0-split.gguf"), cfg, sd, lambda n, t: T.Q8_0, split_max_tensors=12)
+    # `--outtype f16` / `bf16` of an f32 source (llama.cpp's default conversion): every matrix the
+    # source's values rounded to nearest even (torch's rounding, as numpy's and gguf-py's), norms
+    # kept in F32; golden logits on the rounded weights. And the F16 file with one matrix
+    # truncated toward zero instead (a converter that does not round to nearest): no golden logits,
+    # its logits are within the F16 band, only the exact rounding check tells it apart.
+    case("gqa-f16-rounded", gqa, lambda n, t: T.F16)
+    case("gqa-bf16-rounded", gqa, lambda n, t: T.BF16)
+    cfg, sd, _ = load_hf(gqa)
+    truncated = dict(sd)
+    v = sd["model.layers.0.self_attn.v_proj.weight"].numpy()
+    r = v.astype(np.float16)
+    away = np.abs(r.astype(np.float32)) > np.abs(v)
+    r = np.where(away, np.nextafter(r, np.float16(0)), r)
+    assert (r != v.astype(np.float16)).any()
+    truncated["model.layers.0.self_attn.v_proj.weight"] = torch.from_numpy(r.astype(np.float32))
+    write_gguf(os.path.join(OUT, "gqa-f16-truncated.gguf"), cfg, truncated, lambda n, t: T.F16)
     k = k_source()
     case("k-mix", k, k_mix)
     qwen2_cases()

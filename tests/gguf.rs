@@ -155,6 +155,9 @@ fn logits_match_gguf_py_dequantization_plus_transformers() {
         "rope-factor-q8_0",
         "rope-scale-linear-q8_0",
         "q8_0-f16-embd",
+        // an f32 source rounded to F16 / BF16 (`--outtype f16` / `bf16`)
+        "gqa-f16-rounded",
+        "gqa-bf16-rounded",
         // the `qwen2` architecture: Qwen2ForCausalLM's logits on the dequantized weights
         "qwen2-f32",
         "qwen2-q8_0",
@@ -360,7 +363,8 @@ fn quantized_verify_uses_bands_and_catches_a_swap() {
     ]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
-        out.contains("NOT equivalent (a tensor that is not quantized differs"),
+        out.contains("NOT equivalent (a tensor that is not quantized differs")
+            && out.contains("not the other side's values rounded to it: model.embed_tokens.weight"),
         "{out}"
     );
     // A type ckpt cannot decode (IQ4_NL): its bytes differing says nothing, and the logits cannot
@@ -382,6 +386,61 @@ fn quantized_verify_uses_bands_and_catches_a_swap() {
     ]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("15 not compared by value"), "{out}");
+}
+
+/// `--outtype f16` / `bf16` of an f32 source, llama.cpp's default conversion: every value is the
+/// source's rounded to nearest even, so the file is the source stored in F16 / BF16 ("equivalent up
+/// to the rounding", either order, logits within the type's band), not "NOT equivalent" for
+/// differing from f32 by the rounding. The same F16 file with one matrix truncated toward zero
+/// (logits within the F16 band all the same) is not the source's rounding, and verify names it;
+/// a stated tolerance switches the bands off (the exact comparison, within that tolerance).
+#[test]
+fn float_rounding_to_f16_or_bf16_is_checked_exactly() {
+    let src = common::fixture("llama-gqa");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    for (name, ty) in [("gqa-f16-rounded", "F16"), ("gqa-bf16-rounded", "BF16")] {
+        let f = gguf(&format!("{name}.gguf"));
+        for (a, b) in [(s(&src), s(&f)), (s(&f), s(&src))] {
+            let (code, out, err) = ckpt(&["verify", &a, &b]);
+            assert_eq!(code, 0, "{name}: {out}{err}");
+            assert!(
+                out.contains(&format!(
+                    "16 float tensors stored as {ty}: every value exactly"
+                )) && out.contains(&format!(
+                    "verdict: equivalent up to the rounding to {ty} (docs/GGUF.md)"
+                )),
+                "{out}"
+            );
+        }
+        let (code, out, _) = ckpt(&["verify", &s(&src), &s(&f), "--json"]);
+        assert_eq!(code, 0, "{out}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(j["verdict"], "equivalent");
+        assert_eq!(j["quant"]["rounded"].as_array().unwrap().len(), 16);
+        let nmse = j["logits"]["nmse"].as_f64().unwrap();
+        let band = j["quant"]["logits_band"].as_f64().unwrap();
+        assert!(nmse > 0.0 && nmse <= band, "{nmse} {band}");
+    }
+    let bad = gguf("gqa-f16-truncated.gguf");
+    let (code, out, err) = ckpt(&["verify", &s(&src), &s(&bad)]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("rounded    FAIL  15 float tensors stored as F16")
+            && out.contains(
+                "1 not (values changed beyond the rounding): model.layers.0.self_attn.v_proj.weight"
+            )
+            && out.contains("NOT equivalent (a tensor that is not quantized differs"),
+        "{out}"
+    );
+    assert!(out.contains("logits     PASS"), "{out}");
+    // With a tolerance stated, the exact comparison within it.
+    let f16 = s(&gguf("gqa-f16-rounded.gguf"));
+    let (code, out, _) = ckpt(&["verify", &s(&src), &f16, "--rtol", "1e-2"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !out.contains("rounded    PASS") && out.contains("logits agree within the tolerance"),
+        "{out}"
+    );
 }
 
 /// `check` judges releases against LLaMA loaders' rules (llama.cpp through its converter); a GGUF

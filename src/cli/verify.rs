@@ -19,7 +19,9 @@ use super::{CmdResult, JSON_SCHEMA_VERSION, out};
 /// differs` / `identical bytes` / `bytes differ`, each naming the levels not compared;
 /// `inconclusive` when a level could not run.
 /// A GGUF with quantized weights is judged against per-type bands (weight and logits NMSE,
-/// docs/GGUF.md) unless a tolerance is stated.
+/// docs/GGUF.md) unless a tolerance is stated; one that stores the source's floats in F16 or BF16
+/// passes when every such value is exactly the source's rounded and the logits are within that
+/// type's band.
 #[derive(clap::Args, Debug)]
 #[command(after_help = exit_codes::VERIFY)]
 pub struct Args {
@@ -56,8 +58,9 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub batch: usize,
     /// Absolute logits tolerance (default 0: exact, right when the bytes are identical). A dtype
-    /// conversion is equivalent only within a tolerance you state. Stating one switches the
-    /// quantization bands of a quantized GGUF off.
+    /// conversion is equivalent only within a tolerance you state (in a GGUF, floats exactly
+    /// rounded to F16/BF16 are judged by that type's band instead). Stating one switches the
+    /// quantization and rounding bands of a GGUF off.
     #[arg(long, value_name = "X", default_value_t = 0.0)]
     pub atol: f64,
     /// Tolerance relative to the largest |logit| of A.
@@ -307,6 +310,62 @@ pub fn render(rep: &Report, a: &Path, b: &Path, hint: &str) -> Vec<String> {
         }
     }
     if let Some(q) = &rep.quant {
+        // Float tensors in another float type whose values changed by more than the rounding.
+        let float = |d: Option<ckpt::checkpoint::Dtype>| {
+            use ckpt::checkpoint::Dtype as D;
+            matches!(d, Some(D::F32 | D::F16 | D::BF16))
+        };
+        let not_rounded: Vec<&str> = rep
+            .bytes
+            .iter()
+            .flat_map(|b| &b.differing)
+            .filter(|(p, d)| {
+                float(p.a_dtype)
+                    && float(p.b_dtype)
+                    && p.a_dtype != p.b_dtype
+                    && d.as_ref().is_some_and(|v| v.max_abs != 0.0)
+                    && !q.rounded.iter().any(|(n, _)| *n == p.canonical)
+            })
+            .map(|(p, _)| p.canonical.as_str())
+            .collect();
+        if !q.rounded.is_empty() || !not_rounded.is_empty() {
+            let mut types: Vec<String> = q.rounded.iter().map(|(_, d)| d.to_string()).collect();
+            types.sort();
+            types.dedup();
+            let shown: Vec<String> = not_rounded.iter().take(5).map(|n| esc(n)).collect();
+            let names = format!(
+                "{}{}",
+                shown.join(", "),
+                if not_rounded.len() > 5 { ", ..." } else { "" }
+            );
+            let plural = |n: usize| if n == 1 { "" } else { "s" };
+            let mut line = format!("rounded    {}  ", pass(not_rounded.is_empty()));
+            if q.rounded.is_empty() {
+                line.push_str(&format!(
+                    "{} float tensor{} in another float type, not the other side's values rounded to it: {names}",
+                    not_rounded.len(),
+                    plural(not_rounded.len())
+                ));
+            } else {
+                line.push_str(&format!(
+                    "{} float tensor{} stored as {}: every value exactly the other side's rounded to nearest even",
+                    q.rounded.len(),
+                    plural(q.rounded.len()),
+                    types.join(", ")
+                ));
+                if !not_rounded.is_empty() {
+                    line.push_str(&format!(
+                        "; {} not (values changed beyond the rounding): {names}",
+                        not_rounded.len()
+                    ));
+                }
+            }
+            l.push(line);
+        }
+    }
+    if let Some(q) = &rep.quant
+        && !q.tensors.is_empty()
+    {
         let mut types: Vec<String> = q.tensors.iter().map(|t| t.dtype.to_string()).collect();
         types.sort();
         types.dedup();
@@ -402,13 +461,7 @@ pub fn render(rep: &Report, a: &Path, b: &Path, hint: &str) -> Vec<String> {
         ));
     }
     l.push(String::new());
-    l.push(
-        if rep.verdict == ckpt::verify::Verdict::Equivalent && rep.quant.is_some() {
-            "verdict: equivalent within the quantization bands (docs/GGUF.md)".to_string()
-        } else {
-            format!("verdict: {}", verdict_text(rep))
-        },
-    );
+    l.push(format!("verdict: {}", verdict_text(rep)));
     if let Some(n) = rep.not_run() {
         if let Some(h) = &n.hint {
             l.push(format!("hint: {h}"));
@@ -455,6 +508,14 @@ pub fn verdict_text(rep: &Report) -> String {
         None => "bytes not compared",
     };
     match rep.verdict {
+        // A GGUF judged by its bands: quantized tensors within their weight band, narrowed floats
+        // exactly the source's rounded, logits within the coarsest type's band.
+        Verdict::Equivalent if rep.quant.is_some() => match &rep.quant {
+            Some(q) if q.tensors.is_empty() => {
+                format!("{word} up to the rounding to {} (docs/GGUF.md)", q.coarsest)
+            }
+            _ => format!("{word} within the quantization bands (docs/GGUF.md)"),
+        },
         Verdict::Equivalent => match &rep.bytes {
             Some(b) if !b.pass && b.values_equal() => {
                 // Why the bytes differ: the same values in another float dtype (a bf16 source in
@@ -616,6 +677,7 @@ pub fn to_json(rep: &Report, sides: [(&Path, &str); 2], hint: &str) -> serde_jso
         "quant": rep.quant.as_ref().map(|q| json!({
             "pass": q.weights_pass(), "coarsest": q.coarsest.to_string(), "logits_band": f(q.logits_band),
             "over": q.over,
+            "rounded": q.rounded.iter().map(|(n, d)| json!({"tensor": n, "dtype": d.to_string()})).collect::<Vec<_>>(),
             "tensors": q.tensors.iter().map(|t| json!({
                 "tensor": t.name, "dtype": t.dtype.to_string(), "nmse": f(t.nmse), "band": f(t.band),
             })).collect::<Vec<_>>(),

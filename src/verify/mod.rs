@@ -525,19 +525,15 @@ pub fn verify_with_progress(
     // Tensors of a block type ckpt cannot decode (IQ*, TQ*, MXFP4) against the source's floats:
     // their bytes differ whatever the model, so they rule nothing out; with the logits unable to
     // run on them, such a run is inconclusive, never "not equivalent" on their account.
-    // Beside quantized weights (a GGUF), a float tensor stored narrower (llama.cpp keeps some in
-    // F16) whose values are exactly the source's rounded to that type is the source's tensor too.
-    let quantized = quant::is_quantized(a) || quant::is_quantized(b);
+    // In a GGUF, a float tensor stored narrower (`--outtype f16`, an F16 embedding beside Q8_0)
+    // whose values are exactly the source's rounded to that type is the source's tensor too.
     let mut judged = bytes.clone();
     if let Some(j) = judged.as_mut() {
         let mut kept = Vec::with_capacity(j.differing.len());
         for (p, d) in std::mem::take(&mut j.differing) {
-            let narrowed = exact
-                && quantized
-                && match (a.get(&p.canonical), b.get(&p.canonical)) {
-                    (Some(ta), Some(tb)) => quant::narrowed_exactly(a, ta, b, tb)?,
-                    _ => false,
-                };
+            let narrowed = quant
+                .as_ref()
+                .is_some_and(|q| q.rounded.iter().any(|(n, _)| *n == p.canonical));
             if !narrowed && !quant::unjudged(p.a_dtype, p.b_dtype) {
                 kept.push((p, d));
             }

@@ -18,6 +18,12 @@
 //!
 //! The verdict is "equivalent within the bands" when every quantized tensor is within its type's
 //! weight band and the logits NMSE is within the band of the coarsest type present.
+//!
+//! A GGUF also stores float tensors in a narrower float type than its source (`--outtype f16` or
+//! `bf16` of an f32 model, llama.cpp's default conversion, or an F16 embedding beside Q8_0
+//! matrices). Such a tensor is accepted only when **every** value is exactly the source's rounded
+//! to nearest even (a check, not a band), and the logits NMSE is then held to that type's band
+//! ([`rounding_band`]): the file is the source stored in F16 or BF16, nothing else.
 
 use crate::checkpoint::header::Dtype;
 use crate::error::{Error, Result};
@@ -56,6 +62,21 @@ pub fn band(d: Dtype) -> Option<Band> {
     })
 }
 
+/// The logits band of a float type a GGUF stores the source's values rounded to: 1e-4 for F16
+/// and 1e-3 for BF16. Measured on the fixtures (llama.cpp's own converter, `--outtype f16` /
+/// `bf16` of the f32 llama-gqa, qwen2 and qwen3 fixtures): F16 0.7-1.6e-6, BF16 4.8e-5-9.8e-5;
+/// the bands leave 60x (F16) and 10x (BF16) of room for deeper models whose error adds up layer
+/// by layer, stay below the Q8_0 band (a coarser type), and are far below the ~1 of a file read
+/// wrongly. Every weight has already been checked to be exactly the source's rounded, so the
+/// logits band only has to rule out a forward pass that is not the source's.
+pub fn rounding_band(d: Dtype) -> Option<f64> {
+    match d {
+        Dtype::F16 => Some(1e-4),
+        Dtype::BF16 => Some(1e-3),
+        _ => None,
+    }
+}
+
 /// NMSE of `test` against `reference` (check-nmse.py's `calculate_nmse`), in f64.
 pub fn nmse(reference: &[f32], test: &[f32]) -> f64 {
     let n = reference.len().min(test.len());
@@ -83,6 +104,15 @@ pub fn is_quantized(v: &View<'_>) -> bool {
     v.tensors.iter().any(|t| t.dtype.is_block())
 }
 
+/// Whether a view is read from a GGUF file (llama.cpp's runtime format, whose conversion rounds
+/// or quantizes the source by design).
+pub fn is_gguf(v: &View<'_>) -> bool {
+    v.ckpt
+        .shards
+        .iter()
+        .any(|s| matches!(s.container, crate::checkpoint::shard::Container::Gguf))
+}
+
 /// One quantized tensor against its source.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorNmse {
@@ -107,6 +137,9 @@ pub struct QuantCheck {
     pub logits_band: f64,
     /// Tensors over their band.
     pub over: usize,
+    /// Float tensors stored in a narrower float type whose every value is exactly the other
+    /// side's rounded to nearest even (canonical name, the narrower type).
+    pub rounded: Vec<(String, Dtype)>,
 }
 
 impl QuantCheck {
@@ -144,50 +177,67 @@ pub fn unjudged(a: Option<Dtype>, b: Option<Dtype>) -> bool {
     a != b && (unbanded(a) || unbanded(b))
 }
 
-/// Whether `narrow` holds exactly `wide`'s values rounded to its float type (F32 to F16 or BF16,
-/// round to nearest even, as llama.cpp's converter and gguf-py write them; NaN for NaN): a float
-/// tensor a quantized file stores in a narrower float type (llama.cpp keeps some tensors in F16)
-/// is then the source's tensor, changed only by that rounding.
+/// `x` rounded to the 16-bit float type `d` (round to nearest even, as llama.cpp's converter,
+/// numpy and gguf-py write F16 and BF16), widened back; `None` for other types.
+fn round_to(d: Dtype) -> Option<fn(f32) -> f32> {
+    match d {
+        Dtype::F16 => Some(|x| half::f16::from_f32(x).to_f32()),
+        Dtype::BF16 => Some(|x| half::bf16::from_f32(x).to_f32()),
+        _ => None,
+    }
+}
+
+/// Whether every value of `narrow` is exactly `wide`'s rounded with `round` (NaN for NaN) and at
+/// least one differs: a change of value by the rounding alone.
+fn is_rounding(wide: &[f32], narrow: &[f32], round: fn(f32) -> f32) -> bool {
+    let mut changed = false;
+    let all = wide.len() == narrow.len()
+        && wide.iter().zip(narrow).all(|(&x, &y)| {
+            changed |= x.to_bits() != y.to_bits();
+            round(x).to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
+        });
+    all && changed
+}
+
+/// The float type one side of a pair of float tensors (F32, F16, BF16; same shape) was rounded
+/// to, when every value of that side is exactly the other's rounded to it (round to nearest even,
+/// NaN for NaN) and some value changed: F32 to F16 or BF16, BF16 to F16, F16 to BF16. Such a
+/// tensor (llama.cpp's `--outtype f16`, an F16 embedding beside quantized matrices) is the
+/// source's, changed only by that rounding. `None` otherwise (including values all equal: a
+/// widening, which the exact comparison accepts).
 pub fn narrowed_exactly(
     va: &View<'_>,
     ta: &ViewTensor,
     vb: &View<'_>,
     tb: &ViewTensor,
-) -> Result<bool> {
-    let width = |d: Dtype| match d {
-        Dtype::F32 => Some(32),
-        Dtype::F16 | Dtype::BF16 => Some(16),
-        _ => None,
-    };
-    let ((vw, tw), (vn, tn)) = match (width(ta.dtype), width(tb.dtype)) {
-        (Some(32), Some(16)) => ((va, ta), (vb, tb)),
-        (Some(16), Some(32)) => ((vb, tb), (va, ta)),
-        _ => return Ok(false),
-    };
-    if tw.shape != tn.shape {
-        return Ok(false);
+) -> Result<Option<Dtype>> {
+    let float = |d: Dtype| matches!(d, Dtype::F32 | Dtype::F16 | Dtype::BF16);
+    if ta.shape != tb.shape || ta.dtype == tb.dtype || !float(ta.dtype) || !float(tb.dtype) {
+        return Ok(None);
     }
-    let (w, n) = (decode(vw, tw)?, decode(vn, tn)?);
-    let round = |x: f32| -> f32 {
-        match tn.dtype {
-            Dtype::F16 => half::f16::from_f32(x).to_f32(),
-            _ => half::bf16::from_f32(x).to_f32(),
+    let (x, y) = (decode(va, ta)?, decode(vb, tb)?);
+    for (wide, narrow, d) in [(&x, &y, tb.dtype), (&y, &x, ta.dtype)] {
+        if let Some(round) = round_to(d)
+            && is_rounding(wide, narrow, round)
+        {
+            return Ok(Some(d));
         }
-    };
-    Ok(w.len() == n.len()
-        && w.iter()
-            .zip(&n)
-            .all(|(&x, &y)| round(x).to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())))
+    }
+    Ok(None)
 }
 
 /// Compare every tensor that is block-quantized on one side and a float on the other (same shape),
-/// one tensor at a time. The non-quantized side is the reference. `None` when neither view is
-/// quantized.
+/// one tensor at a time; the non-quantized side is the reference. Beside them, or in a GGUF with
+/// no block type, float tensors stored narrower are checked to be exactly the other side's
+/// rounded ([`narrowed_exactly`]). `None` when neither view is quantized and no float tensor of a
+/// GGUF is such a rounding (the exact comparison applies).
 pub fn check(a: &View<'_>, b: &View<'_>) -> Result<Option<QuantCheck>> {
-    if !is_quantized(a) && !is_quantized(b) {
+    let quantized = is_quantized(a) || is_quantized(b);
+    if !quantized && !is_gguf(a) && !is_gguf(b) {
         return Ok(None);
     }
     let mut tensors = Vec::new();
+    let mut rounded = Vec::new();
     let mut coarsest: Option<(Dtype, Band)> = None;
     let mut over = 0;
     for ta in &a.tensors {
@@ -198,6 +248,21 @@ pub fn check(a: &View<'_>, b: &View<'_>) -> Result<Option<QuantCheck>> {
         let (reference, quant, qt) = match (ta.dtype.is_block(), tb.dtype.is_block()) {
             (false, true) => (ta, tb, b),
             (true, false) => (tb, ta, a),
+            (false, false) => {
+                if let Some(d) = narrowed_exactly(a, ta, b, tb)?
+                    && let Some(logits_nmse) = rounding_band(d)
+                {
+                    rounded.push((ta.name.clone(), d));
+                    let bd = Band {
+                        weight_nmse: 0.0,
+                        logits_nmse,
+                    };
+                    if coarsest.is_none_or(|(_, c)| bd.logits_nmse > c.logits_nmse) {
+                        coarsest = Some((d, bd));
+                    }
+                }
+                continue;
+            }
             _ => continue,
         };
         let Some(bd) = band(quant.dtype) else {
@@ -229,6 +294,7 @@ pub fn check(a: &View<'_>, b: &View<'_>) -> Result<Option<QuantCheck>> {
         coarsest,
         logits_band: bd.logits_nmse,
         over,
+        rounded,
     }))
 }
 
