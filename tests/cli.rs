@@ -411,6 +411,16 @@ fn every_commands_json_validates_against_its_documented_schema() {
         0,
     );
     json_of("verify", &["verify", s(&yi), s(&yi), "--json"], 0);
+    // GGUF bands: quantized, rounded to F16, and rounded but for one tensor.
+    for (file, want) in [
+        ("gqa-q8_0.gguf", 0),
+        ("gqa-f16-rounded.gguf", 0),
+        ("gqa-f16-truncated.gguf", 1),
+    ] {
+        let g = fixture("gguf").join(file);
+        let v = json_of("verify", &["verify", s(&gqa), s(&g), "--json"], want);
+        assert!(v["quant"].is_object(), "{file}: {v}");
+    }
     let v = json_of("verify", &["verify", s(&yi), s(&scaling), "--json"], 1);
     // Config values are JSON values, never Rust Debug text.
     let text = v.to_string();

@@ -443,6 +443,68 @@ fn float_rounding_to_f16_or_bf16_is_checked_exactly() {
     );
 }
 
+/// Files written by llama.cpp's own converter (`convert_hf_to_gguf.py` of the pinned
+/// llama-cpp-python sdist, `scripts/make_converter_fixtures.sh`) from the Hugging Face fixtures,
+/// verified against their sources as a user who ran the converter would: each verdict is the one
+/// the file earns, from exact to refused.
+#[test]
+fn llama_cpp_converter_outputs_get_the_verdict_they_earn() {
+    for (src, file, code, want) in [
+        // llama3 rope scaling written as the converter writes it (`rope_freqs`)
+        (
+            "llama3-scaling",
+            "llama3-scaling-f32",
+            0,
+            "verdict: equivalent\n",
+        ),
+        (
+            "llama-tied",
+            "llama-tied-q8_0",
+            0,
+            "verdict: equivalent within the quantization bands",
+        ),
+        // the converter's default outtype, and BF16
+        (
+            "qwen2",
+            "qwen2-f16",
+            0,
+            "verdict: equivalent up to the rounding to F16",
+        ),
+        (
+            "qwen3",
+            "qwen3-bf16",
+            0,
+            "verdict: equivalent up to the rounding to BF16",
+        ),
+        // a sliding window llama.cpp's llama graph does not apply: not the source's model
+        (
+            "mistral-window",
+            "mistral-window-q8_0",
+            1,
+            "verdict: NOT equivalent (structure differs; logits differ)",
+        ),
+    ] {
+        let f = gguf(&format!("converter/{file}.gguf"));
+        let (got, out, err) = ckpt(&[
+            "verify",
+            common::fixture(src).to_str().unwrap(),
+            f.to_str().unwrap(),
+        ]);
+        assert_eq!(got, code, "{file}: {out}{err}");
+        assert!(out.contains(want), "{file}: {out}");
+    }
+    // An architecture ckpt does not compute (`gemma`, whose norms the converter stores as 1 + w):
+    // detected as such and refused, not read as any family whose names fit.
+    let f = gguf("converter/gemma-f16.gguf");
+    let (code, out, err) = ckpt(&[
+        "verify",
+        common::fixture("gemma").to_str().unwrap(),
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("gguf-gemma"), "{err}");
+}
+
 /// `check` judges releases against LLaMA loaders' rules (llama.cpp through its converter); a GGUF
 /// file, which llama.cpp runs as it is, is refused with exit 2 instead of "will not load in
 /// llama.cpp", for every target.
