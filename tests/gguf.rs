@@ -493,6 +493,25 @@ fn llama_cpp_converter_outputs_get_the_verdict_they_earn() {
         assert_eq!(got, code, "{file}: {out}{err}");
         assert!(out.contains(want), "{file}: {out}");
     }
+    // llama.cpp's own quantizer (`llama-quantize`, its default mixes) on the converter's F16 of
+    // k-src: the K-quant blocks with the scales llama.cpp picks, within the bands.
+    for (file, types) in [
+        ("k-src-q4_k_m", "(Q4_K, Q6_K)"),
+        ("k-src-q2_k", "(Q2_K, Q3_K, Q6_K)"),
+    ] {
+        let f = gguf(&format!("converter/{file}.gguf"));
+        let (code, out, err) = ckpt(&[
+            "verify",
+            common::fixture("gguf/k-src").to_str().unwrap(),
+            f.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{file}: {out}{err}");
+        assert!(
+            out.contains(&format!("tensors quantized {types}"))
+                && out.contains("verdict: equivalent within the quantization bands"),
+            "{file}: {out}"
+        );
+    }
     // An architecture ckpt does not compute (`gemma`, whose norms the converter stores as 1 + w):
     // detected as such and refused, not read as any family whose names fit.
     let f = gguf("converter/gemma-f16.gguf");
