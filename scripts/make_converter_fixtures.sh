@@ -39,8 +39,10 @@ LLAMA=$SRC/vendor/llama.cpp
 #   qwen3 bf16           BF16 rounding, `qwen3` architecture (per-head q/k norms)
 #   mistral-window q8_0  a 5-token sliding window llama.cpp's `llama` graph does not apply: not
 #                        the source's model
+#   phi3 q8_0            `phi3` architecture: fused attn_qkv and gate/up ffn_up
+#   phi3-partial f32     `phi3` with half of each head rotated (rope.dimension_count 8 of 16)
 #   gemma f16            an architecture ckpt does not compute: refused
-CASES="llama3-scaling:f32 llama-tied:q8_0 qwen2:f16 qwen3:bf16 mistral-window:q8_0 gemma:f16"
+CASES="llama3-scaling:f32 llama-tied:q8_0 qwen2:f16 qwen3:bf16 mistral-window:q8_0 phi3:q8_0 phi3-partial:f32 gemma:f16"
 
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT

@@ -476,6 +476,19 @@ fn llama_cpp_converter_outputs_get_the_verdict_they_earn() {
             0,
             "verdict: equivalent up to the rounding to BF16",
         ),
+        // `phi3`: fused attn_qkv and ffn_up split back; half of each head rotated
+        (
+            "phi3",
+            "phi3-q8_0",
+            0,
+            "verdict: equivalent within the quantization bands",
+        ),
+        (
+            "phi3-partial",
+            "phi3-partial-f32",
+            0,
+            "verdict: equivalent\n",
+        ),
         // a sliding window llama.cpp's llama graph does not apply: not the source's model
         (
             "mistral-window",
@@ -512,6 +525,40 @@ fn llama_cpp_converter_outputs_get_the_verdict_they_earn() {
             "{file}: {out}"
         );
     }
+    // The phi3 file back to a Phi-3 directory: q/k/v and gate/up fused again, bit for bit the
+    // source's tensors (the padding id read from the file, so Phi-3's class default does not
+    // apply); to LLaMA it is refused (half of each head rotates).
+    let t = tempfile::tempdir().unwrap();
+    let f = gguf("converter/phi3-partial-f32.gguf");
+    let dst = t.path().join("phi3");
+    let (code, out, err) = ckpt(&[
+        "convert",
+        f.to_str().unwrap(),
+        dst.to_str().unwrap(),
+        "--to",
+        "phi3",
+        "--verify",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = ckpt(&[
+        "diff",
+        common::fixture("phi3-partial").to_str().unwrap(),
+        dst.to_str().unwrap(),
+    ]);
+    assert!(out.contains("(21 same)"), "{code} {out}{err}");
+    let llama = t.path().join("llama");
+    let (code, _, err) = ckpt(&[
+        "convert",
+        f.to_str().unwrap(),
+        llama.to_str().unwrap(),
+        "--to",
+        "llama",
+    ]);
+    assert!(
+        code == 2 && err.contains("8 dimensions of each head rotate"),
+        "{err}"
+    );
+    assert!(!llama.exists());
     // An architecture ckpt does not compute (`gemma`, whose norms the converter stores as 1 + w):
     // detected as such and refused, not read as any family whose names fit.
     let f = gguf("converter/gemma-f16.gguf");

@@ -729,12 +729,15 @@ pub fn parse(bytes: &[u8]) -> Result<GgufFile> {
 /// The GGUF architectures ckpt computes, with the `model_type` and class their config is written
 /// as: `llama` (llama.cpp's `llama` graph; mappings/gguf-llama.toml), `qwen2` (its `qwen2`
 /// graph, `src/models/qwen2.cpp`: LLaMA's with optional q/k/v biases and half-split rotary;
-/// mappings/gguf-qwen2.toml) and `qwen3` (`src/models/qwen3.cpp`: half-split rotary after a
-/// per-head RMSNorm of q and k; mappings/gguf-qwen3.toml).
+/// mappings/gguf-qwen2.toml), `qwen3` (`src/models/qwen3.cpp`: half-split rotary after a
+/// per-head RMSNorm of q and k; mappings/gguf-qwen3.toml) and `phi3` (`src/models/phi3.cpp`:
+/// fused `attn_qkv` and gate/up `ffn_up`, half-split and maybe partial rotary, no sliding window;
+/// mappings/gguf-phi3.toml).
 pub const COMPUTED_ARCHITECTURES: &[(&str, &str, &str)] = &[
     ("llama", "llama", "LlamaForCausalLM"),
     ("qwen2", "qwen2", "Qwen2ForCausalLM"),
     ("qwen3", "qwen3", "Qwen3ForCausalLM"),
+    ("phi3", "phi3", "Phi3ForCausalLM"),
 ];
 
 /// The config of a GGUF of an architecture ckpt does not compute (`gemma`, `phi3`, ...): only its
@@ -871,23 +874,32 @@ fn config_with(
         m.insert("rms_norm_eps".into(), float_json(e));
     }
     m.insert("rope_theta".into(), float_json(theta.unwrap_or(10000.0)));
-    // llama.cpp's qwen2 graph builds q and o as n_embd x n_embd (`src/models/qwen2.cpp`): a file
-    // whose heads x head size is another width does not load there.
-    if arch == "qwen2"
+    // llama.cpp's qwen2 and phi3 graphs build q and o as n_embd x n_embd (`src/models/qwen2.cpp`,
+    // `phi3.cpp`): a file whose heads x head size is another width does not load there.
+    if (arch == "qwen2" || arch == "phi3")
         && let Some(hd) = head_dim
         && heads.checked_mul(hd) != Some(hidden)
     {
         return Err(Error::unsupported(format!(
-            "{heads} heads of {hd} is not the embedding length {hidden}: llama.cpp's qwen2 graph builds its q and o projections {hidden} x {hidden}, so the file does not load there"
+            "{heads} heads of {hd} is not the embedding length {hidden}: llama.cpp's {arch} graph builds its q and o projections {hidden} x {hidden}, so the file does not load there"
         )));
     }
     if let (Some(rd), Some(hd)) = (uint("rope.dimension_count")?, head_dim)
         && rd != hd
     {
-        return Err(Error::unsupported(format!(
-            "metadata key \"{}\": rotary dimension {rd} differs from the head size {hd} (partial rotary is not LLaMA)",
-            key("rope.dimension_count")
-        )));
+        // Phi-3's rotary may cover part of each head (`partial_rotary_factor`; the converter
+        // writes `rope.dimension_count` = factor x head size): the config says the factor, when
+        // transformers' `int(head_dim * factor)` gives that dimension back.
+        let factor = rd as f64 / hd as f64;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let back = (hd as f64 * factor) as u64;
+        if arch != "phi3" || rd == 0 || rd > hd || rd % 2 != 0 || back != rd {
+            return Err(Error::unsupported(format!(
+                "metadata key \"{}\": rotary dimension {rd} differs from the head size {hd} (partial rotary is computed for the `phi3` architecture only, as an even part of the head)",
+                key("rope.dimension_count")
+            )));
+        }
+        m.insert("partial_rotary_factor".into(), Json::from(factor));
     }
     // llama.cpp's llama graph reads llama3 scaling from `rope_freqs`; its qwen2 and qwen3 graphs
     // read no such tensor (a file with one is refused by the family: no rule maps it).
@@ -929,6 +941,9 @@ fn config_with(
         if let Some(rest) = k.strip_prefix(&prefix)
             && !READ_KEYS.contains(&rest)
             && !at_default(rest, v, hidden)
+            // llama.cpp's phi3 graph reads the window and disables it ("Phi SWA is currently
+            // disabled", `src/models/phi3.cpp`): every layer attends to every earlier position.
+            && !(arch == "phi3" && rest == "attention.sliding_window")
         {
             // Numbers as numbers; anything else (a `false` would read as "switched off") as text.
             let shown = match (v.as_u64(), v.as_f64(), v.as_str()) {
@@ -951,6 +966,9 @@ fn config_with(
     for (k, t) in [
         ("bos_token_id", "tokenizer.ggml.bos_token_id"),
         ("eos_token_id", "tokenizer.ggml.eos_token_id"),
+        // informational for the forward pass, but a class builds its embedding with it (a
+        // Phi-3 config without one reads 32000)
+        ("pad_token_id", "tokenizer.ggml.padding_token_id"),
     ] {
         if let Some(v) = g.get(t).and_then(Value::as_u64) {
             m.insert(k.into(), Json::from(v));
@@ -1732,6 +1750,45 @@ mod tests {
         assert_eq!(c["head_dim"], 16);
         assert_eq!(file(Some(16))["head_dim"], 16);
         assert_eq!(file(Some(32))["head_dim"], 32);
+    }
+
+    /// The `phi3` architecture: `rope.dimension_count` below the head size is Phi-3's partial
+    /// rotary (an even part that transformers' `int(head_dim * factor)` gives back; another
+    /// architecture, an odd part or more than the head is refused), and the sliding window
+    /// llama.cpp reads and disables leaves no trace in the config.
+    #[test]
+    fn phi3_metadata_is_read_as_llama_cpp_s_phi3_graph() {
+        let file = |arch: &str, heads: u32, rot: u32, window: u32| {
+            let mut w = W::default();
+            let k = |n: &str| format!("{arch}.{n}");
+            w.kv_str("general.architecture", arch)
+                .kv_u32(&k("block_count"), 1)
+                .kv_u32(&k("embedding_length"), 64)
+                .kv_u32(&k("attention.head_count"), heads)
+                .kv_u32(&k("rope.dimension_count"), rot)
+                .kv_u32(&k("attention.sliding_window"), window)
+                .tensor("token_embd.weight", &[64, 8], 0, 0);
+            let g = parse(&w.build(2048)).unwrap();
+            llama_config(&g, &[])
+        };
+        let c = file("phi3", 4, 8, 2047).unwrap();
+        assert_eq!(c["model_type"], "phi3");
+        assert_eq!(c["partial_rotary_factor"], 0.5);
+        assert!(c.keys().all(|k| !k.contains("sliding")), "{c:?}");
+        assert!(
+            !file("phi3", 4, 16, 0)
+                .unwrap()
+                .contains_key("partial_rotary_factor")
+        );
+        for (arch, heads, rot) in [("phi3", 4, 7), ("phi3", 4, 32), ("llama", 4, 8)] {
+            assert!(file(arch, heads, rot, 0).is_err(), "{arch} {heads} {rot}");
+        }
+        // Another architecture's window is not ignored: it goes into the config by name.
+        let c = file("llama", 4, 16, 2047).unwrap();
+        assert!(
+            c.contains_key("gguf.llama.attention.sliding_window"),
+            "{c:?}"
+        );
     }
 
     /// Every single-byte mutation of a small valid file (four values per byte) parses or is refused,

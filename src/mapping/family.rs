@@ -132,6 +132,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "mappings/gguf-qwen3.toml",
         include_str!("../../mappings/gguf-qwen3.toml"),
     ),
+    (
+        "mappings/gguf-phi3.toml",
+        include_str!("../../mappings/gguf-phi3.toml"),
+    ),
 ];
 
 // ---------------------------------------------------------------------------------------------
