@@ -934,6 +934,20 @@ fn other_gguf_architectures_are_read_but_never_computed_as_llama() {
     assert!(!t.path().join("out").exists());
 }
 
+/// The same tensors under the same names, dtypes, shapes and bytes in both checkpoints.
+fn assert_same_tensors(a: &Path, b: &Path) {
+    let a = Checkpoint::open(a).unwrap();
+    let b = Checkpoint::open(b).unwrap();
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for t in &a.tensors {
+        let u = b
+            .get(&t.name)
+            .unwrap_or_else(|| panic!("{} missing", t.name));
+        assert_eq!((t.dtype, &t.shape), (u.dtype, &u.shape), "{}", t.name);
+        assert!(a.data(t).unwrap() == b.data(u).unwrap(), "{}", t.name);
+    }
+}
+
 /// llama.cpp's `qwen2` architecture (conversion/qwen.py writes Hugging Face's rows unpermuted, and
 /// its graph rotates them half-split, adding q/k/v biases when stored): the f32 file is the
 /// source's bytes and logits, the Q8_0 one equivalent within its bands, and the f32 file converts
@@ -968,16 +982,7 @@ fn qwen2_gguf_computes_llama_cpp_s_qwen2_graph() {
         "--verify",
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    let a = Checkpoint::open(&src).unwrap();
-    let b = Checkpoint::open(&dst).unwrap();
-    assert_eq!(a.tensors.len(), b.tensors.len());
-    for t in &a.tensors {
-        let u = b
-            .get(&t.name)
-            .unwrap_or_else(|| panic!("{} missing", t.name));
-        assert_eq!((t.dtype, &t.shape), (u.dtype, &u.shape), "{}", t.name);
-        assert!(a.data(t).unwrap() == b.data(u).unwrap(), "{}", t.name);
-    }
+    assert_same_tensors(&src, &dst);
     let (code, out, _) = ckpt(&["detect", &s(&dst)]);
     assert!(code == 0 && out.contains("family      qwen2 "), "{out}");
     // A llama file relabelled `qwen2`: read as llama.cpp's qwen2 graph reads it, which is not the
@@ -1019,16 +1024,7 @@ fn qwen3_gguf_computes_llama_cpp_s_qwen3_graph() {
     let f32_file = s(&gguf("qwen3-f32.gguf"));
     let (code, out, err) = ckpt(&["convert", &f32_file, &s(&dst), "--to", "qwen3", "--verify"]);
     assert_eq!(code, 0, "{out}{err}");
-    let a = Checkpoint::open(&src).unwrap();
-    let b = Checkpoint::open(&dst).unwrap();
-    assert_eq!(a.tensors.len(), b.tensors.len());
-    for t in &a.tensors {
-        let u = b
-            .get(&t.name)
-            .unwrap_or_else(|| panic!("{} missing", t.name));
-        assert_eq!((t.dtype, &t.shape), (u.dtype, &u.shape), "{}", t.name);
-        assert!(a.data(t).unwrap() == b.data(u).unwrap(), "{}", t.name);
-    }
+    assert_same_tensors(&src, &dst);
     let (code, out, _) = ckpt(&["detect", &s(&dst)]);
     assert!(code == 0 && out.contains("family      qwen3 "), "{out}");
     let llama = t.path().join("llama");

@@ -1692,18 +1692,24 @@ mod tests {
         assert!(llama3_from_factors(&[1.0; 3], 1e4, 16).is_err());
     }
 
+    /// A one-layer file of `arch`, width 64, `heads` heads, and a token embedding.
+    fn one_layer(arch: &str, heads: u32) -> W {
+        let mut w = W::default();
+        w.kv_str("general.architecture", arch)
+            .kv_u32(&format!("{arch}.block_count"), 1)
+            .kv_u32(&format!("{arch}.embedding_length"), 64)
+            .kv_u32(&format!("{arch}.attention.head_count"), heads)
+            .tensor("token_embd.weight", &[64, 8], 0, 0);
+        w
+    }
+
     /// The `qwen2` architecture: its config is a Qwen2 one from the `qwen2.*` keys; heads x head
     /// size other than the embedding length is refused (llama.cpp's qwen2 graph builds q and o
     /// square); a `rope_freqs` tensor is not read as llama3 scaling (that graph reads none).
     #[test]
     fn qwen2_metadata_is_read_as_llama_cpp_s_qwen2_graph() {
         let file = |key_len: Option<u32>, rope_freqs: bool| {
-            let mut w = W::default();
-            w.kv_str("general.architecture", "qwen2")
-                .kv_u32("qwen2.block_count", 1)
-                .kv_u32("qwen2.embedding_length", 64)
-                .kv_u32("qwen2.attention.head_count", 4)
-                .tensor("token_embd.weight", &[64, 8], 0, 0);
+            let mut w = one_layer("qwen2", 4);
             if let Some(k) = key_len {
                 w.kv_u32("qwen2.attention.key_length", k)
                     .kv_u32("qwen2.attention.value_length", k);
@@ -1731,12 +1737,7 @@ mod tests {
     #[test]
     fn qwen3_metadata_always_names_the_head_size() {
         let file = |key_len: Option<u32>| {
-            let mut w = W::default();
-            w.kv_str("general.architecture", "qwen3")
-                .kv_u32("qwen3.block_count", 1)
-                .kv_u32("qwen3.embedding_length", 64)
-                .kv_u32("qwen3.attention.head_count", 4)
-                .tensor("token_embd.weight", &[64, 8], 0, 0);
+            let mut w = one_layer("qwen3", 4);
             if let Some(k) = key_len {
                 w.kv_u32("qwen3.attention.key_length", k)
                     .kv_u32("qwen3.attention.value_length", k);
@@ -1759,15 +1760,9 @@ mod tests {
     #[test]
     fn phi3_metadata_is_read_as_llama_cpp_s_phi3_graph() {
         let file = |arch: &str, heads: u32, rot: u32, window: u32| {
-            let mut w = W::default();
-            let k = |n: &str| format!("{arch}.{n}");
-            w.kv_str("general.architecture", arch)
-                .kv_u32(&k("block_count"), 1)
-                .kv_u32(&k("embedding_length"), 64)
-                .kv_u32(&k("attention.head_count"), heads)
-                .kv_u32(&k("rope.dimension_count"), rot)
-                .kv_u32(&k("attention.sliding_window"), window)
-                .tensor("token_embd.weight", &[64, 8], 0, 0);
+            let mut w = one_layer(arch, heads);
+            w.kv_u32(&format!("{arch}.rope.dimension_count"), rot)
+                .kv_u32(&format!("{arch}.attention.sliding_window"), window);
             let g = parse(&w.build(2048)).unwrap();
             llama_config(&g, &[])
         };
