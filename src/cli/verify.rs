@@ -310,24 +310,7 @@ pub fn render(rep: &Report, a: &Path, b: &Path, hint: &str) -> Vec<String> {
         }
     }
     if let Some(q) = &rep.quant {
-        // Float tensors in another float type whose values changed by more than the rounding.
-        let float = |d: Option<ckpt::checkpoint::Dtype>| {
-            use ckpt::checkpoint::Dtype as D;
-            matches!(d, Some(D::F32 | D::F16 | D::BF16))
-        };
-        let not_rounded: Vec<&str> = rep
-            .bytes
-            .iter()
-            .flat_map(|b| &b.differing)
-            .filter(|(p, d)| {
-                float(p.a_dtype)
-                    && float(p.b_dtype)
-                    && p.a_dtype != p.b_dtype
-                    && d.as_ref().is_some_and(|v| v.max_abs != 0.0)
-                    && !q.rounded.iter().any(|(n, _)| *n == p.canonical)
-            })
-            .map(|(p, _)| p.canonical.as_str())
-            .collect();
+        let not_rounded = &q.not_rounded;
         if !q.rounded.is_empty() || !not_rounded.is_empty() {
             let mut types: Vec<String> = q.rounded.iter().map(|(_, d)| d.to_string()).collect();
             types.sort();

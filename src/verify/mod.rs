@@ -515,7 +515,7 @@ pub fn verify_with_progress(
     // exactness (`quant.rs`): the logits by their NMSE, each quantized tensor by its weight NMSE,
     // and no other tensor may differ except floats widened without a change of value (llama.cpp
     // stores norms in F32 whatever the source dtype).
-    let quant = match exact && opts.level >= Level::Bytes {
+    let mut quant = match exact && opts.level >= Level::Bytes {
         true => quant::check(a, b)?,
         false => None,
     };
@@ -535,6 +535,12 @@ pub fn verify_with_progress(
                 .as_ref()
                 .is_some_and(|q| q.rounded.iter().any(|(n, _)| *n == p.canonical));
             if !narrowed && !quant::unjudged(p.a_dtype, p.b_dtype) {
+                if let Some(q) = quant.as_mut()
+                    && quant::is_float_change(p.a_dtype, p.b_dtype)
+                    && d.as_ref().is_some_and(|v| v.max_abs != 0.0)
+                {
+                    q.not_rounded.push(p.canonical.clone());
+                }
                 kept.push((p, d));
             }
         }

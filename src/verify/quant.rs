@@ -140,6 +140,9 @@ pub struct QuantCheck {
     /// Float tensors stored in a narrower float type whose every value is exactly the other
     /// side's rounded to nearest even (canonical name, the narrower type).
     pub rounded: Vec<(String, Dtype)>,
+    /// Float tensors stored in another float type whose values changed beyond that rounding
+    /// (canonical names): each rules equivalence out.
+    pub not_rounded: Vec<String>,
 }
 
 impl QuantCheck {
@@ -177,6 +180,12 @@ pub fn unjudged(a: Option<Dtype>, b: Option<Dtype>) -> bool {
     a != b && (unbanded(a) || unbanded(b))
 }
 
+/// Whether a pair's dtypes are two different float types (F32, F16, BF16).
+pub fn is_float_change(a: Option<Dtype>, b: Option<Dtype>) -> bool {
+    let float = |d: Option<Dtype>| matches!(d, Some(Dtype::F32 | Dtype::F16 | Dtype::BF16));
+    float(a) && float(b) && a != b
+}
+
 /// `x` rounded to the 16-bit float type `d` (round to nearest even, as llama.cpp's converter,
 /// numpy and gguf-py write F16 and BF16), widened back; `None` for other types.
 fn round_to(d: Dtype) -> Option<fn(f32) -> f32> {
@@ -211,8 +220,7 @@ pub fn narrowed_exactly(
     vb: &View<'_>,
     tb: &ViewTensor,
 ) -> Result<Option<Dtype>> {
-    let float = |d: Dtype| matches!(d, Dtype::F32 | Dtype::F16 | Dtype::BF16);
-    if ta.shape != tb.shape || ta.dtype == tb.dtype || !float(ta.dtype) || !float(tb.dtype) {
+    if ta.shape != tb.shape || !is_float_change(Some(ta.dtype), Some(tb.dtype)) {
         return Ok(None);
     }
     let (x, y) = (decode(va, ta)?, decode(vb, tb)?);
@@ -295,6 +303,7 @@ pub fn check(a: &View<'_>, b: &View<'_>) -> Result<Option<QuantCheck>> {
         logits_band: bd.logits_nmse,
         over,
         rounded,
+        not_rounded: Vec::new(),
     }))
 }
 
